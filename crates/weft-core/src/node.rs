@@ -1,0 +1,1083 @@
+//! A weft node: demultiplexes inputs to its peers' sessions and merges their
+//! outputs.
+//!
+//! Each configured peer gets a session (the full mesh): the node starts a
+//! handshake to every peer whose endpoint it knows, retries with backoff,
+//! rekeys on time and volume, keeps the session alive and measures RTT. Any
+//! holder of a valid certificate of the network's CA may also connect; it
+//! becomes a peer when its handshake completes.
+//!
+//! Inbound datagrams are dispatched in one place ([`Node::handle_datagram`]):
+//! decode, then handshake init, response or data. Packets from the TUN are
+//! routed by destination overlay address; a packet for a peer whose session
+//! is not up yet waits in a small bounded queue; one for an address nobody
+//! holds is dropped and counted.
+//!
+//! Outputs are buffers from a pool: [`Node::poll_transmit`] and
+//! [`Node::poll_tun`] swap a filled buffer with the caller's, so the steady
+//! state allocates nothing per packet.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, trace};
+
+use crate::identity::{CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, SecretKey};
+use crate::link::RttEstimator;
+use crate::rng::SharedRng;
+use crate::session::{AwaitingResponse, HandshakeError, InitReceived, OpenError, SessionConfig, Transport};
+use crate::stats::Stats;
+use crate::timer::TimerKind;
+use crate::wire::{DATA_HEADER_LEN, Frame, HandshakePayload, Packet, SessionIndex};
+
+/// Packets that may wait for a peer's session to come up.
+const PENDING_PER_PEER: usize = 64;
+/// Datagrams waiting to be sent.
+const MAX_TRANSMITS: usize = 8192;
+/// Packets waiting for the TUN.
+const MAX_TUN_OUT: usize = 8192;
+/// Events waiting to be drained.
+const MAX_EVENTS: usize = 1024;
+/// Spare buffers kept for reuse.
+const MAX_POOL: usize = 1024;
+/// Capacity of a fresh buffer: a full-size datagram without reallocation.
+const BUFFER_CAPACITY: usize = 2048;
+
+/// What a node is and whom it talks to.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's secret keys.
+    pub secret_key: SecretKey,
+    /// The node's certificate, issued by `ca` for `secret_key`.
+    pub certificate: Certificate,
+    /// The network's CA: the only issuer this node trusts.
+    pub ca: CaCertificate,
+    /// Static peers.
+    pub peers: Vec<PeerConfig>,
+    /// Session timing.
+    pub session: SessionConfig,
+}
+
+/// A static peer: known by certificate name, by key, or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Its certificate name.
+    pub name: Option<String>,
+    /// Its public keys.
+    pub public_key: Option<PublicKey>,
+    /// Where to reach it; without one, the node waits for the peer to call.
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// Why a node could not be created.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NodeError {
+    /// The certificate does not certify the node's key.
+    #[error("the certificate is for another key than this node's")]
+    CertificateKeyMismatch,
+    /// The certificate is not valid now under the CA.
+    #[error("the node's own certificate is not acceptable: {0}")]
+    Certificate(#[from] CertError),
+    /// A peer entry names neither a certificate name nor a key.
+    #[error("peer {0} has neither a name nor a public key")]
+    PeerWithoutIdentity(usize),
+    /// Two peer entries name the same node.
+    #[error("peer '{0}' is configured twice")]
+    DuplicatePeer(String),
+    /// A peer entry names this node itself.
+    #[error("peer '{0}' is this node itself")]
+    SelfAsPeer(String),
+}
+
+/// Something the daemon or a test may want to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A session with a peer was established (or replaced by a rekey).
+    SessionEstablished {
+        /// The peer.
+        peer: NodeId,
+        /// Its certificate name.
+        name: String,
+        /// Where it is.
+        endpoint: SocketAddr,
+        /// Whether this node initiated the handshake.
+        initiator: bool,
+    },
+    /// A peer fell silent; its session was dropped.
+    SessionLost {
+        /// The peer.
+        peer: NodeId,
+        /// Its certificate name.
+        name: String,
+    },
+    /// A handshake was refused.
+    HandshakeRejected {
+        /// Where it came from.
+        from: SocketAddr,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// A peer's endpoint moved (roaming); the session follows it.
+    PeerRoamed {
+        /// The peer.
+        peer: NodeId,
+        /// Its certificate name.
+        name: String,
+        /// Old endpoint.
+        from: SocketAddr,
+        /// New endpoint.
+        to: SocketAddr,
+    },
+}
+
+/// The state of a peer's session, as `weft status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SessionState {
+    /// No endpoint known: waiting for the peer to call.
+    AwaitingPeer,
+    /// A handshake is under way or being retried.
+    Handshaking,
+    /// Keys are established and traffic flows.
+    Established,
+}
+
+/// A snapshot of one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Its node id, once known.
+    pub node_id: Option<NodeId>,
+    /// Its certificate name (or the configured one before the handshake).
+    pub name: Option<String>,
+    /// Its overlay IPv6 address, once known.
+    pub overlay_ipv6: Option<Ipv6Addr>,
+    /// Its overlay IPv4 address, if its certificate has one.
+    pub overlay_ipv4: Option<Ipv4Addr>,
+    /// Its current endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// Session state.
+    pub state: SessionState,
+    /// Smoothed RTT.
+    pub rtt: Option<Duration>,
+    /// Payload bytes received from it.
+    pub bytes_in: u64,
+    /// Payload bytes sent to it.
+    pub bytes_out: u64,
+    /// Data packets received from it.
+    pub packets_in: u64,
+    /// Data packets sent to it.
+    pub packets_out: u64,
+    /// Time since the last completed handshake.
+    pub last_handshake: Option<Duration>,
+    /// Completed handshakes with it.
+    pub handshakes: u64,
+}
+
+/// A weft node. See the crate docs for the call contract: after every
+/// `handle_*` call, drain `poll_transmit`, `poll_tun` and `poll_event` until
+/// each returns nothing, then sleep until `poll_timeout`.
+pub struct Node {
+    secret: SecretKey,
+    certificate: Certificate,
+    ca: CaCertificate,
+    config: SessionConfig,
+    start: Instant,
+    unix_start: u64,
+    last_timestamp: u64,
+    rng: SharedRng,
+    peers: Vec<Peer>,
+    by_index: BTreeMap<SessionIndex, usize>,
+    by_id: BTreeMap<NodeId, usize>,
+    by_ipv4: BTreeMap<Ipv4Addr, usize>,
+    by_ipv6: BTreeMap<Ipv6Addr, usize>,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    tun_out: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    pool: Vec<Vec<u8>>,
+    stats: Stats,
+}
+
+struct Peer {
+    configured_name: Option<String>,
+    node_id: Option<NodeId>,
+    certificate: Option<Certificate>,
+    endpoint: Option<SocketAddr>,
+    current: Option<Transport>,
+    previous: Option<Transport>,
+    next: Option<Transport>,
+    pending: Option<AwaitingResponse>,
+    handshake_attempts: u32,
+    handshake_due: Option<Instant>,
+    last_init_timestamp: u64,
+    last_received: Option<Instant>,
+    last_sent: Option<Instant>,
+    last_handshake: Option<Instant>,
+    next_ping: Option<Instant>,
+    outstanding_ping: Option<(u64, Instant)>,
+    rtt: RttEstimator,
+    queue: VecDeque<Vec<u8>>,
+    handshakes: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    packets_in: u64,
+    packets_out: u64,
+}
+
+impl Peer {
+    fn new(configured_name: Option<String>, node_id: Option<NodeId>, endpoint: Option<SocketAddr>) -> Self {
+        Self {
+            configured_name,
+            node_id,
+            certificate: None,
+            endpoint,
+            current: None,
+            previous: None,
+            next: None,
+            pending: None,
+            handshake_attempts: 0,
+            handshake_due: None,
+            last_init_timestamp: 0,
+            last_received: None,
+            last_sent: None,
+            last_handshake: None,
+            next_ping: None,
+            outstanding_ping: None,
+            rtt: RttEstimator::default(),
+            queue: VecDeque::new(),
+            handshakes: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            packets_in: 0,
+            packets_out: 0,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.certificate
+            .as_ref()
+            .map(|c| c.name().to_owned())
+            .or_else(|| self.configured_name.clone())
+            .unwrap_or_else(|| self.node_id.map(|id| id.short()).unwrap_or_default())
+    }
+
+    fn transport_mut(&mut self, index: SessionIndex) -> Option<(Slot, &mut Transport)> {
+        if let Some(t) = self.current.as_mut().filter(|t| t.local == index) {
+            return Some((Slot::Current, t));
+        }
+        if let Some(t) = self.next.as_mut().filter(|t| t.local == index) {
+            return Some((Slot::Next, t));
+        }
+        self.previous.as_mut().filter(|t| t.local == index).map(|t| (Slot::Previous, t))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Current,
+    Next,
+    Previous,
+}
+
+impl Node {
+    /// Creates a node. `unix_time` is the wall clock (seconds since the
+    /// epoch) at `now`; `seed` seeds every random choice the node makes.
+    pub fn new(now: Instant, unix_time: u64, seed: [u8; 32], config: NodeConfig) -> Result<Self, NodeError> {
+        let NodeConfig { secret_key, certificate, ca, peers, session } = config;
+        if certificate.public_key() != secret_key.public() {
+            return Err(NodeError::CertificateKeyMismatch);
+        }
+        certificate.verify(&ca, unix_time)?;
+        let mut node = Self {
+            secret: secret_key,
+            certificate,
+            ca,
+            config: session,
+            start: now,
+            unix_start: unix_time,
+            last_timestamp: 0,
+            rng: SharedRng::from_seed(seed),
+            peers: Vec::new(),
+            by_index: BTreeMap::new(),
+            by_id: BTreeMap::new(),
+            by_ipv4: BTreeMap::new(),
+            by_ipv6: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            tun_out: VecDeque::new(),
+            events: VecDeque::new(),
+            pool: Vec::new(),
+            stats: Stats::default(),
+        };
+        for (i, peer) in peers.into_iter().enumerate() {
+            node.add_configured_peer(now, i, peer)?;
+        }
+        Ok(node)
+    }
+
+    fn add_configured_peer(&mut self, now: Instant, position: usize, config: PeerConfig) -> Result<(), NodeError> {
+        let label = config
+            .name
+            .clone()
+            .or_else(|| config.public_key.map(|k| k.node_id().short()))
+            .ok_or(NodeError::PeerWithoutIdentity(position))?;
+        let node_id = config.public_key.map(|k| k.node_id());
+        if node_id == Some(self.node_id()) || config.name.as_deref() == Some(self.name()) {
+            return Err(NodeError::SelfAsPeer(label));
+        }
+        let duplicate = self.peers.iter().any(|p| {
+            (node_id.is_some() && p.node_id == node_id)
+                || (config.name.is_some() && p.configured_name == config.name)
+        });
+        if duplicate {
+            return Err(NodeError::DuplicatePeer(label));
+        }
+        let index = self.peers.len();
+        let mut peer = Peer::new(config.name, node_id, config.endpoint);
+        if config.endpoint.is_some() {
+            peer.handshake_due = Some(now);
+        }
+        if let Some(id) = node_id {
+            self.by_id.insert(id, index);
+            self.by_ipv6.insert(id.overlay_ipv6(), index);
+        }
+        self.peers.push(peer);
+        Ok(())
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.secret.node_id()
+    }
+
+    /// This node's certificate name.
+    pub fn name(&self) -> &str {
+        self.certificate.name()
+    }
+
+    /// This node's certificate.
+    pub fn certificate(&self) -> &Certificate {
+        &self.certificate
+    }
+
+    /// This node's overlay IPv6 address.
+    pub fn overlay_ipv6(&self) -> Ipv6Addr {
+        self.node_id().overlay_ipv6()
+    }
+
+    /// This node's overlay IPv4 address and prefix, if its certificate has one.
+    pub fn overlay_ipv4(&self) -> Option<Ipv4Net> {
+        self.certificate.ipv4()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// A snapshot of every peer, sorted by name.
+    pub fn peers(&self, now: Instant) -> Vec<PeerStatus> {
+        let mut out: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .map(|p| PeerStatus {
+                node_id: p.node_id,
+                name: Some(p.name()).filter(|n| !n.is_empty()),
+                overlay_ipv6: p.node_id.map(|id| id.overlay_ipv6()),
+                overlay_ipv4: p.certificate.as_ref().and_then(|c| c.ipv4()).map(|n| n.addr),
+                endpoint: p.endpoint,
+                state: if p.current.as_ref().is_some_and(|t| t.confirmed) {
+                    SessionState::Established
+                } else if p.endpoint.is_some() {
+                    SessionState::Handshaking
+                } else {
+                    SessionState::AwaitingPeer
+                },
+                rtt: p.rtt.smoothed(),
+                bytes_in: p.bytes_in,
+                bytes_out: p.bytes_out,
+                packets_in: p.packets_in,
+                packets_out: p.packets_out,
+                last_handshake: p.last_handshake.map(|t| now.saturating_duration_since(t)),
+                handshakes: p.handshakes,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));
+        out
+    }
+
+    /// Handles one UDP datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let packet = match Packet::decode(datagram) {
+            Ok(packet) => packet,
+            Err(error) => {
+                self.stats.rx_malformed += 1;
+                trace!(%error, "dropping malformed datagram");
+                return;
+            }
+        };
+        match packet {
+            Packet::HandshakeInit { sender, noise } => self.on_handshake_init(now, from, sender, noise),
+            Packet::HandshakeResponse { sender, receiver, noise } => {
+                self.on_handshake_response(now, from, sender, receiver, noise)
+            }
+            Packet::Data { receiver, counter } => self.on_data(now, from, receiver, counter, datagram),
+        }
+    }
+
+    /// Handles one IP packet read from the TUN device.
+    pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8]) {
+        let Some(destination) = ip_destination(packet) else {
+            self.stats.tun_malformed += 1;
+            return;
+        };
+        let peer = match destination {
+            IpAddr::V4(addr) if addr.is_multicast() || addr.is_broadcast() => None,
+            IpAddr::V6(addr) if addr.is_multicast() => None,
+            IpAddr::V4(addr) => match self.by_ipv4.get(&addr) {
+                Some(&p) => Some(p),
+                None => {
+                    self.stats.tx_no_route += 1;
+                    trace!(%addr, "no peer holds this address");
+                    return;
+                }
+            },
+            IpAddr::V6(addr) => match self.by_ipv6.get(&addr) {
+                Some(&p) => Some(p),
+                None => {
+                    self.stats.tx_no_route += 1;
+                    trace!(%addr, "no peer holds this address");
+                    return;
+                }
+            },
+        };
+        let Some(peer) = peer else {
+            self.stats.tx_multicast_dropped += 1;
+            return;
+        };
+        if self.usable_current(now, peer) {
+            self.send_frame(now, peer, Frame::Ip(packet));
+            self.maybe_rekey_on_volume(now, peer);
+            return;
+        }
+        let mut buf = self.take_buffer();
+        buf.extend_from_slice(packet);
+        let p = &mut self.peers[peer];
+        if p.queue.len() >= PENDING_PER_PEER {
+            self.stats.tx_pending_overflow += 1;
+            if let Some(old) = p.queue.pop_front() {
+                self.return_buffer(old);
+            }
+        }
+        self.peers[peer].queue.push_back(buf);
+        if self.peers[peer].pending.is_none() && self.peers[peer].endpoint.is_some() {
+            self.start_handshake(now, peer);
+        }
+    }
+
+    /// Runs every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for peer in 0..self.peers.len() {
+            self.peer_timers(now, peer);
+        }
+    }
+
+    /// The next datagram to send: swaps its buffer into `buf` and returns
+    /// the destination. The buffer handed in is kept for reuse.
+    #[must_use]
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        let (destination, mut contents) = self.transmits.pop_front()?;
+        std::mem::swap(buf, &mut contents);
+        self.return_buffer(contents);
+        Some(destination)
+    }
+
+    /// The next IP packet for the TUN device, swapped into `buf`.
+    #[must_use]
+    pub fn poll_tun(&mut self, buf: &mut Vec<u8>) -> bool {
+        let Some(mut packet) = self.tun_out.pop_front() else {
+            return false;
+        };
+        std::mem::swap(buf, &mut packet);
+        self.return_buffer(packet);
+        true
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When the node next needs [`Node::handle_timeout`], and why.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<(Instant, TimerKind)> {
+        let mut earliest: Option<(Instant, TimerKind)> = None;
+        let mut consider = |at: Option<Instant>, kind: TimerKind| {
+            if let Some(at) = at
+                && earliest.is_none_or(|(e, _)| at < e)
+            {
+                earliest = Some((at, kind));
+            }
+        };
+        for peer in &self.peers {
+            consider(peer.handshake_due, TimerKind::HandshakeRetry);
+            if let Some(current) = &peer.current {
+                consider(Some(current.created + self.rekey_age(current)), TimerKind::Rekey);
+                consider(Some(current.created + self.config.reject_after_time), TimerKind::Expiry);
+                if current.confirmed {
+                    consider(peer.next_ping, TimerKind::Ping);
+                    consider(peer.last_sent.map(|t| t + self.config.keepalive_interval), TimerKind::Keepalive);
+                    consider(peer.last_received.map(|t| t + self.config.dead_after), TimerKind::Expiry);
+                }
+            }
+            if let Some(previous) = &peer.previous {
+                consider(Some(previous.created + self.config.reject_after_time), TimerKind::Expiry);
+            }
+        }
+        earliest
+    }
+
+    fn peer_timers(&mut self, now: Instant, peer: usize) {
+        self.expire_sessions(now, peer);
+        if self.peers[peer].handshake_due.is_some_and(|due| due <= now) {
+            if self.peers[peer].pending.take().is_some() {
+                self.stats.handshake_timeouts += 1;
+            }
+            if self.peers[peer].endpoint.is_some() {
+                self.start_handshake(now, peer);
+            } else {
+                self.peers[peer].handshake_due = None;
+            }
+        }
+        let rekey_due = self.peers[peer]
+            .current
+            .as_ref()
+            .is_some_and(|t| now >= t.created + self.rekey_age(t));
+        if rekey_due && self.peers[peer].pending.is_none() && self.peers[peer].endpoint.is_some() {
+            debug!(peer = %self.peers[peer].name(), "rekeying on session age");
+            self.start_handshake(now, peer);
+        }
+        if !self.usable_current(now, peer) {
+            return;
+        }
+        let p = &self.peers[peer];
+        if p.next_ping.is_some_and(|t| t <= now) {
+            let id = self.rng.next_u64();
+            self.peers[peer].outstanding_ping = Some((id, now));
+            self.peers[peer].next_ping = Some(now + self.config.ping_interval);
+            self.send_frame(now, peer, Frame::Ping { id });
+        }
+        let p = &self.peers[peer];
+        if p.last_sent.is_none_or(|t| now >= t + self.config.keepalive_interval) {
+            self.send_frame(now, peer, Frame::Keepalive);
+        }
+    }
+
+    fn expire_sessions(&mut self, now: Instant, peer: usize) {
+        let reject = self.config.reject_after_time;
+        let dead_after = self.config.dead_after;
+        let p = &mut self.peers[peer];
+        let mut retired = Vec::new();
+        if p.previous.as_ref().is_some_and(|t| now >= t.created + reject) {
+            retired.extend(p.previous.take());
+        }
+        if p.next.as_ref().is_some_and(|t| now >= t.created + reject) {
+            retired.extend(p.next.take());
+        }
+        let silent = p.current.as_ref().is_some_and(|t| t.confirmed)
+            && p.last_received.is_some_and(|t| now >= t + dead_after);
+        let expired = p.current.as_ref().is_some_and(|t| now >= t.created + reject);
+        if silent || expired {
+            retired.extend(p.current.take());
+            retired.extend(p.previous.take());
+            if silent {
+                self.stats.peers_lost += 1;
+                if let Some(id) = p.node_id {
+                    let name = p.name();
+                    debug!(peer = %name, "peer fell silent; dropping its session");
+                    push_event(&mut self.events, &mut self.stats, Event::SessionLost { peer: id, name });
+                }
+                p.last_received = None;
+            }
+            if p.endpoint.is_some() && p.pending.is_none() {
+                p.handshake_due = Some(now);
+            }
+        }
+        for t in retired {
+            self.by_index.remove(&t.local);
+        }
+    }
+
+    fn rekey_age(&self, transport: &Transport) -> Duration {
+        if transport.initiator {
+            self.config.rekey_after_time
+        } else {
+            // The responder waits longer, so that normally only the
+            // initiator rekeys and the two do not race.
+            let slack = self.config.reject_after_time.saturating_sub(self.config.rekey_after_time) / 2;
+            self.config.rekey_after_time + slack
+        }
+    }
+
+    fn usable_current(&self, now: Instant, peer: usize) -> bool {
+        let p = &self.peers[peer];
+        p.endpoint.is_some()
+            && p.current.as_ref().is_some_and(|t| {
+                t.confirmed
+                    && now < t.created + self.config.reject_after_time
+                    && t.sent() < self.config.reject_after_messages
+            })
+    }
+
+    fn maybe_rekey_on_volume(&mut self, now: Instant, peer: usize) {
+        let p = &self.peers[peer];
+        let due = p.current.as_ref().is_some_and(|t| t.sent() >= self.config.rekey_after_messages);
+        if due && p.pending.is_none() {
+            debug!(peer = %p.name(), "rekeying on volume");
+            self.start_handshake(now, peer);
+        }
+    }
+
+    fn start_handshake(&mut self, now: Instant, peer: usize) {
+        let Some(endpoint) = self.peers[peer].endpoint else {
+            return;
+        };
+        let local = self.new_index();
+        let timestamp = self.next_timestamp(now);
+        let mut buf = self.take_buffer();
+        let payload = HandshakePayload { timestamp, certificate: self.certificate.to_bytes() };
+        match AwaitingResponse::start(now, &self.rng, &self.secret, &payload, local, &mut buf) {
+            Ok(pending) => {
+                self.stats.handshakes_initiated += 1;
+                if let Some(old) = self.peers[peer].pending.replace(pending) {
+                    self.by_index.remove(&old.local);
+                }
+                self.by_index.insert(local, peer);
+                self.queue_transmit(endpoint, buf);
+            }
+            Err(error) => {
+                debug!(?error, "could not start a handshake");
+                self.return_buffer(buf);
+            }
+        }
+        let p = &mut self.peers[peer];
+        let backoff = self
+            .config
+            .handshake_timeout
+            .saturating_mul(1 << p.handshake_attempts.min(16))
+            .min(self.config.handshake_backoff_max);
+        // Up to a quarter more, so that peers that failed together do not
+        // retry in lockstep.
+        let jitter_range = (backoff.as_micros() as u64 / 4).max(1);
+        let jitter = Duration::from_micros(self.rng.below(jitter_range));
+        p.handshake_attempts = p.handshake_attempts.saturating_add(1);
+        p.handshake_due = Some(now + backoff + jitter);
+    }
+
+    fn on_handshake_init(&mut self, now: Instant, from: SocketAddr, sender: SessionIndex, noise: &[u8]) {
+        let unix_now = self.unix_now(now);
+        let received = match InitReceived::read(&self.rng, &self.secret, noise, sender, &self.ca, unix_now) {
+            Ok(received) => received,
+            Err(error) => return self.reject_handshake(from, &error),
+        };
+        let certificate = received.certificate.clone();
+        let Some(peer) = self.peer_for_certificate(&certificate) else {
+            self.stats.handshake_rejected_unexpected_peer += 1;
+            return self.reject(from, format!("'{}' is this node's own name or key", certificate.name()));
+        };
+        if received.timestamp <= self.peers[peer].last_init_timestamp {
+            self.stats.handshake_rejected_replay += 1;
+            trace!("handshake init replayed");
+            return;
+        }
+        let their_timestamp = received.timestamp;
+        let local = self.new_index();
+        let timestamp = self.next_timestamp(now);
+        let mut buf = self.take_buffer();
+        let payload = HandshakePayload { timestamp, certificate: self.certificate.to_bytes() };
+        let transport = match received.respond(now, &payload, local, &mut buf) {
+            Ok(transport) => transport,
+            Err(error) => {
+                self.return_buffer(buf);
+                return self.reject_handshake(from, &error);
+            }
+        };
+        self.bind_identity(peer, certificate);
+        let p = &mut self.peers[peer];
+        p.last_init_timestamp = their_timestamp;
+        p.endpoint = Some(from);
+        if let Some(old) = p.next.replace(transport) {
+            self.by_index.remove(&old.local);
+        }
+        self.by_index.insert(local, peer);
+        self.queue_transmit(from, buf);
+    }
+
+    fn on_handshake_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sender: SessionIndex,
+        receiver: SessionIndex,
+        noise: &[u8],
+    ) {
+        let Some(&peer) = self.by_index.get(&receiver) else {
+            self.stats.rx_unknown_session += 1;
+            return;
+        };
+        let is_pending = self.peers[peer].pending.as_ref().is_some_and(|p| p.local == receiver);
+        if !is_pending {
+            self.stats.rx_unknown_session += 1;
+            return;
+        }
+        let Some(pending) = self.peers[peer].pending.take() else {
+            return;
+        };
+        self.by_index.remove(&receiver);
+        let started = pending.started;
+        let unix_now = self.unix_now(now);
+        let (certificate, transport) = match pending.read_response(now, noise, sender, &self.ca, unix_now) {
+            Ok(done) => done,
+            Err(error) => return self.reject_handshake(from, &error),
+        };
+        if !self.certificate_fits_peer(peer, &certificate) {
+            self.stats.handshake_rejected_unexpected_peer += 1;
+            return self.reject(from, format!("answered by '{}', not the configured peer", certificate.name()));
+        }
+        self.bind_identity(peer, certificate);
+        self.by_index.insert(transport.local, peer);
+        let p = &mut self.peers[peer];
+        p.endpoint = Some(from);
+        p.rtt.sample(now.saturating_duration_since(started));
+        self.install(now, peer, transport);
+        // Confirm the session to the responder at once, with data if any
+        // is waiting.
+        if self.peers[peer].queue.is_empty() {
+            self.send_frame(now, peer, Frame::Keepalive);
+        }
+        self.flush_queue(now, peer);
+    }
+
+    fn on_data(&mut self, now: Instant, from: SocketAddr, receiver: SessionIndex, counter: u64, datagram: &[u8]) {
+        let Some(&peer) = self.by_index.get(&receiver) else {
+            self.stats.rx_unknown_session += 1;
+            return;
+        };
+        let reject_after = self.config.reject_after_time;
+        let mut buf = self.take_buffer();
+        buf.extend_from_slice(datagram);
+        let p = &mut self.peers[peer];
+        let Some((slot, transport)) = p.transport_mut(receiver) else {
+            self.stats.rx_unknown_session += 1;
+            self.return_buffer(buf);
+            return;
+        };
+        if now >= transport.created + reject_after {
+            self.stats.rx_expired_session += 1;
+            self.return_buffer(buf);
+            return;
+        }
+        let range = match transport.open(counter, &mut buf) {
+            Ok(range) => range,
+            Err(error) => {
+                match error {
+                    OpenError::Replayed => self.stats.rx_replayed += 1,
+                    OpenError::Decrypt => self.stats.rx_auth_failed += 1,
+                }
+                trace!(?error, "dropping data packet");
+                self.return_buffer(buf);
+                return;
+            }
+        };
+        if slot == Slot::Next {
+            // The initiator has proven it holds the keys: the new session
+            // becomes current.
+            if let Some(transport) = self.peers[peer].next.take() {
+                self.install(now, peer, transport);
+                self.flush_queue(now, peer);
+            }
+        }
+        let p = &mut self.peers[peer];
+        p.last_received = Some(now);
+        p.bytes_in += range.len() as u64;
+        p.packets_in += 1;
+        if p.endpoint != Some(from) {
+            if let (Some(old), Some(id)) = (p.endpoint, p.node_id) {
+                self.stats.peers_roamed += 1;
+                let name = p.name();
+                debug!(peer = %name, "peer roamed to a new endpoint");
+                push_event(&mut self.events, &mut self.stats, Event::PeerRoamed { peer: id, name, from: old, to: from });
+            }
+            self.peers[peer].endpoint = Some(from);
+        }
+        self.on_frame(now, peer, buf, range);
+    }
+
+    fn on_frame(&mut self, now: Instant, peer: usize, mut buf: Vec<u8>, range: std::ops::Range<usize>) {
+        match Frame::decode(&buf[range.clone()]) {
+            Ok(Frame::Ip(packet)) => {
+                if !self.source_belongs_to(peer, packet) {
+                    self.stats.rx_spoofed_source += 1;
+                    trace!("dropping packet with a source address that is not the peer's");
+                    self.return_buffer(buf);
+                    return;
+                }
+                if self.tun_out.len() >= MAX_TUN_OUT {
+                    self.stats.tun_queue_full += 1;
+                    self.return_buffer(buf);
+                    return;
+                }
+                // The IP packet follows the frame kind byte.
+                buf.copy_within(range.start + 1..range.end, 0);
+                buf.truncate(range.len() - 1);
+                self.stats.rx_delivered += 1;
+                self.tun_out.push_back(buf);
+            }
+            Ok(Frame::Keepalive) => self.return_buffer(buf),
+            Ok(Frame::Ping { id }) => {
+                self.return_buffer(buf);
+                self.send_frame(now, peer, Frame::Pong { id });
+            }
+            Ok(Frame::Pong { id }) => {
+                self.return_buffer(buf);
+                let p = &mut self.peers[peer];
+                if let Some((expected, sent)) = p.outstanding_ping
+                    && expected == id
+                {
+                    p.outstanding_ping = None;
+                    p.rtt.sample(now.saturating_duration_since(sent));
+                }
+            }
+            Err(error) => {
+                self.stats.rx_bad_frame += 1;
+                trace!(%error, "dropping undecodable frame");
+                self.return_buffer(buf);
+            }
+        }
+    }
+
+    /// Makes `transport` the peer's current session.
+    fn install(&mut self, now: Instant, peer: usize, transport: Transport) {
+        let initiator = transport.initiator;
+        let p = &mut self.peers[peer];
+        let retired = p.previous.take();
+        p.previous = p.current.replace(transport);
+        p.handshake_attempts = 0;
+        p.handshake_due = None;
+        p.last_handshake = Some(now);
+        p.last_received = Some(now);
+        p.handshakes += 1;
+        if p.next_ping.is_none() {
+            p.next_ping = Some(now + self.config.ping_interval);
+        }
+        if let Some(old) = retired {
+            self.by_index.remove(&old.local);
+        }
+        self.stats.handshakes_completed += 1;
+        if let (Some(id), Some(endpoint)) = (p.node_id, p.endpoint) {
+            let name = p.name();
+            debug!(peer = %name, initiator, "session established");
+            push_event(
+                &mut self.events,
+                &mut self.stats,
+                Event::SessionEstablished { peer: id, name, endpoint, initiator },
+            );
+        }
+    }
+
+    fn flush_queue(&mut self, now: Instant, peer: usize) {
+        while self.usable_current(now, peer) {
+            let Some(packet) = self.peers[peer].queue.pop_front() else {
+                break;
+            };
+            self.send_frame(now, peer, Frame::Ip(&packet));
+            self.return_buffer(packet);
+        }
+    }
+
+    fn send_frame(&mut self, now: Instant, peer: usize, frame: Frame<'_>) {
+        let Some(endpoint) = self.peers[peer].endpoint else {
+            return;
+        };
+        let mut buf = self.take_buffer();
+        buf.resize(DATA_HEADER_LEN, 0);
+        frame.emit(&mut buf);
+        let payload = buf.len() - DATA_HEADER_LEN;
+        let p = &mut self.peers[peer];
+        let Some(transport) = p.current.as_mut() else {
+            self.return_buffer(buf);
+            return;
+        };
+        transport.seal(&mut buf);
+        p.last_sent = Some(now);
+        if matches!(frame, Frame::Ip(_)) {
+            p.bytes_out += payload as u64;
+            p.packets_out += 1;
+        }
+        self.queue_transmit(endpoint, buf);
+    }
+
+    fn queue_transmit(&mut self, destination: SocketAddr, buf: Vec<u8>) {
+        if self.transmits.len() >= MAX_TRANSMITS {
+            self.stats.tx_queue_full += 1;
+            self.return_buffer(buf);
+            return;
+        }
+        self.transmits.push_back((destination, buf));
+    }
+
+    fn reject_handshake(&mut self, from: SocketAddr, error: &HandshakeError) {
+        let reason = match error {
+            HandshakeError::Noise => {
+                self.stats.handshake_rejected_malformed += 1;
+                "unreadable Noise message".to_owned()
+            }
+            HandshakeError::Payload(e) => {
+                self.stats.handshake_rejected_malformed += 1;
+                format!("bad handshake payload: {e}")
+            }
+            HandshakeError::Certificate(e) => {
+                match e {
+                    CertError::WrongCa { .. } => self.stats.handshake_rejected_wrong_ca += 1,
+                    CertError::Expired { .. } | CertError::NotYetValid { .. } => {
+                        self.stats.handshake_rejected_expired += 1
+                    }
+                    CertError::BadSignature => self.stats.handshake_rejected_bad_signature += 1,
+                    CertError::KeyMismatch => self.stats.handshake_rejected_key_mismatch += 1,
+                    CertError::Malformed(_) | CertError::Pem(_) | CertError::Invalid { .. } => {
+                        self.stats.handshake_rejected_malformed += 1
+                    }
+                }
+                format!("peer certificate rejected: {e}")
+            }
+        };
+        self.reject(from, reason);
+    }
+
+    fn reject(&mut self, from: SocketAddr, reason: String) {
+        debug!(%from, %reason, "handshake rejected");
+        push_event(&mut self.events, &mut self.stats, Event::HandshakeRejected { from, reason });
+    }
+
+    /// The peer entry a (valid) certificate belongs to, creating one for a
+    /// member that is not configured. `None` for our own identity.
+    fn peer_for_certificate(&mut self, certificate: &Certificate) -> Option<usize> {
+        let id = certificate.node_id();
+        if id == self.node_id() {
+            return None;
+        }
+        if let Some(&peer) = self.by_id.get(&id) {
+            return Some(peer);
+        }
+        let by_name = self.peers.iter().position(|p| {
+            p.node_id.is_none() && p.configured_name.as_deref() == Some(certificate.name())
+        });
+        if let Some(peer) = by_name {
+            return Some(peer);
+        }
+        self.peers.push(Peer::new(None, Some(id), None));
+        let peer = self.peers.len() - 1;
+        self.by_id.insert(id, peer);
+        self.by_ipv6.insert(id.overlay_ipv6(), peer);
+        Some(peer)
+    }
+
+    fn certificate_fits_peer(&self, peer: usize, certificate: &Certificate) -> bool {
+        let p = &self.peers[peer];
+        let id_fits = p.node_id.is_none_or(|id| id == certificate.node_id());
+        let name_fits = p.node_id.is_some() || p.configured_name.as_deref().is_none_or(|n| n == certificate.name());
+        id_fits && name_fits
+    }
+
+    fn bind_identity(&mut self, peer: usize, certificate: Certificate) {
+        let id = certificate.node_id();
+        self.by_id.insert(id, peer);
+        self.by_ipv6.insert(id.overlay_ipv6(), peer);
+        if let Some(old) = self.peers[peer].certificate.as_ref().and_then(|c| c.ipv4()) {
+            self.by_ipv4.remove(&old.addr);
+        }
+        if let Some(net) = certificate.ipv4() {
+            self.by_ipv4.insert(net.addr, peer);
+        }
+        let p = &mut self.peers[peer];
+        p.node_id = Some(id);
+        p.certificate = Some(certificate);
+    }
+
+    fn source_belongs_to(&self, peer: usize, packet: &[u8]) -> bool {
+        let p = &self.peers[peer];
+        match ip_source(packet) {
+            Some(IpAddr::V6(src)) => p.node_id.is_some_and(|id| id.owns_ipv6(&src)),
+            Some(IpAddr::V4(src)) => p.certificate.as_ref().and_then(|c| c.ipv4()).is_some_and(|n| n.addr == src),
+            None => false,
+        }
+    }
+
+    fn new_index(&mut self) -> SessionIndex {
+        loop {
+            let index = SessionIndex(self.rng.next_u32());
+            if !self.by_index.contains_key(&index) {
+                return index;
+            }
+        }
+    }
+
+    fn unix_now(&self, now: Instant) -> u64 {
+        self.unix_start + now.saturating_duration_since(self.start).as_secs()
+    }
+
+    /// Wall-clock nanoseconds for a handshake payload, strictly increasing.
+    fn next_timestamp(&mut self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.start).as_nanos() as u64;
+        let wall = self.unix_start.saturating_mul(1_000_000_000).saturating_add(elapsed);
+        self.last_timestamp = wall.max(self.last_timestamp + 1);
+        self.last_timestamp
+    }
+
+    fn take_buffer(&mut self) -> Vec<u8> {
+        let mut buf = self.pool.pop().unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY));
+        buf.clear();
+        buf
+    }
+
+    fn return_buffer(&mut self, buf: Vec<u8>) {
+        if self.pool.len() < MAX_POOL && buf.capacity() >= BUFFER_CAPACITY {
+            self.pool.push(buf);
+        }
+    }
+}
+
+fn push_event(events: &mut VecDeque<Event>, stats: &mut Stats, event: Event) {
+    if events.len() >= MAX_EVENTS {
+        stats.events_dropped += 1;
+        return;
+    }
+    events.push_back(event);
+}
+
+fn ip_destination(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 if packet.len() >= 20 => {
+            let octets: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(octets)))
+        }
+        6 if packet.len() >= 40 => {
+            let octets: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(octets)))
+        }
+        _ => None,
+    }
+}
+
+fn ip_source(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 if packet.len() >= 20 => {
+            let octets: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(octets)))
+        }
+        6 if packet.len() >= 40 => {
+            let octets: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(octets)))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,75 @@
+//! Counters of what a node did and dropped, by reason.
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Node-wide counters. Every dropped packet is counted under a reason.
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        impl Stats {
+            /// Every counter with its name, in a fixed order.
+            pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+                [$((stringify!($name), self.$name),)*].into_iter()
+            }
+        }
+    };
+}
+
+counters! {
+    /// Handshakes this node started (first tries and retries).
+    handshakes_initiated,
+    /// Handshakes that completed, as initiator or responder.
+    handshakes_completed,
+    /// Handshake attempts that got no valid response in time.
+    handshake_timeouts,
+    /// Handshakes rejected: certificate of another CA.
+    handshake_rejected_wrong_ca,
+    /// Handshakes rejected: certificate expired or not yet valid.
+    handshake_rejected_expired,
+    /// Handshakes rejected: CA signature does not verify.
+    handshake_rejected_bad_signature,
+    /// Handshakes rejected: static key does not match the certificate.
+    handshake_rejected_key_mismatch,
+    /// Handshakes rejected: certificate name or key is not the configured peer's.
+    handshake_rejected_unexpected_peer,
+    /// Handshakes rejected: unreadable Noise message, payload or certificate.
+    handshake_rejected_malformed,
+    /// Handshake inits rejected as replays (timestamp not newer).
+    handshake_rejected_replay,
+    /// Datagrams that are not weft packets.
+    rx_malformed,
+    /// Data or responses for a session index we do not have.
+    rx_unknown_session,
+    /// Data packets whose counter was seen before or is too old.
+    rx_replayed,
+    /// Data packets that failed authentication.
+    rx_auth_failed,
+    /// Data packets on a session past its age limit.
+    rx_expired_session,
+    /// Frames that do not decode.
+    rx_bad_frame,
+    /// IP packets from a peer with a source address that is not the peer's.
+    rx_spoofed_source,
+    /// IP packets delivered to the TUN.
+    rx_delivered,
+    /// TUN packets that are not IPv4 or IPv6.
+    tun_malformed,
+    /// TUN packets to an overlay address that no peer holds.
+    tx_no_route,
+    /// TUN packets to multicast or broadcast addresses (not carried yet).
+    tx_multicast_dropped,
+    /// Packets dropped because the queue waiting for a session was full.
+    tx_pending_overflow,
+    /// Datagrams dropped because the transmit queue was full.
+    tx_queue_full,
+    /// Packets dropped because the TUN output queue was full.
+    tun_queue_full,
+    /// Events dropped because nobody drained them.
+    events_dropped,
+    /// Sessions dropped because the peer fell silent.
+    peers_lost,
+    /// Endpoint changes (roaming) of peers.
+    peers_roamed,
+}

@@ -1,0 +1,16 @@
+//! The kinds of timer a node sets, so `poll_timeout` can say why it wakes.
+
+/// Why a node wants to be woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKind {
+    /// A handshake went unanswered: retry it (with backoff).
+    HandshakeRetry,
+    /// A session reached its age or volume limit: start a new handshake.
+    Rekey,
+    /// Nothing was sent for a while: send a keepalive.
+    Keepalive,
+    /// Time to measure a peer's RTT.
+    Ping,
+    /// A session or a pending handshake must be dropped.
+    Expiry,
+}

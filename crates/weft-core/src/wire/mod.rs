@@ -1,0 +1,255 @@
+//! Every weft packet format: parse and emit, no state.
+//!
+//! The layout is specified in `docs/PROTOCOL.md` (wire version 1). All
+//! integers are big-endian. Decoders are total: any byte string gives a value
+//! or a [`DecodeError`], never a panic; `tests` feeds them random and mutated
+//! bytes to keep it so.
+//!
+//! Outer packets (what a UDP datagram carries):
+//!
+//! | type | name | layout after the 4-byte preamble |
+//! | --- | --- | --- |
+//! | 1 | handshake init | sender index (4), Noise IX message 1 |
+//! | 2 | handshake response | sender index (4), receiver index (4), Noise IX message 2 |
+//! | 4 | data | receiver index (4), counter (8), AEAD ciphertext of a frame, tag (16) |
+//!
+//! The preamble is `[version << 4 | type, 0, 0, 0]`.
+
+mod frame;
+mod handshake;
+
+use std::fmt;
+
+pub use frame::{Frame, FrameKind};
+pub use handshake::HandshakePayload;
+
+/// The wire version this code speaks.
+pub const VERSION: u8 = 1;
+/// Length of the data packet header (authenticated as associated data).
+pub const DATA_HEADER_LEN: usize = 16;
+/// Length of the AEAD tag.
+pub const TAG_LEN: usize = 16;
+/// Bytes a data packet adds around an IP packet: header, frame kind, tag.
+pub const TUNNEL_OVERHEAD: usize = DATA_HEADER_LEN + 1 + TAG_LEN;
+/// Largest datagram weft sends or accepts.
+pub const MAX_DATAGRAM: usize = 65_535;
+
+const TYPE_HANDSHAKE_INIT: u8 = 1;
+const TYPE_HANDSHAKE_RESPONSE: u8 = 2;
+const TYPE_DATA: u8 = 4;
+
+/// A session's receiver index: how a data packet names the session that
+/// must open it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionIndex(pub u32);
+
+impl fmt::Debug for SessionIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionIndex({:08x})", self.0)
+    }
+}
+
+/// Why bytes are not a weft packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Too short for what its type needs.
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    /// A wire version this code does not speak.
+    #[error("unknown wire version {0}")]
+    UnknownVersion(u8),
+    /// A packet or frame type this code does not know.
+    #[error("unknown {what} type {value}")]
+    UnknownType {
+        /// Which kind of type field.
+        what: &'static str,
+        /// The value found.
+        value: u8,
+    },
+    /// Reserved bits are set.
+    #[error("reserved bits set")]
+    Reserved,
+}
+
+/// A decoded outer packet, borrowing from the datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packet<'a> {
+    /// First handshake message.
+    HandshakeInit {
+        /// The initiator's index for the new session.
+        sender: SessionIndex,
+        /// Noise message 1.
+        noise: &'a [u8],
+    },
+    /// Second handshake message.
+    HandshakeResponse {
+        /// The responder's index for the new session.
+        sender: SessionIndex,
+        /// The initiator's index, echoed.
+        receiver: SessionIndex,
+        /// Noise message 2.
+        noise: &'a [u8],
+    },
+    /// An encrypted frame.
+    Data {
+        /// The session that must open it.
+        receiver: SessionIndex,
+        /// The nonce counter.
+        counter: u64,
+    },
+}
+
+impl<'a> Packet<'a> {
+    /// Decodes the outer packet of a datagram. For data packets the caller
+    /// takes the header (`&bytes[..DATA_HEADER_LEN]`) and the ciphertext
+    /// (`&bytes[DATA_HEADER_LEN..]`) from the datagram itself.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let Some(preamble) = bytes.get(..4) else {
+            return Err(DecodeError::Truncated("preamble"));
+        };
+        let version = preamble[0] >> 4;
+        if version != VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        if preamble[1..] != [0, 0, 0] {
+            return Err(DecodeError::Reserved);
+        }
+        match preamble[0] & 0x0f {
+            TYPE_HANDSHAKE_INIT => {
+                let sender = read_u32(bytes, 4).ok_or(DecodeError::Truncated("handshake init"))?;
+                let noise = &bytes[8..];
+                if noise.is_empty() {
+                    return Err(DecodeError::Truncated("handshake init"));
+                }
+                Ok(Packet::HandshakeInit { sender: SessionIndex(sender), noise })
+            }
+            TYPE_HANDSHAKE_RESPONSE => {
+                let sender = read_u32(bytes, 4).ok_or(DecodeError::Truncated("handshake response"))?;
+                let receiver = read_u32(bytes, 8).ok_or(DecodeError::Truncated("handshake response"))?;
+                let noise = &bytes[12..];
+                if noise.is_empty() {
+                    return Err(DecodeError::Truncated("handshake response"));
+                }
+                Ok(Packet::HandshakeResponse { sender: SessionIndex(sender), receiver: SessionIndex(receiver), noise })
+            }
+            TYPE_DATA => {
+                if bytes.len() < DATA_HEADER_LEN + TAG_LEN {
+                    return Err(DecodeError::Truncated("data packet"));
+                }
+                let receiver = read_u32(bytes, 4).ok_or(DecodeError::Truncated("data packet"))?;
+                let counter = read_u64(bytes, 8).ok_or(DecodeError::Truncated("data packet"))?;
+                Ok(Packet::Data { receiver: SessionIndex(receiver), counter })
+            }
+            other => Err(DecodeError::UnknownType { what: "packet", value: other }),
+        }
+    }
+}
+
+/// Appends a handshake init header; the caller appends the Noise message.
+pub fn emit_handshake_init(out: &mut Vec<u8>, sender: SessionIndex) {
+    out.extend_from_slice(&[(VERSION << 4) | TYPE_HANDSHAKE_INIT, 0, 0, 0]);
+    out.extend_from_slice(&sender.0.to_be_bytes());
+}
+
+/// Appends a handshake response header; the caller appends the Noise message.
+pub fn emit_handshake_response(out: &mut Vec<u8>, sender: SessionIndex, receiver: SessionIndex) {
+    out.extend_from_slice(&[(VERSION << 4) | TYPE_HANDSHAKE_RESPONSE, 0, 0, 0]);
+    out.extend_from_slice(&sender.0.to_be_bytes());
+    out.extend_from_slice(&receiver.0.to_be_bytes());
+}
+
+/// Writes a data header into the first [`DATA_HEADER_LEN`] bytes of `out`.
+pub fn write_data_header(out: &mut [u8; DATA_HEADER_LEN], receiver: SessionIndex, counter: u64) {
+    out[..4].copy_from_slice(&[(VERSION << 4) | TYPE_DATA, 0, 0, 0]);
+    out[4..8].copy_from_slice(&receiver.0.to_be_bytes());
+    out[8..16].copy_from_slice(&counter.to_be_bytes());
+}
+
+pub(crate) fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let slice = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes(slice.try_into().ok()?))
+}
+
+pub(crate) fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let slice = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_be_bytes(slice.try_into().ok()?))
+}
+
+pub(crate) fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    let slice = bytes.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes(slice.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn handshake_init_round_trips() {
+        let mut out = Vec::new();
+        emit_handshake_init(&mut out, SessionIndex(0xdead_beef));
+        out.extend_from_slice(b"noise");
+        assert_eq!(
+            Packet::decode(&out),
+            Ok(Packet::HandshakeInit { sender: SessionIndex(0xdead_beef), noise: b"noise" })
+        );
+    }
+
+    #[test]
+    fn handshake_response_round_trips() {
+        let mut out = Vec::new();
+        emit_handshake_response(&mut out, SessionIndex(1), SessionIndex(2));
+        out.extend_from_slice(b"n");
+        assert_eq!(
+            Packet::decode(&out),
+            Ok(Packet::HandshakeResponse { sender: SessionIndex(1), receiver: SessionIndex(2), noise: b"n" })
+        );
+    }
+
+    #[test]
+    fn data_header_round_trips() {
+        let mut out = vec![0u8; DATA_HEADER_LEN + TAG_LEN + 1];
+        let header: &mut [u8; DATA_HEADER_LEN] = (&mut out[..DATA_HEADER_LEN]).try_into().unwrap();
+        write_data_header(header, SessionIndex(7), u64::MAX - 1);
+        assert_eq!(Packet::decode(&out), Ok(Packet::Data { receiver: SessionIndex(7), counter: u64::MAX - 1 }));
+    }
+
+    #[test]
+    fn wrong_version_reserved_bits_and_short_packets_are_errors() {
+        assert_eq!(Packet::decode(&[0x24, 0, 0, 0]), Err(DecodeError::UnknownVersion(2)));
+        assert_eq!(Packet::decode(&[0x14, 1, 0, 0]), Err(DecodeError::Reserved));
+        assert_eq!(Packet::decode(&[0x14, 0, 0, 0, 1]), Err(DecodeError::Truncated("data packet")));
+        assert_eq!(Packet::decode(&[0x11, 0, 0, 0, 1, 2, 3, 4]), Err(DecodeError::Truncated("handshake init")));
+        assert_eq!(Packet::decode(&[0x1f, 0, 0, 0]), Err(DecodeError::UnknownType { what: "packet", value: 15 }));
+        assert_eq!(Packet::decode(&[]), Err(DecodeError::Truncated("preamble")));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Packet::decode(&bytes);
+            let _ = Frame::decode(&bytes);
+            let _ = HandshakePayload::decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_valid_packets_never_panic(
+            sender in any::<u32>(),
+            noise in proptest::collection::vec(any::<u8>(), 1..100),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in any::<usize>(),
+        ) {
+            let mut out = Vec::new();
+            emit_handshake_response(&mut out, SessionIndex(sender), SessionIndex(!sender));
+            out.extend_from_slice(&noise);
+            for (at, value) in flips {
+                let len = out.len();
+                out[at % len] ^= value;
+            }
+            out.truncate(cut % (out.len() + 1));
+            let _ = Packet::decode(&out);
+        }
+    }
+}

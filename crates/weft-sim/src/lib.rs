@@ -1,0 +1,2 @@
+//! weft-sim: deterministic simulator (to be written).
+#![forbid(unsafe_code)]

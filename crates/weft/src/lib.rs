@@ -1,0 +1,1 @@
+//! weft: the daemon and CLI (to be written).
