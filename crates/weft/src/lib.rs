@@ -1,1 +1,17 @@
-//! weft: the daemon and CLI (to be written).
+//! weft: the daemon and CLI of the weft overlay network.
+//!
+//! A thin shell around `weft-core`: tokio drivers for the UDP socket and
+//! the TUN device, the TOML config, the local control socket, and the
+//! commands that talk to a running node. No protocol decisions live here.
+//! `testbed` builds real multi-host overlays in network namespaces for the
+//! tests and `weft demo`.
+
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod ping;
+pub mod pki;
+pub mod status;
+pub mod testbed;

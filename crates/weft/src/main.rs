@@ -1,1 +1,56 @@
-fn main() {}
+//! The `weft` command: runs a node and talks to a running one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// weft: an encrypted overlay network that routes around failures.
+#[derive(Parser, Debug)]
+#[command(name = "weft", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a node key pair and a commented example config.
+    Init(weft::pki::InitArgs),
+    /// Manage the network CA.
+    #[command(subcommand)]
+    Ca(weft::pki::CaCommand),
+    /// Run a node.
+    Up {
+        /// The node's config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show the running node's peers.
+    Status(weft::status::StatusArgs),
+    /// Send ICMP echo requests (through the overlay when the target is an
+    /// overlay address) and report round-trip times.
+    Ping(weft::ping::PingArgs),
+    /// Bring up a small overlay on this machine in network namespaces and
+    /// show it working (needs root).
+    Demo(weft::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(args) => weft::pki::init(&args),
+        Command::Ca(command) => weft::pki::ca(&command),
+        Command::Up { config } => weft::daemon::run(&config),
+        Command::Status(args) => weft::status::run(&args),
+        Command::Ping(args) => weft::ping::run(&args),
+        Command::Demo(args) => weft::demo::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("weft: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
