@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the system packages weft's tests use, if they are missing.
+# iproute2 builds the test hosts (namespaces, veth, bridges); nftables
+# impairs links in the routing tests. Idempotent.
+set -euo pipefail
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages: ${need[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
