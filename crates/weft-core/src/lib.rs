@@ -31,8 +31,9 @@ mod timer;
 pub mod wire;
 
 pub use identity::{
-    CaCertificate, CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, NodeId, OVERLAY_PREFIX,
-    OVERLAY_PREFIX_LEN, PemError, PublicKey, SecretKey, is_overlay_ipv6, verify_signature,
+    CaCertificate, CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, NodeId,
+    OVERLAY_PREFIX, OVERLAY_PREFIX_LEN, PemError, PublicKey, SecretKey, is_overlay_ipv6,
+    verify_signature,
 };
 pub use node::{Event, Node, NodeConfig, NodeError, PeerConfig, PeerStatus, SessionState};
 pub use session::SessionConfig;

@@ -23,10 +23,14 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
-use crate::identity::{CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, SecretKey};
+use crate::identity::{
+    CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, SecretKey,
+};
 use crate::link::RttEstimator;
 use crate::rng::SharedRng;
-use crate::session::{AwaitingResponse, HandshakeError, InitReceived, OpenError, SessionConfig, Transport};
+use crate::session::{
+    AwaitingResponse, HandshakeError, InitReceived, OpenError, SessionConfig, Transport,
+};
 use crate::stats::Stats;
 use crate::timer::TimerKind;
 use crate::wire::{DATA_HEADER_LEN, Frame, HandshakePayload, Packet, SessionIndex};
@@ -224,7 +228,11 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(configured_name: Option<String>, node_id: Option<NodeId>, endpoint: Option<SocketAddr>) -> Self {
+    fn new(
+        configured_name: Option<String>,
+        node_id: Option<NodeId>,
+        endpoint: Option<SocketAddr>,
+    ) -> Self {
         Self {
             configured_name,
             node_id,
@@ -267,7 +275,10 @@ impl Peer {
         if let Some(t) = self.next.as_mut().filter(|t| t.local == index) {
             return Some((Slot::Next, t));
         }
-        self.previous.as_mut().filter(|t| t.local == index).map(|t| (Slot::Previous, t))
+        self.previous
+            .as_mut()
+            .filter(|t| t.local == index)
+            .map(|t| (Slot::Previous, t))
     }
 }
 
@@ -281,8 +292,19 @@ enum Slot {
 impl Node {
     /// Creates a node. `unix_time` is the wall clock (seconds since the
     /// epoch) at `now`; `seed` seeds every random choice the node makes.
-    pub fn new(now: Instant, unix_time: u64, seed: [u8; 32], config: NodeConfig) -> Result<Self, NodeError> {
-        let NodeConfig { secret_key, certificate, ca, peers, session } = config;
+    pub fn new(
+        now: Instant,
+        unix_time: u64,
+        seed: [u8; 32],
+        config: NodeConfig,
+    ) -> Result<Self, NodeError> {
+        let NodeConfig {
+            secret_key,
+            certificate,
+            ca,
+            peers,
+            session,
+        } = config;
         if certificate.public_key() != secret_key.public() {
             return Err(NodeError::CertificateKeyMismatch);
         }
@@ -313,7 +335,12 @@ impl Node {
         Ok(node)
     }
 
-    fn add_configured_peer(&mut self, now: Instant, position: usize, config: PeerConfig) -> Result<(), NodeError> {
+    fn add_configured_peer(
+        &mut self,
+        now: Instant,
+        position: usize,
+        config: PeerConfig,
+    ) -> Result<(), NodeError> {
         let label = config
             .name
             .clone()
@@ -382,7 +409,11 @@ impl Node {
                 node_id: p.node_id,
                 name: Some(p.name()).filter(|n| !n.is_empty()),
                 overlay_ipv6: p.node_id.map(|id| id.overlay_ipv6()),
-                overlay_ipv4: p.certificate.as_ref().and_then(|c| c.ipv4()).map(|n| n.addr),
+                overlay_ipv4: p
+                    .certificate
+                    .as_ref()
+                    .and_then(|c| c.ipv4())
+                    .map(|n| n.addr),
                 endpoint: p.endpoint,
                 state: if p.current.as_ref().is_some_and(|t| t.confirmed) {
                     SessionState::Established
@@ -415,11 +446,17 @@ impl Node {
             }
         };
         match packet {
-            Packet::HandshakeInit { sender, noise } => self.on_handshake_init(now, from, sender, noise),
-            Packet::HandshakeResponse { sender, receiver, noise } => {
-                self.on_handshake_response(now, from, sender, receiver, noise)
+            Packet::HandshakeInit { sender, noise } => {
+                self.on_handshake_init(now, from, sender, noise)
             }
-            Packet::Data { receiver, counter } => self.on_data(now, from, receiver, counter, datagram),
+            Packet::HandshakeResponse {
+                sender,
+                receiver,
+                noise,
+            } => self.on_handshake_response(now, from, sender, receiver, noise),
+            Packet::Data { receiver, counter } => {
+                self.on_data(now, from, receiver, counter, datagram)
+            }
         }
     }
 
@@ -521,16 +558,38 @@ impl Node {
         for peer in &self.peers {
             consider(peer.handshake_due, TimerKind::HandshakeRetry);
             if let Some(current) = &peer.current {
-                consider(Some(current.created + self.rekey_age(current)), TimerKind::Rekey);
-                consider(Some(current.created + self.config.reject_after_time), TimerKind::Expiry);
-                if current.confirmed {
+                if peer.pending.is_none() && peer.endpoint.is_some() {
+                    consider(
+                        Some(current.created + self.rekey_age(current)),
+                        TimerKind::Rekey,
+                    );
+                }
+                consider(
+                    Some(current.created + self.config.reject_after_time),
+                    TimerKind::Expiry,
+                );
+                let sendable = peer.endpoint.is_some()
+                    && current.confirmed
+                    && current.sent() < self.config.reject_after_messages;
+                if sendable {
                     consider(peer.next_ping, TimerKind::Ping);
-                    consider(peer.last_sent.map(|t| t + self.config.keepalive_interval), TimerKind::Keepalive);
-                    consider(peer.last_received.map(|t| t + self.config.dead_after), TimerKind::Expiry);
+                    consider(
+                        peer.last_sent.map(|t| t + self.config.keepalive_interval),
+                        TimerKind::Keepalive,
+                    );
+                }
+                if current.confirmed {
+                    consider(
+                        peer.last_received.map(|t| t + self.config.dead_after),
+                        TimerKind::Expiry,
+                    );
                 }
             }
             if let Some(previous) = &peer.previous {
-                consider(Some(previous.created + self.config.reject_after_time), TimerKind::Expiry);
+                consider(
+                    Some(previous.created + self.config.reject_after_time),
+                    TimerKind::Expiry,
+                );
             }
         }
         earliest
@@ -539,7 +598,8 @@ impl Node {
     fn peer_timers(&mut self, now: Instant, peer: usize) {
         self.expire_sessions(now, peer);
         if self.peers[peer].handshake_due.is_some_and(|due| due <= now) {
-            if self.peers[peer].pending.take().is_some() {
+            if let Some(stale) = self.peers[peer].pending.take() {
+                self.by_index.remove(&stale.local);
                 self.stats.handshake_timeouts += 1;
             }
             if self.peers[peer].endpoint.is_some() {
@@ -567,7 +627,9 @@ impl Node {
             self.send_frame(now, peer, Frame::Ping { id });
         }
         let p = &self.peers[peer];
-        if p.last_sent.is_none_or(|t| now >= t + self.config.keepalive_interval) {
+        if p.last_sent
+            .is_none_or(|t| now >= t + self.config.keepalive_interval)
+        {
             self.send_frame(now, peer, Frame::Keepalive);
         }
     }
@@ -577,7 +639,10 @@ impl Node {
         let dead_after = self.config.dead_after;
         let p = &mut self.peers[peer];
         let mut retired = Vec::new();
-        if p.previous.as_ref().is_some_and(|t| now >= t.created + reject) {
+        if p.previous
+            .as_ref()
+            .is_some_and(|t| now >= t.created + reject)
+        {
             retired.extend(p.previous.take());
         }
         if p.next.as_ref().is_some_and(|t| now >= t.created + reject) {
@@ -585,7 +650,10 @@ impl Node {
         }
         let silent = p.current.as_ref().is_some_and(|t| t.confirmed)
             && p.last_received.is_some_and(|t| now >= t + dead_after);
-        let expired = p.current.as_ref().is_some_and(|t| now >= t.created + reject);
+        let expired = p
+            .current
+            .as_ref()
+            .is_some_and(|t| now >= t.created + reject);
         if silent || expired {
             retired.extend(p.current.take());
             retired.extend(p.previous.take());
@@ -594,7 +662,11 @@ impl Node {
                 if let Some(id) = p.node_id {
                     let name = p.name();
                     debug!(peer = %name, "peer fell silent; dropping its session");
-                    push_event(&mut self.events, &mut self.stats, Event::SessionLost { peer: id, name });
+                    push_event(
+                        &mut self.events,
+                        &mut self.stats,
+                        Event::SessionLost { peer: id, name },
+                    );
                 }
                 p.last_received = None;
             }
@@ -613,7 +685,11 @@ impl Node {
         } else {
             // The responder waits longer, so that normally only the
             // initiator rekeys and the two do not race.
-            let slack = self.config.reject_after_time.saturating_sub(self.config.rekey_after_time) / 2;
+            let slack = self
+                .config
+                .reject_after_time
+                .saturating_sub(self.config.rekey_after_time)
+                / 2;
             self.config.rekey_after_time + slack
         }
     }
@@ -630,7 +706,10 @@ impl Node {
 
     fn maybe_rekey_on_volume(&mut self, now: Instant, peer: usize) {
         let p = &self.peers[peer];
-        let due = p.current.as_ref().is_some_and(|t| t.sent() >= self.config.rekey_after_messages);
+        let due = p
+            .current
+            .as_ref()
+            .is_some_and(|t| t.sent() >= self.config.rekey_after_messages);
         if due && p.pending.is_none() {
             debug!(peer = %p.name(), "rekeying on volume");
             self.start_handshake(now, peer);
@@ -644,7 +723,10 @@ impl Node {
         let local = self.new_index();
         let timestamp = self.next_timestamp(now);
         let mut buf = self.take_buffer();
-        let payload = HandshakePayload { timestamp, certificate: self.certificate.to_bytes() };
+        let payload = HandshakePayload {
+            timestamp,
+            certificate: self.certificate.to_bytes(),
+        };
         match AwaitingResponse::start(now, &self.rng, &self.secret, &payload, local, &mut buf) {
             Ok(pending) => {
                 self.stats.handshakes_initiated += 1;
@@ -673,16 +755,26 @@ impl Node {
         p.handshake_due = Some(now + backoff + jitter);
     }
 
-    fn on_handshake_init(&mut self, now: Instant, from: SocketAddr, sender: SessionIndex, noise: &[u8]) {
+    fn on_handshake_init(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sender: SessionIndex,
+        noise: &[u8],
+    ) {
         let unix_now = self.unix_now(now);
-        let received = match InitReceived::read(&self.rng, &self.secret, noise, sender, &self.ca, unix_now) {
-            Ok(received) => received,
-            Err(error) => return self.reject_handshake(from, &error),
-        };
+        let received =
+            match InitReceived::read(&self.rng, &self.secret, noise, sender, &self.ca, unix_now) {
+                Ok(received) => received,
+                Err(error) => return self.reject_handshake(from, &error),
+            };
         let certificate = received.certificate.clone();
         let Some(peer) = self.peer_for_certificate(&certificate) else {
             self.stats.handshake_rejected_unexpected_peer += 1;
-            return self.reject(from, format!("'{}' is this node's own name or key", certificate.name()));
+            return self.reject(
+                from,
+                format!("'{}' is this node's own name or key", certificate.name()),
+            );
         };
         if received.timestamp <= self.peers[peer].last_init_timestamp {
             self.stats.handshake_rejected_replay += 1;
@@ -693,7 +785,10 @@ impl Node {
         let local = self.new_index();
         let timestamp = self.next_timestamp(now);
         let mut buf = self.take_buffer();
-        let payload = HandshakePayload { timestamp, certificate: self.certificate.to_bytes() };
+        let payload = HandshakePayload {
+            timestamp,
+            certificate: self.certificate.to_bytes(),
+        };
         let transport = match received.respond(now, &payload, local, &mut buf) {
             Ok(transport) => transport,
             Err(error) => {
@@ -724,7 +819,10 @@ impl Node {
             self.stats.rx_unknown_session += 1;
             return;
         };
-        let is_pending = self.peers[peer].pending.as_ref().is_some_and(|p| p.local == receiver);
+        let is_pending = self.peers[peer]
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.local == receiver);
         if !is_pending {
             self.stats.rx_unknown_session += 1;
             return;
@@ -735,13 +833,20 @@ impl Node {
         self.by_index.remove(&receiver);
         let started = pending.started;
         let unix_now = self.unix_now(now);
-        let (certificate, transport) = match pending.read_response(now, noise, sender, &self.ca, unix_now) {
-            Ok(done) => done,
-            Err(error) => return self.reject_handshake(from, &error),
-        };
+        let (certificate, transport) =
+            match pending.read_response(now, noise, sender, &self.ca, unix_now) {
+                Ok(done) => done,
+                Err(error) => return self.reject_handshake(from, &error),
+            };
         if !self.certificate_fits_peer(peer, &certificate) {
             self.stats.handshake_rejected_unexpected_peer += 1;
-            return self.reject(from, format!("answered by '{}', not the configured peer", certificate.name()));
+            return self.reject(
+                from,
+                format!(
+                    "answered by '{}', not the configured peer",
+                    certificate.name()
+                ),
+            );
         }
         self.bind_identity(peer, certificate);
         self.by_index.insert(transport.local, peer);
@@ -757,7 +862,14 @@ impl Node {
         self.flush_queue(now, peer);
     }
 
-    fn on_data(&mut self, now: Instant, from: SocketAddr, receiver: SessionIndex, counter: u64, datagram: &[u8]) {
+    fn on_data(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        receiver: SessionIndex,
+        counter: u64,
+        datagram: &[u8],
+    ) {
         let Some(&peer) = self.by_index.get(&receiver) else {
             self.stats.rx_unknown_session += 1;
             return;
@@ -805,14 +917,29 @@ impl Node {
                 self.stats.peers_roamed += 1;
                 let name = p.name();
                 debug!(peer = %name, "peer roamed to a new endpoint");
-                push_event(&mut self.events, &mut self.stats, Event::PeerRoamed { peer: id, name, from: old, to: from });
+                push_event(
+                    &mut self.events,
+                    &mut self.stats,
+                    Event::PeerRoamed {
+                        peer: id,
+                        name,
+                        from: old,
+                        to: from,
+                    },
+                );
             }
             self.peers[peer].endpoint = Some(from);
         }
         self.on_frame(now, peer, buf, range);
     }
 
-    fn on_frame(&mut self, now: Instant, peer: usize, mut buf: Vec<u8>, range: std::ops::Range<usize>) {
+    fn on_frame(
+        &mut self,
+        now: Instant,
+        peer: usize,
+        mut buf: Vec<u8>,
+        range: std::ops::Range<usize>,
+    ) {
         match Frame::decode(&buf[range.clone()]) {
             Ok(Frame::Ip(packet)) => {
                 if !self.source_belongs_to(peer, packet) {
@@ -879,7 +1006,12 @@ impl Node {
             push_event(
                 &mut self.events,
                 &mut self.stats,
-                Event::SessionEstablished { peer: id, name, endpoint, initiator },
+                Event::SessionEstablished {
+                    peer: id,
+                    name,
+                    endpoint,
+                    initiator,
+                },
             );
         }
     }
@@ -955,7 +1087,11 @@ impl Node {
 
     fn reject(&mut self, from: SocketAddr, reason: String) {
         debug!(%from, %reason, "handshake rejected");
-        push_event(&mut self.events, &mut self.stats, Event::HandshakeRejected { from, reason });
+        push_event(
+            &mut self.events,
+            &mut self.stats,
+            Event::HandshakeRejected { from, reason },
+        );
     }
 
     /// The peer entry a (valid) certificate belongs to, creating one for a
@@ -984,7 +1120,10 @@ impl Node {
     fn certificate_fits_peer(&self, peer: usize, certificate: &Certificate) -> bool {
         let p = &self.peers[peer];
         let id_fits = p.node_id.is_none_or(|id| id == certificate.node_id());
-        let name_fits = p.node_id.is_some() || p.configured_name.as_deref().is_none_or(|n| n == certificate.name());
+        let name_fits = p.node_id.is_some()
+            || p.configured_name
+                .as_deref()
+                .is_none_or(|n| n == certificate.name());
         id_fits && name_fits
     }
 
@@ -1007,7 +1146,11 @@ impl Node {
         let p = &self.peers[peer];
         match ip_source(packet) {
             Some(IpAddr::V6(src)) => p.node_id.is_some_and(|id| id.owns_ipv6(&src)),
-            Some(IpAddr::V4(src)) => p.certificate.as_ref().and_then(|c| c.ipv4()).is_some_and(|n| n.addr == src),
+            Some(IpAddr::V4(src)) => p
+                .certificate
+                .as_ref()
+                .and_then(|c| c.ipv4())
+                .is_some_and(|n| n.addr == src),
             None => false,
         }
     }
@@ -1028,13 +1171,19 @@ impl Node {
     /// Wall-clock nanoseconds for a handshake payload, strictly increasing.
     fn next_timestamp(&mut self, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(self.start).as_nanos() as u64;
-        let wall = self.unix_start.saturating_mul(1_000_000_000).saturating_add(elapsed);
+        let wall = self
+            .unix_start
+            .saturating_mul(1_000_000_000)
+            .saturating_add(elapsed);
         self.last_timestamp = wall.max(self.last_timestamp + 1);
         self.last_timestamp
     }
 
     fn take_buffer(&mut self) -> Vec<u8> {
-        let mut buf = self.pool.pop().unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY));
+        let mut buf = self
+            .pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY));
         buf.clear();
         buf
     }

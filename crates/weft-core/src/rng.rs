@@ -70,14 +70,20 @@ impl CryptoResolver for SeededResolver {
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
-        RingResolver.resolve_dh(choice).or_else(|| DefaultResolver.resolve_dh(choice))
+        RingResolver
+            .resolve_dh(choice)
+            .or_else(|| DefaultResolver.resolve_dh(choice))
     }
 
     fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
-        RingResolver.resolve_hash(choice).or_else(|| DefaultResolver.resolve_hash(choice))
+        RingResolver
+            .resolve_hash(choice)
+            .or_else(|| DefaultResolver.resolve_hash(choice))
     }
 
     fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        RingResolver.resolve_cipher(choice).or_else(|| DefaultResolver.resolve_cipher(choice))
+        RingResolver
+            .resolve_cipher(choice)
+            .or_else(|| DefaultResolver.resolve_cipher(choice))
     }
 }

@@ -84,13 +84,20 @@ pub struct Ipv4Net {
 impl Ipv4Net {
     /// The network address (host bits zeroed).
     pub fn network(&self) -> Ipv4Addr {
-        let mask = if self.prefix_len == 0 { 0 } else { u32::MAX << (32 - self.prefix_len.min(32)) };
+        let mask = if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix_len.min(32))
+        };
         Ipv4Addr::from(u32::from(self.addr) & mask)
     }
 
     /// Whether `addr` is inside this prefix.
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        let net = Ipv4Net { addr, prefix_len: self.prefix_len };
+        let net = Ipv4Net {
+            addr,
+            prefix_len: self.prefix_len,
+        };
         net.network() == self.network()
     }
 }
@@ -105,9 +112,15 @@ impl FromStr for Ipv4Net {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, len) = s.split_once('/').ok_or_else(|| format!("'{s}' is not ADDRESS/PREFIX"))?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("'{addr}' is not an IPv4 address"))?;
-        let prefix_len: u8 = len.parse().map_err(|_| format!("'{len}' is not a prefix length"))?;
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("'{s}' is not ADDRESS/PREFIX"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("'{addr}' is not an IPv4 address"))?;
+        let prefix_len: u8 = len
+            .parse()
+            .map_err(|_| format!("'{len}' is not a prefix length"))?;
         if prefix_len > 32 {
             return Err(format!("prefix length {prefix_len} is over 32"));
         }
@@ -167,17 +180,22 @@ impl Certificate {
         let Some(body_len) = bytes.len().checked_sub(SIGNATURE_LEN) else {
             return Err(CertError::Malformed("shorter than a signature"));
         };
-        let body: NodeBody =
-            postcard::from_bytes(&bytes[..body_len]).map_err(|_| CertError::Malformed("body does not decode"))?;
+        let body: NodeBody = postcard::from_bytes(&bytes[..body_len])
+            .map_err(|_| CertError::Malformed("body does not decode"))?;
         if body.version != CERT_VERSION {
             return Err(CertError::Malformed("unknown certificate version"));
         }
         // postcard accepts trailing bytes; re-encoding pins the exact form,
         // so one certificate has one byte string.
-        if postcard::to_stdvec(&body).map_err(|_| CertError::Malformed("body"))? != bytes[..body_len] {
+        if postcard::to_stdvec(&body).map_err(|_| CertError::Malformed("body"))?
+            != bytes[..body_len]
+        {
             return Err(CertError::Malformed("body has trailing bytes"));
         }
-        Ok(Self { body, bytes: bytes.to_vec() })
+        Ok(Self {
+            body,
+            bytes: bytes.to_vec(),
+        })
     }
 
     /// The encoded certificate (body and signature).
@@ -220,7 +238,10 @@ impl Certificate {
 
     /// The node's public keys.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey { x25519: self.body.x25519, ed25519: self.body.ed25519 }
+        PublicKey {
+            x25519: self.body.x25519,
+            ed25519: self.body.ed25519,
+        }
     }
 
     /// The node id of the certified key.
@@ -275,16 +296,21 @@ impl CaCertificate {
         let Some(body_len) = bytes.len().checked_sub(SIGNATURE_LEN) else {
             return Err(CertError::Malformed("shorter than a signature"));
         };
-        let body: CaBody =
-            postcard::from_bytes(&bytes[..body_len]).map_err(|_| CertError::Malformed("CA body does not decode"))?;
+        let body: CaBody = postcard::from_bytes(&bytes[..body_len])
+            .map_err(|_| CertError::Malformed("CA body does not decode"))?;
         if body.version != CERT_VERSION {
             return Err(CertError::Malformed("unknown CA certificate version"));
         }
-        let signature: &[u8; 64] = bytes[body_len..].try_into().map_err(|_| CertError::BadSignature)?;
+        let signature: &[u8; 64] = bytes[body_len..]
+            .try_into()
+            .map_err(|_| CertError::BadSignature)?;
         if !verify_signature(&body.ed25519, &bytes[..body_len], signature) {
             return Err(CertError::BadSignature);
         }
-        Ok(Self { body, bytes: bytes.to_vec() })
+        Ok(Self {
+            body,
+            bytes: bytes.to_vec(),
+        })
     }
 
     /// The encoded certificate.
@@ -320,7 +346,12 @@ impl CaCertificate {
 
 impl fmt::Debug for CaCertificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CaCertificate({}, {})", self.body.name, super::hex(&self.fingerprint()[..8]))
+        write!(
+            f,
+            "CaCertificate({}, {})",
+            self.body.name,
+            super::hex(&self.fingerprint()[..8])
+        )
     }
 }
 
@@ -332,7 +363,12 @@ pub struct CaSecret {
 
 impl CaSecret {
     /// Creates a CA from 32 random bytes (the caller's RNG).
-    pub fn new(random: [u8; 32], name: &str, not_before: u64, not_after: u64) -> Result<Self, CertError> {
+    pub fn new(
+        random: [u8; 32],
+        name: &str,
+        not_before: u64,
+        not_after: u64,
+    ) -> Result<Self, CertError> {
         check_label("name", name)?;
         let key = ed25519_dalek::SigningKey::from_bytes(&random);
         let body = CaBody {
@@ -356,13 +392,19 @@ impl CaSecret {
     pub fn sign(&self, template: &CertificateTemplate) -> Result<Certificate, CertError> {
         check_label("name", &template.name)?;
         if template.groups.len() > MAX_GROUPS {
-            return Err(CertError::Invalid { field: "groups", reason: format!("more than {MAX_GROUPS}") });
+            return Err(CertError::Invalid {
+                field: "groups",
+                reason: format!("more than {MAX_GROUPS}"),
+            });
         }
         for group in &template.groups {
             check_label("group", group)?;
         }
         if template.not_after <= template.not_before {
-            return Err(CertError::Invalid { field: "validity", reason: "ends before it starts".into() });
+            return Err(CertError::Invalid {
+                field: "validity",
+                reason: "ends before it starts".into(),
+            });
         }
         let body = NodeBody {
             version: CERT_VERSION,
@@ -390,10 +432,10 @@ impl CaSecret {
     /// Parses what [`CaSecret::to_pem`] wrote.
     pub fn from_pem(text: &str) -> Result<Self, CertError> {
         let seed = pem::decode(pem::CA_SECRET_KEY, text)?;
-        let seed: [u8; 32] = seed
-            .as_slice()
-            .try_into()
-            .map_err(|_| PemError::Length { expected: 32, found: seed.len() })?;
+        let seed: [u8; 32] = seed.as_slice().try_into().map_err(|_| PemError::Length {
+            expected: 32,
+            found: seed.len(),
+        })?;
         let key = ed25519_dalek::SigningKey::from_bytes(&seed);
         let certificate = CaCertificate::from_pem(text)?;
         if certificate.body.ed25519 != key.verifying_key().to_bytes() {
@@ -403,9 +445,13 @@ impl CaSecret {
     }
 }
 
-fn sign_body<T: Serialize>(key: &ed25519_dalek::SigningKey, body: &T) -> Result<Vec<u8>, CertError> {
+fn sign_body<T: Serialize>(
+    key: &ed25519_dalek::SigningKey,
+    body: &T,
+) -> Result<Vec<u8>, CertError> {
     use ed25519_dalek::Signer;
-    let mut bytes = postcard::to_stdvec(body).map_err(|_| CertError::Malformed("body does not encode"))?;
+    let mut bytes =
+        postcard::to_stdvec(body).map_err(|_| CertError::Malformed("body does not encode"))?;
     let signature = key.sign(&bytes).to_bytes();
     bytes.extend_from_slice(&signature);
     Ok(bytes)
@@ -427,13 +473,17 @@ fn check_label(field: &'static str, value: &str) -> Result<(), CertError> {
         && value.len() <= MAX_NAME_LEN
         && !value.starts_with('-')
         && !value.ends_with('-')
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if valid {
         Ok(())
     } else {
         Err(CertError::Invalid {
             field,
-            reason: format!("'{value}' must be 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'"),
+            reason: format!(
+                "'{value}' must be 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'"
+            ),
         })
     }
 }
@@ -472,36 +522,65 @@ mod tests {
     #[test]
     fn expired_and_early_certificates_are_rejected() {
         let ca = ca(1);
-        let cert = ca.sign(&template("a", &SecretKey::from_random([5; 64]))).unwrap();
-        assert_eq!(cert.verify(ca.certificate(), 2_000), Err(CertError::Expired { not_after: 2_000, now: 2_000 }));
-        assert_eq!(cert.verify(ca.certificate(), 999), Err(CertError::NotYetValid { not_before: 1_000, now: 999 }));
+        let cert = ca
+            .sign(&template("a", &SecretKey::from_random([5; 64])))
+            .unwrap();
+        assert_eq!(
+            cert.verify(ca.certificate(), 2_000),
+            Err(CertError::Expired {
+                not_after: 2_000,
+                now: 2_000
+            })
+        );
+        assert_eq!(
+            cert.verify(ca.certificate(), 999),
+            Err(CertError::NotYetValid {
+                not_before: 1_000,
+                now: 999
+            })
+        );
     }
 
     #[test]
     fn certificate_of_another_ca_is_rejected_as_wrong_ca() {
-        let cert = ca(2).sign(&template("a", &SecretKey::from_random([5; 64]))).unwrap();
-        assert!(matches!(cert.verify(ca(1).certificate(), 1_500), Err(CertError::WrongCa { .. })));
+        let cert = ca(2)
+            .sign(&template("a", &SecretKey::from_random([5; 64])))
+            .unwrap();
+        assert!(matches!(
+            cert.verify(ca(1).certificate(), 1_500),
+            Err(CertError::WrongCa { .. })
+        ));
     }
 
     #[test]
     fn tampered_certificate_fails_signature() {
         let ca = ca(1);
-        let cert = ca.sign(&template("a", &SecretKey::from_random([5; 64]))).unwrap();
+        let cert = ca
+            .sign(&template("a", &SecretKey::from_random([5; 64])))
+            .unwrap();
         let mut bytes = cert.to_bytes().to_vec();
         // The name is the second field: flip one of its letters.
         bytes[2] ^= 0x01;
         let tampered = Certificate::from_bytes(&bytes).unwrap();
-        assert_eq!(tampered.verify(ca.certificate(), 1_500), Err(CertError::BadSignature));
+        assert_eq!(
+            tampered.verify(ca.certificate(), 1_500),
+            Err(CertError::BadSignature)
+        );
     }
 
     #[test]
     fn pem_round_trips_for_certificates_and_ca_secret() {
         let ca = ca(1);
-        let cert = ca.sign(&template("db1", &SecretKey::from_random([5; 64]))).unwrap();
+        let cert = ca
+            .sign(&template("db1", &SecretKey::from_random([5; 64])))
+            .unwrap();
         assert_eq!(Certificate::from_pem(&cert.to_pem()).unwrap(), cert);
         let again = CaSecret::from_pem(&ca.to_pem()).unwrap();
         assert_eq!(again.certificate(), ca.certificate());
-        assert_eq!(CaCertificate::from_pem(&ca.certificate().to_pem()).unwrap(), *ca.certificate());
+        assert_eq!(
+            CaCertificate::from_pem(&ca.certificate().to_pem()).unwrap(),
+            *ca.certificate()
+        );
     }
 
     #[test]
@@ -509,7 +588,13 @@ mod tests {
         let ca = ca(1);
         let key = SecretKey::from_random([5; 64]);
         for bad in ["", "-a", "A", "a_b", &"x".repeat(64)] {
-            assert!(matches!(ca.sign(&template(bad, &key)), Err(CertError::Invalid { .. })), "{bad}");
+            assert!(
+                matches!(
+                    ca.sign(&template(bad, &key)),
+                    Err(CertError::Invalid { .. })
+                ),
+                "{bad}"
+            );
         }
     }
 

@@ -14,8 +14,8 @@ mod pem;
 use std::fmt;
 use std::net::Ipv6Addr;
 
-use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::params::DHChoice;
+use snow::resolvers::{CryptoResolver, DefaultResolver};
 
 pub use cert::{CaCertificate, CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net};
 pub use pem::PemError;
@@ -108,7 +108,10 @@ impl PublicKey {
     /// Parses the 64-byte form.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, PemError> {
         if bytes.len() != 64 {
-            return Err(PemError::Length { expected: 64, found: bytes.len() });
+            return Err(PemError::Length {
+                expected: 64,
+                found: bytes.len(),
+            });
         }
         let mut x25519 = [0u8; 32];
         let mut ed25519 = [0u8; 32];
@@ -159,7 +162,11 @@ impl SecretKey {
             x25519: x25519_public(&x25519),
             ed25519: ed25519.verifying_key().to_bytes(),
         };
-        Self { x25519, ed25519, public }
+        Self {
+            x25519,
+            ed25519,
+            public,
+        }
     }
 
     /// The public half.
@@ -194,10 +201,10 @@ impl SecretKey {
     /// Parses PEM text written by [`SecretKey::to_pem`].
     pub fn from_pem(text: &str) -> Result<Self, PemError> {
         let bytes = pem::decode(pem::NODE_SECRET_KEY, text)?;
-        let bytes: [u8; 64] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| PemError::Length { expected: 64, found: bytes.len() })?;
+        let bytes: [u8; 64] = bytes.as_slice().try_into().map_err(|_| PemError::Length {
+            expected: 64,
+            found: bytes.len(),
+        })?;
         Ok(Self::from_random(bytes))
     }
 }

@@ -55,7 +55,9 @@ pub(crate) fn decode(label: &'static str, text: &str) -> Result<Vec<u8>, PemErro
     let mut body = String::new();
     for line in lines {
         if line == end {
-            return STANDARD.decode(body.as_bytes()).map_err(|_| PemError::Base64);
+            return STANDARD
+                .decode(body.as_bytes())
+                .map_err(|_| PemError::Base64);
         }
         body.push_str(line);
     }
@@ -68,17 +70,27 @@ mod tests {
 
     #[test]
     fn decode_reads_what_encode_wrote_amid_other_text() {
-        let text = format!("# comment\n{}trailing", encode(NODE_CERTIFICATE, &[1, 2, 3, 250]));
+        let text = format!(
+            "# comment\n{}trailing",
+            encode(NODE_CERTIFICATE, &[1, 2, 3, 250])
+        );
         assert_eq!(decode(NODE_CERTIFICATE, &text).unwrap(), vec![1, 2, 3, 250]);
     }
 
     #[test]
     fn decode_rejects_wrong_label_and_garbage() {
         let text = encode(CA_CERTIFICATE, &[1]);
-        assert_eq!(decode(NODE_CERTIFICATE, &text), Err(PemError::MissingBlock(NODE_CERTIFICATE)));
-        let broken = "-----BEGIN WEFT CA CERTIFICATE-----\n!!!\n-----END WEFT CA CERTIFICATE-----\n";
+        assert_eq!(
+            decode(NODE_CERTIFICATE, &text),
+            Err(PemError::MissingBlock(NODE_CERTIFICATE))
+        );
+        let broken =
+            "-----BEGIN WEFT CA CERTIFICATE-----\n!!!\n-----END WEFT CA CERTIFICATE-----\n";
         assert_eq!(decode(CA_CERTIFICATE, broken), Err(PemError::Base64));
         let open = "-----BEGIN WEFT CA CERTIFICATE-----\nAAAA\n";
-        assert_eq!(decode(CA_CERTIFICATE, open), Err(PemError::Unterminated(CA_CERTIFICATE)));
+        assert_eq!(
+            decode(CA_CERTIFICATE, open),
+            Err(PemError::Unterminated(CA_CERTIFICATE))
+        );
     }
 }

@@ -16,7 +16,7 @@ impl RttEstimator {
                 self.variation = rtt / 2;
             }
             Some(srtt) => {
-                let diff = if srtt > rtt { srtt - rtt } else { rtt - srtt };
+                let diff = srtt.abs_diff(rtt);
                 self.variation = (self.variation * 3 + diff) / 4;
                 self.smoothed = Some((srtt * 7 + rtt) / 8);
             }

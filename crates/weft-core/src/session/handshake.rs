@@ -49,10 +49,16 @@ impl AwaitingResponse {
         local: SessionIndex,
         out: &mut Vec<u8>,
     ) -> Result<Self, HandshakeError> {
-        let mut state = builder(rng, secret)?.build_initiator().map_err(|_| HandshakeError::Noise)?;
+        let mut state = builder(rng, secret)?
+            .build_initiator()
+            .map_err(|_| HandshakeError::Noise)?;
         wire::emit_handshake_init(out, local);
         write_noise(&mut state, payload, out)?;
-        Ok(Self { state, local, started: now })
+        Ok(Self {
+            state,
+            local,
+            started: now,
+        })
     }
 
     /// Reads the response; on success the peer's certificate, its payload
@@ -66,10 +72,16 @@ impl AwaitingResponse {
         unix_now: u64,
     ) -> Result<(Certificate, Transport), HandshakeError> {
         let mut payload = vec![0u8; MAX_NOISE_MESSAGE];
-        let len = self.state.read_message(noise, &mut payload).map_err(|_| HandshakeError::Noise)?;
+        let len = self
+            .state
+            .read_message(noise, &mut payload)
+            .map_err(|_| HandshakeError::Noise)?;
         let (certificate, _) = verify_peer(&self.state, &payload[..len], ca, unix_now)?;
         let keys = self.state.dangerously_get_raw_split();
-        Ok((certificate, Transport::new(now, self.local, remote, keys, true)))
+        Ok((
+            certificate,
+            Transport::new(now, self.local, remote, keys, true),
+        ))
     }
 }
 
@@ -90,11 +102,20 @@ impl InitReceived {
         ca: &CaCertificate,
         unix_now: u64,
     ) -> Result<Self, HandshakeError> {
-        let mut state = builder(rng, secret)?.build_responder().map_err(|_| HandshakeError::Noise)?;
+        let mut state = builder(rng, secret)?
+            .build_responder()
+            .map_err(|_| HandshakeError::Noise)?;
         let mut payload = vec![0u8; MAX_NOISE_MESSAGE];
-        let len = state.read_message(noise, &mut payload).map_err(|_| HandshakeError::Noise)?;
+        let len = state
+            .read_message(noise, &mut payload)
+            .map_err(|_| HandshakeError::Noise)?;
         let (certificate, timestamp) = verify_peer(&state, &payload[..len], ca, unix_now)?;
-        Ok(Self { state, certificate, timestamp, remote })
+        Ok(Self {
+            state,
+            certificate,
+            timestamp,
+            remote,
+        })
     }
 
     /// Writes the response packet to `out` and yields the session, which
@@ -113,7 +134,10 @@ impl InitReceived {
     }
 }
 
-fn builder<'a>(rng: &SharedRng, secret: &'a SecretKey) -> Result<snow::Builder<'a>, HandshakeError> {
+fn builder<'a>(
+    rng: &SharedRng,
+    secret: &'a SecretKey,
+) -> Result<snow::Builder<'a>, HandshakeError> {
     let params = NOISE_PARAMS.parse().map_err(|_| HandshakeError::Noise)?;
     snow::Builder::with_resolver(params, Box::new(SeededResolver::new(rng.clone())))
         .local_private_key(secret.x25519_private())
@@ -129,7 +153,9 @@ fn write_noise(
     let mut plain = Vec::new();
     payload.emit(&mut plain);
     let mut message = vec![0u8; MAX_NOISE_MESSAGE];
-    let len = state.write_message(&plain, &mut message).map_err(|_| HandshakeError::Noise)?;
+    let len = state
+        .write_message(&plain, &mut message)
+        .map_err(|_| HandshakeError::Noise)?;
     out.extend_from_slice(&message[..len]);
     Ok(())
 }
@@ -141,8 +167,11 @@ fn verify_peer(
     unix_now: u64,
 ) -> Result<(Certificate, u64), HandshakeError> {
     let payload = HandshakePayload::decode(payload).map_err(HandshakeError::Payload)?;
-    let certificate = Certificate::from_bytes(payload.certificate).map_err(HandshakeError::Certificate)?;
-    certificate.verify(ca, unix_now).map_err(HandshakeError::Certificate)?;
+    let certificate =
+        Certificate::from_bytes(payload.certificate).map_err(HandshakeError::Certificate)?;
+    certificate
+        .verify(ca, unix_now)
+        .map_err(HandshakeError::Certificate)?;
     let remote_static = state.get_remote_static().ok_or(HandshakeError::Noise)?;
     if remote_static != certificate.public_key().x25519 {
         return Err(HandshakeError::Certificate(CertError::KeyMismatch));
@@ -151,6 +180,7 @@ fn verify_peer(
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test needs some base instant; only offsets matter
 mod tests {
     use super::*;
     use crate::identity::{CaSecret, CertificateTemplate};
@@ -175,21 +205,38 @@ mod tests {
         Party { secret, cert }
     }
 
-    fn run(a: &Party, b: &Party, ca: &CaCertificate) -> Result<(Transport, Transport), HandshakeError> {
+    fn run(
+        a: &Party,
+        b: &Party,
+        ca: &CaCertificate,
+    ) -> Result<(Transport, Transport), HandshakeError> {
         let rng = SharedRng::from_seed([9; 32]);
         let now = Instant::now();
         let mut init = Vec::new();
-        let pa = HandshakePayload { timestamp: 1, certificate: a.cert.to_bytes() };
-        let pending = AwaitingResponse::start(now, &rng, &a.secret, &pa, SessionIndex(10), &mut init)?;
-        let wire::Packet::HandshakeInit { sender, noise } = wire::Packet::decode(&init).unwrap() else {
+        let pa = HandshakePayload {
+            timestamp: 1,
+            certificate: a.cert.to_bytes(),
+        };
+        let pending =
+            AwaitingResponse::start(now, &rng, &a.secret, &pa, SessionIndex(10), &mut init)?;
+        let wire::Packet::HandshakeInit { sender, noise } = wire::Packet::decode(&init).unwrap()
+        else {
             panic!("not an init");
         };
         let received = InitReceived::read(&rng, &b.secret, noise, sender, ca, 100)?;
         assert_eq!(received.certificate.name(), a.cert.name());
         let mut resp = Vec::new();
-        let pb = HandshakePayload { timestamp: 1, certificate: b.cert.to_bytes() };
+        let pb = HandshakePayload {
+            timestamp: 1,
+            certificate: b.cert.to_bytes(),
+        };
         let tb = received.respond(now, &pb, SessionIndex(20), &mut resp)?;
-        let wire::Packet::HandshakeResponse { sender, receiver, noise } = wire::Packet::decode(&resp).unwrap() else {
+        let wire::Packet::HandshakeResponse {
+            sender,
+            receiver,
+            noise,
+        } = wire::Packet::decode(&resp).unwrap()
+        else {
             panic!("not a response");
         };
         assert_eq!(receiver, SessionIndex(10));

@@ -18,7 +18,10 @@ pub(crate) struct ReplayWindow {
 
 impl ReplayWindow {
     pub(crate) fn new() -> Self {
-        Self { next: 0, bitmap: [0; WORDS] }
+        Self {
+            next: 0,
+            bitmap: [0; WORDS],
+        }
     }
 
     /// Whether `counter` would be accepted.

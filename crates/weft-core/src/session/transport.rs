@@ -44,7 +44,11 @@ impl Transport {
         initiator: bool,
     ) -> Self {
         // snow's split: the first key encrypts initiator to responder.
-        let (send, recv) = if initiator { (keys.0, keys.1) } else { (keys.1, keys.0) };
+        let (send, recv) = if initiator {
+            (keys.0, keys.1)
+        } else {
+            (keys.1, keys.0)
+        };
         Self {
             local,
             remote,
@@ -69,18 +73,26 @@ impl Transport {
         let counter = self.next_counter;
         self.next_counter += 1;
         let (header, body) = buf.split_at_mut(DATA_HEADER_LEN);
-        let header: &mut [u8; DATA_HEADER_LEN] = header.try_into().unwrap_or_else(|_| unreachable!());
+        let header: &mut [u8; DATA_HEADER_LEN] =
+            header.try_into().unwrap_or_else(|_| unreachable!());
         write_data_header(header, self.remote, counter);
         // Sealing only fails for inputs over ring's size limit (far above a
         // UDP datagram), so the error arm cannot run; leaving the tag out
         // would make the receiver drop the packet.
-        if let Ok(tag) = self.send.seal_in_place_separate_tag(nonce(counter), Aad::from(&header[..]), body) {
+        if let Ok(tag) =
+            self.send
+                .seal_in_place_separate_tag(nonce(counter), Aad::from(&header[..]), body)
+        {
             buf.extend_from_slice(tag.as_ref());
         }
     }
 
     /// Opens a data packet in place; returns the frame's range in `packet`.
-    pub(crate) fn open(&mut self, counter: u64, packet: &mut [u8]) -> Result<std::ops::Range<usize>, OpenError> {
+    pub(crate) fn open(
+        &mut self,
+        counter: u64,
+        packet: &mut [u8],
+    ) -> Result<std::ops::Range<usize>, OpenError> {
         if !self.replay.check(counter) {
             return Err(OpenError::Replayed);
         }
@@ -110,6 +122,7 @@ fn nonce(counter: u64) -> Nonce {
 const _: () = assert!(TAG_LEN == 16);
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test needs some base instant; only offsets matter
 mod tests {
     use super::*;
 
@@ -139,7 +152,10 @@ mod tests {
         let range = b.open(counter_of(&packet), &mut copy).unwrap();
         assert_eq!(&copy[range], b"hello");
         let mut again = packet.clone();
-        assert_eq!(b.open(counter_of(&packet), &mut again), Err(OpenError::Replayed));
+        assert_eq!(
+            b.open(counter_of(&packet), &mut again),
+            Err(OpenError::Replayed)
+        );
     }
 
     #[test]
@@ -149,7 +165,11 @@ mod tests {
         for at in [5, 9, 17, packet.len() - 1] {
             let mut bad = packet.clone();
             bad[at] ^= 1;
-            assert_eq!(b.open(counter_of(&bad), &mut bad), Err(OpenError::Decrypt), "byte {at}");
+            assert_eq!(
+                b.open(counter_of(&bad), &mut bad),
+                Err(OpenError::Decrypt),
+                "byte {at}"
+            );
         }
         // A forged packet did not move the window: the real one still opens.
         let mut good = packet.clone();

@@ -52,13 +52,16 @@ impl<'a> Frame<'a> {
                 Ok(Frame::Ip(body))
             }
             k if k == FrameKind::Keepalive as u8 => Ok(Frame::Keepalive),
-            k if k == FrameKind::Ping as u8 => {
-                Ok(Frame::Ping { id: read_u64(body, 0).ok_or(DecodeError::Truncated("ping frame"))? })
-            }
-            k if k == FrameKind::Pong as u8 => {
-                Ok(Frame::Pong { id: read_u64(body, 0).ok_or(DecodeError::Truncated("pong frame"))? })
-            }
-            other => Err(DecodeError::UnknownType { what: "frame", value: other }),
+            k if k == FrameKind::Ping as u8 => Ok(Frame::Ping {
+                id: read_u64(body, 0).ok_or(DecodeError::Truncated("ping frame"))?,
+            }),
+            k if k == FrameKind::Pong as u8 => Ok(Frame::Pong {
+                id: read_u64(body, 0).ok_or(DecodeError::Truncated("pong frame"))?,
+            }),
+            other => Err(DecodeError::UnknownType {
+                what: "frame",
+                value: other,
+            }),
         }
     }
 
@@ -88,7 +91,12 @@ mod tests {
 
     #[test]
     fn every_frame_round_trips() {
-        for frame in [Frame::Ip(b"\x45abc"), Frame::Keepalive, Frame::Ping { id: 9 }, Frame::Pong { id: u64::MAX }] {
+        for frame in [
+            Frame::Ip(b"\x45abc"),
+            Frame::Keepalive,
+            Frame::Ping { id: 9 },
+            Frame::Pong { id: u64::MAX },
+        ] {
             let mut out = Vec::new();
             frame.emit(&mut out);
             assert_eq!(Frame::decode(&out), Ok(frame));
@@ -99,7 +107,16 @@ mod tests {
     fn unknown_and_short_frames_are_errors() {
         assert_eq!(Frame::decode(&[]), Err(DecodeError::Truncated("frame")));
         assert_eq!(Frame::decode(&[1]), Err(DecodeError::Truncated("ip frame")));
-        assert_eq!(Frame::decode(&[3, 0, 0]), Err(DecodeError::Truncated("ping frame")));
-        assert_eq!(Frame::decode(&[99]), Err(DecodeError::UnknownType { what: "frame", value: 99 }));
+        assert_eq!(
+            Frame::decode(&[3, 0, 0]),
+            Err(DecodeError::Truncated("ping frame"))
+        );
+        assert_eq!(
+            Frame::decode(&[99]),
+            Err(DecodeError::UnknownType {
+                what: "frame",
+                value: 99
+            })
+        );
     }
 }

@@ -30,11 +30,16 @@ impl<'a> HandshakePayload<'a> {
         }
         let timestamp = read_u64(bytes, 1).ok_or(DecodeError::Truncated("handshake payload"))?;
         let len = read_u16(bytes, 9).ok_or(DecodeError::Truncated("handshake payload"))? as usize;
-        let certificate = bytes.get(11..11 + len).ok_or(DecodeError::Truncated("handshake certificate"))?;
+        let certificate = bytes
+            .get(11..11 + len)
+            .ok_or(DecodeError::Truncated("handshake certificate"))?;
         if bytes.len() != 11 + len {
             return Err(DecodeError::Reserved);
         }
-        Ok(Self { timestamp, certificate })
+        Ok(Self {
+            timestamp,
+            certificate,
+        })
     }
 
     /// Appends the encoded payload. Certificates are far below 64 KiB; a
@@ -54,7 +59,10 @@ mod tests {
 
     #[test]
     fn payload_round_trips() {
-        let payload = HandshakePayload { timestamp: 42, certificate: b"cert" };
+        let payload = HandshakePayload {
+            timestamp: 42,
+            certificate: b"cert",
+        };
         let mut out = Vec::new();
         payload.emit(&mut out);
         assert_eq!(HandshakePayload::decode(&out), Ok(payload));

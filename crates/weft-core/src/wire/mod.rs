@@ -121,16 +121,25 @@ impl<'a> Packet<'a> {
                 if noise.is_empty() {
                     return Err(DecodeError::Truncated("handshake init"));
                 }
-                Ok(Packet::HandshakeInit { sender: SessionIndex(sender), noise })
+                Ok(Packet::HandshakeInit {
+                    sender: SessionIndex(sender),
+                    noise,
+                })
             }
             TYPE_HANDSHAKE_RESPONSE => {
-                let sender = read_u32(bytes, 4).ok_or(DecodeError::Truncated("handshake response"))?;
-                let receiver = read_u32(bytes, 8).ok_or(DecodeError::Truncated("handshake response"))?;
+                let sender =
+                    read_u32(bytes, 4).ok_or(DecodeError::Truncated("handshake response"))?;
+                let receiver =
+                    read_u32(bytes, 8).ok_or(DecodeError::Truncated("handshake response"))?;
                 let noise = &bytes[12..];
                 if noise.is_empty() {
                     return Err(DecodeError::Truncated("handshake response"));
                 }
-                Ok(Packet::HandshakeResponse { sender: SessionIndex(sender), receiver: SessionIndex(receiver), noise })
+                Ok(Packet::HandshakeResponse {
+                    sender: SessionIndex(sender),
+                    receiver: SessionIndex(receiver),
+                    noise,
+                })
             }
             TYPE_DATA => {
                 if bytes.len() < DATA_HEADER_LEN + TAG_LEN {
@@ -138,9 +147,15 @@ impl<'a> Packet<'a> {
                 }
                 let receiver = read_u32(bytes, 4).ok_or(DecodeError::Truncated("data packet"))?;
                 let counter = read_u64(bytes, 8).ok_or(DecodeError::Truncated("data packet"))?;
-                Ok(Packet::Data { receiver: SessionIndex(receiver), counter })
+                Ok(Packet::Data {
+                    receiver: SessionIndex(receiver),
+                    counter,
+                })
             }
-            other => Err(DecodeError::UnknownType { what: "packet", value: other }),
+            other => Err(DecodeError::UnknownType {
+                what: "packet",
+                value: other,
+            }),
         }
     }
 }
@@ -193,7 +208,10 @@ mod tests {
         out.extend_from_slice(b"noise");
         assert_eq!(
             Packet::decode(&out),
-            Ok(Packet::HandshakeInit { sender: SessionIndex(0xdead_beef), noise: b"noise" })
+            Ok(Packet::HandshakeInit {
+                sender: SessionIndex(0xdead_beef),
+                noise: b"noise"
+            })
         );
     }
 
@@ -204,7 +222,11 @@ mod tests {
         out.extend_from_slice(b"n");
         assert_eq!(
             Packet::decode(&out),
-            Ok(Packet::HandshakeResponse { sender: SessionIndex(1), receiver: SessionIndex(2), noise: b"n" })
+            Ok(Packet::HandshakeResponse {
+                sender: SessionIndex(1),
+                receiver: SessionIndex(2),
+                noise: b"n"
+            })
         );
     }
 
@@ -213,16 +235,37 @@ mod tests {
         let mut out = vec![0u8; DATA_HEADER_LEN + TAG_LEN + 1];
         let header: &mut [u8; DATA_HEADER_LEN] = (&mut out[..DATA_HEADER_LEN]).try_into().unwrap();
         write_data_header(header, SessionIndex(7), u64::MAX - 1);
-        assert_eq!(Packet::decode(&out), Ok(Packet::Data { receiver: SessionIndex(7), counter: u64::MAX - 1 }));
+        assert_eq!(
+            Packet::decode(&out),
+            Ok(Packet::Data {
+                receiver: SessionIndex(7),
+                counter: u64::MAX - 1
+            })
+        );
     }
 
     #[test]
     fn wrong_version_reserved_bits_and_short_packets_are_errors() {
-        assert_eq!(Packet::decode(&[0x24, 0, 0, 0]), Err(DecodeError::UnknownVersion(2)));
+        assert_eq!(
+            Packet::decode(&[0x24, 0, 0, 0]),
+            Err(DecodeError::UnknownVersion(2))
+        );
         assert_eq!(Packet::decode(&[0x14, 1, 0, 0]), Err(DecodeError::Reserved));
-        assert_eq!(Packet::decode(&[0x14, 0, 0, 0, 1]), Err(DecodeError::Truncated("data packet")));
-        assert_eq!(Packet::decode(&[0x11, 0, 0, 0, 1, 2, 3, 4]), Err(DecodeError::Truncated("handshake init")));
-        assert_eq!(Packet::decode(&[0x1f, 0, 0, 0]), Err(DecodeError::UnknownType { what: "packet", value: 15 }));
+        assert_eq!(
+            Packet::decode(&[0x14, 0, 0, 0, 1]),
+            Err(DecodeError::Truncated("data packet"))
+        );
+        assert_eq!(
+            Packet::decode(&[0x11, 0, 0, 0, 1, 2, 3, 4]),
+            Err(DecodeError::Truncated("handshake init"))
+        );
+        assert_eq!(
+            Packet::decode(&[0x1f, 0, 0, 0]),
+            Err(DecodeError::UnknownType {
+                what: "packet",
+                value: 15
+            })
+        );
         assert_eq!(Packet::decode(&[]), Err(DecodeError::Truncated("preamble")));
     }
 
