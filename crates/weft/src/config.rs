@@ -1,1 +1,998 @@
-//! (being written)
+//! The node's TOML config file: parsing, validation and the commented example.
+//!
+//! [`Config::load`] reads and checks the whole file before anything else
+//! happens, so a mistake is reported once, precisely, and not as a failure
+//! later at run time. Every [`ConfigError::Invalid`] names the file, the line
+//! and column, and the dotted key (`peers[1].endpoint`) it is about: syntax and
+//! type errors carry toml's span, and every value we check ourselves is read
+//! as a [`Spanned`] so its position is known. Unknown keys are errors, so a
+//! typo is caught instead of silently ignored. Paths in the file are relative
+//! to the file's directory.
+//!
+//! [`Config::load`] reads only the config file itself; [`Config::node_config`]
+//! then reads the key, certificate and CA files and builds the core's
+//! [`NodeConfig`], with errors that still point at the key naming each file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Deserialize;
+use toml::Spanned;
+use weft_core::{
+    CaCertificate, Certificate, NodeConfig, PeerConfig, PublicKey, SecretKey, SessionConfig,
+};
+
+/// Smallest TUN MTU: IPv6 requires every link to carry 1280-byte packets.
+pub const MIN_MTU: u16 = 1280;
+/// Largest TUN MTU accepted (a jumbo-frame underlay).
+pub const MAX_MTU: u16 = 9000;
+/// TUN MTU when the config names none: fits a 1500-byte underlay with IPv6
+/// headers and weft's overhead to spare.
+pub const DEFAULT_MTU: u16 = 1380;
+/// UDP listen address when the config names none.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:4800";
+/// TUN device name when the config names none.
+pub const DEFAULT_TUN_NAME: &str = "weft0";
+/// Log filter when the config names none.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// A checked config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// `[node]`: identity files and the UDP socket.
+    pub node: NodeSection,
+    /// `[tun]`: the TUN device.
+    pub tun: TunSection,
+    /// `[control]`: the local control socket.
+    pub control: ControlSection,
+    /// `[log]`: the tracing filter.
+    pub log: LogSection,
+    /// `[session]`: session timing, defaults filled in.
+    pub session: SessionConfig,
+    /// `[[peers]]`: static peers.
+    pub peers: Vec<PeerSection>,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone)]
+pub struct NodeSection {
+    /// The node's secret key file.
+    pub key: ConfigPath,
+    /// The node's certificate file.
+    pub certificate: ConfigPath,
+    /// The network CA's certificate file.
+    pub ca: ConfigPath,
+    /// The UDP address to listen on.
+    pub listen: SocketAddr,
+}
+
+/// `[tun]`.
+#[derive(Debug, Clone)]
+pub struct TunSection {
+    /// Interface name.
+    pub name: String,
+    /// Interface MTU.
+    pub mtu: u16,
+}
+
+/// `[control]`.
+#[derive(Debug, Clone)]
+pub struct ControlSection {
+    /// Path of the unix control socket.
+    pub socket: PathBuf,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogSection {
+    /// A `tracing_subscriber::EnvFilter` directive, e.g. `info` or
+    /// `weft=debug,info`.
+    pub level: String,
+}
+
+/// One `[[peers]]` entry.
+#[derive(Debug, Clone)]
+pub struct PeerSection {
+    /// Its certificate name.
+    pub name: Option<String>,
+    /// Its public keys.
+    pub public_key: Option<PublicKey>,
+    /// Where to reach it.
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// A path from the config (resolved against the file's directory), with
+/// where it was written so that errors about the file it names can point
+/// there.
+#[derive(Debug, Clone)]
+pub struct ConfigPath {
+    /// The resolved path.
+    pub path: PathBuf,
+    /// The dotted key, e.g. `node.key`.
+    pub key: &'static str,
+    /// 1-based line and column of the value.
+    line: usize,
+    column: usize,
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file itself could not be read.
+    #[error("cannot read config file {}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Something in the file is wrong: where, which key, and why.
+    #[error("{}:{line}:{column}: {key}: {message}", file.display())]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// Dotted key, e.g. `peers[0].endpoint`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks the config file at `path`. Does not read the key,
+    /// certificate or CA files: see [`Config::node_config`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks config text as if it had been read from `path` (which gives
+    /// the base directory for relative paths and the name in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let source = Source { file: path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        raw.check(&source, base)
+    }
+
+    /// Reads the key, certificate and CA files and builds the core's config.
+    /// Checks that the certificate is for this key and valid under the CA at
+    /// `unix_now`, so that those mistakes point at the config too.
+    pub fn node_config(&self, unix_now: u64) -> Result<NodeConfig, ConfigError> {
+        let secret_key = self.read_file(&self.node.key, SecretKey::from_pem)?;
+        let certificate = self.read_file(&self.node.certificate, Certificate::from_pem)?;
+        let ca = self.read_file(&self.node.ca, CaCertificate::from_pem)?;
+        if certificate.public_key() != secret_key.public() {
+            return Err(self.error_at(
+                &self.node.certificate,
+                format!(
+                    "{} certifies the key of node id {}, but {} is the key of node id {}",
+                    self.node.certificate.path.display(),
+                    certificate.node_id().short(),
+                    self.node.key.path.display(),
+                    secret_key.node_id().short()
+                ),
+            ));
+        }
+        if let Err(error) = certificate.verify(&ca, unix_now) {
+            return Err(self.error_at(
+                &self.node.certificate,
+                format!(
+                    "{} is not acceptable under the CA in {}: {error}",
+                    self.node.certificate.path.display(),
+                    self.node.ca.path.display()
+                ),
+            ));
+        }
+        let peers = self
+            .peers
+            .iter()
+            .map(|p| PeerConfig {
+                name: p.name.clone(),
+                public_key: p.public_key,
+                endpoint: p.endpoint,
+            })
+            .collect();
+        Ok(NodeConfig {
+            secret_key,
+            certificate,
+            ca,
+            peers,
+            session: self.session.clone(),
+        })
+    }
+
+    fn read_file<T, E: fmt::Display>(
+        &self,
+        at: &ConfigPath,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<T, ConfigError> {
+        let text = std::fs::read_to_string(&at.path)
+            .map_err(|e| self.error_at(at, format!("cannot read {}: {e}", at.path.display())))?;
+        parse(&text)
+            .map_err(|e| self.error_at(at, format!("{} is not usable: {e}", at.path.display())))
+    }
+
+    fn error_at(&self, at: &ConfigPath, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            line: at.line,
+            column: at.column,
+            key: at.key.to_owned(),
+            message,
+        }
+    }
+}
+
+/// The base64 form of a public key, as a `[[peers]]` `public_key` value.
+pub fn public_key_base64(key: &PublicKey) -> String {
+    BASE64.encode(key.to_bytes())
+}
+
+/// The commented config that `weft init` writes, for a node whose public
+/// key is `public_key`. It parses as is (it configures no peers yet).
+pub fn example_config(public_key: &PublicKey) -> String {
+    let node_id = public_key.node_id();
+    let ipv6 = node_id.overlay_ipv6();
+    let key = public_key_base64(public_key);
+    format!(
+        r#"# weft node config. Paths are relative to this file's directory.
+#
+# This node: id {node_id}
+#            overlay IPv6 {ipv6}
+# Its public key (other nodes may put it in a [[peers]] entry's public_key):
+#   {key}
+
+[node]
+# This node's secret key (written by `weft init`, keep it mode 0600).
+key = "node.key"
+# This node's certificate, signed by the network CA:
+#   weft ca sign --ca-key ca.key --public-key node.pub --name NAME --out node.crt
+certificate = "node.crt"
+# The network CA's certificate: only nodes with certificates of this CA
+# may talk to this node.
+ca = "ca.crt"
+# UDP address and port to send and receive on ("[::]:4800" for IPv6 too).
+listen = "{DEFAULT_LISTEN}"
+
+[tun]
+# Name of the TUN interface (at most 15 characters).
+name = "{DEFAULT_TUN_NAME}"
+# MTU of the TUN interface, {MIN_MTU} to {MAX_MTU}. Each packet grows by
+# {overhead} bytes plus the underlay's IP and UDP headers (28 for IPv4, 48 for
+# IPv6): {DEFAULT_MTU} fits a 1500-byte underlay either way.
+mtu = {DEFAULT_MTU}
+
+[control]
+# Unix socket that `weft status` talks to. It is created mode 0600; a
+# missing parent directory is created mode 0700.
+socket = "/run/weft/{DEFAULT_TUN_NAME}.sock"
+
+[log]
+# Log filter: error, warn, info, debug or trace, or per module as in
+# "weft=debug,info". The RUST_LOG environment variable overrides it.
+level = "{DEFAULT_LOG_LEVEL}"
+
+# [session]
+# Optional tuning; durations are written like "500ms", "10s", "2m", "1h30m".
+# A session is rekeyed by its initiator after this long...
+# rekey_after_time = "120s"
+# ...and no longer used after this long.
+# reject_after_time = "180s"
+# ...or after this many packets.
+# rekey_after_messages = 1152921504606846976
+# First wait for a handshake answer; doubles on every retry...
+# handshake_timeout = "500ms"
+# ...up to this.
+# handshake_backoff_max = "8s"
+# Send a keepalive when nothing was sent for this long.
+# keepalive_interval = "10s"
+# Measure each peer's round-trip time this often.
+# ping_interval = "2s"
+# A peer silent for this long is considered down.
+# dead_after = "30s"
+
+# Static peers. Each needs a name (its certificate's name) or a public_key
+# (the base64 body of its node.pub), or both. With an endpoint this node
+# calls the peer; without one it waits for the peer to call. Any node with a
+# certificate of the same CA may call this node, configured or not.
+#
+# [[peers]]
+# name = "b"
+# public_key = "<base64 of b's node.pub>"
+# endpoint = "198.18.0.2:4800"
+"#,
+        overhead = weft_core::TUNNEL_OVERHEAD,
+    )
+}
+
+/// Parses a duration such as `500ms`, `10s`, `2m`, `1h30m` or `1.5s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let unit_len = rest[number_len..]
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len() - number_len);
+        let (number, unit) = (
+            &rest[..number_len],
+            &rest[number_len..number_len + unit_len],
+        );
+        let value: f64 = number.parse().map_err(|_| {
+            format!("'{text}' is not a duration (expected e.g. \"500ms\", \"10s\", \"2m\", \"1h\")")
+        })?;
+        let scale = match unit.trim() {
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => {
+                return Err(format!(
+                    "'{text}' has no unit (use ms, s, m or h, e.g. \"{number}s\")"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "'{other}' in '{text}' is not a unit (use ms, s, m or h)"
+                ));
+            }
+        };
+        let seconds = value * scale;
+        if !seconds.is_finite() || seconds > 1e9 {
+            return Err(format!("'{text}' is too long"));
+        }
+        total += Duration::from_secs_f64(seconds);
+        rest = &rest[number_len + unit_len..];
+    }
+    Ok(total)
+}
+
+/// The text being parsed, to turn byte offsets into line and column and to
+/// name the key at an offset.
+struct Source<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line_column(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text.as_bytes()[..offset];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count()
+            + 1;
+        (line, column)
+    }
+
+    fn error(
+        &self,
+        span: &std::ops::Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = self.line_column(span.start);
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A toml syntax or type error, with the key guessed from the text at
+    /// its position: the enclosing table header and the `key =` on the line.
+    fn toml_error(&self, error: &toml::de::Error) -> ConfigError {
+        let span = error.span().unwrap_or(0..0);
+        let message = error.message().trim().to_owned();
+        let mut key = self.key_at(span.start);
+        if let Some(field) = backquoted_after(&message, "missing field") {
+            key = if key.is_empty() {
+                field
+            } else {
+                format!("{key}.{field}")
+            };
+        }
+        if key.is_empty() {
+            key = "(top level)".into();
+        }
+        self.error(&span, key, message)
+    }
+
+    /// The dotted key written at `offset`: `table.key`, `peers[2].key`, or
+    /// the table alone on a header line.
+    fn key_at(&self, offset: usize) -> String {
+        let offset = offset.min(self.text.len());
+        let mut table = String::new();
+        let mut arrays: Vec<(String, usize)> = Vec::new();
+        let mut position = 0;
+        for line in self.text.split_inclusive('\n') {
+            position += line.len();
+            let trimmed = line.trim();
+            if let Some(header) = trimmed
+                .strip_prefix("[[")
+                .and_then(|h| h.split("]]").next())
+            {
+                let name = header.trim().to_owned();
+                let index = match arrays.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, count)) => {
+                        *count += 1;
+                        *count - 1
+                    }
+                    None => {
+                        arrays.push((name.clone(), 1));
+                        0
+                    }
+                };
+                table = format!("{name}[{index}]");
+            } else if let Some(header) = trimmed.strip_prefix('[').and_then(|h| h.split(']').next())
+            {
+                table = header.trim().to_owned();
+            }
+            if offset < position || position == self.text.len() {
+                let is_header = trimmed.starts_with('[');
+                let key = match line.split_once('=') {
+                    Some((lhs, _)) if !is_header && !lhs.trim_start().starts_with('#') => {
+                        // The offset may be on the key itself (unknown key)
+                        // or on its value (type error): either way this key.
+                        lhs.trim().trim_matches('"').to_owned()
+                    }
+                    _ => String::new(),
+                };
+                return match (table.is_empty(), key.is_empty()) {
+                    (_, true) => table,
+                    (true, false) => key,
+                    (false, false) => format!("{table}.{key}"),
+                };
+            }
+        }
+        table
+    }
+}
+
+fn backquoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?.trim_start();
+    let rest = rest.strip_prefix('`')?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    #[serde(default)]
+    tun: RawTun,
+    #[serde(default)]
+    control: RawControl,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
+    peers: Vec<Spanned<RawPeer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    key: Spanned<String>,
+    certificate: Spanned<String>,
+    ca: Spanned<String>,
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTun {
+    name: Option<Spanned<String>>,
+    mtu: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    rekey_after_time: Option<Spanned<String>>,
+    reject_after_time: Option<Spanned<String>>,
+    rekey_after_messages: Option<Spanned<u64>>,
+    reject_after_messages: Option<Spanned<u64>>,
+    handshake_timeout: Option<Spanned<String>>,
+    handshake_backoff_max: Option<Spanned<String>>,
+    keepalive_interval: Option<Spanned<String>>,
+    ping_interval: Option<Spanned<String>>,
+    dead_after: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: Option<Spanned<String>>,
+    public_key: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+}
+
+impl RawConfig {
+    fn check(self, source: &Source<'_>, base: &Path) -> Result<Config, ConfigError> {
+        let path =
+            |value: &Spanned<String>, key: &'static str| -> Result<ConfigPath, ConfigError> {
+                if value.get_ref().trim().is_empty() {
+                    return Err(source.error(&value.span(), key, "empty path"));
+                }
+                let (line, column) = source.line_column(value.span().start);
+                Ok(ConfigPath {
+                    path: base.join(value.get_ref()),
+                    key,
+                    line,
+                    column,
+                })
+            };
+        let listen = match &self.node.listen {
+            None => parse_socket_addr(DEFAULT_LISTEN)
+                .map_err(|m| source.error(&(0..0), "node.listen", m))?,
+            Some(value) => parse_socket_addr(value.get_ref())
+                .map_err(|m| source.error(&value.span(), "node.listen", m))?,
+        };
+        let node = NodeSection {
+            key: path(&self.node.key, "node.key")?,
+            certificate: path(&self.node.certificate, "node.certificate")?,
+            ca: path(&self.node.ca, "node.ca")?,
+            listen,
+        };
+        let tun = self.tun.check(source)?;
+        let control = ControlSection {
+            socket: match &self.control.socket {
+                Some(value) if value.get_ref().trim().is_empty() => {
+                    return Err(source.error(&value.span(), "control.socket", "empty path"));
+                }
+                Some(value) => base.join(value.get_ref()),
+                None => PathBuf::from(format!("/run/weft/{}.sock", tun.name)),
+            },
+        };
+        let log = LogSection {
+            level: match &self.log.level {
+                Some(value) => {
+                    tracing_subscriber::EnvFilter::try_new(value.get_ref()).map_err(|e| {
+                        source.error(
+                            &value.span(),
+                            "log.level",
+                            format!("'{}' is not a log filter: {e}", value.get_ref()),
+                        )
+                    })?;
+                    value.get_ref().clone()
+                }
+                None => DEFAULT_LOG_LEVEL.to_owned(),
+            },
+        };
+        let session = self.session.check(source)?;
+        let mut peers: Vec<PeerSection> = Vec::with_capacity(self.peers.len());
+        for (i, entry) in self.peers.iter().enumerate() {
+            let peer = entry.get_ref().check(source, i, &entry.span())?;
+            let duplicate = peers.iter().position(|p| {
+                (peer.name.is_some() && p.name == peer.name)
+                    || (peer.public_key.is_some() && p.public_key == peer.public_key)
+            });
+            if let Some(first) = duplicate {
+                return Err(source.error(
+                    &entry.span(),
+                    format!("peers[{i}]"),
+                    format!("the same peer as peers[{first}]"),
+                ));
+            }
+            peers.push(peer);
+        }
+        Ok(Config {
+            file: source.file.to_owned(),
+            node,
+            tun,
+            control,
+            log,
+            session,
+            peers,
+        })
+    }
+}
+
+impl RawTun {
+    fn check(&self, source: &Source<'_>) -> Result<TunSection, ConfigError> {
+        let name = match &self.name {
+            Some(value) => {
+                let name = value.get_ref();
+                let bad_char = name
+                    .chars()
+                    .find(|c| c.is_whitespace() || *c == '/' || *c == ':' || c.is_control());
+                if name.is_empty()
+                    || name.len() > 15
+                    || bad_char.is_some()
+                    || name == "."
+                    || name == ".."
+                {
+                    return Err(source.error(
+                        &value.span(),
+                        "tun.name",
+                        format!("'{name}' is not an interface name (1 to 15 characters, no spaces, '/' or ':')"),
+                    ));
+                }
+                name.clone()
+            }
+            None => DEFAULT_TUN_NAME.to_owned(),
+        };
+        let mtu = match &self.mtu {
+            Some(value) => {
+                let mtu = *value.get_ref();
+                u16::try_from(mtu).ok().filter(|m| (MIN_MTU..=MAX_MTU).contains(m)).ok_or_else(|| {
+                    source.error(
+                        &value.span(),
+                        "tun.mtu",
+                        format!(
+                            "{mtu} is out of range {MIN_MTU}..={MAX_MTU} (the overlay carries IPv6, which needs at least {MIN_MTU})"
+                        ),
+                    )
+                })?
+            }
+            None => DEFAULT_MTU,
+        };
+        Ok(TunSection { name, mtu })
+    }
+}
+
+impl RawSession {
+    fn check(&self, source: &Source<'_>) -> Result<SessionConfig, ConfigError> {
+        let mut session = SessionConfig::default();
+        let duration = |value: &Option<Spanned<String>>,
+                        key: &str,
+                        target: &mut Duration|
+         -> Result<(), ConfigError> {
+            let Some(value) = value else {
+                return Ok(());
+            };
+            let parsed =
+                parse_duration(value.get_ref()).map_err(|m| source.error(&value.span(), key, m))?;
+            if parsed.is_zero() {
+                return Err(source.error(&value.span(), key, "must be longer than zero"));
+            }
+            *target = parsed;
+            Ok(())
+        };
+        duration(
+            &self.rekey_after_time,
+            "session.rekey_after_time",
+            &mut session.rekey_after_time,
+        )?;
+        duration(
+            &self.reject_after_time,
+            "session.reject_after_time",
+            &mut session.reject_after_time,
+        )?;
+        duration(
+            &self.handshake_timeout,
+            "session.handshake_timeout",
+            &mut session.handshake_timeout,
+        )?;
+        duration(
+            &self.handshake_backoff_max,
+            "session.handshake_backoff_max",
+            &mut session.handshake_backoff_max,
+        )?;
+        duration(
+            &self.keepalive_interval,
+            "session.keepalive_interval",
+            &mut session.keepalive_interval,
+        )?;
+        duration(
+            &self.ping_interval,
+            "session.ping_interval",
+            &mut session.ping_interval,
+        )?;
+        duration(
+            &self.dead_after,
+            "session.dead_after",
+            &mut session.dead_after,
+        )?;
+        for (value, key, target) in [
+            (
+                &self.rekey_after_messages,
+                "session.rekey_after_messages",
+                &mut session.rekey_after_messages,
+            ),
+            (
+                &self.reject_after_messages,
+                "session.reject_after_messages",
+                &mut session.reject_after_messages,
+            ),
+        ] {
+            if let Some(value) = value {
+                if *value.get_ref() == 0 {
+                    return Err(source.error(&value.span(), key, "must be more than zero"));
+                }
+                *target = *value.get_ref();
+            }
+        }
+        if session.reject_after_time <= session.rekey_after_time {
+            let span = self
+                .reject_after_time
+                .as_ref()
+                .or(self.rekey_after_time.as_ref())
+                .map_or(0..0, |v| v.span());
+            let key = if self.reject_after_time.is_some() {
+                "session.reject_after_time"
+            } else {
+                "session.rekey_after_time"
+            };
+            return Err(source.error(
+                &span,
+                key,
+                format!(
+                    "reject_after_time ({:?}) must be longer than rekey_after_time ({:?}) so a new session is ready in time",
+                    session.reject_after_time, session.rekey_after_time
+                ),
+            ));
+        }
+        Ok(session)
+    }
+}
+
+impl RawPeer {
+    fn check(
+        &self,
+        source: &Source<'_>,
+        index: usize,
+        span: &std::ops::Range<usize>,
+    ) -> Result<PeerSection, ConfigError> {
+        let name = match &self.name {
+            Some(value) => {
+                let name = value.get_ref();
+                if !is_dns_label(name) {
+                    return Err(source.error(
+                        &value.span(),
+                        format!("peers[{index}].name"),
+                        format!("'{name}' is not a node name (lower-case letters, digits and '-', at most 63)"),
+                    ));
+                }
+                Some(name.clone())
+            }
+            None => None,
+        };
+        let public_key = match &self.public_key {
+            Some(value) => Some(parse_public_key(value.get_ref()).map_err(|m| {
+                source.error(&value.span(), format!("peers[{index}].public_key"), m)
+            })?),
+            None => None,
+        };
+        let endpoint =
+            match &self.endpoint {
+                Some(value) => Some(parse_socket_addr(value.get_ref()).map_err(|m| {
+                    source.error(&value.span(), format!("peers[{index}].endpoint"), m)
+                })?),
+                None => None,
+            };
+        if name.is_none() && public_key.is_none() {
+            return Err(source.error(
+                span,
+                format!("peers[{index}]"),
+                "a peer needs a name or a public_key (or both)",
+            ));
+        }
+        Ok(PeerSection {
+            name,
+            public_key,
+            endpoint,
+        })
+    }
+}
+
+fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "'{text}' is not an IP address with a port (e.g. \"198.18.0.2:4800\" or \"[fd00::2]:4800\"; host names are not resolved)"
+        )
+    })
+}
+
+fn parse_public_key(text: &str) -> Result<PublicKey, String> {
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = BASE64.decode(compact.as_bytes()).map_err(|_| {
+        "not base64 (paste the line between the BEGIN and END lines of the peer's node.pub)"
+            .to_owned()
+    })?;
+    PublicKey::from_bytes(&bytes).map_err(|e| format!("not a weft public key: {e}"))
+}
+
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/weft/weft.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    const MINIMAL: &str =
+        "[node]\nkey = \"node.key\"\ncertificate = \"node.crt\"\nca = \"ca.crt\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolves_paths() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.node.key.path, Path::new("/etc/weft/node.key"));
+        assert_eq!(config.node.listen, "0.0.0.0:4800".parse().unwrap());
+        assert_eq!(config.tun.name, "weft0");
+        assert_eq!(config.tun.mtu, 1380);
+        assert_eq!(config.control.socket, Path::new("/run/weft/weft0.sock"));
+        assert_eq!(config.session, SessionConfig::default());
+        assert!(config.peers.is_empty());
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let key = SecretKey::from_random([5; 64]).public();
+        let config = parse(&example_config(&key)).unwrap();
+        assert_eq!(config.tun.mtu, DEFAULT_MTU);
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_key() {
+        let text = format!("{MINIMAL}listen = 0.0.0.0:4800\n");
+        let message = error(&text);
+        assert!(message.starts_with("/etc/weft/weft.toml:5:"), "{message}");
+        assert!(message.contains("node.listen"), "{message}");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = format!("{MINIMAL}[tun]\nname = \"w\"\nmtuu = 1400\n");
+        let message = error(&text);
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:7:1: tun.mtuu:"),
+            "{message}"
+        );
+        assert!(message.contains("unknown field"), "{message}");
+    }
+
+    #[test]
+    fn type_error_names_line_and_key() {
+        let text = format!("{MINIMAL}[tun]\nmtu = \"big\"\n");
+        let message = error(&text);
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:6:7: tun.mtu:"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn missing_field_names_the_key() {
+        let message = error("[node]\nkey = \"k\"\nca = \"c\"\n");
+        assert!(message.contains("node.certificate"), "{message}");
+        assert!(message.contains("missing field"), "{message}");
+    }
+
+    #[test]
+    fn bad_endpoint_names_line_and_key() {
+        let text = format!(
+            "{MINIMAL}\n[[peers]]\nname = \"a\"\n\n[[peers]]\nname = \"b\"\nendpoint = \"b.example:4800\"\n"
+        );
+        let message = error(&text);
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:11:12: peers[1].endpoint:"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn peer_without_identity_names_its_entry() {
+        let text = format!("{MINIMAL}[[peers]]\nendpoint = \"198.18.0.2:4800\"\n");
+        let message = error(&text);
+        assert!(
+            message.contains(":5:") && message.contains("peers[0]: a peer needs a name"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_and_mtu_are_located() {
+        let message = error(&format!(
+            "{MINIMAL}[session]\nkeepalive_interval = \"10 parsecs\"\n"
+        ));
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:6:22: session.keepalive_interval:"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[tun]\nmtu = 1000\n"));
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:6:7: tun.mtu: 1000 is out of range"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn public_key_is_base64_of_64_bytes() {
+        let key = SecretKey::from_random([9; 64]).public();
+        let text = format!(
+            "{MINIMAL}[[peers]]\npublic_key = \"{}\"\n",
+            public_key_base64(&key)
+        );
+        assert_eq!(parse(&text).unwrap().peers[0].public_key, Some(key));
+        let message = error(&format!("{MINIMAL}[[peers]]\npublic_key = \"AAAA\"\n"));
+        assert!(
+            message.contains("peers[0].public_key: not a weft public key"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5 days").is_err());
+    }
+
+    #[test]
+    fn missing_key_file_is_reported_at_its_key() {
+        let dir = std::env::temp_dir().join(format!("weft-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("weft.toml");
+        std::fs::write(&file, MINIMAL).unwrap();
+        let config = Config::load(&file).unwrap();
+        let message = config.node_config(0).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            message.contains("weft.toml:2:7: node.key: cannot read"),
+            "{message}"
+        );
+    }
+}
