@@ -1,7 +1,41 @@
 //! `weft init` and `weft ca`: node keys, the network CA, certificates.
+//!
+//! Keys come from the operating system's random source (ring's
+//! `SystemRandom`). Secret files (`node.key`, `ca.key`) are created with
+//! mode 0600 from the start, never widened afterwards. No command overwrites
+//! an existing file unless given `--force`. The library functions here
+//! ([`create_node_key`], [`create_ca`], [`sign`], [`issue`]) do the work
+//! without printing, so tests and the testbed can call them.
 
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use ring::rand::{SecureRandom, SystemRandom};
+use weft_core::{
+    CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, PublicKey, SecretKey,
+};
+
+use crate::config;
+
+/// File names `weft init` writes.
+pub const NODE_KEY_FILE: &str = "node.key";
+/// The node's public key file.
+pub const NODE_PUB_FILE: &str = "node.pub";
+/// The node's config file.
+pub const CONFIG_FILE: &str = "weft.toml";
+/// The CA's secret key file (key and CA certificate).
+pub const CA_KEY_FILE: &str = "ca.key";
+/// The CA's certificate.
+pub const CA_CERT_FILE: &str = "ca.crt";
+
+/// Certificates start this long before they are made, so that hosts whose
+/// clocks are slightly behind the signer's accept them at once.
+const BACKDATE_SECS: u64 = 60;
+const SECS_PER_DAY: u64 = 86_400;
 
 /// Arguments of `weft init`.
 #[derive(clap::Args, Debug)]
@@ -22,12 +56,16 @@ pub enum CaCommand {
         /// Directory to write into.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The network's name.
+        /// The network's name (a DNS label).
         #[arg(long, default_value = "weft")]
         name: String,
         /// Validity in days.
         #[arg(long, default_value_t = 3650)]
         days: u64,
+        /// Overwrite an existing CA (every certificate it signed stops
+        /// being accepted by nodes that trust the new one).
+        #[arg(long)]
+        force: bool,
     },
     /// Sign a node certificate.
     Sign {
@@ -52,15 +90,405 @@ pub enum CaCommand {
         /// Where to write the certificate.
         #[arg(long)]
         out: PathBuf,
+        /// Overwrite an existing certificate file.
+        #[arg(long)]
+        force: bool,
     },
 }
 
+/// What `weft ca sign` is asked to do.
+#[derive(Debug, Clone)]
+pub struct SignRequest {
+    /// The CA key file.
+    pub ca_key: PathBuf,
+    /// The node's public key file.
+    pub public_key: PathBuf,
+    /// The node's name.
+    pub name: String,
+    /// Its overlay IPv4 address and prefix.
+    pub ipv4: Option<Ipv4Net>,
+    /// Its groups.
+    pub groups: Vec<String>,
+    /// Validity in days from now.
+    pub days: u64,
+    /// The certificate file to write.
+    pub out: PathBuf,
+    /// Overwrite `out` if it exists.
+    pub force: bool,
+}
+
 /// Runs `weft init`.
-pub fn init(_args: &InitArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not written yet")
+#[allow(clippy::print_stdout)]
+pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
+    let secret = create_node_key(&args.dir, args.force)?;
+    let dir = &args.dir;
+    let id = secret.node_id();
+    println!(
+        "Wrote {} (secret, mode 0600), {} and {}",
+        dir.join(NODE_KEY_FILE).display(),
+        dir.join(NODE_PUB_FILE).display(),
+        dir.join(CONFIG_FILE).display()
+    );
+    println!("Node id:      {id}");
+    println!("Overlay IPv6: {}", id.overlay_ipv6());
+    println!();
+    println!("Next steps:");
+    println!(
+        "  1. Have the network CA sign this node's public key (no CA yet? `weft ca init --dir ca`):"
+    );
+    println!(
+        "       weft ca sign --ca-key ca/ca.key --public-key {} --name NAME [--ipv4 198.19.0.1/16] --out {}",
+        dir.join(NODE_PUB_FILE).display(),
+        dir.join("node.crt").display()
+    );
+    println!("  2. Put node.crt and the CA's ca.crt next to weft.toml.");
+    println!(
+        "  3. Add [[peers]] to {} and start the node:",
+        dir.join(CONFIG_FILE).display()
+    );
+    println!(
+        "       weft up --config {}",
+        dir.join(CONFIG_FILE).display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `weft ca ...`.
-pub fn ca(_command: &CaCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not written yet")
+#[allow(clippy::print_stdout)]
+pub fn ca(command: &CaCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CaCommand::Init {
+            dir,
+            name,
+            days,
+            force,
+        } => {
+            let ca = create_ca(dir, name, *days, *force)?;
+            println!(
+                "Wrote {} (secret, mode 0600) and {}",
+                dir.join(CA_KEY_FILE).display(),
+                dir.join(CA_CERT_FILE).display()
+            );
+            println!(
+                "CA '{}', fingerprint {}",
+                ca.certificate().name(),
+                hex(&ca.certificate().fingerprint())
+            );
+            println!(
+                "Copy {} to every node; keep {} secret.",
+                CA_CERT_FILE, CA_KEY_FILE
+            );
+            println!(
+                "Sign a node: weft ca sign --ca-key {} --public-key node.pub --name NAME --out node.crt",
+                dir.join(CA_KEY_FILE).display()
+            );
+        }
+        CaCommand::Sign {
+            ca_key,
+            public_key,
+            name,
+            ipv4,
+            groups,
+            days,
+            out,
+            force,
+        } => {
+            let ipv4 = match ipv4 {
+                Some(text) => Some(
+                    text.parse::<Ipv4Net>()
+                        .map_err(|e| anyhow::anyhow!("--ipv4: {e}"))?,
+                ),
+                None => None,
+            };
+            let request = SignRequest {
+                ca_key: ca_key.clone(),
+                public_key: public_key.clone(),
+                name: name.clone(),
+                ipv4,
+                groups: groups.clone(),
+                days: *days,
+                out: out.clone(),
+                force: *force,
+            };
+            let certificate = sign(&request)?;
+            println!(
+                "Wrote {}: '{}', node id {}, overlay IPv6 {}{}",
+                out.display(),
+                certificate.name(),
+                certificate.node_id().short(),
+                certificate.node_id().overlay_ipv6(),
+                certificate
+                    .ipv4()
+                    .map(|n| format!(", IPv4 {n}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates a node key pair in `dir`: `node.key` (mode 0600), `node.pub` and a
+/// commented `weft.toml`. Refuses to replace any of them unless `force`.
+pub fn create_node_key(dir: &Path, force: bool) -> anyhow::Result<SecretKey> {
+    let files = [NODE_KEY_FILE, NODE_PUB_FILE, CONFIG_FILE].map(|f| dir.join(f));
+    refuse_existing(&files, force)?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    let secret = new_secret_key()?;
+    let [key, public, config_file] = files;
+    write_file(&key, secret.to_pem().as_bytes(), Secret::Yes, force)?;
+    write_file(
+        &public,
+        secret.public().to_pem().as_bytes(),
+        Secret::No,
+        force,
+    )?;
+    write_file(
+        &config_file,
+        config::example_config(&secret.public()).as_bytes(),
+        Secret::No,
+        force,
+    )?;
+    Ok(secret)
+}
+
+/// Creates a network CA in `dir`: `ca.key` (mode 0600, the signing key and
+/// the CA certificate) and `ca.crt`, valid from now for `days`.
+pub fn create_ca(dir: &Path, name: &str, days: u64, force: bool) -> anyhow::Result<CaSecret> {
+    let files = [CA_KEY_FILE, CA_CERT_FILE].map(|f| dir.join(f));
+    refuse_existing(&files, force)?;
+    let ca = new_ca(name, days)?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    let [key, cert] = files;
+    write_file(&key, ca.to_pem().as_bytes(), Secret::Yes, force)?;
+    write_file(
+        &cert,
+        ca.certificate().to_pem().as_bytes(),
+        Secret::No,
+        force,
+    )?;
+    Ok(ca)
+}
+
+/// Signs the public key in `request.public_key` with the CA in
+/// `request.ca_key` and writes the certificate to `request.out`.
+pub fn sign(request: &SignRequest) -> anyhow::Result<Certificate> {
+    refuse_existing(std::slice::from_ref(&request.out), request.force)?;
+    let ca_text = std::fs::read_to_string(&request.ca_key)
+        .with_context(|| format!("cannot read CA key {}", request.ca_key.display()))?;
+    let ca = CaSecret::from_pem(&ca_text).with_context(|| {
+        format!(
+            "{} is not a weft CA key (written by `weft ca init`)",
+            request.ca_key.display()
+        )
+    })?;
+    let public_text = std::fs::read_to_string(&request.public_key)
+        .with_context(|| format!("cannot read public key {}", request.public_key.display()))?;
+    let public_key = PublicKey::from_pem(&public_text).with_context(|| {
+        format!(
+            "{} is not a weft public key (node.pub from `weft init`)",
+            request.public_key.display()
+        )
+    })?;
+    let certificate = issue(
+        &ca,
+        public_key,
+        &request.name,
+        request.ipv4,
+        &request.groups,
+        request.days,
+    )?;
+    write_file(
+        &request.out,
+        certificate.to_pem().as_bytes(),
+        Secret::No,
+        request.force,
+    )?;
+    Ok(certificate)
+}
+
+/// Issues a certificate for `public_key`, valid from now for `days` (never
+/// beyond the CA's own end).
+pub fn issue(
+    ca: &CaSecret,
+    public_key: PublicKey,
+    name: &str,
+    ipv4: Option<Ipv4Net>,
+    groups: &[String],
+    days: u64,
+) -> anyhow::Result<Certificate> {
+    let (not_before, not_after) = validity(days)?;
+    let not_after = not_after.min(ca.certificate().not_after());
+    let template = CertificateTemplate {
+        name: name.to_owned(),
+        public_key,
+        ipv4,
+        groups: groups.to_vec(),
+        not_before,
+        not_after,
+    };
+    ca.sign(&template).map_err(|e| match e {
+        CertError::Invalid { field: "validity", .. } => {
+            anyhow::anyhow!("cannot sign: the CA '{}' has expired", ca.certificate().name())
+        }
+        other => anyhow::anyhow!("cannot sign a certificate for '{name}': {other}"),
+    })
+
+/// A fresh node key from the OS random source.
+pub fn new_secret_key() -> anyhow::Result<SecretKey> {
+    Ok(SecretKey::from_random(random_bytes()?))
+}
+
+/// A fresh CA valid from now for `days`, from the OS random source.
+pub fn new_ca(name: &str, days: u64) -> anyhow::Result<CaSecret> {
+    let (not_before, not_after) = validity(days)?;
+    CaSecret::new(random_bytes()?, name, not_before, not_after)
+        .map_err(|e| anyhow::anyhow!("cannot create the CA '{name}': {e}"))
+
+/// `N` bytes from the operating system's random source.
+pub fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the operating system's random source failed"))?;
+    Ok(bytes)
+}
+
+/// Seconds since the unix epoch, from the system clock.
+pub fn unix_now() -> anyhow::Result<u64> {
+    #[allow(clippy::disallowed_methods)] // the CLI is where wall-clock time enters
+    let now = std::time::SystemTime::now();
+    Ok(now
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs())
+}
+
+fn validity(days: u64) -> anyhow::Result<(u64, u64)> {
+    if days == 0 {
+        bail!("--days must be at least 1");
+    }
+    let now = unix_now()?;
+    let length = days
+        .checked_mul(SECS_PER_DAY)
+        .filter(|l| now.checked_add(*l).is_some());
+    let Some(length) = length else {
+        bail!("--days {days} is too long");
+    };
+    Ok((now.saturating_sub(BACKDATE_SECS), now + length))
+}
+
+fn refuse_existing(files: &[PathBuf], force: bool) -> anyhow::Result<()> {
+    if force {
+        return Ok(());
+    }
+    let existing: Vec<String> = files
+        .iter()
+        .filter(|f| f.exists())
+        .map(|f| f.display().to_string())
+        .collect();
+    if !existing.is_empty() {
+        bail!(
+            "{} already exist(s); not overwriting without --force",
+            existing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Secret {
+    Yes,
+    No,
+}
+
+fn write_file(path: &Path, contents: &[u8], secret: Secret, force: bool) -> anyhow::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    if secret == Secret::Yes {
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    if secret == Secret::Yes {
+        // An existing file replaced under --force keeps its old mode:
+        // narrow it before the secret goes in.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make {} private", path.display()))?;
+    }
+    file.write_all(contents)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("weft-pki-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn node_key_is_private_and_not_overwritten() {
+        let dir = temp_dir("node");
+        let secret = create_node_key(&dir, false).unwrap();
+        let mode = std::fs::metadata(dir.join(NODE_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let public =
+            PublicKey::from_pem(&std::fs::read_to_string(dir.join(NODE_PUB_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(public, secret.public());
+        let again = create_node_key(&dir, false).unwrap_err().to_string();
+        assert!(again.contains("not overwriting without --force"), "{again}");
+        let replaced = create_node_key(&dir, true).unwrap();
+        assert_ne!(replaced.public(), secret.public());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn issued_certificate_verifies_under_its_ca() {
+        let ca = new_ca("net", 10).unwrap();
+        let key = new_secret_key().unwrap();
+        let ipv4 = Some("198.19.0.1/16".parse().unwrap());
+        let cert = issue(&ca, key.public(), "a", ipv4, &["db".into()], 5).unwrap();
+        cert.verify(ca.certificate(), unix_now().unwrap()).unwrap();
+        assert_eq!(cert.ipv4(), ipv4);
+        let other = new_ca("net", 10).unwrap();
+        assert!(matches!(
+            cert.verify(other.certificate(), unix_now().unwrap()),
+            Err(CertError::WrongCa { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_names_fail_clearly() {
+        let ca = new_ca("net", 10).unwrap();
+        let key = new_secret_key().unwrap();
+        let error = issue(&ca, key.public(), "Bad Name", None, &[], 5)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("invalid name") && error.contains("a-z, 0-9"), "{error}");
+        let error = new_ca("My Net", 10).err().unwrap().to_string();
+        assert!(error.contains("invalid name") && error.contains("a-z, 0-9"), "{error}");
+        assert!(new_ca("net", 0).is_err());
+    }
 }
