@@ -329,11 +329,17 @@ pub fn issue(
         not_after,
     };
     ca.sign(&template).map_err(|e| match e {
-        CertError::Invalid { field: "validity", .. } => {
-            anyhow::anyhow!("cannot sign: the CA '{}' has expired", ca.certificate().name())
+        CertError::Invalid {
+            field: "validity", ..
+        } => {
+            anyhow::anyhow!(
+                "cannot sign: the CA '{}' has expired",
+                ca.certificate().name()
+            )
         }
         other => anyhow::anyhow!("cannot sign a certificate for '{name}': {other}"),
     })
+}
 
 /// A fresh node key from the OS random source.
 pub fn new_secret_key() -> anyhow::Result<SecretKey> {
@@ -345,6 +351,7 @@ pub fn new_ca(name: &str, days: u64) -> anyhow::Result<CaSecret> {
     let (not_before, not_after) = validity(days)?;
     CaSecret::new(random_bytes()?, name, not_before, not_after)
         .map_err(|e| anyhow::anyhow!("cannot create the CA '{name}': {e}"))
+}
 
 /// `N` bytes from the operating system's random source.
 pub fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
@@ -486,9 +493,15 @@ mod tests {
         let error = issue(&ca, key.public(), "Bad Name", None, &[], 5)
             .unwrap_err()
             .to_string();
-        assert!(error.contains("invalid name") && error.contains("a-z, 0-9"), "{error}");
+        assert!(
+            error.contains("invalid name") && error.contains("a-z, 0-9"),
+            "{error}"
+        );
         let error = new_ca("My Net", 10).err().unwrap().to_string();
-        assert!(error.contains("invalid name") && error.contains("a-z, 0-9"), "{error}");
+        assert!(
+            error.contains("invalid name") && error.contains("a-z, 0-9"),
+            "{error}"
+        );
         assert!(new_ca("net", 0).is_err());
     }
 }
