@@ -1,1 +1,500 @@
-//! (being written)
+//! A test bed of real weft daemons, one per network namespace, on one machine.
+//!
+//! [`Testbed::new`] builds N hosts: each a network namespace with a veth
+//! link (`u0`, 198.18.0.{i+1}/24) into a Linux bridge that lives in one more
+//! namespace, a key pair, a certificate `h{i}` with overlay IPv4
+//! 198.19.0.{i+1}/16, a full-mesh config (every other host as a static peer
+//! by name and endpoint), and a running `weft up` whose output goes to a log
+//! file. Everything is made with iproute2 and the `weft` binary itself
+//! (`weft ca init`, `weft init`, `weft ca sign`), so the test bed also
+//! exercises the CLI the way an operator would.
+//!
+//! Guarantees: names are unique per test bed (see [`netns`]), so tests may
+//! build test beds in parallel. Dropping a [`Testbed`] — also while
+//! unwinding from a panic — stops every daemon by PID (SIGTERM, then SIGKILL
+//! after a deadline), deletes every namespace it made and removes its temp
+//! dir (kept if `WEFT_TESTBED_KEEP` is set). [`Testbed::new`] first removes
+//! what crashed earlier runs left behind. Every wait is bounded. Needs root.
+
+mod command;
+mod host;
+mod netns;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+pub use host::Host;
+
+use command::{now, run};
+use netns::{add_namespace, delete_namespace, ip, step};
+
+/// UDP port every daemon listens on.
+pub const PORT: u16 = 4800;
+/// Name of every host's TUN device.
+pub const TUN_NAME: &str = "weft0";
+/// Most hosts a test bed holds (the underlay is one /24).
+pub const MAX_HOSTS: usize = 200;
+
+/// How long stopping daemons may take before they are SIGKILLed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause between polls in [`Testbed::wait_until`].
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Log lines shown per daemon when a wait fails.
+const LOG_TAIL_LINES: usize = 15;
+
+/// How to build a [`Testbed`].
+#[derive(Debug, Clone)]
+pub struct TestbedOptions {
+    /// The `weft` binary to run (tests: `env!("CARGO_BIN_EXE_weft")`).
+    pub weft_binary: PathBuf,
+    /// Listen on 0.0.0.0:4800 instead of the host's underlay address.
+    pub listen_wildcard: bool,
+    /// The daemons' `[log] level`.
+    pub log_level: String,
+    /// Hosts whose certificates a second, unrelated CA signs. They are still
+    /// in everyone's peer list, but no session with them can form.
+    pub foreign_ca_hosts: BTreeSet<usize>,
+    /// TOML appended to every config (e.g. a `[session]` table).
+    pub extra_config: String,
+    /// When set (e.g. by a Ctrl-C handler), waits stop with an error.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl TestbedOptions {
+    /// Defaults: listen on the underlay address, log level `info`, one CA.
+    pub fn new(weft_binary: impl Into<PathBuf>) -> Self {
+        TestbedOptions {
+            weft_binary: weft_binary.into(),
+            listen_wildcard: false,
+            log_level: "info".to_owned(),
+            foreign_ca_hosts: BTreeSet::new(),
+            extra_config: String::new(),
+            cancel: None,
+        }
+    }
+}
+
+/// N weft daemons in network namespaces on one bridge. See the module doc.
+#[derive(Debug)]
+pub struct Testbed {
+    stem: String,
+    dir: PathBuf,
+    bridge: Option<String>,
+    /// Namespaces made so far, for cleanup: the bridge first, then hosts.
+    namespaces: Vec<String>,
+    hosts: Vec<Host>,
+    options: TestbedOptions,
+}
+
+impl Testbed {
+    /// Builds `n` hosts and starts their daemons. Does not wait for
+    /// sessions: see [`Testbed::wait_established`]. On error, whatever was
+    /// made so far is removed again.
+    pub fn new(n: usize, options: TestbedOptions) -> anyhow::Result<Self> {
+        if !(1..=MAX_HOSTS).contains(&n) {
+            bail!("a test bed holds 1 to {MAX_HOSTS} hosts, not {n}");
+        }
+        if !options.weft_binary.is_file() {
+            bail!("weft binary {} not found", options.weft_binary.display());
+        }
+        let temp_root = std::env::temp_dir();
+        netns::remove_leftovers(&temp_root);
+        let stem = netns::new_stem()?;
+        let dir = temp_root.join(&stem);
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut testbed = Testbed {
+            stem,
+            dir,
+            bridge: None,
+            namespaces: Vec::new(),
+            hosts: Vec::new(),
+            options,
+        };
+        // From here on, an early return drops `testbed`, which cleans up.
+        testbed.make_credentials(n)?;
+        testbed.make_network()?;
+        for host in &testbed.hosts {
+            host.start_daemon()?;
+        }
+        Ok(testbed)
+    }
+
+    /// The hosts, in order.
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    /// Host `i`.
+    ///
+    /// # Panics
+    /// If `i` is out of range: a bug in the calling test.
+    pub fn host(&self, i: usize) -> &Host {
+        &self.hosts[i]
+    }
+
+    /// The temp dir holding CA, keys, configs and logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The unique stem of every name this test bed made.
+    pub fn stem(&self) -> &str {
+        &self.stem
+    }
+
+    /// Waits until every host of the main CA lists every other such host
+    /// as "established" (hosts of the foreign CA never get there).
+    pub fn wait_established(&self, timeout: Duration) -> anyhow::Result<()> {
+        let members: Vec<usize> = (0..self.hosts.len())
+            .filter(|&i| !self.hosts[i].foreign_ca)
+            .collect();
+        self.wait_sessions(&members, timeout)
+    }
+
+    /// Waits until hosts `a` and `b` list each other as "established".
+    pub fn wait_pair(&self, a: usize, b: usize, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_sessions(&[a, b], timeout)
+    }
+
+    /// Polls `condition` until it returns true, for at most `timeout`. The
+    /// error says what was awaited, shows each daemon's log tail, and comes
+    /// early if a daemon died or the cancel flag was set.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut condition: impl FnMut() -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let deadline = now() + timeout;
+        let mut last_error = None;
+        loop {
+            self.check_cancel()?;
+            for host in &self.hosts {
+                if let Err(error) = host.check_running() {
+                    bail!("{error:#} while waiting for {what}\n{}", self.log_tails());
+                }
+            }
+            match condition() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(error) => last_error = Some(error),
+            }
+            if now() >= deadline {
+                let last = last_error
+                    .map(|e| format!(" (last error: {e:#})"))
+                    .unwrap_or_default();
+                bail!(
+                    "timed out after {timeout:?} waiting for {what}{last}\n{}",
+                    self.log_tails()
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Stops host `i`'s daemon and starts it again with the same config.
+    pub fn restart(&self, i: usize) -> anyhow::Result<()> {
+        let host = &self.hosts[i];
+        host.signal_stop();
+        host.wait_stopped(now() + STOP_TIMEOUT);
+        host.start_daemon()
+    }
+
+    /// Cuts host `i` off the underlay: its bridge port goes down, so its
+    /// packets vanish silently in both directions (no nftables needed).
+    pub fn cut_link(&self, i: usize) -> anyhow::Result<()> {
+        self.set_link(i, "down")
+    }
+
+    /// Undoes [`Testbed::cut_link`].
+    pub fn restore_link(&self, i: usize) -> anyhow::Result<()> {
+        self.set_link(i, "up")
+    }
+
+    /// Each daemon's log tail, for error messages.
+    pub fn log_tails(&self) -> String {
+        let mut text = String::new();
+        for host in &self.hosts {
+            let _ = writeln!(
+                text,
+                "--- {} ({}) log tail:\n{}",
+                host.name,
+                host.log.display(),
+                host.log_tail(LOG_TAIL_LINES)
+            );
+        }
+        text
+    }
+
+    fn wait_sessions(&self, members: &[usize], timeout: Duration) -> anyhow::Result<()> {
+        let mut missing = String::new();
+        let result = self.wait_until(timeout, "sessions to be established", || {
+            missing.clear();
+            for &i in members {
+                let status = self.hosts[i].status()?;
+                for &j in members {
+                    if i == j {
+                        continue;
+                    }
+                    let peer = &self.hosts[j].name;
+                    let state = host::peer_state_in(&status, peer);
+                    if state.as_deref() != Some("established") {
+                        let _ = write!(
+                            missing,
+                            " {}->{}:{}",
+                            self.hosts[i].name,
+                            peer,
+                            state.as_deref().unwrap_or("absent")
+                        );
+                    }
+                }
+            }
+            Ok(missing.is_empty())
+        });
+        result.with_context(|| format!("not established:{missing}"))
+    }
+
+    fn check_cancel(&self) -> anyhow::Result<()> {
+        if self
+            .options
+            .cancel
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
+        {
+            bail!("interrupted");
+        }
+        Ok(())
+    }
+
+    fn set_link(&self, i: usize, state: &str) -> anyhow::Result<()> {
+        let Some(bridge) = &self.bridge else {
+            bail!("the test bed has no bridge");
+        };
+        let port = bridge_port(i);
+        run(ip().args(["-n", bridge, "link", "set", "dev", &port, state]))?;
+        Ok(())
+    }
+
+    /// CA(s), keys, certificates and configs, all through the `weft` CLI.
+    fn make_credentials(&mut self, n: usize) -> anyhow::Result<()> {
+        let ca_dir = self.dir.join("ca");
+        let foreign_ca_dir = self.dir.join("ca-foreign");
+        self.weft(&["ca", "init", "--name", "weft-testbed", "--dir"], &ca_dir)?;
+        if !self.options.foreign_ca_hosts.is_empty() {
+            self.weft(
+                &["ca", "init", "--name", "weft-foreign", "--dir"],
+                &foreign_ca_dir,
+            )?;
+        }
+        for i in 0..n {
+            let name = format!("h{i}");
+            let dir = self.dir.join(&name);
+            let foreign_ca = self.options.foreign_ca_hosts.contains(&i);
+            let ca = if foreign_ca { &foreign_ca_dir } else { &ca_dir };
+            step(&format!("making the credentials of {name}"), || {
+                fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                self.weft(&["init", "--dir"], &dir)?;
+                let ipv4 = format!("{}/16", overlay_ipv4(i));
+                run(std::process::Command::new(&self.options.weft_binary)
+                    .args(["ca", "sign", "--ca-key"])
+                    .arg(ca.join("ca.key"))
+                    .arg("--public-key")
+                    .arg(dir.join("node.pub"))
+                    .args(["--name", &name, "--ipv4", &ipv4, "--out"])
+                    .arg(dir.join("node.crt")))?;
+                fs::copy(ca.join("ca.crt"), dir.join("ca.crt")).context("copying ca.crt")?;
+                Ok(())
+            })?;
+            let config = dir.join("weft.toml");
+            let socket = dir.join("control.sock");
+            fs::write(&config, config_text(&self.options, n, i, &socket))
+                .with_context(|| format!("writing {}", config.display()))?;
+            self.hosts.push(Host {
+                index: i,
+                netns: format!("{}h{i}", self.stem),
+                log: dir.join("weft.log"),
+                underlay: underlay_ipv4(i),
+                weft_binary: self.options.weft_binary.clone(),
+                foreign_ca,
+                daemon: std::sync::Mutex::new(None),
+                overlay: std::sync::OnceLock::new(),
+                name,
+                dir,
+                config,
+                socket,
+            });
+        }
+        Ok(())
+    }
+
+    /// The bridge namespace, then per host a namespace with a veth pair.
+    fn make_network(&mut self) -> anyhow::Result<()> {
+        let bridge = format!("{}br", self.stem);
+        add_namespace(&bridge)?;
+        self.namespaces.push(bridge.clone());
+        self.bridge = Some(bridge.clone());
+        run(ip().args(["-n", &bridge, "link", "add", "br0", "type", "bridge"]))?;
+        run(ip().args(["-n", &bridge, "link", "set", "br0", "up"]))?;
+        for i in 0..self.hosts.len() {
+            let netns = self.hosts[i].netns.clone();
+            add_namespace(&netns)?;
+            self.namespaces.push(netns.clone());
+            let port = bridge_port(i);
+            let address = format!("{}/24", underlay_ipv4(i));
+            step(&format!("linking {netns} to the bridge"), || {
+                run(ip()
+                    .args([
+                        "-n", &bridge, "link", "add", &port, "type", "veth", "peer", "name", "u0",
+                        "netns",
+                    ])
+                    .arg(&netns))?;
+                run(ip().args(["-n", &bridge, "link", "set", &port, "master", "br0", "up"]))?;
+                run(ip().args(["-n", &netns, "addr", "add", &address, "dev", "u0"]))?;
+                run(ip().args(["-n", &netns, "link", "set", "u0", "up"]))?;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs `weft ARGS DIR` in this process's namespace.
+    fn weft(&self, args: &[&str], dir: &Path) -> anyhow::Result<()> {
+        run(std::process::Command::new(&self.options.weft_binary)
+            .args(args)
+            .arg(dir))
+        .map(drop)
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        // SIGTERM all first, so the daemons stop in parallel.
+        for host in &self.hosts {
+            host.signal_stop();
+        }
+        let deadline = now() + STOP_TIMEOUT;
+        for host in &self.hosts {
+            host.wait_stopped(deadline);
+        }
+        for namespace in self.namespaces.iter().rev() {
+            if let Err(error) = delete_namespace(namespace) {
+                eprintln!("weft testbed: could not delete namespace {namespace}: {error:#}");
+            }
+        }
+        if std::env::var_os("WEFT_TESTBED_KEEP").is_some() {
+            eprintln!("weft testbed: keeping {}", self.dir.display());
+        } else if let Err(error) = fs::remove_dir_all(&self.dir) {
+            eprintln!(
+                "weft testbed: could not remove {}: {error}",
+                self.dir.display()
+            );
+        }
+    }
+}
+
+/// Host `i`'s underlay address.
+pub fn underlay_ipv4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, host_octet(i))
+}
+
+/// The overlay IPv4 address in host `i`'s certificate.
+pub fn overlay_ipv4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, 0, host_octet(i))
+}
+
+/// Whether this process runs as root (the test bed needs it).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn host_octet(i: usize) -> u8 {
+    // Testbed::new caps hosts at MAX_HOSTS (< 255), so this never saturates there.
+    u8::try_from(i + 1).unwrap_or(u8::MAX)
+}
+
+/// Host `i`'s config file.
+fn config_text(options: &TestbedOptions, n: usize, i: usize, socket: &Path) -> String {
+    let listen = if options.listen_wildcard {
+        format!("0.0.0.0:{PORT}")
+    } else {
+        format!("{}:{PORT}", underlay_ipv4(i))
+    };
+    let mut text = format!(
+        "# Written by the weft test bed: host h{i} of {n}.\n\
+         [node]\nkey = \"node.key\"\ncertificate = \"node.crt\"\nca = \"ca.crt\"\nlisten = \"{listen}\"\n\n\
+         [tun]\nname = \"{TUN_NAME}\"\nmtu = 1380\n\n\
+         [control]\nsocket = {}\n\n\
+         [log]\nlevel = {}\n",
+        toml_string(&socket.to_string_lossy()),
+        toml_string(&options.log_level),
+    );
+    for j in (0..n).filter(|&j| j != i) {
+        let _ = write!(
+            text,
+            "\n[[peers]]\nname = \"h{j}\"\nendpoint = \"{}:{PORT}\"\n",
+            underlay_ipv4(j)
+        );
+    }
+    if !options.extra_config.is_empty() {
+        text.push('\n');
+        text.push_str(&options.extra_config);
+        text.push('\n');
+    }
+    text
+}
+
+/// Host `i`'s veth end in the bridge namespace.
+fn bridge_port(i: usize) -> String {
+    format!("h{i}")
+}
+
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_a_full_mesh_with_endpoints() {
+        let options = TestbedOptions::new("/bin/true");
+        let text = config_text(&options, 3, 1, Path::new("/tmp/x/h1/control.sock"));
+        let value: toml::Table = text.parse().unwrap();
+        assert_eq!(value["node"]["listen"].as_str(), Some("198.18.0.2:4800"));
+        assert_eq!(
+            value["control"]["socket"].as_str(),
+            Some("/tmp/x/h1/control.sock")
+        );
+        let peers = value["peers"].as_array().unwrap();
+        let names: Vec<_> = peers.iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["h0", "h2"]);
+        assert_eq!(peers[1]["endpoint"].as_str(), Some("198.18.0.3:4800"));
+    }
+
+    #[test]
+    fn peer_state_prefers_an_established_entry() {
+        let status = serde_json::json!({"peers": [
+            {"name": "h1", "state": "handshaking"},
+            {"name": "h1", "state": "established"},
+            {"name": "h2", "state": "awaiting_peer"},
+        ]});
+        assert_eq!(
+            host::peer_state_in(&status, "h1").as_deref(),
+            Some("established")
+        );
+        assert_eq!(
+            host::peer_state_in(&status, "h2").as_deref(),
+            Some("awaiting_peer")
+        );
+        assert_eq!(host::peer_state_in(&status, "h3"), None);
+    }
+}
