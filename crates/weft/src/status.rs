@@ -1,7 +1,28 @@
-//! `weft status`: asks the running daemon over its control socket.
+//! `weft status`: asks the running daemon over its control socket and shows
+//! its peers as a table (or the raw status object with `--json`).
+//!
+//! [`NodeStatus`] and [`PeerInfo`] are the status object of the control
+//! protocol (see `daemon::control`): the daemon fills them in, this module
+//! and the testbed read them back with [`request_status`]. The client is
+//! blocking std code with timeouts: it never waits forever on a stuck daemon.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+/// How long the client waits for the daemon to answer.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest response line the client accepts.
+const MAX_RESPONSE: u64 = 16 << 20;
 
 /// Arguments of `weft status`.
 #[derive(clap::Args, Debug)]
@@ -17,7 +38,327 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// The status object of a running node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's certificate name.
+    pub name: String,
+    /// Its node id (hex).
+    pub node_id: String,
+    /// Its overlay IPv6 address.
+    pub overlay_ipv6: Ipv6Addr,
+    /// Its overlay IPv4 address with prefix (`198.19.0.1/16`), if any.
+    pub overlay_ipv4: Option<String>,
+    /// The UDP address it listens on.
+    pub listen: SocketAddr,
+    /// The TUN interface's name.
+    pub tun: String,
+    /// The TUN interface's MTU.
+    pub mtu: u16,
+    /// Its peers, sorted by name.
+    pub peers: Vec<PeerInfo>,
+    /// Node-wide counters by name.
+    pub stats: BTreeMap<String, u64>,
+}
+
+/// One peer in [`NodeStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Its certificate name (or configured name).
+    pub name: Option<String>,
+    /// Its node id (hex), once known.
+    pub node_id: Option<String>,
+    /// Its overlay IPv6 address, once known.
+    pub overlay_ipv6: Option<Ipv6Addr>,
+    /// Its overlay IPv4 address, if its certificate has one.
+    pub overlay_ipv4: Option<Ipv4Addr>,
+    /// Where it is reached.
+    pub endpoint: Option<SocketAddr>,
+    /// `established`, `handshaking` or `awaiting_peer`.
+    pub state: String,
+    /// Smoothed round-trip time in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Payload bytes received from it.
+    pub bytes_in: u64,
+    /// Payload bytes sent to it.
+    pub bytes_out: u64,
+    /// Data packets received from it.
+    pub packets_in: u64,
+    /// Data packets sent to it.
+    pub packets_out: u64,
+    /// Seconds since the last completed handshake.
+    pub last_handshake_secs: Option<f64>,
+    /// Completed handshakes with it.
+    pub handshakes: u64,
+}
+
 /// Runs `weft status`.
-pub fn run(_args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not written yet")
+#[allow(clippy::print_stdout)]
+pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let socket = match (&args.socket, &args.config) {
+        (Some(socket), _) => socket.clone(),
+        (None, Some(config)) => Config::load(config)?.control.socket,
+        (None, None) => bail!("say which node: --config FILE or --socket PATH"),
+    };
+    if args.json {
+        let response = request(&socket, &serde_json::json!({ "command": "status" }))?;
+        let status = response
+            .get("status")
+            .context("the daemon's answer has no status")?;
+        println!("{}", serde_json::to_string_pretty(status)?);
+    } else {
+        print!("{}", render_table(&request_status(&socket)?));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the daemon listening on `socket` for its status.
+pub fn request_status(socket: &Path) -> anyhow::Result<NodeStatus> {
+    let response = request(socket, &serde_json::json!({ "command": "status" }))?;
+    let status = response
+        .get("status")
+        .cloned()
+        .context("the daemon's answer has no status")?;
+    serde_json::from_value(status).context("the daemon's status is not in the expected form")
+}
+
+/// Sends one request to the daemon's control socket and returns its answer
+/// (the whole response object, `ok` is true). A `{"ok":false}` answer
+/// becomes an error carrying the daemon's message.
+pub fn request(socket: &Path, request: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            bail!(
+                "is the daemon running? no control socket at {} ({e})",
+                socket.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", socket.display())),
+    };
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .with_context(|| format!("cannot send to the daemon at {}", socket.display()))?;
+    let mut answer = String::new();
+    BufReader::new(std::io::Read::take(stream, MAX_RESPONSE))
+        .read_line(&mut answer)
+        .with_context(|| format!("no answer from the daemon at {}", socket.display()))?;
+    if answer.trim().is_empty() {
+        bail!(
+            "the daemon at {} closed the connection without answering",
+            socket.display()
+        );
+    }
+    let response: serde_json::Value =
+        serde_json::from_str(&answer).context("the daemon's answer is not JSON")?;
+    if response.get("ok").and_then(serde_json::Value::as_bool) != Some(true) {
+        let error = response
+            .get("error")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("no reason given");
+        bail!("the daemon refused: {error}");
+    }
+    Ok(response)
+}
+
+/// The status as the text `weft status` prints: a line about the node,
+/// then one row per peer.
+pub fn render_table(status: &NodeStatus) -> String {
+    let mut out = format!(
+        "{} {} {}{} listen {} tun {} (mtu {})\n",
+        status.name,
+        status.node_id.get(..16).unwrap_or(&status.node_id),
+        status.overlay_ipv6,
+        status
+            .overlay_ipv4
+            .as_ref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default(),
+        status.listen,
+        status.tun,
+        status.mtu
+    );
+    if status.peers.is_empty() {
+        out.push_str("no peers\n");
+        return out;
+    }
+    let header = [
+        "NAME",
+        "OVERLAY",
+        "ENDPOINT",
+        "STATE",
+        "RTT",
+        "IN",
+        "OUT",
+        "LAST HANDSHAKE",
+    ]
+    .map(String::from);
+    let dash = || "-".to_owned();
+    let rows: Vec<[String; 8]> = status
+        .peers
+        .iter()
+        .map(|p| {
+            let overlay = match (p.overlay_ipv6, p.overlay_ipv4) {
+                (Some(v6), Some(v4)) => format!("{v6} {v4}"),
+                (Some(v6), None) => v6.to_string(),
+                (None, Some(v4)) => v4.to_string(),
+                (None, None) => dash(),
+            };
+            [
+                p.name.clone().unwrap_or_else(dash),
+                overlay,
+                p.endpoint.map(|e| e.to_string()).unwrap_or_else(dash),
+                p.state.clone(),
+                p.rtt_ms.map(format_ms).unwrap_or_else(dash),
+                human_bytes(p.bytes_in),
+                human_bytes(p.bytes_out),
+                p.last_handshake_secs
+                    .map(|s| format!("{} ago", format_secs(s)))
+                    .unwrap_or_else(dash),
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Bytes in binary units: `512 B`, `1.5 KiB`, `12.0 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+fn format_ms(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+fn format_secs(secs: f64) -> String {
+    let whole = secs as u64;
+    match whole {
+        0..60 => format!("{secs:.0}s"),
+        60..3600 => format!("{}m{:02}s", whole / 60, whole % 60),
+        _ => format!("{}h{:02}m", whole / 3600, (whole % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> NodeStatus {
+        NodeStatus {
+            name: "a".into(),
+            node_id: "00".repeat(32),
+            overlay_ipv6: "fd77:6566::1".parse().unwrap(),
+            overlay_ipv4: Some("198.19.0.1/16".into()),
+            listen: "0.0.0.0:4800".parse().unwrap(),
+            tun: "weft0".into(),
+            mtu: 1380,
+            peers: vec![PeerInfo {
+                name: Some("b".into()),
+                node_id: Some("11".repeat(32)),
+                overlay_ipv6: Some("fd77:6566::2".parse().unwrap()),
+                overlay_ipv4: Some("198.19.0.2".parse().unwrap()),
+                endpoint: Some("198.18.0.2:4800".parse().unwrap()),
+                state: "established".into(),
+                rtt_ms: Some(0.42),
+                bytes_in: 1536,
+                bytes_out: 12 << 20,
+                packets_in: 3,
+                packets_out: 4,
+                last_handshake_secs: Some(75.0),
+                handshakes: 1,
+            }],
+            stats: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn table_has_header_and_a_row_per_peer() {
+        let table = render_table(&status());
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(
+            lines[0].starts_with("a 0000000000000000 fd77:6566::1 198.19.0.1/16"),
+            "{table}"
+        );
+        assert!(lines[1].starts_with("NAME"), "{table}");
+        for cell in [
+            "b",
+            "198.19.0.2",
+            "198.18.0.2:4800",
+            "established",
+            "0.42 ms",
+            "1.5 KiB",
+            "12.0 MiB",
+            "1m15s ago",
+        ] {
+            assert!(lines[2].contains(cell), "{cell} missing: {table}");
+        }
+    }
+
+    #[test]
+    fn status_round_trips_through_json() {
+        let json = serde_json::to_value(status()).unwrap();
+        assert_eq!(json["peers"][0]["state"], "established");
+        assert_eq!(
+            serde_json::from_value::<NodeStatus>(json).unwrap(),
+            status()
+        );
+    }
+
+    #[test]
+    fn missing_socket_asks_whether_the_daemon_runs() {
+        let error = request_status(Path::new("/nonexistent/weft.sock"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("is the daemon running? no control socket at /nonexistent/weft.sock"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bytes_are_human() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(10 * 1024 * 1024 + 1), "10.0 MiB");
+    }
 }

@@ -1,0 +1,241 @@
+//! The control socket: a unix socket on which local tools (`weft status`)
+//! ask the running node questions.
+//!
+//! Protocol: the client sends one JSON request line (`{"command":"status"}`),
+//! the daemon answers one JSON line (`{"ok":true,"status":{...}}` or
+//! `{"ok":false,"error":"..."}`) and closes the connection.
+//!
+//! Each connection is served by its own task, which reads and parses the
+//! request (bounded in size and time) and passes it to the event loop over
+//! a bounded channel with a oneshot for the answer: only the event loop
+//! touches the node. The socket is created mode 0600 (a missing parent
+//! directory 0700), a stale socket file from a dead daemon is replaced, a
+//! live one is refused, and the file is removed when the daemon stops.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use crate::status::NodeStatus;
+
+/// Longest request line accepted.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// A client has this long to send its request and read the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests waiting for the event loop.
+const QUEUE: usize = 16;
+
+/// A request for the event loop, with where to send the answer.
+pub(super) struct Request {
+    pub(super) command: Command,
+    pub(super) reply: oneshot::Sender<Response>,
+}
+
+/// What a client may ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Command {
+    /// The node's status object.
+    Status,
+}
+
+/// The event loop's answer.
+pub(super) enum Response {
+    Status(Box<NodeStatus>),
+}
+
+/// The listening socket; removes its file when dropped.
+pub(super) struct ControlSocket {
+    path: PathBuf,
+    /// Device and inode of the socket file we made, so that we never remove
+    /// a file someone else put there since.
+    identity: (u64, u64),
+}
+
+impl ControlSocket {
+    /// Binds the socket at `path` and starts serving it. Requests arrive
+    /// on the returned receiver. Must be called inside the tokio runtime.
+    pub(super) fn start(path: &Path) -> anyhow::Result<(Self, mpsc::Receiver<Request>)> {
+        prepare_directory(path)?;
+        remove_stale(path)?;
+        // Bind with a umask that leaves the socket private from the first
+        // moment, then set the mode explicitly too.
+        let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(path);
+        nix::sys::stat::umask(old_umask);
+        let listener = bound
+            .with_context(|| format!("cannot create the control socket {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).with_context(
+            || format!("cannot make the control socket {} private", path.display()),
+        )?;
+        let metadata = std::fs::symlink_metadata(path)
+            .with_context(|| format!("cannot inspect the control socket {}", path.display()))?;
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(accept_loop(listener, sender));
+        Ok((
+            Self {
+                path: path.to_owned(),
+                identity: (metadata.dev(), metadata.ino()),
+            },
+            receiver,
+        ))
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        if ours && let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(error = %e, path = %self.path.display(), "cannot remove the control socket");
+        }
+    }
+}
+
+/// Creates missing parent directories with mode 0700; existing ones are
+/// left as they are.
+fn prepare_directory(path: &Path) -> anyhow::Result<()> {
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if parent.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .with_context(|| {
+            format!(
+                "cannot create the control socket's directory {}",
+                parent.display()
+            )
+        })
+}
+
+/// Removes a socket file left by a daemon that is gone; refuses if a daemon
+/// still answers on it or if the path is not a socket.
+fn remove_stale(path: &Path) -> anyhow::Result<()> {
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+    };
+    if !metadata.file_type().is_socket() {
+        bail!(
+            "{} exists and is not a socket; not replacing it (set control.socket to another path)",
+            path.display()
+        );
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => bail!(
+            "another weft daemon is running with control socket {}",
+            path.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            debug!(path = %path.display(), "removing a stale control socket");
+            std::fs::remove_file(path)
+                .with_context(|| format!("cannot remove stale socket {}", path.display()))
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot check whether {} is in use", path.display()))
+        }
+    }
+}
+
+async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Request>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let requests = requests.clone();
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        tokio::time::timeout(CLIENT_TIMEOUT, serve(stream, requests)).await
+                    {
+                        debug!(error = %e, "control client too slow");
+                    }
+                });
+            }
+            Err(e) => {
+                // Out of descriptors and the like: wait a little rather
+                // than spin.
+                debug!(error = %e, "cannot accept a control connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if requests.is_closed() {
+            return;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawRequest {
+    command: String,
+}
+
+async fn serve(stream: UnixStream, requests: mpsc::Sender<Request>) {
+    let (reader, mut writer) = stream.into_split();
+    let mut line = String::new();
+    let read = tokio::io::AsyncReadExt::take(reader, MAX_REQUEST);
+    let answer = match BufReader::new(read).read_line(&mut line).await {
+        Err(e) => error_json(&format!("cannot read the request: {e}")),
+        Ok(_) => match parse(&line) {
+            Err(message) => error_json(&message),
+            Ok(command) => ask(command, &requests).await,
+        },
+    };
+    let mut answer = answer.to_string();
+    answer.push('\n');
+    if let Err(e) = writer.write_all(answer.as_bytes()).await {
+        debug!(error = %e, "cannot answer a control client");
+    }
+    let _ = writer.shutdown().await;
+}
+
+fn parse(line: &str) -> Result<Command, String> {
+    let request: RawRequest = serde_json::from_str(line.trim())
+        .map_err(|e| format!("the request is not {{\"command\": \"...\"}}: {e}"))?;
+    match request.command.as_str() {
+        "status" => Ok(Command::Status),
+        other => Err(format!("unknown command '{other}' (known: status)")),
+    }
+}
+
+async fn ask(command: Command, requests: &mpsc::Sender<Request>) -> serde_json::Value {
+    let (reply, answer) = oneshot::channel();
+    if requests.send(Request { command, reply }).await.is_err() {
+        return error_json("the node is stopping");
+    }
+    match answer.await {
+        Ok(Response::Status(status)) => serde_json::json!({ "ok": true, "status": status }),
+        Err(_) => error_json("the node is stopping"),
+    }
+}
+
+fn error_json(message: &str) -> serde_json::Value {
+    serde_json::json!({ "ok": false, "error": message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse() {
+        assert_eq!(parse("{\"command\":\"status\"}\n"), Ok(Command::Status));
+        assert!(
+            parse("{\"command\":\"reboot\"}")
+                .unwrap_err()
+                .contains("unknown command 'reboot'")
+        );
+        assert!(parse("status").is_err());
+    }
+}
