@@ -1,0 +1,261 @@
+//! The `weft` command as a user meets it, without root: config errors that
+//! point at the mistake, `weft init`, and `weft ca init` / `weft ca sign`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use weft::config::Config;
+use weft_core::{CaCertificate, Certificate, PublicKey};
+
+/// A directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("weft-cli-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn weft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+const NODE: &str = "[node]\nkey = \"node.key\"\ncertificate = \"node.crt\"\nca = \"ca.crt\"\n";
+
+/// Runs `weft up` on a config with `text` and returns its error output.
+fn up_error(text: &str) -> (String, String) {
+    let dir = TempDir::new("config");
+    let file = dir.path().join("weft.toml");
+    std::fs::write(&file, text).unwrap();
+    let output = weft(&["up", "--config", file.to_str().unwrap()]);
+    assert!(!output.status.success());
+    (stderr(&output), file.display().to_string())
+}
+
+#[test]
+fn syntax_error_names_file_line_and_key() {
+    let (error, file) = up_error(&format!("{NODE}listen = 198.18.0.1:4800\n"));
+    assert!(error.contains(&format!("{file}:5:")), "{error}");
+    assert!(error.contains("node.listen"), "{error}");
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let (error, file) = up_error(&format!("{NODE}\n[tun]\nname = \"weft0\"\nmut = 1400\n"));
+    assert!(
+        error.contains(&format!("{file}:8:1: tun.mut: unknown field `mut`")),
+        "{error}"
+    );
+}
+
+#[test]
+fn bad_endpoint_names_file_line_and_key() {
+    let (error, file) = up_error(&format!(
+        "{NODE}\n[[peers]]\nname = \"b\"\nendpoint = \"198.18.0.2\"\n"
+    ));
+    assert!(
+        error.contains(&format!(
+            "{file}:8:12: peers[0].endpoint: '198.18.0.2' is not an IP address with a port"
+        )),
+        "{error}"
+    );
+}
+
+#[test]
+fn missing_certificate_file_names_its_key() {
+    let dir = TempDir::new("nocert");
+    let init = weft(&["init", "--dir", dir.path().to_str().unwrap()]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let file = dir.path().join("weft.toml");
+    let output = weft(&["up", "--config", file.to_str().unwrap()]);
+    let error = stderr(&output);
+    assert!(!output.status.success());
+    assert!(error.contains("node.certificate: cannot read"), "{error}");
+    assert!(error.contains("node.crt"), "{error}");
+}
+
+#[test]
+fn init_writes_a_private_key_and_a_config_that_parses() {
+    let dir = TempDir::new("init");
+    let output = weft(&["init", "--dir", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("weft ca sign"),
+        "no next steps in: {stdout}"
+    );
+
+    let key = dir.path().join("node.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    PublicKey::from_pem(&std::fs::read_to_string(dir.path().join("node.pub")).unwrap()).unwrap();
+    let config = Config::load(&dir.path().join("weft.toml")).unwrap();
+    assert_eq!(config.node.key.path, key);
+
+    let again = weft(&["init", "--dir", dir.path().to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
+    let forced = weft(&["init", "--dir", dir.path().to_str().unwrap(), "--force"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+}
+
+#[test]
+fn ca_signs_a_certificate_that_verifies() {
+    let dir = TempDir::new("ca");
+    let d = dir.path().to_str().unwrap();
+    let ca = weft(&[
+        "ca",
+        "init",
+        "--dir",
+        &format!("{d}/ca"),
+        "--name",
+        "testnet",
+    ]);
+    assert!(ca.status.success(), "{}", stderr(&ca));
+    let ca_key = dir.path().join("ca/ca.key");
+    assert_eq!(
+        std::fs::metadata(&ca_key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let node = weft(&["init", "--dir", &format!("{d}/a")]);
+    assert!(node.status.success(), "{}", stderr(&node));
+
+    let out = dir.path().join("a/node.crt");
+    let sign = weft(&[
+        "ca",
+        "sign",
+        "--ca-key",
+        ca_key.to_str().unwrap(),
+        "--public-key",
+        &format!("{d}/a/node.pub"),
+        "--name",
+        "db-1",
+        "--ipv4",
+        "198.19.0.1/16",
+        "--groups",
+        "db,ops",
+        "--days",
+        "30",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(sign.status.success(), "{}", stderr(&sign));
+
+    let ca_cert =
+        CaCertificate::from_pem(&std::fs::read_to_string(dir.path().join("ca/ca.crt")).unwrap())
+            .unwrap();
+    let cert = Certificate::from_pem(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    cert.verify(&ca_cert, weft::pki::unix_now().unwrap())
+        .unwrap();
+    assert_eq!(cert.name(), "db-1");
+    assert_eq!(
+        cert.ipv4().map(|n| n.to_string()).as_deref(),
+        Some("198.19.0.1/16")
+    );
+    assert_eq!(cert.groups(), ["db", "ops"]);
+    let public =
+        PublicKey::from_pem(&std::fs::read_to_string(dir.path().join("a/node.pub")).unwrap())
+            .unwrap();
+    assert_eq!(cert.public_key(), public);
+
+    // The signed node's config now yields a core config.
+    std::fs::copy(dir.path().join("ca/ca.crt"), dir.path().join("a/ca.crt")).unwrap();
+    let config = Config::load(&dir.path().join("a/weft.toml")).unwrap();
+    config.node_config(weft::pki::unix_now().unwrap()).unwrap();
+}
+
+#[test]
+fn signing_bad_names_and_addresses_fails_clearly() {
+    let dir = TempDir::new("badname");
+    let d = dir.path().to_str().unwrap();
+    assert!(weft(&["ca", "init", "--dir", d]).status.success());
+    assert!(weft(&["init", "--dir", d]).status.success());
+    let sign = |name: &str, ipv4: &str| {
+        weft(&[
+            "ca",
+            "sign",
+            "--ca-key",
+            &format!("{d}/ca.key"),
+            "--public-key",
+            &format!("{d}/node.pub"),
+            "--name",
+            name,
+            "--ipv4",
+            ipv4,
+            "--out",
+            &format!("{d}/node.crt"),
+        ])
+    };
+    let bad_name = sign("Web Server", "198.19.0.1/16");
+    assert!(!bad_name.status.success());
+    let error = stderr(&bad_name);
+    assert!(
+        error.contains("cannot sign a certificate for 'Web Server': invalid name"),
+        "{error}"
+    );
+    let bad_ipv4 = sign("web", "198.19.0.1");
+    assert!(!bad_ipv4.status.success());
+    assert!(
+        stderr(&bad_ipv4).contains("--ipv4: '198.19.0.1' is not ADDRESS/PREFIX"),
+        "{}",
+        stderr(&bad_ipv4)
+    );
+    assert!(!dir.path().join("node.crt").exists());
+
+    let bad_ca = weft(&[
+        "ca",
+        "init",
+        "--dir",
+        &format!("{d}/other"),
+        "--name",
+        "My Net",
+    ]);
+    assert!(!bad_ca.status.success());
+    assert!(
+        stderr(&bad_ca).contains("cannot create the CA 'My Net': invalid name"),
+        "{}",
+        stderr(&bad_ca)
+    );
+}
+
+#[test]
+fn status_without_a_daemon_says_so() {
+    let dir = TempDir::new("status");
+    let socket = dir.path().join("weft.sock");
+    let output = weft(&["status", "--socket", socket.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains(&format!(
+            "is the daemon running? no control socket at {}",
+            socket.display()
+        )),
+        "{error}"
+    );
+}
