@@ -1,6 +1,9 @@
 //! The `weft` command as a user meets it, without root: config errors that
 //! point at the mistake, `weft init`, and `weft ca init` / `weft ca sign`.
 
+// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
