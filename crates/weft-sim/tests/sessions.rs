@@ -626,3 +626,38 @@ fn the_same_seed_gives_the_same_trace_and_another_seed_another() {
     );
     assert_ne!(first.1, other.1);
 }
+
+/// weft-core bug: `Node::new` takes the wall clock in whole seconds and
+/// handshake timestamps are that plus the time since start, so a node
+/// restarted within the same second as its last handshake sends
+/// timestamps up to a second older than before. The peer refuses them as
+/// replays until the clock catches up.
+#[test]
+#[ignore = "weft-core bug: whole-second unix time makes a quick restart's handshakes look like replays"]
+fn a_quickly_restarted_node_is_not_refused_as_a_replay() {
+    let mut sim = new_sim(13);
+    let builder = MeshBuilder::new(2).with_endpoints(Endpoints::OlderCallsNewer);
+    // `caller` is n0, the one that knows the other's endpoint.
+    let (_mesh, caller, other) = two_nodes(&mut sim, builder);
+    // Cut at first, so that the handshake completes in the middle of a
+    // second (on the retry after 1.5 s).
+    sim.cut(caller, other);
+    sim.run_until(ms(1100));
+    sim.restore(caller, other);
+    assert!(sim.run_until_condition(secs(3), |s| s.all_established(&[caller, other])));
+    sim.run_for(ms(50));
+    sim.crash(caller).unwrap();
+    sim.run_for(ms(100));
+    sim.restart(caller).unwrap();
+    let restarted = sim.elapsed();
+    let before = handshakes(&sim, other, caller);
+    assert!(sim.run_until_condition(restarted + secs(5), |s| {
+        handshakes(s, other, caller) > before && s.established(caller, other)
+    }));
+    let refused = sim.node(other).unwrap().stats().handshake_rejected_replay;
+    let took = sim.elapsed() - restarted;
+    assert!(
+        refused == 0 && took < ms(100),
+        "back after {took:?}, {refused} handshakes refused as replays"
+    );
+}
