@@ -186,7 +186,7 @@ pub struct Node {
     ca: CaCertificate,
     config: SessionConfig,
     start: Instant,
-    unix_start: u64,
+    unix_start: Duration,
     last_timestamp: u64,
     rng: SharedRng,
     peers: Vec<Peer>,
@@ -290,11 +290,12 @@ enum Slot {
 }
 
 impl Node {
-    /// Creates a node. `unix_time` is the wall clock (seconds since the
-    /// epoch) at `now`; `seed` seeds every random choice the node makes.
+    /// Creates a node. `unix_time` is the wall clock (time since the unix
+    /// epoch, with sub-second precision: handshake timestamps are built on
+    /// it) at `now`; `seed` seeds every random choice the node makes.
     pub fn new(
         now: Instant,
-        unix_time: u64,
+        unix_time: Duration,
         seed: [u8; 32],
         config: NodeConfig,
     ) -> Result<Self, NodeError> {
@@ -308,7 +309,7 @@ impl Node {
         if certificate.public_key() != secret_key.public() {
             return Err(NodeError::CertificateKeyMismatch);
         }
-        certificate.verify(&ca, unix_time)?;
+        certificate.verify(&ca, unix_time.as_secs())?;
         let mut node = Self {
             secret: secret_key,
             certificate,
@@ -781,6 +782,16 @@ impl Node {
             trace!("handshake init replayed");
             return;
         }
+        // Both sides called at once (their init crossed ours on the way):
+        // keep one handshake, the one of the node with the larger id, so
+        // that one side is the initiator and the two do not end up sending
+        // on sessions the other retires.
+        let crossing =
+            self.peers[peer].pending.is_some() && self.peers[peer].endpoint == Some(from);
+        if crossing && self.node_id() > certificate.node_id() {
+            trace!("crossing handshake init: ours goes on");
+            return;
+        }
         let their_timestamp = received.timestamp;
         let local = self.new_index();
         let timestamp = self.next_timestamp(now);
@@ -802,6 +813,9 @@ impl Node {
         p.endpoint = Some(from);
         if let Some(old) = p.next.replace(transport) {
             self.by_index.remove(&old.local);
+        }
+        if crossing && let Some(abandoned) = self.peers[peer].pending.take() {
+            self.by_index.remove(&abandoned.local);
         }
         self.by_index.insert(local, peer);
         self.queue_transmit(from, buf);
@@ -1165,16 +1179,13 @@ impl Node {
     }
 
     fn unix_now(&self, now: Instant) -> u64 {
-        self.unix_start + now.saturating_duration_since(self.start).as_secs()
+        (self.unix_start + now.saturating_duration_since(self.start)).as_secs()
     }
 
     /// Wall-clock nanoseconds for a handshake payload, strictly increasing.
     fn next_timestamp(&mut self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.start).as_nanos() as u64;
-        let wall = self
-            .unix_start
-            .saturating_mul(1_000_000_000)
-            .saturating_add(elapsed);
+        let wall = (self.unix_start + now.saturating_duration_since(self.start)).as_nanos();
+        let wall = u64::try_from(wall).unwrap_or(u64::MAX);
         self.last_timestamp = wall.max(self.last_timestamp + 1);
         self.last_timestamp
     }

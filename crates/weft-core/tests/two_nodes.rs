@@ -55,7 +55,7 @@ fn node(
         }],
         session: SessionConfig::default(),
     };
-    Node::new(now, UNIX_START, [seed; 32], config).unwrap()
+    Node::new(now, Duration::from_secs(UNIX_START), [seed; 32], config).unwrap()
 }
 
 impl Pair {

@@ -288,9 +288,14 @@ impl Sim {
         instant.saturating_duration_since(self.base)
     }
 
-    /// The wall clock, unix seconds, as the nodes are told it.
+    /// The wall clock, unix seconds, as certificates see it.
     pub fn unix_time(&self) -> u64 {
-        self.unix_time + self.now.as_secs()
+        self.unix_wall_clock().as_secs()
+    }
+
+    /// The wall clock, time since the unix epoch, as the nodes are told it.
+    pub fn unix_wall_clock(&self) -> Duration {
+        Duration::from_secs(self.unix_time) + self.now
     }
 
     /// A digest of every event processed so far: two runs with equal
@@ -667,7 +672,7 @@ impl Sim {
     fn new_node(&mut self, config: NodeConfig) -> Result<Node, NodeError> {
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
-        Node::new(self.now(), self.unix_time(), seed, config)
+        Node::new(self.now(), self.unix_wall_clock(), seed, config)
     }
 
     fn link_state(&mut self, from: HostId, to: HostId) -> &mut LinkState {

@@ -313,12 +313,11 @@ fn sessions_rekey_on_volume_without_losing_traffic() {
     rekey_scenario(4, session, Endpoints::OlderCallsNewer, ms(10), 4, 9);
 }
 
-/// weft-core bug: when both nodes know each other's endpoint, their first
-/// handshakes cross and each ends up sending on the session the other
-/// initiated. Both then count as responders, which rekey only after
-/// `rekey_after_time` plus half the slack to `reject_after_time`.
+/// When both nodes know each other's endpoint their first handshakes cross.
+/// Only one may go on (the larger node id's), or both sides end up as
+/// responders, which rekey only after `rekey_after_time` plus half the slack
+/// to `reject_after_time`.
 #[test]
-#[ignore = "weft-core bug: crossing handshakes leave both sides as responders, so neither rekeys on time"]
 fn sessions_rekey_on_time_when_both_sides_call() {
     let session = SessionConfig {
         rekey_after_time: secs(2),
@@ -327,12 +326,10 @@ fn sessions_rekey_on_time_when_both_sides_call() {
     rekey_scenario(3, session, Endpoints::Everyone, ms(20), 1, 4);
 }
 
-/// weft-core bug: when both sides reach the volume limit together, their
-/// rekey handshakes cross; each installs its own new session and retires
-/// the previous one, which is the session the other is still sending on,
-/// so the packets in flight are lost as unknown sessions.
+/// When both sides reach the volume limit together their rekey handshakes
+/// cross. Were both to go on, each would retire the session the other still
+/// sends on, and the packets in flight would be lost as unknown sessions.
 #[test]
-#[ignore = "weft-core bug: crossing rekeys retire the session the peer still sends on"]
 fn sessions_rekey_on_volume_without_loss_when_both_sides_send() {
     let session = SessionConfig {
         rekey_after_messages: 100,
@@ -627,13 +624,11 @@ fn the_same_seed_gives_the_same_trace_and_another_seed_another() {
     assert_ne!(first.1, other.1);
 }
 
-/// weft-core bug: `Node::new` takes the wall clock in whole seconds and
-/// handshake timestamps are that plus the time since start, so a node
-/// restarted within the same second as its last handshake sends
-/// timestamps up to a second older than before. The peer refuses them as
-/// replays until the clock catches up.
+/// Handshake timestamps are the wall clock given to `Node::new` plus the
+/// time since. Were that clock whole seconds, a node restarted within the
+/// same second as its last handshake would send older timestamps, and the
+/// peer would refuse them as replays until the clock caught up.
 #[test]
-#[ignore = "weft-core bug: whole-second unix time makes a quick restart's handshakes look like replays"]
 fn a_quickly_restarted_node_is_not_refused_as_a_replay() {
     let mut sim = new_sim(13);
     let builder = MeshBuilder::new(2).with_endpoints(Endpoints::OlderCallsNewer);
