@@ -1,0 +1,233 @@
+//! Writes the seed corpus of every fuzz target into `corpus/<target>/`.
+//!
+//! Run from `fuzz/`: `cargo run --example seeds`. The seeds are valid (and a
+//! few deliberately invalid) encodings produced by weft-core itself from the
+//! fixed fixture, so they stay in step with the code when the wire changes:
+//! rerun this and commit the result.
+
+#![allow(clippy::print_stdout)] // a command-line tool that reports what it wrote
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use weft_core::wire::{Frame, HandshakePayload};
+use weft_core::{CaCertificate, Node, NodeConfig, PeerConfig, SessionConfig};
+use weft_fuzz::{
+    A_ADDR, A_IPV4, B_IPV4, Fixture, Harness, Identity, UNIX_START, advance, base_instant, chunk,
+    ipv4_packet, ipv6_packet, op,
+};
+
+fn main() -> std::io::Result<()> {
+    let fixture = Fixture::get();
+    let a_v6 = fixture.a.certificate.node_id().overlay_ipv6();
+    let b_v6 = fixture.b.certificate.node_id().overlay_ipv6();
+    let b_to_a_v6 = ipv6_packet(b_v6, a_v6, b"hello a");
+    let a_to_b_v6 = ipv6_packet(a_v6, b_v6, b"hello b");
+    let b_to_a_v4 = ipv4_packet(B_IPV4, A_IPV4, b"hello a");
+    let a_to_b_v4 = ipv4_packet(A_IPV4, B_IPV4, b"hello b");
+    // b sends it (b routes by destination only); a must refuse the source.
+    let c_v6 = fixture.c.certificate.node_id().overlay_ipv6();
+    let spoofed = ipv6_packet(c_v6, a_v6, b"not from b");
+
+    // node_datagram: scripts for the two-node harness.
+    let deliver = [op::DELIVER];
+    let session = [
+        &deliver[..],
+        &deliver,
+        &chunk(op::TUN_B, &b_to_a_v6),
+        &deliver,
+    ]
+    .concat();
+    let c_init = first_init(&fixture.c, fixture.ca_certificate(), UNIX_START);
+    let x_init = first_init(&fixture.x, fixture.other_ca.certificate(), UNIX_START);
+    let old_init = first_init(&fixture.old, fixture.ca_certificate(), 1_740_000_000);
+    let b_init = first_init(&fixture.b, fixture.ca_certificate(), UNIX_START);
+    let node_seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("a_calls_b", [&[1u8][..], &session].concat()),
+        (
+            "b_calls_a",
+            [
+                &[2u8][..],
+                &session,
+                &chunk(op::TUN_A, &a_to_b_v4),
+                &deliver,
+            ]
+            .concat(),
+        ),
+        (
+            "both_call",
+            [&[3u8][..], &session, &deliver, &deliver].concat(),
+        ),
+        (
+            "session_ipv4_replay_mutate",
+            [
+                &[1u8][..],
+                &session,
+                &chunk(op::TUN_B, &b_to_a_v4),
+                &deliver,
+                &[op::REPLAY],
+            ]
+            .concat(),
+        ),
+        (
+            "mutated_response",
+            [
+                &[1u8][..],
+                &deliver,
+                &[op::MUTATE, 0, 20, 0x01],
+                &chunk(op::TUN_A, &a_to_b_v6),
+                &deliver,
+            ]
+            .concat(),
+        ),
+        (
+            "rekey_and_dead_peer",
+            [
+                &[3u8][..],
+                &session,
+                &advance(125_000),
+                &deliver,
+                &deliver,
+                &advance(40_000),
+                &advance(1_000),
+            ]
+            .concat(),
+        ),
+        (
+            "spoofed_source",
+            [&[1u8][..], &session, &chunk(op::TUN_B, &spoofed), &deliver].concat(),
+        ),
+        (
+            "init_from_b",
+            [
+                &[0u8][..],
+                &chunk(op::DATAGRAM_FROM_B, &b_init),
+                &chunk(op::DATAGRAM_FROM_B, &b_init),
+            ]
+            .concat(),
+        ),
+        (
+            "init_from_member",
+            [&[0u8][..], &chunk(op::DATAGRAM_FROM_OTHER, &c_init)].concat(),
+        ),
+        (
+            "init_wrong_ca",
+            [&[0u8][..], &chunk(op::DATAGRAM_FROM_OTHER, &x_init)].concat(),
+        ),
+        (
+            "init_expired",
+            [&[0u8][..], &chunk(op::DATAGRAM_FROM_OTHER, &old_init)].concat(),
+        ),
+        (
+            "handshake_retries",
+            [
+                &[1u8][..],
+                &advance(600),
+                &advance(1_200),
+                &advance(2_500),
+                &deliver,
+                &deliver,
+            ]
+            .concat(),
+        ),
+    ];
+    write("node_datagram", &node_seeds)?;
+
+    // wire_packet: every datagram of a recorded session, frames, payloads.
+    let mut recorded = Harness::new(1).recording();
+    recorded.run(&[&session[..], &advance(2_100), &deliver].concat());
+    let mut wire_seeds: Vec<(String, Vec<u8>)> = recorded
+        .transcript
+        .iter()
+        .take(8)
+        .enumerate()
+        .map(|(i, datagram)| (format!("datagram_{i}"), datagram.clone()))
+        .collect();
+    let frames = [
+        Frame::Ip(&b_to_a_v6),
+        Frame::Keepalive,
+        Frame::Ping { id: 7 },
+        Frame::Pong { id: u64::MAX },
+    ];
+    for (i, frame) in frames.iter().enumerate() {
+        let mut out = Vec::new();
+        frame.emit(&mut out);
+        wire_seeds.push((format!("frame_{i}"), out));
+    }
+    let mut payload = Vec::new();
+    HandshakePayload {
+        timestamp: UNIX_START * 1_000_000_000,
+        certificate: fixture.a.certificate.to_bytes(),
+    }
+    .emit(&mut payload);
+    wire_seeds.push(("handshake_payload".into(), payload));
+    wire_seeds.push(("unknown_version".into(), vec![0x24, 0, 0, 0, 1, 2, 3, 4]));
+    wire_seeds.push(("unknown_type".into(), vec![0x13, 0, 0, 0, 1, 2, 3, 4]));
+    let wire_seeds: Vec<(&str, Vec<u8>)> = wire_seeds
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.clone()))
+        .collect();
+    write("wire_packet", &wire_seeds)?;
+
+    // certificate: binary and PEM forms of every kind of key and certificate.
+    let cert_seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("node_cert", fixture.a.certificate.to_bytes().to_vec()),
+        (
+            "node_cert_no_ipv4",
+            fixture.c.certificate.to_bytes().to_vec(),
+        ),
+        (
+            "other_ca_node_cert",
+            fixture.x.certificate.to_bytes().to_vec(),
+        ),
+        ("ca_cert", fixture.ca_certificate().to_bytes().to_vec()),
+        ("node_cert_pem", fixture.a.certificate.to_pem().into_bytes()),
+        (
+            "ca_cert_pem",
+            fixture.ca_certificate().to_pem().into_bytes(),
+        ),
+        (
+            "public_key_pem",
+            fixture.a.secret.public().to_pem().into_bytes(),
+        ),
+        ("secret_key_pem", fixture.a.secret.to_pem().into_bytes()),
+        ("ca_secret_pem", fixture.ca.to_pem().into_bytes()),
+    ];
+    write("certificate", &cert_seeds)?;
+    Ok(())
+}
+
+/// The handshake init a node sends first to `a`.
+fn first_init(me: &Identity, ca: &CaCertificate, unix_time: u64) -> Vec<u8> {
+    let config = NodeConfig {
+        secret_key: me.secret.clone(),
+        certificate: me.certificate.clone(),
+        ca: ca.clone(),
+        peers: vec![PeerConfig {
+            name: Some("a".into()),
+            public_key: None,
+            endpoint: Some(A_ADDR),
+        }],
+        session: SessionConfig::default(),
+    };
+    let now = base_instant();
+    let mut node = Node::new(now, std::time::Duration::from_secs(unix_time), [0x5e; 32], config).expect("seed node");
+    node.handle_timeout(now);
+    let mut buf = Vec::new();
+    let to: Option<SocketAddr> = node.poll_transmit(&mut buf);
+    assert_eq!(to, Some(A_ADDR), "the seed node did not call a");
+    buf
+}
+
+fn write(target: &str, seeds: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
+    fs::create_dir_all(&dir)?;
+    for (name, bytes) in seeds {
+        fs::write(dir.join(name), bytes)?;
+    }
+    println!("wrote {} seeds to {}", seeds.len(), dir.display());
+    Ok(())
+}
