@@ -212,7 +212,13 @@ fn first_init(me: &Identity, ca: &CaCertificate, unix_time: u64) -> Vec<u8> {
         session: SessionConfig::default(),
     };
     let now = base_instant();
-    let mut node = Node::new(now, std::time::Duration::from_secs(unix_time), [0x5e; 32], config).expect("seed node");
+    let mut node = Node::new(
+        now,
+        std::time::Duration::from_secs(unix_time),
+        [0x5e; 32],
+        config,
+    )
+    .expect("seed node");
     node.handle_timeout(now);
     let mut buf = Vec::new();
     let to: Option<SocketAddr> = node.poll_transmit(&mut buf);

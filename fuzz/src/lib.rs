@@ -148,7 +148,13 @@ pub fn node(me: &Identity, seed: u8, peer: &str, endpoint: Option<SocketAddr>) -
     };
     // The certificate is the node's own, valid at UNIX_START, and the peer
     // entry is named: Node::new accepts this config.
-    Node::new(base_instant(), std::time::Duration::from_secs(UNIX_START), [seed; 32], config).expect("fixture node")
+    Node::new(
+        base_instant(),
+        std::time::Duration::from_secs(UNIX_START),
+        [seed; 32],
+        config,
+    )
+    .expect("fixture node")
 }
 
 /// Script operations; the op byte is taken modulo their number.
