@@ -72,7 +72,7 @@ fn demo(n: usize, options: TestbedOptions, interrupted: &AtomicBool) -> anyhow::
         testbed.dir().display()
     );
     println!("waiting for the nodes to authenticate each other and set up sessions ...");
-    testbed.wait_established(ESTABLISH_TIMEOUT)?;
+    testbed.wait_established(establish_timeout(n))?;
 
     let first = testbed.host(0);
     println!(
@@ -139,7 +139,11 @@ type Matrix = Vec<Vec<Option<f64>>>;
 /// A (from, to) pair and its mean RTT in ms, if any reply came.
 type PairResult = ((usize, usize), anyhow::Result<Option<f64>>);
 
-const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes verify certificates (Ed25519) and do X25519: a debug build
+/// (`cargo run`) needs a while when many nodes share two cores.
+fn establish_timeout(n: usize) -> Duration {
+    Duration::from_secs(10 + 2 * n as u64)
+}
 const PING: PingOptions = PingOptions {
     count: 3,
     interval: Duration::from_millis(100),

@@ -515,6 +515,10 @@ mod tests {
         };
         assert_eq!(report.sent, 2);
         assert_eq!(report.received, 2);
+        if std::net::UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("skipping the IPv6 part: no ::1 here");
+            return;
+        }
         let report = ping("::1".parse().unwrap(), &options, |_| {}).unwrap();
         assert_eq!(report.received, 2);
     }

@@ -259,6 +259,9 @@ impl Testbed {
             }
             Ok(missing.is_empty())
         });
+        if missing.is_empty() {
+            return result;
+        }
         result.with_context(|| format!("not established:{missing}"))
     }
 
