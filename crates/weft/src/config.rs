@@ -79,6 +79,8 @@ pub struct TunSection {
     pub name: String,
     /// Interface MTU.
     pub mtu: u16,
+    /// Use the kernel's TUN offloads (TSO/USO and GRO) where available.
+    pub offload: bool,
 }
 
 /// `[control]`.
@@ -278,6 +280,9 @@ name = "{DEFAULT_TUN_NAME}"
 # {overhead} bytes plus the underlay's IP and UDP headers (28 for IPv4, 48 for
 # IPv6): {DEFAULT_MTU} fits a 1500-byte underlay either way.
 mtu = {DEFAULT_MTU}
+# Let the kernel hand over and take large TCP/UDP batches (TSO/USO and GRO):
+# much less work per byte. Set to false only to rule it out when debugging.
+offload = true
 
 [control]
 # Unix socket that `weft status` talks to. It is created mode 0600; a
@@ -515,6 +520,7 @@ struct RawNode {
 struct RawTun {
     name: Option<Spanned<String>>,
     mtu: Option<Spanned<i64>>,
+    offload: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -671,7 +677,11 @@ impl RawTun {
             }
             None => DEFAULT_MTU,
         };
-        Ok(TunSection { name, mtu })
+        Ok(TunSection {
+            name,
+            mtu,
+            offload: self.offload.unwrap_or(true),
+        })
     }
 }
 

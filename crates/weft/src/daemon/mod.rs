@@ -90,7 +90,13 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     #[allow(clippy::disallowed_methods)] // the driver is where time enters
     let now = Instant::now();
-    let node = Node::new(now, unix_now, seed, node_config).with_context(|| {
+    // Sub-second precision: handshake timestamps are built on it, and a
+    // daemon restarted within the same second must still look newer.
+    #[allow(clippy::disallowed_methods)] // the driver is where wall-clock time enters
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(std::time::Duration::from_secs(unix_now));
+    let node = Node::new(now, wall, seed, node_config).with_context(|| {
         format!(
             "cannot start the node configured in {}",
             config.file.display()
@@ -235,10 +241,11 @@ impl EventLoop {
         self.udp.flush().await?;
         while self.node.poll_tun(&mut self.scratch) {
             self.tun
-                .write(&self.scratch)
+                .queue(&self.scratch)
                 .await
                 .context("the TUN interface failed")?;
         }
+        self.tun.flush().await.context("the TUN interface failed")?;
         while let Some(event) = self.node.poll_event() {
             self.log_event(now, event);
         }
@@ -331,7 +338,7 @@ impl EventLoop {
             .map(|(name, value)| (name.to_owned(), value))
             .collect();
         stats.insert("udp_send_errors".into(), self.udp.send_errors);
-        stats.insert("tun_write_errors".into(), self.tun.write_errors);
+        stats.insert("tun_write_errors".into(), self.tun.write_errors());
         NodeStatus {
             name: node.name().to_owned(),
             node_id: node.node_id().to_string(),
