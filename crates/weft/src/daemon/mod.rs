@@ -4,7 +4,7 @@
 //! interface, the node's next timer or a control request, takes the time
 //! once per wake-up, feeds the core what is ready and drains its outputs in
 //! the contract's order (transmits, TUN packets, events). Each source is
-//! read at most [`BUDGET`] packets per wake-up, so a flood on one cannot
+//! read at most `BUDGET` (64) packets per wake-up, so a flood on one cannot
 //! starve the others; what is left stays ready and is read on the next
 //! turn. The loop makes no protocol decisions: no retries and no timeouts
 //! of its own, only the core's.
