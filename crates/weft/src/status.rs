@@ -174,7 +174,7 @@ pub fn request(socket: &Path, request: &serde_json::Value) -> anyhow::Result<ser
 /// then one row per peer.
 pub fn render_table(status: &NodeStatus) -> String {
     let mut out = format!(
-        "{} {} {}{} listen {} tun {} (mtu {})\n",
+        "node {}  id {}  overlay {}{}  listen {}  tun {} (mtu {})\n",
         status.name,
         status.node_id.get(..16).unwrap_or(&status.node_id),
         status.overlay_ipv6,
@@ -315,7 +315,7 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "{table}");
         assert!(
-            lines[0].starts_with("a 0000000000000000 fd77:6566::1 198.19.0.1/16"),
+            lines[0].starts_with("node a  id 0000000000000000  overlay fd77:6566::1 198.19.0.1/16  listen 0.0.0.0:4800"),
             "{table}"
         );
         assert!(lines[1].starts_with("NAME"), "{table}");
