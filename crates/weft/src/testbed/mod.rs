@@ -9,7 +9,7 @@
 //! (`weft ca init`, `weft init`, `weft ca sign`), so the test bed also
 //! exercises the CLI the way an operator would.
 //!
-//! Guarantees: names are unique per test bed (see [`netns`]), so tests may
+//! Guarantees: names are unique per test bed (see `netns.rs`), so tests may
 //! build test beds in parallel. Dropping a [`Testbed`] — also while
 //! unwinding from a panic — stops every daemon by PID (SIGTERM, then SIGKILL
 //! after a deadline), deletes every namespace it made and removes its temp
