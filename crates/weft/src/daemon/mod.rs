@@ -49,6 +49,7 @@ const REJECTION_WINDOW: Duration = Duration::from_secs(10);
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     init_logging(&config.log.level);
+    warn_if_key_is_exposed(&config.node.key.path);
     let unix_now = pki::unix_now()?;
     let node_config = config.node_config(unix_now)?;
     let seed = pki::random_bytes::<32>()?;
@@ -62,6 +63,21 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(serve(&config, node_config, seed, unix_now))
+}
+
+/// Secret keys readable by other users are a mistake worth a warning (as
+/// ssh does), though not worth refusing to start.
+fn warn_if_key_is_exposed(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(path)
+        && metadata.permissions().mode() & 0o077 != 0
+    {
+        warn!(
+            path = %path.display(),
+            mode = format!("{:o}", metadata.permissions().mode() & 0o777),
+            "the node's secret key is readable by other users; chmod 600 it"
+        );
+    }
 }
 
 fn init_logging(level: &str) {
