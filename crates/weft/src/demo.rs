@@ -80,16 +80,7 @@ fn demo(n: usize, options: TestbedOptions, interrupted: &AtomicBool) -> anyhow::
         first.name(),
         first.netns()
     );
-    let mut status = std::process::Command::new(std::env::current_exe()?);
-    status.args(["status", "--socket"]).arg(first.socket_path());
-    let output = status.output().context("running weft status")?;
-    print!("{}", String::from_utf8_lossy(&output.stdout));
-    if !output.status.success() {
-        bail!(
-            "weft status failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    print!("{}", first.status_table()?);
 
     let names: Vec<String> = testbed
         .hosts()

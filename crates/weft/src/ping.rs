@@ -255,11 +255,6 @@ pub fn ping(
     Ok(report)
 }
 
-/// Bytes after the ICMP header: the token, then filler (56 in all, as ping).
-pub const PAYLOAD_LEN: usize = 56;
-const TOKEN_LEN: usize = 8;
-const ICMP_HEADER_LEN: usize = 8;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
     V4,
@@ -412,6 +407,11 @@ fn is_transient(error: &std::io::Error) -> bool {
         Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::ECONNREFUSED)
     )
 }
+
+/// Bytes after the ICMP header: the token, then filler (56 in all, as ping).
+pub const PAYLOAD_LEN: usize = 56;
+const TOKEN_LEN: usize = 8;
+const ICMP_HEADER_LEN: usize = 8;
 
 #[cfg(test)]
 mod tests {

@@ -160,6 +160,22 @@ impl Host {
             .with_context(|| format!("{}: output is not JSON", describe(&command)))
     }
 
+    /// The daemon's status as the `weft status` table an operator sees.
+    pub fn status_table(&self) -> anyhow::Result<String> {
+        let mut command = Command::new(&self.weft_binary);
+        command.args(["status", "--socket"]).arg(&self.socket);
+        let output = run_with_timeout(&mut command, STATUS_TIMEOUT)?;
+        if !output.status.success() {
+            bail!(
+                "{} failed ({}): {}",
+                describe(&command),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
     /// The state of the session with peer `name` ("established", ...), or
     /// `None` if the daemon lists no such peer.
     pub fn peer_state(&self, name: &str) -> anyhow::Result<Option<String>> {
