@@ -506,7 +506,10 @@ impl Node {
             }
         }
         self.peers[peer].queue.push_back(buf);
-        if self.peers[peer].pending.is_none() && self.peers[peer].endpoint.is_some() {
+        // A responder whose new session waits for its confirmation needs
+        // no handshake of its own: the confirmation flushes the queue.
+        let p = &self.peers[peer];
+        if p.pending.is_none() && p.next.is_none() && p.endpoint.is_some() {
             self.start_handshake(now, peer);
         }
     }
@@ -585,6 +588,12 @@ impl Node {
                         TimerKind::Expiry,
                     );
                 }
+            }
+            if let Some(next) = &peer.next {
+                consider(
+                    Some(next.created + self.config.reject_after_time),
+                    TimerKind::Expiry,
+                );
             }
             if let Some(previous) = &peer.previous {
                 consider(
@@ -789,6 +798,7 @@ impl Node {
         let crossing =
             self.peers[peer].pending.is_some() && self.peers[peer].endpoint == Some(from);
         if crossing && self.node_id() > certificate.node_id() {
+            self.stats.handshake_crossed += 1;
             trace!("crossing handshake init: ours goes on");
             return;
         }
@@ -924,8 +934,6 @@ impl Node {
         }
         let p = &mut self.peers[peer];
         p.last_received = Some(now);
-        p.bytes_in += range.len() as u64;
-        p.packets_in += 1;
         if p.endpoint != Some(from) {
             if let (Some(old), Some(id)) = (p.endpoint, p.node_id) {
                 self.stats.peers_roamed += 1;
@@ -967,9 +975,13 @@ impl Node {
                     self.return_buffer(buf);
                     return;
                 }
+                let len = packet.len();
+                let p = &mut self.peers[peer];
+                p.bytes_in += len as u64;
+                p.packets_in += 1;
                 // The IP packet follows the frame kind byte.
                 buf.copy_within(range.start + 1..range.end, 0);
-                buf.truncate(range.len() - 1);
+                buf.truncate(len);
                 self.stats.rx_delivered += 1;
                 self.tun_out.push_back(buf);
             }
@@ -1047,7 +1059,6 @@ impl Node {
         let mut buf = self.take_buffer();
         buf.resize(DATA_HEADER_LEN, 0);
         frame.emit(&mut buf);
-        let payload = buf.len() - DATA_HEADER_LEN;
         let p = &mut self.peers[peer];
         let Some(transport) = p.current.as_mut() else {
             self.return_buffer(buf);
@@ -1055,8 +1066,8 @@ impl Node {
         };
         transport.seal(&mut buf);
         p.last_sent = Some(now);
-        if matches!(frame, Frame::Ip(_)) {
-            p.bytes_out += payload as u64;
+        if let Frame::Ip(packet) = frame {
+            p.bytes_out += packet.len() as u64;
             p.packets_out += 1;
         }
         self.queue_transmit(endpoint, buf);

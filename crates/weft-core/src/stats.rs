@@ -38,6 +38,9 @@ counters! {
     handshake_rejected_malformed,
     /// Handshake inits rejected as replays (timestamp not newer).
     handshake_rejected_replay,
+    /// Handshake inits dropped because ours to the same peer crossed them
+    /// and ours goes on (the larger node id's handshake wins).
+    handshake_crossed,
     /// Datagrams that are not weft packets.
     rx_malformed,
     /// Data or responses for a session index we do not have.

@@ -228,6 +228,8 @@ impl Certificate {
         if !verify_signature(&ca.body.ed25519, body, signature) {
             return Err(CertError::BadSignature);
         }
+        // A certificate is only as valid as the CA that issued it.
+        check_validity(ca.body.not_before, ca.body.not_after, unix_now)?;
         check_validity(self.body.not_before, self.body.not_after, unix_now)
     }
 
@@ -300,6 +302,12 @@ impl CaCertificate {
             .map_err(|_| CertError::Malformed("CA body does not decode"))?;
         if body.version != CERT_VERSION {
             return Err(CertError::Malformed("unknown CA certificate version"));
+        }
+        // One CA certificate, one byte string (as for node certificates).
+        if postcard::to_stdvec(&body).map_err(|_| CertError::Malformed("CA body"))?
+            != bytes[..body_len]
+        {
+            return Err(CertError::Malformed("CA body has trailing bytes"));
         }
         let signature: &[u8; 64] = bytes[body_len..]
             .try_into()

@@ -51,13 +51,22 @@ impl<'a> Frame<'a> {
                 }
                 Ok(Frame::Ip(body))
             }
-            k if k == FrameKind::Keepalive as u8 => Ok(Frame::Keepalive),
-            k if k == FrameKind::Ping as u8 => Ok(Frame::Ping {
-                id: read_u64(body, 0).ok_or(DecodeError::Truncated("ping frame"))?,
-            }),
-            k if k == FrameKind::Pong as u8 => Ok(Frame::Pong {
-                id: read_u64(body, 0).ok_or(DecodeError::Truncated("pong frame"))?,
-            }),
+            k if k == FrameKind::Keepalive as u8 => {
+                exact(body, 0, "keepalive frame")?;
+                Ok(Frame::Keepalive)
+            }
+            k if k == FrameKind::Ping as u8 => {
+                exact(body, 8, "ping frame")?;
+                Ok(Frame::Ping {
+                    id: read_u64(body, 0).ok_or(DecodeError::Truncated("ping frame"))?,
+                })
+            }
+            k if k == FrameKind::Pong as u8 => {
+                exact(body, 8, "pong frame")?;
+                Ok(Frame::Pong {
+                    id: read_u64(body, 0).ok_or(DecodeError::Truncated("pong frame"))?,
+                })
+            }
             other => Err(DecodeError::UnknownType {
                 what: "frame",
                 value: other,
@@ -82,6 +91,15 @@ impl<'a> Frame<'a> {
                 out.extend_from_slice(&id.to_be_bytes());
             }
         }
+    }
+}
+
+/// Fixed-size bodies must be exactly their size: one frame, one encoding.
+fn exact(body: &[u8], len: usize, what: &'static str) -> Result<(), DecodeError> {
+    match body.len().cmp(&len) {
+        std::cmp::Ordering::Less => Err(DecodeError::Truncated(what)),
+        std::cmp::Ordering::Greater => Err(DecodeError::TrailingBytes(what)),
+        std::cmp::Ordering::Equal => Ok(()),
     }
 }
 

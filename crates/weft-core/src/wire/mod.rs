@@ -31,8 +31,6 @@ pub const DATA_HEADER_LEN: usize = 16;
 pub const TAG_LEN: usize = 16;
 /// Bytes a data packet adds around an IP packet: header, frame kind, tag.
 pub const TUNNEL_OVERHEAD: usize = DATA_HEADER_LEN + 1 + TAG_LEN;
-/// Largest datagram weft sends or accepts.
-pub const MAX_DATAGRAM: usize = 65_535;
 
 const TYPE_HANDSHAKE_INIT: u8 = 1;
 const TYPE_HANDSHAKE_RESPONSE: u8 = 2;
@@ -69,6 +67,9 @@ pub enum DecodeError {
     /// Reserved bits are set.
     #[error("reserved bits set")]
     Reserved,
+    /// Bytes follow a body of fixed size.
+    #[error("trailing bytes after {0}")]
+    TrailingBytes(&'static str),
 }
 
 /// A decoded outer packet, borrowing from the datagram.
