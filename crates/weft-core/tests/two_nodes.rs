@@ -2,6 +2,7 @@
 //! smallest end-to-end check of the core, without the simulator.
 
 #![allow(clippy::disallowed_methods)] // one base instant; everything else is offsets
+#![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
