@@ -210,6 +210,7 @@ fn first_init(me: &Identity, ca: &CaCertificate, unix_time: u64) -> Vec<u8> {
             endpoint: Some(A_ADDR),
         }],
         session: SessionConfig::default(),
+        routing: weft_core::RoutingConfig::default(),
     };
     let now = base_instant();
     let mut node = Node::new(

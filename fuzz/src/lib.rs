@@ -145,6 +145,7 @@ pub fn node(me: &Identity, seed: u8, peer: &str, endpoint: Option<SocketAddr>) -
             endpoint,
         }],
         session: SessionConfig::default(),
+        routing: weft_core::RoutingConfig::default(),
     };
     // The certificate is the node's own, valid at UNIX_START, and the peer
     // entry is named: Node::new accepts this config.

@@ -25,6 +25,7 @@ mod identity;
 mod link;
 mod node;
 mod rng;
+mod route;
 mod session;
 mod stats;
 mod timer;
@@ -35,7 +36,10 @@ pub use identity::{
     OVERLAY_PREFIX, OVERLAY_PREFIX_LEN, PemError, PublicKey, SecretKey, is_overlay_ipv6,
     verify_signature,
 };
-pub use node::{Event, Node, NodeConfig, NodeError, PeerConfig, PeerStatus, SessionState};
+pub use node::{
+    Event, LinkHealth, Node, NodeConfig, NodeError, PeerConfig, PeerStatus, SessionState,
+};
+pub use route::{Hop, MAX_INTERMEDIATES, Metric, RouteError, RouteStatus, RoutingConfig};
 pub use session::SessionConfig;
 pub use stats::Stats;
 pub use timer::TimerKind;

@@ -28,6 +28,7 @@ use crate::identity::{
 };
 use crate::link::RttEstimator;
 use crate::rng::SharedRng;
+use crate::route::{Metric, RouteError, RouteStatus, RoutingConfig};
 use crate::session::{
     AwaitingResponse, HandshakeError, InitReceived, OpenError, SessionConfig, Transport,
 };
@@ -61,6 +62,8 @@ pub struct NodeConfig {
     pub peers: Vec<PeerConfig>,
     /// Session timing.
     pub session: SessionConfig,
+    /// Link monitoring and routing.
+    pub routing: RoutingConfig,
 }
 
 /// A static peer: known by certificate name, by key, or both.
@@ -122,6 +125,34 @@ pub enum Event {
         /// Why, for the log.
         reason: String,
     },
+    /// The path to a destination changed.
+    PathChanged {
+        /// The destination.
+        destination: NodeId,
+        /// Its certificate name.
+        name: String,
+        /// The metric of the route that changed.
+        metric: Metric,
+        /// Names along the old path, ending with the destination (empty:
+        /// there was none).
+        from: Vec<String>,
+        /// Names along the new path (empty: unreachable now).
+        to: Vec<String>,
+    },
+    /// A direct link stopped answering probes.
+    LinkDown {
+        /// The neighbour.
+        peer: NodeId,
+        /// Its certificate name.
+        name: String,
+    },
+    /// A direct link answers probes (again).
+    LinkUp {
+        /// The neighbour.
+        peer: NodeId,
+        /// Its certificate name.
+        name: String,
+    },
     /// A peer's endpoint moved (roaming); the session follows it.
     PeerRoamed {
         /// The peer.
@@ -147,7 +178,7 @@ pub enum SessionState {
 }
 
 /// A snapshot of one peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerStatus {
     /// Its node id, once known.
     pub node_id: Option<NodeId>,
@@ -175,6 +206,24 @@ pub struct PeerStatus {
     pub last_handshake: Option<Duration>,
     /// Completed handshakes with it.
     pub handshakes: u64,
+    /// Health of the direct link to it.
+    pub link: LinkHealth,
+    /// Loss rate (0 to 1) of the direct link, from probes.
+    pub loss: f32,
+    /// Names of the intermediate nodes that latency-sensitive traffic to
+    /// it goes through; empty when it goes direct.
+    pub via: Vec<String>,
+}
+
+/// Health of a direct link, from probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LinkHealth {
+    /// Not measured yet.
+    Unknown,
+    /// Probes are answered.
+    Up,
+    /// Probes went unanswered: traffic routes around it.
+    Down,
 }
 
 /// A weft node. See the crate docs for the call contract: after every
@@ -305,6 +354,7 @@ impl Node {
             ca,
             peers,
             session,
+            routing: _,
         } = config;
         if certificate.public_key() != secret_key.public() {
             return Err(NodeError::CertificateKeyMismatch);
@@ -430,10 +480,49 @@ impl Node {
                 packets_out: p.packets_out,
                 last_handshake: p.last_handshake.map(|t| now.saturating_duration_since(t)),
                 handshakes: p.handshakes,
+                link: LinkHealth::Unknown,
+                loss: 0.0,
+                via: Vec::new(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));
         out
+    }
+
+    /// Pins the path to `destination` (a certificate name or hex node id)
+    /// through `via`, in order, for every metric.
+    pub fn pin_route(
+        &mut self,
+        now: Instant,
+        destination: &str,
+        via: &[&str],
+    ) -> Result<(), RouteError> {
+        let _ = (now, via);
+        Err(RouteError::UnknownNode(destination.to_owned()))
+    }
+
+    /// Removes a pin; the computed route applies again.
+    pub fn unpin_route(&mut self, now: Instant, destination: &str) -> Result<(), RouteError> {
+        let _ = now;
+        Err(RouteError::UnknownNode(destination.to_owned()))
+    }
+
+    /// Every destination's route under every metric.
+    pub fn routes(&self, now: Instant) -> Vec<RouteStatus> {
+        let _ = now;
+        Vec::new()
+    }
+
+    /// The path packets to `destination` take now under `metric`, with the
+    /// RTT and loss of each hop.
+    pub fn trace(
+        &self,
+        now: Instant,
+        destination: &str,
+        metric: Metric,
+    ) -> Result<RouteStatus, RouteError> {
+        let _ = (now, metric);
+        Err(RouteError::UnknownNode(destination.to_owned()))
     }
 
     /// Handles one UDP datagram from `from`.

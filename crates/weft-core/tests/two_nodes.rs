@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use weft_core::{
-    CaSecret, CertificateTemplate, Node, NodeConfig, PeerConfig, SecretKey, SessionConfig,
-    SessionState,
+    CaSecret, CertificateTemplate, Node, NodeConfig, PeerConfig, RoutingConfig, SecretKey,
+    SessionConfig, SessionState,
 };
 
 const UNIX_START: u64 = 1_800_000_000;
@@ -55,6 +55,7 @@ fn node(
             endpoint: Some(peer_addr),
         }],
         session: SessionConfig::default(),
+        routing: RoutingConfig::default(),
     };
     Node::new(now, Duration::from_secs(UNIX_START), [seed; 32], config).unwrap()
 }

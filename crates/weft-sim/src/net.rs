@@ -14,7 +14,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use weft_core::{
     CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, NodeConfig, PeerConfig,
-    SecretKey, SessionConfig,
+    RoutingConfig, SecretKey, SessionConfig,
 };
 
 use crate::link::LinkConfig;
@@ -109,6 +109,8 @@ pub struct NodeSpec {
     pub peers: Vec<PeerConfig>,
     /// Session timing.
     pub session: SessionConfig,
+    /// Link monitoring and routing.
+    pub routing: RoutingConfig,
 }
 
 impl NodeSpec {
@@ -124,6 +126,7 @@ impl NodeSpec {
             not_after: now + VALID_AFTER,
             peers: Vec::new(),
             session: SessionConfig::default(),
+            routing: RoutingConfig::default(),
         }
     }
 
@@ -144,6 +147,7 @@ impl NodeSpec {
             ca: ca.certificate().clone(),
             peers: self.peers.clone(),
             session: self.session.clone(),
+            routing: self.routing.clone(),
         })
     }
 }

@@ -217,6 +217,7 @@ impl Config {
             ca,
             peers,
             session: self.session.clone(),
+            routing: weft_core::RoutingConfig::default(),
         })
     }
 

@@ -311,6 +311,23 @@ impl EventLoop {
                 info!(peer = %name, node_id = %peer.short(), "peer moved to a new endpoint");
                 debug!(peer = %name, %from, %to, "peer endpoint changed");
             }
+            Event::PathChanged {
+                name,
+                metric,
+                from,
+                to,
+                ..
+            } => {
+                info!(
+                    destination = %name,
+                    %metric,
+                    from = %describe_path(&from),
+                    to = %describe_path(&to),
+                    "path changed"
+                );
+            }
+            Event::LinkDown { name, .. } => warn!(peer = %name, "direct link down"),
+            Event::LinkUp { name, .. } => info!(peer = %name, "direct link up"),
         }
     }
 
@@ -422,5 +439,15 @@ mod tests {
             log.admit(start + REJECTION_WINDOW),
             Admit::Log { suppressed: 2 }
         ));
+    }
+}
+
+/// "direct", "via c", "via c, d", or "unreachable" for a path of names
+/// ending with the destination.
+fn describe_path(path: &[String]) -> String {
+    match path {
+        [] => "unreachable".to_owned(),
+        [_] => "direct".to_owned(),
+        [via @ .., _] => format!("via {}", via.join(", ")),
     }
 }
