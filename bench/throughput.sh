@@ -35,6 +35,9 @@ Usage: bench/throughput.sh [options]   (as root)
                       tool's own default: weft's config default, 1420 for WireGuard)
   --boringtun-threads N   boringtun worker threads (default: its own default, 4)
   --weft-bin PATH     use this weft binary instead of building one
+  --rev REV           build weft from this commit (git archive into
+                      /tmp/weft-bench-src) instead of the working tree, which
+                      may hold someone's half-done edits
   --skip-install      do not apt-get / cargo install anything
   --out FILE          also write the Markdown table to FILE
   --keep              keep the work directory (configs, logs, iperf3 JSON)
@@ -54,6 +57,7 @@ ONLY="raw,weft,wireguard-go,boringtun"
 MTU=""
 BT_THREADS=""
 WEFT_BIN=""
+REV=""
 SKIP_INSTALL=0
 OUT=""
 KEEP=0
@@ -69,6 +73,7 @@ while (($#)); do
     --mtu) MTU="$2"; shift 2 ;;
     --boringtun-threads) BT_THREADS="$2"; shift 2 ;;
     --weft-bin) WEFT_BIN="$2"; shift 2 ;;
+    --rev) REV="$2"; shift 2 ;;
     --skip-install) SKIP_INSTALL=1; shift ;;
     --out) OUT="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
@@ -125,14 +130,36 @@ if ((SKIP_INSTALL == 0)); then install_deps; fi
 for c in ip iperf3 ping jq ss timeout; do command -v "$c" >/dev/null || die "missing $c"; done
 
 if wanted weft; then
-  if [[ -z "$WEFT_BIN" ]]; then
-    log "cargo build --release -p weft"
+  if [[ -z "$WEFT_BIN" && -n "$REV" ]]; then
+    REV="$(git -C "$REPO" rev-parse --short "$REV^{commit}")" || die "--rev: no such commit"
+    SRC=/tmp/weft-bench-src
+    log "cargo build --release -p weft (commit $REV, in $SRC)"
+    rm -rf "$SRC"
+    mkdir -p "$SRC"
+    git -C "$REPO" archive "$REV" | tar -x -C "$SRC"
+    (cd "$SRC" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}" cargo build --release --locked -p weft --bin weft)
+    WEFT_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/weft"
+  elif [[ -z "$WEFT_BIN" ]]; then
+    log "cargo build --release -p weft (working tree)"
     (cd "$REPO" && cargo build --release -p weft --bin weft)
     WEFT_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/weft"
   fi
   [[ -x "$WEFT_BIN" ]] || die "no weft binary at $WEFT_BIN"
   WEFT_BIN="$(realpath "$WEFT_BIN")"
 fi
+
+# Versions, taken when the binaries are built (others may commit meanwhile).
+VERSIONS=""
+if wanted weft; then
+  if [[ -n "$REV" ]]; then
+    VERSIONS+="weft $REV; "
+  else
+    VERSIONS+="weft $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- crates 2>/dev/null || echo '+dirty (working tree)'); "
+  fi
+fi
+if wanted wireguard-go; then VERSIONS+="$(wireguard-go --version 2>/dev/null | head -n 1); "; fi
+if wanted boringtun; then VERSIONS+="$(boringtun-cli --version 2>/dev/null | head -n 1) (threads ${BT_THREADS:-default}); "; fi
+VERSIONS+="$(iperf3 --version | head -n 1 | cut -d' ' -f1-2)."
 
 # ------------------------------------------------------- state and cleanup ---
 ID=$$
@@ -447,7 +474,7 @@ cell() {
 
 table() {
   local p label
-  echo "| path | MTU | TCP → Gbit/s | TCP ← (-R) Gbit/s | TCP ×$PARALLEL Gbit/s | retransmits → | tunnel CPU → | ping avg ms | ping p99 ms | ping max ms | loss |"
+  echo "| path | MTU | TCP → Gbit/s | TCP ← (-R) Gbit/s | TCP ×${PARALLEL/#0/-} Gbit/s | retransmits → | tunnel CPU → | ping avg ms | ping p99 ms | ping max ms | loss |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   for p in raw weft wireguard-go boringtun; do
     wanted "$p" || continue
@@ -471,6 +498,8 @@ table() {
   echo "Ratios in parentheses are to the raw underlay in the same run. iperf3 TCP, ${DURATION} s per test;"
   echo "ping: $PINGS pings at ${PING_INTERVAL} s interval. Tunnel CPU: both tunnel daemons' CPU time during"
   echo "the → test, in % of one core (100% = one core busy)."
+  echo
+  echo "Machine: $(nproc) cores, kernel $(uname -r). $VERSIONS"
 }
 
 echo
