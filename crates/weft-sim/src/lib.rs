@@ -13,9 +13,19 @@
 //! - [`LinkConfig`] describes one direction of a link as data: latency,
 //!   jitter (and so reordering), random and bursty loss, duplication,
 //!   bandwidth with a bounded queue, MTU, up or down.
+//! - [`LinkChange`]s alter one direction of a link now or at a set time
+//!   (cuts, restores, loss, latency); [`Sim::components`] is the
+//!   simulator's own view of which hosts can still reach each other.
+//! - A [`FlowSpec`] describes application traffic (a numbered UDP packet
+//!   every interval); [`Sim::start_flow`] sends it and the [`FlowReport`]
+//!   says what arrived when: delivery in a window, the outage after a
+//!   failure, latencies.
 //! - [`MeshBuilder`] and [`NodeSpec`] build networks from a test CA with
 //!   fixed keys; [`udp_packet`] and [`parse_udp`] make and read the IP
 //!   packets applications would send through the TUN.
+//!
+//! - [`check_snapshot`] keeps the headline numbers of scenarios in a table
+//!   beside the tests, so that changes show up in review.
 //!
 //! Determinism: the same seed and the same calls give the same trace
 //! ([`Sim::trace_digest`]). Tests take their seed from [`seed_from_env`], so
@@ -33,18 +43,24 @@
 
 #![forbid(unsafe_code)]
 
+mod flow;
 mod link;
 mod net;
 mod packet;
 mod sim;
+mod snapshot;
 
+pub use flow::{
+    Delivery, FLOW_DESTINATION_PORT, FLOW_HEADER, FLOW_MARKER, FlowId, FlowReport, FlowSpec,
+};
 pub use link::{DropReason, GilbertElliott, LinkConfig, LinkStats, UNDERLAY_HEADER};
 pub use net::{
     BuildError, Endpoints, Mesh, MeshBuilder, NodeSpec, OVERLAY_IPV4_PREFIX_LEN, add_node,
     mesh_ipv4, peer_config, sign, test_ca, test_secret_key,
 };
-pub use packet::{BuildPacketError, UdpDatagram, parse_udp, udp_packet};
+pub use packet::{BuildPacketError, UdpDatagram, parse_udp, set_dscp, udp_packet};
 pub use sim::{
-    CaptureId, Captured, DEFAULT_UNIX_TIME, HostId, SEED_ENV, Sim, SimError, SimStats, SimTime,
-    TunDelivery, UNDERLAY_PORT, seed_from_env,
+    CaptureId, Captured, DEFAULT_UNIX_TIME, HostId, LinkChange, SEED_ENV, Sim, SimError, SimStats,
+    SimTime, TunDelivery, UNDERLAY_PORT, seed_from_env,
 };
+pub use snapshot::{BLESS_ENV, SnapshotError, check_snapshot, snapshot_line};

@@ -226,6 +226,7 @@ pub struct MeshBuilder {
     count: usize,
     ca_tag: u8,
     session: SessionConfig,
+    routing: RoutingConfig,
     link: Option<LinkConfig>,
     endpoints: Endpoints,
 }
@@ -237,6 +238,7 @@ impl MeshBuilder {
             count,
             ca_tag: 1,
             session: SessionConfig::default(),
+            routing: RoutingConfig::default(),
             link: None,
             endpoints: Endpoints::Everyone,
         }
@@ -251,6 +253,12 @@ impl MeshBuilder {
     /// Session timing for every node.
     pub fn with_session(mut self, session: SessionConfig) -> Self {
         self.session = session;
+        self
+    }
+
+    /// Link monitoring and routing for every node.
+    pub fn with_routing(mut self, routing: RoutingConfig) -> Self {
+        self.routing = routing;
         self
     }
 
@@ -277,6 +285,7 @@ impl MeshBuilder {
                 let mut spec = NodeSpec::new(sim, &format!("n{i}"), i as u64);
                 spec.ipv4 = Some(mesh_ipv4(i));
                 spec.session = self.session.clone();
+                spec.routing = self.routing.clone();
                 spec
             })
             .collect();

@@ -100,6 +100,27 @@ pub fn udp_packet(
     }
 }
 
+/// Sets the DSCP (the six high bits of the IPv4 TOS or IPv6 traffic class
+/// byte) of an IP packet, fixing the IPv4 header checksum. Leaves anything
+/// that is not an IPv4 or IPv6 packet unchanged.
+pub fn set_dscp(packet: &mut [u8], dscp: u8) {
+    let dscp = dscp & 0x3f;
+    match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.len() >= IPV4_HEADER => {
+            packet[1] = (dscp << 2) | (packet[1] & 0x03);
+            packet[10..12].fill(0);
+            let checksum = finish(sum(&packet[..IPV4_HEADER], 0));
+            packet[10..12].copy_from_slice(&checksum.to_be_bytes());
+        }
+        Some(6) if packet.len() >= 2 => {
+            let class = dscp << 2;
+            packet[0] = (packet[0] & 0xf0) | (class >> 4);
+            packet[1] = ((class & 0x0f) << 4) | (packet[1] & 0x0f);
+        }
+        _ => {}
+    }
+}
+
 /// Reads a UDP datagram from an IPv4 (without options) or IPv6 (without
 /// extension headers) packet, checking lengths and checksums.
 pub fn parse_udp(packet: &[u8]) -> Option<UdpDatagram<'_>> {
@@ -257,6 +278,25 @@ mod tests {
             bad[i] ^= 0x01;
             assert!(parse_udp(&bad).is_none(), "flipped byte {i}");
             assert!(parse_udp(&packet[..i]).is_none(), "truncated to {i}");
+        }
+    }
+
+    #[test]
+    fn dscp_is_set_in_both_families_and_the_packet_stays_valid() {
+        for (src, dst) in [
+            ("198.19.0.1:1000", "198.19.0.2:2000"),
+            ("[fd77:6566::1]:1000", "[fd77:6566::2]:2000"),
+        ] {
+            let mut packet =
+                udp_packet(src.parse().unwrap(), dst.parse().unwrap(), b"bulk").unwrap();
+            set_dscp(&mut packet, 10);
+            let dscp = if packet[0] >> 4 == 4 {
+                packet[1] >> 2
+            } else {
+                ((packet[0] & 0x0f) << 2) | (packet[1] >> 6)
+            };
+            assert_eq!(dscp, 10);
+            assert_eq!(parse_udp(&packet).unwrap().payload, b"bulk");
         }
     }
 

@@ -24,7 +24,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
@@ -32,7 +32,11 @@ use rand_core::{Rng, SeedableRng};
 use tracing::{debug, trace, warn};
 use weft_core::{Event, Node, NodeConfig, NodeError, NodeId, PeerStatus, SessionState};
 
+use crate::flow::{
+    FLOW_DESTINATION_PORT, FlowId, FlowReport, FlowSpec, flow_payload, parse_flow_payload,
+};
 use crate::link::{DropReason, LinkConfig, LinkState, LinkStats};
+use crate::packet::{parse_udp, set_dscp, udp_packet};
 
 /// The wall-clock time (unix seconds) at the start of a simulation, unless
 /// [`Sim::with_unix_time`] says otherwise: a fixed date, so certificates and
@@ -90,6 +94,8 @@ pub enum SimError {
     HostUp(HostId),
     /// weft-core refused the node's configuration.
     Node(NodeError),
+    /// The host's certificate gives it no overlay IPv4 address.
+    NoOverlayIpv4(HostId),
 }
 
 impl fmt::Display for SimError {
@@ -99,6 +105,7 @@ impl fmt::Display for SimError {
             Self::HostDown(h) => write!(f, "host {} is down", h.0),
             Self::HostUp(h) => write!(f, "host {} is running", h.0),
             Self::Node(e) => write!(f, "node refused: {e}"),
+            Self::NoOverlayIpv4(h) => write!(f, "host {} has no overlay IPv4 address", h.0),
         }
     }
 }
@@ -144,8 +151,26 @@ pub struct Sim {
     default_link: LinkConfig,
     links: BTreeMap<(HostId, HostId), LinkState>,
     captures: Vec<Capture>,
+    flows: Vec<FlowReport>,
     stats: SimStats,
     digest: u64,
+}
+
+/// A change to one direction of a link, applied now
+/// ([`Sim::change_link`]) or at a given time
+/// ([`Sim::schedule_link_change`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkChange {
+    /// The link goes down; what is in flight on it is lost.
+    Down,
+    /// The link comes back up.
+    Up,
+    /// Random loss becomes this probability.
+    Loss(f64),
+    /// One-way latency becomes this.
+    Latency(Duration),
+    /// The whole config is replaced (a config that is down cuts the link).
+    Config(LinkConfig),
 }
 
 struct Host {
@@ -178,8 +203,19 @@ struct Scheduled {
 
 enum Action {
     Deliver(Box<Delivery>),
-    Timer { host: HostId, incarnation: u64 },
-    Tun { host: HostId, packet: Vec<u8> },
+    Timer {
+        host: HostId,
+        incarnation: u64,
+    },
+    Tun {
+        host: HostId,
+        packet: Vec<u8>,
+    },
+    Link {
+        from: HostId,
+        to: HostId,
+        change: LinkChange,
+    },
 }
 
 struct Delivery {
@@ -258,6 +294,7 @@ impl Sim {
             default_link: LinkConfig::default(),
             links: BTreeMap::new(),
             captures: Vec::new(),
+            flows: Vec::new(),
             stats: SimStats::default(),
             digest: FNV_OFFSET,
         }
@@ -557,10 +594,159 @@ impl Sim {
         self.cut_one_way(b, a);
     }
 
+    /// Brings the link from `from` to `to` back up.
+    pub fn restore_one_way(&mut self, from: HostId, to: HostId) {
+        self.link_mut(from, to).up = true;
+    }
+
     /// Brings both directions between `a` and `b` back up.
     pub fn restore(&mut self, a: HostId, b: HostId) {
-        self.link_mut(a, b).up = true;
-        self.link_mut(b, a).up = true;
+        self.restore_one_way(a, b);
+        self.restore_one_way(b, a);
+    }
+
+    /// Changes the link from `from` to `to` now.
+    pub fn change_link(&mut self, from: HostId, to: HostId, change: LinkChange) {
+        debug!(t = %SimTime(self.now), from = %self.hosts[from.0].name, to = %self.hosts[to.0].name, ?change, "link change");
+        match change {
+            LinkChange::Down => self.cut_one_way(from, to),
+            LinkChange::Up => self.restore_one_way(from, to),
+            LinkChange::Loss(loss) => self.link_mut(from, to).loss = loss,
+            LinkChange::Latency(latency) => self.link_mut(from, to).latency = latency,
+            LinkChange::Config(config) => {
+                let was_up = self.link(from, to).up;
+                let down = !config.up;
+                self.set_link(from, to, config);
+                if was_up && down {
+                    self.link_state(from, to).cuts += 1;
+                }
+            }
+        }
+    }
+
+    /// Changes the link from `from` to `to` at simulated time `at` (not
+    /// before now), in order with the other events of that instant.
+    pub fn schedule_link_change(
+        &mut self,
+        at: Duration,
+        from: HostId,
+        to: HostId,
+        change: LinkChange,
+    ) {
+        self.schedule(at.max(self.now), Action::Link { from, to, change });
+    }
+
+    /// Changes both directions between `a` and `b` at `at`.
+    pub fn schedule_link_change_both(
+        &mut self,
+        at: Duration,
+        a: HostId,
+        b: HostId,
+        change: LinkChange,
+    ) {
+        self.schedule_link_change(at, a, b, change.clone());
+        self.schedule_link_change(at, b, a, change);
+    }
+
+    /// Whether `host` is running (not crashed).
+    pub fn is_running(&self, host: HostId) -> bool {
+        self.hosts[host.0].node.is_some()
+    }
+
+    /// Whether `a` and `b` can exchange datagrams directly: both running
+    /// and the link up both ways (loss aside, unless it is total).
+    pub fn connected(&self, a: HostId, b: HostId) -> bool {
+        let usable = |from, to| {
+            let link = self.link(from, to);
+            link.up && link.loss < 1.0
+        };
+        self.is_running(a) && self.is_running(b) && usable(a, b) && usable(b, a)
+    }
+
+    /// The connected components of the graph of `hosts` and the direct
+    /// links between them ([`Sim::connected`]), by breadth-first search;
+    /// each component is sorted, and components are in order of their
+    /// first host. This is the simulator's own view, independent of what
+    /// the nodes believe.
+    pub fn components(&self, hosts: &[HostId]) -> Vec<Vec<HostId>> {
+        let mut seen = vec![false; hosts.len()];
+        let mut components = Vec::new();
+        for start in 0..hosts.len() {
+            if seen[start] {
+                continue;
+            }
+            seen[start] = true;
+            let mut component = vec![hosts[start]];
+            let mut queue = std::collections::VecDeque::from([start]);
+            while let Some(i) = queue.pop_front() {
+                for j in 0..hosts.len() {
+                    if !seen[j] && self.connected(hosts[i], hosts[j]) {
+                        seen[j] = true;
+                        component.push(hosts[j]);
+                        queue.push_back(j);
+                    }
+                }
+            }
+            component.sort();
+            components.push(component);
+        }
+        components
+    }
+
+    /// A counter of the host's node by its [`Stats`](weft_core::Stats)
+    /// name; `None` while the host is crashed or if the node has no such
+    /// counter.
+    pub fn counter(&self, host: HostId, name: &str) -> Option<u64> {
+        self.node(host)?
+            .stats()
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Starts a flow: schedules every packet it will send as TUN input of
+    /// the sender. Arrivals are recorded as the receiver's node writes the
+    /// packets to its TUN; read them with [`Sim::flow`].
+    pub fn start_flow(&mut self, spec: &FlowSpec) -> Result<FlowId, SimError> {
+        let address = |sim: &Sim, host: HostId, port: u16| {
+            let ip = if spec.ipv6 {
+                IpAddr::V6(sim.overlay_ipv6(host))
+            } else {
+                IpAddr::V4(
+                    sim.overlay_ipv4(host)
+                        .ok_or(SimError::NoOverlayIpv4(host))?,
+                )
+            };
+            Ok::<_, SimError>(SocketAddr::new(ip, port))
+        };
+        let source = address(self, spec.from, spec.port)?;
+        let destination = address(self, spec.to, FLOW_DESTINATION_PORT)?;
+        let id = FlowId(u32::try_from(self.flows.len()).unwrap_or(u32::MAX));
+        let start = spec.start.max(self.now);
+        let report = FlowReport::new(spec, (source, destination), start);
+        for (sequence, &at) in (0u32..).zip(&report.sent) {
+            let payload = flow_payload(id, sequence, spec.payload);
+            // Addresses are of one family and the payload is small: the
+            // packet always builds; skip it (it will count as lost) if not.
+            let Ok(mut packet) = udp_packet(source, destination, &payload) else {
+                continue;
+            };
+            set_dscp(&mut packet, spec.dscp);
+            self.schedule_tun(at, spec.from, packet);
+        }
+        self.flows.push(report);
+        Ok(id)
+    }
+
+    /// What became of a flow's packets so far.
+    pub fn flow(&self, flow: FlowId) -> &FlowReport {
+        &self.flows[flow.0 as usize]
+    }
+
+    /// Flow packets, of any flow, that came out of a host other than their
+    /// flow's destination (or with an unknown sequence number).
+    pub fn misdelivered(&self) -> u64 {
+        self.flows.iter().map(|f| f.misdelivered).sum()
     }
 
     /// Starts recording the datagrams `from` sends towards `to`.
@@ -627,6 +813,7 @@ impl Sim {
             Action::Deliver(delivery) => self.deliver(*delivery),
             Action::Timer { host, incarnation } => self.wake(host, incarnation, at),
             Action::Tun { host, packet } => self.tun_input(host, &packet),
+            Action::Link { from, to, change } => self.change_link(from, to, change),
         }
         Some(at)
     }
@@ -819,6 +1006,13 @@ impl Sim {
         }
         while node.poll_tun(&mut buf) {
             trace!(len = buf.len(), "tun packet out");
+            if !self.flows.is_empty()
+                && let Some(udp) = parse_udp(&buf)
+                && let Some((flow, sequence)) = parse_flow_payload(udp.payload)
+                && let Some(report) = self.flows.get_mut(flow.0 as usize)
+            {
+                report.record(host, sequence, now);
+            }
             h.tun.push(TunDelivery {
                 at: now,
                 packet: std::mem::take(&mut buf),
