@@ -23,16 +23,19 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use toml::Spanned;
 use weft_core::{
-    CaCertificate, Certificate, NodeConfig, PeerConfig, PublicKey, SecretKey, SessionConfig,
+    CaCertificate, Certificate, MAX_INTERMEDIATES, NodeConfig, PeerConfig, PublicKey,
+    RoutingConfig, SecretKey, SessionConfig,
 };
 
 /// Smallest TUN MTU: IPv6 requires every link to carry 1280-byte packets.
 pub const MIN_MTU: u16 = 1280;
 /// Largest TUN MTU accepted (a jumbo-frame underlay).
 pub const MAX_MTU: u16 = 9000;
-/// TUN MTU when the config names none: fits a 1500-byte underlay with IPv6
-/// headers and weft's overhead to spare.
-pub const DEFAULT_MTU: u16 = 1380;
+/// TUN MTU when the config names none: a packet relayed through two
+/// intermediate nodes still fits a 1500-byte IPv6 underlay (1500 − 40 IPv6
+/// − 8 UDP − 33 end-to-end seal − 34 relay header − 33 hop seal = 1352,
+/// with a few bytes to spare).
+pub const DEFAULT_MTU: u16 = 1340;
 /// UDP listen address when the config names none.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4800";
 /// TUN device name when the config names none.
@@ -55,6 +58,10 @@ pub struct Config {
     pub log: LogSection,
     /// `[session]`: session timing, defaults filled in.
     pub session: SessionConfig,
+    /// `[routing]`: link monitoring and routing, defaults filled in.
+    pub routing: RoutingConfig,
+    /// `[[pins]]`: paths pinned when the node starts.
+    pub pins: Vec<PinSection>,
     /// `[[peers]]`: static peers.
     pub peers: Vec<PeerSection>,
 }
@@ -107,6 +114,15 @@ pub struct PeerSection {
     pub public_key: Option<PublicKey>,
     /// Where to reach it.
     pub endpoint: Option<SocketAddr>,
+}
+
+/// One `[[pins]]` entry: the path to `destination` goes through `via`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinSection {
+    /// The destination: a certificate name or a hex node id.
+    pub destination: String,
+    /// The intermediate nodes, in order (names or hex node ids).
+    pub via: Vec<String>,
 }
 
 /// A path from the config (resolved against the file's directory), with
@@ -217,7 +233,7 @@ impl Config {
             ca,
             peers,
             session: self.session.clone(),
-            routing: weft_core::RoutingConfig::default(),
+            routing: self.routing.clone(),
         })
     }
 
@@ -279,7 +295,10 @@ listen = "{DEFAULT_LISTEN}"
 name = "{DEFAULT_TUN_NAME}"
 # MTU of the TUN interface, {MIN_MTU} to {MAX_MTU}. Each packet grows by
 # {overhead} bytes plus the underlay's IP and UDP headers (28 for IPv4, 48 for
-# IPv6): {DEFAULT_MTU} fits a 1500-byte underlay either way.
+# IPv6), and a packet relayed through other nodes by a relay header and a
+# second seal as well. {DEFAULT_MTU} leaves room for a relay header with two
+# intermediate nodes over a 1500-byte IPv6 underlay:
+# 1500 - 40 - 8 - {overhead} - 34 - {overhead} = 1352.
 mtu = {DEFAULT_MTU}
 # Let the kernel hand over and take large TCP/UDP batches (TSO/USO and GRO):
 # much less work per byte. Set to false only to rule it out when debugging.
@@ -314,6 +333,36 @@ level = "{DEFAULT_LOG_LEVEL}"
 # A peer silent for this long is considered down.
 # dead_after = "30s"
 
+# [routing]
+# Optional tuning of link monitoring and path choice; durations as above.
+# Probe each idle link this often (one small ping and pong each way; an idle
+# link is declared down after about three missed probes)...
+# probe_idle = "1s"
+# ...each link that carries traffic this often (sub-second failover)...
+# probe_active = "40ms"
+# ...and each link that is down this often (how soon recovery is seen).
+# probe_down = "250ms"
+# A link counts as carrying traffic for this long after its last packet.
+# active_for = "1s"
+# Shortest silence that marks a link down.
+# min_link_timeout = "150ms"
+# Advertise this node's links to the others at least this often...
+# lsa_refresh = "10s"
+# ...and let the others forget them this long after they were made.
+# lsa_lifetime = "35s"
+# A working path is not changed again within this long.
+# hold_down = "1s"
+# Route through other nodes when they offer a better path (and relay for them).
+# relaying = true
+
+# Pinned paths: traffic to the destination always goes through these nodes,
+# in order (at most {max_intermediates}), whatever the measurements say. The same
+# as `weft route pin b via c` once the node is up.
+#
+# [[pins]]
+# destination = "b"
+# via = ["c"]
+
 # Static peers. Each needs a name (its certificate's name) or a public_key
 # (the base64 body of its node.pub), or both. With an endpoint this node
 # calls the peer; without one it waits for the peer to call. Any node with a
@@ -325,6 +374,7 @@ level = "{DEFAULT_LOG_LEVEL}"
 # endpoint = "198.18.0.2:4800"
 "#,
         overhead = weft_core::TUNNEL_OVERHEAD,
+        max_intermediates = MAX_INTERMEDIATES,
     )
 }
 
@@ -504,7 +554,11 @@ struct RawConfig {
     #[serde(default)]
     session: RawSession,
     #[serde(default)]
+    routing: RawRouting,
+    #[serde(default)]
     peers: Vec<Spanned<RawPeer>>,
+    #[serde(default)]
+    pins: Vec<Spanned<RawPin>>,
 }
 
 #[derive(Deserialize)]
@@ -548,6 +602,27 @@ struct RawSession {
     keepalive_interval: Option<Spanned<String>>,
     ping_interval: Option<Spanned<String>>,
     dead_after: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    probe_idle: Option<Spanned<String>>,
+    probe_active: Option<Spanned<String>>,
+    probe_down: Option<Spanned<String>>,
+    active_for: Option<Spanned<String>>,
+    min_link_timeout: Option<Spanned<String>>,
+    lsa_refresh: Option<Spanned<String>>,
+    lsa_lifetime: Option<Spanned<String>>,
+    hold_down: Option<Spanned<String>>,
+    relaying: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPin {
+    destination: Spanned<String>,
+    via: Spanned<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -611,6 +686,22 @@ impl RawConfig {
             },
         };
         let session = self.session.check(source)?;
+        let routing = self.routing.check(source)?;
+        let mut pins: Vec<PinSection> = Vec::with_capacity(self.pins.len());
+        for (i, entry) in self.pins.iter().enumerate() {
+            let pin = entry.get_ref().check(source, i)?;
+            if let Some(first) = pins.iter().position(|p| p.destination == pin.destination) {
+                return Err(source.error(
+                    &entry.span(),
+                    format!("pins[{i}]"),
+                    format!(
+                        "pins[{first}] already pins the path to '{}'",
+                        pin.destination
+                    ),
+                ));
+            }
+            pins.push(pin);
+        }
         let mut peers: Vec<PeerSection> = Vec::with_capacity(self.peers.len());
         for (i, entry) in self.peers.iter().enumerate() {
             let peer = entry.get_ref().check(source, i, &entry.span())?;
@@ -634,7 +725,9 @@ impl RawConfig {
             control,
             log,
             session,
+            routing,
             peers,
+            pins,
         })
     }
 }
@@ -689,20 +782,8 @@ impl RawTun {
 impl RawSession {
     fn check(&self, source: &Source<'_>) -> Result<SessionConfig, ConfigError> {
         let mut session = SessionConfig::default();
-        let duration = |value: &Option<Spanned<String>>,
-                        key: &str,
-                        target: &mut Duration|
-         -> Result<(), ConfigError> {
-            let Some(value) = value else {
-                return Ok(());
-            };
-            let parsed =
-                parse_duration(value.get_ref()).map_err(|m| source.error(&value.span(), key, m))?;
-            if parsed.is_zero() {
-                return Err(source.error(&value.span(), key, "must be longer than zero"));
-            }
-            *target = parsed;
-            Ok(())
+        let duration = |value: &Option<Spanned<String>>, key: &str, target: &mut Duration| {
+            positive_duration(source, value, key, target)
         };
         duration(
             &self.rekey_after_time,
@@ -782,6 +863,134 @@ impl RawSession {
     }
 }
 
+impl RawRouting {
+    fn check(&self, source: &Source<'_>) -> Result<RoutingConfig, ConfigError> {
+        let mut routing = RoutingConfig::default();
+        for (value, key, target) in [
+            (
+                &self.probe_idle,
+                "routing.probe_idle",
+                &mut routing.probe_idle,
+            ),
+            (
+                &self.probe_active,
+                "routing.probe_active",
+                &mut routing.probe_active,
+            ),
+            (
+                &self.probe_down,
+                "routing.probe_down",
+                &mut routing.probe_down,
+            ),
+            (
+                &self.active_for,
+                "routing.active_for",
+                &mut routing.active_for,
+            ),
+            (
+                &self.min_link_timeout,
+                "routing.min_link_timeout",
+                &mut routing.min_link_timeout,
+            ),
+            (
+                &self.lsa_refresh,
+                "routing.lsa_refresh",
+                &mut routing.lsa_refresh,
+            ),
+            (
+                &self.lsa_lifetime,
+                "routing.lsa_lifetime",
+                &mut routing.lsa_lifetime,
+            ),
+            (&self.hold_down, "routing.hold_down", &mut routing.hold_down),
+        ] {
+            positive_duration(source, value, key, target)?;
+        }
+        if let Some(relaying) = self.relaying {
+            routing.relaying = relaying;
+        }
+        // Records must outlive the interval at which they are refreshed, or
+        // every node's links would vanish between two advertisements.
+        if routing.lsa_lifetime <= routing.lsa_refresh {
+            let (span, key) = match (&self.lsa_lifetime, &self.lsa_refresh) {
+                (Some(v), _) => (v.span(), "routing.lsa_lifetime"),
+                (None, Some(v)) => (v.span(), "routing.lsa_refresh"),
+                (None, None) => (0..0, "routing"),
+            };
+            return Err(source.error(
+                &span,
+                key,
+                format!(
+                    "lsa_lifetime ({:?}) must be longer than lsa_refresh ({:?}) so link state does not expire before it is refreshed",
+                    routing.lsa_lifetime, routing.lsa_refresh
+                ),
+            ));
+        }
+        Ok(routing)
+    }
+}
+
+impl RawPin {
+    fn check(&self, source: &Source<'_>, index: usize) -> Result<PinSection, ConfigError> {
+        let destination = self.destination.get_ref().trim().to_owned();
+        if !is_node_ref(&destination) {
+            return Err(source.error(
+                &self.destination.span(),
+                format!("pins[{index}].destination"),
+                format!("'{destination}' is not a node name or a hex node id"),
+            ));
+        }
+        let via_key = format!("pins[{index}].via");
+        let via: Vec<String> = self
+            .via
+            .get_ref()
+            .iter()
+            .map(|v| v.trim().to_owned())
+            .collect();
+        if via.is_empty() || via.len() > MAX_INTERMEDIATES {
+            return Err(source.error(
+                &self.via.span(),
+                via_key,
+                format!("name 1 to {MAX_INTERMEDIATES} intermediate nodes"),
+            ));
+        }
+        for (i, node) in via.iter().enumerate() {
+            let problem = if !is_node_ref(node) {
+                Some(format!("'{node}' is not a node name or a hex node id"))
+            } else if *node == destination {
+                Some(format!("'{node}' is the destination itself"))
+            } else if via[..i].contains(node) {
+                Some(format!("'{node}' is named twice"))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(source.error(&self.via.span(), via_key, problem));
+            }
+        }
+        Ok(PinSection { destination, via })
+    }
+}
+
+/// Reads an optional duration into `target`; zero is refused.
+fn positive_duration(
+    source: &Source<'_>,
+    value: &Option<Spanned<String>>,
+    key: &str,
+    target: &mut Duration,
+) -> Result<(), ConfigError> {
+    let Some(value) = value else {
+        return Ok(());
+    };
+    let parsed =
+        parse_duration(value.get_ref()).map_err(|m| source.error(&value.span(), key, m))?;
+    if parsed.is_zero() {
+        return Err(source.error(&value.span(), key, "must be longer than zero"));
+    }
+    *target = parsed;
+    Ok(())
+}
+
 impl RawPeer {
     fn check(
         &self,
@@ -848,6 +1057,11 @@ fn parse_public_key(text: &str) -> Result<PublicKey, String> {
     PublicKey::from_bytes(&bytes).map_err(|e| format!("not a weft public key: {e}"))
 }
 
+/// A certificate name or a node id in hex (64 digits).
+fn is_node_ref(text: &str) -> bool {
+    is_dns_label(text) || (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
@@ -879,10 +1093,12 @@ mod tests {
         assert_eq!(config.node.key.path, Path::new("/etc/weft/node.key"));
         assert_eq!(config.node.listen, "0.0.0.0:4800".parse().unwrap());
         assert_eq!(config.tun.name, "weft0");
-        assert_eq!(config.tun.mtu, 1380);
+        assert_eq!(config.tun.mtu, 1340);
         assert_eq!(config.control.socket, Path::new("/run/weft/weft0.sock"));
         assert_eq!(config.session, SessionConfig::default());
+        assert_eq!(config.routing, RoutingConfig::default());
         assert!(config.peers.is_empty());
+        assert!(config.pins.is_empty());
     }
 
     #[test]
@@ -890,6 +1106,29 @@ mod tests {
         let key = SecretKey::from_random([5; 64]).public();
         let config = parse(&example_config(&key)).unwrap();
         assert_eq!(config.tun.mtu, DEFAULT_MTU);
+    }
+
+    #[test]
+    fn example_config_commented_settings_parse_when_uncommented() {
+        let key = SecretKey::from_random([5; 64]).public();
+        let uncommented: String = example_config(&key)
+            .lines()
+            .map(|line| {
+                let setting = line.strip_prefix("# ").filter(|rest| {
+                    rest.starts_with('[')
+                        || rest
+                            .split_once(" = ")
+                            .is_some_and(|(k, _)| !k.contains(' '))
+                });
+                format!("{}\n", setting.unwrap_or(line))
+            })
+            .collect::<String>()
+            .replace("<base64 of b's node.pub>", &public_key_base64(&key));
+        let config = parse(&uncommented).unwrap();
+        assert_eq!(config.routing, RoutingConfig::default());
+        assert_eq!(config.session, SessionConfig::default());
+        assert_eq!(config.pins.len(), 1);
+        assert_eq!(config.peers.len(), 1);
     }
 
     #[test]
@@ -962,6 +1201,87 @@ mod tests {
         let message = error(&format!("{MINIMAL}[tun]\nmtu = 1000\n"));
         assert!(
             message.starts_with("/etc/weft/weft.toml:6:7: tun.mtu: 1000 is out of range"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn routing_section_sets_the_core_config() {
+        let config = parse(&format!(
+            "{MINIMAL}[routing]\nprobe_idle = \"2s\"\nprobe_active = \"20ms\"\nhold_down = \"500ms\"\nlsa_lifetime = \"1m\"\nrelaying = false\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.routing,
+            RoutingConfig {
+                probe_idle: Duration::from_secs(2),
+                probe_active: Duration::from_millis(20),
+                hold_down: Duration::from_millis(500),
+                lsa_lifetime: Duration::from_secs(60),
+                relaying: false,
+                ..RoutingConfig::default()
+            }
+        );
+    }
+
+    #[test]
+    fn routing_mistakes_are_located() {
+        let message = error(&format!("{MINIMAL}[routing]\nprobe_down = \"fast\"\n"));
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:6:14: routing.probe_down:"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[routing]\nhold_down = \"0s\"\n"));
+        assert!(
+            message.contains("routing.hold_down: must be longer than zero"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[routing]\nlsa_lifetime = \"5s\"\n"));
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:6:16: routing.lsa_lifetime: lsa_lifetime"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[routing]\nprobe = \"1s\"\n"));
+        assert!(
+            message.contains("routing.probe: unknown field"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn pins_are_checked() {
+        let config = parse(&format!(
+            "{MINIMAL}[[pins]]\ndestination = \"b\"\nvia = [\"c\", \"d\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.pins,
+            [PinSection {
+                destination: "b".into(),
+                via: vec!["c".into(), "d".into()],
+            }]
+        );
+        for (via, problem) in [
+            ("[]", "name 1 to 2 intermediate nodes"),
+            ("[\"c\", \"d\", \"e\"]", "name 1 to 2 intermediate nodes"),
+            ("[\"c\", \"c\"]", "'c' is named twice"),
+            ("[\"b\"]", "'b' is the destination itself"),
+            ("[\"C D\"]", "'C D' is not a node name"),
+        ] {
+            let message = error(&format!(
+                "{MINIMAL}[[pins]]\ndestination = \"b\"\nvia = {via}\n"
+            ));
+            assert!(
+                message.starts_with("/etc/weft/weft.toml:7:7: pins[0].via: ")
+                    && message.contains(problem),
+                "{via}: {message}"
+            );
+        }
+        let message = error(&format!(
+            "{MINIMAL}[[pins]]\ndestination = \"b\"\nvia = [\"c\"]\n[[pins]]\ndestination = \"b\"\nvia = [\"d\"]\n"
+        ));
+        assert!(
+            message.contains("pins[1]: pins[0] already pins"),
             "{message}"
         );
     }
