@@ -13,5 +13,6 @@ pub mod daemon;
 pub mod demo;
 pub mod ping;
 pub mod pki;
+pub mod routes;
 pub mod status;
 pub mod testbed;

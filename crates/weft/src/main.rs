@@ -28,6 +28,14 @@ enum Command {
     },
     /// Show the running node's peers.
     Status(weft::status::StatusArgs),
+    /// Show the running node's routing table: the path to every other node
+    /// under each metric.
+    Routes(weft::routes::RoutesArgs),
+    /// Pin or unpin the path to a destination.
+    #[command(subcommand)]
+    Route(weft::routes::RouteCommand),
+    /// Show the path packets to a destination take now, hop by hop.
+    Trace(weft::routes::TraceArgs),
     /// Send ICMP echo requests (through the overlay when the target is an
     /// overlay address) and report round-trip times.
     Ping(weft::ping::PingArgs),
@@ -43,6 +51,9 @@ fn main() -> ExitCode {
         Command::Ca(command) => weft::pki::ca(&command),
         Command::Up { config } => weft::daemon::run(&config),
         Command::Status(args) => weft::status::run(&args),
+        Command::Routes(args) => weft::routes::run_routes(&args),
+        Command::Route(command) => weft::routes::run_route(&command),
+        Command::Trace(args) => weft::routes::run_trace(&args),
         Command::Ping(args) => weft::ping::run(&args),
         Command::Demo(args) => weft::demo::run(&args),
     };

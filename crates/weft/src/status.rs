@@ -4,7 +4,9 @@
 //! [`NodeStatus`] and [`PeerInfo`] are the status object of the control
 //! protocol (see `daemon::control`): the daemon fills them in, this module
 //! and the testbed read them back with [`request_status`]. The client is
-//! blocking std code with timeouts: it never waits forever on a stuck daemon.
+//! blocking std code with timeouts: it never waits forever on a stuck daemon;
+//! [`request`] and [`ControlArgs`] serve every command that talks to the
+//! daemon (`weft routes`, `weft route`, `weft trace` too).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -24,15 +26,35 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest response line the client accepts.
 const MAX_RESPONSE: u64 = 16 << 20;
 
-/// Arguments of `weft status`.
-#[derive(clap::Args, Debug)]
-pub struct StatusArgs {
+/// Which running node to talk to: every command that asks the daemon
+/// takes these.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ControlArgs {
     /// The node's config file (to find its control socket).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// The control socket, instead of `--config`.
     #[arg(long)]
     pub socket: Option<PathBuf>,
+}
+
+impl ControlArgs {
+    /// The control socket: `--socket`, or the one `--config` names.
+    pub fn socket(&self) -> anyhow::Result<PathBuf> {
+        match (&self.socket, &self.config) {
+            (Some(socket), _) => Ok(socket.clone()),
+            (None, Some(config)) => Ok(Config::load(config)?.control.socket),
+            (None, None) => bail!("say which node: --config FILE or --socket PATH"),
+        }
+    }
+}
+
+/// Arguments of `weft status`.
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Which node.
+    #[command(flatten)]
+    pub target: ControlArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -90,16 +112,26 @@ pub struct PeerInfo {
     pub last_handshake_secs: Option<f64>,
     /// Completed handshakes with it.
     pub handshakes: u64,
+    /// Health of the direct link: `up`, `down` or `unknown`.
+    #[serde(default = "unknown")]
+    pub link: String,
+    /// Loss rate (0 to 1) of the direct link.
+    #[serde(default)]
+    pub loss: f64,
+    /// Intermediate nodes that latency-sensitive traffic to it goes
+    /// through; empty when it goes direct.
+    #[serde(default)]
+    pub via: Vec<String>,
+}
+
+fn unknown() -> String {
+    "unknown".to_owned()
 }
 
 /// Runs `weft status`.
 #[allow(clippy::print_stdout)]
 pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let socket = match (&args.socket, &args.config) {
-        (Some(socket), _) => socket.clone(),
-        (None, Some(config)) => Config::load(config)?.control.socket,
-        (None, None) => bail!("say which node: --config FILE or --socket PATH"),
-    };
+    let socket = args.target.socket()?;
     if args.json {
         let response = request(&socket, &serde_json::json!({ "command": "status" }))?;
         let status = response
@@ -196,6 +228,8 @@ pub fn render_table(status: &NodeStatus) -> String {
         "OVERLAY",
         "ENDPOINT",
         "STATE",
+        "LINK",
+        "PATH",
         "RTT",
         "IN",
         "OUT",
@@ -203,7 +237,7 @@ pub fn render_table(status: &NodeStatus) -> String {
     ]
     .map(String::from);
     let dash = || "-".to_owned();
-    let rows: Vec<[String; 8]> = status
+    let rows: Vec<[String; 10]> = status
         .peers
         .iter()
         .map(|p| {
@@ -218,6 +252,16 @@ pub fn render_table(status: &NodeStatus) -> String {
                 overlay,
                 p.endpoint.map(|e| e.to_string()).unwrap_or_else(dash),
                 p.state.clone(),
+                if p.loss > 0.0 {
+                    format!("{} ({} loss)", p.link, format_percent(p.loss))
+                } else {
+                    p.link.clone()
+                },
+                if p.via.is_empty() {
+                    "direct".to_owned()
+                } else {
+                    format!("via {}", p.via.join(", "))
+                },
                 p.rtt_ms.map(format_ms).unwrap_or_else(dash),
                 human_bytes(p.bytes_in),
                 human_bytes(p.bytes_out),
@@ -227,13 +271,21 @@ pub fn render_table(status: &NodeStatus) -> String {
             ]
         })
         .collect();
+    out.push_str(&render_columns(&header, &rows));
+    out
+}
+
+/// Left-aligned columns two spaces apart, a header row first, no trailing
+/// spaces.
+pub(crate) fn render_columns<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
     let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    for row in std::iter::once(&header).chain(&rows) {
+    let mut out = String::new();
+    for row in std::iter::once(header).chain(rows) {
         let cells: Vec<String> = row
             .iter()
             .zip(widths)
@@ -260,7 +312,8 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-fn format_ms(ms: f64) -> String {
+/// Milliseconds: `0.42 ms`, `12 ms`.
+pub(crate) fn format_ms(ms: f64) -> String {
     if ms < 10.0 {
         format!("{ms:.2} ms")
     } else {
@@ -268,7 +321,20 @@ fn format_ms(ms: f64) -> String {
     }
 }
 
-fn format_secs(secs: f64) -> String {
+/// A rate from 0 to 1 in percent: `0%`, `0.05%`, `30.0%`.
+pub(crate) fn format_percent(rate: f64) -> String {
+    let percent = rate * 100.0;
+    if percent <= 0.0 {
+        "0%".to_owned()
+    } else if percent < 1.0 {
+        format!("{percent:.2}%")
+    } else {
+        format!("{percent:.1}%")
+    }
+}
+
+/// A duration in seconds, short: `5s`, `1m15s`, `2h03m`.
+pub(crate) fn format_secs(secs: f64) -> String {
     let whole = secs as u64;
     match whole {
         0..60 => format!("{secs:.0}s"),
@@ -304,6 +370,9 @@ mod tests {
                 packets_out: 4,
                 last_handshake_secs: Some(75.0),
                 handshakes: 1,
+                link: "up".into(),
+                loss: 0.25,
+                via: vec!["c".into()],
             }],
             stats: BTreeMap::new(),
         }
@@ -324,6 +393,8 @@ mod tests {
             "198.19.0.2",
             "198.18.0.2:4800",
             "established",
+            "up (25.0% loss)",
+            "via c",
             "0.42 ms",
             "1.5 KiB",
             "12.0 MiB",
@@ -340,6 +411,19 @@ mod tests {
         assert_eq!(
             serde_json::from_value::<NodeStatus>(json).unwrap(),
             status()
+        );
+    }
+
+    #[test]
+    fn peers_from_an_older_daemon_default_the_link_fields() {
+        let mut json = serde_json::to_value(status()).unwrap();
+        for field in ["link", "loss", "via"] {
+            json["peers"][0].as_object_mut().unwrap().remove(field);
+        }
+        let peer = &serde_json::from_value::<NodeStatus>(json).unwrap().peers[0];
+        assert_eq!(
+            (peer.link.as_str(), peer.loss, peer.via.len()),
+            ("unknown", 0.0, 0)
         );
     }
 

@@ -1,5 +1,6 @@
 //! The `weft` command as a user meets it, without root: config errors that
-//! point at the mistake, `weft init`, and `weft ca init` / `weft ca sign`.
+//! point at the mistake, `weft init`, `weft ca init` / `weft ca sign`, and
+//! the commands that talk to a daemon when none is running.
 
 // Helpers outside #[test] functions unwrap too: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
@@ -258,6 +259,100 @@ fn status_without_a_daemon_says_so() {
         error.contains(&format!(
             "is the daemon running? no control socket at {}",
             socket.display()
+        )),
+        "{error}"
+    );
+}
+
+#[test]
+fn routing_commands_without_a_daemon_say_so() {
+    let dir = TempDir::new("routes");
+    let socket = dir.path().join("weft.sock");
+    let socket = socket.to_str().unwrap();
+    for args in [
+        &["routes", "--socket", socket][..],
+        &["routes", "--json", "--socket", socket],
+        &["trace", "b", "--socket", socket],
+        &[
+            "trace", "b", "--metric", "loss", "--json", "--socket", socket,
+        ],
+        &["route", "pin", "b", "via", "c,d", "--socket", socket],
+        &["route", "pin", "b", "--via", "c,d", "--socket", socket],
+        &["route", "unpin", "b", "--socket", socket],
+    ] {
+        let output = weft(args);
+        assert!(!output.status.success(), "{args:?}");
+        let error = stderr(&output);
+        assert!(
+            error.contains(&format!(
+                "is the daemon running? no control socket at {socket}"
+            )),
+            "{args:?}: {error}"
+        );
+    }
+}
+
+#[test]
+fn routing_commands_find_the_socket_through_the_config() {
+    let dir = TempDir::new("routes-config");
+    let socket = dir.path().join("ctl.sock");
+    let file = dir.path().join("weft.toml");
+    std::fs::write(
+        &file,
+        format!("{NODE}[control]\nsocket = \"{}\"\n", socket.display()),
+    )
+    .unwrap();
+    let output = weft(&["routes", "--config", file.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains(&format!("no control socket at {}", socket.display())),
+        "{error}"
+    );
+}
+
+#[test]
+fn route_pin_without_a_path_explains_the_syntax() {
+    let output = weft(&["route", "pin", "b", "--socket", "/nonexistent/weft.sock"]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains("weft route pin DEST via NODE[,NODE...]"),
+        "{error}"
+    );
+}
+
+#[test]
+fn routing_section_parses() {
+    let dir = TempDir::new("routing");
+    let file = dir.path().join("weft.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{NODE}\n[routing]\nprobe_idle = \"2s\"\nprobe_active = \"50ms\"\nrelaying = false\n\n[[pins]]\ndestination = \"b\"\nvia = [\"c\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&file).unwrap();
+    assert_eq!(config.routing.probe_idle, std::time::Duration::from_secs(2));
+    assert_eq!(
+        config.routing.probe_active,
+        std::time::Duration::from_millis(50)
+    );
+    assert!(!config.routing.relaying);
+    assert_eq!(
+        config.routing.hold_down,
+        weft_core::RoutingConfig::default().hold_down
+    );
+    assert_eq!(config.pins[0].via, ["c"]);
+}
+
+#[test]
+fn bad_duration_in_routing_names_file_line_and_key() {
+    let (error, file) = up_error(&format!("{NODE}\n[routing]\nprobe_idle = \"soon\"\n"));
+    assert!(
+        error.contains(&format!(
+            "{file}:7:14: routing.probe_idle: 'soon' is not a duration"
         )),
         "{error}"
     );

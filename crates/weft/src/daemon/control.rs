@@ -3,7 +3,17 @@
 //!
 //! Protocol: the client sends one JSON request line (`{"command":"status"}`),
 //! the daemon answers one JSON line (`{"ok":true,"status":{...}}` or
-//! `{"ok":false,"error":"..."}`) and closes the connection.
+//! `{"ok":false,"error":"..."}`) and closes the connection. Commands:
+//!
+//! - `{"command":"status"}` → `{"ok":true,"status":{...}}`
+//! - `{"command":"routes"}` → `{"ok":true,"routes":[<route>, ...]}`
+//! - `{"command":"route_pin","destination":"b","via":["c"]}` → `{"ok":true}`
+//! - `{"command":"route_unpin","destination":"b"}` → `{"ok":true}`
+//! - `{"command":"trace","destination":"b","metric":"latency"|"loss"}` →
+//!   `{"ok":true,"trace":<route>}` (`metric` defaults to latency)
+//!
+//! A route is `routes::RouteInfo`; a routing command the core refuses
+//! answers `{"ok":false,"error":"<the core's reason>"}`.
 //!
 //! Each connection is served by its own task, which reads and parses the
 //! request (bounded in size and time) and passes it to the event loop over
@@ -24,6 +34,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use weft_core::Metric;
+
+use crate::routes::RouteInfo;
 use crate::status::NodeStatus;
 
 /// Longest request line accepted.
@@ -40,15 +53,32 @@ pub(super) struct Request {
 }
 
 /// What a client may ask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Command {
     /// The node's status object.
     Status,
+    /// Every route.
+    Routes,
+    /// Pin the path to `destination` through `via`.
+    RoutePin {
+        destination: String,
+        via: Vec<String>,
+    },
+    /// Remove the pin of `destination`.
+    RouteUnpin { destination: String },
+    /// The path to `destination` under `metric`.
+    Trace { destination: String, metric: Metric },
 }
 
 /// The event loop's answer.
 pub(super) enum Response {
     Status(Box<NodeStatus>),
+    Routes(Vec<RouteInfo>),
+    Trace(Box<RouteInfo>),
+    /// The command was carried out.
+    Done,
+    /// The command was refused, and why.
+    Refused(String),
 }
 
 /// The listening socket; removes its file when dropped.
@@ -179,6 +209,9 @@ async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Request>) {
 #[derive(Deserialize)]
 struct RawRequest {
     command: String,
+    destination: Option<String>,
+    via: Option<Vec<String>>,
+    metric: Option<String>,
 }
 
 async fn serve(stream: UnixStream, requests: mpsc::Sender<Request>) {
@@ -203,9 +236,39 @@ async fn serve(stream: UnixStream, requests: mpsc::Sender<Request>) {
 fn parse(line: &str) -> Result<Command, String> {
     let request: RawRequest = serde_json::from_str(line.trim())
         .map_err(|e| format!("the request is not {{\"command\": \"...\"}}: {e}"))?;
-    match request.command.as_str() {
+    let command = request.command.as_str();
+    let destination = || {
+        request
+            .destination
+            .clone()
+            .ok_or_else(|| format!("{command} needs a \"destination\""))
+    };
+    match command {
         "status" => Ok(Command::Status),
-        other => Err(format!("unknown command '{other}' (known: status)")),
+        "routes" => Ok(Command::Routes),
+        "route_pin" => Ok(Command::RoutePin {
+            destination: destination()?,
+            via: request
+                .via
+                .clone()
+                .ok_or_else(|| format!("{command} needs \"via\": a list of node names"))?,
+        }),
+        "route_unpin" => Ok(Command::RouteUnpin {
+            destination: destination()?,
+        }),
+        "trace" => Ok(Command::Trace {
+            destination: destination()?,
+            metric: match request.metric.as_deref() {
+                None | Some("latency") => Metric::Latency,
+                Some("loss") => Metric::Loss,
+                Some(other) => {
+                    return Err(format!("unknown metric '{other}' (known: latency, loss)"));
+                }
+            },
+        }),
+        other => Err(format!(
+            "unknown command '{other}' (known: status, routes, route_pin, route_unpin, trace)"
+        )),
     }
 }
 
@@ -216,6 +279,10 @@ async fn ask(command: Command, requests: &mpsc::Sender<Request>) -> serde_json::
     }
     match answer.await {
         Ok(Response::Status(status)) => serde_json::json!({ "ok": true, "status": status }),
+        Ok(Response::Routes(routes)) => serde_json::json!({ "ok": true, "routes": routes }),
+        Ok(Response::Trace(trace)) => serde_json::json!({ "ok": true, "trace": trace }),
+        Ok(Response::Done) => serde_json::json!({ "ok": true }),
+        Ok(Response::Refused(message)) => error_json(&message),
         Err(_) => error_json("the node is stopping"),
     }
 }
@@ -237,5 +304,52 @@ mod tests {
                 .contains("unknown command 'reboot'")
         );
         assert!(parse("status").is_err());
+    }
+
+    #[test]
+    fn routing_requests_parse() {
+        assert_eq!(parse("{\"command\":\"routes\"}"), Ok(Command::Routes));
+        assert_eq!(
+            parse("{\"command\":\"route_pin\",\"destination\":\"b\",\"via\":[\"c\",\"d\"]}"),
+            Ok(Command::RoutePin {
+                destination: "b".into(),
+                via: vec!["c".into(), "d".into()],
+            })
+        );
+        assert_eq!(
+            parse("{\"command\":\"route_unpin\",\"destination\":\"b\"}"),
+            Ok(Command::RouteUnpin {
+                destination: "b".into()
+            })
+        );
+        assert_eq!(
+            parse("{\"command\":\"trace\",\"destination\":\"b\",\"metric\":\"loss\"}"),
+            Ok(Command::Trace {
+                destination: "b".into(),
+                metric: Metric::Loss,
+            })
+        );
+        assert_eq!(
+            parse("{\"command\":\"trace\",\"destination\":\"b\"}"),
+            Ok(Command::Trace {
+                destination: "b".into(),
+                metric: Metric::Latency,
+            })
+        );
+        assert!(
+            parse("{\"command\":\"trace\"}")
+                .unwrap_err()
+                .contains("trace needs a \"destination\"")
+        );
+        assert!(
+            parse("{\"command\":\"route_pin\",\"destination\":\"b\"}")
+                .unwrap_err()
+                .contains("\"via\"")
+        );
+        assert!(
+            parse("{\"command\":\"trace\",\"destination\":\"b\",\"metric\":\"speed\"}")
+                .unwrap_err()
+                .contains("unknown metric 'speed'")
+        );
     }
 }

@@ -9,6 +9,13 @@
 //! turn. The loop makes no protocol decisions: no retries and no timeouts
 //! of its own, only the core's.
 //!
+//! Control requests (status, routes, pins, traces) are answered between
+//! wake-ups' inputs and followed by a drain, since a pin may send or log
+//! something at once. The config's `[[pins]]` are applied at start; a pin
+//! whose nodes the node does not know yet (they are learnt from handshakes
+//! and link state) waits and is tried again whenever the node learns of a
+//! session, a link or a path.
+//!
 //! Files: `udp.rs` (batched socket I/O), `tun.rs` (the interface, platform
 //! choice), `control.rs` (the unix control socket).
 
@@ -28,10 +35,11 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
-use weft_core::{Event, Node, NodeConfig, NodeId, SessionState};
+use weft_core::{Event, LinkHealth, Node, NodeConfig, NodeId, RouteError, SessionState};
 
-use crate::config::Config;
+use crate::config::{Config, PinSection};
 use crate::pki;
+use crate::routes::{RouteInfo, loss_rate};
 use crate::status::{NodeStatus, PeerInfo};
 use control::{Command, ControlSocket, Request, Response};
 use tun::Tun;
@@ -112,12 +120,24 @@ async fn serve(
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or(std::time::Duration::from_secs(unix_now));
-    let node = Node::new(now, wall, seed, node_config).with_context(|| {
+    let mut node = Node::new(now, wall, seed, node_config).with_context(|| {
         format!(
             "cannot start the node configured in {}",
             config.file.display()
         )
     })?;
+    let mut pending_pins = Vec::new();
+    for (index, pin) in config.pins.iter().enumerate() {
+        match apply_pin(&mut node, now, pin) {
+            PinOutcome::Applied => {}
+            PinOutcome::Pending => pending_pins.push(pin.clone()),
+            PinOutcome::Refused(error) => anyhow::bail!(
+                "{}: pins[{index}]: cannot pin the path to '{}': {error}",
+                config.file.display(),
+                pin.destination
+            ),
+        }
+    }
     let udp = Udp::bind(config.node.listen)?;
     let listen = udp.local_addr().unwrap_or(config.node.listen);
     let tun = Tun::create(&config.tun, node.overlay_ipv6(), node.overlay_ipv4())?;
@@ -153,6 +173,8 @@ async fn serve(
         mtu: config.tun.mtu,
         established: BTreeSet::new(),
         rejections: RejectionLog::default(),
+        pending_pins,
+        pins_may_apply: true,
     };
     let result = event_loop.run(shutdown).await;
     drop(control);
@@ -177,6 +199,10 @@ struct EventLoop {
     /// Peers with a session, so rekeys log at debug and new sessions at info.
     established: BTreeSet<NodeId>,
     rejections: RejectionLog,
+    /// Config pins whose nodes are not known yet.
+    pending_pins: Vec<PinSection>,
+    /// The node learnt something since pending pins were last tried.
+    pins_may_apply: bool,
 }
 
 impl EventLoop {
@@ -239,33 +265,65 @@ impl EventLoop {
             self.drain(now).await?;
         }
 
+        let mut answered = false;
         if let Some(request) = request {
             self.answer(now, request);
+            answered = true;
         }
         while let Ok(request) = self.requests.try_recv() {
             self.answer(now, request);
+            answered = true;
+        }
+        if answered {
+            self.drain(now).await?;
         }
         Ok(())
     }
 
     /// Drains the core in the contract's order: transmits, TUN packets,
-    /// events.
+    /// events; then applies pending pins if the events may have made them
+    /// possible, and drains again what that produced. Each extra round
+    /// applies at least one pin, so this ends.
     async fn drain(&mut self, now: Instant) -> anyhow::Result<()> {
-        while let Some(destination) = self.node.poll_transmit(&mut self.scratch) {
-            self.udp.queue(destination, &self.scratch).await?;
+        loop {
+            while let Some(destination) = self.node.poll_transmit(&mut self.scratch) {
+                self.udp.queue(destination, &self.scratch).await?;
+            }
+            self.udp.flush().await?;
+            while self.node.poll_tun(&mut self.scratch) {
+                self.tun
+                    .queue(&self.scratch)
+                    .await
+                    .context("the TUN interface failed")?;
+            }
+            self.tun.flush().await.context("the TUN interface failed")?;
+            while let Some(event) = self.node.poll_event() {
+                self.log_event(now, event);
+            }
+            if !self.apply_pending_pins(now) {
+                return Ok(());
+            }
         }
-        self.udp.flush().await?;
-        while self.node.poll_tun(&mut self.scratch) {
-            self.tun
-                .queue(&self.scratch)
-                .await
-                .context("the TUN interface failed")?;
+    }
+
+    /// Tries the config pins still waiting for their nodes, if anything
+    /// was learnt since the last try; true when one was applied.
+    fn apply_pending_pins(&mut self, now: Instant) -> bool {
+        if !std::mem::take(&mut self.pins_may_apply) || self.pending_pins.is_empty() {
+            return false;
         }
-        self.tun.flush().await.context("the TUN interface failed")?;
-        while let Some(event) = self.node.poll_event() {
-            self.log_event(now, event);
-        }
-        Ok(())
+        let before = self.pending_pins.len();
+        let node = &mut self.node;
+        self.pending_pins
+            .retain(|pin| match apply_pin(node, now, pin) {
+                PinOutcome::Applied => false,
+                PinOutcome::Pending => true,
+                PinOutcome::Refused(error) => {
+                    warn!(destination = %pin.destination, %error, "cannot apply the configured pin");
+                    false
+                }
+            });
+        self.pending_pins.len() < before
     }
 
     fn log_event(&mut self, now: Instant, event: Event) {
@@ -276,11 +334,12 @@ impl EventLoop {
                 endpoint,
                 initiator,
             } => {
+                self.pins_may_apply = true;
                 if self.established.insert(peer) {
                     info!(peer = %name, node_id = %peer.short(), initiator, "session established");
-                    debug!(peer = %name, %endpoint, "peer endpoint");
+                    debug!(peer = %name, ?endpoint, "peer endpoint");
                 } else {
-                    debug!(peer = %name, %endpoint, initiator, "session rekeyed");
+                    debug!(peer = %name, ?endpoint, initiator, "session rekeyed");
                 }
             }
             Event::SessionLost { peer, name } => {
@@ -318,6 +377,7 @@ impl EventLoop {
                 to,
                 ..
             } => {
+                self.pins_may_apply = true;
                 info!(
                     destination = %name,
                     %metric,
@@ -327,13 +387,58 @@ impl EventLoop {
                 );
             }
             Event::LinkDown { name, .. } => warn!(peer = %name, "direct link down"),
-            Event::LinkUp { name, .. } => info!(peer = %name, "direct link up"),
+            Event::LinkUp { name, .. } => {
+                self.pins_may_apply = true;
+                info!(peer = %name, "direct link up");
+            }
         }
     }
 
     fn answer(&mut self, now: Instant, request: Request) {
         let response = match request.command {
             Command::Status => Response::Status(Box::new(self.status(now))),
+            Command::Routes => Response::Routes(
+                self.node
+                    .routes(now)
+                    .iter()
+                    .map(RouteInfo::from_core)
+                    .collect(),
+            ),
+            Command::RoutePin { destination, via } => {
+                let via_names: Vec<&str> = via.iter().map(String::as_str).collect();
+                match self.node.pin_route(now, &destination, &via_names) {
+                    Ok(()) => {
+                        // The operator's pin replaces a configured one.
+                        self.pending_pins.retain(|p| p.destination != destination);
+                        info!(%destination, via = %via.join(", "), "route pinned");
+                        Response::Done
+                    }
+                    Err(error) => Response::Refused(error.to_string()),
+                }
+            }
+            Command::RouteUnpin { destination } => {
+                let was_pending = self.pending_pins.len();
+                self.pending_pins.retain(|p| p.destination != destination);
+                match self.node.unpin_route(now, &destination) {
+                    Ok(()) => {
+                        info!(%destination, "route unpinned");
+                        Response::Done
+                    }
+                    // A configured pin that never applied is gone now too.
+                    Err(_) if self.pending_pins.len() < was_pending => {
+                        info!(%destination, "configured pin dropped before it applied");
+                        Response::Done
+                    }
+                    Err(error) => Response::Refused(error.to_string()),
+                }
+            }
+            Command::Trace {
+                destination,
+                metric,
+            } => match self.node.trace(now, &destination, metric) {
+                Ok(route) => Response::Trace(Box::new(RouteInfo::from_core(&route))),
+                Err(error) => Response::Refused(error.to_string()),
+            },
         };
         // The client may have gone; nothing to do then.
         let _ = request.reply.send(response);
@@ -363,6 +468,14 @@ impl EventLoop {
                 packets_out: p.packets_out,
                 last_handshake_secs: p.last_handshake.map(|d| d.as_secs_f64()),
                 handshakes: p.handshakes,
+                link: match p.link {
+                    LinkHealth::Unknown => "unknown",
+                    LinkHealth::Up => "up",
+                    LinkHealth::Down => "down",
+                }
+                .to_owned(),
+                loss: loss_rate(p.loss),
+                via: p.via,
             })
             .collect();
         let mut stats: std::collections::BTreeMap<String, u64> = node
@@ -383,6 +496,29 @@ impl EventLoop {
             peers,
             stats,
         }
+    }
+}
+
+/// What became of a configured pin.
+enum PinOutcome {
+    Applied,
+    /// Its nodes are not known yet: try again later.
+    Pending,
+    Refused(RouteError),
+}
+
+fn apply_pin(node: &mut Node, now: Instant, pin: &PinSection) -> PinOutcome {
+    let via: Vec<&str> = pin.via.iter().map(String::as_str).collect();
+    match node.pin_route(now, &pin.destination, &via) {
+        Ok(()) => {
+            info!(destination = %pin.destination, via = %pin.via.join(", "), "configured route pinned");
+            PinOutcome::Applied
+        }
+        Err(RouteError::UnknownNode(_) | RouteError::Unreachable(_)) => {
+            debug!(destination = %pin.destination, "configured pin waits until its nodes are known");
+            PinOutcome::Pending
+        }
+        Err(error) => PinOutcome::Refused(error),
     }
 }
 
@@ -418,6 +554,16 @@ impl RejectionLog {
     }
 }
 
+/// "direct", "via c", "via c, d", or "unreachable" for a path of names
+/// ending with the destination.
+fn describe_path(path: &[String]) -> String {
+    match path {
+        [] => "unreachable".to_owned(),
+        [_] => "direct".to_owned(),
+        [via @ .., _] => format!("via {}", via.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,15 +585,5 @@ mod tests {
             log.admit(start + REJECTION_WINDOW),
             Admit::Log { suppressed: 2 }
         ));
-    }
-}
-
-/// "direct", "via c", "via c, d", or "unreachable" for a path of names
-/// ending with the destination.
-fn describe_path(path: &[String]) -> String {
-    match path {
-        [] => "unreachable".to_owned(),
-        [_] => "direct".to_owned(),
-        [via @ .., _] => format!("via {}", via.join(", ")),
     }
 }
