@@ -7,11 +7,15 @@
 //! holder of a valid certificate of the network's CA may also connect; it
 //! becomes a peer when its handshake completes.
 //!
-//! Inbound datagrams are dispatched in one place ([`Node::handle_datagram`]):
-//! decode, then handshake init, response or data. Packets from the TUN are
-//! routed by destination overlay address; a packet for a peer whose session
-//! is not up yet waits in a small bounded queue; one for an address nobody
-//! holds is dropped and counted.
+//! Inbound datagrams are dispatched in one place (`dispatch`): decode, then
+//! handshake init, response or data, whether the datagram came straight
+//! from the underlay or out of a relay frame. Packets from the TUN are
+//! routed by destination overlay address to a peer, then along that peer's
+//! path (see `route`): straight to its endpoint, or sealed end to end and
+//! wrapped for the first relay. A packet for a peer whose session is not up
+//! yet waits in a small bounded queue; one for an address nobody holds is
+//! dropped and counted. Routing (probes, link state, path choice, relaying)
+//! lives in the `routing` submodule.
 //!
 //! Outputs are buffers from a pool: [`Node::poll_transmit`] and
 //! [`Node::poll_tun`] swap a filled buffer with the caller's, so the steady
@@ -26,15 +30,21 @@ use tracing::{debug, trace};
 use crate::identity::{
     CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, SecretKey,
 };
-use crate::link::RttEstimator;
+use crate::link::{LinkMonitor, Transition};
 use crate::rng::SharedRng;
-use crate::route::{Metric, RouteError, RouteStatus, RoutingConfig};
+use crate::route::{Graph, LinkStateDb, Metric, RouteTable, RoutingConfig};
 use crate::session::{
     AwaitingResponse, HandshakeError, InitReceived, OpenError, SessionConfig, Transport,
 };
 use crate::stats::Stats;
 use crate::timer::TimerKind;
-use crate::wire::{DATA_HEADER_LEN, Frame, HandshakePayload, Packet, SessionIndex};
+use crate::wire::{self, DATA_HEADER_LEN, Frame, HandshakePayload, Packet, SessionIndex};
+
+mod routing;
+
+/// Size of a probe or its answer as a UDP payload: header, frame kind, id,
+/// tag. (Add 28 bytes of IPv4 and UDP headers for the wire.)
+const PROBE_DATAGRAM_LEN: u64 = (DATA_HEADER_LEN + 1 + 8 + wire::TAG_LEN) as u64;
 
 /// Packets that may wait for a peer's session to come up.
 const PENDING_PER_PEER: usize = 64;
@@ -106,8 +116,9 @@ pub enum Event {
         peer: NodeId,
         /// Its certificate name.
         name: String,
-        /// Where it is.
-        endpoint: SocketAddr,
+        /// Where it is, if this node knows its endpoint (a session made
+        /// through a relay may not).
+        endpoint: Option<SocketAddr>,
         /// Whether this node initiated the handshake.
         initiator: bool,
     },
@@ -248,6 +259,45 @@ pub struct Node {
     events: VecDeque<Event>,
     pool: Vec<Vec<u8>>,
     stats: Stats,
+    routing: RoutingState,
+}
+
+/// Link state and routes: see the `routing` submodule.
+struct RoutingState {
+    config: RoutingConfig,
+    lsdb: LinkStateDb,
+    table: RouteTable,
+    /// The graph the routes were last computed on (for hop metrics).
+    graph: Graph,
+    /// Node id prefixes of every node known, for relay hops and records.
+    by_prefix: BTreeMap<[u8; 16], NodeId>,
+    /// Routes must be recomputed before the next output.
+    dirty: bool,
+    /// Periodic recomputation (metrics drift without state changes).
+    recompute_at: Option<Instant>,
+    /// This node's own record must be (re)sent by then.
+    lsa_due: Option<Instant>,
+    last_lsa: Option<Instant>,
+    /// What this node last advertised, per neighbour: (RTT µs, loss).
+    advertised: BTreeMap<NodeId, (u32, f32)>,
+}
+
+/// Where an inbound packet came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Straight from the underlay.
+    Direct(SocketAddr),
+    /// Out of a relay frame that this peer (index) delivered.
+    Relayed(usize),
+}
+
+/// How an outbound packet to a peer travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Straight to the peer's endpoint (probes, link state, relay hops).
+    Direct,
+    /// Along the peer's route for this metric and flow.
+    Route(Metric, u64),
 }
 
 struct Peer {
@@ -265,9 +315,7 @@ struct Peer {
     last_received: Option<Instant>,
     last_sent: Option<Instant>,
     last_handshake: Option<Instant>,
-    next_ping: Option<Instant>,
-    outstanding_ping: Option<(u64, Instant)>,
-    rtt: RttEstimator,
+    monitor: LinkMonitor,
     queue: VecDeque<Vec<u8>>,
     handshakes: u64,
     bytes_in: u64,
@@ -297,9 +345,7 @@ impl Peer {
             last_received: None,
             last_sent: None,
             last_handshake: None,
-            next_ping: None,
-            outstanding_ping: None,
-            rtt: RttEstimator::default(),
+            monitor: LinkMonitor::new(),
             queue: VecDeque::new(),
             handshakes: 0,
             bytes_in: 0,
@@ -354,7 +400,7 @@ impl Node {
             ca,
             peers,
             session,
-            routing: _,
+            routing,
         } = config;
         if certificate.public_key() != secret_key.public() {
             return Err(NodeError::CertificateKeyMismatch);
@@ -379,7 +425,21 @@ impl Node {
             events: VecDeque::new(),
             pool: Vec::new(),
             stats: Stats::default(),
+            routing: RoutingState {
+                config: routing,
+                lsdb: LinkStateDb::default(),
+                table: RouteTable::default(),
+                graph: Graph::default(),
+                by_prefix: BTreeMap::new(),
+                dirty: false,
+                recompute_at: None,
+                lsa_due: None,
+                last_lsa: None,
+                advertised: BTreeMap::new(),
+            },
         };
+        let own = node.node_id();
+        node.routing.by_prefix.insert(prefix(&own), own);
         for (i, peer) in peers.into_iter().enumerate() {
             node.add_configured_peer(now, i, peer)?;
         }
@@ -416,6 +476,7 @@ impl Node {
         if let Some(id) = node_id {
             self.by_id.insert(id, index);
             self.by_ipv6.insert(id.overlay_ipv6(), index);
+            self.routing.by_prefix.insert(prefix(&id), id);
         }
         self.peers.push(peer);
         Ok(())
@@ -473,60 +534,31 @@ impl Node {
                 } else {
                     SessionState::AwaitingPeer
                 },
-                rtt: p.rtt.smoothed(),
+                rtt: p.monitor.rtt(),
                 bytes_in: p.bytes_in,
                 bytes_out: p.bytes_out,
                 packets_in: p.packets_in,
                 packets_out: p.packets_out,
                 last_handshake: p.last_handshake.map(|t| now.saturating_duration_since(t)),
                 handshakes: p.handshakes,
-                link: LinkHealth::Unknown,
-                loss: 0.0,
-                via: Vec::new(),
+                link: p.monitor.health(),
+                loss: p.monitor.loss(),
+                via: self.via_names(now, p),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));
         out
     }
 
-    /// Pins the path to `destination` (a certificate name or hex node id)
-    /// through `via`, in order, for every metric.
-    pub fn pin_route(
-        &mut self,
-        now: Instant,
-        destination: &str,
-        via: &[&str],
-    ) -> Result<(), RouteError> {
-        let _ = (now, via);
-        Err(RouteError::UnknownNode(destination.to_owned()))
-    }
-
-    /// Removes a pin; the computed route applies again.
-    pub fn unpin_route(&mut self, now: Instant, destination: &str) -> Result<(), RouteError> {
-        let _ = now;
-        Err(RouteError::UnknownNode(destination.to_owned()))
-    }
-
-    /// Every destination's route under every metric.
-    pub fn routes(&self, now: Instant) -> Vec<RouteStatus> {
-        let _ = now;
-        Vec::new()
-    }
-
-    /// The path packets to `destination` take now under `metric`, with the
-    /// RTT and loss of each hop.
-    pub fn trace(
-        &self,
-        now: Instant,
-        destination: &str,
-        metric: Metric,
-    ) -> Result<RouteStatus, RouteError> {
-        let _ = (now, metric);
-        Err(RouteError::UnknownNode(destination.to_owned()))
-    }
-
     /// Handles one UDP datagram from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.dispatch(now, Source::Direct(from), datagram);
+        self.after_input(now);
+    }
+
+    /// The one place inbound packets enter: decode, then the handshake or
+    /// the session it belongs to.
+    fn dispatch(&mut self, now: Instant, source: Source, datagram: &[u8]) {
         let packet = match Packet::decode(datagram) {
             Ok(packet) => packet,
             Err(error) => {
@@ -537,15 +569,15 @@ impl Node {
         };
         match packet {
             Packet::HandshakeInit { sender, noise } => {
-                self.on_handshake_init(now, from, sender, noise)
+                self.on_handshake_init(now, source, sender, noise)
             }
             Packet::HandshakeResponse {
                 sender,
                 receiver,
                 noise,
-            } => self.on_handshake_response(now, from, sender, receiver, noise),
+            } => self.on_handshake_response(now, source, sender, receiver, noise),
             Packet::Data { receiver, counter } => {
-                self.on_data(now, from, receiver, counter, datagram)
+                self.on_data(now, source, receiver, counter, datagram)
             }
         }
     }
@@ -581,8 +613,10 @@ impl Node {
             return;
         };
         if self.usable_current(now, peer) {
-            self.send_frame(now, peer, Frame::Ip(packet));
+            let via = Via::Route(Metric::for_packet(packet), flow_hash(packet));
+            self.send_frame(now, peer, Frame::Ip(packet), via);
             self.maybe_rekey_on_volume(now, peer);
+            self.after_input(now);
             return;
         }
         let mut buf = self.take_buffer();
@@ -598,9 +632,10 @@ impl Node {
         // A responder whose new session waits for its confirmation needs
         // no handshake of its own: the confirmation flushes the queue.
         let p = &self.peers[peer];
-        if p.pending.is_none() && p.next.is_none() && p.endpoint.is_some() {
+        if p.pending.is_none() && p.next.is_none() && self.reachable(now, peer) {
             self.start_handshake(now, peer);
         }
+        self.after_input(now);
     }
 
     /// Runs every timer that is due at `now`.
@@ -608,6 +643,8 @@ impl Node {
         for peer in 0..self.peers.len() {
             self.peer_timers(now, peer);
         }
+        self.routing_timers(now);
+        self.after_input(now);
     }
 
     /// The next datagram to send: swaps its buffer into `buf` and returns
@@ -650,8 +687,12 @@ impl Node {
         };
         for peer in &self.peers {
             consider(peer.handshake_due, TimerKind::HandshakeRetry);
+            consider(
+                peer.monitor.poll_timeout(&self.routing.config),
+                TimerKind::Probe,
+            );
             if let Some(current) = &peer.current {
-                if peer.pending.is_none() && peer.endpoint.is_some() {
+                if peer.pending.is_none() && (peer.endpoint.is_some() || peer.node_id.is_some()) {
                     consider(
                         Some(current.created + self.rekey_age(current)),
                         TimerKind::Rekey,
@@ -661,11 +702,9 @@ impl Node {
                     Some(current.created + self.config.reject_after_time),
                     TimerKind::Expiry,
                 );
-                let sendable = peer.endpoint.is_some()
-                    && current.confirmed
-                    && current.sent() < self.config.reject_after_messages;
+                let sendable =
+                    current.confirmed && current.sent() < self.config.reject_after_messages;
                 if sendable {
-                    consider(peer.next_ping, TimerKind::Ping);
                     consider(
                         peer.last_sent.map(|t| t + self.config.keepalive_interval),
                         TimerKind::Keepalive,
@@ -691,6 +730,9 @@ impl Node {
                 );
             }
         }
+        for (at, kind) in self.routing_deadlines() {
+            consider(Some(at), kind);
+        }
         earliest
     }
 
@@ -701,7 +743,7 @@ impl Node {
                 self.by_index.remove(&stale.local);
                 self.stats.handshake_timeouts += 1;
             }
-            if self.peers[peer].endpoint.is_some() {
+            if self.reachable(now, peer) {
                 self.start_handshake(now, peer);
             } else {
                 self.peers[peer].handshake_due = None;
@@ -711,25 +753,20 @@ impl Node {
             .current
             .as_ref()
             .is_some_and(|t| now >= t.created + self.rekey_age(t));
-        if rekey_due && self.peers[peer].pending.is_none() && self.peers[peer].endpoint.is_some() {
+        if rekey_due && self.peers[peer].pending.is_none() && self.reachable(now, peer) {
             debug!(peer = %self.peers[peer].name(), "rekeying on session age");
             self.start_handshake(now, peer);
         }
         if !self.usable_current(now, peer) {
+            self.stop_probing(now, peer);
             return;
         }
-        let p = &self.peers[peer];
-        if p.next_ping.is_some_and(|t| t <= now) {
-            let id = self.rng.next_u64();
-            self.peers[peer].outstanding_ping = Some((id, now));
-            self.peers[peer].next_ping = Some(now + self.config.ping_interval);
-            self.send_frame(now, peer, Frame::Ping { id });
-        }
+        self.probe(now, peer);
         let p = &self.peers[peer];
         if p.last_sent
             .is_none_or(|t| now >= t + self.config.keepalive_interval)
         {
-            self.send_frame(now, peer, Frame::Keepalive);
+            self.send_frame(now, peer, Frame::Keepalive, Via::Route(Metric::Latency, 0));
         }
     }
 
@@ -769,12 +806,15 @@ impl Node {
                 }
                 p.last_received = None;
             }
-            if p.endpoint.is_some() && p.pending.is_none() {
+            if p.pending.is_none() {
                 p.handshake_due = Some(now);
             }
         }
         for t in retired {
             self.by_index.remove(&t.local);
+        }
+        if self.peers[peer].current.is_none() {
+            self.stop_probing(now, peer);
         }
     }
 
@@ -795,12 +835,11 @@ impl Node {
 
     fn usable_current(&self, now: Instant, peer: usize) -> bool {
         let p = &self.peers[peer];
-        p.endpoint.is_some()
-            && p.current.as_ref().is_some_and(|t| {
-                t.confirmed
-                    && now < t.created + self.config.reject_after_time
-                    && t.sent() < self.config.reject_after_messages
-            })
+        p.current.as_ref().is_some_and(|t| {
+            t.confirmed
+                && now < t.created + self.config.reject_after_time
+                && t.sent() < self.config.reject_after_messages
+        })
     }
 
     fn maybe_rekey_on_volume(&mut self, now: Instant, peer: usize) {
@@ -816,9 +855,6 @@ impl Node {
     }
 
     fn start_handshake(&mut self, now: Instant, peer: usize) {
-        let Some(endpoint) = self.peers[peer].endpoint else {
-            return;
-        };
         let local = self.new_index();
         let timestamp = self.next_timestamp(now);
         let mut buf = self.take_buffer();
@@ -833,7 +869,9 @@ impl Node {
                     self.by_index.remove(&old.local);
                 }
                 self.by_index.insert(local, peer);
-                self.queue_transmit(endpoint, buf);
+                // The init travels like data: along the peer's route, or
+                // straight to its endpoint while no route is known.
+                self.emit(now, peer, buf, Via::Route(Metric::Latency, 0));
             }
             Err(error) => {
                 debug!(?error, "could not start a handshake");
@@ -857,10 +895,11 @@ impl Node {
     fn on_handshake_init(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        source: Source,
         sender: SessionIndex,
         noise: &[u8],
     ) {
+        let from = self.source_address(source);
         let unix_now = self.unix_now(now);
         let received =
             match InitReceived::read(&self.rng, &self.secret, noise, sender, &self.ca, unix_now) {
@@ -884,8 +923,11 @@ impl Node {
         // keep one handshake, the one of the node with the larger id, so
         // that one side is the initiator and the two do not end up sending
         // on sessions the other retires.
-        let crossing =
-            self.peers[peer].pending.is_some() && self.peers[peer].endpoint == Some(from);
+        let crossing = self.peers[peer].pending.is_some()
+            && match source {
+                Source::Direct(from) => self.peers[peer].endpoint == Some(from),
+                Source::Relayed(_) => true,
+            };
         if crossing && self.node_id() > certificate.node_id() {
             self.stats.handshake_crossed += 1;
             trace!("crossing handshake init: ours goes on");
@@ -909,7 +951,9 @@ impl Node {
         self.bind_identity(peer, certificate);
         let p = &mut self.peers[peer];
         p.last_init_timestamp = their_timestamp;
-        p.endpoint = Some(from);
+        if let Source::Direct(from) = source {
+            p.endpoint = Some(from);
+        }
         if let Some(old) = p.next.replace(transport) {
             self.by_index.remove(&old.local);
         }
@@ -917,13 +961,26 @@ impl Node {
             self.by_index.remove(&abandoned.local);
         }
         self.by_index.insert(local, peer);
-        self.queue_transmit(from, buf);
+        // The response goes back the way the init came.
+        match source {
+            Source::Direct(from) => self.queue_transmit(from, buf),
+            Source::Relayed(relay) => {
+                let Some(id) = self.peers[peer].node_id else {
+                    return self.return_buffer(buf);
+                };
+                let relay_id = self.peers[relay].node_id;
+                match relay_id {
+                    Some(relay_id) => self.wrap_and_send(now, &[relay_id, id], buf),
+                    None => self.return_buffer(buf),
+                }
+            }
+        }
     }
 
     fn on_handshake_response(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        source: Source,
         sender: SessionIndex,
         receiver: SessionIndex,
         noise: &[u8],
@@ -944,6 +1001,7 @@ impl Node {
             return;
         };
         self.by_index.remove(&receiver);
+        let from = self.source_address(source);
         let started = pending.started;
         let unix_now = self.unix_now(now);
         let (certificate, transport) =
@@ -963,14 +1021,19 @@ impl Node {
         }
         self.bind_identity(peer, certificate);
         self.by_index.insert(transport.local, peer);
-        let p = &mut self.peers[peer];
-        p.endpoint = Some(from);
-        p.rtt.sample(now.saturating_duration_since(started));
+        if let Source::Direct(from) = source {
+            // A handshake over the direct path proves the link both ways.
+            let p = &mut self.peers[peer];
+            p.endpoint = Some(from);
+            let rtt = Some(now.saturating_duration_since(started));
+            let transition = p.monitor.on_direct_handshake(rtt);
+            self.on_link_transition(now, peer, transition);
+        }
         self.install(now, peer, transport);
         // Confirm the session to the responder at once, with data if any
         // is waiting.
         if self.peers[peer].queue.is_empty() {
-            self.send_frame(now, peer, Frame::Keepalive);
+            self.send_frame(now, peer, Frame::Keepalive, Via::Route(Metric::Latency, 0));
         }
         self.flush_queue(now, peer);
     }
@@ -978,7 +1041,7 @@ impl Node {
     fn on_data(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        source: Source,
         receiver: SessionIndex,
         counter: u64,
         datagram: &[u8],
@@ -1023,7 +1086,10 @@ impl Node {
         }
         let p = &mut self.peers[peer];
         p.last_received = Some(now);
-        if p.endpoint != Some(from) {
+        // Only a packet straight from the underlay says where the peer is.
+        if let Source::Direct(from) = source
+            && p.endpoint != Some(from)
+        {
             if let (Some(old), Some(id)) = (p.endpoint, p.node_id) {
                 self.stats.peers_roamed += 1;
                 let name = p.name();
@@ -1041,13 +1107,14 @@ impl Node {
             }
             self.peers[peer].endpoint = Some(from);
         }
-        self.on_frame(now, peer, buf, range);
+        self.on_frame(now, peer, source, buf, range);
     }
 
     fn on_frame(
         &mut self,
         now: Instant,
         peer: usize,
+        source: Source,
         mut buf: Vec<u8>,
         range: std::ops::Range<usize>,
     ) {
@@ -1077,17 +1144,45 @@ impl Node {
             Ok(Frame::Keepalive) => self.return_buffer(buf),
             Ok(Frame::Ping { id }) => {
                 self.return_buffer(buf);
-                self.send_frame(now, peer, Frame::Pong { id });
+                // Probes measure the direct link: answer only those that
+                // came over it, and straight back where they came from.
+                if let Source::Direct(from) = source {
+                    self.stats.probe_rx_bytes += PROBE_DATAGRAM_LEN;
+                    self.send_frame_to(now, peer, Frame::Pong { id }, from);
+                    self.stats.probe_tx_bytes += PROBE_DATAGRAM_LEN;
+                }
             }
             Ok(Frame::Pong { id }) => {
                 self.return_buffer(buf);
-                let p = &mut self.peers[peer];
-                if let Some((expected, sent)) = p.outstanding_ping
-                    && expected == id
-                {
-                    p.outstanding_ping = None;
-                    p.rtt.sample(now.saturating_duration_since(sent));
+                if let Source::Direct(_) = source {
+                    self.stats.probe_rx_bytes += PROBE_DATAGRAM_LEN;
+                    let config = &self.routing.config;
+                    let transition = self.peers[peer].monitor.on_pong(now, id, config);
+                    self.on_link_transition(now, peer, transition);
+                    self.check_advertised(now, peer);
                 }
+            }
+            Ok(Frame::Relay { hops, inner }) => {
+                // Relays are not nested: a relayed packet carries no relay
+                // frame of its own.
+                if let Source::Relayed(_) = source {
+                    self.stats.relay_no_route += 1;
+                    return self.return_buffer(buf);
+                }
+                let mut next = [0u8; 2 * wire::HOP_LEN];
+                let hop_len = hops.len();
+                next[..hop_len].copy_from_slice(hops);
+                let mut inner_buf = self.take_buffer();
+                inner_buf.extend_from_slice(inner);
+                self.return_buffer(buf);
+                self.forward(now, peer, &next[..hop_len], inner_buf);
+            }
+            Ok(Frame::LinkState(record)) => {
+                let mut record_buf = self.take_buffer();
+                record_buf.extend_from_slice(record);
+                self.return_buffer(buf);
+                self.on_link_state(now, peer, &record_buf);
+                self.return_buffer(record_buf);
             }
             Err(error) => {
                 self.stats.rx_bad_frame += 1;
@@ -1108,14 +1203,20 @@ impl Node {
         p.last_handshake = Some(now);
         p.last_received = Some(now);
         p.handshakes += 1;
-        if p.next_ping.is_none() {
-            p.next_ping = Some(now + self.config.ping_interval);
+        let endpoint = p.endpoint;
+        if endpoint.is_some() {
+            p.monitor.start(now);
         }
+        let first = p.previous.is_none();
         if let Some(old) = retired {
             self.by_index.remove(&old.local);
         }
         self.stats.handshakes_completed += 1;
-        if let (Some(id), Some(endpoint)) = (p.node_id, p.endpoint) {
+        if first {
+            self.sync_link_state(now, peer);
+        }
+        let p = &self.peers[peer];
+        if let Some(id) = p.node_id {
             let name = p.name();
             debug!(peer = %name, initiator, "session established");
             push_event(
@@ -1136,22 +1237,35 @@ impl Node {
             let Some(packet) = self.peers[peer].queue.pop_front() else {
                 break;
             };
-            self.send_frame(now, peer, Frame::Ip(&packet));
+            let via = Via::Route(Metric::for_packet(&packet), flow_hash(&packet));
+            self.send_frame(now, peer, Frame::Ip(&packet), via);
             self.return_buffer(packet);
         }
     }
 
-    fn send_frame(&mut self, now: Instant, peer: usize, frame: Frame<'_>) {
-        let Some(endpoint) = self.peers[peer].endpoint else {
+    /// Seals `frame` in the peer's current session and sends it `via`.
+    fn send_frame(&mut self, now: Instant, peer: usize, frame: Frame<'_>, via: Via) {
+        let Some(buf) = self.seal_frame(now, peer, &frame) else {
             return;
         };
+        self.emit(now, peer, buf, via);
+    }
+
+    /// Seals `frame` and sends it straight to `to` (answers to probes).
+    fn send_frame_to(&mut self, now: Instant, peer: usize, frame: Frame<'_>, to: SocketAddr) {
+        if let Some(buf) = self.seal_frame(now, peer, &frame) {
+            self.queue_transmit(to, buf);
+        }
+    }
+
+    fn seal_frame(&mut self, now: Instant, peer: usize, frame: &Frame<'_>) -> Option<Vec<u8>> {
         let mut buf = self.take_buffer();
         buf.resize(DATA_HEADER_LEN, 0);
         frame.emit(&mut buf);
         let p = &mut self.peers[peer];
         let Some(transport) = p.current.as_mut() else {
             self.return_buffer(buf);
-            return;
+            return None;
         };
         transport.seal(&mut buf);
         p.last_sent = Some(now);
@@ -1159,7 +1273,7 @@ impl Node {
             p.bytes_out += packet.len() as u64;
             p.packets_out += 1;
         }
-        self.queue_transmit(endpoint, buf);
+        Some(buf)
     }
 
     fn queue_transmit(&mut self, destination: SocketAddr, buf: Vec<u8>) {
@@ -1269,6 +1383,16 @@ impl Node {
         }
     }
 
+    /// The underlay address a packet came from: its own, or its relay's.
+    fn source_address(&self, source: Source) -> SocketAddr {
+        match source {
+            Source::Direct(from) => from,
+            Source::Relayed(relay) => self.peers[relay]
+                .endpoint
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+        }
+    }
+
     fn new_index(&mut self) -> SessionIndex {
         loop {
             let index = SessionIndex(self.rng.next_u32());
@@ -1304,6 +1428,37 @@ impl Node {
             self.pool.push(buf);
         }
     }
+}
+
+/// The first 16 bytes of a node id: how relay frames and link-state
+/// records name nodes.
+fn prefix(id: &NodeId) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&id.as_bytes()[..16]);
+    out
+}
+
+/// A hash of a packet's addresses, protocol and ports (FNV-1a), so each
+/// flow keeps to one of several equal paths.
+fn flow_hash(packet: &[u8]) -> u64 {
+    // (protocol, addresses, offset of the ports); the IPv4 checksum and the
+    // IPv6 hop limit, which change per packet or path, stay out.
+    let (protocol, addresses, ports_at): (&[u8], &[u8], usize) =
+        match packet.first().map(|b| b >> 4) {
+            Some(4) if packet.len() >= 20 => {
+                let header = usize::from(packet[0] & 0x0f) * 4;
+                (&packet[9..10], &packet[12..20], header)
+            }
+            Some(6) if packet.len() >= 40 => (&packet[6..7], &packet[8..40], 40),
+            _ => (&[], &[], 0),
+        };
+    let ports = packet.get(ports_at..ports_at + 4).unwrap_or(&[]);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in protocol.iter().chain(addresses).chain(ports) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 fn push_event(events: &mut VecDeque<Event>, stats: &mut Stats, event: Event) {

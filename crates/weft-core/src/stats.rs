@@ -75,4 +75,27 @@ counters! {
     peers_lost,
     /// Endpoint changes (roaming) of peers.
     peers_roamed,
+    /// Packets with no path to their peer (no route, link down, no endpoint).
+    tx_no_path,
+    /// Packets this node forwarded for others (as a relay).
+    relayed,
+    /// Relay frames this node could not forward (next hop unknown or down,
+    /// relaying off, nested relay).
+    relay_no_route,
+    /// Packets that reached this node through a relay.
+    rx_via_relay,
+    /// Probe and probe-answer bytes sent (UDP payload).
+    probe_tx_bytes,
+    /// Probe and probe-answer bytes received (UDP payload).
+    probe_rx_bytes,
+    /// Link-state records this node signed.
+    lsa_originated,
+    /// New link-state records accepted from others.
+    lsa_received,
+    /// Link-state records refused (malformed, bad certificate or signature).
+    lsa_rejected,
+    /// Link-state bytes sent (records, as UDP payload before sealing).
+    lsa_tx_bytes,
+    /// Route changes (any destination, any metric).
+    path_changes,
 }

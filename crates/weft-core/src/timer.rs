@@ -9,8 +9,13 @@ pub enum TimerKind {
     Rekey,
     /// Nothing was sent for a while: send a keepalive.
     Keepalive,
-    /// Time to measure a peer's RTT.
-    Ping,
+    /// A link probe is due, or one went unanswered.
+    Probe,
+    /// This node's link-state record must be sent (changed or refreshed),
+    /// or a stored record expires.
+    LinkState,
+    /// Routes are recomputed (metrics drift between state changes).
+    Route,
     /// A session or a pending handshake must be dropped.
     Expiry,
 }

@@ -188,21 +188,30 @@ fn unknown_destination_is_dropped_and_counted() {
 
 #[test]
 fn deadlines_always_move_forward_over_ten_minutes() {
-    // A deadline at or before `now` after handle_timeout would make a
-    // driver spin; rekeys, pings and keepalives must all re-arm.
+    // A deadline that handle_timeout does not move past `now` would make a
+    // driver spin; rekeys, probes, keepalives and link state must all
+    // re-arm. Inputs may set a deadline at `now` (work to do at once), but
+    // a few rounds of handle_timeout at the same instant must clear it.
     let mut pair = Pair::new();
     let end = pair.now + Duration::from_secs(600);
     let mut wakes = 0;
     while pair.now < end {
         pair.advance(Duration::from_secs(600));
-        for n in &pair.nodes {
-            let (at, kind) = n
-                .poll_timeout()
-                .expect("an established node always has a timer");
-            assert!(at > pair.now, "{kind:?} due at {at:?} is not after now");
+        let mut rounds = 0;
+        while pair
+            .nodes
+            .iter()
+            .any(|n| n.poll_timeout().is_some_and(|(at, _)| at <= pair.now))
+        {
+            rounds += 1;
+            let kinds: Vec<_> = pair.nodes.iter().map(|n| n.poll_timeout()).collect();
+            assert!(rounds < 10, "timers spin at {:?}: {kinds:?}", pair.now);
+            pair.advance(Duration::ZERO);
         }
         wakes += 1;
-        assert!(wakes < 5_000, "too many wake-ups: timers spin");
+        // Two nodes idle most of the time: about five wake-ups a second
+        // between them (probes, their answers' timeouts), far below this.
+        assert!(wakes < 20_000, "too many wake-ups: timers spin");
     }
     for n in &pair.nodes {
         let peer = &n.peers(pair.now)[0];

@@ -1,9 +1,10 @@
-//! Link measurement per neighbour: round-trip time from pings and handshakes.
+//! Link measurement per neighbour: RTT, loss and up/down from probes.
 //!
-//! For now the node measures RTT with a ping every
-//! [`crate::SessionConfig::ping_interval`]; loss estimation and fast failure
-//! detection build on this.
+//! [`LinkMonitor`] is the per-neighbour state machine; [`RttEstimator`] the
+//! smoothed RTT it keeps.
 
+mod monitor;
 mod rtt;
 
+pub(crate) use monitor::{LinkMonitor, Transition};
 pub(crate) use rtt::RttEstimator;

@@ -26,6 +26,10 @@ impl RttEstimator {
     pub(crate) fn smoothed(&self) -> Option<Duration> {
         self.smoothed
     }
+
+    pub(crate) fn variation(&self) -> Duration {
+        self.variation
+    }
 }
 
 #[cfg(test)]

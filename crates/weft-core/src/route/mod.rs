@@ -25,8 +25,16 @@
 //!   removes itself from the list, which holds at most
 //!   [`MAX_INTERMEDIATES`] nodes.
 
+mod lsdb;
+mod paths;
+mod table;
+
 use std::fmt;
 use std::time::Duration;
+
+pub(crate) use lsdb::{LinkStateDb, LsaError, verify as verify_lsa};
+pub(crate) use paths::{Graph, LinkQuality, compute_paths};
+pub(crate) use table::RouteTable;
 
 use crate::identity::NodeId;
 

@@ -17,7 +17,18 @@ pub enum FrameKind {
     Ping = 3,
     /// Answers a ping.
     Pong = 4,
+    /// A packet for another node, with the hops it still has to take.
+    Relay = 5,
+    /// A signed link-state record (see [`super::LinkStateRecord`]).
+    LinkState = 6,
 }
+
+/// Length of a hop in a relay frame: the first 16 bytes of a node id.
+pub const HOP_LEN: usize = 16;
+/// Most hops a relay frame may list.
+pub const MAX_RELAY_HOPS: usize = 2;
+/// Largest relay header: kind, hop count, and the hops.
+pub const MAX_RELAY_OVERHEAD: usize = 2 + MAX_RELAY_HOPS * HOP_LEN;
 
 /// A decoded frame, borrowing its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +47,19 @@ pub enum Frame<'a> {
         /// The ping's id.
         id: u64,
     },
+    /// A packet to forward: `hops` lists, as [`HOP_LEN`]-byte node id
+    /// prefixes, the nodes still to go after the receiver, the last being
+    /// the destination; empty means the receiver is the destination.
+    /// `inner` is a whole weft packet (handshake or data) sealed end to end.
+    Relay {
+        /// The remaining hops, `HOP_LEN` bytes each (at most
+        /// [`MAX_RELAY_HOPS`]).
+        hops: &'a [u8],
+        /// The end-to-end packet.
+        inner: &'a [u8],
+    },
+    /// A link-state record, still to be verified.
+    LinkState(&'a [u8]),
 }
 
 impl<'a> Frame<'a> {
@@ -67,6 +91,29 @@ impl<'a> Frame<'a> {
                     id: read_u64(body, 0).ok_or(DecodeError::Truncated("pong frame"))?,
                 })
             }
+            k if k == FrameKind::Relay as u8 => {
+                let Some((&count, rest)) = body.split_first() else {
+                    return Err(DecodeError::Truncated("relay frame"));
+                };
+                let count = count as usize;
+                if count > MAX_RELAY_HOPS {
+                    return Err(DecodeError::TooManyHops(count));
+                }
+                let hops = rest
+                    .get(..count * HOP_LEN)
+                    .ok_or(DecodeError::Truncated("relay hops"))?;
+                let inner = &rest[count * HOP_LEN..];
+                if inner.len() < 4 {
+                    return Err(DecodeError::Truncated("relayed packet"));
+                }
+                Ok(Frame::Relay { hops, inner })
+            }
+            k if k == FrameKind::LinkState as u8 => {
+                if body.is_empty() {
+                    return Err(DecodeError::Truncated("link-state frame"));
+                }
+                Ok(Frame::LinkState(body))
+            }
             other => Err(DecodeError::UnknownType {
                 what: "frame",
                 value: other,
@@ -90,6 +137,16 @@ impl<'a> Frame<'a> {
                 out.push(FrameKind::Pong as u8);
                 out.extend_from_slice(&id.to_be_bytes());
             }
+            Frame::Relay { hops, inner } => {
+                out.push(FrameKind::Relay as u8);
+                out.push((hops.len() / HOP_LEN) as u8);
+                out.extend_from_slice(hops);
+                out.extend_from_slice(inner);
+            }
+            Frame::LinkState(record) => {
+                out.push(FrameKind::LinkState as u8);
+                out.extend_from_slice(record);
+            }
         }
     }
 }
@@ -109,6 +166,22 @@ mod tests {
 
     #[test]
     fn every_frame_round_trips() {
+        let hops = [7u8; 2 * HOP_LEN];
+        for frame in [
+            Frame::Relay {
+                hops: &hops,
+                inner: b"\x14\0\0\0rest",
+            },
+            Frame::Relay {
+                hops: &[],
+                inner: b"abcd",
+            },
+            Frame::LinkState(b"record"),
+        ] {
+            let mut out = Vec::new();
+            frame.emit(&mut out);
+            assert_eq!(Frame::decode(&out), Ok(frame));
+        }
         for frame in [
             Frame::Ip(b"\x45abc"),
             Frame::Keepalive,

@@ -17,11 +17,13 @@
 
 mod frame;
 mod handshake;
+mod link_state;
 
 use std::fmt;
 
-pub use frame::{Frame, FrameKind};
+pub use frame::{Frame, FrameKind, HOP_LEN, MAX_RELAY_HOPS, MAX_RELAY_OVERHEAD};
 pub use handshake::HandshakePayload;
+pub use link_state::{LINK_ENTRY_LEN, LinkEntry, LinkStateRecord};
 
 /// The wire version this code speaks.
 pub const VERSION: u8 = 1;
@@ -67,6 +69,9 @@ pub enum DecodeError {
     /// Reserved bits are set.
     #[error("reserved bits set")]
     Reserved,
+    /// A relay frame lists more hops than a path may have.
+    #[error("relay frame lists {0} hops")]
+    TooManyHops(usize),
     /// Bytes follow a body of fixed size.
     #[error("trailing bytes after {0}")]
     TrailingBytes(&'static str),

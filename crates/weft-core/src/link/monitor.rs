@@ -1,0 +1,394 @@
+//! Health of one direct link, from probes: up or down, RTT and loss.
+//!
+//! The node sends a probe (a ping frame, straight to the neighbour's
+//! endpoint, never through a relay) whenever [`LinkMonitor::poll_timeout`]
+//! says so: every `probe_idle` when no traffic uses the link, every
+//! `probe_active` while traffic does, and every `probe_down` while the link
+//! is down, so recovery is seen quickly. Rules:
+//! - Down: [`DOWN_AFTER`] probes in a row unanswered (timed out or still in
+//!   flight), the oldest of them sent at least the link timeout ago
+//!   (`max(min_link_timeout, 2·srtt + 4·rttvar)`). While traffic flows that
+//!   is 150–190 ms after a cut; idle, two to three seconds.
+//! - Up: a probe is answered (a two-way proof), or a handshake completed
+//!   over the direct path.
+//! - Loss: the share of the last [`LOSS_WINDOW`] probes that were not
+//!   answered within the link timeout (a late answer still counts for RTT),
+//!   counted afresh when a link comes back up.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::RttEstimator;
+use crate::node::LinkHealth;
+use crate::route::RoutingConfig;
+
+/// Unanswered probes in a row that mark a link down.
+pub(crate) const DOWN_AFTER: u32 = 3;
+/// Probe outcomes the loss rate is computed over.
+pub(crate) const LOSS_WINDOW: u32 = 32;
+const MAX_OUTSTANDING: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transition {
+    Up,
+    Down,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct LinkMonitor {
+    health: LinkHealth,
+    rtt: RttEstimator,
+    /// Probes sent and not yet answered or judged lost: (id, sent at).
+    outstanding: VecDeque<(u64, Instant)>,
+    /// Unanswered probes in a row.
+    misses: u32,
+    /// When the first of the current run of misses was sent.
+    first_miss: Option<Instant>,
+    /// Outcomes of the last probes, newest in bit 0: 1 = lost.
+    history: u32,
+    outcomes: u32,
+    last_active: Option<Instant>,
+    next_probe: Option<Instant>,
+}
+
+impl LinkMonitor {
+    pub(crate) fn new() -> Self {
+        Self {
+            health: LinkHealth::Unknown,
+            rtt: RttEstimator::default(),
+            outstanding: VecDeque::new(),
+            misses: 0,
+            first_miss: None,
+            history: 0,
+            outcomes: 0,
+            last_active: None,
+            next_probe: None,
+        }
+    }
+
+    pub(crate) fn health(&self) -> LinkHealth {
+        self.health
+    }
+
+    pub(crate) fn rtt(&self) -> Option<Duration> {
+        self.rtt.smoothed()
+    }
+
+    /// Share of recent probes lost, 0 to 1.
+    pub(crate) fn loss(&self) -> f32 {
+        if self.outcomes == 0 {
+            return 0.0;
+        }
+        let mask = if self.outcomes >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << self.outcomes) - 1
+        };
+        (self.history & mask).count_ones() as f32 / self.outcomes as f32
+    }
+
+    /// Starts probing (a session with the neighbour exists): the first
+    /// probe goes out at once.
+    pub(crate) fn start(&mut self, now: Instant) {
+        if self.next_probe.is_none() {
+            self.next_probe = Some(now);
+        }
+    }
+
+    /// Stops probing (no session to probe over); forgets the health.
+    pub(crate) fn stop(&mut self) -> Option<Transition> {
+        self.next_probe = None;
+        self.outstanding.clear();
+        self.misses = 0;
+        self.first_miss = None;
+        let was_up = self.health == LinkHealth::Up;
+        self.health = LinkHealth::Unknown;
+        was_up.then_some(Transition::Down)
+    }
+
+    /// Traffic is using the link: probe at the active rate for a while.
+    pub(crate) fn mark_active(&mut self, now: Instant, config: &RoutingConfig) {
+        let was_active = self.is_active(now, config);
+        self.last_active = Some(now);
+        if !was_active && let Some(next) = self.next_probe {
+            self.next_probe = Some(next.min(now + config.probe_active));
+        }
+    }
+
+    /// A handshake completed over the direct path, taking `rtt`.
+    pub(crate) fn on_direct_handshake(&mut self, rtt: Option<Duration>) -> Option<Transition> {
+        if let Some(rtt) = rtt {
+            self.rtt.sample(rtt);
+        }
+        self.set_up()
+    }
+
+    /// A pong arrived for probe `id`.
+    pub(crate) fn on_pong(
+        &mut self,
+        now: Instant,
+        id: u64,
+        config: &RoutingConfig,
+    ) -> Option<Transition> {
+        let position = self
+            .outstanding
+            .iter()
+            .position(|(probe, _)| *probe == id)?;
+        let timeout = self.timeout(config);
+        // Older probes than this one that are still outstanding were lost
+        // or are late; they are judged when they time out.
+        let (_, sent) = self.outstanding.remove(position)?;
+        let rtt = now.saturating_duration_since(sent);
+        self.rtt.sample(rtt);
+        self.record(rtt > timeout);
+        self.misses = 0;
+        self.first_miss = None;
+        self.set_up()
+    }
+
+    pub(crate) fn poll_timeout(&self, config: &RoutingConfig) -> Option<Instant> {
+        let expiry = self
+            .outstanding
+            .front()
+            .map(|(_, sent)| *sent + self.timeout(config));
+        match (self.next_probe, expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Judges overdue probes; returns whether a probe is due now (the
+    /// caller sends it and reports it with [`LinkMonitor::probe_sent`]) and
+    /// any change of health.
+    pub(crate) fn handle_timeout(
+        &mut self,
+        now: Instant,
+        config: &RoutingConfig,
+    ) -> (bool, Option<Transition>) {
+        let timeout = self.timeout(config);
+        while let Some(&(_, sent)) = self.outstanding.front() {
+            if now < sent + timeout {
+                break;
+            }
+            self.outstanding.pop_front();
+            self.record(true);
+            self.misses += 1;
+            self.first_miss.get_or_insert(sent);
+        }
+        // Probes still in flight count too: with probes every 40 ms, four
+        // are out by the time the oldest times out.
+        let unanswered = self.misses + self.outstanding.len() as u32;
+        let oldest = self
+            .first_miss
+            .or(self.outstanding.front().map(|(_, sent)| *sent));
+        let mut transition = None;
+        if self.health != LinkHealth::Down
+            && unanswered >= DOWN_AFTER
+            && oldest.is_some_and(|sent| now >= sent + timeout)
+        {
+            self.health = LinkHealth::Down;
+            transition = Some(Transition::Down);
+        }
+        let due = self.next_probe.is_some_and(|at| at <= now);
+        (due, transition)
+    }
+
+    /// A probe with `id` went out at `now`; schedules the next one.
+    pub(crate) fn probe_sent(&mut self, now: Instant, id: u64, config: &RoutingConfig) {
+        if self.outstanding.len() >= MAX_OUTSTANDING {
+            self.outstanding.pop_front();
+        }
+        self.outstanding.push_back((id, now));
+        let interval = match self.health {
+            LinkHealth::Down => config.probe_down,
+            LinkHealth::Up | LinkHealth::Unknown if self.is_active(now, config) => {
+                config.probe_active
+            }
+            LinkHealth::Up | LinkHealth::Unknown => config.probe_idle,
+        };
+        self.next_probe = Some(now + interval);
+    }
+
+    fn is_active(&self, now: Instant, config: &RoutingConfig) -> bool {
+        self.last_active
+            .is_some_and(|t| now < t + config.active_for)
+    }
+
+    fn timeout(&self, config: &RoutingConfig) -> Duration {
+        let rtt_based = self
+            .rtt
+            .smoothed()
+            .map_or(Duration::ZERO, |s| s * 2 + self.rtt.variation() * 4);
+        rtt_based.max(config.min_link_timeout)
+    }
+
+    fn record(&mut self, lost: bool) {
+        self.history = (self.history << 1) | u32::from(lost);
+        self.outcomes = (self.outcomes + 1).min(LOSS_WINDOW);
+    }
+
+    fn set_up(&mut self) -> Option<Transition> {
+        if self.health == LinkHealth::Up {
+            return None;
+        }
+        if self.health == LinkHealth::Down {
+            // Probes lost during an outage say nothing of the loss rate of
+            // the link that came back: start its history afresh.
+            self.history = 0;
+            self.outcomes = 0;
+        }
+        self.health = LinkHealth::Up;
+        Some(Transition::Up)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test needs some base instant; only offsets matter
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Sends every due probe up to `until` in steps of 1 ms; answers them
+    /// after `rtt` unless `answer` is false. Returns the transitions seen.
+    fn run(
+        m: &mut LinkMonitor,
+        config: &RoutingConfig,
+        from: Instant,
+        until: Instant,
+        rtt: Duration,
+        answer: bool,
+        next_id: &mut u64,
+    ) -> Vec<(Instant, Transition)> {
+        let mut seen = Vec::new();
+        let mut pending: Vec<(Instant, u64)> = Vec::new();
+        let mut now = from;
+        while now < until {
+            pending.retain(|(at, id)| {
+                if *at <= now {
+                    if let Some(t) = m.on_pong(now, *id, config) {
+                        seen.push((now, t));
+                    }
+                    false
+                } else {
+                    true
+                }
+            });
+            let (due, t) = m.handle_timeout(now, config);
+            if let Some(t) = t {
+                seen.push((now, t));
+            }
+            if due {
+                *next_id += 1;
+                m.probe_sent(now, *next_id, config);
+                if answer {
+                    pending.push((now + rtt, *next_id));
+                }
+            }
+            now += ms(1);
+        }
+        seen
+    }
+
+    #[test]
+    fn answered_probes_bring_the_link_up_with_rtt() {
+        let config = RoutingConfig::default();
+        let start = Instant::now();
+        let mut m = LinkMonitor::new();
+        m.start(start);
+        let mut id = 0;
+        let seen = run(
+            &mut m,
+            &config,
+            start,
+            start + ms(3_000),
+            ms(10),
+            true,
+            &mut id,
+        );
+        assert_eq!(seen, vec![(start + ms(10), Transition::Up)]);
+        assert_eq!(m.rtt(), Some(ms(10)));
+        assert_eq!(m.loss(), 0.0);
+        // Idle: one probe a second.
+        assert_eq!(id, 3);
+    }
+
+    #[test]
+    fn active_link_is_declared_down_within_a_quarter_second_of_a_cut() {
+        let config = RoutingConfig::default();
+        let start = Instant::now();
+        let mut m = LinkMonitor::new();
+        m.start(start);
+        let mut id = 0;
+        m.mark_active(start, &config);
+        run(
+            &mut m,
+            &config,
+            start,
+            start + ms(500),
+            ms(2),
+            true,
+            &mut id,
+        );
+        let cut = start + ms(500);
+        m.mark_active(cut, &config);
+        let seen = run(&mut m, &config, cut, cut + ms(1_000), ms(2), false, &mut id);
+        let (at, t) = seen[0];
+        assert_eq!(t, Transition::Down);
+        let detection = at - cut;
+        assert!(detection <= ms(250), "detected after {detection:?}");
+        assert!(
+            detection >= config.min_link_timeout,
+            "too eager: {detection:?}"
+        );
+    }
+
+    #[test]
+    fn idle_link_needs_three_lost_probes() {
+        let config = RoutingConfig::default();
+        let start = Instant::now();
+        let mut m = LinkMonitor::new();
+        m.start(start);
+        let mut id = 0;
+        run(
+            &mut m,
+            &config,
+            start,
+            start + ms(1_500),
+            ms(2),
+            true,
+            &mut id,
+        );
+        let cut = start + ms(1_500);
+        let seen = run(&mut m, &config, cut, cut + ms(5_000), ms(2), false, &mut id);
+        let (at, t) = seen[0];
+        assert_eq!(t, Transition::Down);
+        assert!(
+            at - cut >= ms(2_000),
+            "one lost idle probe is not an outage"
+        );
+        assert!(at - cut <= ms(3_500));
+    }
+
+    #[test]
+    fn loss_is_the_share_of_unanswered_probes() {
+        let config = RoutingConfig::default();
+        let start = Instant::now();
+        let mut m = LinkMonitor::new();
+        m.start(start);
+        let mut now = start;
+        for i in 0..32u64 {
+            let (due, _) = m.handle_timeout(now, &config);
+            assert!(due || i == 0 || m.next_probe.is_some());
+            m.probe_sent(now, i, &config);
+            if i % 4 != 0 {
+                m.on_pong(now + ms(1), i, &config);
+            }
+            now += ms(1_000);
+            m.handle_timeout(now, &config);
+        }
+        assert!((m.loss() - 0.25).abs() < 0.01, "loss {}", m.loss());
+    }
+}

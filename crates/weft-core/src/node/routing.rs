@@ -1,0 +1,738 @@
+//! The node's routing: probes, link-state records, route computation, and
+//! forwarding along paths and for others.
+//!
+//! - Probes: each neighbour with a session and a known endpoint has a
+//!   [`LinkMonitor`]; its probes go straight to the endpoint.
+//! - Link state: the node signs a record of its links that are up (RTT and
+//!   loss each) and floods it to its neighbours when a link goes up or down,
+//!   when a link's metrics move noticeably (at most every
+//!   [`DRIFT_INTERVAL`]), and every `lsa_refresh`; neighbours flood what is
+//!   new to them on. A new neighbour gets the whole database.
+//! - Routes: recomputed when links or records change and every
+//!   [`RECOMPUTE_INTERVAL`]; see `route` for metrics and hysteresis.
+//! - Forwarding: a packet for a peer goes along its pinned path if the pin's
+//!   first hop is usable, else along its computed route, else straight to
+//!   its endpoint unless that link is known to be down.
+
+use std::time::{Duration, Instant};
+
+use tracing::{debug, trace};
+
+use super::{Event, Node, Peer, Source, Transition, Via, prefix, push_event};
+use crate::identity::NodeId;
+use crate::node::LinkHealth;
+use crate::route::{
+    Hop, LinkQuality, LsaError, MAX_INTERMEDIATES, Metric, RouteError, RouteStatus, compute_paths,
+    verify_lsa,
+};
+use crate::timer::TimerKind;
+use crate::wire::{Frame, HOP_LEN, LinkEntry, LinkStateRecord};
+
+/// Shortest time between two records sent because metrics drifted.
+const DRIFT_INTERVAL: Duration = Duration::from_millis(500);
+/// Shortest time between two records sent because a link went up or down.
+const CHANGE_INTERVAL: Duration = Duration::from_millis(20);
+/// Routes are recomputed at least this often.
+const RECOMPUTE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a path decision comes to.
+enum Path {
+    /// Straight to the peer's endpoint.
+    Direct,
+    /// Through these nodes, ending with the peer.
+    Relayed(Vec<NodeId>),
+    /// No way to the peer now.
+    None,
+}
+
+impl Node {
+    /// Pins the path to `destination` (a certificate name or hex node id)
+    /// through `via`, in order, for every metric. The pin holds while its
+    /// first hop is usable; otherwise the computed route applies.
+    pub fn pin_route(
+        &mut self,
+        now: Instant,
+        destination: &str,
+        via: &[&str],
+    ) -> Result<(), RouteError> {
+        let target = self.resolve(destination)?;
+        if via.len() > MAX_INTERMEDIATES {
+            return Err(RouteError::TooLong);
+        }
+        let mut path = Vec::with_capacity(via.len() + 1);
+        for name in via {
+            let id = self.resolve(name)?;
+            if id == self.node_id() || id == target || path.contains(&id) {
+                return Err(RouteError::InvalidPath(format!(
+                    "'{name}' is this node, the destination, or already on the path"
+                )));
+            }
+            path.push(id);
+        }
+        if target == self.node_id() {
+            return Err(RouteError::InvalidPath(
+                "the destination is this node".into(),
+            ));
+        }
+        path.push(target);
+        self.routing.table.pin(now, target, path);
+        self.routing.dirty = true;
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Removes a pin; the computed route applies again.
+    pub fn unpin_route(&mut self, now: Instant, destination: &str) -> Result<(), RouteError> {
+        let target = self.resolve(destination)?;
+        if !self.routing.table.unpin(&target) {
+            return Err(RouteError::InvalidPath(format!(
+                "no pin for '{destination}'"
+            )));
+        }
+        self.routing.dirty = true;
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// The route of every destination under every metric: the path packets
+    /// take now (pinned, computed, or direct while nothing is known).
+    pub fn routes(&self, now: Instant) -> Vec<RouteStatus> {
+        let mut out = Vec::new();
+        for (index, peer) in self.peers.iter().enumerate() {
+            let Some(id) = peer.node_id else {
+                continue;
+            };
+            for metric in Metric::ALL {
+                if let Some(status) = self.route_status(now, index, id, metric) {
+                    out.push(status);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.metric.cmp(&b.metric)));
+        out
+    }
+
+    /// The path packets to `destination` take now under `metric`, with the
+    /// RTT and loss of each hop.
+    pub fn trace(
+        &self,
+        now: Instant,
+        destination: &str,
+        metric: Metric,
+    ) -> Result<RouteStatus, RouteError> {
+        let target = self.resolve(destination)?;
+        let index = *self
+            .by_id
+            .get(&target)
+            .ok_or_else(|| RouteError::UnknownNode(destination.into()))?;
+        self.route_status(now, index, target, metric)
+            .ok_or_else(|| RouteError::Unreachable(destination.into()))
+    }
+
+    fn route_status(
+        &self,
+        now: Instant,
+        index: usize,
+        id: NodeId,
+        metric: Metric,
+    ) -> Option<RouteStatus> {
+        let path = match self.path_to(now, index, metric, 0) {
+            Path::Direct => vec![id],
+            Path::Relayed(path) => path,
+            Path::None => return None,
+        };
+        let pinned = self
+            .routing
+            .table
+            .pinned(&id)
+            .is_some_and(|(pin, _)| pin == path.as_slice());
+        let route = self
+            .routing
+            .table
+            .get(&id, metric)
+            .filter(|r| r.path == path);
+        let age = match (pinned, route) {
+            (true, _) => self
+                .routing
+                .table
+                .pinned(&id)
+                .map(|(_, at)| now.saturating_duration_since(at)),
+            (false, Some(route)) => Some(now.saturating_duration_since(route.since)),
+            (false, None) => None,
+        };
+        let graph = &self.routing.graph;
+        let cost = graph.path_cost(metric, &self.node_id(), &path).unwrap_or(0);
+        let mut from = self.node_id();
+        let hops = path
+            .iter()
+            .map(|node| {
+                let quality = self.link_quality(&from, node);
+                from = *node;
+                Hop {
+                    node: *node,
+                    name: self.name_of(node),
+                    rtt: quality.map(|q| Duration::from_micros(u64::from(q.rtt_us))),
+                    loss: quality.map_or(0.0, |q| q.loss),
+                }
+            })
+            .collect();
+        Some(RouteStatus {
+            destination: id,
+            name: self.name_of(&id),
+            metric,
+            path: hops,
+            alternates: route.map_or(0, |r| r.alternates.len()),
+            cost,
+            age: age.unwrap_or_default(),
+            pinned,
+        })
+    }
+
+    /// The quality of the link `from → to`: this node's own measurement for
+    /// its links, the graph's (from link state) for others.
+    fn link_quality(&self, from: &NodeId, to: &NodeId) -> Option<LinkQuality> {
+        if *from == self.node_id() {
+            let peer = &self.peers[*self.by_id.get(to)?];
+            let rtt = peer.monitor.rtt()?;
+            return Some(LinkQuality {
+                rtt_us: rtt_us(rtt),
+                loss: peer.monitor.loss(),
+            });
+        }
+        self.routing.graph.edge(from, to)
+    }
+
+    /// Names of the intermediates latency traffic to `peer` goes through.
+    pub(super) fn via_names(&self, now: Instant, peer: &Peer) -> Vec<String> {
+        let Some(index) = peer.node_id.and_then(|id| self.by_id.get(&id).copied()) else {
+            return Vec::new();
+        };
+        match self.path_to(now, index, Metric::Latency, 0) {
+            Path::Relayed(path) => path[..path.len() - 1]
+                .iter()
+                .map(|id| self.name_of(id))
+                .collect(),
+            Path::Direct | Path::None => Vec::new(),
+        }
+    }
+
+    /// Whether a handshake to `peer` could be sent now.
+    pub(super) fn reachable(&self, now: Instant, peer: usize) -> bool {
+        !matches!(self.path_to(now, peer, Metric::Latency, 0), Path::None)
+    }
+
+    /// The path a packet to `peer` of `metric` and `flow` takes now.
+    fn path_to(&self, now: Instant, peer: usize, metric: Metric, flow: u64) -> Path {
+        let p = &self.peers[peer];
+        let direct_ok = p.endpoint.is_some() && p.monitor.health() != LinkHealth::Down;
+        let Some(id) = p.node_id else {
+            return if direct_ok { Path::Direct } else { Path::None };
+        };
+        if let Some((pin, _)) = self.routing.table.pinned(&id)
+            && self.first_hop_usable(now, &pin[0], id)
+        {
+            return if pin.len() == 1 {
+                Path::Direct
+            } else {
+                Path::Relayed(pin.to_vec())
+            };
+        }
+        if let Some(path) = self.routing.table.select(&id, metric, flow)
+            && self.first_hop_usable(now, &path[0], id)
+        {
+            return if path.len() == 1 {
+                Path::Direct
+            } else {
+                Path::Relayed(path.to_vec())
+            };
+        }
+        if direct_ok { Path::Direct } else { Path::None }
+    }
+
+    /// Whether packets can go to `hop` now (for `destination`'s path).
+    fn first_hop_usable(&self, now: Instant, hop: &NodeId, destination: NodeId) -> bool {
+        let Some(&index) = self.by_id.get(hop) else {
+            return false;
+        };
+        let p = &self.peers[index];
+        let link_ok = p.endpoint.is_some() && p.monitor.health() != LinkHealth::Down;
+        // The destination itself needs no session for the first packet of
+        // a handshake; a relay does.
+        link_ok && (*hop == destination || self.usable_current(now, index))
+    }
+
+    /// Sends a whole packet for `peer` (`buf`: its sealed bytes) `via`.
+    pub(super) fn emit(&mut self, now: Instant, peer: usize, buf: Vec<u8>, via: Via) {
+        let path = match via {
+            Via::Direct => Path::Direct,
+            Via::Route(metric, flow) => self.path_to(now, peer, metric, flow),
+        };
+        match path {
+            Path::Direct => {
+                let Some(endpoint) = self.peers[peer].endpoint else {
+                    self.stats.tx_no_path += 1;
+                    return self.return_buffer(buf);
+                };
+                if let Via::Route(..) = via {
+                    let config = &self.routing.config;
+                    self.peers[peer].monitor.mark_active(now, config);
+                }
+                self.queue_transmit(endpoint, buf);
+            }
+            Path::Relayed(path) => self.wrap_and_send(now, &path, buf),
+            Path::None => {
+                self.stats.tx_no_path += 1;
+                trace!(peer = %self.peers[peer].name(), "no path: dropping");
+                self.return_buffer(buf);
+            }
+        }
+    }
+
+    /// Wraps `inner` (a packet sealed for `path`'s last node) in a relay
+    /// frame for `path[0]` that lists the rest of the path.
+    pub(super) fn wrap_and_send(&mut self, now: Instant, path: &[NodeId], inner: Vec<u8>) {
+        let Some(&first) = path.first().and_then(|id| self.by_id.get(id)) else {
+            self.stats.tx_no_path += 1;
+            return self.return_buffer(inner);
+        };
+        let mut hops = [0u8; 2 * HOP_LEN];
+        let rest = &path[1..];
+        if rest.len() > 2 {
+            self.stats.tx_no_path += 1;
+            return self.return_buffer(inner);
+        }
+        for (i, id) in rest.iter().enumerate() {
+            hops[i * HOP_LEN..(i + 1) * HOP_LEN].copy_from_slice(&prefix(id));
+        }
+        let frame = Frame::Relay {
+            hops: &hops[..rest.len() * HOP_LEN],
+            inner: &inner,
+        };
+        let sealed = self.seal_frame(now, first, &frame);
+        self.return_buffer(inner);
+        let Some(sealed) = sealed else {
+            self.stats.tx_no_path += 1;
+            return;
+        };
+        let Some(endpoint) = self.peers[first].endpoint else {
+            self.stats.tx_no_path += 1;
+            return self.return_buffer(sealed);
+        };
+        let config = &self.routing.config;
+        self.peers[first].monitor.mark_active(now, config);
+        self.queue_transmit(endpoint, sealed);
+    }
+
+    /// A relay frame arrived from `from`: deliver its packet here, or pass
+    /// it to the next hop.
+    pub(super) fn forward(&mut self, now: Instant, from: usize, hops: &[u8], inner: Vec<u8>) {
+        if hops.is_empty() {
+            self.stats.rx_via_relay += 1;
+            self.dispatch(now, Source::Relayed(from), &inner);
+            return self.return_buffer(inner);
+        }
+        let mut next = [0u8; HOP_LEN];
+        next.copy_from_slice(&hops[..HOP_LEN]);
+        let next = self
+            .routing
+            .by_prefix
+            .get(&next)
+            .and_then(|id| self.by_id.get(id))
+            .copied();
+        let usable = next.filter(|&n| {
+            let p = &self.peers[n];
+            n != from
+                && self.routing.config.relaying
+                && p.endpoint.is_some()
+                && p.monitor.health() != LinkHealth::Down
+                && self.usable_current(now, n)
+        });
+        let Some(next) = usable else {
+            self.stats.relay_no_route += 1;
+            trace!("cannot relay: next hop unknown or unreachable");
+            return self.return_buffer(inner);
+        };
+        let frame = Frame::Relay {
+            hops: &hops[HOP_LEN..],
+            inner: &inner,
+        };
+        let sealed = self.seal_frame(now, next, &frame);
+        self.return_buffer(inner);
+        let (Some(sealed), Some(endpoint)) = (sealed, self.peers[next].endpoint) else {
+            self.stats.relay_no_route += 1;
+            return;
+        };
+        self.stats.relayed += 1;
+        let config = &self.routing.config;
+        self.peers[next].monitor.mark_active(now, config);
+        self.queue_transmit(endpoint, sealed);
+    }
+
+    /// Sends a probe to `peer` if one is due, and judges overdue ones.
+    pub(super) fn probe(&mut self, now: Instant, peer: usize) {
+        if self.peers[peer].endpoint.is_none() {
+            return;
+        }
+        self.peers[peer].monitor.start(now);
+        let config = &self.routing.config;
+        let (due, transition) = self.peers[peer].monitor.handle_timeout(now, config);
+        self.on_link_transition(now, peer, transition);
+        if due {
+            let id = self.rng.next_u64();
+            self.send_frame(now, peer, Frame::Ping { id }, Via::Direct);
+            self.stats.probe_tx_bytes += super::PROBE_DATAGRAM_LEN;
+            let config = &self.routing.config;
+            self.peers[peer].monitor.probe_sent(now, id, config);
+        }
+    }
+
+    /// Stops probing a peer without a session.
+    pub(super) fn stop_probing(&mut self, now: Instant, peer: usize) {
+        let transition = self.peers[peer].monitor.stop();
+        self.on_link_transition(now, peer, transition);
+    }
+
+    /// Reacts to a link going up or down: event, record, routes.
+    pub(super) fn on_link_transition(
+        &mut self,
+        now: Instant,
+        peer: usize,
+        transition: Option<Transition>,
+    ) {
+        let Some(transition) = transition else {
+            return;
+        };
+        let p = &self.peers[peer];
+        if let Some(id) = p.node_id {
+            let name = p.name();
+            let event = match transition {
+                Transition::Up => {
+                    debug!(peer = %name, "direct link up");
+                    Event::LinkUp { peer: id, name }
+                }
+                Transition::Down => {
+                    debug!(peer = %name, "direct link down");
+                    Event::LinkDown { peer: id, name }
+                }
+            };
+            push_event(&mut self.events, &mut self.stats, event);
+        }
+        self.routing.dirty = true;
+        self.schedule_lsa(now, CHANGE_INTERVAL);
+    }
+
+    /// Re-advertises soon if a link's metrics moved noticeably (RTT by a
+    /// quarter and 1 ms, or loss by five points).
+    pub(super) fn check_advertised(&mut self, now: Instant, peer: usize) {
+        let p = &self.peers[peer];
+        let (Some(id), Some(rtt)) = (p.node_id, p.monitor.rtt()) else {
+            return;
+        };
+        let (rtt, loss) = (rtt_us(rtt), p.monitor.loss());
+        let moved = match self.routing.advertised.get(&id) {
+            None => true,
+            Some(&(old_rtt, old_loss)) => {
+                let delta = rtt.abs_diff(old_rtt);
+                (delta > old_rtt / 4 && delta > 1_000) || (loss - old_loss).abs() >= 0.05
+            }
+        };
+        if moved {
+            self.schedule_lsa(now, DRIFT_INTERVAL);
+            self.routing.dirty = true;
+        }
+    }
+
+    fn schedule_lsa(&mut self, now: Instant, spacing: Duration) {
+        let earliest = self
+            .routing
+            .last_lsa
+            .map_or(now, |last| (last + spacing).max(now));
+        let due = self
+            .routing
+            .lsa_due
+            .map_or(earliest, |due| due.min(earliest));
+        self.routing.lsa_due = Some(due);
+    }
+
+    /// The deadlines of routing work, for `poll_timeout`.
+    pub(super) fn routing_deadlines(&self) -> impl Iterator<Item = (Instant, TimerKind)> + '_ {
+        let refresh = self
+            .routing
+            .last_lsa
+            .map(|last| last + self.routing.config.lsa_refresh);
+        [
+            self.routing.lsa_due.map(|at| (at, TimerKind::LinkState)),
+            refresh.map(|at| (at, TimerKind::LinkState)),
+            self.routing
+                .lsdb
+                .next_expiry()
+                .map(|at| (at, TimerKind::LinkState)),
+            self.routing.recompute_at.map(|at| (at, TimerKind::Route)),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    pub(super) fn routing_timers(&mut self, now: Instant) {
+        if self.routing.lsdb.expire(now) {
+            self.routing.dirty = true;
+        }
+        let refresh_due = self
+            .routing
+            .last_lsa
+            .is_some_and(|last| now >= last + self.routing.config.lsa_refresh);
+        if refresh_due || self.routing.lsa_due.is_some_and(|due| due <= now) {
+            self.originate_lsa(now);
+        }
+        if self.routing.recompute_at.is_some_and(|at| at <= now) {
+            self.routing.dirty = true;
+        }
+    }
+
+    /// Work every input ends with: routes, if anything they depend on
+    /// changed.
+    pub(super) fn after_input(&mut self, now: Instant) {
+        if self.routing.dirty {
+            self.recompute_routes(now);
+        }
+    }
+
+    /// Signs this node's record of its links and floods it.
+    fn originate_lsa(&mut self, now: Instant) {
+        let mut links = Vec::new();
+        let mut advertised = std::collections::BTreeMap::new();
+        for p in &self.peers {
+            let (Some(id), Some(rtt)) = (p.node_id, p.monitor.rtt()) else {
+                continue;
+            };
+            if p.monitor.health() != LinkHealth::Up {
+                continue;
+            }
+            let loss = p.monitor.loss();
+            links.push(LinkEntry {
+                neighbour: prefix(&id),
+                rtt_us: rtt_us(rtt),
+                loss: (loss.clamp(0.0, 1.0) * f32::from(u16::MAX)) as u16,
+            });
+            advertised.insert(id, (rtt_us(rtt), loss));
+        }
+        let sequence = self.next_timestamp(now);
+        let lifetime = self
+            .routing
+            .config
+            .lsa_lifetime
+            .as_secs()
+            .min(u64::from(u16::MAX)) as u16;
+        let mut record = self.take_buffer();
+        LinkStateRecord::emit_unsigned(
+            &mut record,
+            self.certificate.to_bytes(),
+            sequence,
+            lifetime,
+            &links,
+        );
+        let signature = self.secret.sign(&record);
+        record.extend_from_slice(&signature);
+        self.routing.advertised = advertised;
+        self.routing.last_lsa = Some(now);
+        self.routing.lsa_due = None;
+        self.stats.lsa_originated += 1;
+        trace!(links = links.len(), "advertising links");
+        self.flood(now, &record, None);
+        self.return_buffer(record);
+    }
+
+    /// Sends a record to every neighbour with a usable direct link, except
+    /// `except` (where it came from).
+    fn flood(&mut self, now: Instant, record: &[u8], except: Option<usize>) {
+        for peer in 0..self.peers.len() {
+            if Some(peer) == except || !self.neighbour(now, peer) {
+                continue;
+            }
+            self.stats.lsa_tx_bytes += record.len() as u64;
+            self.send_frame(now, peer, Frame::LinkState(record), Via::Direct);
+        }
+    }
+
+    fn neighbour(&self, now: Instant, peer: usize) -> bool {
+        let p = &self.peers[peer];
+        p.endpoint.is_some()
+            && p.monitor.health() != LinkHealth::Down
+            && self.usable_current(now, peer)
+    }
+
+    /// Gives a new neighbour everything this node knows.
+    pub(super) fn sync_link_state(&mut self, now: Instant, peer: usize) {
+        if self.peers[peer].endpoint.is_none() {
+            return;
+        }
+        self.schedule_lsa(now, CHANGE_INTERVAL);
+        let records: Vec<Vec<u8>> = self
+            .routing
+            .lsdb
+            .iter()
+            .map(|(_, r)| r.bytes.clone())
+            .collect();
+        for record in records {
+            self.stats.lsa_tx_bytes += record.len() as u64;
+            self.send_frame(now, peer, Frame::LinkState(&record), Via::Direct);
+        }
+    }
+
+    /// A link-state record arrived from `from`.
+    pub(super) fn on_link_state(&mut self, now: Instant, from: usize, record: &[u8]) {
+        let unix_now = self.unix_now(now);
+        let verified = match verify_lsa(record, &self.ca, unix_now) {
+            Ok(verified) => verified,
+            Err(error) => {
+                self.stats.lsa_rejected += 1;
+                match error {
+                    LsaError::Malformed(e) => trace!(%e, "malformed link-state record"),
+                    LsaError::Certificate(e) => {
+                        debug!(%e, "link-state record with a bad certificate")
+                    }
+                    LsaError::BadSignature => debug!("link-state record with a bad signature"),
+                }
+                return;
+            }
+        };
+        let origin = verified.origin;
+        if origin == self.node_id() {
+            return;
+        }
+        let certificate = verified.certificate.clone();
+        if !self.routing.lsdb.insert(now, verified, record) {
+            return;
+        }
+        self.stats.lsa_received += 1;
+        self.routing.by_prefix.insert(prefix(&origin), origin);
+        // A member learnt from its record becomes a peer reachable through
+        // others, even without a configured endpoint.
+        if let Some(peer) = self.peer_for_certificate(&certificate)
+            && self.peers[peer].certificate.is_none()
+        {
+            self.bind_identity(peer, certificate);
+        }
+        self.routing.dirty = true;
+        self.flood(now, record, Some(from));
+    }
+
+    /// Builds the graph from this node's links and the records, and updates
+    /// the routes of every metric.
+    fn recompute_routes(&mut self, now: Instant) {
+        self.routing.dirty = false;
+        self.routing.recompute_at = Some(now + RECOMPUTE_INTERVAL);
+        let own = self.node_id();
+        let mut graph = crate::route::Graph::default();
+        for (index, p) in self.peers.iter().enumerate() {
+            let (Some(id), Some(rtt)) = (p.node_id, p.monitor.rtt()) else {
+                continue;
+            };
+            if p.monitor.health() == LinkHealth::Up
+                && p.endpoint.is_some()
+                && self.usable_current(now, index)
+            {
+                graph.add_edge(
+                    own,
+                    id,
+                    LinkQuality {
+                        rtt_us: rtt_us(rtt),
+                        loss: p.monitor.loss(),
+                    },
+                );
+            }
+        }
+        for (origin, record) in self.routing.lsdb.iter() {
+            for link in &record.links {
+                let Some(&neighbour) = self.routing.by_prefix.get(&link.neighbour) else {
+                    continue;
+                };
+                let loss = f32::from(link.loss) / f32::from(u16::MAX);
+                graph.add_edge(
+                    *origin,
+                    neighbour,
+                    LinkQuality {
+                        rtt_us: link.rtt_us,
+                        loss,
+                    },
+                );
+            }
+        }
+        let max_hops = if self.routing.config.relaying {
+            MAX_INTERMEDIATES + 1
+        } else {
+            1
+        };
+        let hold_down = self.routing.config.hold_down;
+        for metric in Metric::ALL {
+            let computed = compute_paths(&graph, &own, metric, max_hops);
+            let changes = self
+                .routing
+                .table
+                .update(now, metric, &computed, &graph, &own, hold_down);
+            for change in changes {
+                self.stats.path_changes += 1;
+                let names =
+                    |path: &[NodeId]| path.iter().map(|id| self.name_of(id)).collect::<Vec<_>>();
+                let event = Event::PathChanged {
+                    destination: change.destination,
+                    name: self.name_of(&change.destination),
+                    metric,
+                    from: names(&change.from),
+                    to: names(&change.to),
+                };
+                debug!(?event, "path changed");
+                push_event(&mut self.events, &mut self.stats, event);
+            }
+        }
+        self.routing.graph = graph;
+    }
+
+    /// A node's certificate name, or its short id.
+    pub(super) fn name_of(&self, id: &NodeId) -> String {
+        if *id == self.node_id() {
+            return self.name().to_owned();
+        }
+        if let Some(&index) = self.by_id.get(id) {
+            let name = self.peers[index].name();
+            if !name.is_empty() {
+                return name;
+            }
+        }
+        self.routing
+            .lsdb
+            .get(id)
+            .map_or_else(|| id.short(), |r| r.certificate.name().to_owned())
+    }
+
+    /// A node by certificate name or by (a prefix of at least 4 digits of)
+    /// its hex node id.
+    fn resolve(&self, name: &str) -> Result<NodeId, RouteError> {
+        if name == self.name() {
+            return Ok(self.node_id());
+        }
+        let by_name = self.peers.iter().find_map(|p| {
+            let matches = p.certificate.as_ref().map(|c| c.name()) == Some(name)
+                || (p.certificate.is_none() && p.configured_name.as_deref() == Some(name));
+            if matches { p.node_id } else { None }
+        });
+        if let Some(id) = by_name {
+            return Ok(id);
+        }
+        let hex = name.to_ascii_lowercase();
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut matches = self
+                .by_id
+                .keys()
+                .filter(|id| id.to_string().starts_with(&hex));
+            if let (Some(id), None) = (matches.next(), matches.next()) {
+                return Ok(*id);
+            }
+        }
+        Err(RouteError::UnknownNode(name.to_owned()))
+    }
+}
+
+fn rtt_us(rtt: Duration) -> u32 {
+    u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX).max(1)
+}

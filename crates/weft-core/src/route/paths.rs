@@ -1,0 +1,303 @@
+//! Path computation over the link-state graph.
+//!
+//! Shortest paths with at most `max_hops` links (Bellman–Ford by layers:
+//! a few nodes' worth of tens, so this is cheap), under a per-link cost
+//! that depends on the [`Metric`]. Costs are strictly positive, so a
+//! cheapest path never repeats a node. For relayed best paths with one
+//! intermediate, the other one-intermediate paths within 10 % of its cost
+//! are returned as alternates, over which flows are spread.
+
+use std::collections::BTreeMap;
+
+use super::Metric;
+use crate::identity::NodeId;
+
+/// Alternates may cost this much more than the best path, in percent.
+const ALTERNATE_SLACK_PERCENT: u64 = 10;
+
+/// The measured quality of one directed link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LinkQuality {
+    pub(crate) rtt_us: u32,
+    pub(crate) loss: f32,
+}
+
+/// The cost of a link under `metric`: microseconds for latency (a lost
+/// share `p` adds `p` seconds), millionths of `-ln(1-p)` for loss (with a
+/// hundredth of the RTT in µs as a tie breaker). Never zero.
+pub(crate) fn link_cost(metric: Metric, quality: LinkQuality) -> u64 {
+    let loss = f64::from(quality.loss.clamp(0.0, 0.999));
+    let rtt = u64::from(quality.rtt_us);
+    let cost = match metric {
+        Metric::Latency => rtt + (loss * 1e6) as u64,
+        Metric::Loss => (-(1.0 - loss).ln() * 1e6) as u64 + rtt / 100,
+    };
+    cost.max(1)
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Graph {
+    nodes: Vec<NodeId>,
+    index: BTreeMap<NodeId, usize>,
+    edges: Vec<Vec<(usize, LinkQuality)>>,
+}
+
+impl Graph {
+    pub(crate) fn add_edge(&mut self, from: NodeId, to: NodeId, quality: LinkQuality) {
+        if from == to {
+            return;
+        }
+        let from = self.node(from);
+        let to = self.node(to);
+        if let Some(existing) = self.edges[from].iter_mut().find(|(n, _)| *n == to) {
+            existing.1 = quality;
+        } else {
+            self.edges[from].push((to, quality));
+        }
+    }
+
+    /// The quality of the link `from → to`, if the graph has it.
+    pub(crate) fn edge(&self, from: &NodeId, to: &NodeId) -> Option<LinkQuality> {
+        let from = *self.index.get(from)?;
+        let to = *self.index.get(to)?;
+        self.edges[from]
+            .iter()
+            .find(|(n, _)| *n == to)
+            .map(|(_, q)| *q)
+    }
+
+    /// The cost of `source → path[0] → … → path[last]` under `metric`, or
+    /// `None` if a link of it is missing.
+    pub(crate) fn path_cost(
+        &self,
+        metric: Metric,
+        source: &NodeId,
+        path: &[NodeId],
+    ) -> Option<u64> {
+        let mut from = source;
+        let mut total = 0u64;
+        for to in path {
+            total = total.saturating_add(link_cost(metric, self.edge(from, to)?));
+            from = to;
+        }
+        Some(total)
+    }
+
+    fn node(&mut self, id: NodeId) -> usize {
+        if let Some(&i) = self.index.get(&id) {
+            return i;
+        }
+        self.nodes.push(id);
+        self.edges.push(Vec::new());
+        self.index.insert(id, self.nodes.len() - 1);
+        self.nodes.len() - 1
+    }
+}
+
+/// The best path to one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Computed {
+    /// The nodes after the source, ending with the destination.
+    pub(crate) path: Vec<NodeId>,
+    pub(crate) cost: u64,
+    /// Other paths of the same length within the slack (one-intermediate
+    /// best paths only).
+    pub(crate) alternates: Vec<Vec<NodeId>>,
+}
+
+/// Best paths from `source` to every reachable node, with at most
+/// `max_hops` links each.
+pub(crate) fn compute_paths(
+    graph: &Graph,
+    source: &NodeId,
+    metric: Metric,
+    max_hops: usize,
+) -> BTreeMap<NodeId, Computed> {
+    let mut out = BTreeMap::new();
+    let Some(&s) = graph.index.get(source) else {
+        return out;
+    };
+    let n = graph.nodes.len();
+    // layers[h][v]: cheapest cost with exactly h links, and the previous
+    // node on it (in layer h - 1).
+    let mut layers: Vec<Vec<Option<(u64, usize)>>> = vec![vec![None; n]; max_hops + 1];
+    layers[0][s] = Some((0, s));
+    for h in 1..=max_hops {
+        for u in 0..n {
+            let Some((cost_u, _)) = layers[h - 1][u] else {
+                continue;
+            };
+            for &(v, quality) in &graph.edges[u] {
+                if v == s {
+                    continue;
+                }
+                let cost = cost_u.saturating_add(link_cost(metric, quality));
+                // Ties go to the smaller node index, so the result does not
+                // depend on edge order.
+                let better = match layers[h][v] {
+                    None => true,
+                    Some((old, old_u)) => cost < old || (cost == old && u < old_u),
+                };
+                if better {
+                    layers[h][v] = Some((cost, u));
+                }
+            }
+        }
+    }
+    for v in 0..n {
+        if v == s {
+            continue;
+        }
+        // Fewest links among equally cheap paths.
+        let best = (1..=max_hops)
+            .filter_map(|h| layers[h][v].map(|(c, _)| (c, h)))
+            .min();
+        let Some((cost, hops)) = best else {
+            continue;
+        };
+        let mut path = Vec::with_capacity(hops);
+        let mut at = v;
+        for h in (1..=hops).rev() {
+            path.push(graph.nodes[at]);
+            at = layers[h][at].map_or(s, |(_, prev)| prev);
+        }
+        path.reverse();
+        let alternates = if hops == 2 {
+            alternates(graph, metric, s, v, path[0], cost)
+        } else {
+            Vec::new()
+        };
+        out.insert(
+            graph.nodes[v],
+            Computed {
+                path,
+                cost,
+                alternates,
+            },
+        );
+    }
+    out
+}
+
+fn alternates(
+    graph: &Graph,
+    metric: Metric,
+    s: usize,
+    d: usize,
+    chosen: NodeId,
+    best: u64,
+) -> Vec<Vec<NodeId>> {
+    let limit = best.saturating_mul(100 + ALTERNATE_SLACK_PERCENT) / 100;
+    let mut found: Vec<(u64, NodeId)> = graph.edges[s]
+        .iter()
+        .filter(|(r, _)| *r != d && graph.nodes[*r] != chosen)
+        .filter_map(|&(r, first)| {
+            let (_, second) = graph.edges[r].iter().find(|(n, _)| *n == d)?;
+            let cost = link_cost(metric, first).saturating_add(link_cost(metric, *second));
+            (cost <= limit).then_some((cost, graph.nodes[r]))
+        })
+        .collect();
+    found.sort();
+    found
+        .into_iter()
+        .map(|(_, r)| vec![r, graph.nodes[d]])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId::from_bytes([n; 32])
+    }
+
+    fn q(rtt_ms: u32, loss: f32) -> LinkQuality {
+        LinkQuality {
+            rtt_us: rtt_ms * 1000,
+            loss,
+        }
+    }
+
+    fn both(g: &mut Graph, a: u8, b: u8, quality: LinkQuality) {
+        g.add_edge(id(a), id(b), quality);
+        g.add_edge(id(b), id(a), quality);
+    }
+
+    #[test]
+    fn direct_link_wins_when_it_is_cheapest() {
+        let mut g = Graph::default();
+        both(&mut g, 1, 2, q(10, 0.0));
+        both(&mut g, 1, 3, q(10, 0.0));
+        both(&mut g, 3, 2, q(10, 0.0));
+        let paths = compute_paths(&g, &id(1), Metric::Latency, 3);
+        assert_eq!(paths[&id(2)].path, vec![id(2)]);
+        assert_eq!(paths[&id(2)].cost, 10_000);
+    }
+
+    #[test]
+    fn slow_direct_link_loses_to_a_fast_two_hop_path() {
+        let mut g = Graph::default();
+        both(&mut g, 1, 2, q(200, 0.0));
+        both(&mut g, 1, 3, q(10, 0.0));
+        both(&mut g, 3, 2, q(10, 0.0));
+        let paths = compute_paths(&g, &id(1), Metric::Latency, 3);
+        assert_eq!(paths[&id(2)].path, vec![id(3), id(2)]);
+    }
+
+    #[test]
+    fn lossy_link_is_avoided_under_both_metrics() {
+        let mut g = Graph::default();
+        both(&mut g, 1, 2, q(2, 0.3));
+        both(&mut g, 1, 3, q(2, 0.0));
+        both(&mut g, 3, 2, q(2, 0.0));
+        for metric in Metric::ALL {
+            let paths = compute_paths(&g, &id(1), metric, 3);
+            assert_eq!(paths[&id(2)].path, vec![id(3), id(2)], "{metric}");
+        }
+    }
+
+    #[test]
+    fn hop_limit_is_respected() {
+        let mut g = Graph::default();
+        both(&mut g, 1, 2, q(1, 0.0));
+        both(&mut g, 2, 3, q(1, 0.0));
+        both(&mut g, 3, 4, q(1, 0.0));
+        both(&mut g, 4, 5, q(1, 0.0));
+        let paths = compute_paths(&g, &id(1), Metric::Latency, 3);
+        assert_eq!(paths[&id(4)].path, vec![id(2), id(3), id(4)]);
+        assert!(!paths.contains_key(&id(5)));
+    }
+
+    #[test]
+    fn equal_relays_are_alternates() {
+        let mut g = Graph::default();
+        for r in 3..=6 {
+            both(&mut g, 1, r, q(5, 0.0));
+            both(&mut g, r, 2, q(5, 0.0));
+        }
+        both(&mut g, 1, 7, q(50, 0.0));
+        both(&mut g, 7, 2, q(50, 0.0));
+        let paths = compute_paths(&g, &id(1), Metric::Latency, 3);
+        let best = &paths[&id(2)];
+        assert_eq!(best.path.len(), 2);
+        assert_eq!(best.alternates.len(), 3);
+        assert!(
+            best.alternates
+                .iter()
+                .all(|p| p[1] == id(2) && p[0] != best.path[0] && p[0] != id(7))
+        );
+    }
+
+    #[test]
+    fn path_cost_needs_every_link() {
+        let mut g = Graph::default();
+        both(&mut g, 1, 3, q(1, 0.0));
+        g.add_edge(id(3), id(2), q(1, 0.0));
+        assert_eq!(
+            g.path_cost(Metric::Latency, &id(1), &[id(3), id(2)]),
+            Some(2_000)
+        );
+        assert_eq!(g.path_cost(Metric::Latency, &id(2), &[id(3), id(1)]), None);
+    }
+}

@@ -1,0 +1,292 @@
+//! The route table: the path in use per destination and metric, with
+//! hysteresis, and the operator's pins.
+//!
+//! A working path is replaced only by one at least 20 % cheaper (and, for
+//! latency, at least 1 ms faster), and not within `hold_down` of its last
+//! change; a path with a missing link is replaced at once. A flow picks
+//! one of the route's candidate paths (the path and its alternates) by its
+//! hash, so flows spread over equal relays and each flow keeps its path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::Metric;
+use super::paths::{Computed, Graph};
+use crate::identity::NodeId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Route {
+    /// Nodes after this one, ending with the destination.
+    pub(crate) path: Vec<NodeId>,
+    pub(crate) alternates: Vec<Vec<NodeId>>,
+    pub(crate) cost: u64,
+    pub(crate) since: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RouteChange {
+    pub(crate) destination: NodeId,
+    pub(crate) metric: Metric,
+    /// The old path (empty: none).
+    pub(crate) from: Vec<NodeId>,
+    /// The new path (empty: none).
+    pub(crate) to: Vec<NodeId>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RouteTable {
+    routes: BTreeMap<(NodeId, Metric), Route>,
+    pins: BTreeMap<NodeId, (Vec<NodeId>, Instant)>,
+}
+
+impl RouteTable {
+    /// Brings the routes of `metric` in line with freshly computed best
+    /// paths, with hysteresis; returns what changed.
+    pub(crate) fn update(
+        &mut self,
+        now: Instant,
+        metric: Metric,
+        computed: &BTreeMap<NodeId, Computed>,
+        graph: &Graph,
+        source: &NodeId,
+        hold_down: Duration,
+    ) -> Vec<RouteChange> {
+        let mut changes = Vec::new();
+        let destinations: BTreeSet<NodeId> = self
+            .routes
+            .keys()
+            .filter(|(_, m)| *m == metric)
+            .map(|(d, _)| *d)
+            .chain(computed.keys().copied())
+            .collect();
+        for destination in destinations {
+            let key = (destination, metric);
+            let best = computed.get(&destination);
+            let Some(current) = self.routes.get_mut(&key) else {
+                if let Some(best) = best {
+                    changes.push(RouteChange {
+                        destination,
+                        metric,
+                        from: Vec::new(),
+                        to: best.path.clone(),
+                    });
+                    self.routes.insert(key, route(best, now));
+                }
+                continue;
+            };
+            let Some(best) = best else {
+                changes.push(RouteChange {
+                    destination,
+                    metric,
+                    from: current.path.clone(),
+                    to: Vec::new(),
+                });
+                self.routes.remove(&key);
+                continue;
+            };
+            if current.path == best.path {
+                current.cost = best.cost;
+                current.alternates = best.alternates.clone();
+                continue;
+            }
+            let keep = match graph.path_cost(metric, source, &current.path) {
+                None => false,
+                Some(cost) => {
+                    let much_better = best.cost.saturating_mul(5) < cost.saturating_mul(4)
+                        && (metric != Metric::Latency || cost - best.cost >= 1_000);
+                    if much_better && now >= current.since + hold_down {
+                        false
+                    } else {
+                        current.cost = cost;
+                        current
+                            .alternates
+                            .retain(|p| graph.path_cost(metric, source, p).is_some());
+                        true
+                    }
+                }
+            };
+            if !keep {
+                changes.push(RouteChange {
+                    destination,
+                    metric,
+                    from: current.path.clone(),
+                    to: best.path.clone(),
+                });
+                *current = route(best, now);
+            }
+        }
+        changes
+    }
+
+    /// The route of `destination` under `metric`.
+    pub(crate) fn get(&self, destination: &NodeId, metric: Metric) -> Option<&Route> {
+        self.routes.get(&(*destination, metric))
+    }
+
+    /// The path a flow with hash `flow` takes.
+    pub(crate) fn select(
+        &self,
+        destination: &NodeId,
+        metric: Metric,
+        flow: u64,
+    ) -> Option<&[NodeId]> {
+        let route = self.get(destination, metric)?;
+        if route.alternates.is_empty() {
+            return Some(&route.path);
+        }
+        let choice = (flow % (route.alternates.len() as u64 + 1)) as usize;
+        Some(if choice == 0 {
+            &route.path
+        } else {
+            &route.alternates[choice - 1]
+        })
+    }
+
+    pub(crate) fn pin(&mut self, now: Instant, destination: NodeId, path: Vec<NodeId>) {
+        self.pins.insert(destination, (path, now));
+    }
+
+    pub(crate) fn unpin(&mut self, destination: &NodeId) -> bool {
+        self.pins.remove(destination).is_some()
+    }
+
+    /// The pinned path to `destination` and when it was pinned.
+    pub(crate) fn pinned(&self, destination: &NodeId) -> Option<(&[NodeId], Instant)> {
+        self.pins
+            .get(destination)
+            .map(|(p, at)| (p.as_slice(), *at))
+    }
+}
+
+fn route(best: &Computed, now: Instant) -> Route {
+    Route {
+        path: best.path.clone(),
+        alternates: best.alternates.clone(),
+        cost: best.cost,
+        since: now,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test needs some base instant; only offsets matter
+mod tests {
+    use super::*;
+    use crate::route::paths::{LinkQuality, compute_paths};
+
+    fn id(n: u8) -> NodeId {
+        NodeId::from_bytes([n; 32])
+    }
+
+    fn triangle(direct_ms: u32) -> Graph {
+        let mut g = Graph::default();
+        let q = |ms: u32| LinkQuality {
+            rtt_us: ms * 1000,
+            loss: 0.0,
+        };
+        for (a, b, ms) in [(1, 2, direct_ms), (1, 3, 10), (3, 2, 10)] {
+            g.add_edge(id(a), id(b), q(ms));
+            g.add_edge(id(b), id(a), q(ms));
+        }
+        g
+    }
+
+    fn step(table: &mut RouteTable, now: Instant, g: &Graph) -> Vec<RouteChange> {
+        let computed = compute_paths(g, &id(1), Metric::Latency, 3);
+        table.update(
+            now,
+            Metric::Latency,
+            &computed,
+            g,
+            &id(1),
+            Duration::from_secs(1),
+        )
+    }
+
+    #[test]
+    fn small_improvements_do_not_move_a_working_path() {
+        let start = Instant::now();
+        let mut table = RouteTable::default();
+        step(&mut table, start, &triangle(21));
+        assert_eq!(
+            table.get(&id(2), Metric::Latency).unwrap().path,
+            vec![id(3), id(2)]
+        );
+        // Direct is now 5 % better than the relay: not enough.
+        let changes = step(&mut table, start + Duration::from_secs(5), &triangle(19));
+        assert!(changes.is_empty());
+        // 50 % better, but within the hold-down of the last change.
+        let start2 = start + Duration::from_secs(10);
+        let mut table2 = RouteTable::default();
+        step(&mut table2, start2, &triangle(30));
+        assert!(
+            step(
+                &mut table2,
+                start2 + Duration::from_millis(500),
+                &triangle(10)
+            )
+            .is_empty()
+        );
+        let changes = step(&mut table2, start2 + Duration::from_secs(1), &triangle(10));
+        assert_eq!(changes[0].to, vec![id(2)]);
+    }
+
+    #[test]
+    fn broken_path_is_replaced_at_once() {
+        let start = Instant::now();
+        let mut table = RouteTable::default();
+        step(&mut table, start, &triangle(5));
+        assert_eq!(
+            table.get(&id(2), Metric::Latency).unwrap().path,
+            vec![id(2)]
+        );
+        let mut cut = triangle(5);
+        cut = {
+            let mut g = Graph::default();
+            for (a, b) in [(1, 3), (3, 1), (3, 2), (2, 3)] {
+                g.add_edge(id(a), id(b), cut.edge(&id(a), &id(b)).unwrap());
+            }
+            g
+        };
+        let changes = step(&mut table, start + Duration::from_millis(10), &cut);
+        assert_eq!(
+            changes,
+            vec![RouteChange {
+                destination: id(2),
+                metric: Metric::Latency,
+                from: vec![id(2)],
+                to: vec![id(3), id(2)],
+            }]
+        );
+    }
+
+    #[test]
+    fn flows_spread_over_alternates_and_stick() {
+        let mut g = Graph::default();
+        let q = LinkQuality {
+            rtt_us: 5_000,
+            loss: 0.0,
+        };
+        for r in 3..=5 {
+            g.add_edge(id(1), id(r), q);
+            g.add_edge(id(r), id(2), q);
+        }
+        let mut table = RouteTable::default();
+        let computed = compute_paths(&g, &id(1), Metric::Latency, 3);
+        table.update(
+            Instant::now(),
+            Metric::Latency,
+            &computed,
+            &g,
+            &id(1),
+            Duration::from_secs(1),
+        );
+        let relays: BTreeSet<NodeId> = (0..30u64)
+            .map(|flow| table.select(&id(2), Metric::Latency, flow).unwrap()[0])
+            .collect();
+        assert_eq!(relays.len(), 3);
+        assert_eq!(
+            table.select(&id(2), Metric::Latency, 7),
+            table.select(&id(2), Metric::Latency, 7)
+        );
+    }
+}

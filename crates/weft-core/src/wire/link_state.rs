@@ -1,0 +1,165 @@
+//! Link-state records: what a node says about its direct links.
+//!
+//! `[version (1) = 1][certificate length (2)][certificate][sequence (8)]
+//! [lifetime seconds (2)][link count (2)][links][signature (64)]`, each link
+//! `[neighbour node id prefix (16)][smoothed RTT µs (4)][loss (2)]` with loss
+//! in 1/65535ths. The signature is the origin's Ed25519 signature over every
+//! byte before it; the certificate inside says whose key that is. Parsing
+//! here checks only the layout: verification is the receiver's.
+
+use super::{DecodeError, HOP_LEN, read_u16, read_u32, read_u64};
+
+const RECORD_VERSION: u8 = 1;
+/// Bytes per link entry.
+pub const LINK_ENTRY_LEN: usize = HOP_LEN + 4 + 2;
+const SIGNATURE_LEN: usize = 64;
+
+/// One advertised link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkEntry {
+    /// The neighbour's node id prefix.
+    pub neighbour: [u8; HOP_LEN],
+    /// Smoothed RTT in microseconds.
+    pub rtt_us: u32,
+    /// Loss rate in 1/65535ths.
+    pub loss: u16,
+}
+
+/// A parsed, not yet verified, link-state record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkStateRecord<'a> {
+    /// The origin's encoded certificate.
+    pub certificate: &'a [u8],
+    /// Newer records have larger sequence numbers.
+    pub sequence: u64,
+    /// Seconds the record stays valid after it arrives.
+    pub lifetime_secs: u16,
+    links: &'a [u8],
+    /// The bytes the signature covers.
+    pub signed: &'a [u8],
+    /// The origin's signature.
+    pub signature: &'a [u8; 64],
+}
+
+impl<'a> LinkStateRecord<'a> {
+    /// Parses a record. Total.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let Some(&version) = bytes.first() else {
+            return Err(DecodeError::Truncated("link-state record"));
+        };
+        if version != RECORD_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let cert_len =
+            read_u16(bytes, 1).ok_or(DecodeError::Truncated("link-state record"))? as usize;
+        let certificate = bytes
+            .get(3..3 + cert_len)
+            .ok_or(DecodeError::Truncated("link-state certificate"))?;
+        let at = 3 + cert_len;
+        let sequence = read_u64(bytes, at).ok_or(DecodeError::Truncated("link-state record"))?;
+        let lifetime_secs =
+            read_u16(bytes, at + 8).ok_or(DecodeError::Truncated("link-state record"))?;
+        let count =
+            read_u16(bytes, at + 10).ok_or(DecodeError::Truncated("link-state record"))? as usize;
+        let links_at = at + 12;
+        let links = bytes
+            .get(links_at..links_at + count * LINK_ENTRY_LEN)
+            .ok_or(DecodeError::Truncated("link-state links"))?;
+        let signed_len = links_at + links.len();
+        let signature = bytes
+            .get(signed_len..)
+            .and_then(|s| <&[u8; SIGNATURE_LEN]>::try_from(s).ok())
+            .ok_or(DecodeError::Truncated("link-state signature"))?;
+        Ok(Self {
+            certificate,
+            sequence,
+            lifetime_secs,
+            links,
+            signed: &bytes[..signed_len],
+            signature,
+        })
+    }
+
+    /// The advertised links.
+    pub fn links(&self) -> impl Iterator<Item = LinkEntry> + 'a {
+        self.links.chunks_exact(LINK_ENTRY_LEN).map(|chunk| {
+            let mut neighbour = [0u8; HOP_LEN];
+            neighbour.copy_from_slice(&chunk[..HOP_LEN]);
+            LinkEntry {
+                neighbour,
+                rtt_us: read_u32(chunk, HOP_LEN).unwrap_or(u32::MAX),
+                loss: read_u16(chunk, HOP_LEN + 4).unwrap_or(u16::MAX),
+            }
+        })
+    }
+
+    /// Appends the signed part of a record; the caller appends the
+    /// 64-byte signature over `out[start..]`.
+    pub fn emit_unsigned(
+        out: &mut Vec<u8>,
+        certificate: &[u8],
+        sequence: u64,
+        lifetime_secs: u16,
+        links: &[LinkEntry],
+    ) {
+        let cert_len = certificate.len().min(u16::MAX as usize);
+        let count = links.len().min(u16::MAX as usize);
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&(cert_len as u16).to_be_bytes());
+        out.extend_from_slice(&certificate[..cert_len]);
+        out.extend_from_slice(&sequence.to_be_bytes());
+        out.extend_from_slice(&lifetime_secs.to_be_bytes());
+        out.extend_from_slice(&(count as u16).to_be_bytes());
+        for link in &links[..count] {
+            out.extend_from_slice(&link.neighbour);
+            out.extend_from_slice(&link.rtt_us.to_be_bytes());
+            out.extend_from_slice(&link.loss.to_be_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn record_round_trips() {
+        let links = [
+            LinkEntry {
+                neighbour: [1; HOP_LEN],
+                rtt_us: 1500,
+                loss: 0,
+            },
+            LinkEntry {
+                neighbour: [2; HOP_LEN],
+                rtt_us: 80_000,
+                loss: 65535 / 3,
+            },
+        ];
+        let mut out = Vec::new();
+        LinkStateRecord::emit_unsigned(&mut out, b"cert", 42, 35, &links);
+        let signed_len = out.len();
+        out.extend_from_slice(&[9u8; 64]);
+        let record = LinkStateRecord::decode(&out).unwrap();
+        assert_eq!(record.certificate, b"cert");
+        assert_eq!(record.sequence, 42);
+        assert_eq!(record.lifetime_secs, 35);
+        assert_eq!(record.signed, &out[..signed_len]);
+        assert_eq!(record.signature, &[9u8; 64]);
+        assert_eq!(record.links().collect::<Vec<_>>(), links);
+        assert!(LinkStateRecord::decode(&out[..out.len() - 1]).is_err());
+        out.push(0);
+        assert!(LinkStateRecord::decode(&out).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(record) = LinkStateRecord::decode(&bytes) {
+                let _ = record.links().count();
+            }
+        }
+    }
+}
