@@ -129,6 +129,7 @@ install_deps() {
 if ((SKIP_INSTALL == 0)); then install_deps; fi
 for c in ip iperf3 ping jq ss timeout; do command -v "$c" >/dev/null || die "missing $c"; done
 
+WEFT_BIN_GIVEN="$WEFT_BIN"
 if wanted weft; then
   if [[ -z "$WEFT_BIN" && -n "$REV" ]]; then
     REV="$(git -C "$REPO" rev-parse --short "$REV^{commit}")" || die "--rev: no such commit"
@@ -151,7 +152,9 @@ fi
 # Versions, taken when the binaries are built (others may commit meanwhile).
 VERSIONS=""
 if wanted weft; then
-  if [[ -n "$REV" ]]; then
+  if [[ -n "$WEFT_BIN_GIVEN" ]]; then
+    VERSIONS+="weft binary $WEFT_BIN_GIVEN; "
+  elif [[ -n "$REV" ]]; then
     VERSIONS+="weft $REV; "
   else
     VERSIONS+="weft $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- crates 2>/dev/null || echo '+dirty (working tree)'); "
@@ -474,22 +477,24 @@ cell() {
 
 table() {
   local p label
-  echo "| path | MTU | TCP → Gbit/s | TCP ← (-R) Gbit/s | TCP ×${PARALLEL/#0/-} Gbit/s | retransmits → | tunnel CPU → | ping avg ms | ping p99 ms | ping max ms | loss |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  ((PARALLEL > 0)) || PARALLEL="N"
+  echo "| path | MTU | TCP → Gbit/s | TCP ← (-R) Gbit/s | TCP ×$PARALLEL Gbit/s | retransmits → | tunnel CPU → | ping avg ms | ping p50 ms | ping p99 ms | ping max ms | loss |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   for p in raw weft wireguard-go boringtun; do
     wanted "$p" || continue
     case "$p" in raw) label="raw underlay (veth)" ;; *) label="$p" ;; esac
     if [[ -n "${R[$p.down]:-}" ]]; then
-      echo "| $label | — | DOWN | DOWN | DOWN | — | — | DOWN | DOWN | DOWN | — |"
+      echo "| $label | — | DOWN | DOWN | DOWN | — | — | DOWN | DOWN | DOWN | DOWN | — |"
       continue
     fi
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "${R[$p.mtu]:-?}" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "${R[$p.mtu]:-?}" \
       "$(cell "${R[$p.fwd]:-}" "${R[raw.fwd]:-}" 2)" \
       "$(cell "${R[$p.rev]:-}" "${R[raw.rev]:-}" 2)" \
       "$(cell "${R[$p.par]:-}" "${R[raw.par]:-}" 2)" \
       "${R[$p.fwd.retr]:-—}" \
       "$([[ -n "${R[$p.fwd.cpu]:-}" ]] && echo "${R[$p.fwd.cpu]}%" || echo "—")" \
       "$(cell "${R[$p.rtt_avg]:-}" "${R[raw.rtt_avg]:-}" 3)" \
+      "$(cell "${R[$p.rtt_p50]:-}" "${R[raw.rtt_p50]:-}" 3)" \
       "$(cell "${R[$p.rtt_p99]:-}" "${R[raw.rtt_p99]:-}" 3)" \
       "$(cell "${R[$p.rtt_max]:-}" "" 3)" \
       "${R[$p.loss]:-—}%"
@@ -507,3 +512,6 @@ table | tee ${OUT:+"$OUT"}
 for p in weft wireguard-go boringtun; do
   [[ -z "${R[$p.down]:-}" ]] || echo "$p: DOWN: ${R[$p.down]}"
 done
+# A path that was down or a test that failed makes the run fail (the table
+# above still shows what did work).
+if ((FAILED)); then exit 1; fi
