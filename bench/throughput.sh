@@ -11,7 +11,9 @@
 # - all traffic stays inside two network namespaces it creates itself
 #   (underlay 198.18.0.1/24 <-> 198.18.0.2/24 on a veth pair; overlays
 #   198.19.0.0/24 weft, 198.19.1.0/24 wireguard-go, 198.19.2.0/24 boringtun);
-# - only one tunnel runs at a time, each with its own TUN names and port;
+# - only one tunnel runs at a time, each with its own TUN names and port
+#   (weft is measured twice: as configured by `weft init`, and with
+#   tun.offload = false, to show what the TUN offloads bring);
 # - an EXIT trap (also on error, Ctrl-C, SIGTERM) kills every process it
 #   started, by PID, and deletes its namespaces;
 # - every wait has a deadline and every load is bounded (iperf3 -t, ping -c).
@@ -29,7 +31,9 @@ Usage: bench/throughput.sh [options]   (as root)
   --no-reverse        skip the reverse (-R, server->client) iperf3 test
   --pings N           pings per path (default 200)
   --ping-interval S   seconds between pings (default 0.01)
-  --only LIST         comma-separated subset of: raw,weft,wireguard-go,boringtun
+  --only LIST         comma-separated subset of:
+                      raw,weft,weft-no-offload,wireguard-go,boringtun
+                      (weft-no-offload: weft with tun.offload = false)
                       (raw is always measured: it is the baseline of the ratios)
   --mtu N             force this tunnel MTU on every tunnel (default: each
                       tool's own default: weft's config default, 1420 for WireGuard)
@@ -53,7 +57,7 @@ PARALLEL=4
 REVERSE=1
 PINGS=200
 PING_INTERVAL=0.01
-ONLY="raw,weft,wireguard-go,boringtun"
+ONLY="raw,weft,weft-no-offload,wireguard-go,boringtun"
 MTU=""
 BT_THREADS=""
 WEFT_BIN=""
@@ -93,7 +97,7 @@ is_int "$PINGS" && ((PINGS >= 1 && PINGS <= 10000)) || die "--pings must be 1..1
 [[ -z "$MTU" ]] || { is_int "$MTU" && ((MTU >= 1280 && MTU <= 1440)); } || die "--mtu must be 1280..1440"
 [[ -z "$BT_THREADS" ]] || is_int "$BT_THREADS" || die "--boringtun-threads must be a number"
 for t in ${ONLY//,/ }; do
-  case "$t" in raw|weft|wireguard-go|boringtun) ;; *) die "--only: unknown path '$t'" ;; esac
+  case "$t" in raw|weft|weft-no-offload|wireguard-go|boringtun) ;; *) die "--only: unknown path '$t'" ;; esac
 done
 wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -130,7 +134,7 @@ if ((SKIP_INSTALL == 0)); then install_deps; fi
 for c in ip iperf3 ping jq ss timeout; do command -v "$c" >/dev/null || die "missing $c"; done
 
 WEFT_BIN_GIVEN="$WEFT_BIN"
-if wanted weft; then
+if wanted weft || wanted weft-no-offload; then
   if [[ -z "$WEFT_BIN" && -n "$REV" ]]; then
     REV="$(git -C "$REPO" rev-parse --short "$REV^{commit}")" || die "--rev: no such commit"
     SRC=/tmp/weft-bench-src
@@ -151,7 +155,7 @@ fi
 
 # Versions, taken when the binaries are built (others may commit meanwhile).
 VERSIONS=""
-if wanted weft; then
+if wanted weft || wanted weft-no-offload; then
   if [[ -n "$WEFT_BIN_GIVEN" ]]; then
     VERSIONS+="weft binary $WEFT_BIN_GIVEN; "
   elif [[ -n "$REV" ]]; then
@@ -356,8 +360,11 @@ R[raw.mtu]="$UNDERLAY_MTU"
 measure raw 198.18.0.2
 
 # ------------------------------------------------------------------ weft ----
+# bench_weft PATH OFFLOAD: two weft daemons, tun.offload = OFFLOAD (true, false,
+# or "" to keep the default that `weft init` writes).
 bench_weft() {
-  local d="$WORK/weft" n
+  local path="$1" offload="$2" d="$WORK/$1" n tun
+  if [[ "$path" == weft ]]; then tun="wf$ID"; else tun="wn$ID"; fi
   mkdir -p "$d/ca" "$d/a" "$d/b"
   if ! { "$WEFT_BIN" ca init --dir "$d/ca" --name bench &&
     "$WEFT_BIN" init --dir "$d/a" && cp "$d/ca/ca.crt" "$d/a/ca.crt" &&
@@ -366,7 +373,7 @@ bench_weft() {
       --ipv4 198.19.0.1/24 --out "$d/a/node.crt" &&
     "$WEFT_BIN" ca sign --ca-key "$d/ca/ca.key" --public-key "$d/b/node.pub" --name b \
       --ipv4 198.19.0.2/24 --out "$d/b/node.crt"; } >"$d/pki.log" 2>&1; then
-    mark_down weft "weft CLI (ca init / init / ca sign) failed: $(tail -n 3 "$d/pki.log")"
+    mark_down "$path" "weft CLI (ca init / init / ca sign) failed: $(tail -n 3 "$d/pki.log")"
     return 1
   fi
   # Adapt the configs `weft init` wrote: unique TUN names, private control
@@ -375,23 +382,30 @@ bench_weft() {
   for n in a b; do
     if [[ $n == a ]]; then peer=b other_ip=198.18.0.2; else peer=a other_ip=198.18.0.1; fi
     sed -i \
-      -e "s|^name = \"weft0\"|name = \"wf${ID}$n\"|" \
+      -e "s|^name = \"weft0\"|name = \"$tun$n\"|" \
       -e "s|^socket = .*|socket = \"$d/$n/control.sock\"|" \
       -e "s|^listen = .*|listen = \"0.0.0.0:4800\"|" \
       "$d/$n/weft.toml"
     if [[ -n "$MTU" ]]; then sed -i -e "s|^mtu = .*|mtu = $MTU|" "$d/$n/weft.toml"; fi
+    if [[ -n "$offload" ]]; then
+      if ! grep -q '^offload = ' "$d/$n/weft.toml"; then
+        mark_down "$path" "this weft's config has no tun.offload key"
+        return 1
+      fi
+      sed -i -e "s|^offload = .*|offload = $offload|" "$d/$n/weft.toml"
+    fi
     printf '\n[[peers]]\nname = "%s"\nendpoint = "%s:4800"\n' "$peer" "$other_ip" >>"$d/$n/weft.toml"
   done
   start_in "$NS_A" "$d/a/weft.log" "$WEFT_BIN" up --config "$d/a/weft.toml"
   start_in "$NS_B" "$d/b/weft.log" "$WEFT_BIN" up --config "$d/b/weft.toml"
   if ! wait_for 20 "weft tunnel" in_a ping -c 1 -W 1 198.19.0.2; then
-    mark_down weft "no ping over the overlay within 20 s (logs: $d/*/weft.log)"
+    mark_down "$path" "no ping over the overlay within 20 s (logs: $d/*/weft.log)"
     tail -n 20 "$d/a/weft.log" "$d/b/weft.log" >&2 || true
     stop_tunnel
     return 1
   fi
-  tunnel_mtu weft "wf${ID}a"
-  measure weft 198.19.0.2
+  tunnel_mtu "$path" "${tun}a"
+  measure "$path" 198.19.0.2
   "$WEFT_BIN" status --config "$d/a/weft.toml" --json >"$d/status-a.json" 2>&1 || true
   stop_tunnel
 }
@@ -448,7 +462,11 @@ wg_pair() {
 
 if wanted weft; then
   log "== weft ($WEFT_BIN)"
-  bench_weft || true
+  bench_weft weft "" || true
+fi
+if wanted weft-no-offload; then
+  log "== weft with tun.offload = false"
+  bench_weft weft-no-offload false || true
 fi
 if wanted wireguard-go; then
   log "== wireguard-go ($(wireguard-go --version 2>/dev/null | head -n 1))"
@@ -480,9 +498,13 @@ table() {
   ((PARALLEL > 0)) || PARALLEL="N"
   echo "| path | MTU | TCP → Gbit/s | TCP ← (-R) Gbit/s | TCP ×$PARALLEL Gbit/s | retransmits → | tunnel CPU → | ping avg ms | ping p50 ms | ping p99 ms | ping max ms | loss |"
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-  for p in raw weft wireguard-go boringtun; do
+  for p in raw weft weft-no-offload wireguard-go boringtun; do
     wanted "$p" || continue
-    case "$p" in raw) label="raw underlay (veth)" ;; *) label="$p" ;; esac
+    case "$p" in
+      raw) label="raw underlay (veth)" ;;
+      weft-no-offload) label="weft, tun.offload = false" ;;
+      *) label="$p" ;;
+    esac
     if [[ -n "${R[$p.down]:-}" ]]; then
       echo "| $label | — | DOWN | DOWN | DOWN | — | — | DOWN | DOWN | DOWN | DOWN | — |"
       continue
@@ -509,7 +531,7 @@ table() {
 
 echo
 table | tee ${OUT:+"$OUT"}
-for p in weft wireguard-go boringtun; do
+for p in weft weft-no-offload wireguard-go boringtun; do
   [[ -z "${R[$p.down]:-}" ]] || echo "$p: DOWN: ${R[$p.down]}"
 done
 # A path that was down or a test that failed makes the run fail (the table
