@@ -2,12 +2,18 @@
 //!
 //! Builds a [`Testbed`] of N nodes (network namespaces on one bridge, a real
 //! daemon in each), waits for the encrypted sessions, prints one node's
-//! `weft status`, then pings every node from every other one over the
-//! overlay, IPv4 and IPv6, and prints the round-trip times as matrices.
+//! `weft status`, then runs a scenario. `overlay` (the default) pings every
+//! node from every other one over the overlay, IPv4 and IPv6, and prints
+//! the round-trip times as matrices. `failover` cuts the h0–h1 underlay
+//! path while h0 pings h1 every 10 ms and shows the overlay routing around
+//! it (see `demo/failover.rs`; `--trials N` makes it a benchmark).
 //! Everything it made is removed before it exits, also on Ctrl-C or
 //! SIGTERM: a signal only sets a flag, and the demo unwinds normally so the
-//! test bed's `Drop` runs. Exit codes: 0 all pairs reached each other,
-//! 1 some did not (or a step failed), 2 not root, 130 interrupted.
+//! test bed's `Drop` runs. Exit codes: 0 all pairs reached each other (or
+//! traffic resumed after every cut), 1 not (or a step failed), 2 not root,
+//! 130 interrupted.
+
+mod failover;
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -24,9 +30,32 @@ use crate::testbed::{Testbed, TestbedOptions, is_root};
 /// Arguments of `weft demo`.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Number of nodes.
+    /// Number of nodes (the failover scenario needs at least 3).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(2..=16))]
     pub nodes: u16,
+    /// What to show.
+    #[arg(long, value_enum, default_value_t = Scenario::Overlay)]
+    pub scenario: Scenario,
+    /// failover: how many times to cut and restore the link; with more than
+    /// one, a table of outages with the median and worst.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub trials: u32,
+    /// failover: afterwards, drop this percentage of the h0–h1 packets at
+    /// random for 10 s and report the end-to-end loss (needs nftables).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub loss_percent: Option<u8>,
+    /// failover: seconds of idle traffic over which the probe cost is measured.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub idle_secs: u64,
+}
+
+/// The scenarios of `weft demo`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Ping every node from every other one, IPv4 and IPv6.
+    Overlay,
+    /// Cut the h0–h1 link under a 10 ms ping stream and measure the outage.
+    Failover,
 }
 
 /// Runs the demo.
@@ -43,7 +72,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let mut options =
         TestbedOptions::new(std::env::current_exe().context("finding the weft binary")?);
     options.cancel = Some(Arc::clone(&interrupted));
-    let result = demo(usize::from(args.nodes), options, &interrupted);
+    if args.scenario == Scenario::Failover && args.nodes < 3 {
+        eprintln!(
+            "weft demo: the failover scenario needs --nodes 3 or more (a relay besides h0 and h1)"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let result = demo(args, options, &interrupted);
     // The test bed is gone by now: `demo` owned it.
     if interrupted.load(Ordering::Relaxed) {
         eprintln!("weft demo: interrupted; everything it made has been removed");
@@ -60,9 +95,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The demo proper; returns whether every pair reached each other.
+/// The demo proper; returns whether the scenario succeeded.
 #[allow(clippy::print_stdout)] // a CLI command: stdout is its output
-fn demo(n: usize, options: TestbedOptions, interrupted: &AtomicBool) -> anyhow::Result<bool> {
+fn demo(
+    args: &DemoArgs,
+    options: TestbedOptions,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<bool> {
+    let n = usize::from(args.nodes);
     println!(
         "weft demo: building {n} nodes, each in its own network namespace, on one virtual bridge ..."
     );
@@ -81,6 +121,19 @@ fn demo(n: usize, options: TestbedOptions, interrupted: &AtomicBool) -> anyhow::
         first.netns()
     );
     print!("{}", first.status_table()?);
+
+    if args.scenario == Scenario::Failover {
+        let plan = failover::FailoverPlan {
+            trials: args.trials,
+            loss_percent: args.loss_percent,
+            idle: Duration::from_secs(args.idle_secs),
+        };
+        let resumed = failover::run(&testbed, &plan, interrupted)?;
+        println!("tearing down ...");
+        drop(testbed);
+        println!("done: all namespaces, links, daemons and files removed.");
+        return Ok(resumed);
+    }
 
     let names: Vec<String> = testbed
         .hosts()
@@ -139,6 +192,7 @@ const PING: PingOptions = PingOptions {
     count: 3,
     interval: Duration::from_millis(100),
     timeout: Duration::from_millis(1500),
+    deadline: None,
 };
 /// Pings running at once (each is a thread in a namespace).
 const PARALLEL_PINGS: usize = 32;

@@ -8,8 +8,14 @@
 //! the kernel owns the identifier), sequence number and a random token in
 //! the payload, so other pings running at the same time never count.
 //!
-//! Bounded: at most `count` requests, `interval` apart, and the whole run
-//! ends `timeout` after the last request at the latest. The ICMPv4 checksum
+//! Bounded: at most `count` requests, `interval` apart (10 ms at the
+//! least from the CLI), and the whole run ends `timeout` after the last
+//! request at the latest, or at the `deadline` if one is given, whichever
+//! comes first. Requests go out on a fixed schedule (the n-th at
+//! `start + n × interval`, never in a burst to catch up), so the per-request
+//! records of a run (`--json`: `replies`, each with its send time and RTT,
+//! or a null RTT when lost) show when an outage began and ended to within
+//! one interval; the testbed measures failover with them. The ICMPv4 checksum
 //! is computed here; for ICMPv6 the kernel fills it in (RFC 3542 §3.1).
 //! [`ping`] is also the library entry that `weft demo` calls in-process,
 //! inside a namespace, through `testbed::Host::enter`.
@@ -18,6 +24,7 @@ use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -31,13 +38,18 @@ pub struct PingArgs {
     /// Number of echo requests.
     #[arg(long, short, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,
-    /// Milliseconds between requests.
-    #[arg(long, default_value_t = 200)]
+    /// Milliseconds between requests (10 at the least).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub interval_ms: u64,
     /// Milliseconds to wait for each reply.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub timeout_ms: u64,
-    /// Print one JSON summary line instead of text.
+    /// Stop the whole run after this many milliseconds, whatever is still
+    /// to send or outstanding (like ping's -w).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub deadline_ms: Option<u64>,
+    /// Print one JSON object instead of text: the summary and a record per
+    /// request (`replies`: seq, sent_ms, rtt_ms or null when lost).
     #[arg(long)]
     pub json: bool,
 }
@@ -51,15 +63,21 @@ pub struct PingOptions {
     pub interval: Duration,
     /// How long to wait for each reply.
     pub timeout: Duration,
+    /// The whole run ends this long after it started, if given.
+    pub deadline: Option<Duration>,
 }
 
 /// One echo reply.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reply {
-    /// Sequence number (from 1).
+    /// Number of the request in this run, from 1 (never wraps).
+    pub seq: u32,
+    /// ICMP sequence number on the wire (wraps at 65535, like ping's).
     pub sequence: u16,
     /// ICMP message length.
     pub bytes: usize,
+    /// When the request was sent.
+    pub sent: Instant,
     /// Round-trip time.
     pub rtt: Duration,
 }
@@ -69,10 +87,37 @@ pub struct Reply {
 pub enum Outcome {
     /// A reply arrived.
     Reply(Reply),
-    /// No reply in time for this sequence number.
-    Timeout(u16),
-    /// The request could not be sent.
-    SendError(u16, String),
+    /// No reply in time for request `seq` (wire sequence `sequence`), sent at `sent`.
+    Timeout {
+        /// Number of the request in this run, from 1.
+        seq: u32,
+        /// ICMP sequence number on the wire.
+        sequence: u16,
+        /// When it was sent.
+        sent: Instant,
+    },
+    /// Request `seq` could not be sent.
+    SendError {
+        /// Number of the request in this run, from 1.
+        seq: u32,
+        /// ICMP sequence number on the wire.
+        sequence: u16,
+        /// When the send was attempted.
+        sent: Instant,
+        /// The OS error.
+        error: String,
+    },
+}
+
+/// What became of one request, as `--json` prints it in `replies`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Record {
+    /// Number of the request in this run, from 1.
+    pub seq: u32,
+    /// When it was sent, in milliseconds since the run started.
+    pub sent_ms: f64,
+    /// Its round-trip time in milliseconds, or `None` (JSON null) if it was lost.
+    pub rtt_ms: Option<f64>,
 }
 
 /// The result of a ping run.
@@ -92,6 +137,9 @@ pub struct PingReport {
     pub avg_ms: Option<f64>,
     /// Longest round trip.
     pub max_ms: Option<f64>,
+    /// Every request in order of `seq`: when it was sent and its RTT, or
+    /// null if no reply came in time (or before the deadline).
+    pub replies: Vec<Record>,
 }
 
 /// Runs `weft ping`.
@@ -101,6 +149,7 @@ pub fn run(args: &PingArgs) -> anyhow::Result<ExitCode> {
         count: args.count,
         interval: Duration::from_millis(args.interval_ms),
         timeout: Duration::from_millis(args.timeout_ms),
+        deadline: args.deadline_ms.map(Duration::from_millis),
     };
     let text = !args.json;
     if text {
@@ -118,10 +167,12 @@ pub fn run(args: &PingArgs) -> anyhow::Result<ExitCode> {
                 reply.sequence,
                 millis(reply.rtt)
             ),
-            Outcome::Timeout(sequence) => {
+            Outcome::Timeout { sequence, .. } => {
                 println!("no reply from {} for icmp_seq={sequence}", args.target)
             }
-            Outcome::SendError(sequence, error) => {
+            Outcome::SendError {
+                sequence, error, ..
+            } => {
                 eprintln!("weft ping: icmp_seq={sequence}: send: {error}")
             }
         }
@@ -151,6 +202,19 @@ pub fn run(args: &PingArgs) -> anyhow::Result<ExitCode> {
 pub fn ping(
     target: IpAddr,
     options: &PingOptions,
+    on_outcome: impl FnMut(&Outcome),
+) -> anyhow::Result<PingReport> {
+    ping_until(target, options, &AtomicBool::new(false), on_outcome)
+}
+
+/// Like [`ping`], but stops sending as soon as `stop` is set (checked at
+/// least every [`STOP_POLL`]); requests already sent still get their
+/// `timeout` (within the deadline). For pings that run while something
+/// else happens, e.g. a link cut in the testbed.
+pub fn ping_until(
+    target: IpAddr,
+    options: &PingOptions,
+    stop: &AtomicBool,
     mut on_outcome: impl FnMut(&Outcome),
 ) -> anyhow::Result<PingReport> {
     let mut token = [0u8; TOKEN_LEN];
@@ -165,7 +229,12 @@ pub fn ping(
     let family = Family::of(target);
 
     let start = now();
-    let mut outstanding: BTreeMap<u16, Instant> = BTreeMap::new();
+    let end = options.deadline.map(|deadline| start + deadline);
+    // Wire sequence -> (seq in this run, send time). Wire sequences repeat
+    // only after 65535 requests, far longer than any reply timeout at the
+    // CLI's shortest interval (10 ms x 65535 = 655 s > 600 s).
+    let mut outstanding: BTreeMap<u16, (u32, Instant)> = BTreeMap::new();
+    let mut records: Vec<Record> = Vec::new();
     let mut report = PingReport {
         target,
         sent: 0,
@@ -174,50 +243,77 @@ pub fn ping(
         min_ms: None,
         avg_ms: None,
         max_ms: None,
+        replies: Vec::new(),
     };
     let mut request = Vec::with_capacity(ICMP_HEADER_LEN + PAYLOAD_LEN);
     let mut buffer = [0u8; 2048];
     let mut next_send = start;
     loop {
         let current = now();
+        let stopped = stop.load(Ordering::Relaxed);
+        let past_deadline = end.is_some_and(|end| current >= end);
+        let sending = report.sent < options.count && !stopped && !past_deadline;
         // Send when due.
-        if report.sent < options.count && current >= next_send {
-            // count <= u32::MAX, but sequence numbers wrap at u16 like ping's.
+        if sending && current >= next_send {
+            // Sequence numbers wrap at u16 like ping's.
             let sequence = (report.sent % u32::from(u16::MAX)) as u16 + 1;
-            encode_request(family, identifier, sequence, &token, &mut request);
             report.sent += 1;
+            let seq = report.sent;
+            encode_request(family, identifier, sequence, &token, &mut request);
+            records.push(Record {
+                seq,
+                sent_ms: millis(current.saturating_duration_since(start)),
+                rtt_ms: None,
+            });
             match socket.send(&request) {
                 Ok(_) => {
-                    outstanding.insert(sequence, current);
+                    outstanding.insert(sequence, (seq, current));
                 }
-                Err(error) => on_outcome(&Outcome::SendError(sequence, error.to_string())),
+                Err(error) => on_outcome(&Outcome::SendError {
+                    seq,
+                    sequence,
+                    sent: current,
+                    error: error.to_string(),
+                }),
             }
-            next_send = current + options.interval;
+            // A fixed schedule; after a stall, carry on from now (no burst).
+            next_send += options.interval;
+            if next_send < current {
+                next_send = current + options.interval;
+            }
             continue;
         }
-        // Expire requests whose replies are overdue.
+        // Expire requests whose replies are overdue (all of them at the deadline).
         let expired: Vec<u16> = outstanding
             .iter()
-            .filter(|(_, sent)| current >= **sent + options.timeout)
-            .map(|(s, _)| *s)
+            .filter(|(_, (_, sent))| past_deadline || current >= *sent + options.timeout)
+            .map(|(sequence, _)| *sequence)
             .collect();
         for sequence in expired {
-            outstanding.remove(&sequence);
-            on_outcome(&Outcome::Timeout(sequence));
+            if let Some((seq, sent)) = outstanding.remove(&sequence) {
+                on_outcome(&Outcome::Timeout {
+                    seq,
+                    sequence,
+                    sent,
+                });
+            }
         }
-        let sending_done = report.sent >= options.count;
-        if sending_done && outstanding.is_empty() {
+        if !sending && outstanding.is_empty() {
             break;
         }
-        // Wait for a reply until the next send or the next expiry.
+        // Wait for a reply until the next send, the next expiry, the
+        // deadline, or the next look at the stop flag.
         let mut wake = outstanding
             .values()
-            .map(|sent| *sent + options.timeout)
-            .min();
-        if !sending_done {
-            wake = Some(wake.map_or(next_send, |w| w.min(next_send)));
+            .map(|(_, sent)| *sent + options.timeout)
+            .min()
+            .unwrap_or(current + STOP_POLL);
+        if sending {
+            wake = wake.min(next_send).min(current + STOP_POLL);
         }
-        let Some(wake) = wake else { break };
+        if let Some(end) = end {
+            wake = wake.min(end);
+        }
         let wait = wake
             .saturating_duration_since(current)
             .max(Duration::from_millis(1));
@@ -234,15 +330,20 @@ pub fn ping(
         else {
             continue;
         };
-        let Some(sent_at) = outstanding.remove(&sequence) else {
+        let Some((seq, sent)) = outstanding.remove(&sequence) else {
             continue; // a duplicate, or a reply after its timeout
         };
-        let rtt = received_at.saturating_duration_since(sent_at);
+        let rtt = received_at.saturating_duration_since(sent);
         report.received += 1;
         report.rtt_ms.push(millis(rtt));
+        if let Some(record) = records.get_mut((seq as usize).saturating_sub(1)) {
+            record.rtt_ms = Some(millis(rtt));
+        }
         on_outcome(&Outcome::Reply(Reply {
+            seq,
             sequence,
             bytes,
+            sent,
             rtt,
         }));
     }
@@ -252,6 +353,7 @@ pub fn ping(
         report.max_ms = report.rtt_ms.iter().copied().reduce(f64::max);
         report.avg_ms = Some(sum / report.rtt_ms.len() as f64);
     }
+    report.replies = records;
     Ok(report)
 }
 
@@ -410,6 +512,8 @@ fn is_transient(error: &std::io::Error) -> bool {
 
 /// Bytes after the ICMP header: the token, then filler (56 in all, as ping).
 pub const PAYLOAD_LEN: usize = 56;
+/// Longest a run goes without looking at its stop flag.
+pub const STOP_POLL: Duration = Duration::from_millis(20);
 const TOKEN_LEN: usize = 8;
 const ICMP_HEADER_LEN: usize = 8;
 
@@ -508,6 +612,7 @@ mod tests {
             count: 2,
             interval: Duration::from_millis(10),
             timeout: Duration::from_secs(2),
+            deadline: None,
         };
         let Ok(report) = ping(IpAddr::from([127, 0, 0, 1]), &options, |_| {}) else {
             eprintln!("skipping: no ICMP socket");
@@ -521,5 +626,60 @@ mod tests {
         }
         let report = ping("::1".parse().unwrap(), &options, |_| {}).unwrap();
         assert_eq!(report.received, 2);
+    }
+
+    #[test]
+    fn records_cover_every_request_and_stop_ends_the_run_early() {
+        let options = PingOptions {
+            count: 100_000,
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_secs(2),
+            deadline: Some(Duration::from_secs(30)),
+        };
+        let stop = AtomicBool::new(false);
+        let mut outcomes = 0;
+        let result = ping_until(IpAddr::from([127, 0, 0, 1]), &options, &stop, |outcome| {
+            outcomes += 1;
+            if matches!(outcome, Outcome::Reply(reply) if reply.seq >= 5) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+        let Ok(report) = result else {
+            eprintln!("skipping: no ICMP socket");
+            return;
+        };
+        assert!((5..100).contains(&report.sent), "{report:?}");
+        assert_eq!(report.replies.len(), report.sent as usize);
+        assert_eq!(outcomes, report.sent);
+        for (i, record) in report.replies.iter().enumerate() {
+            assert_eq!(record.seq as usize, i + 1);
+            assert!(record.rtt_ms.is_some(), "{record:?}");
+        }
+        // The schedule is fixed: the n-th request goes out near (n-1) x 10 ms.
+        let last = report.replies.last().unwrap();
+        assert!(
+            last.sent_ms >= f64::from(last.seq - 1) * 10.0 - 1.0,
+            "{last:?}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["replies"][0]["seq"], 1);
+    }
+
+    #[test]
+    fn deadline_bounds_a_run_and_counts_the_rest_lost() {
+        let options = PingOptions {
+            count: 100_000,
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_secs(60),
+            deadline: Some(Duration::from_millis(100)),
+        };
+        let start = now();
+        let Ok(report) = ping(IpAddr::from([127, 0, 0, 1]), &options, |_| {}) else {
+            eprintln!("skipping: no ICMP socket");
+            return;
+        };
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!((1..=12).contains(&report.sent), "{report:?}");
+        assert_eq!(report.replies.len(), report.sent as usize);
     }
 }

@@ -3,10 +3,14 @@
 //! Each test builds its own [`Testbed`] (unique names, so tests run in
 //! parallel) and checks one thing an operator relies on: overlay pings both
 //! ways, a bulk TCP transfer arrives intact, a restarted daemon comes back,
-//! a node of another CA is shut out, and replayed packets are refused. They
-//! need root; without it they print a notice and pass (CI runs as root).
+//! a node of another CA is shut out, and replayed packets are refused; and
+//! the test bed's own impairments (pair cut, random loss, blackhole routes,
+//! the delay relay) do what they claim to the underlay. They need root;
+//! without it they print a notice and pass (CI runs as root).
 //! Every wait has a deadline and every loop a bound; the test bed removes
 //! everything it made, also when a test panics.
+
+#![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -16,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use weft::testbed::{Host, PORT, Testbed, TestbedOptions, is_root};
+use weft::testbed::{Host, PORT, Testbed, TestbedOptions, have_nft, is_root};
 
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -444,6 +448,119 @@ fn replayed_packets_are_rejected_and_not_delivered() {
         MESSAGES + 1,
         "no duplicate delivered"
     );
+}
+
+/// How many of `count` UDP datagrams from host `from`'s underlay address
+/// reach host `to`'s (port 6000), bypassing weft entirely.
+fn underlay_delivered(testbed: &Testbed, from: usize, to: usize, count: usize) -> usize {
+    let (sender, receiver) = (testbed.host(from), testbed.host(to));
+    let destination = SocketAddr::from((receiver.underlay_addr(), 6000));
+    let inbox = receiver
+        .enter(|| UdpSocket::bind(destination))
+        .unwrap()
+        .unwrap();
+    inbox
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let outbox = sender
+        .enter(|| UdpSocket::bind((sender.underlay_addr(), 0)))
+        .unwrap()
+        .unwrap();
+    for i in 0..count {
+        // A cut may refuse the send (EPERM, EINVAL): that datagram is lost.
+        let _ = outbox.send_to(format!("underlay {i}").as_bytes(), destination);
+        // Paced, so no queue overflows and only the rules drop anything.
+        thread::sleep(Duration::from_micros(200));
+    }
+    let mut delivered = 0;
+    let mut buf = [0u8; 64];
+    while delivered < count && inbox.recv(&mut buf).is_ok() {
+        delivered += 1;
+    }
+    delivered
+}
+
+#[test]
+fn pair_impairments_hit_only_that_pair_and_are_undone() {
+    let Some(testbed) = testbed(3, |_| {}) else {
+        return;
+    };
+    let all = |testbed: &Testbed, a, b| underlay_delivered(testbed, a, b, 20);
+    assert_eq!(all(&testbed, 0, 1), 20);
+
+    // iproute2 blackhole routes: both directions, no other pair.
+    testbed.blackhole_pair(0, 1).unwrap();
+    assert_eq!(all(&testbed, 0, 1), 0);
+    assert_eq!(all(&testbed, 1, 0), 0);
+    assert_eq!(all(&testbed, 0, 2), 20);
+    assert_eq!(all(&testbed, 2, 1), 20);
+    testbed.unblackhole_pair(0, 1).unwrap();
+    testbed.unblackhole_pair(0, 1).unwrap(); // idempotent
+    assert_eq!(all(&testbed, 0, 1), 20);
+    assert_eq!(all(&testbed, 1, 0), 20);
+
+    if !have_nft() {
+        eprintln!("skipping the nftables part: nft is not installed");
+        return;
+    }
+    testbed.cut_pair(0, 1).unwrap();
+    assert_eq!(all(&testbed, 0, 1), 0);
+    assert_eq!(all(&testbed, 1, 0), 0);
+    assert_eq!(all(&testbed, 1, 2), 20);
+    assert_eq!(all(&testbed, 2, 0), 20);
+    testbed.restore_pair(0, 1).unwrap();
+    testbed.restore_pair(0, 1).unwrap(); // idempotent
+    assert_eq!(all(&testbed, 0, 1), 20);
+
+    // 30 % each way: of 300, about 210 arrive (the bounds are > 5 sigma away).
+    testbed.set_pair_loss(0, 1, 30).unwrap();
+    let delivered = underlay_delivered(&testbed, 1, 0, 300);
+    assert!(
+        (150..=270).contains(&delivered),
+        "{delivered} of 300 arrived"
+    );
+    let delivered = underlay_delivered(&testbed, 0, 1, 300);
+    assert!(
+        (150..=270).contains(&delivered),
+        "{delivered} of 300 arrived"
+    );
+    assert_eq!(all(&testbed, 0, 2), 20);
+    testbed.set_pair_loss(0, 1, 0).unwrap();
+    assert_eq!(all(&testbed, 0, 1), 20);
+}
+
+#[test]
+fn delay_relay_slows_only_its_pair() {
+    const DELAY: Duration = Duration::from_millis(40);
+    let Some(testbed) = testbed(2, |options| options.impairment_relays = vec![(0, 1)]) else {
+        return;
+    };
+    let relay = testbed.relay(0);
+    let target = IpAddr::V4(testbed.host(1).overlay_ipv4().unwrap());
+    // Both daemons reach each other only through the relay.
+    for (i, peer) in [(0, "h1"), (1, "h0")] {
+        let status = testbed.host(i).status().unwrap();
+        let endpoint = status["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == peer)
+            .map(|p| p["endpoint"].clone());
+        assert_eq!(
+            endpoint,
+            Some(serde_json::json!(relay.address().to_string())),
+            "h{i}: {status}"
+        );
+    }
+    let (_, json) = weft_ping(testbed.host(0), target, 3);
+    let fast = json["max_ms"].as_f64().unwrap();
+    relay.set_delay(DELAY);
+    let (ok, json) = weft_ping(testbed.host(0), target, 3);
+    let slow = json["min_ms"].as_f64().unwrap_or(0.0);
+    eprintln!("overlay RTT through the relay: {fast:.2} ms, with a {DELAY:?} delay {slow:.2} ms");
+    assert!(ok, "{json}");
+    assert!(slow >= 2.0 * DELAY.as_secs_f64() * 1000.0, "{json}");
+    assert!(relay.forwarded() > 0 && relay.dropped() == 0);
 }
 
 /// The UDP payload of an IPv4 packet `from` -> `to`:4800 that is a weft

@@ -8,7 +8,7 @@
 //! The daemon is a child of this process, killed by its PID.
 
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -18,12 +18,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::command::{describe, kill_and_reap, run_with_timeout, wait_deadline};
-use super::netns::namespace_path;
+use super::netns::{join_namespace, namespace_path, spawn_in};
 
 /// How long one `weft status` call may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -133,11 +132,7 @@ impl Host {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let path = namespace_path(&self.netns);
-        thread::spawn(move || {
-            join_namespace(&path)?;
-            Ok(f())
-        })
+        spawn_in(&self.netns, f)
     }
 
     /// The daemon's status: the `status` object of the control protocol,
@@ -174,6 +169,62 @@ impl Host {
             );
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Sends one control request (`{"command": ...}`) to the daemon and
+    /// returns its whole answer; `{"ok":false}` becomes an error.
+    pub fn request(&self, request: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        crate::status::request(&self.socket, request)
+            .with_context(|| format!("{}: control request {request}", self.name))
+    }
+
+    /// The daemon's routing table: the `routes` array of the control
+    /// protocol's `{"command":"routes"}` answer.
+    pub fn routes(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let answer = self.request(&serde_json::json!({ "command": "routes" }))?;
+        answer["routes"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| anyhow!("{}: the routes answer has no routes: {answer}", self.name))
+    }
+
+    /// The route to `destination` under `metric` ("latency" or "loss") from
+    /// the routing table, if it has one.
+    pub fn route(
+        &self,
+        destination: &str,
+        metric: &str,
+    ) -> anyhow::Result<Option<serde_json::Value>> {
+        Ok(self.routes()?.into_iter().find(|route| {
+            route["name"].as_str() == Some(destination) && route["metric"].as_str() == Some(metric)
+        }))
+    }
+
+    /// The path to `destination` under `metric` from the routing table, as
+    /// node names ending with the destination (one name: direct); `None`
+    /// while the table has no such route.
+    pub fn route_path(
+        &self,
+        destination: &str,
+        metric: &str,
+    ) -> anyhow::Result<Option<Vec<String>>> {
+        Ok(self
+            .route(destination, metric)?
+            .map(|route| path_names(&route)))
+    }
+
+    /// The path packets to `destination` take now under `metric`: the
+    /// `trace` object of `{"command":"trace"}` (a route object).
+    pub fn trace(&self, destination: &str, metric: &str) -> anyhow::Result<serde_json::Value> {
+        let answer = self.request(&serde_json::json!({
+            "command": "trace",
+            "destination": destination,
+            "metric": metric,
+        }))?;
+        answer
+            .get("trace")
+            .cloned()
+            .ok_or_else(|| anyhow!("{}: the trace answer has no trace: {answer}", self.name))
     }
 
     /// The state of the session with peer `name` ("established", ...), or
@@ -313,6 +364,26 @@ impl Host {
     }
 }
 
+/// The node names of a route object's `path` (hops in order, ending with
+/// the destination; a hop without a name shows its node id).
+pub fn path_names(route: &serde_json::Value) -> Vec<String> {
+    route["path"]
+        .as_array()
+        .map(|hops| {
+            hops.iter()
+                .map(|hop| {
+                    hop["name"]
+                        .as_str()
+                        .filter(|name| !name.is_empty())
+                        .or_else(|| hop["node_id"].as_str())
+                        .unwrap_or("?")
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The state of peer `name` in a status object.
 pub(super) fn peer_state_in(status: &serde_json::Value, name: &str) -> Option<String> {
     let peers = status["peers"].as_array()?;
@@ -332,9 +403,4 @@ pub(super) fn peer_state_in(status: &serde_json::Value, name: &str) -> Option<St
             .unwrap_or(first)
             .to_owned(),
     )
-}
-
-fn join_namespace(path: &Path) -> anyhow::Result<()> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    setns(&file, CloneFlags::CLONE_NEWNET).with_context(|| format!("setns into {}", path.display()))
 }

@@ -9,6 +9,11 @@
 //! (`weft ca init`, `weft init`, `weft ca sign`), so the test bed also
 //! exercises the CLI the way an operator would.
 //!
+//! Links can be impaired per host pair (see `impair.rs`: a cut or random
+//! loss with nftables, a cut with iproute2 blackhole routes) and delayed
+//! through an impairment relay (see `relay.rs`); `stream.rs` pings through
+//! it all and measures outages.
+//!
 //! Guarantees: names are unique per test bed (see `netns.rs`), so tests may
 //! build test beds in parallel. Dropping a [`Testbed`] — also while
 //! unwinding from a panic — stops every daemon by PID (SIGTERM, then SIGKILL
@@ -18,12 +23,15 @@
 
 mod command;
 mod host;
+mod impair;
 mod netns;
+mod relay;
+mod stream;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,8 +39,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-pub use host::Host;
+pub use host::{Host, path_names};
+pub use impair::have_nft;
+pub use relay::{ImpairmentRelay, RELAY_IPV4, relay_address};
+pub use stream::{Outage, PingStream, Probe, REPLY_TIMEOUT, StreamRecord, loss_between, outage};
 
+use crate::config::DEFAULT_MTU;
 use command::{now, run};
 use netns::{add_namespace, delete_namespace, ip, step};
 
@@ -64,6 +76,12 @@ pub struct TestbedOptions {
     pub foreign_ca_hosts: BTreeSet<usize>,
     /// TOML appended to every config (e.g. a `[session]` table).
     pub extra_config: String,
+    /// `(i, j) -> address`: host `i`'s config names this endpoint for peer
+    /// `j` instead of `j`'s underlay address.
+    pub endpoint_overrides: BTreeMap<(usize, usize), SocketAddr>,
+    /// Host pairs `(a, b)` whose traffic goes through an impairment relay
+    /// (the k-th pair through [`Testbed::relay`]`(k)`, no delay until set).
+    pub impairment_relays: Vec<(usize, usize)>,
     /// When set (e.g. by a Ctrl-C handler), waits stop with an error.
     pub cancel: Option<Arc<AtomicBool>>,
 }
@@ -77,6 +95,8 @@ impl TestbedOptions {
             log_level: "info".to_owned(),
             foreign_ca_hosts: BTreeSet::new(),
             extra_config: String::new(),
+            endpoint_overrides: BTreeMap::new(),
+            impairment_relays: Vec::new(),
             cancel: None,
         }
     }
@@ -91,6 +111,7 @@ pub struct Testbed {
     /// Namespaces made so far, for cleanup: the bridge first, then hosts.
     namespaces: Vec<String>,
     hosts: Vec<Host>,
+    relays: Vec<ImpairmentRelay>,
     options: TestbedOptions,
 }
 
@@ -116,11 +137,13 @@ impl Testbed {
             bridge: None,
             namespaces: Vec::new(),
             hosts: Vec::new(),
+            relays: Vec::new(),
             options,
         };
         // From here on, an early return drops `testbed`, which cleans up.
         testbed.make_credentials(n)?;
         testbed.make_network()?;
+        testbed.start_relays()?;
         for host in &testbed.hosts {
             host.start_daemon()?;
         }
@@ -138,6 +161,15 @@ impl Testbed {
     /// If `i` is out of range: a bug in the calling test.
     pub fn host(&self, i: usize) -> &Host {
         &self.hosts[i]
+    }
+
+    /// The impairment relay of the k-th pair of
+    /// [`TestbedOptions::impairment_relays`].
+    ///
+    /// # Panics
+    /// If there is no such relay: a bug in the calling test.
+    pub fn relay(&self, k: usize) -> &ImpairmentRelay {
+        &self.relays[k]
     }
 
     /// The temp dir holding CA, keys, configs and logs.
@@ -318,8 +350,12 @@ impl Testbed {
             })?;
             let config = dir.join("weft.toml");
             let socket = dir.join("control.sock");
-            fs::write(&config, config_text(&self.options, n, i, &socket))
-                .with_context(|| format!("writing {}", config.display()))?;
+            let endpoints = endpoints(&self.options, n, i);
+            fs::write(
+                &config,
+                config_text(&self.options, n, i, &socket, &endpoints),
+            )
+            .with_context(|| format!("writing {}", config.display()))?;
             self.hosts.push(Host {
                 index: i,
                 netns: format!("{}h{i}", self.stem),
@@ -368,6 +404,26 @@ impl Testbed {
         Ok(())
     }
 
+    /// The bridge namespace gets [`RELAY_IPV4`], then one relay per pair.
+    fn start_relays(&mut self) -> anyhow::Result<()> {
+        if self.options.impairment_relays.is_empty() {
+            return Ok(());
+        }
+        let Some(bridge) = self.bridge.clone() else {
+            bail!("the test bed has no bridge");
+        };
+        let address = format!("{RELAY_IPV4}/24");
+        run(ip().args(["-n", &bridge, "addr", "add", &address, "dev", "br0"]))?;
+        for (k, &(a, b)) in self.options.impairment_relays.iter().enumerate() {
+            let daemon = |i: usize| SocketAddr::from((underlay_ipv4(i), PORT));
+            let relay = step(&format!("starting the relay between h{a} and h{b}"), || {
+                ImpairmentRelay::start(&bridge, relay_address(k), daemon(a), daemon(b))
+            })?;
+            self.relays.push(relay);
+        }
+        Ok(())
+    }
+
     /// Runs `weft ARGS DIR` in this process's namespace.
     fn weft(&self, args: &[&str], dir: &Path) -> anyhow::Result<()> {
         run(std::process::Command::new(&self.options.weft_binary)
@@ -387,6 +443,8 @@ impl Drop for Testbed {
         for host in &self.hosts {
             host.wait_stopped(deadline);
         }
+        // Their sockets would keep the bridge namespace alive.
+        self.relays.clear();
         for namespace in self.namespaces.iter().rev() {
             if let Err(error) = delete_namespace(namespace) {
                 eprintln!("weft testbed: could not delete namespace {namespace}: {error:#}");
@@ -423,8 +481,36 @@ fn host_octet(i: usize) -> u8 {
     u8::try_from(i + 1).unwrap_or(u8::MAX)
 }
 
+/// The endpoint host `i`'s config names for each other host: its underlay
+/// address, unless overridden or relayed.
+fn endpoints(options: &TestbedOptions, n: usize, i: usize) -> BTreeMap<usize, SocketAddr> {
+    let mut endpoints: BTreeMap<usize, SocketAddr> = (0..n)
+        .filter(|&j| j != i)
+        .map(|j| (j, SocketAddr::from((underlay_ipv4(j), PORT))))
+        .collect();
+    for (k, &(a, b)) in options.impairment_relays.iter().enumerate() {
+        if i == a {
+            endpoints.insert(b, relay_address(k));
+        } else if i == b {
+            endpoints.insert(a, relay_address(k));
+        }
+    }
+    for (&(from, to), &address) in &options.endpoint_overrides {
+        if from == i && to != i && to < n {
+            endpoints.insert(to, address);
+        }
+    }
+    endpoints
+}
+
 /// Host `i`'s config file.
-fn config_text(options: &TestbedOptions, n: usize, i: usize, socket: &Path) -> String {
+fn config_text(
+    options: &TestbedOptions,
+    n: usize,
+    i: usize,
+    socket: &Path,
+    endpoints: &BTreeMap<usize, SocketAddr>,
+) -> String {
     let listen = if options.listen_wildcard {
         format!("0.0.0.0:{PORT}")
     } else {
@@ -433,17 +519,16 @@ fn config_text(options: &TestbedOptions, n: usize, i: usize, socket: &Path) -> S
     let mut text = format!(
         "# Written by the weft test bed: host h{i} of {n}.\n\
          [node]\nkey = \"node.key\"\ncertificate = \"node.crt\"\nca = \"ca.crt\"\nlisten = \"{listen}\"\n\n\
-         [tun]\nname = \"{TUN_NAME}\"\nmtu = 1380\n\n\
+         [tun]\nname = \"{TUN_NAME}\"\nmtu = {DEFAULT_MTU}\n\n\
          [control]\nsocket = {}\n\n\
          [log]\nlevel = {}\n",
         toml_string(&socket.to_string_lossy()),
         toml_string(&options.log_level),
     );
-    for j in (0..n).filter(|&j| j != i) {
+    for (j, endpoint) in endpoints {
         let _ = write!(
             text,
-            "\n[[peers]]\nname = \"h{j}\"\nendpoint = \"{}:{PORT}\"\n",
-            underlay_ipv4(j)
+            "\n[[peers]]\nname = \"h{j}\"\nendpoint = \"{endpoint}\"\n"
         );
     }
     if !options.extra_config.is_empty() {
@@ -470,7 +555,14 @@ mod tests {
     #[test]
     fn config_is_a_full_mesh_with_endpoints() {
         let options = TestbedOptions::new("/bin/true");
-        let text = config_text(&options, 3, 1, Path::new("/tmp/x/h1/control.sock"));
+        let endpoints = endpoints(&options, 3, 1);
+        let text = config_text(
+            &options,
+            3,
+            1,
+            Path::new("/tmp/x/h1/control.sock"),
+            &endpoints,
+        );
         let value: toml::Table = text.parse().unwrap();
         assert_eq!(value["node"]["listen"].as_str(), Some("198.18.0.2:4800"));
         assert_eq!(
@@ -481,6 +573,24 @@ mod tests {
         let names: Vec<_> = peers.iter().map(|p| p["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["h0", "h2"]);
         assert_eq!(peers[1]["endpoint"].as_str(), Some("198.18.0.3:4800"));
+    }
+
+    #[test]
+    fn relayed_pairs_name_the_relay_on_both_sides_and_overrides_win() {
+        let mut options = TestbedOptions::new("/bin/true");
+        options.impairment_relays = vec![(0, 2)];
+        options
+            .endpoint_overrides
+            .insert((1, 2), "198.18.0.99:4800".parse().unwrap());
+        let relay = relay_address(0);
+        assert_eq!(endpoints(&options, 3, 0)[&2], relay);
+        assert_eq!(endpoints(&options, 3, 2)[&0], relay);
+        assert_eq!(endpoints(&options, 3, 0)[&1].to_string(), "198.18.0.2:4800");
+        assert_eq!(
+            endpoints(&options, 3, 1)[&2].to_string(),
+            "198.18.0.99:4800"
+        );
+        assert_eq!(endpoints(&options, 3, 1).len(), 2);
     }
 
     #[test]

@@ -54,6 +54,27 @@ pub(crate) fn namespace_path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
+/// Runs `f` on a new thread that has joined namespace `name` first; the
+/// handle gives its result (or the error of joining the namespace).
+pub(crate) fn spawn_in<T, F>(name: &str, f: F) -> std::thread::JoinHandle<anyhow::Result<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let path = namespace_path(name);
+    std::thread::spawn(move || {
+        join_namespace(&path)?;
+        Ok(f())
+    })
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+pub(crate) fn join_namespace(path: &Path) -> anyhow::Result<()> {
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("setns into {}", path.display()))
+}
+
 /// Removes what crashed testbed runs left behind: namespaces and temp dirs
 /// whose creator PID is gone. Processes still inside such a namespace were
 /// started by that dead run (daemons orphaned by a SIGKILLed test), so they
