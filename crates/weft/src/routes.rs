@@ -19,7 +19,9 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use weft_core::{Metric, RouteStatus};
 
-use crate::status::{ControlArgs, format_ms, format_percent, format_secs, render_columns, request};
+use crate::status::{
+    ControlArgs, emit, format_ms, format_percent, format_secs, render_columns, request,
+};
 
 /// Arguments of `weft routes`.
 #[derive(clap::Args, Debug)]
@@ -170,7 +172,6 @@ pub fn loss_rate(loss: f32) -> f64 {
 }
 
 /// Runs `weft routes`.
-#[allow(clippy::print_stdout)]
 pub fn run_routes(args: &RoutesArgs) -> anyhow::Result<ExitCode> {
     let response = request(
         &args.target.socket()?,
@@ -181,37 +182,39 @@ pub fn run_routes(args: &RoutesArgs) -> anyhow::Result<ExitCode> {
         .cloned()
         .context("the daemon's answer has no routes")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&routes)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&routes)?))?;
         return Ok(ExitCode::SUCCESS);
     }
     let routes: Vec<RouteInfo> = serde_json::from_value(routes)
         .context("the daemon's routes are not in the expected form")?;
-    print!("{}", render_routes(&routes));
+    emit(&render_routes(&routes))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `weft route pin|unpin`.
-#[allow(clippy::print_stdout)]
 pub fn run_route(command: &RouteCommand) -> anyhow::Result<ExitCode> {
     match command {
         RouteCommand::Pin(args) => {
             let via = pin_path(&args.path, &args.via)?;
             pin(&args.target.socket()?, &args.destination, &via)?;
-            println!("pinned: {} → {}", via.join(" → "), args.destination);
+            emit(&format!(
+                "pinned the path to {}: via {}\n",
+                args.destination,
+                via.join(" → ")
+            ))?;
         }
         RouteCommand::Unpin(args) => {
             unpin(&args.target.socket()?, &args.destination)?;
-            println!(
-                "unpinned {}: its measured best path applies again",
+            emit(&format!(
+                "unpinned {}: its measured best path applies again\n",
                 args.destination
-            );
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `weft trace`.
-#[allow(clippy::print_stdout)]
 pub fn run_trace(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let socket = args.target.socket()?;
     if args.json {
@@ -222,12 +225,13 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         let trace = response
             .get("trace")
             .context("the daemon's answer has no trace")?;
-        println!("{}", serde_json::to_string_pretty(trace)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(trace)?))?;
     } else {
-        print!(
-            "{}",
-            render_trace(&trace(&socket, &args.destination, args.metric.into())?)
-        );
+        emit(&render_trace(&trace(
+            &socket,
+            &args.destination,
+            args.metric.into(),
+        )?))?;
     }
     Ok(ExitCode::SUCCESS)
 }

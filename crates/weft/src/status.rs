@@ -129,7 +129,6 @@ fn unknown() -> String {
 }
 
 /// Runs `weft status`.
-#[allow(clippy::print_stdout)]
 pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let socket = args.target.socket()?;
     if args.json {
@@ -137,11 +136,26 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         let status = response
             .get("status")
             .context("the daemon's answer has no status")?;
-        println!("{}", serde_json::to_string_pretty(status)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(status)?))?;
     } else {
-        print!("{}", render_table(&request_status(&socket)?));
+        emit(&render_table(&request_status(&socket)?))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a command's output to stdout. A closed pipe (`weft routes |
+/// head`) ends the output quietly instead of panicking as `print!` would.
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Asks the daemon listening on `socket` for its status.
