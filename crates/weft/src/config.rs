@@ -328,8 +328,6 @@ level = "{DEFAULT_LOG_LEVEL}"
 # handshake_backoff_max = "8s"
 # Send a keepalive when nothing was sent for this long.
 # keepalive_interval = "10s"
-# Measure each peer's round-trip time this often.
-# ping_interval = "2s"
 # A peer silent for this long is considered down.
 # dead_after = "30s"
 
@@ -600,7 +598,6 @@ struct RawSession {
     handshake_timeout: Option<Spanned<String>>,
     handshake_backoff_max: Option<Spanned<String>>,
     keepalive_interval: Option<Spanned<String>>,
-    ping_interval: Option<Spanned<String>>,
     dead_after: Option<Spanned<String>>,
 }
 
@@ -809,11 +806,6 @@ impl RawSession {
             &self.keepalive_interval,
             "session.keepalive_interval",
             &mut session.keepalive_interval,
-        )?;
-        duration(
-            &self.ping_interval,
-            "session.ping_interval",
-            &mut session.ping_interval,
         )?;
         duration(
             &self.dead_after,

@@ -40,8 +40,6 @@ pub struct SessionConfig {
     /// Send a keepalive when nothing was sent for this long (NAT mappings,
     /// liveness).
     pub keepalive_interval: Duration,
-    /// How often to measure each peer's RTT.
-    pub ping_interval: Duration,
     /// A peer from which nothing authenticated arrived for this long is
     /// considered down; its session is dropped and handshakes restart.
     pub dead_after: Duration,
@@ -57,7 +55,6 @@ impl Default for SessionConfig {
             handshake_timeout: Duration::from_millis(500),
             handshake_backoff_max: Duration::from_secs(8),
             keepalive_interval: Duration::from_secs(10),
-            ping_interval: Duration::from_secs(2),
             dead_after: Duration::from_secs(30),
         }
     }
