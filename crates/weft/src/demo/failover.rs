@@ -14,8 +14,8 @@
 //! measured beforehand from the daemons' `probe_tx_bytes`/`probe_rx_bytes`
 //! counters (UDP payload, per neighbour and second, averaged over all
 //! nodes). A trial whose route to h1 is not direct before the cut (not even
-//! after waiting) is skipped and reported, since cutting a link that
-//! carries nothing measures nothing. `--loss-percent P` adds a phase with P % random loss on h0–h1
+//! after waiting) is skipped and reported, and the trials stop there, since
+//! cutting a link that carries nothing measures nothing. `--loss-percent P` adds a phase with P % random loss on h0–h1
 //! (nftables `numgen`, skipped without `nft`) and reports the end-to-end
 //! loss in the first two seconds and after. `bench/failover.sh` runs this
 //! in a release build; the targets it checks come from issue 3.
@@ -90,7 +90,17 @@ pub(super) fn run(
         if plan.trials > 1 {
             println!("{}", trial.row(number));
         }
+        let skipped = trial.skipped;
         trials.push(trial);
+        if skipped {
+            // The route stays relayed: every further trial would wait and skip too.
+            println!(
+                "stopping the trials: the route to {} did not return to the direct link within {} s",
+                target.name(),
+                DIRECT_TIMEOUT.as_secs()
+            );
+            break;
+        }
     }
 
     let loss = match plan.loss_percent {
