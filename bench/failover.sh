@@ -6,15 +6,16 @@
 # Run as root:  bench/failover.sh [--trials N] [--nodes N] [--loss-percent P]
 #
 # It builds weft in release mode and runs
-#   weft demo --scenario failover --trials N --loss-percent P --idle-secs S
-# which brings up N nodes (one network namespace each, a full mesh on one
+#   weft demo --scenario failover --trials N --idle-secs S
+#   weft demo --scenario failover --trials 0 --loss-percent P
+# each of which brings up N nodes (one network namespace each, a full mesh on one
 # bridge), measures the idle probe cost from the daemons' counters, then
 # N times: h0 pings h1 every 10 ms, the h0–h1 underlay path is cut with
 # blackhole routes, the outage is measured (last reply before the cut to the
 # first reply after), the path is restored and the route must return to
-# direct. With --loss-percent (nftables needed; installed here unless
-# --skip-install) it adds P % random loss on h0–h1 for 10 s and reports the
-# end-to-end loss. The demo prints a per-trial table and a summary table
+# direct. The second run (nftables needed; installed here unless
+# --skip-install) adds P % random loss on h0–h1 for 10 s on a fresh overlay
+# and reports the end-to-end loss. The demo prints a per-trial table and a summary table
 # against the targets of issue 3; this script adds the versions measured.
 #
 # What it guarantees: all traffic stays in namespaces the demo creates
@@ -108,14 +109,21 @@ else
   VERSION="weft working tree at $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- crates Cargo.toml Cargo.lock || echo '+changes') (release)"
 fi
 
-ARGS=(demo --scenario failover --nodes "$NODES" --trials "$TRIALS" --idle-secs "$IDLE")
-((LOSS > 0)) && ARGS+=(--loss-percent "$LOSS")
-log "$WEFT_BIN ${ARGS[*]}"
+# Two overlays, so that neither measurement depends on how the other ended:
+# the cut trials (and the idle probe cost) first, then the loss phase.
+run_demo() {
+  log "$WEFT_BIN $*"
+  if [[ -n "$OUT" ]]; then
+    "$WEFT_BIN" "$@" | tee -a "$OUT"
+  else
+    "$WEFT_BIN" "$@"
+  fi
+}
+[[ -n "$OUT" ]] && : >"$OUT"
 STATUS=0
-if [[ -n "$OUT" ]]; then
-  "$WEFT_BIN" "${ARGS[@]}" | tee "$OUT" || STATUS=$?
-else
-  "$WEFT_BIN" "${ARGS[@]}" || STATUS=$?
+run_demo demo --scenario failover --nodes "$NODES" --trials "$TRIALS" --idle-secs "$IDLE" || STATUS=$?
+if ((LOSS > 0)); then
+  run_demo demo --scenario failover --nodes "$NODES" --trials 0 --loss-percent "$LOSS" --idle-secs 5 || STATUS=$?
 fi
 echo
 echo "measured: $VERSION; $(uname -sr); $(nproc) cores; $(date -u +%Y-%m-%d)."

@@ -37,8 +37,9 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value_t = Scenario::Overlay)]
     pub scenario: Scenario,
     /// failover: how many times to cut and restore the link; with more than
-    /// one, a table of outages with the median and worst.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// one, a table of outages with the median and worst (0: no cuts, e.g.
+    /// to measure only the loss phase on a fresh overlay).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub trials: u32,
     /// failover: afterwards, drop this percentage of the h0–h1 packets at
     /// random for 10 s and report the end-to-end loss (needs nftables).

@@ -71,16 +71,18 @@ pub(super) fn run(
     let cost = idle_cost(testbed, plan.idle, interrupted)?;
     println!("  {}", cost.describe());
 
-    println!(
-        "\n{} pings {} ({target_ip}) every {} ms over the overlay; the {}–{} underlay path will be cut \
-         with blackhole routes in both namespaces, {} time(s).",
-        source.name(),
-        target.name(),
-        INTERVAL.as_millis(),
-        source.name(),
-        target.name(),
-        plan.trials
-    );
+    if plan.trials > 0 {
+        println!(
+            "\n{} pings {} ({target_ip}) every {} ms over the overlay; the {}–{} underlay path will be cut \
+             with blackhole routes in both namespaces, {} time(s).",
+            source.name(),
+            target.name(),
+            INTERVAL.as_millis(),
+            source.name(),
+            target.name(),
+            plan.trials
+        );
+    }
     let mut trials = Vec::new();
     for number in 1..=plan.trials {
         if interrupted.load(Ordering::Relaxed) {
@@ -104,7 +106,7 @@ pub(super) fn run(
     }
 
     let loss = match plan.loss_percent {
-        Some(percent) if have_nft() => Some(loss_phase(testbed, target_ip, percent)?),
+        Some(percent) if have_nft() => loss_phase(testbed, target_ip, percent)?,
         Some(_) => {
             println!(
                 "\nskipping the random-loss phase: nft (nftables) is not installed \
@@ -301,9 +303,24 @@ struct LossPhase {
     late: (usize, usize),
 }
 
-/// Adds `percent` % random loss on h0–h1 for [`LOSS_WINDOW`] under a ping stream.
-fn loss_phase(testbed: &Testbed, target_ip: IpAddr, percent: u8) -> anyhow::Result<LossPhase> {
+/// Adds `percent` % random loss on h0–h1 for [`LOSS_WINDOW`] under a ping
+/// stream; `None` (after a notice) if the route is not direct to begin with.
+fn loss_phase(
+    testbed: &Testbed,
+    target_ip: IpAddr,
+    percent: u8,
+) -> anyhow::Result<Option<LossPhase>> {
     let (source, target) = (testbed.host(0), testbed.host(1));
+    if wait_direct(testbed, source, target.name(), DIRECT_TIMEOUT).is_err() {
+        println!(
+            "
+skipping the random-loss phase: the route to {} is {}, not direct, so loss on the \
+             direct link would measure nothing",
+            target.name(),
+            render_path(&current_path(source, target.name()))
+        );
+        return Ok(None);
+    }
     println!(
         "\nrandom loss: {percent} % of the packets between {} and {} dropped each way (nftables numgen) \
          for {} s, while {} pings {} every {} ms ...",
@@ -321,8 +338,7 @@ fn loss_phase(testbed: &Testbed, target_ip: IpAddr, percent: u8) -> anyhow::Resu
     let start = now();
     let result = loss_window(testbed, &stream, percent, start);
     testbed.restore_pair(0, 1)?;
-    let switched_after = result?;
-    let path = current_path(source, target.name());
+    let (switched_after, path) = result?;
     let record = stream.stop()?;
     let early = loss_between(&record.probes, start, start + LOSS_EARLY);
     let late = loss_between(&record.probes, start + LOSS_EARLY, start + LOSS_WINDOW);
@@ -346,23 +362,23 @@ fn loss_phase(testbed: &Testbed, target_ip: IpAddr, percent: u8) -> anyhow::Resu
         percent_of(phase.early),
         percent_of(phase.late)
     );
-    let _ = wait_direct(testbed, source, target.name(), DIRECT_TIMEOUT);
-    Ok(phase)
+    Ok(Some(phase))
 }
 
 /// Applies the loss and watches the route until the window ends; returns
-/// when the route left the direct link, if it did.
+/// when the route left the direct link, if it did, and the path at the end.
 fn loss_window(
     testbed: &Testbed,
     stream: &PingStream,
     percent: u8,
     start: Instant,
-) -> anyhow::Result<Option<Duration>> {
+) -> anyhow::Result<(Option<Duration>, Vec<String>)> {
     let (source, target) = (testbed.host(0), testbed.host(1));
     testbed.set_pair_loss(0, 1, percent)?;
     let mut switched = None;
     let end = start + LOSS_WINDOW;
-    // A measurement window, not a test: poll until it has passed.
+    // A measurement window, not a test: poll until it has passed (the
+    // switch time is known to within one poll, 100 ms).
     let _ = testbed.wait_until(
         LOSS_WINDOW + STREAM_SLACK,
         "the loss window to pass",
@@ -373,7 +389,7 @@ fn loss_window(
             Ok(now() >= end || stream.is_finished())
         },
     );
-    Ok(switched)
+    Ok((switched, current_path(source, target.name())))
 }
 
 /// The idle probe cost, per neighbour and second, averaged over all hosts.
@@ -544,6 +560,9 @@ fn summary(trials: &[Trial], cost: &IdleCost, loss: Option<&LossPhase>, n: usize
         trials.len() - skipped,
         INTERVAL.as_millis()
     );
+    if trials.is_empty() {
+        let _ = writeln!(text, "(no cut trials were asked for)");
+    }
     if skipped > 0 {
         let _ = writeln!(
             text,
@@ -552,45 +571,47 @@ fn summary(trials: &[Trial], cost: &IdleCost, loss: Option<&LossPhase>, n: usize
     }
     let _ = writeln!(text, "\n| measure | result | target | met |");
     let _ = writeln!(text, "|:--|--:|:--|:--|");
-    let _ = writeln!(
-        text,
-        "| median outage (last reply before to first after) | {} | ≤ 300 ms | {} |",
-        ms_or(median),
-        met(median.map(|m| m <= 300.0))
-    );
-    let _ = writeln!(
-        text,
-        "| worst outage | {} | ≤ 1000 ms | {} |",
-        if failed > 0 {
-            format!("{failed} cut(s) did not recover")
-        } else {
-            ms_or(worst)
-        },
-        met(if failed > 0 {
-            Some(false)
-        } else {
-            worst.map(|w| w <= 1000.0)
-        })
-    );
-    let _ = writeln!(
-        text,
-        "| requests lost per cut (median / worst) | {} / {} | | |",
-        median_usize(&lost).map_or("-".to_owned(), |m| m.to_string()),
-        lost.last().map_or("-".to_owned(), ToString::to_string)
-    );
-    let _ = writeln!(
-        text,
-        "| requests lost switching back to direct (all trials) | {restore_lost} | | |"
-    );
-    let _ = writeln!(
-        text,
-        "| relay path(s) used during the cut | {} | | |",
-        if relays.is_empty() {
-            "-".to_owned()
-        } else {
-            relays.join(", ")
-        }
-    );
+    if !trials.is_empty() {
+        let _ = writeln!(
+            text,
+            "| median outage (last reply before to first after) | {} | ≤ 300 ms | {} |",
+            ms_or(median),
+            met(median.map(|m| m <= 300.0))
+        );
+        let _ = writeln!(
+            text,
+            "| worst outage | {} | ≤ 1000 ms | {} |",
+            if failed > 0 {
+                format!("{failed} cut(s) did not recover")
+            } else {
+                ms_or(worst)
+            },
+            met(if failed > 0 {
+                Some(false)
+            } else {
+                worst.map(|w| w <= 1000.0)
+            })
+        );
+        let _ = writeln!(
+            text,
+            "| requests lost per cut (median / worst) | {} / {} | | |",
+            median_usize(&lost).map_or("-".to_owned(), |m| m.to_string()),
+            lost.last().map_or("-".to_owned(), ToString::to_string)
+        );
+        let _ = writeln!(
+            text,
+            "| requests lost switching back to direct (all trials) | {restore_lost} | | |"
+        );
+        let _ = writeln!(
+            text,
+            "| relay path(s) used during the cut | {} | | |",
+            if relays.is_empty() {
+                "-".to_owned()
+            } else {
+                relays.join(", ")
+            }
+        );
+    }
     let _ = writeln!(
         text,
         "| idle probe bytes sent per neighbour | {} | ≤ 200 B/s | {} |",
