@@ -15,8 +15,9 @@
 //!   link `-ln(1 - loss)` (loss along a path multiplies) with RTT as a tie
 //!   breaker, for bulk traffic.
 //! - Hysteresis: a working path is replaced only by one at least 20 %
-//!   cheaper (and 1 ms for latency), and not within a second of the last
-//!   change; a broken path (a link on it down or gone) is replaced at once.
+//!   cheaper (and 1 ms for latency) or by a shorter one that costs no more,
+//!   and not within a second of the last change; a broken path (a link on
+//!   it down or gone) is replaced at once.
 //! - Spreading: when the best path is relayed, every other path with the
 //!   same number of hops whose cost is within 10 % of it is a candidate,
 //!   and each flow (hash of its addresses, protocol and ports) sticks to

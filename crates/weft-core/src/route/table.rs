@@ -2,8 +2,9 @@
 //! hysteresis, and the operator's pins.
 //!
 //! A working path is replaced only by one at least 20 % cheaper (and, for
-//! latency, at least 1 ms faster), and not within `hold_down` of its last
-//! change; a path with a missing link is replaced at once. A flow picks
+//! latency, at least 1 ms faster) or by one with fewer hops that costs no
+//! more, and not within `hold_down` of its last change; a path with a
+//! missing link is replaced at once. A flow picks
 //! one of the route's candidate paths (the path and its alternates) by its
 //! hash, so flows spread over equal relays and each flow keeps its path.
 
@@ -94,7 +95,12 @@ impl RouteTable {
                 Some(cost) => {
                     let much_better = best.cost.saturating_mul(5) < cost.saturating_mul(4)
                         && (metric != Metric::Latency || cost - best.cost >= 1_000);
-                    if much_better && now >= current.since + hold_down {
+                    // Fewer relays at no higher cost is better too: relaying
+                    // spends other members' bandwidth, and on a LAN a
+                    // healed direct link may be only a fraction of a
+                    // millisecond faster than the detour.
+                    let shorter = best.path.len() < current.path.len() && best.cost <= cost;
+                    if (much_better || shorter) && now >= current.since + hold_down {
                         false
                     } else {
                         current.cost = cost;
@@ -206,13 +212,13 @@ mod tests {
     fn small_improvements_do_not_move_a_working_path() {
         let start = Instant::now();
         let mut table = RouteTable::default();
-        step(&mut table, start, &triangle(21));
+        step(&mut table, start, &triangle(19));
         assert_eq!(
             table.get(&id(2), Metric::Latency).unwrap().path,
-            vec![id(3), id(2)]
+            vec![id(2)]
         );
-        // Direct is now 5 % better than the relay: not enough.
-        let changes = step(&mut table, start + Duration::from_secs(5), &triangle(19));
+        // The relay (20 ms) is now 9 % better than direct: not enough.
+        let changes = step(&mut table, start + Duration::from_secs(5), &triangle(22));
         assert!(changes.is_empty());
         // 50 % better, but within the hold-down of the last change.
         let start2 = start + Duration::from_secs(10);
@@ -227,6 +233,28 @@ mod tests {
             .is_empty()
         );
         let changes = step(&mut table2, start2 + Duration::from_secs(1), &triangle(10));
+        assert_eq!(changes[0].to, vec![id(2)]);
+    }
+
+    #[test]
+    fn a_healed_direct_link_wins_back_even_by_a_fraction_of_a_millisecond() {
+        let start = Instant::now();
+        let mut table = RouteTable::default();
+        let sub_ms = |direct_us: u32| {
+            let mut g = Graph::default();
+            let q = |us: u32| LinkQuality {
+                rtt_us: us,
+                loss: 0.0,
+            };
+            for (a, b, us) in [(1, 2, direct_us), (1, 3, 300), (3, 2, 300)] {
+                g.add_edge(id(a), id(b), q(us));
+                g.add_edge(id(b), id(a), q(us));
+            }
+            g
+        };
+        step(&mut table, start, &sub_ms(5_000));
+        assert_eq!(table.get(&id(2), Metric::Latency).unwrap().path.len(), 2);
+        let changes = step(&mut table, start + Duration::from_secs(2), &sub_ms(400));
         assert_eq!(changes[0].to, vec![id(2)]);
     }
 
