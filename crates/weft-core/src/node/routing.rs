@@ -581,6 +581,9 @@ impl Node {
 
     /// A link-state record arrived from `from`.
     pub(super) fn on_link_state(&mut self, now: Instant, from: usize, record: &[u8]) {
+        if self.routing.lsdb.holds(record) {
+            return;
+        }
         let unix_now = self.unix_now(now);
         let verified = match verify_lsa(record, &self.ca, unix_now) {
             Ok(verified) => verified,
