@@ -292,7 +292,8 @@ fn lossy_link_traffic_moves_to_a_relay() {
     );
     let switched = now();
     let switch_after = switched.saturating_duration_since(loss_start);
-    // The interactive route (pings are interactive) must leave it too.
+    // The interactive routes (pings are interactive) must leave it too, the
+    // replies' (h1 to h0) as well as the requests'.
     let latency_path = wait_path(
         &testbed,
         h0,
@@ -301,6 +302,15 @@ fn lossy_link_traffic_moves_to_a_relay() {
         SWITCH_TIMEOUT,
         "h0's latency route to h1 to leave the lossy link",
         is_via_h2,
+    );
+    wait_path(
+        &testbed,
+        testbed.host(1),
+        "h0",
+        &["latency"],
+        SWITCH_TIMEOUT,
+        "h1's latency route to h0 to leave the lossy link",
+        |path| path == ["h2", "h0"],
     );
     let measure_from = now();
     wait_probes_after(&testbed, &stream, measure_from, 200);
@@ -350,7 +360,18 @@ fn slow_direct_link_interactive_traffic_takes_the_faster_two_hop_path() {
         "h0's latency route to h1 to take the two-hop path",
         is_via_h2,
     );
+    // The replies take h1's route: it must avoid the slow link too.
+    wait_path(
+        &testbed,
+        h1,
+        "h0",
+        &[METRIC],
+        SWITCH_TIMEOUT,
+        "h1's latency route to h0 to take the two-hop path",
+        |path| path == ["h2", "h0"],
+    );
     assert_eq!(trace_path(h0, "h1"), ["h2", "h1"], "trace");
+    assert_eq!(trace_path(h1, "h0"), ["h2", "h0"], "trace back");
     assert!(
         testbed.relay(0).forwarded() > 0,
         "the relay carried nothing"
