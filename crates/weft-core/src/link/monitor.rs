@@ -6,14 +6,18 @@
 //! `probe_active` while traffic does, and every `probe_down` while the link
 //! is down, so recovery is seen quickly. Rules:
 //! - Down: [`DOWN_AFTER`] probes in a row unanswered (timed out or still in
-//!   flight), the oldest of them sent at least the link timeout ago
+//!   flight, and all sent after the newest answered probe), the oldest of
+//!   them sent at least the link timeout ago
 //!   (`max(min_link_timeout, 2·srtt + 4·rttvar)`). While traffic flows that
-//!   is 150–190 ms after a cut; idle, two to three seconds.
+//!   is 150–190 ms after a cut; idle, two to three seconds. A probe lost
+//!   before one that was answered is loss, not part of an outage.
 //! - Up: a probe is answered (a two-way proof), or a handshake completed
 //!   over the direct path.
 //! - Loss: the share of the last [`LOSS_WINDOW`] probes that were not
-//!   answered within the link timeout (a late answer still counts for RTT),
-//!   counted afresh when a link comes back up.
+//!   answered within the link timeout (a late answer still counts for RTT).
+//!   When a link comes back up, the run of misses of the outage is set
+//!   aside and the outcomes before it are kept, so a lossy link that flaps
+//!   does not look clean after each flap.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -48,6 +52,9 @@ pub(crate) struct LinkMonitor {
     history: u32,
     outcomes: u32,
     last_active: Option<Instant>,
+    /// When the newest answered probe was sent: older ones still
+    /// outstanding are lost or late, but not "in a row".
+    answered_sent: Option<Instant>,
     next_probe: Option<Instant>,
 }
 
@@ -62,6 +69,7 @@ impl LinkMonitor {
             history: 0,
             outcomes: 0,
             last_active: None,
+            answered_sent: None,
             next_probe: None,
         }
     }
@@ -138,12 +146,16 @@ impl LinkMonitor {
         // Older probes than this one that are still outstanding were lost
         // or are late; they are judged when they time out.
         let (_, sent) = self.outstanding.remove(position)?;
+        self.answered_sent = Some(self.answered_sent.map_or(sent, |a| a.max(sent)));
         let rtt = now.saturating_duration_since(sent);
         self.rtt.sample(rtt);
+        // Up first, so that the outage it ends is set aside without this
+        // answer.
+        let transition = self.set_up();
         self.record(rtt > timeout);
         self.misses = 0;
         self.first_miss = None;
-        self.set_up()
+        transition
     }
 
     pub(crate) fn poll_timeout(&self, config: &RoutingConfig) -> Option<Instant> {
@@ -172,15 +184,18 @@ impl LinkMonitor {
             }
             self.outstanding.pop_front();
             self.record(true);
+            if self.answered_sent.is_some_and(|a| sent < a) {
+                continue;
+            }
             self.misses += 1;
             self.first_miss.get_or_insert(sent);
         }
         // Probes still in flight count too: with probes every 40 ms, four
         // are out by the time the oldest times out.
-        let unanswered = self.misses + self.outstanding.len() as u32;
-        let oldest = self
-            .first_miss
-            .or(self.outstanding.front().map(|(_, sent)| *sent));
+        let newer = |sent: &Instant| self.answered_sent.is_none_or(|a| *sent > a);
+        let in_flight = self.outstanding.iter().filter(|(_, sent)| newer(sent));
+        let unanswered = self.misses + in_flight.clone().count() as u32;
+        let oldest = self.first_miss.or(in_flight.map(|(_, sent)| *sent).next());
         let mut transition = None;
         if self.health != LinkHealth::Down
             && unanswered >= DOWN_AFTER
@@ -232,10 +247,14 @@ impl LinkMonitor {
             return None;
         }
         if self.health == LinkHealth::Down {
-            // Probes lost during an outage say nothing of the loss rate of
-            // the link that came back: start its history afresh.
-            self.history = 0;
-            self.outcomes = 0;
+            // The run of misses that ends here was the outage, which says
+            // nothing of the loss rate of the link that came back: drop it,
+            // but keep the outcomes before it. Forgetting them all made a
+            // lossy link that flaps down and up look clean after each flap,
+            // so routes went back to it.
+            let run = self.history.trailing_ones().min(self.outcomes);
+            self.history = self.history.checked_shr(run).unwrap_or(0);
+            self.outcomes -= run;
         }
         self.health = LinkHealth::Up;
         Some(Transition::Up)
@@ -370,6 +389,77 @@ mod tests {
             "one lost idle probe is not an outage"
         );
         assert!(at - cut <= ms(3_500));
+    }
+
+    /// Runs an active link for `duration` from `from` in 1 ms steps,
+    /// answering probe `id` after `rtt` when `answer(id)`.
+    fn run_with(
+        m: &mut LinkMonitor,
+        config: &RoutingConfig,
+        from: Instant,
+        duration: Duration,
+        rtt: Duration,
+        answer: impl Fn(u64) -> bool,
+        next_id: &mut u64,
+    ) -> Vec<Transition> {
+        let mut seen = Vec::new();
+        let mut pending: Vec<(Instant, u64)> = Vec::new();
+        let mut now = from;
+        while now < from + duration {
+            m.mark_active(now, config);
+            for (_, id) in pending.iter().filter(|(at, _)| *at <= now) {
+                seen.extend(m.on_pong(now, *id, config));
+            }
+            pending.retain(|(at, _)| *at > now);
+            let (due, t) = m.handle_timeout(now, config);
+            seen.extend(t);
+            if due {
+                *next_id += 1;
+                m.probe_sent(now, *next_id, config);
+                if answer(*next_id) {
+                    pending.push((now + rtt, *next_id));
+                }
+            }
+            now += ms(1);
+        }
+        seen
+    }
+
+    #[test]
+    fn probes_lost_between_answered_ones_are_loss_not_an_outage() {
+        let config = RoutingConfig::default();
+        let start = Instant::now();
+        let mut m = LinkMonitor::new();
+        m.start(start);
+        let mut id = 0;
+        // Every other probe lost: never two in a row.
+        let seen = run_with(
+            &mut m,
+            &config,
+            start,
+            ms(3_000),
+            ms(10),
+            |id| id.is_multiple_of(2),
+            &mut id,
+        );
+        assert_eq!(seen, vec![Transition::Up], "the link never goes down");
+        assert!((m.loss() - 0.5).abs() < 0.07, "loss {}", m.loss());
+    }
+
+    #[test]
+    fn a_short_outage_keeps_the_loss_seen_before_it() {
+        let config = RoutingConfig::default();
+        let start = Instant::now();
+        let mut m = LinkMonitor::new();
+        m.start(start);
+        let mut id = 0;
+        // One probe in four lost, then six in a row, then all answered.
+        let pattern = |id: u64| !(id.is_multiple_of(4) || (40..46).contains(&id));
+        let seen = run_with(&mut m, &config, start, ms(2_300), ms(10), pattern, &mut id);
+        assert_eq!(seen, vec![Transition::Up, Transition::Down, Transition::Up]);
+        // The outage's misses are set aside; the quarter lost before
+        // it still counts.
+        assert!((m.loss() - 0.25).abs() < 0.1, "loss {}", m.loss());
     }
 
     #[test]
