@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use tracing::{debug, trace, warn};
-use weft_core::{Event, Node, NodeConfig, NodeError, NodeId, PeerStatus, SessionState};
+use weft_core::{Event, Node, NodeConfig, NodeError, NodeId, PeerStatus, SessionState, TimerKind};
 
 use crate::flow::{
     FLOW_DESTINATION_PORT, FlowId, FlowReport, FlowSpec, flow_payload, parse_flow_payload,
@@ -182,7 +182,8 @@ struct Host {
     incarnation: u64,
     /// The wake-up currently scheduled.
     timer: Option<Duration>,
-    /// When the last timer fired, to spot a node that asks again at once.
+    /// When the last timer fired, to spot a node that asks again at once;
+    /// cleared by any other input, which may well make work due at once.
     last_wake: Option<Duration>,
     tun: Vec<TunDelivery>,
     events: Vec<(Duration, Event)>,
@@ -296,7 +297,7 @@ impl Sim {
             captures: Vec::new(),
             flows: Vec::new(),
             stats: SimStats::default(),
-            digest: FNV_OFFSET,
+            digest: DIGEST_START,
         }
     }
 
@@ -452,6 +453,7 @@ impl Sim {
             .as_mut()
             .ok_or(SimError::HostDown(host))?;
         let out = f(node, now);
+        self.hosts[host.0].last_wake = None;
         self.drain(host);
         Ok(out)
     }
@@ -921,6 +923,7 @@ impl Sim {
         let span = self.span(host);
         let _entered = span.enter();
         trace!(%from, len = bytes.len(), "datagram in");
+        self.hosts[host.0].last_wake = None;
         if let Some(node) = self.hosts[host.0].node.as_mut() {
             node.handle_datagram(now, from, &bytes);
         }
@@ -982,6 +985,7 @@ impl Sim {
         let span = self.span(host);
         let _entered = span.enter();
         trace!(len = packet.len(), "tun packet in");
+        self.hosts[host.0].last_wake = None;
         if let Some(node) = self.hosts[host.0].node.as_mut() {
             node.handle_tun_packet(now, packet);
         }
@@ -1027,11 +1031,11 @@ impl Sim {
         for (to, bytes) in transmits {
             self.send(host, to, bytes);
         }
-        self.set_timer(host, timeout.map(|(at, _)| at));
+        self.set_timer(host, timeout);
     }
 
-    fn set_timer(&mut self, host: HostId, deadline: Option<Instant>) {
-        let Some(deadline) = deadline else {
+    fn set_timer(&mut self, host: HostId, timeout: Option<(Instant, TimerKind)>) {
+        let Some((deadline, kind)) = timeout else {
             // Any scheduled wake-up becomes stale.
             self.hosts[host.0].timer = None;
             return;
@@ -1041,7 +1045,7 @@ impl Sim {
         if h.last_wake == Some(self.now) && at == self.now {
             // The node was just woken for this instant and wants to be
             // woken again at once: it would spin forever.
-            warn!(node = %h.name, t = %SimTime(self.now), "node asks for a timer it was just woken for");
+            warn!(node = %h.name, t = %SimTime(self.now), ?kind, "node asks for a timer it was just woken for");
             self.stats.timer_stalls += 1;
             at = self.now + Duration::from_millis(1);
         }
@@ -1108,18 +1112,22 @@ impl Sim {
         self.schedule(arrivals.first, Action::Deliver(Box::new(delivery)));
     }
 
-    /// Folds bytes into the trace digest (FNV-1a), with the current time.
+    /// Folds bytes into the trace digest, with the current time and the
+    /// length: eight bytes at a time (rotate, xor, multiply, as FxHash
+    /// does), since every datagram passes through here.
     fn mix(&mut self, bytes: &[u8]) {
-        let mut hash = self.digest;
-        for &b in (self.now.as_nanos() as u64)
-            .to_be_bytes()
-            .iter()
-            .chain(bytes)
-        {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(FNV_PRIME);
+        let step = |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(MIX_PRIME);
+        let mut hash = step(self.digest, self.now.as_nanos() as u64);
+        hash = step(hash, bytes.len() as u64);
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut buf = [0u8; 8];
+            buf.copy_from_slice(word);
+            hash = step(hash, u64::from_le_bytes(buf));
         }
-        self.digest = hash;
+        let mut tail = [0u8; 8];
+        tail[..words.remainder().len()].copy_from_slice(words.remainder());
+        self.digest = step(hash, u64::from_le_bytes(tail));
     }
 }
 
@@ -1157,5 +1165,5 @@ impl fmt::Display for SimTime {
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+const DIGEST_START: u64 = 0xcbf2_9ce4_8422_2325;
+const MIX_PRIME: u64 = 0x517c_c1b7_2722_0a95;
