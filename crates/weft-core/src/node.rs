@@ -271,8 +271,11 @@ struct RoutingState {
     graph: Graph,
     /// Node id prefixes of every node known, for relay hops and records.
     by_prefix: BTreeMap<[u8; 16], NodeId>,
-    /// Routes must be recomputed before the next output.
+    /// Routes must be recomputed.
     dirty: bool,
+    /// ... before the next output (this node's own links changed).
+    urgent: bool,
+    last_recompute: Option<Instant>,
     /// Periodic recomputation (metrics drift without state changes).
     recompute_at: Option<Instant>,
     /// This node's own record must be (re)sent by then.
@@ -432,6 +435,8 @@ impl Node {
                 graph: Graph::default(),
                 by_prefix: BTreeMap::new(),
                 dirty: false,
+                urgent: false,
+                last_recompute: None,
                 recompute_at: None,
                 lsa_due: None,
                 last_lsa: None,
@@ -1078,7 +1083,13 @@ impl Node {
         };
         if slot == Slot::Next {
             // The initiator has proven it holds the keys: the new session
-            // becomes current.
+            // becomes current. Over the direct path, the init came in and
+            // this confirmation answers our response: the link works both
+            // ways.
+            if let Source::Direct(_) = source {
+                let transition = self.peers[peer].monitor.on_direct_handshake(None);
+                self.on_link_transition(now, peer, transition);
+            }
             if let Some(transport) = self.peers[peer].next.take() {
                 self.install(now, peer, transport);
                 self.flush_queue(now, peer);

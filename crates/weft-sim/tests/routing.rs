@@ -254,13 +254,10 @@ fn many_flows_needing_a_relay_spread_over_the_equal_relays() {
     );
 }
 
-/// `weft trace` must show the path packets actually take (issue 3). With
+/// `weft trace` must show the paths packets actually take (issue 3). With
 /// flows spread over equal relays, each flow takes one of the candidate
-/// paths by its hash, but `Node::trace` (like `PathChanged` and
-/// `PeerStatus::via`) names one path only, so it names the wrong relay for
-/// the flows on the others.
+/// paths by its hash: the trace names the main path and the alternates.
 #[test]
-#[ignore = "weft-core: trace names one candidate path while flows spread over several"]
 fn trace_names_every_relay_that_carries_traffic() {
     let mut sim = new_sim(45);
     let mesh = MeshBuilder::new(4).build(&mut sim).unwrap();
@@ -290,7 +287,9 @@ fn trace_names_every_relay_that_carries_traffic() {
         .filter(|&(r, n)| relayed(&sim, r) > n)
         .map(|(r, _)| sim.name(r).to_owned())
         .collect();
-    let traced = path(&sim, a, b, Metric::Latency).unwrap();
+    let route = trace(&sim, a, b, Metric::Latency).unwrap();
+    let mut traced: Vec<String> = route.path.into_iter().map(|h| h.name).collect();
+    traced.extend(route.alternate_paths.into_iter().flatten());
     assert!(
         carrying.iter().all(|r| traced.contains(r)),
         "trace shows {traced:?}; traffic goes through {carrying:?}"

@@ -119,6 +119,9 @@ pub struct RouteInfo {
     pub path: Vec<HopInfo>,
     /// Other paths flows are spread over.
     pub alternates: usize,
+    /// Those paths, as names along each, ending with the destination.
+    #[serde(default)]
+    pub alternate_paths: Vec<Vec<String>>,
     /// The path's cost: microseconds for latency, `-ln(1 - loss)` in
     /// millionths for loss.
     pub cost: u64,
@@ -159,6 +162,7 @@ impl RouteInfo {
                 })
                 .collect(),
             alternates: route.alternates,
+            alternate_paths: route.alternate_paths.clone(),
             cost: route.cost,
             age_secs: route.age.as_secs_f64(),
             pinned: route.pinned,
@@ -320,8 +324,12 @@ pub fn render_routes(routes: &[RouteInfo]) -> String {
         .iter()
         .map(|route| {
             let mut path = describe_path(route);
-            if route.alternates > 0 {
-                path.push_str(&format!(" (+{} alt)", route.alternates));
+            // Flows are spread over the main path and these.
+            for alternate in &route.alternate_paths {
+                match alternate.as_slice() {
+                    [via, _] => path.push_str(&format!(" | via {via}")),
+                    hops => path.push_str(&format!(" | {}", hops.join(" → "))),
+                }
             }
             [
                 route.name.clone(),
@@ -433,6 +441,7 @@ mod tests {
             metric: metric.into(),
             path,
             alternates: 0,
+            alternate_paths: Vec::new(),
             cost,
             age_secs: 75.0,
             pinned: false,
@@ -469,6 +478,7 @@ mod tests {
         );
         relayed.pinned = true;
         relayed.alternates = 1;
+        relayed.alternate_paths = vec![vec!["e".into(), "b".into()]];
         let routes = [
             route("loss", vec![hop("b", Some(0.42), 0.0)], 10_050),
             relayed,
@@ -506,7 +516,7 @@ mod tests {
                 2,
                 &[
                     "latency",
-                    "via c (+1 alt)",
+                    "via c | via e",
                     "2.00 ms",
                     "c 1.20 ms, b 0.80 ms 30.0%",
                     "pinned",
@@ -582,6 +592,7 @@ mod tests {
             keys,
             [
                 "age_secs",
+                "alternate_paths",
                 "alternates",
                 "cost",
                 "destination",

@@ -34,6 +34,9 @@ const DRIFT_INTERVAL: Duration = Duration::from_millis(500);
 const CHANGE_INTERVAL: Duration = Duration::from_millis(20);
 /// Routes are recomputed at least this often.
 const RECOMPUTE_INTERVAL: Duration = Duration::from_millis(500);
+/// Routes are recomputed at most this often for changes learnt from
+/// link-state records.
+const BATCH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What a path decision comes to.
 enum Path {
@@ -182,6 +185,12 @@ impl Node {
             metric,
             path: hops,
             alternates: route.map_or(0, |r| r.alternates.len()),
+            alternate_paths: route.map_or_else(Vec::new, |r| {
+                r.alternates
+                    .iter()
+                    .map(|p| p.iter().map(|id| self.name_of(id)).collect())
+                    .collect()
+            }),
             cost,
             age: age.unwrap_or_default(),
             pinned,
@@ -224,9 +233,16 @@ impl Node {
     /// The path a packet to `peer` of `metric` and `flow` takes now.
     fn path_to(&self, now: Instant, peer: usize, metric: Metric, flow: u64) -> Path {
         let p = &self.peers[peer];
-        let direct_ok = p.endpoint.is_some() && p.monitor.health() != LinkHealth::Down;
+        // Straight to the endpoint is the last resort even over a link that
+        // looks down: it may be lossy rather than cut, and with no other way
+        // a lost packet costs nothing more than one not sent.
+        let fallback = if p.endpoint.is_some() {
+            Path::Direct
+        } else {
+            Path::None
+        };
         let Some(id) = p.node_id else {
-            return if direct_ok { Path::Direct } else { Path::None };
+            return fallback;
         };
         if let Some((pin, _)) = self.routing.table.pinned(&id)
             && self.first_hop_usable(now, &pin[0], id)
@@ -246,7 +262,7 @@ impl Node {
                 Path::Relayed(path.to_vec())
             };
         }
-        if direct_ok { Path::Direct } else { Path::None }
+        fallback
     }
 
     /// Whether packets can go to `hop` now (for `destination`'s path).
@@ -418,6 +434,7 @@ impl Node {
             push_event(&mut self.events, &mut self.stats, event);
         }
         self.routing.dirty = true;
+        self.routing.urgent = true;
         self.schedule_lsa(now, CHANGE_INTERVAL);
     }
 
@@ -491,9 +508,22 @@ impl Node {
 
     /// Work every input ends with: routes, if anything they depend on
     /// changed.
+    /// A change of this node's own links is acted on at once; changes
+    /// learnt from records (which arrive in bursts while they flood) are
+    /// batched to one recomputation per [`BATCH_INTERVAL`].
     pub(super) fn after_input(&mut self, now: Instant) {
-        if self.routing.dirty {
+        if !self.routing.dirty {
+            return;
+        }
+        let batch_ends = self
+            .routing
+            .last_recompute
+            .map(|last| last + BATCH_INTERVAL);
+        if self.routing.urgent || batch_ends.is_none_or(|end| now >= end) {
             self.recompute_routes(now);
+        } else if let Some(end) = batch_ends {
+            let at = self.routing.recompute_at.map_or(end, |at| at.min(end));
+            self.routing.recompute_at = Some(at);
         }
     }
 
@@ -624,6 +654,8 @@ impl Node {
     /// the routes of every metric.
     fn recompute_routes(&mut self, now: Instant) {
         self.routing.dirty = false;
+        self.routing.urgent = false;
+        self.routing.last_recompute = Some(now);
         self.routing.recompute_at = Some(now + RECOMPUTE_INTERVAL);
         let own = self.node_id();
         let mut graph = crate::route::Graph::default();

@@ -151,6 +151,9 @@ pub struct RouteStatus {
     pub path: Vec<Hop>,
     /// Other paths flows are spread over (relayed routes only).
     pub alternates: usize,
+    /// Those other paths, as names along each, ending with the
+    /// destination: each flow keeps to `path` or one of these.
+    pub alternate_paths: Vec<Vec<String>>,
     /// The path's cost: latency for [`Metric::Latency`], or the loss rate
     /// in millionths (`-ln(1-p)` scaled) for [`Metric::Loss`].
     pub cost: u64,
