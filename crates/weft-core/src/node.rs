@@ -1031,7 +1031,7 @@ impl Node {
             let p = &mut self.peers[peer];
             p.endpoint = Some(from);
             let rtt = Some(now.saturating_duration_since(started));
-            let transition = p.monitor.on_direct_handshake(rtt);
+            let transition = p.monitor.on_direct_handshake(now, rtt);
             self.on_link_transition(now, peer, transition);
         }
         self.install(now, peer, transport);
@@ -1087,7 +1087,7 @@ impl Node {
             // this confirmation answers our response: the link works both
             // ways.
             if let Source::Direct(_) = source {
-                let transition = self.peers[peer].monitor.on_direct_handshake(None);
+                let transition = self.peers[peer].monitor.on_direct_handshake(now, None);
                 self.on_link_transition(now, peer, transition);
             }
             if let Some(transport) = self.peers[peer].next.take() {

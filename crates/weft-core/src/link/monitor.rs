@@ -15,9 +15,10 @@
 //!   over the direct path.
 //! - Loss: the share of the last [`LOSS_WINDOW`] probes that were not
 //!   answered within the link timeout (a late answer still counts for RTT).
-//!   When a link comes back up, the run of misses of the outage is set
-//!   aside and the outcomes before it are kept, so a lossy link that flaps
-//!   does not look clean after each flap.
+//!   When a link comes back up after at least [`OUTAGE_MIN`] down, the run
+//!   of misses of the outage is set aside and the outcomes before it are
+//!   kept; after a shorter "outage" (a burst of loss on a lossy link that
+//!   flaps) the misses count as loss, so the link does not look clean.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -31,6 +32,11 @@ pub(crate) const DOWN_AFTER: u32 = 3;
 /// Probe outcomes the loss rate is computed over.
 pub(crate) const LOSS_WINDOW: u32 = 32;
 const MAX_OUTSTANDING: usize = 64;
+/// Probe outcomes a link needs after coming up before it carries routes.
+pub(crate) const SETTLE_OUTCOMES: u32 = 8;
+/// A link down for less than this was losing packets, not cut: the probes
+/// missed while it was down count as loss.
+pub(crate) const OUTAGE_MIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transition {
@@ -52,6 +58,10 @@ pub(crate) struct LinkMonitor {
     history: u32,
     outcomes: u32,
     last_active: Option<Instant>,
+    /// When the link last went down.
+    down_since: Option<Instant>,
+    /// Probe outcomes since the link last came up.
+    since_up: u32,
     /// When the newest answered probe was sent: older ones still
     /// outstanding are lost or late, but not "in a row".
     answered_sent: Option<Instant>,
@@ -69,6 +79,8 @@ impl LinkMonitor {
             history: 0,
             outcomes: 0,
             last_active: None,
+            down_since: None,
+            since_up: 0,
             answered_sent: None,
             next_probe: None,
         }
@@ -123,12 +135,16 @@ impl LinkMonitor {
         }
     }
 
-    /// A handshake completed over the direct path, taking `rtt`.
-    pub(crate) fn on_direct_handshake(&mut self, rtt: Option<Duration>) -> Option<Transition> {
+    /// A handshake completed over the direct path at `now`, taking `rtt`.
+    pub(crate) fn on_direct_handshake(
+        &mut self,
+        now: Instant,
+        rtt: Option<Duration>,
+    ) -> Option<Transition> {
         if let Some(rtt) = rtt {
             self.rtt.sample(rtt);
         }
-        self.set_up()
+        self.set_up(Some(now))
     }
 
     /// A pong arrived for probe `id`.
@@ -151,7 +167,7 @@ impl LinkMonitor {
         self.rtt.sample(rtt);
         // Up first, so that the outage it ends is set aside without this
         // answer.
-        let transition = self.set_up();
+        let transition = self.set_up(Some(now));
         self.record(rtt > timeout);
         self.misses = 0;
         self.first_miss = None;
@@ -202,6 +218,7 @@ impl LinkMonitor {
             && oldest.is_some_and(|sent| now >= sent + timeout)
         {
             self.health = LinkHealth::Down;
+            self.down_since = Some(now);
             transition = Some(Transition::Down);
         }
         let due = self.next_probe.is_some_and(|at| at <= now);
@@ -240,13 +257,30 @@ impl LinkMonitor {
     fn record(&mut self, lost: bool) {
         self.history = (self.history << 1) | u32::from(lost);
         self.outcomes = (self.outcomes + 1).min(LOSS_WINDOW);
+        self.since_up = self.since_up.saturating_add(1);
     }
 
-    fn set_up(&mut self) -> Option<Transition> {
+    /// Up, and probed enough since it came up for its loss rate to mean
+    /// something: only settled links carry routes. A link that flaps up
+    /// after a burst of loss would otherwise look clean and win traffic
+    /// back at once.
+    pub(crate) fn settled(&self) -> bool {
+        self.health == LinkHealth::Up && self.since_up >= SETTLE_OUTCOMES
+    }
+
+    /// `now` is when the link was seen up (unknown for a handshake).
+    fn set_up(&mut self, now: Option<Instant>) -> Option<Transition> {
         if self.health == LinkHealth::Up {
             return None;
         }
-        if self.health == LinkHealth::Down {
+        // A "down" shorter than this was a burst of loss on a lossy link,
+        // and its misses are loss.
+        let brief = match (now, self.down_since) {
+            (Some(now), Some(since)) => now.saturating_duration_since(since) < OUTAGE_MIN,
+            _ => false,
+        };
+        self.down_since = None;
+        if self.health == LinkHealth::Down && !brief {
             // The run of misses that ends here was the outage, which says
             // nothing of the loss rate of the link that came back: drop it,
             // but keep the outcomes before it. Forgetting them all made a
@@ -257,6 +291,13 @@ impl LinkMonitor {
             self.outcomes -= run;
         }
         self.health = LinkHealth::Up;
+        self.since_up = 0;
+        // Probe at the active rate for a while, so the link settles (or
+        // shows its loss) in a few hundred milliseconds.
+        if let Some(now) = now {
+            self.last_active = Some(now);
+            self.next_probe = self.next_probe.map(|next| next.min(now));
+        }
         Some(Transition::Up)
     }
 }
@@ -330,8 +371,23 @@ mod tests {
         assert_eq!(seen, vec![(start + ms(10), Transition::Up)]);
         assert_eq!(m.rtt(), Some(ms(10)));
         assert_eq!(m.loss(), 0.0);
-        // Idle: one probe a second.
-        assert_eq!(id, 3);
+        // A link that just came up is probed at the active rate for a
+        // second, so it settles within a few hundred milliseconds ...
+        assert!(m.settled());
+        assert!(id > 20, "{id} probes");
+        // ... then, idle, one probe a second.
+        let before = id;
+        let later = start + ms(3_000);
+        run(
+            &mut m,
+            &config,
+            later,
+            later + ms(3_000),
+            ms(10),
+            true,
+            &mut id,
+        );
+        assert_eq!(id - before, 3);
     }
 
     #[test]
@@ -447,19 +503,27 @@ mod tests {
     }
 
     #[test]
-    fn a_short_outage_keeps_the_loss_seen_before_it() {
+    fn a_brief_outage_counts_as_loss_and_a_long_one_is_set_aside() {
         let config = RoutingConfig::default();
         let start = Instant::now();
-        let mut m = LinkMonitor::new();
-        m.start(start);
-        let mut id = 0;
-        // One probe in four lost, then six in a row, then all answered.
-        let pattern = |id: u64| !(id.is_multiple_of(4) || (40..46).contains(&id));
-        let seen = run_with(&mut m, &config, start, ms(2_300), ms(10), pattern, &mut id);
-        assert_eq!(seen, vec![Transition::Up, Transition::Down, Transition::Up]);
-        // The outage's misses are set aside; the quarter lost before
-        // it still counts.
-        assert!((m.loss() - 0.25).abs() < 0.1, "loss {}", m.loss());
+        // One probe in four lost, then a run lost, then one in four again.
+        let outcome = |run: std::ops::Range<u64>, duration: Duration| {
+            let mut m = LinkMonitor::new();
+            m.start(start);
+            let mut id = 0;
+            let pattern = |id: u64| !(id.is_multiple_of(4) || run.contains(&id));
+            let seen = run_with(&mut m, &config, start, duration, ms(10), pattern, &mut id);
+            assert_eq!(seen, vec![Transition::Up, Transition::Down, Transition::Up]);
+            m.loss()
+        };
+        // Six in a row (down for under a second): a burst of loss on a
+        // lossy link, which must not make it look cleaner than it is.
+        let brief = outcome(40..46, ms(2_300));
+        assert!(brief > 0.35, "loss {brief}");
+        // Down for two seconds: a cut, whose misses say nothing of the link
+        // that came back; the quarter lost around it still counts.
+        let long = outcome(40..52, ms(5_000));
+        assert!((long - 0.25).abs() < 0.1, "loss {long}");
     }
 
     #[test]

@@ -535,7 +535,7 @@ impl Node {
             let (Some(id), Some(rtt)) = (p.node_id, p.monitor.rtt()) else {
                 continue;
             };
-            if p.monitor.health() != LinkHealth::Up {
+            if !p.monitor.settled() {
                 continue;
             }
             let loss = p.monitor.loss();
@@ -663,10 +663,7 @@ impl Node {
             let (Some(id), Some(rtt)) = (p.node_id, p.monitor.rtt()) else {
                 continue;
             };
-            if p.monitor.health() == LinkHealth::Up
-                && p.endpoint.is_some()
-                && self.usable_current(now, index)
-            {
+            if p.monitor.settled() && p.endpoint.is_some() && self.usable_current(now, index) {
                 graph.add_edge(
                     own,
                     id,
