@@ -15,10 +15,11 @@
 //!   over the direct path.
 //! - Loss: the share of the last [`LOSS_WINDOW`] probes that were not
 //!   answered within the link timeout (a late answer still counts for RTT).
-//!   When a link comes back up after at least [`OUTAGE_MIN`] down, the run
-//!   of misses of the outage is set aside and the outcomes before it are
-//!   kept; after a shorter "outage" (a burst of loss on a lossy link that
-//!   flaps) the misses count as loss, so the link does not look clean.
+//!   When a link comes back up, the run of misses of the outage is set
+//!   aside and the outcomes before it are kept. A link that comes up carries
+//!   routes only once it has [`SETTLE_OUTCOMES`] probe outcomes since (it
+//!   is probed at the active rate meanwhile), so a lossy link that flaps up
+//!   shows its loss before it can win traffic back.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -34,9 +35,6 @@ pub(crate) const LOSS_WINDOW: u32 = 32;
 const MAX_OUTSTANDING: usize = 64;
 /// Probe outcomes a link needs after coming up before it carries routes.
 pub(crate) const SETTLE_OUTCOMES: u32 = 8;
-/// A link down for less than this was losing packets, not cut: the probes
-/// missed while it was down count as loss.
-pub(crate) const OUTAGE_MIN: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transition {
@@ -58,8 +56,6 @@ pub(crate) struct LinkMonitor {
     history: u32,
     outcomes: u32,
     last_active: Option<Instant>,
-    /// When the link last went down.
-    down_since: Option<Instant>,
     /// Probe outcomes since the link last came up.
     since_up: u32,
     /// When the newest answered probe was sent: older ones still
@@ -79,7 +75,6 @@ impl LinkMonitor {
             history: 0,
             outcomes: 0,
             last_active: None,
-            down_since: None,
             since_up: 0,
             answered_sent: None,
             next_probe: None,
@@ -218,7 +213,6 @@ impl LinkMonitor {
             && oldest.is_some_and(|sent| now >= sent + timeout)
         {
             self.health = LinkHealth::Down;
-            self.down_since = Some(now);
             transition = Some(Transition::Down);
         }
         let due = self.next_probe.is_some_and(|at| at <= now);
@@ -273,14 +267,7 @@ impl LinkMonitor {
         if self.health == LinkHealth::Up {
             return None;
         }
-        // A "down" shorter than this was a burst of loss on a lossy link,
-        // and its misses are loss.
-        let brief = match (now, self.down_since) {
-            (Some(now), Some(since)) => now.saturating_duration_since(since) < OUTAGE_MIN,
-            _ => false,
-        };
-        self.down_since = None;
-        if self.health == LinkHealth::Down && !brief {
+        if self.health == LinkHealth::Down {
             // The run of misses that ends here was the outage, which says
             // nothing of the loss rate of the link that came back: drop it,
             // but keep the outcomes before it. Forgetting them all made a
@@ -503,27 +490,39 @@ mod tests {
     }
 
     #[test]
-    fn a_brief_outage_counts_as_loss_and_a_long_one_is_set_aside() {
+    fn an_outage_is_set_aside_and_the_loss_before_it_kept() {
         let config = RoutingConfig::default();
         let start = Instant::now();
-        // One probe in four lost, then a run lost, then one in four again.
-        let outcome = |run: std::ops::Range<u64>, duration: Duration| {
-            let mut m = LinkMonitor::new();
-            m.start(start);
-            let mut id = 0;
-            let pattern = |id: u64| !(id.is_multiple_of(4) || run.contains(&id));
-            let seen = run_with(&mut m, &config, start, duration, ms(10), pattern, &mut id);
-            assert_eq!(seen, vec![Transition::Up, Transition::Down, Transition::Up]);
-            m.loss()
-        };
-        // Six in a row (down for under a second): a burst of loss on a
-        // lossy link, which must not make it look cleaner than it is.
-        let brief = outcome(40..46, ms(2_300));
-        assert!(brief > 0.35, "loss {brief}");
-        // Down for two seconds: a cut, whose misses say nothing of the link
-        // that came back; the quarter lost around it still counts.
-        let long = outcome(40..52, ms(5_000));
-        assert!((long - 0.25).abs() < 0.1, "loss {long}");
+        let mut m = LinkMonitor::new();
+        m.start(start);
+        let mut id = 0;
+        // One probe in four lost, then six in a row, then one in four again.
+        let pattern = |id: u64| !(id.is_multiple_of(4) || (40..46).contains(&id));
+        let seen = run_with(&mut m, &config, start, ms(2_300), ms(10), pattern, &mut id);
+        assert_eq!(seen, vec![Transition::Up, Transition::Down, Transition::Up]);
+        assert!((m.loss() - 0.25).abs() < 0.1, "loss {}", m.loss());
+    }
+
+    #[test]
+    fn a_link_that_comes_up_settles_before_it_carries_routes() {
+        let config = RoutingConfig::default();
+        let start = Instant::now();
+        let mut m = LinkMonitor::new();
+        m.start(start);
+        let mut id = 0;
+        let seen = run_with(&mut m, &config, start, ms(15), ms(10), |_| true, &mut id);
+        assert_eq!(seen, vec![Transition::Up]);
+        assert!(!m.settled(), "one answer is not enough");
+        run_with(
+            &mut m,
+            &config,
+            start + ms(15),
+            ms(400),
+            ms(10),
+            |_| true,
+            &mut id,
+        );
+        assert!(m.settled());
     }
 
     #[test]
