@@ -43,9 +43,42 @@ enum Path {
     /// Straight to the peer's endpoint.
     Direct,
     /// Through these nodes, ending with the peer.
-    Relayed(Vec<NodeId>),
+    Relayed(Hops),
     /// No way to the peer now.
     None,
+}
+
+/// A relayed path, held inline: deciding a path is done per packet and
+/// must not allocate.
+#[derive(Clone, Copy)]
+struct Hops {
+    nodes: [NodeId; MAX_INTERMEDIATES + 1],
+    len: usize,
+}
+
+impl Hops {
+    /// `None` for a path longer than a relay frame can carry.
+    fn new(path: &[NodeId]) -> Option<Self> {
+        let mut nodes = [NodeId::from_bytes([0; 32]); MAX_INTERMEDIATES + 1];
+        nodes.get_mut(..path.len())?.copy_from_slice(path);
+        Some(Self {
+            nodes,
+            len: path.len(),
+        })
+    }
+
+    fn as_slice(&self) -> &[NodeId] {
+        &self.nodes[..self.len]
+    }
+}
+
+/// The decision for a stored path: direct for one hop, relayed otherwise.
+fn path_of(path: &[NodeId]) -> Path {
+    match path.len() {
+        0 => Path::None,
+        1 => Path::Direct,
+        _ => Hops::new(path).map_or(Path::None, Path::Relayed),
+    }
 }
 
 impl Node {
@@ -141,7 +174,7 @@ impl Node {
     ) -> Option<RouteStatus> {
         let path = match self.path_to(now, index, metric, 0) {
             Path::Direct => vec![id],
-            Path::Relayed(path) => path,
+            Path::Relayed(hops) => hops.as_slice().to_vec(),
             Path::None => return None,
         };
         let pinned = self
@@ -217,7 +250,7 @@ impl Node {
             return Vec::new();
         };
         match self.path_to(now, index, Metric::Latency, 0) {
-            Path::Relayed(path) => path[..path.len() - 1]
+            Path::Relayed(hops) => hops.as_slice()[..hops.len - 1]
                 .iter()
                 .map(|id| self.name_of(id))
                 .collect(),
@@ -247,20 +280,12 @@ impl Node {
         if let Some((pin, _)) = self.routing.table.pinned(&id)
             && self.first_hop_usable(now, &pin[0], id)
         {
-            return if pin.len() == 1 {
-                Path::Direct
-            } else {
-                Path::Relayed(pin.to_vec())
-            };
+            return path_of(pin);
         }
         if let Some(path) = self.routing.table.select(&id, metric, flow)
             && self.first_hop_usable(now, &path[0], id)
         {
-            return if path.len() == 1 {
-                Path::Direct
-            } else {
-                Path::Relayed(path.to_vec())
-            };
+            return path_of(path);
         }
         fallback
     }
@@ -295,7 +320,7 @@ impl Node {
                 }
                 self.queue_transmit(endpoint, buf);
             }
-            Path::Relayed(path) => self.wrap_and_send(now, &path, buf),
+            Path::Relayed(hops) => self.wrap_and_send(now, hops.as_slice(), buf),
             Path::None => {
                 self.stats.tx_no_path += 1;
                 trace!(peer = %self.peers[peer].name(), "no path: dropping");
