@@ -9,10 +9,13 @@
 #![allow(clippy::disallowed_methods)] // Instant::now: one base per test; everything after is virtual
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use common::{init_logs, ms, new_sim, secs};
 use weft_core::wire::Packet;
 use weft_core::{Event, SessionConfig, SessionState, TUNNEL_OVERHEAD, TimerKind};
 use weft_sim::{
@@ -21,28 +24,6 @@ use weft_sim::{
 };
 
 const APP_PORT: u16 = 9000;
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .with_ansi(false)
-        .without_time()
-        .try_init();
-}
-
-fn new_sim(default_seed: u64) -> Sim {
-    init_logs();
-    Sim::new(Instant::now(), seed_from_env(default_seed))
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
 
 /// The overlay address of `host` in the given family.
 fn overlay(sim: &Sim, host: HostId, ipv6: bool) -> IpAddr {

@@ -138,9 +138,25 @@ impl Host {
     /// The daemon's status: the `status` object of the control protocol,
     /// from `weft status --json --socket ...`.
     pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let (command, stdout) = self.weft_status(&["--json"])?;
+        serde_json::from_slice(&stdout)
+            .with_context(|| format!("{}: output is not JSON", describe(&command)))
+    }
+
+    /// The daemon's status as the `weft status` table an operator sees.
+    pub fn status_table(&self) -> anyhow::Result<String> {
+        let (_, stdout) = self.weft_status(&[])?;
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
+    }
+
+    /// Runs `weft status [args] --socket ...` with a deadline; its standard
+    /// output, or an error with its standard error.
+    fn weft_status(&self, args: &[&str]) -> anyhow::Result<(Command, Vec<u8>)> {
         let mut command = Command::new(&self.weft_binary);
         command
-            .args(["status", "--json", "--socket"])
+            .arg("status")
+            .args(args)
+            .arg("--socket")
             .arg(&self.socket);
         let output = run_with_timeout(&mut command, STATUS_TIMEOUT)?;
         if !output.status.success() {
@@ -151,24 +167,7 @@ impl Host {
                 String::from_utf8_lossy(&output.stderr).trim()
             );
         }
-        serde_json::from_slice(&output.stdout)
-            .with_context(|| format!("{}: output is not JSON", describe(&command)))
-    }
-
-    /// The daemon's status as the `weft status` table an operator sees.
-    pub fn status_table(&self) -> anyhow::Result<String> {
-        let mut command = Command::new(&self.weft_binary);
-        command.args(["status", "--socket"]).arg(&self.socket);
-        let output = run_with_timeout(&mut command, STATUS_TIMEOUT)?;
-        if !output.status.success() {
-            bail!(
-                "{} failed ({}): {}",
-                describe(&command),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        Ok((command, output.stdout))
     }
 
     /// Sends one control request (`{"command": ...}`) to the daemon and
