@@ -189,14 +189,7 @@ fn many_flows_needing_a_relay_spread_over_the_equal_relays() {
     let [a, b] = [mesh.hosts[0], mesh.hosts[1]];
     let relays = mesh.hosts[2..].to_vec();
     converge(&mut sim, &mesh.hosts, secs(10));
-    sim.cut(a, b);
-    assert!(
-        sim.run_until_condition(sim.elapsed() + secs(5), |s| {
-            path(s, a, b, Metric::Latency).is_some_and(|p| p.len() == 2)
-        }),
-        "A routes around the cut"
-    );
-    sim.run_for(secs(2));
+    cut_and_reroute(&mut sim, a, b);
     let route = trace(&sim, a, b, Metric::Latency).unwrap();
     assert!(
         route.alternates >= 1,
@@ -263,14 +256,7 @@ fn trace_names_every_relay_that_carries_traffic() {
     let mesh = MeshBuilder::new(4).build(&mut sim).unwrap();
     let [a, b, c, d] = [mesh.hosts[0], mesh.hosts[1], mesh.hosts[2], mesh.hosts[3]];
     converge(&mut sim, &mesh.hosts, secs(10));
-    sim.cut(a, b);
-    assert!(
-        sim.run_until_condition(sim.elapsed() + secs(5), |s| {
-            path(s, a, b, Metric::Latency).is_some_and(|p| p.len() == 2)
-        }),
-        "A routes around the cut"
-    );
-    sim.run_for(secs(2));
+    cut_and_reroute(&mut sim, a, b);
     let before = [relayed(&sim, c), relayed(&sim, d)];
     let start = sim.elapsed();
     for port in 0..8 {
@@ -294,4 +280,17 @@ fn trace_names_every_relay_that_carries_traffic() {
         carrying.iter().all(|r| traced.contains(r)),
         "trace shows {traced:?}; traffic goes through {carrying:?}"
     );
+}
+
+/// Cuts the a–b link, waits until a routes to b through one relay, then
+/// lets the new route carry traffic for two seconds.
+fn cut_and_reroute(sim: &mut weft_sim::Sim, a: weft_sim::HostId, b: weft_sim::HostId) {
+    sim.cut(a, b);
+    assert!(
+        sim.run_until_condition(sim.elapsed() + secs(5), |s| {
+            path(s, a, b, Metric::Latency).is_some_and(|p| p.len() == 2)
+        }),
+        "A routes around the cut"
+    );
+    sim.run_for(secs(2));
 }
