@@ -50,6 +50,8 @@ fn check_packet(data: &[u8], packet: Packet<'_>) {
             out.extend_from_slice(&header);
             out.extend_from_slice(&data[DATA_HEADER_LEN..]);
         }
+        // The DHT decodes (and fuzzes) its own datagrams.
+        Packet::Dht => return,
     }
     assert_eq!(out, data, "packet header does not re-encode to its bytes");
 }

@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dht;
 mod identity;
 mod link;
 mod node;

@@ -584,7 +584,15 @@ impl Node {
             Packet::Data { receiver, counter } => {
                 self.on_data(now, source, receiver, counter, datagram)
             }
+            Packet::Dht => self.on_dht(now, source, datagram),
         }
+    }
+
+    /// A DHT datagram: only straight from the underlay (relays carry
+    /// session traffic only).
+    fn on_dht(&mut self, now: Instant, source: Source, datagram: &[u8]) {
+        let _ = (now, source, datagram);
+        self.stats.rx_malformed += 1;
     }
 
     /// Handles one IP packet read from the TUN device.

@@ -12,6 +12,7 @@
 //! | 1 | handshake init | sender index (4), Noise IX message 1 |
 //! | 2 | handshake response | sender index (4), receiver index (4), Noise IX message 2 |
 //! | 4 | data | receiver index (4), counter (8), AEAD ciphertext of a frame, tag (16) |
+//! | 5 | dht | a signed DHT message (see `dht` and PROTOCOL §14) |
 //!
 //! The preamble is `[version << 4 | type, 0, 0, 0]`.
 
@@ -37,6 +38,8 @@ pub const TUNNEL_OVERHEAD: usize = DATA_HEADER_LEN + 1 + TAG_LEN;
 const TYPE_HANDSHAKE_INIT: u8 = 1;
 const TYPE_HANDSHAKE_RESPONSE: u8 = 2;
 const TYPE_DATA: u8 = 4;
+/// Outer packet type of DHT datagrams (layout in `wire::dht`, PROTOCOL §14).
+pub const TYPE_DHT: u8 = 5;
 
 /// A session's receiver index: how a data packet names the session that
 /// must open it.
@@ -103,6 +106,8 @@ pub enum Packet<'a> {
         /// The nonce counter.
         counter: u64,
     },
+    /// A signed DHT message; `crate::dht::Dht` decodes the whole datagram.
+    Dht,
 }
 
 impl<'a> Packet<'a> {
@@ -158,6 +163,7 @@ impl<'a> Packet<'a> {
                     counter,
                 })
             }
+            TYPE_DHT => Ok(Packet::Dht),
             other => Err(DecodeError::UnknownType {
                 what: "packet",
                 value: other,
