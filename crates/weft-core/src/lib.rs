@@ -38,7 +38,8 @@ pub use identity::{
     verify_signature,
 };
 pub use node::{
-    Event, LinkHealth, Node, NodeConfig, NodeError, PeerConfig, PeerStatus, SessionState,
+    Event, LinkHealth, NeighbourConfig, Node, NodeConfig, NodeError, PeerConfig, PeerStatus,
+    SessionState,
 };
 pub use route::{Hop, MAX_INTERMEDIATES, Metric, RouteError, RouteStatus, RoutingConfig};
 pub use session::SessionConfig;

@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
+use crate::dht::{
+    ContactInfo, Dht, DhtConfig, DhtStats, LookupError, LookupId, LookupTrace, NodeRecord, Target,
+};
 use crate::identity::{
     CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, SecretKey,
 };
@@ -74,6 +77,34 @@ pub struct NodeConfig {
     pub session: SessionConfig,
     /// Link monitoring and routing.
     pub routing: RoutingConfig,
+    /// DHT tuning.
+    pub dht: DhtConfig,
+    /// Endpoints to join the DHT through (identities need not be known:
+    /// the answers carry certificates). Configured peers with endpoints are
+    /// bootstrap contacts too.
+    pub bootstrap: Vec<SocketAddr>,
+    /// How many neighbours this node keeps sessions with on its own
+    /// initiative, beyond configured peers.
+    pub neighbours: NeighbourConfig,
+}
+
+/// The bounded neighbourhood: sessions this node opens on its own to DHT
+/// contacts so that routing has links to work with. Configured peers are
+/// always neighbours and count against `max`; sessions that others open and
+/// sessions opened on demand for traffic come on top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighbourConfig {
+    /// Neighbours at most (0: only configured peers and on-demand sessions).
+    pub max: usize,
+    /// Of which chosen at random among the DHT contacts (long links, for
+    /// path diversity); the rest are the nearest in RTT.
+    pub random: usize,
+}
+
+impl Default for NeighbourConfig {
+    fn default() -> Self {
+        Self { max: 16, random: 4 }
+    }
 }
 
 /// A static peer: known by certificate name, by key, or both.
@@ -163,6 +194,17 @@ pub enum Event {
         peer: NodeId,
         /// Its certificate name.
         name: String,
+    },
+    /// A lookup started with [`Node::lookup`] ended.
+    LookupDone {
+        /// Which.
+        id: LookupId,
+        /// What it looked for.
+        target: Target,
+        /// The verified record, or why not.
+        result: Result<NodeRecord, LookupError>,
+        /// The queries it took.
+        trace: LookupTrace,
     },
     /// A peer's endpoint moved (roaming); the session follows it.
     PeerRoamed {
@@ -260,6 +302,8 @@ pub struct Node {
     pool: Vec<Vec<u8>>,
     stats: Stats,
     routing: RoutingState,
+    /// The DHT engine (wired in next; `None` until then).
+    dht: Option<Dht>,
 }
 
 /// Link state and routes: see the `routing` submodule.
@@ -404,7 +448,11 @@ impl Node {
             peers,
             session,
             routing,
+            dht,
+            bootstrap,
+            neighbours,
         } = config;
+        let _ = (dht, bootstrap, neighbours);
         if certificate.public_key() != secret_key.public() {
             return Err(NodeError::CertificateKeyMismatch);
         }
@@ -442,6 +490,7 @@ impl Node {
                 last_lsa: None,
                 advertised: BTreeMap::new(),
             },
+            dht: None,
         };
         let own = node.node_id();
         node.routing.by_prefix.insert(prefix(&own), own);
@@ -553,6 +602,31 @@ impl Node {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));
         out
+    }
+
+    /// Starts a DHT lookup; [`Event::LookupDone`] reports its end (at once,
+    /// in the same call's events, when the record is known locally).
+    pub fn lookup(&mut self, now: Instant, target: Target) -> LookupId {
+        let _ = (now, target);
+        LookupId(0)
+    }
+
+    /// The DHT routing table.
+    pub fn dht_contacts(&self) -> Vec<ContactInfo> {
+        self.dht.as_ref().map(Dht::contacts).unwrap_or_default()
+    }
+
+    /// DHT counters.
+    pub fn dht_stats(&self) -> DhtStats {
+        self.dht
+            .as_ref()
+            .map(|d| d.stats().clone())
+            .unwrap_or_default()
+    }
+
+    /// Records this node holds for others.
+    pub fn dht_stored_records(&self) -> usize {
+        self.dht.as_ref().map_or(0, Dht::stored_records)
     }
 
     /// Handles one UDP datagram from `from`.

@@ -71,6 +71,9 @@ impl Mesh {
                     peers,
                     session: SessionConfig::default(),
                     routing: RoutingConfig::default(),
+                    dht: weft_core::dht::DhtConfig::default(),
+                    bootstrap: Vec::new(),
+                    neighbours: weft_core::NeighbourConfig::default(),
                 };
                 Node::new(now, Duration::from_secs(UNIX_START), [i as u8; 32], config).unwrap()
             })

@@ -60,6 +60,9 @@ fn node(
         }],
         session: SessionConfig::default(),
         routing: RoutingConfig::default(),
+        dht: weft_core::dht::DhtConfig::default(),
+        bootstrap: Vec::new(),
+        neighbours: weft_core::NeighbourConfig::default(),
     };
     Node::new(now, Duration::from_secs(UNIX_START), [seed; 32], config).unwrap()
 }

@@ -148,6 +148,9 @@ impl NodeSpec {
             peers: self.peers.clone(),
             session: self.session.clone(),
             routing: self.routing.clone(),
+            dht: weft_core::dht::DhtConfig::default(),
+            bootstrap: Vec::new(),
+            neighbours: weft_core::NeighbourConfig::default(),
         })
     }
 }

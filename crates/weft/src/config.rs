@@ -234,6 +234,9 @@ impl Config {
             peers,
             session: self.session.clone(),
             routing: self.routing.clone(),
+            dht: weft_core::dht::DhtConfig::default(),
+            bootstrap: Vec::new(),
+            neighbours: weft_core::NeighbourConfig::default(),
         })
     }
 

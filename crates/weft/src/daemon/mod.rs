@@ -391,6 +391,8 @@ impl EventLoop {
                 self.pins_may_apply = true;
                 info!(peer = %name, "direct link up");
             }
+            // Answered to whoever asked (DNS, `weft lookup`): see dns.rs.
+            Event::LookupDone { .. } => {}
         }
     }
 
