@@ -14,7 +14,7 @@
 //! [`NodeConfig`], with errors that still point at the key naming each file.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use toml::Spanned;
+use weft_core::dht::DhtConfig;
 use weft_core::{
     CaCertificate, Certificate, MAX_INTERMEDIATES, NodeConfig, PeerConfig, PublicKey,
     RoutingConfig, SecretKey, SessionConfig,
@@ -42,6 +43,15 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:4800";
 pub const DEFAULT_TUN_NAME: &str = "weft0";
 /// Log filter when the config names none.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Port of the DNS responder when `[dns] listen` names none (or names an
+/// address without a port).
+pub const DEFAULT_DNS_PORT: u16 = 53;
+/// Neighbours under full link monitoring when the config names no number.
+pub const DEFAULT_NEIGHBOURS_MAX: usize = 16;
+/// Of those, long random links when the config names no number.
+pub const DEFAULT_NEIGHBOURS_RANDOM: usize = 4;
+/// Largest `[dht] k` accepted: buckets and lookups grow with it.
+pub const MAX_DHT_K: usize = 256;
 
 /// A checked config file.
 #[derive(Debug, Clone)]
@@ -64,6 +74,63 @@ pub struct Config {
     pub pins: Vec<PinSection>,
     /// `[[peers]]`: static peers.
     pub peers: Vec<PeerSection>,
+    /// `[dht]`: bootstrap endpoints and DHT tuning.
+    pub dht: DhtSection,
+    /// `[neighbours]`: the bounded set of monitored neighbours.
+    pub neighbours: NeighbourSection,
+    /// `[dns]`: the responder for `NAME.weft`.
+    pub dns: DnsSection,
+}
+
+/// `[dht]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DhtSection {
+    /// Endpoints to join the DHT through (their identities are learnt from
+    /// their answers). Configured peers with endpoints are contacts too.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Kademlia tuning, defaults filled in.
+    pub config: DhtConfig,
+}
+
+/// `[neighbours]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighbourSection {
+    /// Neighbours kept under full link monitoring.
+    pub max: usize,
+    /// Of which long random links (the rest are the nearest in latency).
+    pub random: usize,
+}
+
+/// `[dns]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSection {
+    /// Whether the node answers DNS queries for `NAME.weft`.
+    pub enabled: bool,
+    /// Where to answer; `None`: the node's overlay IPv4 address (if any)
+    /// and overlay IPv6 address, port [`DEFAULT_DNS_PORT`].
+    pub listen: Option<Vec<SocketAddr>>,
+    /// Point the system resolver at the responder for `.weft` names (split
+    /// DNS through `resolvectl`, where present).
+    pub configure_resolver: bool,
+}
+
+impl Default for NeighbourSection {
+    fn default() -> Self {
+        Self {
+            max: DEFAULT_NEIGHBOURS_MAX,
+            random: DEFAULT_NEIGHBOURS_RANDOM,
+        }
+    }
+}
+
+impl Default for DnsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            configure_resolver: true,
+        }
+    }
 }
 
 /// `[node]`.
@@ -356,6 +423,56 @@ level = "{DEFAULT_LOG_LEVEL}"
 # Route through other nodes when they offer a better path (and relay for them).
 # relaying = true
 
+# [dht]
+# Discovery: the node finds every other member through a Kademlia DHT that
+# runs over the same UDP socket, among members of the CA only. Name the
+# endpoints of one or a few running nodes to join through (addresses with
+# ports; their identities come with their answers). Static peers with an
+# endpoint serve as bootstrap contacts too, so this may stay empty if there
+# are some. A node that names neither waits until another one calls.
+# bootstrap = ["198.18.0.1:4800"]
+# Optional tuning; the defaults suit the Internet.
+# Contacts per bucket, and how many closest nodes a lookup converges on.
+# k = 20
+# Queries in flight per lookup.
+# alpha = 3
+# How many closest nodes store each node's record.
+# replication = 8
+# Longest wait for one query's answer, and for a whole lookup.
+# query_timeout = "1s"
+# lookup_timeout = "10s"
+# Consecutive failed queries before a contact is dropped.
+# max_failures = 2
+# A bucket nobody looked into for this long is refreshed.
+# refresh_interval = "15m"
+# This node republishes its record this often; records live this long.
+# republish_interval = "20m"
+# record_lifetime = "1h"
+# Records held for other nodes, at most.
+# max_records = 65536
+
+# [neighbours]
+# Beyond this many nodes, only a bounded set of neighbours is kept under full
+# link monitoring (probes, link state); the rest are reached through them or
+# on demand.
+# max = {DEFAULT_NEIGHBOURS_MAX}
+# Of those, this many are long random links; the others are the nearest in
+# latency.
+# random = {DEFAULT_NEIGHBOURS_RANDOM}
+
+# [dns]
+# Answer DNS queries for NAME.weft (A and AAAA) from the nodes' records, so
+# that `ping db1.weft` works. Other names are refused (no recursion).
+# enabled = true
+# Where to answer. The default is the node's overlay IPv4 address (if its
+# certificate has one) and its overlay IPv6 address, port {DEFAULT_DNS_PORT}.
+# listen = ["198.19.0.1:53"]
+# Point the system resolver at this responder for .weft names only (split
+# DNS with `resolvectl dns` and `resolvectl domain ~weft` on the TUN
+# interface, where systemd-resolved runs). Nothing else is changed;
+# /etc/resolv.conf is never edited.
+# configure_resolver = true
+
 # Pinned paths: traffic to the destination always goes through these nodes,
 # in order (at most {max_intermediates}), whatever the measurements say. The same
 # as `weft route pin b via c` once the node is up.
@@ -560,6 +677,12 @@ struct RawConfig {
     peers: Vec<Spanned<RawPeer>>,
     #[serde(default)]
     pins: Vec<Spanned<RawPin>>,
+    #[serde(default)]
+    dht: RawDht,
+    #[serde(default)]
+    neighbours: RawNeighbours,
+    #[serde(default)]
+    dns: RawDns,
 }
 
 #[derive(Deserialize)]
@@ -616,6 +739,37 @@ struct RawRouting {
     lsa_lifetime: Option<Spanned<String>>,
     hold_down: Option<Spanned<String>>,
     relaying: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDht {
+    bootstrap: Option<Spanned<Vec<Spanned<String>>>>,
+    k: Option<Spanned<i64>>,
+    alpha: Option<Spanned<i64>>,
+    replication: Option<Spanned<i64>>,
+    query_timeout: Option<Spanned<String>>,
+    lookup_timeout: Option<Spanned<String>>,
+    max_failures: Option<Spanned<i64>>,
+    refresh_interval: Option<Spanned<String>>,
+    republish_interval: Option<Spanned<String>>,
+    record_lifetime: Option<Spanned<String>>,
+    max_records: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNeighbours {
+    max: Option<Spanned<i64>>,
+    random: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    enabled: Option<bool>,
+    listen: Option<Spanned<Vec<Spanned<String>>>>,
+    configure_resolver: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -718,6 +872,9 @@ impl RawConfig {
             }
             peers.push(peer);
         }
+        let dht = self.dht.check(source)?;
+        let neighbours = self.neighbours.check(source)?;
+        let dns = self.dns.check(source)?;
         Ok(Config {
             file: source.file.to_owned(),
             node,
@@ -728,6 +885,9 @@ impl RawConfig {
             routing,
             peers,
             pins,
+            dht,
+            neighbours,
+            dns,
         })
     }
 }
@@ -925,6 +1085,224 @@ impl RawRouting {
     }
 }
 
+impl RawDht {
+    fn check(&self, source: &Source<'_>) -> Result<DhtSection, ConfigError> {
+        let mut bootstrap: Vec<SocketAddr> = Vec::new();
+        if let Some(list) = &self.bootstrap {
+            for (i, entry) in list.get_ref().iter().enumerate() {
+                let key = format!("dht.bootstrap[{i}]");
+                let endpoint = parse_socket_addr(entry.get_ref())
+                    .map_err(|m| source.error(&entry.span(), key.as_str(), m))?;
+                if let Some(first) = bootstrap.iter().position(|e| *e == endpoint) {
+                    return Err(source.error(
+                        &entry.span(),
+                        key,
+                        format!("{endpoint} is already dht.bootstrap[{first}]"),
+                    ));
+                }
+                bootstrap.push(endpoint);
+            }
+        }
+        let mut config = DhtConfig::default();
+        for (value, key, target) in [
+            (
+                &self.query_timeout,
+                "dht.query_timeout",
+                &mut config.query_timeout,
+            ),
+            (
+                &self.lookup_timeout,
+                "dht.lookup_timeout",
+                &mut config.lookup_timeout,
+            ),
+            (
+                &self.refresh_interval,
+                "dht.refresh_interval",
+                &mut config.refresh_interval,
+            ),
+            (
+                &self.republish_interval,
+                "dht.republish_interval",
+                &mut config.republish_interval,
+            ),
+            (
+                &self.record_lifetime,
+                "dht.record_lifetime",
+                &mut config.record_lifetime,
+            ),
+        ] {
+            positive_duration(source, value, key, target)?;
+        }
+        config.k = count_in(source, &self.k, "dht.k", 1, MAX_DHT_K)?.unwrap_or(config.k);
+        let k = config.k;
+        config.alpha = count_in(source, &self.alpha, "dht.alpha", 1, k)?.unwrap_or(config.alpha);
+        config.replication = count_in(source, &self.replication, "dht.replication", 1, k)?
+            .unwrap_or(config.replication);
+        if let Some(failures) = count_in(source, &self.max_failures, "dht.max_failures", 1, 100)? {
+            // In range 1..=100 by the check above.
+            config.max_failures = u32::try_from(failures).unwrap_or(u32::MAX);
+        }
+        config.max_records = count_in(source, &self.max_records, "dht.max_records", 0, 1 << 24)?
+            .unwrap_or(config.max_records);
+        // Defaults that the file did not override may now be out of line
+        // with values it did (k = 2 with the default alpha of 3).
+        for (value, key, name) in [
+            (config.alpha, &self.alpha, "alpha"),
+            (config.replication, &self.replication, "replication"),
+        ] {
+            if value > k {
+                let span = key.as_ref().or(self.k.as_ref()).map_or(0..0, |v| v.span());
+                return Err(source.error(
+                    &span,
+                    if key.is_some() {
+                        format!("dht.{name}")
+                    } else {
+                        "dht.k".to_owned()
+                    },
+                    format!("{name} ({value}) may not exceed k ({k})"),
+                ));
+            }
+        }
+        if config.lookup_timeout < config.query_timeout {
+            let (span, key) = match (&self.lookup_timeout, &self.query_timeout) {
+                (Some(v), _) => (v.span(), "dht.lookup_timeout"),
+                (None, Some(v)) => (v.span(), "dht.query_timeout"),
+                (None, None) => (0..0, "dht"),
+            };
+            return Err(source.error(
+                &span,
+                key,
+                format!(
+                    "lookup_timeout ({:?}) must be at least query_timeout ({:?})",
+                    config.lookup_timeout, config.query_timeout
+                ),
+            ));
+        }
+        // A record must outlive the interval at which it is republished, or
+        // nodes would vanish from the DHT between two publications.
+        if config.record_lifetime <= config.republish_interval {
+            let (span, key) = match (&self.record_lifetime, &self.republish_interval) {
+                (Some(v), _) => (v.span(), "dht.record_lifetime"),
+                (None, Some(v)) => (v.span(), "dht.republish_interval"),
+                (None, None) => (0..0, "dht"),
+            };
+            return Err(source.error(
+                &span,
+                key,
+                format!(
+                    "record_lifetime ({:?}) must be longer than republish_interval ({:?}) so records do not expire before they are republished",
+                    config.record_lifetime, config.republish_interval
+                ),
+            ));
+        }
+        Ok(DhtSection { bootstrap, config })
+    }
+}
+
+impl RawNeighbours {
+    fn check(&self, source: &Source<'_>) -> Result<NeighbourSection, ConfigError> {
+        let mut neighbours = NeighbourSection::default();
+        neighbours.max =
+            count_in(source, &self.max, "neighbours.max", 1, 4096)?.unwrap_or(neighbours.max);
+        neighbours.random = count_in(source, &self.random, "neighbours.random", 0, 4096)?
+            .unwrap_or(neighbours.random);
+        if neighbours.random > neighbours.max {
+            let (span, key) = match (&self.random, &self.max) {
+                (Some(v), _) => (v.span(), "neighbours.random"),
+                (None, Some(v)) => (v.span(), "neighbours.max"),
+                (None, None) => (0..0, "neighbours"),
+            };
+            return Err(source.error(
+                &span,
+                key,
+                format!(
+                    "random ({}) may not exceed max ({}): the random links are part of the neighbours",
+                    neighbours.random, neighbours.max
+                ),
+            ));
+        }
+        Ok(neighbours)
+    }
+}
+
+impl RawDns {
+    fn check(&self, source: &Source<'_>) -> Result<DnsSection, ConfigError> {
+        let listen = match &self.listen {
+            None => None,
+            Some(list) => {
+                let mut addresses: Vec<SocketAddr> = Vec::new();
+                for (i, entry) in list.get_ref().iter().enumerate() {
+                    let key = format!("dns.listen[{i}]");
+                    let address = parse_dns_listen(entry.get_ref())
+                        .map_err(|m| source.error(&entry.span(), key.as_str(), m))?;
+                    if let Some(first) = addresses.iter().position(|a| *a == address) {
+                        return Err(source.error(
+                            &entry.span(),
+                            key,
+                            format!("{address} is already dns.listen[{first}]"),
+                        ));
+                    }
+                    addresses.push(address);
+                }
+                Some(addresses)
+            }
+        };
+        let defaults = DnsSection::default();
+        Ok(DnsSection {
+            enabled: self.enabled.unwrap_or(defaults.enabled),
+            listen,
+            configure_resolver: self
+                .configure_resolver
+                .unwrap_or(defaults.configure_resolver),
+        })
+    }
+}
+
+/// Reads an optional whole number that must lie in `min..=max`.
+fn count_in(
+    source: &Source<'_>,
+    value: &Option<Spanned<i64>>,
+    key: &str,
+    min: usize,
+    max: usize,
+) -> Result<Option<usize>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let number = *value.get_ref();
+    usize::try_from(number)
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            source.error(
+                &value.span(),
+                key,
+                format!("{number} is out of range {min}..={max}"),
+            )
+        })
+}
+
+/// A `[dns] listen` entry: an address with a port, or an address alone
+/// (port [`DEFAULT_DNS_PORT`]).
+fn parse_dns_listen(text: &str) -> Result<SocketAddr, String> {
+    let trimmed = text.trim();
+    if let Ok(address) = trimmed.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let bare = trimmed
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(trimmed);
+    bare.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_DNS_PORT))
+        .map_err(|_| {
+            format!(
+                "'{text}' is not an IP address, with or without a port (e.g. \"198.19.0.1:53\" or \"fd77:6566::1\")"
+            )
+        })
+}
+
 impl RawPin {
     fn check(&self, source: &Source<'_>, index: usize) -> Result<PinSection, ConfigError> {
         let destination = self.destination.get_ref().trim().to_owned();
@@ -1094,6 +1472,10 @@ mod tests {
         assert_eq!(config.routing, RoutingConfig::default());
         assert!(config.peers.is_empty());
         assert!(config.pins.is_empty());
+        assert!(config.dht.bootstrap.is_empty());
+        assert_eq!(config.dht.config, DhtConfig::default());
+        assert_eq!(config.neighbours, NeighbourSection::default());
+        assert_eq!(config.dns, DnsSection::default());
     }
 
     #[test]
@@ -1124,6 +1506,177 @@ mod tests {
         assert_eq!(config.session, SessionConfig::default());
         assert_eq!(config.pins.len(), 1);
         assert_eq!(config.peers.len(), 1);
+        assert_eq!(config.dht.config, DhtConfig::default());
+        assert_eq!(config.dht.bootstrap, ["198.18.0.1:4800".parse().unwrap()]);
+        assert_eq!(config.neighbours, NeighbourSection::default());
+        assert_eq!(
+            config.dns,
+            DnsSection {
+                listen: Some(vec!["198.19.0.1:53".parse().unwrap()]),
+                ..DnsSection::default()
+            }
+        );
+    }
+
+    #[test]
+    fn dht_section_sets_bootstrap_and_tuning() {
+        let config = parse(&format!(
+            "{MINIMAL}[dht]\nbootstrap = [\"198.18.0.1:4800\", \"[fd00::1]:4800\"]\nk = 8\nalpha = 2\nreplication = 4\nrefresh_interval = \"30s\"\nrepublish_interval = \"1m\"\nrecord_lifetime = \"5m\"\nquery_timeout = \"300ms\"\nlookup_timeout = \"3s\"\nmax_failures = 3\nmax_records = 100\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.dht.bootstrap,
+            [
+                "198.18.0.1:4800".parse::<SocketAddr>().unwrap(),
+                "[fd00::1]:4800".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            config.dht.config,
+            DhtConfig {
+                k: 8,
+                alpha: 2,
+                replication: 4,
+                query_timeout: Duration::from_millis(300),
+                lookup_timeout: Duration::from_secs(3),
+                max_failures: 3,
+                refresh_interval: Duration::from_secs(30),
+                republish_interval: Duration::from_secs(60),
+                record_lifetime: Duration::from_secs(300),
+                max_records: 100,
+            }
+        );
+    }
+
+    #[test]
+    fn dht_mistakes_are_located() {
+        let message = error(&format!(
+            "{MINIMAL}[dht]\nbootstrap = [\"198.18.0.1:4800\", \"db1:4800\"]\n"
+        ));
+        assert!(
+            message.starts_with(
+                "/etc/weft/weft.toml:6:33: dht.bootstrap[1]: 'db1:4800' is not an IP address"
+            ),
+            "{message}"
+        );
+        let message = error(&format!(
+            "{MINIMAL}[dht]\nbootstrap = [\"198.18.0.1:4800\", \"198.18.0.1:4800\"]\n"
+        ));
+        assert!(
+            message.contains("dht.bootstrap[1]: 198.18.0.1:4800 is already dht.bootstrap[0]"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[dht]\nk = 0\n"));
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:6:5: dht.k: 0 is out of range 1..=256"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[dht]\nk = 4\nalpha = 5\n"));
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:7:9: dht.alpha: 5 is out of range 1..=4"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[dht]\nk = 2\n"));
+        assert!(
+            message.contains("dht.k: alpha (3) may not exceed k (2)"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[dht]\nrecord_lifetime = \"10m\"\n"));
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:6:19: dht.record_lifetime: record_lifetime"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[dht]\nquery_timeout = \"1 year\"\n"));
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:6:17: dht.query_timeout:"),
+            "{message}"
+        );
+        let message = error(&format!(
+            "{MINIMAL}[dht]\nbootstrap = \"198.18.0.1:4800\"\n"
+        ));
+        assert!(message.contains("dht.bootstrap"), "{message}");
+        let message = error(&format!("{MINIMAL}[dht]\nbootstraps = []\n"));
+        assert!(
+            message.contains("dht.bootstraps: unknown field"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn peers_need_no_endpoints_with_a_bootstrap() {
+        let config = parse(&format!(
+            "{MINIMAL}[dht]\nbootstrap = [\"198.18.0.1:4800\"]\n[[peers]]\nname = \"b\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.peers[0].endpoint, None);
+        assert_eq!(config.dht.bootstrap.len(), 1);
+    }
+
+    #[test]
+    fn neighbours_section_is_checked() {
+        let config = parse(&format!("{MINIMAL}[neighbours]\nmax = 8\nrandom = 2\n")).unwrap();
+        assert_eq!(config.neighbours, NeighbourSection { max: 8, random: 2 });
+        let message = error(&format!("{MINIMAL}[neighbours]\nmax = 0\n"));
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:6:7: neighbours.max: 0 is out of range"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[neighbours]\nmax = 3\n"));
+        assert!(
+            message.contains("neighbours.max: random (4) may not exceed max (3)"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[neighbours]\nrandom = -1\n"));
+        assert!(
+            message.contains("neighbours.random: -1 is out of range"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[neighbours]\nmin = 1\n"));
+        assert!(
+            message.contains("neighbours.min: unknown field"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn dns_section_is_checked() {
+        let config = parse(&format!(
+            "{MINIMAL}[dns]\nenabled = false\nlisten = [\"198.19.0.1\", \"[fd77:6566::1]:5353\", \"fd77:6566::2\"]\nconfigure_resolver = false\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.dns,
+            DnsSection {
+                enabled: false,
+                listen: Some(vec![
+                    "198.19.0.1:53".parse().unwrap(),
+                    "[fd77:6566::1]:5353".parse().unwrap(),
+                    "[fd77:6566::2]:53".parse().unwrap(),
+                ]),
+                configure_resolver: false,
+            }
+        );
+        let message = error(&format!("{MINIMAL}[dns]\nlisten = [\"localhost:53\"]\n"));
+        assert!(
+            message.starts_with(
+                "/etc/weft/weft.toml:6:11: dns.listen[0]: 'localhost:53' is not an IP address"
+            ),
+            "{message}"
+        );
+        let message = error(&format!(
+            "{MINIMAL}[dns]\nlisten = [\"198.19.0.1\", \"198.19.0.1:53\"]\n"
+        ));
+        assert!(
+            message.contains("dns.listen[1]: 198.19.0.1:53 is already dns.listen[0]"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[dns]\nenable = true\n"));
+        assert!(message.contains("dns.enable: unknown field"), "{message}");
+        let message = error(&format!("{MINIMAL}[dns]\nenabled = \"yes\"\n"));
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:6:11: dns.enabled:"),
+            "{message}"
+        );
     }
 
     #[test]
