@@ -24,6 +24,11 @@
 //!   fixed keys; [`udp_packet`] and [`parse_udp`] make and read the IP
 //!   packets applications would send through the TUN.
 //!
+//! - [`run_dht_scenario`] is a second, much lighter simulator for the DHT at
+//!   scale: thousands of DHT engines on an event heap, with an RTT model
+//!   ([`RttModel`]), joins, churn and lookups ([`DhtScenario`]), measured in a
+//!   [`DhtReport`] (the `dht-bench` binary prints it).
+//!
 //! - [`check_snapshot`] keeps the headline numbers of scenarios in a table
 //!   beside the tests, so that changes show up in review.
 //!
@@ -43,6 +48,7 @@
 
 #![forbid(unsafe_code)]
 
+mod dht;
 mod flow;
 mod link;
 mod net;
@@ -50,6 +56,10 @@ mod packet;
 mod sim;
 mod snapshot;
 
+pub use dht::{
+    DhtPhase, DhtProgress, DhtReport, DhtScenario, DhtSimError, KindCount, MAX_NODES, Place,
+    REGIONS, Region, ReportRow, RttModel, markdown_table, run_dht_scenario,
+};
 pub use flow::{
     Delivery, FLOW_DESTINATION_PORT, FLOW_HEADER, FLOW_MARKER, FlowId, FlowReport, FlowSpec,
 };
