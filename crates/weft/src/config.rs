@@ -24,8 +24,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use weft_core::dht::DhtConfig;
 use weft_core::{
-    CaCertificate, Certificate, MAX_INTERMEDIATES, NodeConfig, PeerConfig, PublicKey,
-    RoutingConfig, SecretKey, SessionConfig,
+    CaCertificate, Certificate, MAX_INTERMEDIATES, NeighbourConfig, NodeConfig, PeerConfig,
+    PublicKey, RoutingConfig, SecretKey, SessionConfig,
 };
 
 /// Smallest TUN MTU: IPv6 requires every link to carry 1280-byte packets.
@@ -95,7 +95,8 @@ pub struct DhtSection {
 /// `[neighbours]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NeighbourSection {
-    /// Neighbours kept under full link monitoring.
+    /// Neighbours kept under full link monitoring (0: only configured
+    /// peers and sessions opened on demand).
     pub max: usize,
     /// Of which long random links (the rest are the nearest in latency).
     pub random: usize,
@@ -301,9 +302,12 @@ impl Config {
             peers,
             session: self.session.clone(),
             routing: self.routing.clone(),
-            dht: weft_core::dht::DhtConfig::default(),
-            bootstrap: Vec::new(),
-            neighbours: weft_core::NeighbourConfig::default(),
+            dht: self.dht.config.clone(),
+            bootstrap: self.dht.bootstrap.clone(),
+            neighbours: NeighbourConfig {
+                max: self.neighbours.max,
+                random: self.neighbours.random,
+            },
         })
     }
 
@@ -454,7 +458,8 @@ level = "{DEFAULT_LOG_LEVEL}"
 # [neighbours]
 # Beyond this many nodes, only a bounded set of neighbours is kept under full
 # link monitoring (probes, link state); the rest are reached through them or
-# on demand.
+# on demand. Configured peers count against it; 0 keeps only those and the
+# sessions that traffic opens on demand.
 # max = {DEFAULT_NEIGHBOURS_MAX}
 # Of those, this many are long random links; the others are the nearest in
 # latency.
@@ -1203,7 +1208,7 @@ impl RawNeighbours {
     fn check(&self, source: &Source<'_>) -> Result<NeighbourSection, ConfigError> {
         let mut neighbours = NeighbourSection::default();
         neighbours.max =
-            count_in(source, &self.max, "neighbours.max", 1, 4096)?.unwrap_or(neighbours.max);
+            count_in(source, &self.max, "neighbours.max", 0, 4096)?.unwrap_or(neighbours.max);
         neighbours.random = count_in(source, &self.random, "neighbours.random", 0, 4096)?
             .unwrap_or(neighbours.random);
         if neighbours.random > neighbours.max {
@@ -1616,9 +1621,11 @@ mod tests {
     fn neighbours_section_is_checked() {
         let config = parse(&format!("{MINIMAL}[neighbours]\nmax = 8\nrandom = 2\n")).unwrap();
         assert_eq!(config.neighbours, NeighbourSection { max: 8, random: 2 });
-        let message = error(&format!("{MINIMAL}[neighbours]\nmax = 0\n"));
+        let config = parse(&format!("{MINIMAL}[neighbours]\nmax = 0\nrandom = 0\n")).unwrap();
+        assert_eq!(config.neighbours, NeighbourSection { max: 0, random: 0 });
+        let message = error(&format!("{MINIMAL}[neighbours]\nmax = 5000\n"));
         assert!(
-            message.starts_with("/etc/weft/weft.toml:6:7: neighbours.max: 0 is out of range"),
+            message.starts_with("/etc/weft/weft.toml:6:7: neighbours.max: 5000 is out of range"),
             "{message}"
         );
         let message = error(&format!("{MINIMAL}[neighbours]\nmax = 3\n"));

@@ -36,6 +36,9 @@ enum Command {
     Route(weft::routes::RouteCommand),
     /// Show the path packets to a destination take now, hop by hop.
     Trace(weft::routes::TraceArgs),
+    /// Find a node through the DHT by name, node id or overlay address, and
+    /// show its record and the queries the lookup took.
+    Lookup(weft::lookup::LookupArgs),
     /// Send ICMP echo requests (through the overlay when the target is an
     /// overlay address) and report round-trip times.
     Ping(weft::ping::PingArgs),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Routes(args) => weft::routes::run_routes(&args),
         Command::Route(command) => weft::routes::run_route(&command),
         Command::Trace(args) => weft::routes::run_trace(&args),
+        Command::Lookup(args) => weft::lookup::run(&args),
         Command::Ping(args) => weft::ping::run(&args),
         Command::Demo(args) => weft::demo::run(&args),
     };

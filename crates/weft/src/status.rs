@@ -81,6 +81,40 @@ pub struct NodeStatus {
     pub peers: Vec<PeerInfo>,
     /// Node-wide counters by name.
     pub stats: BTreeMap<String, u64>,
+    /// The node's part in the DHT (absent from daemons before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dht: Option<DhtInfo>,
+}
+
+/// The `dht` object of [`NodeStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DhtInfo {
+    /// Contacts in the routing table.
+    pub contacts: usize,
+    /// Records held for other nodes.
+    pub stored_records: usize,
+    /// Neighbours picked from the DHT (names, or short ids), beyond
+    /// configured peers.
+    #[serde(default)]
+    pub neighbours: Vec<String>,
+    /// Lookups started.
+    pub lookups: u64,
+    /// Lookups that found their record.
+    pub lookups_ok: u64,
+    /// Lookups that failed.
+    pub lookups_failed: u64,
+    /// Queries sent.
+    pub queries: u64,
+    /// Queries that timed out.
+    pub query_timeouts: u64,
+    /// DHT datagrams received.
+    pub rx: u64,
+    /// DHT datagrams sent.
+    pub tx: u64,
+    /// Datagrams refused (bad certificate or signature, unsolicited).
+    pub rejected: u64,
+    /// Undecodable datagrams.
+    pub malformed: u64,
 }
 
 /// One peer in [`NodeStatus`].
@@ -172,6 +206,24 @@ pub fn request_status(socket: &Path) -> anyhow::Result<NodeStatus> {
 /// (the whole response object, `ok` is true). A `{"ok":false}` answer
 /// becomes an error carrying the daemon's message.
 pub fn request(socket: &Path, request: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let response = request_raw(socket, request, TIMEOUT)?;
+    if response.get("ok").and_then(serde_json::Value::as_bool) != Some(true) {
+        let error = response
+            .get("error")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("no reason given");
+        bail!("the daemon refused: {error}");
+    }
+    Ok(response)
+}
+
+/// Sends one request and returns the daemon's whole answer, `{"ok":false}`
+/// included, waiting at most `timeout` for each read and write.
+pub fn request_raw(
+    socket: &Path,
+    request: &serde_json::Value,
+    timeout: Duration,
+) -> anyhow::Result<serde_json::Value> {
     let mut stream = match UnixStream::connect(socket) {
         Ok(stream) => stream,
         Err(e)
@@ -187,8 +239,8 @@ pub fn request(socket: &Path, request: &serde_json::Value) -> anyhow::Result<ser
         }
         Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", socket.display())),
     };
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
     stream
@@ -204,16 +256,7 @@ pub fn request(socket: &Path, request: &serde_json::Value) -> anyhow::Result<ser
             socket.display()
         );
     }
-    let response: serde_json::Value =
-        serde_json::from_str(&answer).context("the daemon's answer is not JSON")?;
-    if response.get("ok").and_then(serde_json::Value::as_bool) != Some(true) {
-        let error = response
-            .get("error")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("no reason given");
-        bail!("the daemon refused: {error}");
-    }
-    Ok(response)
+    serde_json::from_str(&answer).context("the daemon's answer is not JSON")
 }
 
 /// The status as the text `weft status` prints: a line about the node,
@@ -233,6 +276,16 @@ pub fn render_table(status: &NodeStatus) -> String {
         status.tun,
         status.mtu
     );
+    if let Some(dht) = &status.dht {
+        out.push_str(&format!(
+            "dht {} contacts  {} records held  lookups {} ok, {} failed  {} picked neighbours\n",
+            dht.contacts,
+            dht.stored_records,
+            dht.lookups_ok,
+            dht.lookups_failed,
+            dht.neighbours.len()
+        ));
+    }
     if status.peers.is_empty() {
         out.push_str("no peers\n");
         return out;
@@ -389,6 +442,7 @@ mod tests {
                 via: vec!["c".into()],
             }],
             stats: BTreeMap::new(),
+            dht: None,
         }
     }
 
@@ -416,6 +470,28 @@ mod tests {
         ] {
             assert!(lines[2].contains(cell), "{cell} missing: {table}");
         }
+    }
+
+    #[test]
+    fn dht_line_follows_the_node_line() {
+        let mut status = status();
+        status.dht = Some(DhtInfo {
+            contacts: 7,
+            stored_records: 3,
+            lookups_ok: 5,
+            lookups_failed: 1,
+            neighbours: vec!["b".into()],
+            ..DhtInfo::default()
+        });
+        let table = render_table(&status);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[1], "dht 7 contacts  3 records held  lookups 5 ok, 1 failed  1 picked neighbours",
+            "{table}"
+        );
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["dht"]["contacts"], 7);
+        assert_eq!(serde_json::from_value::<NodeStatus>(json).unwrap(), status);
     }
 
     #[test]

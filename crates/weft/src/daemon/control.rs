@@ -11,14 +11,21 @@
 //! - `{"command":"route_unpin","destination":"b"}` → `{"ok":true}`
 //! - `{"command":"trace","destination":"b","metric":"latency"|"loss"}` →
 //!   `{"ok":true,"trace":<route>}` (`metric` defaults to latency)
+//! - `{"command":"lookup","target":"db1"}` (a name, node id or overlay
+//!   address) → `{"ok":true,"lookup":<lookup>}`, or when the DHT does not
+//!   find it `{"ok":false,"error":"no such node in the network","lookup":<lookup>}`
 //!
-//! A route is `routes::RouteInfo`; a routing command the core refuses
-//! answers `{"ok":false,"error":"<the core's reason>"}`.
+//! A route is `routes::RouteInfo`, a lookup `lookup::LookupInfo`; a command
+//! the core refuses answers `{"ok":false,"error":"<the core's reason>"}`.
 //!
 //! Each connection is served by its own task, which reads and parses the
 //! request (bounded in size and time) and passes it to the event loop over
 //! a bounded channel with a oneshot for the answer: only the event loop
-//! touches the node. The socket is created mode 0600 (a missing parent
+//! touches the node. A client has [`CLIENT_TIMEOUT`] to send its request
+//! and the node as long to answer, except for a lookup, which takes as long
+//! as the DHT needs: the event loop answers it when the lookup ends (or
+//! gives up on it after a deadline), and the task waits at most
+//! [`LOOKUP_TIMEOUT`]. The socket is created mode 0600 (a missing parent
 //! directory 0700), a stale socket file from a dead daemon is replaced, a
 //! live one is refused, and the file is removed when the daemon stops.
 
@@ -36,6 +43,7 @@ use tracing::debug;
 
 use weft_core::Metric;
 
+use crate::lookup::LookupInfo;
 use crate::routes::RouteInfo;
 use crate::status::NodeStatus;
 
@@ -45,6 +53,9 @@ const MAX_REQUEST: u64 = 64 * 1024;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests waiting for the event loop.
 const QUEUE: usize = 16;
+/// Longest a lookup's answer is awaited (the event loop answers well
+/// before, when the DHT's lookup ends or its own deadline passes).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A request for the event loop, with where to send the answer.
 pub(super) struct Request {
@@ -68,6 +79,8 @@ pub(super) enum Command {
     RouteUnpin { destination: String },
     /// The path to `destination` under `metric`.
     Trace { destination: String, metric: Metric },
+    /// Find `target` (a name, node id or overlay address) in the DHT.
+    Lookup { target: String },
 }
 
 /// The event loop's answer.
@@ -75,6 +88,8 @@ pub(super) enum Response {
     Status(Box<NodeStatus>),
     Routes(Vec<RouteInfo>),
     Trace(Box<RouteInfo>),
+    /// A lookup ended (found or not: see [`LookupInfo::error`]).
+    Lookup(Box<LookupInfo>),
     /// The command was carried out.
     Done,
     /// The command was refused, and why.
@@ -185,13 +200,7 @@ async fn accept_loop(listener: UnixListener, requests: mpsc::Sender<Request>) {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let requests = requests.clone();
-                tokio::spawn(async move {
-                    if let Err(e) =
-                        tokio::time::timeout(CLIENT_TIMEOUT, serve(stream, requests)).await
-                    {
-                        debug!(error = %e, "control client too slow");
-                    }
-                });
+                tokio::spawn(serve(stream, requests));
             }
             Err(e) => {
                 // Out of descriptors and the like: wait a little rather
@@ -212,25 +221,47 @@ struct RawRequest {
     destination: Option<String>,
     via: Option<Vec<String>>,
     metric: Option<String>,
+    target: Option<String>,
 }
 
+/// Serves one client: read (within [`CLIENT_TIMEOUT`]), ask the event
+/// loop (within the command's time), answer (within [`CLIENT_TIMEOUT`]).
 async fn serve(stream: UnixStream, requests: mpsc::Sender<Request>) {
     let (reader, mut writer) = stream.into_split();
     let mut line = String::new();
     let read = tokio::io::AsyncReadExt::take(reader, MAX_REQUEST);
-    let answer = match BufReader::new(read).read_line(&mut line).await {
-        Err(e) => error_json(&format!("cannot read the request: {e}")),
-        Ok(_) => match parse(&line) {
+    let mut reader = BufReader::new(read);
+    let answer = match tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => {
+            debug!("control client too slow to send its request");
+            return;
+        }
+        Ok(Err(e)) => error_json(&format!("cannot read the request: {e}")),
+        Ok(Ok(_)) => match parse(&line) {
             Err(message) => error_json(&message),
-            Ok(command) => ask(command, &requests).await,
+            Ok(command) => {
+                let limit = match command {
+                    Command::Lookup { .. } => LOOKUP_TIMEOUT,
+                    _ => CLIENT_TIMEOUT,
+                };
+                match tokio::time::timeout(limit, ask(command, &requests)).await {
+                    Ok(answer) => answer,
+                    Err(_) => error_json("the node did not answer in time"),
+                }
+            }
         },
     };
     let mut answer = answer.to_string();
     answer.push('\n');
-    if let Err(e) = writer.write_all(answer.as_bytes()).await {
-        debug!(error = %e, "cannot answer a control client");
+    let write = async {
+        writer.write_all(answer.as_bytes()).await?;
+        writer.shutdown().await
+    };
+    match tokio::time::timeout(CLIENT_TIMEOUT, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "cannot answer a control client"),
+        Err(_) => debug!("control client too slow to read its answer"),
     }
-    let _ = writer.shutdown().await;
 }
 
 fn parse(line: &str) -> Result<Command, String> {
@@ -266,8 +297,17 @@ fn parse(line: &str) -> Result<Command, String> {
                 }
             },
         }),
+        "lookup" => Ok(Command::Lookup {
+            target: request
+                .target
+                .clone()
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| {
+                    "lookup needs a \"target\": a node name, node id or overlay address".to_owned()
+                })?,
+        }),
         other => Err(format!(
-            "unknown command '{other}' (known: status, routes, route_pin, route_unpin, trace)"
+            "unknown command '{other}' (known: status, routes, route_pin, route_unpin, trace, lookup)"
         )),
     }
 }
@@ -281,6 +321,10 @@ async fn ask(command: Command, requests: &mpsc::Sender<Request>) -> serde_json::
         Ok(Response::Status(status)) => serde_json::json!({ "ok": true, "status": status }),
         Ok(Response::Routes(routes)) => serde_json::json!({ "ok": true, "routes": routes }),
         Ok(Response::Trace(trace)) => serde_json::json!({ "ok": true, "trace": trace }),
+        Ok(Response::Lookup(lookup)) => match &lookup.error {
+            None => serde_json::json!({ "ok": true, "lookup": lookup }),
+            Some(error) => serde_json::json!({ "ok": false, "error": error, "lookup": lookup }),
+        },
         Ok(Response::Done) => serde_json::json!({ "ok": true }),
         Ok(Response::Refused(message)) => error_json(&message),
         Err(_) => error_json("the node is stopping"),
@@ -351,5 +395,26 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown metric 'speed'")
         );
+    }
+
+    #[test]
+    fn lookup_requests_parse() {
+        assert_eq!(
+            parse("{\"command\":\"lookup\",\"target\":\"db1.weft\"}"),
+            Ok(Command::Lookup {
+                target: "db1.weft".into()
+            })
+        );
+        for request in [
+            "{\"command\":\"lookup\"}",
+            "{\"command\":\"lookup\",\"target\":\" \"}",
+        ] {
+            assert!(
+                parse(request)
+                    .unwrap_err()
+                    .contains("lookup needs a \"target\""),
+                "{request}"
+            );
+        }
     }
 }

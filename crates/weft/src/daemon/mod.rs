@@ -16,16 +16,24 @@
 //! and link state) waits and is tried again whenever the node learns of a
 //! session, a link or a path.
 //!
+//! Lookups (`weft lookup`, and DNS queries for `NAME.weft` from the DNS
+//! responder) start `Node::lookup`; the loop keeps who waits for which
+//! lookup (bounded, each with a deadline a little after the DHT's own
+//! `lookup_timeout`) and answers them all when `Event::LookupDone` comes.
+//! Concurrent DNS queries for one name share one lookup.
+//!
 //! Files: `udp.rs` (batched socket I/O), `tun.rs` (the interface, platform
-//! choice), `control.rs` (the unix control socket).
+//! choice), `control.rs` (the unix control socket), `dns.rs` (the DNS
+//! responder's sockets and codec).
 
 mod control;
+mod dns;
 mod tun;
 mod udp;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::pin;
 use std::process::ExitCode;
@@ -33,15 +41,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, trace, warn};
+use weft_core::dht::{LookupError, LookupId, LookupTrace, NodeRecord, Target};
 use weft_core::{Event, LinkHealth, Node, NodeConfig, NodeId, RouteError, SessionState};
 
-use crate::config::{Config, PinSection};
+use crate::config::{Config, DEFAULT_DNS_PORT, DnsSection, PinSection};
+use crate::lookup::LookupInfo;
 use crate::pki;
 use crate::routes::{RouteInfo, loss_rate};
-use crate::status::{NodeStatus, PeerInfo};
+use crate::status::{DhtInfo, NodeStatus, PeerInfo};
 use control::{Command, ControlSocket, Request, Response};
+use dns::{DnsAnswer, DnsRequest, DnsServer};
 use tun::Tun;
 use udp::Udp;
 
@@ -52,6 +63,16 @@ const BUDGET: usize = 64;
 /// the log.
 const REJECTIONS_PER_WINDOW: u32 = 5;
 const REJECTION_WINDOW: Duration = Duration::from_secs(10);
+/// Lookups the loop waits for at once (for DNS and `weft lookup`); more
+/// are refused until some end.
+const MAX_LOOKUPS: usize = 1024;
+/// Clients waiting for one lookup, at most.
+const MAX_WAITERS: usize = 64;
+/// How long after the DHT's `lookup_timeout` a lookup's waiters are given
+/// up on, should its end never be reported.
+const LOOKUP_GRACE: Duration = Duration::from_secs(5);
+/// Longest `resolvectl` may take.
+const RESOLVECTL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs a node until SIGINT or SIGTERM.
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
@@ -142,6 +163,7 @@ async fn serve(
     let listen = udp.local_addr().unwrap_or(config.node.listen);
     let tun = Tun::create(&config.tun, node.overlay_ipv6(), node.overlay_ipv4())?;
     let (control, requests) = ControlSocket::start(&config.control.socket)?;
+    let (dns, dns_requests) = start_dns(&config.dns, tun.name(), &node);
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     info!(
@@ -175,8 +197,12 @@ async fn serve(
         rejections: RejectionLog::default(),
         pending_pins,
         pins_may_apply: true,
+        dns_requests,
+        dns_open: true,
+        lookups: Lookups::new(config.dht.config.lookup_timeout + LOOKUP_GRACE),
     };
     let result = event_loop.run(shutdown).await;
+    drop(dns);
     drop(control);
     match &result {
         Ok(()) => info!("weft node stopped"),
@@ -203,6 +229,11 @@ struct EventLoop {
     pending_pins: Vec<PinSection>,
     /// The node learnt something since pending pins were last tried.
     pins_may_apply: bool,
+    /// Names the DNS responder asks about.
+    dns_requests: mpsc::Receiver<DnsRequest>,
+    dns_open: bool,
+    /// Who waits for which lookup.
+    lookups: Lookups,
 }
 
 impl EventLoop {
@@ -215,6 +246,7 @@ impl EventLoop {
                 timer.as_mut().reset(tokio::time::Instant::from_std(at));
             }
             let mut request = None;
+            let mut dns_query = None;
             tokio::select! {
                 signal = &mut shutdown => {
                     info!(signal, "stopping");
@@ -226,11 +258,15 @@ impl EventLoop {
                     Some(r) => request = Some(r),
                     None => self.requests_open = false,
                 },
+                received = self.dns_requests.recv(), if self.dns_open => match received {
+                    Some(query) => dns_query = Some(query),
+                    None => self.dns_open = false,
+                },
                 () = &mut timer, if deadline.is_some() => {}
             }
             #[allow(clippy::disallowed_methods)] // the driver is where time enters
             let now = Instant::now();
-            self.turn(now, deadline, request).await?;
+            self.turn(now, deadline, request, dns_query).await?;
         }
     }
 
@@ -242,6 +278,7 @@ impl EventLoop {
         now: Instant,
         deadline: Option<(Instant, weft_core::TimerKind)>,
         request: Option<Request>,
+        dns_query: Option<DnsRequest>,
     ) -> anyhow::Result<()> {
         let node = &mut self.node;
         self.udp
@@ -274,9 +311,22 @@ impl EventLoop {
             self.answer(now, request);
             answered = true;
         }
-        if answered {
+        let mut queries = 0;
+        if let Some(query) = dns_query {
+            self.resolve(now, query);
+            queries += 1;
+        }
+        while queries < BUDGET {
+            let Ok(query) = self.dns_requests.try_recv() else {
+                break;
+            };
+            self.resolve(now, query);
+            queries += 1;
+        }
+        if answered || queries > 0 {
             self.drain(now).await?;
         }
+        self.lookups.expire(now);
         Ok(())
     }
 
@@ -391,8 +441,12 @@ impl EventLoop {
                 self.pins_may_apply = true;
                 info!(peer = %name, "direct link up");
             }
-            // Answered to whoever asked (DNS, `weft lookup`): see dns.rs.
-            Event::LookupDone { .. } => {}
+            Event::LookupDone {
+                id,
+                target,
+                result,
+                trace,
+            } => self.lookup_done(now, id, &target, &result, &trace),
         }
     }
 
@@ -441,9 +495,106 @@ impl EventLoop {
                 Ok(route) => Response::Trace(Box::new(RouteInfo::from_core(&route))),
                 Err(error) => Response::Refused(error.to_string()),
             },
+            Command::Lookup { target } => {
+                let parsed = match Target::parse(target.trim()) {
+                    Ok(parsed) => parsed,
+                    Err(error) => {
+                        let _ = request.reply.send(Response::Refused(error.to_string()));
+                        return;
+                    }
+                };
+                let waiter = Waiter::Control {
+                    target,
+                    reply: request.reply,
+                };
+                if !self.lookups.has_room() {
+                    waiter.fail("too many lookups under way; try again shortly");
+                    return;
+                }
+                let id = self.node.lookup(now, parsed);
+                self.lookups.insert(now, id, None, waiter);
+                return;
+            }
         };
         // The client may have gone; nothing to do then.
         let _ = request.reply.send(response);
+    }
+
+    /// A DNS query for node `name`: joins a lookup of that name under way
+    /// or starts one.
+    fn resolve(&mut self, now: Instant, query: DnsRequest) {
+        let Err(waiter) = self.lookups.join(&query.name, Waiter::Dns(query.reply)) else {
+            return;
+        };
+        if !self.lookups.has_room() {
+            waiter.fail("too many lookups under way");
+            return;
+        }
+        let id = self.node.lookup(now, Target::Name(query.name.clone()));
+        self.lookups.insert(now, id, Some(query.name), waiter);
+    }
+
+    /// A lookup ended: answer everyone waiting for it.
+    fn lookup_done(
+        &mut self,
+        now: Instant,
+        id: LookupId,
+        target: &Target,
+        result: &Result<NodeRecord, LookupError>,
+        trace: &LookupTrace,
+    ) {
+        match result {
+            Ok(record) => {
+                debug!(?target, node = record.name(), hops = trace.hops, elapsed = ?trace.elapsed, "lookup found its node")
+            }
+            Err(error) => debug!(?target, %error, elapsed = ?trace.elapsed, "lookup failed"),
+        }
+        let waiters = self.lookups.finish(id);
+        if waiters.is_empty() {
+            return;
+        }
+        let names = self.node_names(now);
+        #[allow(clippy::disallowed_methods)] // the driver is where wall-clock time enters
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for waiter in waiters {
+            match waiter {
+                Waiter::Control { target, reply } => {
+                    let info = LookupInfo::from_core(&target, result, trace, &names, unix_now);
+                    let _ = reply.send(Response::Lookup(Box::new(info)));
+                }
+                Waiter::Dns(reply) => {
+                    let answer = match result {
+                        Ok(record) => DnsAnswer::Found {
+                            ipv4: record.overlay_ipv4(),
+                            ipv6: record.overlay_ipv6(),
+                        },
+                        Err(LookupError::NotFound) => DnsAnswer::NotFound,
+                        Err(LookupError::NoContacts | LookupError::TimedOut) => DnsAnswer::Failed,
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+    }
+
+    /// Names of the nodes this node knows (peers and DHT contacts), for
+    /// showing lookups.
+    fn node_names(&self, now: Instant) -> BTreeMap<NodeId, String> {
+        let mut names: BTreeMap<NodeId, String> = self
+            .node
+            .dht_contacts()
+            .into_iter()
+            .filter_map(|contact| Some((contact.id, contact.name?)))
+            .collect();
+        for peer in self.node.peers(now) {
+            if let (Some(id), Some(name)) = (peer.node_id, peer.name) {
+                names.insert(id, name);
+            }
+        }
+        names.insert(self.node.node_id(), self.node.name().to_owned());
+        names
     }
 
     fn status(&self, now: Instant) -> NodeStatus {
@@ -487,6 +638,23 @@ impl EventLoop {
             .collect();
         stats.insert("udp_send_errors".into(), self.udp.send_errors);
         stats.insert("tun_write_errors".into(), self.tun.write_errors());
+        let dht_stats = node.dht_stats();
+        let names = self.node_names(now);
+        let dht = DhtInfo {
+            contacts: node.dht_contacts().len(),
+            stored_records: node.dht_stored_records(),
+            // Filled from the node's picked neighbours once it reports them.
+            neighbours: Vec::new(),
+            lookups: dht_stats.lookups,
+            lookups_ok: dht_stats.lookups_ok,
+            lookups_failed: dht_stats.lookups_failed,
+            queries: dht_stats.queries,
+            query_timeouts: dht_stats.query_timeouts,
+            rx: dht_stats.rx,
+            tx: dht_stats.tx,
+            rejected: dht_stats.rejected,
+            malformed: dht_stats.malformed,
+        };
         NodeStatus {
             name: node.name().to_owned(),
             node_id: node.node_id().to_string(),
@@ -497,8 +665,234 @@ impl EventLoop {
             mtu: self.mtu,
             peers,
             stats,
+            dht: Some(dht),
         }
     }
+}
+
+/// Who waits for a lookup.
+enum Waiter {
+    /// `weft lookup`, with the target as it was written.
+    Control {
+        target: String,
+        reply: oneshot::Sender<Response>,
+    },
+    /// The DNS responder.
+    Dns(oneshot::Sender<DnsAnswer>),
+}
+
+impl Waiter {
+    /// Tells the waiter its lookup will not be answered.
+    fn fail(self, reason: &str) {
+        match self {
+            Waiter::Control { reply, .. } => {
+                let _ = reply.send(Response::Refused(reason.to_owned()));
+            }
+            Waiter::Dns(reply) => {
+                let _ = reply.send(DnsAnswer::Failed);
+            }
+        }
+    }
+}
+
+/// Lookups under way that someone waits for. A lookup's end is an event,
+/// and events are drained only after the command that started it has been
+/// registered here, so even a lookup that ends within `Node::lookup` finds
+/// its waiters.
+struct Lookups {
+    pending: BTreeMap<LookupId, PendingLookup>,
+    /// The lookup under way for each DNS name, shared by its queries.
+    by_name: BTreeMap<String, LookupId>,
+    /// From start to giving up.
+    patience: Duration,
+}
+
+struct PendingLookup {
+    /// The DNS name it shares with later queries, if any.
+    name: Option<String>,
+    deadline: Instant,
+    waiters: Vec<Waiter>,
+}
+
+impl Lookups {
+    fn new(patience: Duration) -> Self {
+        Lookups {
+            pending: BTreeMap::new(),
+            by_name: BTreeMap::new(),
+            patience,
+        }
+    }
+
+    /// Adds `waiter` to the lookup of DNS name `name` under way, if there
+    /// is one; hands it back otherwise.
+    fn join(&mut self, name: &str, waiter: Waiter) -> Result<(), Waiter> {
+        let lookup = self
+            .by_name
+            .get(name)
+            .and_then(|id| self.pending.get_mut(id));
+        match lookup {
+            Some(lookup) if lookup.waiters.len() < MAX_WAITERS => {
+                lookup.waiters.push(waiter);
+                Ok(())
+            }
+            Some(_) => {
+                waiter.fail("too many queries for this name under way");
+                Ok(())
+            }
+            None => Err(waiter),
+        }
+    }
+
+    /// Whether another lookup may start.
+    fn has_room(&self) -> bool {
+        self.pending.len() < MAX_LOOKUPS
+    }
+
+    /// Lookup `id` started for `waiter` (and, for a DNS name, for later
+    /// queries of the same name).
+    fn insert(&mut self, now: Instant, id: LookupId, name: Option<String>, waiter: Waiter) {
+        if let Some(name) = &name {
+            self.by_name.insert(name.clone(), id);
+        }
+        self.pending.insert(
+            id,
+            PendingLookup {
+                name,
+                deadline: now + self.patience,
+                waiters: vec![waiter],
+            },
+        );
+    }
+
+    /// Lookup `id` ended: its waiters, to be answered.
+    fn finish(&mut self, id: LookupId) -> Vec<Waiter> {
+        let Some(lookup) = self.pending.remove(&id) else {
+            return Vec::new();
+        };
+        if let Some(name) = &lookup.name
+            && self.by_name.get(name) == Some(&id)
+        {
+            self.by_name.remove(name);
+        }
+        lookup.waiters
+    }
+
+    /// Gives up on lookups past their deadline.
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<LookupId> = self
+            .pending
+            .iter()
+            .filter(|(_, lookup)| lookup.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            warn!(
+                ?id,
+                "a lookup's end was never reported; answering its waiters with failure"
+            );
+            for waiter in self.finish(id) {
+                waiter.fail("the lookup did not end in time");
+            }
+        }
+    }
+}
+
+/// Starts the DNS responder per `[dns]` (on the TUN's overlay addresses
+/// unless the config names others) and, if asked, points the system
+/// resolver at it for `.weft`. Failures are logged, not fatal: the overlay
+/// works without names. The receiver gets the queries for the event loop;
+/// it is closed when DNS is off.
+fn start_dns(
+    config: &DnsSection,
+    tun: &str,
+    node: &Node,
+) -> (Option<DnsServer>, mpsc::Receiver<DnsRequest>) {
+    let (sender, receiver) = mpsc::channel(dns::QUEUE);
+    if !config.enabled {
+        return (None, receiver);
+    }
+    let listen = config.listen.clone().unwrap_or_else(|| {
+        let mut listen: Vec<SocketAddr> = node
+            .overlay_ipv4()
+            .map(|net| SocketAddr::from((net.addr, DEFAULT_DNS_PORT)))
+            .into_iter()
+            .collect();
+        listen.push(SocketAddr::from((node.overlay_ipv6(), DEFAULT_DNS_PORT)));
+        listen
+    });
+    let (server, failed) = DnsServer::start(&listen, &sender);
+    for (address, error) in failed {
+        warn!(%address, error = %format!("{error:#}"), "the DNS responder cannot listen here");
+    }
+    if server.addresses().is_empty() {
+        return (None, receiver);
+    }
+    let addresses = server.addresses().to_vec();
+    info!(
+        listen = %addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        "DNS responder for .weft names up"
+    );
+    if config.configure_resolver {
+        tokio::spawn(configure_resolver(tun.to_owned(), addresses));
+    }
+    (Some(server), receiver)
+}
+
+/// Split DNS for `.weft` through systemd-resolved, if it is there: queries
+/// for `.weft` names go to our responder on the TUN interface, everything
+/// else as before. Best effort; never touches `/etc/resolv.conf`.
+async fn configure_resolver(tun: String, addresses: Vec<SocketAddr>) {
+    let servers: Vec<String> = addresses
+        .iter()
+        .map(|address| match (address.ip(), address.port()) {
+            (ip, DEFAULT_DNS_PORT) => ip.to_string(),
+            (IpAddr::V4(ip), port) => format!("{ip}:{port}"),
+            (IpAddr::V6(ip), port) => format!("[{ip}]:{port}"),
+        })
+        .collect();
+    if !program_exists("resolvectl") {
+        info!(
+            servers = %servers.join(" "),
+            "no resolvectl here: to resolve .weft names, send queries for the domain weft to these servers (for example dnsmasq's server=/weft/ADDRESS, or a `nameserver` line in a network namespace's resolv.conf)"
+        );
+        return;
+    }
+    let mut dns_args = vec!["dns".to_owned(), tun.clone()];
+    dns_args.extend(servers.iter().cloned());
+    let domain_args = vec!["domain".to_owned(), tun.clone(), "~weft".to_owned()];
+    for args in [dns_args, domain_args] {
+        let run = tokio::process::Command::new("resolvectl")
+            .args(&args)
+            .kill_on_drop(true)
+            .output();
+        let problem = match tokio::time::timeout(RESOLVECTL_TIMEOUT, run).await {
+            Ok(Ok(output)) if output.status.success() => None,
+            Ok(Ok(output)) => Some(format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )),
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some(format!("no answer within {RESOLVECTL_TIMEOUT:?}")),
+        };
+        if let Some(problem) = problem {
+            warn!(command = %format!("resolvectl {}", args.join(" ")), %problem, "cannot configure the system resolver for .weft names");
+            return;
+        }
+    }
+    info!(interface = %tun, servers = %servers.join(" "), "system resolver sends .weft queries to this node (resolvectl)");
+}
+
+/// Whether `program` is an executable file in a `PATH` directory.
+fn program_exists(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// What became of a configured pin.
