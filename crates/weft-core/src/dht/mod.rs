@@ -1,9 +1,6 @@
 //! Kademlia among members: find any node by id, overlay address or name from
 //! a few bootstrap endpoints, with no central server.
 //!
-//! SKELETON: the public API below is fixed (the node, the daemon and the
-//! simulator are written against it); the bodies are being implemented.
-//!
 //! Design (see `docs/PROTOCOL.md` §14 for the wire format):
 //! - XOR metric over 256-bit keys; a node's key is its [`NodeId`].
 //! - k-buckets (k = [`DhtConfig::k`]) with liveness: a contact that fails
@@ -22,10 +19,26 @@
 //!   another. Responses echo the request's transaction id, so a replayed or
 //!   unsolicited response is ignored.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
+mod certs;
+mod engine;
+mod lookup;
+mod record;
+mod store;
+mod table;
 
-use crate::identity::{CaCertificate, Certificate, NodeId, SecretKey};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::identity::{Certificate, NodeId, is_overlay_ipv6};
+use crate::wire::is_label;
+
+pub use engine::Dht;
+
+/// BLAKE3 `derive_key` context of the key a name is stored under.
+pub const NAME_KEY_CONTEXT: &str = "weft dht name v1";
+/// BLAKE3 `derive_key` context of the key an overlay IPv4 address is stored
+/// under.
+pub const IPV4_KEY_CONTEXT: &str = "weft dht ipv4 v1";
 
 /// A point in the 256-bit XOR key space.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -150,6 +163,9 @@ pub enum LookupError {
 }
 
 /// What the DHT reports.
+// Events are few (one per lookup): boxing the record would cost more
+// in API noise than the size difference costs in memory.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, Debug)]
 pub enum DhtEvent {
     /// A lookup ended.
@@ -213,136 +229,9 @@ pub struct DhtStats {
     pub records_stored: u64,
     /// Records refused (forged, stale, misplaced, expired).
     pub records_rejected: u64,
-}
-
-/// One node's DHT engine (sans-IO, like [`crate::Node`]).
-pub struct Dht {
-    _private: (),
-}
-
-impl Dht {
-    /// A DHT engine for the node holding `secret` and `certificate`, trusting
-    /// `ca`. `unix_start` is the wall-clock time at `now`.
-    pub fn new(
-        now: Instant,
-        unix_start: Duration,
-        secret: SecretKey,
-        certificate: Certificate,
-        ca: CaCertificate,
-        config: DhtConfig,
-        seed: [u8; 32],
-    ) -> Self {
-        let _ = (now, unix_start, secret, certificate, ca, config, seed);
-        todo!()
-    }
-
-    /// This node's id.
-    pub fn node_id(&self) -> NodeId {
-        todo!()
-    }
-
-    /// Whether `datagram` is a DHT datagram (outer packet type 5).
-    pub fn is_dht_datagram(datagram: &[u8]) -> bool {
-        let _ = datagram;
-        todo!()
-    }
-
-    /// Contacts these endpoints (identities unknown: the answers carry their
-    /// certificates) and joins through whichever answer: a self-lookup, then
-    /// bucket refreshes and publication of the own record. Retried with
-    /// backoff while the routing table stays empty.
-    pub fn bootstrap(&mut self, now: Instant, endpoints: &[SocketAddr]) {
-        let _ = (now, endpoints);
-        todo!()
-    }
-
-    /// A member seen alive by other means (an authenticated session): enters
-    /// the routing table like a contact that answered.
-    pub fn add_contact(
-        &mut self,
-        now: Instant,
-        id: NodeId,
-        endpoint: SocketAddr,
-        rtt: Option<Duration>,
-    ) {
-        let _ = (now, id, endpoint, rtt);
-        todo!()
-    }
-
-    /// The endpoints this node advertises in its record, besides the
-    /// reflexive addresses that answers report. Republishes on change.
-    pub fn set_endpoints(&mut self, now: Instant, endpoints: Vec<SocketAddr>) {
-        let _ = (now, endpoints);
-        todo!()
-    }
-
-    /// The groups this node advertises in its record. Republishes on change.
-    pub fn set_groups(&mut self, now: Instant, groups: Vec<String>) {
-        let _ = (now, groups);
-        todo!()
-    }
-
-    /// Starts a lookup. A target answered by the own record or a cached one
-    /// ends at once (its event is queued with `hops` 0).
-    pub fn lookup(&mut self, now: Instant, target: Target) -> LookupId {
-        let _ = (now, target);
-        todo!()
-    }
-
-    /// A valid, unexpired record for `target` held locally (own, stored for
-    /// others, or cached from a lookup).
-    pub fn cached(&self, now: Instant, target: &Target) -> Option<&NodeRecord> {
-        let _ = (now, target);
-        todo!()
-    }
-
-    /// Handles one DHT datagram from `from`. Bad input is counted, never
-    /// fatal.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        let _ = (now, from, datagram);
-        todo!()
-    }
-
-    /// Runs whatever is due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
-    }
-
-    /// When [`Dht::handle_timeout`] is next needed.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
-    }
-
-    /// The next datagram to send.
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        todo!()
-    }
-
-    /// The next event.
-    pub fn poll_event(&mut self) -> Option<DhtEvent> {
-        todo!()
-    }
-
-    /// The routing table's contacts.
-    pub fn contacts(&self) -> Vec<ContactInfo> {
-        todo!()
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> &DhtStats {
-        todo!()
-    }
-
-    /// The record this node publishes, once it has one.
-    pub fn own_record(&self) -> Option<&NodeRecord> {
-        todo!()
-    }
-
-    /// Records held for others (for status and the memory benchmark).
-    pub fn stored_records(&self) -> usize {
-        todo!()
-    }
+    /// Requests or datagrams dropped because a bound was reached (pending
+    /// queries, running lookups, transmit queue).
+    pub dropped: u64,
 }
 
 impl Default for DhtConfig {
@@ -366,20 +255,68 @@ impl Target {
     /// Parses `db1`, `db1.weft`, a 64-hex-digit node id, or an overlay IPv4
     /// or IPv6 address.
     pub fn parse(text: &str) -> Result<Self, TargetParseError> {
-        let _ = text;
-        todo!()
+        let error = || TargetParseError(text.to_owned());
+        let trimmed = text.trim();
+        if let Ok(ip) = trimmed.parse::<Ipv4Addr>() {
+            return Ok(Target::Ipv4(ip));
+        }
+        if let Ok(ip) = trimmed.parse::<Ipv6Addr>() {
+            return if is_overlay_ipv6(&ip) {
+                Ok(Target::Ipv6(ip))
+            } else {
+                Err(error())
+            };
+        }
+        let lower = trimmed.trim_end_matches('.').to_ascii_lowercase();
+        if lower.len() == 64 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut id = [0u8; 32];
+            for (i, byte) in id.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&lower[2 * i..2 * i + 2], 16).map_err(|_| error())?;
+            }
+            return Ok(Target::Id(NodeId::from_bytes(id)));
+        }
+        let name = lower.strip_suffix(".weft").unwrap_or(&lower);
+        if is_label(name.as_bytes()) {
+            Ok(Target::Name(name.to_owned()))
+        } else {
+            Err(error())
+        }
     }
 
     /// The key the target's record is stored under (for IPv6: the 96 id bits,
     /// zero-padded; records match by prefix).
     pub fn key(&self) -> Key {
-        todo!()
+        match self {
+            Target::Id(id) => Key(*id.as_bytes()),
+            Target::Name(name) => Key(blake3::derive_key(NAME_KEY_CONTEXT, name.as_bytes())),
+            Target::Ipv4(ip) => Key(blake3::derive_key(IPV4_KEY_CONTEXT, &ip.octets())),
+            Target::Ipv6(ip) => {
+                let mut key = [0u8; 32];
+                key[..12].copy_from_slice(&ip.octets()[4..]);
+                Key(key)
+            }
+        }
     }
 
     /// Whether `record` is the record this target asks for.
     pub fn matches(&self, record: &NodeRecord) -> bool {
-        let _ = record;
-        todo!()
+        match self {
+            Target::Id(id) => record.node_id() == *id,
+            Target::Name(name) => record.name() == name,
+            Target::Ipv4(ip) => record.overlay_ipv4() == Some(*ip),
+            Target::Ipv6(ip) => record.overlay_ipv6() == *ip,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Id(id) => write!(f, "{id}"),
+            Target::Name(name) => f.write_str(name),
+            Target::Ipv4(ip) => write!(f, "{ip}"),
+            Target::Ipv6(ip) => write!(f, "{ip}"),
+        }
     }
 }
 
@@ -403,4 +340,13 @@ impl NodeRecord {
     pub fn overlay_ipv4(&self) -> Option<Ipv4Addr> {
         self.certificate.ipv4().map(|net| net.addr)
     }
+}
+
+/// The XOR distance of two keys.
+pub(crate) fn distance(a: &Key, b: &Key) -> Key {
+    let mut out = [0u8; 32];
+    for (o, (x, y)) in out.iter_mut().zip(a.0.iter().zip(b.0.iter())) {
+        *o = x ^ y;
+    }
+    Key(out)
 }

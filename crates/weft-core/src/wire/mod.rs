@@ -16,12 +16,18 @@
 //!
 //! The preamble is `[version << 4 | type, 0, 0, 0]`.
 
+mod dht;
 mod frame;
 mod handshake;
 mod link_state;
 
 use std::fmt;
 
+pub use dht::{
+    DATAGRAM_CONTEXT, DHT_PREAMBLE, DhtContact, DhtDatagram, DhtMessage, MAX_CONTACTS,
+    MAX_LABEL_LEN, MAX_RECORD_ENDPOINTS, MAX_RECORD_GROUPS, MAX_RECORD_LEN, RECORD_CONTEXT,
+    RecordFields, SIGNATURE_LEN, datagram_digest, is_label, record_digest,
+};
 pub use frame::{Frame, FrameKind, HOP_LEN, MAX_RELAY_HOPS, MAX_RELAY_OVERHEAD};
 pub use handshake::HandshakePayload;
 pub use link_state::{LINK_ENTRY_LEN, LinkEntry, LinkStateRecord};
@@ -78,6 +84,9 @@ pub enum DecodeError {
     /// Bytes follow a body of fixed size.
     #[error("trailing bytes after {0}")]
     TrailingBytes(&'static str),
+    /// A field holds a value the format does not allow.
+    #[error("invalid {0}")]
+    Invalid(&'static str),
 }
 
 /// A decoded outer packet, borrowing from the datagram.

@@ -1,0 +1,1158 @@
+//! The DHT engine: one node's Kademlia state machine (sans-IO, like
+//! [`crate::Node`]).
+//!
+//! Inputs: [`Dht::handle_datagram`], [`Dht::handle_timeout`] and the
+//! commands ([`Dht::bootstrap`], [`Dht::add_contact`], [`Dht::lookup`],
+//! [`Dht::set_endpoints`], [`Dht::set_groups`]), each with the current time.
+//! Outputs, drained after every input: [`Dht::poll_transmit`] (datagrams),
+//! [`Dht::poll_event`] (lookup results, join), then [`Dht::poll_timeout`].
+//!
+//! Design notes:
+//! - Every datagram is checked before it is acted upon, cheapest test
+//!   first: layout, then (responses) an outstanding transaction id or
+//!   (requests) a timestamp within ±60 s and not a replay, then the
+//!   certificate (cached, see `certs`), then the signature. An unsolicited
+//!   response costs no cryptography at all.
+//! - A response must come from the node the query was addressed to (its
+//!   node id; bootstrap pings accept any member) and is matched by a random
+//!   64-bit transaction id, used once.
+//! - Join: pings to the bootstrap endpoints (retried with backoff 1 s to
+//!   30 s while the table is empty); the first answer puts a contact in the
+//!   table, which starts a self-lookup; its result also names the nodes that
+//!   store the own record under the id key. The name and IPv4 keys each take
+//!   a lookup converging on the `replication` closest; then
+//!   [`JOIN_REFRESHES`] far buckets are refreshed with small lookups. A join
+//!   costs about 60 to 80 queries in a network of thousands.
+//! - Periodic work runs on one maintenance tick: purge expired records,
+//!   refresh buckets idle for `refresh_interval`, republish the own record
+//!   every `republish_interval` (and when its endpoints or groups change),
+//!   re-bootstrap if the table emptied.
+//! - Amplification: a response goes to the source address of a request, and
+//!   only for a request that carries a valid member certificate and
+//!   signature, a fresh timestamp and is not a replay (a filter remembers the
+//!   signatures of recent requests). The largest answer, `Nodes` with 20
+//!   IPv6 contacts (about 1.3 kB), is at most about 4 times the smallest
+//!   request that asks for it (a `FindNode`, about 310 bytes with its
+//!   certificate and signature), and every other answer is about as large as
+//!   its request, so a spoofed source gains little and only by replaying a
+//!   member's request once.
+//! - Every collection is bounded: pending queries, running lookups, the
+//!   transmit and event queues, the store, the cache, the certificate cache,
+//!   the replay filter, reflexive addresses, bootstrap endpoints. What does
+//!   not fit is dropped and counted ([`DhtStats::dropped`]).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use super::certs::CertCache;
+use super::lookup::{Lookup, Step, soft_timeout};
+use super::record::{MAX_CLOCK_SKEW, SignedRecord, record_keys};
+use super::store::{Insert, RecordMap};
+use super::table::{Table, random_key_in_bucket};
+use super::{
+    ContactInfo, DhtConfig, DhtEvent, DhtStats, Key, LookupError, LookupId, LookupTrace,
+    NodeRecord, Target,
+};
+use crate::identity::{CaCertificate, Certificate, NodeId, SecretKey, verify_signature};
+use crate::wire::{
+    DHT_PREAMBLE, DhtContact, DhtDatagram, DhtMessage, MAX_CONTACTS, MAX_RECORD_ENDPOINTS,
+    datagram_digest,
+};
+
+/// Far buckets refreshed right after a join.
+pub(crate) const JOIN_REFRESHES: usize = 2;
+
+const MAX_PENDING: usize = 2048;
+const MAX_LOOKUPS: usize = 256;
+const MAX_TRANSMIT: usize = 4096;
+const MAX_EVENTS: usize = 4096;
+const MAX_BOOTSTRAP: usize = 64;
+const MAX_REFLEXIVE: usize = 8;
+const MAX_CERTS: usize = 4096;
+const MAX_CACHED: usize = 3 * 1024;
+const REPLAY_FILTER: usize = 8192;
+const MAX_REFRESHES_PER_TICK: usize = 4;
+const BOOTSTRAP_FIRST: Duration = Duration::from_secs(1);
+const BOOTSTRAP_MAX: Duration = Duration::from_secs(30);
+const TICK_MIN: Duration = Duration::from_secs(1);
+const TICK_MAX: Duration = Duration::from_secs(60);
+/// Least time between two publications caused by new reflexive addresses.
+const REFLEXIVE_REPUBLISH_GAP: Duration = Duration::from_secs(60);
+
+/// One node's DHT engine (sans-IO, like [`crate::Node`]).
+pub struct Dht {
+    config: DhtConfig,
+    start: Instant,
+    unix_start: Duration,
+    secret: SecretKey,
+    certificate: Certificate,
+    ca: CaCertificate,
+    id: NodeId,
+    rng: ChaCha20Rng,
+    table: Table,
+    certs: CertCache,
+    store: RecordMap,
+    cache: RecordMap,
+    own: Arc<SignedRecord>,
+    endpoints: Vec<SocketAddr>,
+    groups: Vec<String>,
+    reflexive: BTreeMap<SocketAddr, u32>,
+    pending: BTreeMap<u64, Pending>,
+    timers: BTreeSet<(Instant, Timer)>,
+    lookups: BTreeMap<u64, Running>,
+    next_lookup: u64,
+    transmit: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<DhtEvent>,
+    stats: DhtStats,
+    bootstrap: Vec<SocketAddr>,
+    bootstrap_next: Option<Instant>,
+    bootstrap_backoff: Duration,
+    join: Join,
+    maintenance_next: Instant,
+    last_publish: Option<Instant>,
+    publish_wanted: bool,
+    recent_requests: BTreeSet<[u8; 16]>,
+    recent_order: VecDeque<[u8; 16]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Join {
+    Idle,
+    Joining,
+    Joined,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Soft(u64),
+    Hard(u64),
+    Lookup(u64),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    Bootstrap,
+    Query(u64),
+    Store,
+}
+
+#[derive(Debug)]
+struct Pending {
+    expected: Option<NodeId>,
+    sent_at: Instant,
+    soft: Option<Instant>,
+    hard: Instant,
+    purpose: Purpose,
+}
+
+#[derive(Debug)]
+enum Kind {
+    User { id: LookupId, target: Target },
+    Join,
+    Refresh,
+    Publish { key: Key },
+}
+
+#[derive(Debug)]
+struct Running {
+    lookup: Lookup,
+    kind: Kind,
+    key: Key,
+    deadline: Instant,
+    median_rtt: Option<Duration>,
+}
+
+impl Running {
+    fn request(&self) -> DhtMessage<'static> {
+        match &self.kind {
+            Kind::User { target, .. } => DhtMessage::FindValue {
+                target: target.clone(),
+            },
+            Kind::Join | Kind::Refresh | Kind::Publish { .. } => {
+                DhtMessage::FindNode { key: self.key }
+            }
+        }
+    }
+}
+
+impl Dht {
+    /// A DHT engine for the node holding `secret` and `certificate`, trusting
+    /// `ca`. `unix_start` is the wall-clock time at `now`.
+    pub fn new(
+        now: Instant,
+        unix_start: Duration,
+        secret: SecretKey,
+        certificate: Certificate,
+        ca: CaCertificate,
+        config: DhtConfig,
+        seed: [u8; 32],
+    ) -> Self {
+        let id = certificate.node_id();
+        let unix = unix_start.as_secs();
+        let own = SignedRecord::sign(
+            &secret,
+            &certificate,
+            unix_start.as_millis() as u64,
+            record_expiry(unix, &config, &certificate),
+            &[],
+            &[],
+        )
+        .shared();
+        let mut dht = Self {
+            table: Table::new(now, id, config.k, config.max_failures),
+            store: RecordMap::new(config.max_records),
+            cache: RecordMap::new(MAX_CACHED),
+            config,
+            start: now,
+            unix_start,
+            secret,
+            certificate,
+            ca,
+            id,
+            rng: ChaCha20Rng::from_seed(seed),
+            certs: CertCache::new(MAX_CERTS),
+            own,
+            endpoints: Vec::new(),
+            groups: Vec::new(),
+            reflexive: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            lookups: BTreeMap::new(),
+            next_lookup: 1,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: DhtStats::default(),
+            bootstrap: Vec::new(),
+            bootstrap_next: None,
+            bootstrap_backoff: BOOTSTRAP_FIRST,
+            join: Join::Idle,
+            maintenance_next: now,
+            last_publish: None,
+            publish_wanted: false,
+            recent_requests: BTreeSet::new(),
+            recent_order: VecDeque::new(),
+        };
+        dht.maintenance_next = now + dht.tick();
+        dht
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Whether `datagram` is a DHT datagram (outer packet type 5).
+    pub fn is_dht_datagram(datagram: &[u8]) -> bool {
+        datagram.get(..4) == Some(&DHT_PREAMBLE[..])
+    }
+
+    /// Contacts these endpoints (identities unknown: the answers carry their
+    /// certificates) and joins through whichever answer: a self-lookup, then
+    /// bucket refreshes and publication of the own record. Retried with
+    /// backoff while the routing table stays empty.
+    pub fn bootstrap(&mut self, now: Instant, endpoints: &[SocketAddr]) {
+        for endpoint in endpoints {
+            if !self.bootstrap.contains(endpoint) && self.bootstrap.len() < MAX_BOOTSTRAP {
+                self.bootstrap.push(*endpoint);
+            }
+        }
+        self.bootstrap_backoff = BOOTSTRAP_FIRST;
+        self.ping_bootstrap(now);
+    }
+
+    /// A member seen alive by other means (an authenticated session): enters
+    /// the routing table like a contact that answered.
+    pub fn add_contact(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        endpoint: SocketAddr,
+        rtt: Option<Duration>,
+    ) {
+        self.table.seen(now, id, endpoint, rtt, None);
+        self.maybe_join(now);
+    }
+
+    /// The endpoints this node advertises in its record, besides the
+    /// reflexive addresses that answers report. Republishes on change.
+    pub fn set_endpoints(&mut self, now: Instant, endpoints: Vec<SocketAddr>) {
+        if endpoints == self.endpoints {
+            return;
+        }
+        self.endpoints = endpoints;
+        self.own_changed(now);
+    }
+
+    /// The groups this node advertises in its record. Republishes on change.
+    pub fn set_groups(&mut self, now: Instant, groups: Vec<String>) {
+        if groups == self.groups {
+            return;
+        }
+        self.groups = groups;
+        self.own_changed(now);
+    }
+
+    /// Starts a lookup. A target answered by the own record or a cached one
+    /// ends at once (its event is queued with `hops` 0).
+    pub fn lookup(&mut self, now: Instant, target: Target) -> LookupId {
+        let lid = self.next_lookup;
+        self.next_lookup += 1;
+        let id = LookupId(lid);
+        self.stats.lookups += 1;
+        if let Some(record) = self.cached(now, &target).cloned() {
+            self.stats.lookups_ok += 1;
+            self.push_event(DhtEvent::LookupDone {
+                id,
+                target,
+                result: Ok(record),
+                trace: LookupTrace::default(),
+            });
+            return id;
+        }
+        let key = target.key();
+        let error = if self.table.is_empty() {
+            Some(LookupError::NoContacts)
+        } else if self.lookups.len() >= MAX_LOOKUPS {
+            self.stats.dropped += 1;
+            Some(LookupError::TimedOut)
+        } else {
+            None
+        };
+        if let Some(error) = error {
+            self.stats.lookups_failed += 1;
+            self.push_event(DhtEvent::LookupDone {
+                id,
+                target,
+                result: Err(error),
+                trace: LookupTrace::default(),
+            });
+            return id;
+        }
+        let want = self.config.k;
+        self.start_lookup(now, lid, Kind::User { id, target }, key, want);
+        id
+    }
+
+    /// A valid, unexpired record for `target` held locally (own, stored for
+    /// others, or cached from a lookup).
+    pub fn cached(&self, now: Instant, target: &Target) -> Option<&NodeRecord> {
+        self.find_local(target, self.unix_secs(now))
+            .map(|r| &r.record)
+    }
+
+    /// Handles one DHT datagram from `from`. Bad input is counted, never
+    /// fatal.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.stats.rx += 1;
+        self.stats.rx_bytes += datagram.len() as u64;
+        let Ok(datagram) = DhtDatagram::decode(datagram) else {
+            self.stats.malformed += 1;
+            tracing::trace!("malformed dht datagram");
+            return;
+        };
+        let unix = self.unix_secs(now);
+        let response = datagram.message.is_response();
+        let replay_key = replay_key(datagram.signature);
+        if response {
+            if !self.pending.contains_key(&datagram.txid) {
+                self.stats.rejected += 1;
+                tracing::trace!("unsolicited dht response");
+                return;
+            }
+        } else if datagram.timestamp.abs_diff(unix) > MAX_CLOCK_SKEW
+            || self.recent_requests.contains(&replay_key)
+        {
+            self.stats.rejected += 1;
+            tracing::trace!("stale or replayed dht request");
+            return;
+        }
+        let Ok(certificate) = self.certs.verify(datagram.certificate, &self.ca, unix) else {
+            self.stats.rejected += 1;
+            tracing::trace!("dht datagram with an invalid certificate");
+            return;
+        };
+        let sender = certificate.node_id();
+        let expected_ok = !response
+            || self
+                .pending
+                .get(&datagram.txid)
+                .is_some_and(|p| p.expected.is_none_or(|id| id == sender));
+        if sender == self.id || !expected_ok {
+            self.stats.rejected += 1;
+            tracing::trace!("dht datagram from an unexpected node");
+            return;
+        }
+        let digest = datagram_digest(datagram.signed);
+        if !verify_signature(
+            &certificate.public_key().ed25519,
+            &digest,
+            datagram.signature,
+        ) {
+            self.stats.rejected += 1;
+            tracing::trace!("dht datagram with a bad signature");
+            return;
+        }
+        if response {
+            self.handle_response(now, from, sender, &certificate, datagram);
+        } else {
+            self.remember_request(replay_key);
+            self.handle_request(now, from, sender, &certificate, datagram);
+        }
+    }
+
+    /// Runs whatever is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Soft(txid) => self.on_soft_timeout(now, txid),
+                Timer::Hard(txid) => self.on_hard_timeout(now, txid),
+                Timer::Lookup(lid) => self.finish(now, lid, true),
+            }
+        }
+        if self.bootstrap_next.is_some_and(|at| at <= now) {
+            if self.table.is_empty() {
+                self.ping_bootstrap(now);
+            } else {
+                self.bootstrap_next = None;
+            }
+        }
+        if self.maintenance_next <= now {
+            self.maintain(now);
+        }
+    }
+
+    /// When [`Dht::handle_timeout`] is next needed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next = self.maintenance_next;
+        if let Some(&(at, _)) = self.timers.first() {
+            next = next.min(at);
+        }
+        if let Some(at) = self.bootstrap_next {
+            next = next.min(at);
+        }
+        Some(next)
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<DhtEvent> {
+        self.events.pop_front()
+    }
+
+    /// The routing table's contacts.
+    pub fn contacts(&self) -> Vec<ContactInfo> {
+        self.table
+            .entries()
+            .map(|c| ContactInfo {
+                id: c.id,
+                endpoint: c.endpoint,
+                rtt: c.rtt,
+                name: c.name.clone(),
+            })
+            .collect()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &DhtStats {
+        &self.stats
+    }
+
+    /// The record this node publishes, once it has one.
+    pub fn own_record(&self) -> Option<&NodeRecord> {
+        Some(&self.own.record)
+    }
+
+    /// Records held for others (for status and the memory benchmark).
+    pub fn stored_records(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether the join (self-lookup after the first contact) has finished.
+    pub fn is_joined(&self) -> bool {
+        self.join == Join::Joined
+    }
+
+    /// Lookups running now, internal ones (join, refresh, publish) included.
+    pub fn running_lookups(&self) -> usize {
+        self.lookups.len()
+    }
+
+    /// Certificates in the verified-certificate cache.
+    pub fn cached_certificates(&self) -> usize {
+        self.certs.len()
+    }
+
+    // ---- datagrams -----------------------------------------------------
+
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sender: NodeId,
+        certificate: &Certificate,
+        datagram: DhtDatagram<'_>,
+    ) {
+        self.table
+            .seen(now, sender, from, None, Some(certificate.name()));
+        let observed = from;
+        let unix = self.unix_secs(now);
+        let txid = datagram.txid;
+        match datagram.message {
+            DhtMessage::Ping => self.emit(now, from, txid, &DhtMessage::Pong { observed }),
+            DhtMessage::FindNode { key } => {
+                let contacts = self.closest_contacts(&key, &sender);
+                self.emit(now, from, txid, &DhtMessage::Nodes { observed, contacts });
+            }
+            DhtMessage::FindValue { target } => {
+                if let Some(record) = self.find_local(&target, unix).cloned() {
+                    let reply = DhtMessage::Value {
+                        observed,
+                        record: &record.bytes,
+                    };
+                    self.emit(now, from, txid, &reply);
+                } else {
+                    let contacts = self.closest_contacts(&target.key(), &sender);
+                    self.emit(now, from, txid, &DhtMessage::Nodes { observed, contacts });
+                }
+            }
+            DhtMessage::Store { key, record } => {
+                let stored = self.accept_store(key, record, unix);
+                self.emit(now, from, txid, &DhtMessage::StoreAck { observed, stored });
+            }
+            DhtMessage::Pong { .. }
+            | DhtMessage::Nodes { .. }
+            | DhtMessage::Value { .. }
+            | DhtMessage::StoreAck { .. } => {}
+        }
+        self.maybe_join(now);
+    }
+
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sender: NodeId,
+        certificate: &Certificate,
+        datagram: DhtDatagram<'_>,
+    ) {
+        let Some(pending) = self.pending.remove(&datagram.txid) else {
+            return;
+        };
+        if let Some(soft) = pending.soft {
+            self.timers.remove(&(soft, Timer::Soft(datagram.txid)));
+        }
+        self.timers
+            .remove(&(pending.hard, Timer::Hard(datagram.txid)));
+        let rtt = now.saturating_duration_since(pending.sent_at);
+        self.table
+            .seen(now, sender, from, Some(rtt), Some(certificate.name()));
+        let observed = match &datagram.message {
+            DhtMessage::Pong { observed }
+            | DhtMessage::Nodes { observed, .. }
+            | DhtMessage::Value { observed, .. }
+            | DhtMessage::StoreAck { observed, .. } => Some(*observed),
+            DhtMessage::Ping
+            | DhtMessage::FindNode { .. }
+            | DhtMessage::FindValue { .. }
+            | DhtMessage::Store { .. } => None,
+        };
+        if let Some(observed) = observed {
+            self.note_reflexive(observed);
+        }
+        if let Purpose::Query(lid) = pending.purpose {
+            self.on_answer(now, lid, sender, datagram.message);
+        }
+        self.maybe_join(now);
+    }
+
+    fn on_answer(&mut self, now: Instant, lid: u64, sender: NodeId, message: DhtMessage<'_>) {
+        let unix = self.unix_secs(now);
+        let mut found = None;
+        let mut contacts = Vec::new();
+        match message {
+            DhtMessage::Nodes {
+                contacts: answer, ..
+            } => {
+                contacts = answer
+                    .into_iter()
+                    .filter(|c| c.id != self.id)
+                    .map(|c| (c.id, c.endpoint))
+                    .collect();
+            }
+            DhtMessage::Value { record, .. } => {
+                let target = match self.lookups.get(&lid).map(|r| &r.kind) {
+                    Some(Kind::User { target, .. }) => Some(target.clone()),
+                    _ => None,
+                };
+                match SignedRecord::verify(record, &self.ca, &mut self.certs, unix) {
+                    Ok(record) if target.as_ref().is_some_and(|t| t.matches(&record.record)) => {
+                        found = Some(record.shared());
+                    }
+                    Ok(_) | Err(_) => self.stats.records_rejected += 1,
+                }
+            }
+            DhtMessage::Ping
+            | DhtMessage::Pong { .. }
+            | DhtMessage::FindNode { .. }
+            | DhtMessage::FindValue { .. }
+            | DhtMessage::Store { .. }
+            | DhtMessage::StoreAck { .. } => {}
+        }
+        if let Some(record) = &found {
+            for key in record_keys(&record.record) {
+                self.cache.insert(key, Arc::clone(record), true);
+            }
+        }
+        let Some(running) = self.lookups.get_mut(&lid) else {
+            return;
+        };
+        match found {
+            Some(record) => running.lookup.on_value(now, sender, record.record.clone()),
+            None => running.lookup.on_nodes(now, sender, &contacts),
+        }
+        self.drive(now, lid);
+    }
+
+    fn accept_store(&mut self, key: Key, bytes: &[u8], unix: u64) -> bool {
+        let Ok(record) = SignedRecord::verify(bytes, &self.ca, &mut self.certs, unix) else {
+            self.stats.records_rejected += 1;
+            return false;
+        };
+        if record.record.node_id() == self.id {
+            // The own record is answered from `own`, never from the store.
+            return false;
+        }
+        if !record_keys(&record.record).contains(&key) {
+            self.stats.records_rejected += 1;
+            return false;
+        }
+        match self.store.insert(key, record.shared(), false) {
+            Insert::Stored => {
+                self.stats.records_stored += 1;
+                true
+            }
+            Insert::Stale | Insert::Full => {
+                self.stats.records_rejected += 1;
+                false
+            }
+        }
+    }
+
+    fn closest_contacts(&self, key: &Key, requester: &NodeId) -> Vec<DhtContact> {
+        self.table
+            .closest(key, self.config.k.min(MAX_CONTACTS), Some(requester))
+            .into_iter()
+            .map(|(id, endpoint)| DhtContact { id, endpoint })
+            .collect()
+    }
+
+    fn find_local(&self, target: &Target, unix: u64) -> Option<&Arc<SignedRecord>> {
+        if target.matches(&self.own.record) {
+            return Some(&self.own);
+        }
+        let stored = self.store.find(target, unix);
+        let cached = self.cache.find(target, unix);
+        match (stored, cached) {
+            (Some(s), Some(c)) => Some(if c.record.sequence > s.record.sequence {
+                c
+            } else {
+                s
+            }),
+            (s, c) => s.or(c),
+        }
+    }
+
+    // ---- queries and lookups -------------------------------------------
+
+    fn send_request(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        expected: Option<NodeId>,
+        message: &DhtMessage<'_>,
+        purpose: Purpose,
+        soft: Option<Duration>,
+    ) -> Option<u64> {
+        if self.pending.len() >= MAX_PENDING || self.transmit.len() >= MAX_TRANSMIT {
+            self.stats.dropped += 1;
+            return None;
+        }
+        let mut txid = self.rng.next_u64();
+        while self.pending.contains_key(&txid) {
+            txid = self.rng.next_u64();
+        }
+        let hard = now + self.config.query_timeout;
+        let soft = soft.map(|d| now + d).filter(|&at| at < hard);
+        if let Some(at) = soft {
+            self.timers.insert((at, Timer::Soft(txid)));
+        }
+        self.timers.insert((hard, Timer::Hard(txid)));
+        self.pending.insert(
+            txid,
+            Pending {
+                expected,
+                sent_at: now,
+                soft,
+                hard,
+                purpose,
+            },
+        );
+        self.stats.queries += 1;
+        self.emit(now, to, txid, message);
+        Some(txid)
+    }
+
+    fn emit(&mut self, now: Instant, to: SocketAddr, txid: u64, message: &DhtMessage<'_>) {
+        if self.transmit.len() >= MAX_TRANSMIT {
+            self.stats.dropped += 1;
+            return;
+        }
+        let certificate = self.certificate.to_bytes();
+        let mut out = Vec::with_capacity(certificate.len() + 200);
+        DhtDatagram::emit_unsigned(&mut out, certificate, txid, self.unix_secs(now), message);
+        let signature = self.secret.sign(&datagram_digest(&out));
+        out.extend_from_slice(&signature);
+        self.stats.tx += 1;
+        self.stats.tx_bytes += out.len() as u64;
+        self.transmit.push_back((to, out));
+    }
+
+    /// Starts an internal (join, refresh, publish) lookup.
+    fn start_internal(&mut self, now: Instant, kind: Kind, key: Key, want: usize) -> bool {
+        if self.lookups.len() >= MAX_LOOKUPS || self.table.is_empty() {
+            self.stats.dropped += u64::from(!self.table.is_empty());
+            return false;
+        }
+        let lid = self.next_lookup;
+        self.next_lookup += 1;
+        self.start_lookup(now, lid, kind, key, want);
+        true
+    }
+
+    fn start_lookup(&mut self, now: Instant, lid: u64, kind: Kind, key: Key, want: usize) {
+        let initial = self.table.closest(&key, self.config.k, None);
+        self.table.touch(now, &key);
+        let capacity = 3 * self.config.k.max(want);
+        let lookup = Lookup::new(
+            now,
+            key,
+            self.id,
+            self.config.alpha,
+            want,
+            capacity,
+            &initial,
+        );
+        let deadline = now + self.config.lookup_timeout;
+        self.timers.insert((deadline, Timer::Lookup(lid)));
+        self.lookups.insert(
+            lid,
+            Running {
+                lookup,
+                kind,
+                key,
+                deadline,
+                median_rtt: self.table.median_rtt(),
+            },
+        );
+        self.drive(now, lid);
+    }
+
+    /// Sends what a lookup asks for until it waits or ends.
+    fn drive(&mut self, now: Instant, lid: u64) {
+        loop {
+            let Some(running) = self.lookups.get_mut(&lid) else {
+                return;
+            };
+            match running.lookup.step(now) {
+                Step::Wait => return,
+                Step::Done => {
+                    self.finish(now, lid, false);
+                    return;
+                }
+                Step::Query { id, endpoint } => {
+                    let message = running.request();
+                    let median = running.median_rtt;
+                    let soft = soft_timeout(self.table.rtt(&id), median, self.config.query_timeout);
+                    let sent = self.send_request(
+                        now,
+                        endpoint,
+                        Some(id),
+                        &message,
+                        Purpose::Query(lid),
+                        Some(soft),
+                    );
+                    if sent.is_none()
+                        && let Some(running) = self.lookups.get_mut(&lid)
+                    {
+                        running.lookup.on_failed(id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, now: Instant, lid: u64, timed_out: bool) {
+        let Some(mut running) = self.lookups.remove(&lid) else {
+            return;
+        };
+        self.timers.remove(&(running.deadline, Timer::Lookup(lid)));
+        match running.kind {
+            Kind::User { id, target } => {
+                let found = running.lookup.take_found();
+                let hops = found.as_ref().map(|(_, depth)| *depth);
+                let result = match found {
+                    Some((record, _)) => {
+                        self.stats.lookups_ok += 1;
+                        Ok(record)
+                    }
+                    None => {
+                        self.stats.lookups_failed += 1;
+                        Err(if timed_out {
+                            LookupError::TimedOut
+                        } else {
+                            LookupError::NotFound
+                        })
+                    }
+                };
+                let trace = running.lookup.trace(now, hops);
+                tracing::debug!(
+                    lookup = lid,
+                    ok = result.is_ok(),
+                    hops = trace.hops,
+                    queries = trace.queries.len(),
+                    "dht lookup done"
+                );
+                self.push_event(DhtEvent::LookupDone {
+                    id,
+                    target,
+                    result,
+                    trace,
+                });
+            }
+            Kind::Join => {
+                let holders = running.lookup.closest_answered(self.config.replication);
+                if holders.is_empty() {
+                    // Nobody answered: try again from the next contact or
+                    // bootstrap answer.
+                    self.join = Join::Idle;
+                    return;
+                }
+                self.join = Join::Joined;
+                tracing::debug!(
+                    contacts = self.table.len(),
+                    queries = running.lookup.query_count(),
+                    "dht joined"
+                );
+                self.push_event(DhtEvent::Joined {
+                    contacts: self.table.len(),
+                });
+                self.publish(now, Some(holders));
+                self.join_refresh(now);
+            }
+            Kind::Publish { key } => {
+                let holders = running.lookup.closest_answered(self.config.replication);
+                self.store_at(now, key, &holders);
+            }
+            Kind::Refresh => {}
+        }
+    }
+
+    fn on_soft_timeout(&mut self, now: Instant, txid: u64) {
+        let Some(pending) = self.pending.get_mut(&txid) else {
+            return;
+        };
+        pending.soft = None;
+        if let (Purpose::Query(lid), Some(id)) = (pending.purpose, pending.expected)
+            && let Some(running) = self.lookups.get_mut(&lid)
+        {
+            running.lookup.on_stalled(id);
+            self.drive(now, lid);
+        }
+    }
+
+    fn on_hard_timeout(&mut self, now: Instant, txid: u64) {
+        let Some(pending) = self.pending.remove(&txid) else {
+            return;
+        };
+        if let Some(soft) = pending.soft {
+            self.timers.remove(&(soft, Timer::Soft(txid)));
+        }
+        self.stats.query_timeouts += 1;
+        let Some(id) = pending.expected else {
+            return;
+        };
+        self.table.failed(&id);
+        if let Purpose::Query(lid) = pending.purpose
+            && let Some(running) = self.lookups.get_mut(&lid)
+        {
+            running.lookup.on_failed(id);
+            self.drive(now, lid);
+        }
+    }
+
+    // ---- join, publication, maintenance ---------------------------------
+
+    fn ping_bootstrap(&mut self, now: Instant) {
+        if self.bootstrap.is_empty() {
+            self.bootstrap_next = None;
+            return;
+        }
+        for endpoint in self.bootstrap.clone() {
+            self.send_request(
+                now,
+                endpoint,
+                None,
+                &DhtMessage::Ping,
+                Purpose::Bootstrap,
+                None,
+            );
+        }
+        self.bootstrap_next = Some(now + self.bootstrap_backoff);
+        self.bootstrap_backoff = (self.bootstrap_backoff * 2).min(BOOTSTRAP_MAX);
+    }
+
+    fn maybe_join(&mut self, now: Instant) {
+        if self.join != Join::Idle || self.table.is_empty() {
+            return;
+        }
+        // Set first: the lookup may end at once (and set the state itself).
+        self.join = Join::Joining;
+        let key = Key(*self.id.as_bytes());
+        if !self.start_internal(now, Kind::Join, key, self.config.k) {
+            self.join = Join::Idle;
+        }
+    }
+
+    fn join_refresh(&mut self, now: Instant) {
+        let alpha = self.config.alpha;
+        for index in 0..JOIN_REFRESHES {
+            let random = self.random_bytes();
+            let key = random_key_in_bucket(&self.id, index, random);
+            self.start_internal(now, Kind::Refresh, key, alpha);
+        }
+    }
+
+    /// Re-signs the own record and stores it on the `replication` closest
+    /// nodes of each of its keys; `id_holders` (from a self-lookup) saves
+    /// the lookup of the id key.
+    fn publish(&mut self, now: Instant, id_holders: Option<Vec<(NodeId, SocketAddr)>>) {
+        self.resign(now);
+        self.last_publish = Some(now);
+        self.publish_wanted = false;
+        let id_key = Key(*self.id.as_bytes());
+        let replication = self.config.replication;
+        for key in record_keys(&self.own.record) {
+            match &id_holders {
+                Some(holders) if key == id_key => self.store_at(now, key, holders),
+                Some(_) | None => {
+                    self.start_internal(now, Kind::Publish { key }, key, replication);
+                }
+            }
+        }
+    }
+
+    fn store_at(&mut self, now: Instant, key: Key, holders: &[(NodeId, SocketAddr)]) {
+        let own = Arc::clone(&self.own);
+        let message = DhtMessage::Store {
+            key,
+            record: &own.bytes,
+        };
+        for &(id, endpoint) in holders.iter().take(self.config.replication) {
+            self.send_request(now, endpoint, Some(id), &message, Purpose::Store, None);
+        }
+    }
+
+    fn own_changed(&mut self, now: Instant) {
+        if self.join == Join::Joined {
+            self.publish(now, None);
+        } else {
+            self.resign(now);
+        }
+    }
+
+    fn resign(&mut self, now: Instant) {
+        let sequence = self.unix_millis(now).max(self.own.record.sequence + 1);
+        let expires = record_expiry(self.unix_secs(now), &self.config, &self.certificate);
+        let endpoints = self.advertised_endpoints();
+        self.own = SignedRecord::sign(
+            &self.secret,
+            &self.certificate,
+            sequence,
+            expires,
+            &endpoints,
+            &self.groups,
+        )
+        .shared();
+    }
+
+    /// Configured endpoints, then reflexive ones, most reported first.
+    fn advertised_endpoints(&self) -> Vec<SocketAddr> {
+        let mut out = self.endpoints.clone();
+        let mut reflexive: Vec<(&SocketAddr, &u32)> = self.reflexive.iter().collect();
+        reflexive.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (endpoint, _) in reflexive {
+            if !out.contains(endpoint) {
+                out.push(*endpoint);
+            }
+        }
+        out.truncate(MAX_RECORD_ENDPOINTS);
+        out
+    }
+
+    fn note_reflexive(&mut self, observed: SocketAddr) {
+        if let Some(count) = self.reflexive.get_mut(&observed) {
+            *count = count.saturating_add(1);
+        } else {
+            if self.reflexive.len() >= MAX_REFLEXIVE {
+                // Forget the least reported address to make room.
+                let least = self
+                    .reflexive
+                    .iter()
+                    .min_by_key(|(_, count)| **count)
+                    .map(|(endpoint, _)| *endpoint);
+                if let Some(least) = least {
+                    self.reflexive.remove(&least);
+                }
+            }
+            self.reflexive.insert(observed, 1);
+        }
+        if self.join == Join::Joined && !self.own.record.endpoints.contains(&observed) {
+            self.publish_wanted = true;
+        }
+    }
+
+    fn maintain(&mut self, now: Instant) {
+        let unix = self.unix_secs(now);
+        self.store.purge(unix);
+        self.cache.purge(unix);
+        if self.table.is_empty() {
+            if self.join == Join::Joined {
+                self.join = Join::Idle;
+            }
+            if self.bootstrap_next.is_none() && !self.bootstrap.is_empty() {
+                self.bootstrap_backoff = BOOTSTRAP_FIRST;
+                self.ping_bootstrap(now);
+            }
+        }
+        match self.join {
+            Join::Idle => self.maybe_join(now),
+            Join::Joining => {}
+            Join::Joined => {
+                let mut refreshes = 0;
+                for index in self.table.idle_buckets(now, self.config.refresh_interval) {
+                    if refreshes == MAX_REFRESHES_PER_TICK {
+                        break;
+                    }
+                    let random = self.random_bytes();
+                    let key = random_key_in_bucket(&self.id, index, random);
+                    if self.start_internal(now, Kind::Refresh, key, self.config.k) {
+                        refreshes += 1;
+                    }
+                }
+                let period = self
+                    .config
+                    .republish_interval
+                    .min(self.config.record_lifetime * 3 / 4);
+                let due = self.last_publish.is_none_or(|at| now >= at + period);
+                let reflexive_due = self.publish_wanted
+                    && self
+                        .last_publish
+                        .is_none_or(|at| now >= at + REFLEXIVE_REPUBLISH_GAP);
+                if due || reflexive_due {
+                    self.publish(now, None);
+                }
+            }
+        }
+        self.maintenance_next = now + self.tick();
+    }
+
+    // ---- small helpers ---------------------------------------------------
+
+    fn tick(&mut self) -> Duration {
+        let base = (self
+            .config
+            .refresh_interval
+            .min(self.config.republish_interval)
+            / 4)
+        .clamp(TICK_MIN, TICK_MAX);
+        // Up to 10 % jitter, so that nodes started together do not tick
+        // together.
+        let jitter_ms = self.rng.next_u64() % (base.as_millis() as u64 / 10 + 1);
+        base + Duration::from_millis(jitter_ms)
+    }
+
+    fn random_bytes(&mut self) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        self.rng.fill_bytes(&mut bytes);
+        bytes
+    }
+
+    fn push_event(&mut self, event: DhtEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.events.push_back(event);
+    }
+
+    fn remember_request(&mut self, key: [u8; 16]) {
+        if self.recent_order.len() >= REPLAY_FILTER
+            && let Some(oldest) = self.recent_order.pop_front()
+        {
+            self.recent_requests.remove(&oldest);
+        }
+        if self.recent_requests.insert(key) {
+            self.recent_order.push_back(key);
+        }
+    }
+
+    fn unix_time(&self, now: Instant) -> Duration {
+        self.unix_start + now.saturating_duration_since(self.start)
+    }
+
+    fn unix_secs(&self, now: Instant) -> u64 {
+        self.unix_time(now).as_secs()
+    }
+
+    fn unix_millis(&self, now: Instant) -> u64 {
+        u64::try_from(self.unix_time(now).as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Ed25519 signatures are deterministic: the same datagram has the same
+/// signature, so its first half names a request for the replay filter.
+fn replay_key(signature: &[u8; 64]) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&signature[..16]);
+    key
+}
+
+fn record_expiry(unix: u64, config: &DhtConfig, certificate: &Certificate) -> u64 {
+    unix.saturating_add(config.record_lifetime.as_secs().max(1))
+        .min(certificate.not_after())
+}
+
+impl std::fmt::Debug for Dht {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dht")
+            .field("id", &self.id)
+            .field("contacts", &self.table.len())
+            .field("lookups", &self.lookups.len())
+            .field("pending", &self.pending.len())
+            .field("stored", &self.store.len())
+            .finish()
+    }
+}

@@ -1,0 +1,268 @@
+//! Many DHT engines in one process, wired by a tiny event loop in virtual
+//! time: each joins through one earlier node, then every node finds others
+//! by id, name, overlay IPv4 and IPv6, and a name nobody has is not found.
+
+#![allow(clippy::disallowed_methods)] // one base instant; everything else is offsets
+#![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use weft_core::dht::{Dht, DhtConfig, DhtEvent, LookupError, LookupId, NodeRecord, Target};
+use weft_core::{CaSecret, CertificateTemplate, SecretKey};
+
+const UNIX_START: u64 = 1_800_000_000;
+
+struct Net {
+    now: Instant,
+    nodes: Vec<Dht>,
+    addrs: Vec<SocketAddr>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    /// (arrival, sequence) -> (to, from, bytes)
+    flight: BTreeMap<(Instant, u64), (usize, SocketAddr, Vec<u8>)>,
+    seq: u64,
+    events: Vec<Vec<DhtEvent>>,
+    down: Vec<bool>,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([198, 18, (i / 250) as u8, (i % 250 + 1) as u8], 4800))
+}
+
+fn ipv4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, (i / 250) as u8, (i % 250 + 1) as u8)
+}
+
+/// A fixed one-way delay per pair, 2 to 40 ms.
+fn latency(a: usize, b: usize) -> Duration {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    Duration::from_millis(2 + ((lo * 7919 + hi * 104_729) % 39) as u64)
+}
+
+impl Net {
+    fn new(n: usize, config: DhtConfig) -> Self {
+        let now = Instant::now();
+        let ca = CaSecret::new([1; 32], "test", UNIX_START - 100, UNIX_START + 86_400).unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let mut seed = [0u8; 64];
+            seed[8..16].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            seed[40..48].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            let secret = SecretKey::from_random(seed);
+            let certificate = ca
+                .sign(&CertificateTemplate {
+                    name: format!("n{i}"),
+                    public_key: secret.public(),
+                    ipv4: Some(format!("{}/16", ipv4(i)).parse().unwrap()),
+                    groups: vec![],
+                    not_before: UNIX_START - 10,
+                    not_after: UNIX_START + 86_400,
+                })
+                .unwrap();
+            let mut rng_seed = [0u8; 32];
+            rng_seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            nodes.push(Dht::new(
+                now,
+                Duration::from_secs(UNIX_START),
+                secret,
+                certificate,
+                ca.certificate().clone(),
+                config.clone(),
+                rng_seed,
+            ));
+        }
+        let addrs: Vec<SocketAddr> = (0..n).map(addr).collect();
+        let by_addr = addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+        Self {
+            now,
+            nodes,
+            addrs,
+            by_addr,
+            flight: BTreeMap::new(),
+            seq: 0,
+            events: vec![Vec::new(); n],
+            down: vec![false; n],
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some((to, bytes)) = self.nodes[i].poll_transmit() {
+            let Some(&j) = self.by_addr.get(&to) else {
+                continue;
+            };
+            if self.down[j] || self.down[i] {
+                continue;
+            }
+            self.seq += 1;
+            self.flight.insert(
+                (self.now + latency(i, j), self.seq),
+                (j, self.addrs[i], bytes),
+            );
+        }
+        while let Some(event) = self.nodes[i].poll_event() {
+            self.events[i].push(event);
+        }
+    }
+
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            let timer = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.down[*i])
+                .filter_map(|(i, n)| n.poll_timeout().map(|t| (t, i)))
+                .min();
+            let datagram = self.flight.keys().next().copied();
+            let next = match (timer, datagram) {
+                (Some((t, _)), Some((d, _))) => t.min(d),
+                (Some((t, _)), None) => t,
+                (None, Some((d, _))) => d,
+                (None, None) => break,
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            if let Some(key) = datagram
+                && key.0 <= self.now
+            {
+                let (to, from, bytes) = self.flight.remove(&key).unwrap();
+                if !self.down[to] {
+                    self.nodes[to].handle_datagram(self.now, from, &bytes);
+                    self.drain(to);
+                }
+                continue;
+            }
+            if let Some((_, i)) = timer {
+                self.nodes[i].handle_timeout(self.now);
+                self.drain(i);
+            }
+        }
+        self.now = until;
+    }
+
+    fn lookup(&mut self, i: usize, target: Target) -> LookupId {
+        let id = self.nodes[i].lookup(self.now, target);
+        self.drain(i);
+        id
+    }
+
+    /// Runs until lookup `id` of node `i` is done, at most 15 s.
+    fn result(
+        &mut self,
+        i: usize,
+        id: LookupId,
+    ) -> (Result<NodeRecord, LookupError>, weft_core::dht::LookupTrace) {
+        let deadline = self.now + Duration::from_secs(15);
+        loop {
+            let found = self.events[i]
+                .iter()
+                .position(|e| matches!(e, DhtEvent::LookupDone { id: done, .. } if *done == id));
+            if let Some(at) = found {
+                let DhtEvent::LookupDone { result, trace, .. } = self.events[i].remove(at) else {
+                    unreachable!()
+                };
+                return (result, trace);
+            }
+            assert!(self.now < deadline, "lookup {id:?} of node {i} did not end");
+            let step = self.now + Duration::from_millis(50);
+            self.run_until(step);
+        }
+    }
+}
+
+fn test_config() -> DhtConfig {
+    DhtConfig {
+        query_timeout: Duration::from_millis(500),
+        lookup_timeout: Duration::from_secs(5),
+        ..DhtConfig::default()
+    }
+}
+
+#[test]
+fn fifty_nodes_join_through_one_node_each_and_find_each_other() {
+    let n = 50;
+    let mut net = Net::new(n, test_config());
+    // Each node bootstraps from one earlier node, 100 ms apart.
+    for i in 1..n {
+        let boot = net.addrs[(i * 31) % i];
+        net.nodes[i].bootstrap(net.now, &[boot]);
+        net.drain(i);
+        let until = net.now + Duration::from_millis(100);
+        net.run_until(until);
+    }
+    let until = net.now + Duration::from_secs(10);
+    net.run_until(until);
+    for i in 1..n {
+        assert!(
+            net.nodes[i].is_joined(),
+            "node {i} did not join: {:?} {:?} / node 0 {:?}",
+            net.nodes[i],
+            net.nodes[i].stats(),
+            net.nodes[0].stats()
+        );
+        assert!(
+            net.events[i]
+                .iter()
+                .any(|e| matches!(e, DhtEvent::Joined { .. })),
+            "node {i} reported no join"
+        );
+    }
+    let sent: u64 = net.nodes.iter().map(|d| d.stats().queries).sum();
+    println!(
+        "queries per node after joins: {:.1}",
+        sent as f64 / n as f64
+    );
+    let stored: usize = net.nodes.iter().map(|d| d.stored_records()).sum();
+    println!(
+        "records stored: {stored} ({:.1} per node)",
+        stored as f64 / n as f64
+    );
+
+    let mut hops = Vec::new();
+    for i in (0..n).step_by(7) {
+        for j in [(i + 13) % n, (i + 29) % n] {
+            let record_id = net.nodes[j].node_id();
+            let targets = [
+                Target::Id(record_id),
+                Target::Name(format!("n{j}")),
+                Target::Ipv4(ipv4(j)),
+                Target::Ipv6(record_id.overlay_ipv6()),
+            ];
+            for target in targets {
+                let id = net.lookup(i, target.clone());
+                let (result, trace) = net.result(i, id);
+                let record = result.unwrap_or_else(|e| panic!("{i} -> {target:?}: {e}"));
+                assert_eq!(record.node_id(), record_id);
+                assert_eq!(record.name(), format!("n{j}"));
+                assert!(
+                    record.endpoints.contains(&net.addrs[j]),
+                    "record of {j} lacks its endpoint: {:?}",
+                    record.endpoints
+                );
+                hops.push(trace.hops);
+            }
+        }
+    }
+    let mean = hops.iter().sum::<u32>() as f64 / hops.len() as f64;
+    println!("lookups: {}, mean hops {mean:.2}", hops.len());
+
+    let id = net.lookup(3, Target::Name("nobody".into()));
+    let (result, trace) = net.result(3, id);
+    assert_eq!(result, Err(LookupError::NotFound));
+    assert!(!trace.queries.is_empty());
+
+    // A second lookup of a found target is answered from the cache.
+    let target = Target::Name(format!("n{}", 13));
+    let id = net.lookup(0, target.clone());
+    let (result, trace) = net.result(0, id);
+    assert!(result.is_ok());
+    assert_eq!(trace.hops, 0);
+    for node in &net.nodes {
+        let stats = node.stats();
+        assert_eq!(stats.malformed, 0);
+        assert_eq!(stats.rejected, 0, "{stats:?}");
+    }
+}
