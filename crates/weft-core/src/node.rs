@@ -27,9 +27,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
-use crate::dht::{
-    ContactInfo, Dht, DhtConfig, DhtStats, LookupError, LookupId, LookupTrace, NodeRecord, Target,
-};
+use crate::dht::{Dht, DhtConfig, LookupError, LookupId, LookupTrace, NodeRecord, Target};
 use crate::identity::{
     CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, SecretKey,
 };
@@ -43,7 +41,11 @@ use crate::stats::Stats;
 use crate::timer::TimerKind;
 use crate::wire::{self, DATA_HEADER_LEN, Frame, HandshakePayload, Packet, SessionIndex};
 
+mod discovery;
+mod icmp;
 mod routing;
+
+use discovery::Discovery;
 
 /// Size of a probe or its answer as a UDP payload: header, frame kind, id,
 /// tag. (Add 28 bytes of IPv4 and UDP headers for the wire.)
@@ -139,6 +141,9 @@ pub enum NodeError {
 }
 
 /// Something the daemon or a test may want to know.
+// A lookup's record and trace make one variant large; events are few (not
+// per packet) and bounded in number, so boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A session with a peer was established (or replaced by a rekey).
@@ -302,8 +307,7 @@ pub struct Node {
     pool: Vec<Vec<u8>>,
     stats: Stats,
     routing: RoutingState,
-    /// The DHT engine (wired in next; `None` until then).
-    dht: Option<Dht>,
+    discovery: Discovery,
 }
 
 /// Link state and routes: see the `routing` submodule.
@@ -363,6 +367,8 @@ struct Peer {
     last_sent: Option<Instant>,
     last_handshake: Option<Instant>,
     monitor: LinkMonitor,
+    /// From the config (not a DHT pick, on-demand or inbound peer).
+    configured: bool,
     queue: VecDeque<Vec<u8>>,
     handshakes: u64,
     bytes_in: u64,
@@ -393,6 +399,7 @@ impl Peer {
             last_sent: None,
             last_handshake: None,
             monitor: LinkMonitor::new(),
+            configured: false,
             queue: VecDeque::new(),
             handshakes: 0,
             bytes_in: 0,
@@ -452,11 +459,28 @@ impl Node {
             bootstrap,
             neighbours,
         } = config;
-        let _ = (dht, bootstrap, neighbours);
         if certificate.public_key() != secret_key.public() {
             return Err(NodeError::CertificateKeyMismatch);
         }
         certificate.verify(&ca, unix_time.as_secs())?;
+        let rng = SharedRng::from_seed(seed);
+        let mut dht_seed = [0u8; 32];
+        rng.fill(&mut dht_seed);
+        let dht = Dht::new(
+            now,
+            unix_time,
+            secret_key.clone(),
+            certificate.clone(),
+            ca.clone(),
+            dht,
+            dht_seed,
+        );
+        let mut contacts = bootstrap;
+        for endpoint in peers.iter().filter_map(|p| p.endpoint) {
+            if !contacts.contains(&endpoint) {
+                contacts.push(endpoint);
+            }
+        }
         let mut node = Self {
             secret: secret_key,
             certificate,
@@ -465,7 +489,7 @@ impl Node {
             start: now,
             unix_start: unix_time,
             last_timestamp: 0,
-            rng: SharedRng::from_seed(seed),
+            rng,
             peers: Vec::new(),
             by_index: BTreeMap::new(),
             by_id: BTreeMap::new(),
@@ -490,13 +514,17 @@ impl Node {
                 last_lsa: None,
                 advertised: BTreeMap::new(),
             },
-            dht: None,
+            discovery: Discovery::new(dht, neighbours),
         };
         let own = node.node_id();
         node.routing.by_prefix.insert(prefix(&own), own);
         for (i, peer) in peers.into_iter().enumerate() {
             node.add_configured_peer(now, i, peer)?;
         }
+        if !contacts.is_empty() {
+            node.discovery.dht.bootstrap(now, &contacts);
+        }
+        node.after_input(now);
         Ok(node)
     }
 
@@ -524,6 +552,7 @@ impl Node {
         }
         let index = self.peers.len();
         let mut peer = Peer::new(config.name, node_id, config.endpoint);
+        peer.configured = true;
         if config.endpoint.is_some() {
             peer.handshake_due = Some(now);
         }
@@ -604,31 +633,6 @@ impl Node {
         out
     }
 
-    /// Starts a DHT lookup; [`Event::LookupDone`] reports its end (at once,
-    /// in the same call's events, when the record is known locally).
-    pub fn lookup(&mut self, now: Instant, target: Target) -> LookupId {
-        let _ = (now, target);
-        LookupId(0)
-    }
-
-    /// The DHT routing table.
-    pub fn dht_contacts(&self) -> Vec<ContactInfo> {
-        self.dht.as_ref().map(Dht::contacts).unwrap_or_default()
-    }
-
-    /// DHT counters.
-    pub fn dht_stats(&self) -> DhtStats {
-        self.dht
-            .as_ref()
-            .map(|d| d.stats().clone())
-            .unwrap_or_default()
-    }
-
-    /// Records this node holds for others.
-    pub fn dht_stored_records(&self) -> usize {
-        self.dht.as_ref().map_or(0, Dht::stored_records)
-    }
-
     /// Handles one UDP datagram from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.dispatch(now, Source::Direct(from), datagram);
@@ -662,13 +666,6 @@ impl Node {
         }
     }
 
-    /// A DHT datagram: only straight from the underlay (relays carry
-    /// session traffic only).
-    fn on_dht(&mut self, now: Instant, source: Source, datagram: &[u8]) {
-        let _ = (now, source, datagram);
-        self.stats.rx_malformed += 1;
-    }
-
     /// Handles one IP packet read from the TUN device.
     pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8]) {
         let Some(destination) = ip_destination(packet) else {
@@ -678,25 +675,20 @@ impl Node {
         let peer = match destination {
             IpAddr::V4(addr) if addr.is_multicast() || addr.is_broadcast() => None,
             IpAddr::V6(addr) if addr.is_multicast() => None,
-            IpAddr::V4(addr) => match self.by_ipv4.get(&addr) {
-                Some(&p) => Some(p),
-                None => {
-                    self.stats.tx_no_route += 1;
-                    trace!(%addr, "no peer holds this address");
-                    return;
-                }
-            },
-            IpAddr::V6(addr) => match self.by_ipv6.get(&addr) {
-                Some(&p) => Some(p),
-                None => {
-                    self.stats.tx_no_route += 1;
-                    trace!(%addr, "no peer holds this address");
-                    return;
-                }
-            },
+            IpAddr::V4(addr) => self.by_ipv4.get(&addr).copied(),
+            IpAddr::V6(addr) => self.by_ipv6.get(&addr).copied(),
+        };
+        let multicast = match destination {
+            IpAddr::V4(addr) => addr.is_multicast() || addr.is_broadcast(),
+            IpAddr::V6(addr) => addr.is_multicast(),
         };
         let Some(peer) = peer else {
-            self.stats.tx_multicast_dropped += 1;
+            if multicast {
+                self.stats.tx_multicast_dropped += 1;
+            } else {
+                self.send_on_demand(now, destination, packet);
+                self.after_input(now);
+            }
             return;
         };
         if self.usable_current(now, peer) {
@@ -719,8 +711,14 @@ impl Node {
         // A responder whose new session waits for its confirmation needs
         // no handshake of its own: the confirmation flushes the queue.
         let p = &self.peers[peer];
-        if p.pending.is_none() && p.next.is_none() && self.reachable(now, peer) {
-            self.start_handshake(now, peer);
+        if p.pending.is_none() && p.next.is_none() {
+            if self.reachable(now, peer) {
+                self.start_handshake(now, peer);
+            } else {
+                // Known (from link state) but neither reachable through
+                // others nor at a known endpoint: ask the DHT where it is.
+                self.find_endpoint(now, peer);
+            }
         }
         self.after_input(now);
     }
@@ -731,6 +729,17 @@ impl Node {
             self.peer_timers(now, peer);
         }
         self.routing_timers(now);
+        if self
+            .discovery
+            .dht
+            .poll_timeout()
+            .is_some_and(|at| at <= now)
+        {
+            self.discovery.dht.handle_timeout(now);
+        }
+        if self.discovery.select_due.is_some_and(|at| at <= now) {
+            self.select_neighbours(now);
+        }
         self.after_input(now);
     }
 
@@ -820,6 +829,8 @@ impl Node {
         for (at, kind) in self.routing_deadlines() {
             consider(Some(at), kind);
         }
+        consider(self.discovery.dht.poll_timeout(), TimerKind::Dht);
+        consider(self.discovery.select_due, TimerKind::Neighbours);
         earliest
     }
 
@@ -1232,7 +1243,7 @@ impl Node {
                 buf.copy_within(range.start + 1..range.end, 0);
                 buf.truncate(len);
                 self.stats.rx_delivered += 1;
-                self.tun_out.push_back(buf);
+                self.push_tun(buf);
             }
             Ok(Frame::Keepalive) => self.return_buffer(buf),
             Ok(Frame::Ping { id }) => {
@@ -1301,6 +1312,10 @@ impl Node {
             p.monitor.start(now);
         }
         let first = p.previous.is_none();
+        if let (Some(id), Some(endpoint)) = (p.node_id, endpoint) {
+            let rtt = p.monitor.rtt();
+            self.discovery.dht.add_contact(now, id, endpoint, rtt);
+        }
         if let Some(old) = retired {
             self.by_index.remove(&old.local);
         }
@@ -1367,6 +1382,17 @@ impl Node {
             p.packets_out += 1;
         }
         Some(buf)
+    }
+
+    /// Queues an IP packet for the TUN (the caller checked the bound, or
+    /// the packet is dropped and counted here).
+    fn push_tun(&mut self, buf: Vec<u8>) {
+        if self.tun_out.len() >= MAX_TUN_OUT {
+            self.stats.tun_queue_full += 1;
+            self.return_buffer(buf);
+            return;
+        }
+        self.tun_out.push_back(buf);
     }
 
     fn queue_transmit(&mut self, destination: SocketAddr, buf: Vec<u8>) {

@@ -59,8 +59,12 @@ counters! {
     rx_delivered,
     /// TUN packets that are not IPv4 or IPv6.
     tun_malformed,
-    /// TUN packets to an overlay address that no peer holds.
+    /// TUN packets to an address outside the overlay.
     tx_no_route,
+    /// Lookups started because a TUN packet was for an unknown overlay address.
+    lookups_on_demand,
+    /// ICMP unreachable errors written to the TUN (destination not found).
+    unreachable,
     /// TUN packets to multicast or broadcast addresses (not carried yet).
     tx_multicast_dropped,
     /// Packets dropped because the queue waiting for a session was full.

@@ -18,4 +18,8 @@ pub enum TimerKind {
     Route,
     /// A session or a pending handshake must be dropped.
     Expiry,
+    /// DHT work: a query timed out, a bucket refresh or republish is due.
+    Dht,
+    /// The neighbourhood is reconsidered.
+    Neighbours,
 }

@@ -161,9 +161,28 @@ fn spoofed_source_is_dropped_and_counted() {
 }
 
 #[test]
-fn unknown_destination_is_dropped_and_counted() {
+fn a_destination_outside_the_overlay_is_dropped_and_counted() {
     let mut pair = Pair::new();
     pair.advance(Duration::ZERO);
+    let now = pair.now;
+    pair.nodes[0].handle_tun_packet(
+        now,
+        &udp_v4(
+            Ipv4Addr::new(198, 19, 0, 1),
+            Ipv4Addr::new(10, 7, 7, 7),
+            b"x",
+        ),
+    );
+    pair.settle();
+    assert_eq!(pair.nodes[0].stats().tx_no_route, 1);
+}
+
+#[test]
+fn an_overlay_address_nobody_holds_gets_icmp_unreachable() {
+    let mut pair = Pair::new();
+    for _ in 0..200 {
+        pair.advance(Duration::from_millis(50));
+    }
     let now = pair.now;
     pair.nodes[0].handle_tun_packet(
         now,
@@ -173,8 +192,18 @@ fn unknown_destination_is_dropped_and_counted() {
             b"x",
         ),
     );
-    pair.settle();
-    assert_eq!(pair.nodes[0].stats().tx_no_route, 1);
+    for _ in 0..200 {
+        if pair.nodes[0].stats().unreachable > 0 {
+            break;
+        }
+        pair.advance(Duration::from_millis(50));
+    }
+    assert_eq!(pair.nodes[0].stats().unreachable, 1);
+    assert_eq!(pair.nodes[0].stats().lookups_on_demand, 1);
+    let icmp = pair.delivered[0].last().expect("an ICMP error on the TUN");
+    // IPv4, protocol ICMP, type 3 (unreachable) code 1 (host), to the sender.
+    assert_eq!((icmp[9], icmp[20], icmp[21]), (1, 3, 1));
+    assert_eq!(&icmp[16..20], &[198, 19, 0, 1]);
 }
 
 #[test]

@@ -8,13 +8,14 @@
 //! addresses 198.19.0.1/16, 198.19.0.2/16, ... in order.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
+use weft_core::dht::DhtConfig;
 use weft_core::{
-    CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, NodeConfig, PeerConfig,
-    RoutingConfig, SecretKey, SessionConfig,
+    CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, NeighbourConfig, NodeConfig,
+    PeerConfig, RoutingConfig, SecretKey, SessionConfig,
 };
 
 use crate::link::LinkConfig;
@@ -111,6 +112,12 @@ pub struct NodeSpec {
     pub session: SessionConfig,
     /// Link monitoring and routing.
     pub routing: RoutingConfig,
+    /// DHT tuning.
+    pub dht: DhtConfig,
+    /// Endpoints to join the DHT through.
+    pub bootstrap: Vec<SocketAddr>,
+    /// The bounded neighbourhood.
+    pub neighbours: NeighbourConfig,
 }
 
 impl NodeSpec {
@@ -127,6 +134,9 @@ impl NodeSpec {
             peers: Vec::new(),
             session: SessionConfig::default(),
             routing: RoutingConfig::default(),
+            dht: DhtConfig::default(),
+            bootstrap: Vec::new(),
+            neighbours: NeighbourConfig::default(),
         }
     }
 
@@ -148,9 +158,9 @@ impl NodeSpec {
             peers: self.peers.clone(),
             session: self.session.clone(),
             routing: self.routing.clone(),
-            dht: weft_core::dht::DhtConfig::default(),
-            bootstrap: Vec::new(),
-            neighbours: weft_core::NeighbourConfig::default(),
+            dht: self.dht.clone(),
+            bootstrap: self.bootstrap.clone(),
+            neighbours: self.neighbours,
         })
     }
 }

@@ -537,7 +537,7 @@ fn random_datagrams_are_counted_as_malformed_and_change_nothing() {
 }
 
 #[test]
-fn a_packet_for_an_address_no_peer_holds_counts_as_no_route() {
+fn a_packet_for_an_overlay_address_no_node_holds_is_answered_unreachable() {
     let mut sim = new_sim(11);
     let (_mesh, a, b) = two_nodes(&mut sim, MeshBuilder::new(2));
     assert!(sim.run_until_condition(secs(5), |s| s.all_established(&[a, b])));
@@ -553,9 +553,14 @@ fn a_packet_for_an_address_no_peer_holds_counts_as_no_route() {
     for packet in &packets {
         sim.inject_tun(a, packet);
     }
-    sim.run_for(ms(50));
-    assert_eq!(sim.node(a).unwrap().stats().tx_no_route, 2);
-    // Only link probes go on the wire, nothing the size of the packets.
+    sim.run_for(secs(3));
+    // Each is looked up in the DHT, not found, and answered with ICMP
+    // unreachable on A's own TUN.
+    let stats = sim.node(a).unwrap().stats().clone();
+    assert_eq!(stats.lookups_on_demand, 2);
+    assert_eq!(stats.unreachable, 2);
+    assert_eq!(stats.tx_no_route, 0);
+    // Only probes and DHT queries go on the wire, nothing the size of the packets.
     let sizes: Vec<usize> = packets.iter().map(|p| p.len() + TUNNEL_OVERHEAD).collect();
     assert!(
         sim.captured(capture)

@@ -531,12 +531,13 @@ impl Node {
         }
     }
 
-    /// Work every input ends with: routes, if anything they depend on
-    /// changed.
+    /// Work every input ends with: the DHT's output, then routes, if
+    /// anything they depend on changed.
     /// A change of this node's own links is acted on at once; changes
     /// learnt from records (which arrive in bursts while they flood) are
     /// batched to one recomputation per [`BATCH_INTERVAL`].
     pub(super) fn after_input(&mut self, now: Instant) {
+        self.drain_dht(now);
         if !self.routing.dirty {
             return;
         }

@@ -1,0 +1,274 @@
+//! Discovery through the DHT at the node level: nodes that each know only
+//! one bootstrap endpoint find every other by overlay address (sessions on
+//! demand, first packets queued rather than dropped), keep a bounded
+//! neighbourhood, answer unknown addresses with ICMP unreachable, survive
+//! the loss of the bootstrap node, and route around a failed neighbour
+//! link through the neighbourhood.
+//!
+//! Deterministic from the seed (override with `WEFT_SIM_SEED`).
+
+#![allow(clippy::disallowed_methods)] // Instant::now: one base per test; everything after is virtual
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use weft_core::dht::{LookupError, Target};
+use weft_core::{Event, NeighbourConfig, SessionState};
+use weft_sim::{FlowSpec, HostId, NodeSpec, Sim, add_node, mesh_ipv4, test_ca, udp_packet};
+
+use common::{counter, ms, new_sim, run_until_checked, secs};
+
+/// `count` nodes; node i > 0 bootstraps from node `bootstrap(i)` only.
+fn build(
+    sim: &mut Sim,
+    count: usize,
+    neighbours: NeighbourConfig,
+    bootstrap: impl Fn(usize) -> usize,
+) -> Vec<HostId> {
+    let ca = test_ca(1, sim.unix_time()).unwrap();
+    let mut hosts = Vec::new();
+    for i in 0..count {
+        let mut spec = NodeSpec::new(sim, &format!("n{i}"), i as u64);
+        spec.ipv4 = Some(mesh_ipv4(i));
+        spec.neighbours = neighbours;
+        if i > 0 {
+            spec.bootstrap = vec![sim.address(hosts[bootstrap(i)])];
+        }
+        hosts.push(add_node(sim, &ca, &spec).unwrap());
+    }
+    hosts
+}
+
+fn joined(sim: &Sim, hosts: &[HostId], min_contacts: usize) -> bool {
+    hosts.iter().all(|&h| {
+        sim.node(h)
+            .is_none_or(|n| n.dht_contacts().len() >= min_contacts)
+    })
+}
+
+/// Starts a short flow between every ordered pair and returns them.
+fn all_pairs(sim: &mut Sim, hosts: &[HostId], count: u32) -> Vec<weft_sim::FlowId> {
+    let start = sim.elapsed();
+    let mut flows = Vec::new();
+    for &a in hosts {
+        for &b in hosts {
+            if a != b {
+                let spec = FlowSpec::new(a, b)
+                    .with_start(start)
+                    .with_count(count)
+                    .with_interval(ms(20));
+                flows.push(sim.start_flow(&spec).unwrap());
+            }
+        }
+    }
+    flows
+}
+
+#[test]
+fn nodes_that_know_one_bootstrap_peer_reach_every_other_with_a_bounded_neighbourhood() {
+    let mut sim = new_sim(71);
+    let neighbours = NeighbourConfig { max: 4, random: 1 };
+    let hosts = build(&mut sim, 16, neighbours, |_| 0);
+    assert!(
+        run_until_checked(&mut sim, secs(20), ms(100), |s| joined(s, &hosts, 4)),
+        "every node joins the DHT"
+    );
+    sim.run_for(secs(3));
+    let now = sim.now();
+    for &h in &hosts {
+        let node = sim.node(h).unwrap();
+        let picked = node.picked_neighbours();
+        assert!(
+            !picked.is_empty() && picked.len() <= neighbours.max,
+            "{}: {} picks",
+            sim.name(h),
+            picked.len()
+        );
+        // Every pick is a live session.
+        let established = node
+            .peers(now)
+            .into_iter()
+            .filter(|p| p.state == SessionState::Established)
+            .filter_map(|p| p.node_id)
+            .collect::<Vec<_>>();
+        for id in &picked {
+            assert!(
+                established.contains(id),
+                "{}: pick not connected",
+                sim.name(h)
+            );
+        }
+    }
+    // Every pair, including those that are not neighbours: the first
+    // packets wait for the lookup and the handshake instead of being lost.
+    let flows = all_pairs(&mut sim, &hosts, 3);
+    sim.run_for(secs(5));
+    for flow in flows {
+        let report = sim.flow(flow);
+        assert_eq!(
+            report.total().lost(),
+            0,
+            "{} -> {}",
+            sim.name(report.from),
+            sim.name(report.to)
+        );
+    }
+    assert_eq!(sim.misdelivered(), 0);
+}
+
+#[test]
+fn without_a_neighbourhood_every_session_is_made_on_demand_and_nothing_is_lost() {
+    let mut sim = new_sim(75);
+    // No picks: the only sessions are those that traffic asks for, so every
+    // destination must be looked up (no link state to learn it from).
+    let hosts = build(&mut sim, 8, NeighbourConfig { max: 0, random: 0 }, |_| 0);
+    assert!(run_until_checked(&mut sim, secs(20), ms(100), |s| joined(
+        s, &hosts, 3
+    )));
+    let now = sim.now();
+    for &h in &hosts {
+        let sessions = sim.node(h).unwrap().peers(now).len();
+        assert_eq!(sessions, 0, "{}: no sessions before traffic", sim.name(h));
+    }
+    let flows = all_pairs(&mut sim, &hosts, 3);
+    sim.run_for(secs(5));
+    for flow in flows {
+        let report = sim.flow(flow);
+        assert_eq!(
+            report.total().lost(),
+            0,
+            "{} -> {}",
+            sim.name(report.from),
+            sim.name(report.to)
+        );
+    }
+    for &h in &hosts {
+        assert!(counter(&sim, h, "lookups_on_demand") > 0, "{}", sim.name(h));
+        assert_eq!(counter(&sim, h, "unreachable"), 0);
+    }
+}
+
+#[test]
+fn lookups_by_name_id_and_address_and_the_unknown_gets_icmp_unreachable() {
+    let mut sim = new_sim(72);
+    let hosts = build(&mut sim, 10, NeighbourConfig::default(), |i| i - 1);
+    assert!(run_until_checked(&mut sim, secs(20), ms(100), |s| joined(
+        s, &hosts, 3
+    )));
+    let (a, b) = (hosts[0], hosts[9]);
+    let targets = [
+        Target::Name("n9".into()),
+        Target::Id(sim.node_id(b)),
+        Target::Ipv4(sim.overlay_ipv4(b).unwrap()),
+        Target::Ipv6(sim.overlay_ipv6(b)),
+        Target::Name("nobody".into()),
+    ];
+    let ids: Vec<_> = targets
+        .iter()
+        .map(|t| {
+            sim.with_node(a, |node, now| node.lookup(now, t.clone()))
+                .unwrap()
+        })
+        .collect();
+    sim.run_for(secs(12));
+    for (target, id) in targets.iter().zip(&ids) {
+        let result = sim
+            .events(a)
+            .iter()
+            .find_map(|(_, e)| match e {
+                Event::LookupDone {
+                    id: done, result, ..
+                } if done == id => Some(result.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no answer for {target:?}"));
+        match target {
+            Target::Name(n) if n == "nobody" => {
+                assert_eq!(result.unwrap_err(), LookupError::NotFound)
+            }
+            _ => assert_eq!(result.unwrap().name(), "n9", "{target:?}"),
+        }
+    }
+
+    // An overlay address nobody holds: ICMP host unreachable, quickly.
+    let source = SocketAddr::new(IpAddr::V4(sim.overlay_ipv4(a).unwrap()), 5000);
+    let nobody = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 19, 0, 250)), 5000);
+    let packet = udp_packet(source, nobody, b"anyone?").unwrap();
+    let before = sim.tun(a).len();
+    let sent_at = sim.elapsed();
+    sim.inject_tun(a, &packet);
+    let answered = run_until_checked(&mut sim, sent_at + secs(12), ms(50), |s| {
+        s.tun(a)[before..]
+            .iter()
+            .any(|d| d.packet.get(9) == Some(&1) && d.packet.get(20) == Some(&3))
+    });
+    assert!(answered, "ICMP unreachable reaches the TUN");
+    assert_eq!(counter(&sim, a, "unreachable"), 1);
+    // Asked again at once: answered from memory, without a new lookup.
+    let lookups = counter(&sim, a, "lookups_on_demand");
+    sim.inject_tun(a, &packet);
+    sim.run_for(ms(1));
+    assert_eq!(counter(&sim, a, "unreachable"), 2);
+    assert_eq!(counter(&sim, a, "lookups_on_demand"), lookups);
+}
+
+#[test]
+fn losing_the_bootstrap_node_changes_nothing() {
+    let mut sim = new_sim(73);
+    let hosts = build(&mut sim, 10, NeighbourConfig { max: 3, random: 1 }, |_| 0);
+    assert!(run_until_checked(&mut sim, secs(20), ms(100), |s| joined(
+        s, &hosts, 3
+    )));
+    sim.run_for(secs(2));
+    sim.crash(hosts[0]).unwrap();
+    let rest = &hosts[1..];
+    let flows = all_pairs(&mut sim, rest, 3);
+    sim.run_for(secs(8));
+    for flow in flows {
+        let report = sim.flow(flow);
+        assert_eq!(
+            report.total().lost(),
+            0,
+            "{} -> {}",
+            sim.name(report.from),
+            sim.name(report.to)
+        );
+    }
+}
+
+#[test]
+fn a_failed_neighbour_link_is_routed_around_through_the_neighbourhood() {
+    let mut sim = new_sim(74);
+    let hosts = build(&mut sim, 12, NeighbourConfig { max: 4, random: 1 }, |_| 0);
+    assert!(run_until_checked(&mut sim, secs(20), ms(100), |s| joined(
+        s, &hosts, 4
+    )));
+    // Let link state settle over the neighbourhood.
+    sim.run_for(secs(15));
+    let a = hosts[5];
+    let pick = sim.node(a).unwrap().picked_neighbours()[0];
+    let b = *hosts.iter().find(|&&h| sim.node_id(h) == pick).unwrap();
+    let start = sim.elapsed();
+    let flow = sim
+        .start_flow(
+            &FlowSpec::new(a, b)
+                .with_start(start)
+                .with_interval(ms(10))
+                .with_count(600),
+        )
+        .unwrap();
+    sim.run_for(secs(2));
+    let cut_at = sim.elapsed();
+    sim.cut(a, b);
+    sim.run_for(secs(5));
+    let report = sim.flow(flow);
+    let outage = report.outage_after(cut_at).expect("traffic resumes");
+    assert!(
+        outage < secs(1),
+        "rerouted through the neighbourhood in {outage:?}"
+    );
+    let after = report.window(cut_at + secs(1), cut_at + secs(4));
+    assert_eq!(after.lost(), 0, "no loss once rerouted");
+}
