@@ -13,7 +13,7 @@ use super::Metric;
 use crate::identity::NodeId;
 
 /// Alternates may cost this much more than the best path, in percent.
-const ALTERNATE_SLACK_PERCENT: u64 = 10;
+pub(crate) const ALTERNATE_SLACK_PERCENT: u64 = 10;
 
 /// The measured quality of one directed link.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -104,9 +104,26 @@ impl RouteTable {
                         false
                     } else {
                         current.cost = cost;
-                        current
-                            .alternates
-                            .retain(|p| graph.path_cost(metric, source, p).is_some());
+                        // The kept path's alternates are the other
+                        // one-relay paths now within the slack of it: the
+                        // best path and its alternates (computed on this
+                        // graph), not whatever was equal when it was chosen.
+                        let limit =
+                            cost.saturating_mul(100 + super::paths::ALTERNATE_SLACK_PERCENT) / 100;
+                        current.alternates = if current.path.len() == 2 {
+                            std::iter::once(&best.path)
+                                .chain(best.alternates.iter())
+                                .filter(|p| p.len() == 2 && **p != current.path)
+                                .filter(|p| {
+                                    graph
+                                        .path_cost(metric, source, p)
+                                        .is_some_and(|c| c <= limit)
+                                })
+                                .cloned()
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
                         true
                     }
                 }
