@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the system packages weft's tests use, if they are missing.
 # iproute2 builds the test hosts (namespaces, veth, bridges); nftables
-# impairs links in the routing tests. Idempotent.
+# impairs links in the routing tests; iputils-ping pings nodes by name
+# (through the daemons' DNS) in the DHT test. Idempotent.
 set -euo pipefail
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need[*]} (run as root to install them)" >&2

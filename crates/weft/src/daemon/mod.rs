@@ -779,6 +779,9 @@ impl Lookups {
 
     /// Gives up on lookups past their deadline.
     fn expire(&mut self, now: Instant) {
+        if self.pending.is_empty() {
+            return;
+        }
         let expired: Vec<LookupId> = self
             .pending
             .iter()

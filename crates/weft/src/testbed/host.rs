@@ -9,10 +9,11 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::command::{describe, kill_and_reap, run_with_timeout, wait_deadline};
-use super::netns::{join_namespace, namespace_path, spawn_in};
+use super::netns::{etc_netns_dir, join_namespace, namespace_path, spawn_in};
 
 /// How long one `weft status` call may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,6 +42,8 @@ pub struct Host {
     pub(super) weft_binary: PathBuf,
     pub(super) foreign_ca: bool,
     pub(super) daemon: Mutex<Option<Child>>,
+    /// The daemon was stopped on purpose: waits do not expect it to run.
+    pub(super) stopped: AtomicBool,
     pub(super) overlay: OnceLock<(Ipv6Addr, Option<Ipv4Addr>)>,
 }
 
@@ -260,6 +263,25 @@ impl Host {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Points the namespace's resolver at `nameserver` (port 53) by writing
+    /// `/etc/netns/NS/resolv.conf`, which `ip netns exec` (and so
+    /// [`Host::command`]) mounts over `/etc/resolv.conf`. Short timeouts, so
+    /// a name that does not resolve fails fast. The test bed removes the
+    /// directory when dropped.
+    pub fn set_resolver(&self, nameserver: IpAddr) -> anyhow::Result<()> {
+        let dir = etc_netns_dir(&self.netns);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join("resolv.conf");
+        fs::write(
+            &file,
+            format!(
+                "# Written by the weft test bed for {}.\nnameserver {nameserver}\noptions timeout:1 attempts:2\n",
+                self.name
+            ),
+        )
+        .with_context(|| format!("writing {}", file.display()))
+    }
+
     /// The daemon's PID while it runs.
     pub fn daemon_pid(&self) -> Option<u32> {
         self.lock_daemon().as_ref().map(Child::id)
@@ -315,6 +337,13 @@ impl Host {
             && let Ok(pid) = i32::try_from(child.id())
         {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+
+    /// SIGKILLs the daemon by its PID and reaps it, if it runs.
+    pub(super) fn kill_daemon(&self) {
+        if let Some(mut child) = self.lock_daemon().take() {
+            kill_and_reap(&mut child);
         }
     }
 

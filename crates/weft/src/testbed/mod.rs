@@ -4,8 +4,13 @@
 //! link (`u0`, 198.18.0.{i+1}/24) into a Linux bridge that lives in one more
 //! namespace, a key pair, a certificate `h{i}` with overlay IPv4
 //! 198.19.0.{i+1}/16, a full-mesh config (every other host as a static peer
-//! by name and endpoint), and a running `weft up` whose output goes to a log
-//! file. Everything is made with iproute2 and the `weft` binary itself
+//! by name and endpoint) or, with [`TestbedOptions::bootstrap`], a config
+//! without peers that only names DHT bootstrap endpoints, and a running
+//! `weft up` whose output goes to a log file. Each daemon answers DNS for
+//! `.weft` names on its overlay addresses; [`Host::set_resolver`] points
+//! the namespace's resolver at it (`/etc/netns/NS/resolv.conf`, which `ip
+//! netns exec` mounts over `/etc/resolv.conf`). The daemons never touch
+//! the host's resolver (`configure_resolver = false`). Everything is made with iproute2 and the `weft` binary itself
 //! (`weft ca init`, `weft init`, `weft ca sign`), so the test bed also
 //! exercises the CLI the way an operator would.
 //!
@@ -17,8 +22,9 @@
 //! Guarantees: names are unique per test bed (see `netns.rs`), so tests may
 //! build test beds in parallel. Dropping a [`Testbed`] — also while
 //! unwinding from a panic — stops every daemon by PID (SIGTERM, then SIGKILL
-//! after a deadline), deletes every namespace it made and removes its temp
-//! dir (kept if `WEFT_TESTBED_KEEP` is set). [`Testbed::new`] first removes
+//! after a deadline), deletes every namespace it made with its
+//! `/etc/netns` directory, and removes its temp dir (kept if
+//! `WEFT_TESTBED_KEEP` is set). [`Testbed::new`] first removes
 //! what crashed earlier runs left behind. Every wait is bounded. Needs root.
 
 mod command;
@@ -46,7 +52,7 @@ pub use stream::{Outage, PingStream, Probe, REPLY_TIMEOUT, StreamRecord, loss_be
 
 use crate::config::DEFAULT_MTU;
 use command::{now, run};
-use netns::{add_namespace, delete_namespace, ip, step};
+use netns::{add_namespace, delete_namespace, ip, remove_etc_netns, step};
 
 /// UDP port every daemon listens on.
 pub const PORT: u16 = 4800;
@@ -84,6 +90,13 @@ pub struct TestbedOptions {
     pub impairment_relays: Vec<(usize, usize)>,
     /// When set (e.g. by a Ctrl-C handler), waits stop with an error.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Discovery instead of a full mesh: when set, the configs name no
+    /// `[[peers]]`, and host `i` joins the DHT through the underlay
+    /// endpoints of the hosts listed for it (none listed: it waits to be
+    /// found).
+    pub bootstrap: Option<BTreeMap<usize, Vec<usize>>>,
+    /// Lines added to every config's `[dht]` table (e.g. `k = 4`).
+    pub dht_tuning: String,
 }
 
 impl TestbedOptions {
@@ -98,6 +111,8 @@ impl TestbedOptions {
             endpoint_overrides: BTreeMap::new(),
             impairment_relays: Vec::new(),
             cancel: None,
+            bootstrap: None,
+            dht_tuning: String::new(),
         }
     }
 }
@@ -209,7 +224,11 @@ impl Testbed {
         let mut last_error = None;
         loop {
             self.check_cancel()?;
-            for host in &self.hosts {
+            for host in self
+                .hosts
+                .iter()
+                .filter(|h| !h.stopped.load(Ordering::Relaxed))
+            {
                 if let Err(error) = host.check_running() {
                     bail!("{error:#} while waiting for {what}\n{}", self.log_tails());
                 }
@@ -237,7 +256,22 @@ impl Testbed {
         let host = &self.hosts[i];
         host.signal_stop();
         host.wait_stopped(now() + STOP_TIMEOUT);
-        host.start_daemon()
+        host.start_daemon()?;
+        host.stopped.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Kills host `i`'s daemon with SIGKILL (a crash: no goodbye to
+    /// anyone), by its PID, and reaps it. Waits no longer expect it to run.
+    /// Returns the PID it had.
+    pub fn kill(&self, i: usize) -> anyhow::Result<u32> {
+        let host = &self.hosts[i];
+        let pid = host
+            .daemon_pid()
+            .with_context(|| format!("{}: daemon is not running", host.name))?;
+        host.stopped.store(true, Ordering::Relaxed);
+        host.kill_daemon();
+        Ok(pid)
     }
 
     /// Cuts host `i` off the underlay: its bridge port goes down, so its
@@ -364,6 +398,7 @@ impl Testbed {
                 weft_binary: self.options.weft_binary.clone(),
                 foreign_ca,
                 daemon: std::sync::Mutex::new(None),
+                stopped: AtomicBool::new(false),
                 overlay: std::sync::OnceLock::new(),
                 name,
                 dir,
@@ -449,6 +484,11 @@ impl Drop for Testbed {
             if let Err(error) = delete_namespace(namespace) {
                 eprintln!("weft testbed: could not delete namespace {namespace}: {error:#}");
             }
+            if let Err(error) = remove_etc_netns(namespace) {
+                eprintln!(
+                    "weft testbed: could not remove the /etc/netns directory of {namespace}: {error:#}"
+                );
+            }
         }
         if std::env::var_os("WEFT_TESTBED_KEEP").is_some() {
             eprintln!("weft testbed: keeping {}", self.dir.display());
@@ -525,11 +565,31 @@ fn config_text(
         toml_string(&socket.to_string_lossy()),
         toml_string(&options.log_level),
     );
-    for (j, endpoint) in endpoints {
-        let _ = write!(
-            text,
-            "\n[[peers]]\nname = \"h{j}\"\nendpoint = \"{endpoint}\"\n"
-        );
+    // The host's resolver is never the daemons' business in a test.
+    text.push_str("\n[dns]\nconfigure_resolver = false\n");
+    let bootstrap: Vec<String> = options
+        .bootstrap
+        .as_ref()
+        .and_then(|bootstrap| bootstrap.get(&i))
+        .into_iter()
+        .flatten()
+        .filter(|&&j| j != i && j < n)
+        .map(|&j| toml_string(&SocketAddr::from((underlay_ipv4(j), PORT)).to_string()))
+        .collect();
+    if options.bootstrap.is_some() || !options.dht_tuning.is_empty() {
+        let _ = write!(text, "\n[dht]\nbootstrap = [{}]\n", bootstrap.join(", "));
+        if !options.dht_tuning.is_empty() {
+            text.push_str(options.dht_tuning.trim_end());
+            text.push('\n');
+        }
+    }
+    if options.bootstrap.is_none() {
+        for (j, endpoint) in endpoints {
+            let _ = write!(
+                text,
+                "\n[[peers]]\nname = \"h{j}\"\nendpoint = \"{endpoint}\"\n"
+            );
+        }
     }
     if !options.extra_config.is_empty() {
         text.push('\n');
@@ -573,6 +633,34 @@ mod tests {
         let names: Vec<_> = peers.iter().map(|p| p["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["h0", "h2"]);
         assert_eq!(peers[1]["endpoint"].as_str(), Some("198.18.0.3:4800"));
+    }
+
+    #[test]
+    fn bootstrap_configs_name_no_peers_and_parse() {
+        let mut options = TestbedOptions::new("/bin/true");
+        options.bootstrap = Some(BTreeMap::from([(1, vec![0]), (2, vec![0, 1])]));
+        options.dht_tuning = "k = 4\nreplication = 2\n".to_owned();
+        let socket = Path::new("/tmp/x/h2/control.sock");
+        let text = config_text(&options, 3, 2, socket, &endpoints(&options, 3, 2));
+        let value: toml::Table = text.parse().unwrap();
+        assert!(value.get("peers").is_none(), "{text}");
+        let bootstrap: Vec<_> = value["dht"]["bootstrap"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(bootstrap, ["198.18.0.1:4800", "198.18.0.2:4800"]);
+        assert_eq!(value["dht"]["k"].as_integer(), Some(4));
+        assert_eq!(value["dns"]["configure_resolver"].as_bool(), Some(false));
+        let file = Path::new("/tmp/x/h2/weft.toml");
+        let config = crate::config::Config::parse(file, &text).unwrap();
+        assert_eq!(config.dht.config.replication, 2);
+        assert!(!config.dns.configure_resolver);
+        // Host 0 is the one everybody else joins through.
+        let text = config_text(&options, 3, 0, socket, &endpoints(&options, 3, 0));
+        let config = crate::config::Config::parse(file, &text).unwrap();
+        assert!(config.dht.bootstrap.is_empty() && config.peers.is_empty());
     }
 
     #[test]

@@ -20,6 +20,8 @@ use super::command::run;
 
 /// Where `ip netns` keeps its named namespaces.
 pub(crate) const NETNS_DIR: &str = "/run/netns";
+/// Where `ip netns exec NS` finds files to mount over `/etc` (`/etc/netns/NS/resolv.conf`).
+pub(crate) const ETC_NETNS_DIR: &str = "/etc/netns";
 /// Every testbed name starts with this.
 const PREFIX: &str = "wt";
 
@@ -49,6 +51,23 @@ pub(crate) fn delete_namespace(name: &str) -> anyhow::Result<()> {
     run(ip().args(["netns", "delete", name])).map(drop)
 }
 
+/// The directory of files `ip netns exec` mounts over `/etc` for
+/// namespace `name`.
+pub(crate) fn etc_netns_dir(name: &str) -> PathBuf {
+    Path::new(ETC_NETNS_DIR).join(name)
+}
+
+/// Removes namespace `name`'s `/etc/netns` directory, if there is one.
+pub(crate) fn remove_etc_netns(name: &str) -> anyhow::Result<()> {
+    let dir = etc_netns_dir(name);
+    match fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The path `setns` opens for namespace `name`.
 pub(crate) fn namespace_path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
@@ -75,8 +94,8 @@ pub(crate) fn join_namespace(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("setns into {}", path.display()))
 }
 
-/// Removes what crashed testbed runs left behind: namespaces and temp dirs
-/// whose creator PID is gone. Processes still inside such a namespace were
+/// Removes what crashed testbed runs left behind: namespaces, their
+/// `/etc/netns` directories and temp dirs whose creator PID is gone. Processes still inside such a namespace were
 /// started by that dead run (daemons orphaned by a SIGKILLed test), so they
 /// are killed by PID first; otherwise their TUN devices would linger.
 /// Best effort: failures are ignored, the next run tries again.
@@ -89,6 +108,14 @@ pub(crate) fn remove_leftovers(temp_root: &Path) {
             }
             kill_processes_in(&name);
             let _ = delete_namespace(&name);
+        }
+    }
+    if let Ok(entries) = fs::read_dir(ETC_NETNS_DIR) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_stale(&name) {
+                let _ = remove_etc_netns(&name);
+            }
         }
     }
     if let Ok(entries) = fs::read_dir(temp_root) {

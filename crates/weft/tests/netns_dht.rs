@@ -1,0 +1,394 @@
+//! Real-host discovery test: eight daemons that know nothing but one
+//! bootstrap endpoint find each other through the DHT, reach each other by
+//! name, and keep doing so after the bootstrap node dies.
+//!
+//! Host h0 names no bootstrap; every other host's config names only h0's
+//! underlay endpoint (no `[[peers]]` anywhere), so all that h1..h7 learn of
+//! each other comes from the DHT. The neighbourhood is kept smaller than
+//! the network (`[neighbours] max = 3`) and records are stored on two nodes
+//! only (`[dht] replication = 2`), so sessions open on demand and lookups
+//! take real hops. Each namespace's resolver points at its own daemon's
+//! DNS responder (`/etc/netns/NS/resolv.conf`), and the test asserts, with
+//! deadlines and never fixed sleeps:
+//!
+//! 1. `weft lookup` by name, node id, overlay IPv4 and overlay IPv6 finds
+//!    the right record and shows the queries; an unknown name is a clear
+//!    error;
+//! 2. every ordered pair pings by name (`ping -c 1 -W 2 hJ.weft`, retried
+//!    until a deadline); the time from the daemons' start to the last pair
+//!    is printed;
+//! 3. a ping to an overlay address no node holds (IPv4 and IPv6) gets ICMP
+//!    unreachable from the node at once instead of a timeout, and an
+//!    unknown name does not resolve;
+//! 4. after h0 is killed (SIGKILL, by PID), every remaining ordered pair
+//!    still pings by name.
+//!
+//! Needs root and iputils `ping` (scripts/install-test-deps.sh); without
+//! them it prints a notice and passes. The test bed removes its
+//! namespaces and `/etc/netns` directories also when the test panics.
+
+#![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use weft::lookup::{LookupInfo, render_lookup};
+use weft::testbed::{Host, Testbed, TestbedOptions, is_root, overlay_ipv4};
+
+const HOSTS: usize = 8;
+/// Every ordered pair must ping by name this soon after the daemons start
+/// (they do in a few seconds; the margin is for a loaded CI machine).
+const ALL_PAIRS_TIMEOUT: Duration = Duration::from_secs(60);
+/// The same after the bootstrap node died.
+const AFTER_KILL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Every node must have joined the DHT this soon.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// One `ping` or `weft lookup` run, at most.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// An ICMP unreachable must end a ping well before its own 5 s wait.
+const UNREACHABLE_WITHIN: Duration = Duration::from_secs(3);
+/// Pings run at once, at most (two cores).
+const PARALLEL_PINGS: usize = 16;
+
+#[allow(clippy::disallowed_methods)] // tests measure real time
+fn now() -> Instant {
+    Instant::now()
+}
+
+fn have_ping() -> bool {
+    Command::new("ping")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn eight_nodes_from_one_bootstrap_reach_each_other_by_name() {
+    if !is_root() {
+        eprintln!("skipping: network namespace tests need root");
+        return;
+    }
+    if !have_ping() {
+        eprintln!("skipping: ping is not installed (run scripts/install-test-deps.sh as root)");
+        return;
+    }
+    let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));
+    options.log_level = "debug".to_owned();
+    options.bootstrap = Some((1..HOSTS).map(|i| (i, vec![0])).collect());
+    options.dht_tuning = "k = 4\nalpha = 2\nreplication = 2\n".to_owned();
+    options.extra_config = "[neighbours]\nmax = 3\nrandom = 1\n".to_owned();
+    let testbed = Testbed::new(HOSTS, options).expect("building the test bed");
+    let start = now();
+    for host in testbed.hosts() {
+        host.set_resolver(IpAddr::V4(overlay_ipv4(host.index())))
+            .unwrap();
+    }
+
+    wait_joined(&testbed);
+    eprintln!(
+        "all {HOSTS} nodes joined the DHT {:.2?} after start",
+        start.elapsed()
+    );
+    lookups_find_records_and_show_hops(&testbed);
+
+    let reached = ping_all_pairs(&testbed, &(0..HOSTS).collect::<Vec<_>>(), ALL_PAIRS_TIMEOUT);
+    let slowest = reached.values().max().copied().unwrap_or(start);
+    eprintln!(
+        "every ordered pair of {HOSTS} nodes ({} pairs) pinged by name {:.2?} after the daemons started",
+        reached.len(),
+        slowest.saturating_duration_since(start)
+    );
+
+    let problems = unknown_addresses_are_unreachable_at_once(&testbed);
+
+    let pid = testbed.kill(0).unwrap();
+    let killed = now();
+    eprintln!("killed the bootstrap node h0 (pid {pid})");
+    let reached = ping_all_pairs(
+        &testbed,
+        &(1..HOSTS).collect::<Vec<_>>(),
+        AFTER_KILL_TIMEOUT,
+    );
+    let slowest = reached.values().max().copied().unwrap_or(killed);
+    eprintln!(
+        "after h0 died, every ordered pair of the other {} nodes ({} pairs) pinged by name within {:.2?}",
+        HOSTS - 1,
+        reached.len(),
+        slowest.saturating_duration_since(killed)
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Waits until every node has DHT contacts.
+fn wait_joined(testbed: &Testbed) {
+    testbed
+        .wait_until(JOIN_TIMEOUT, "every node to have DHT contacts", || {
+            for host in testbed.hosts() {
+                let contacts = host.status()?["dht"]["contacts"].as_u64().unwrap_or(0);
+                if contacts == 0 {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .unwrap();
+}
+
+/// `weft lookup` from h7 by name, id, IPv4 and IPv6 of four different
+/// nodes (different ones, so no answer comes from an earlier lookup's
+/// cache), then an unknown name.
+fn lookups_find_records_and_show_hops(testbed: &Testbed) {
+    let asker = testbed.host(HOSTS - 1);
+    let ids: Vec<String> = (0..4)
+        .map(|i| {
+            testbed.host(i).status().unwrap()["node_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let targets = [
+        (0, "h0.weft".to_owned()),
+        (1, ids[1].clone()),
+        (2, overlay_ipv4(2).to_string()),
+        (3, testbed.host(3).overlay_ipv6().unwrap().to_string()),
+    ];
+    let mut hops = Vec::new();
+    let mut shown = None;
+    for (i, target) in &targets {
+        let output = run(asker
+            .weft()
+            .args(["lookup", target, "--json", "--socket"])
+            .arg(asker.socket_path()));
+        assert!(
+            output.status.success(),
+            "weft lookup {target} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            testbed.log_tails()
+        );
+        let lookup: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let record = &lookup["record"];
+        assert_eq!(record["name"], format!("h{i}"), "{lookup}");
+        assert_eq!(record["node_id"], ids[*i], "{lookup}");
+        assert_eq!(
+            record["overlay_ipv4"],
+            overlay_ipv4(*i).to_string(),
+            "{lookup}"
+        );
+        assert!(
+            record["endpoints"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty()),
+            "{lookup}"
+        );
+        let queries = lookup["queries"].as_array().unwrap();
+        hops.push(lookup["hops"].as_u64().unwrap());
+        if lookup["hops"].as_u64() > Some(0) && shown.is_none() {
+            let info: LookupInfo = serde_json::from_value(lookup.clone()).unwrap();
+            shown = Some((target.clone(), render_lookup(&info)));
+        }
+        if lookup["hops"].as_u64() > Some(0) {
+            assert!(!queries.is_empty(), "{lookup}");
+            assert!(
+                queries.iter().any(|q| q["outcome"] == "value"),
+                "a lookup that found its record in hops has a query that returned it: {lookup}"
+            );
+        }
+    }
+    assert!(
+        hops.iter().any(|&h| h > 0),
+        "with 2 replicas among {HOSTS} nodes some lookup must take hops: {hops:?}"
+    );
+    if let Some((target, text)) = shown {
+        eprintln!(
+            "weft lookup {target} (from h{}), as the CLI shows it:\n{text}",
+            HOSTS - 1
+        );
+    }
+    // The text an operator sees.
+    let output = run(asker
+        .weft()
+        .args(["lookup", "h1", "--socket"])
+        .arg(asker.socket_path()));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.starts_with("h1  id "),
+        "{text}"
+    );
+    eprintln!("weft lookup h1 (from h{}):\n{text}", HOSTS - 1);
+    eprintln!("lookup hops by name, id, IPv4, IPv6: {hops:?}");
+
+    let output = run(asker
+        .weft()
+        .args(["lookup", "nosuch", "--socket"])
+        .arg(asker.socket_path()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("lookup of 'nosuch': no such node in the network"),
+        "{stderr}"
+    );
+}
+
+/// Pings every ordered pair of `hosts` by name until each has answered
+/// once or `timeout` passes; returns when each pair first succeeded.
+fn ping_all_pairs(
+    testbed: &Testbed,
+    hosts: &[usize],
+    timeout: Duration,
+) -> BTreeMap<(usize, usize), Instant> {
+    let deadline = now() + timeout;
+    let mut reached = BTreeMap::new();
+    let pairs: Vec<(usize, usize)> = hosts
+        .iter()
+        .flat_map(|&a| hosts.iter().map(move |&b| (a, b)))
+        .filter(|(a, b)| a != b)
+        .collect();
+    let mut rounds = 0;
+    let mut last_failures = Vec::new();
+    while reached.len() < pairs.len() {
+        assert!(
+            now() < deadline,
+            "not every pair pinged by name within {timeout:?}; still failing: {}\n{}",
+            last_failures.join("\n"),
+            testbed.log_tails()
+        );
+        rounds += 1;
+        last_failures.clear();
+        let todo: Vec<(usize, usize)> = pairs
+            .iter()
+            .copied()
+            .filter(|pair| !reached.contains_key(pair))
+            .collect();
+        for chunk in todo.chunks(PARALLEL_PINGS) {
+            let children: Vec<((usize, usize), Child)> = chunk
+                .iter()
+                .map(|&(a, b)| {
+                    let child = ping(testbed.host(a), &format!("h{b}.weft"), 2)
+                        .spawn()
+                        .unwrap();
+                    ((a, b), child)
+                })
+                .collect();
+            for ((a, b), child) in children {
+                let output = wait_output(child);
+                if output.status.success() {
+                    reached.insert((a, b), now());
+                } else {
+                    if rounds == 3 {
+                        // Still failing after two rounds: say what the
+                        // source knows about the destination.
+                        let source = testbed.host(a);
+                        let name = format!("h{b}");
+                        eprintln!(
+                            "h{a} -> h{b} still failing: session {:?}, path {:?}, dht {}",
+                            source.peer_state(&name).ok().flatten(),
+                            source.route_path(&name, "latency").ok().flatten(),
+                            source
+                                .status()
+                                .map(|s| s["dht"].to_string())
+                                .unwrap_or_default()
+                        );
+                    }
+                    last_failures.push(format!(
+                        "h{a} -> h{b}.weft: {} {}",
+                        String::from_utf8_lossy(&output.stdout).trim(),
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    ));
+                }
+            }
+        }
+        // A round that failed pairs waited at least the pings' own 2 s
+        // (or their resolver's timeouts) already: no sleep needed.
+        if !last_failures.is_empty() {
+            eprintln!(
+                "round {rounds}: {} of {} pairs failed, e.g. {}",
+                last_failures.len(),
+                todo.len(),
+                last_failures[0]
+            );
+        }
+    }
+    eprintln!("{} pairs answered in {rounds} rounds", pairs.len());
+    reached
+}
+
+/// Pings to overlay addresses that no node holds end with ICMP
+/// unreachable from the local node, quickly; an unknown name does not
+/// resolve. Returns what went wrong, so the rest of the test still runs
+/// and reports too.
+fn unknown_addresses_are_unreachable_at_once(testbed: &Testbed) -> Vec<String> {
+    let host = testbed.host(1);
+    let mut problems = Vec::new();
+    for target in ["fd77:6566:dead:beef::1", "198.19.0.200"] {
+        let started = now();
+        let output = run(&mut ping(host, target, 5));
+        let took = started.elapsed();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if output.status.success() {
+            problems.push(format!("ping {target} answered: {stdout}"));
+        } else if !stdout.to_lowercase().contains("unreachable") {
+            problems.push(format!(
+                "ping {target}: no ICMP unreachable, gave up after {took:.2?} (the node counted {} unreachable): {stdout}",
+                host.stat("unreachable").unwrap_or_default()
+            ));
+        } else if took >= UNREACHABLE_WITHIN {
+            problems.push(format!("ping {target} took {took:.2?} to fail: {stdout}"));
+        } else {
+            eprintln!("ping {target}: unreachable after {took:.2?}");
+        }
+    }
+    let output = run(&mut ping(host, "nosuch.weft", 2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() || !stderr.contains("nosuch.weft: Name or service not known") {
+        problems.push(format!("ping nosuch.weft: {stderr}"));
+    }
+    problems
+}
+
+/// `ping -c 1 -W wait_secs TARGET` inside `host`'s namespace.
+fn ping(host: &Host, target: &str, wait_secs: u32) -> Command {
+    let mut command = host.command("ping");
+    command
+        .args(["-n", "-c", "1", "-W", &wait_secs.to_string(), target])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs `command` to completion within [`COMMAND_TIMEOUT`].
+fn run(command: &mut Command) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(child)
+}
+
+/// Waits for `child` within [`COMMAND_TIMEOUT`]; kills it (by its PID)
+/// if it overstays, and fails the test.
+fn wait_output(mut child: Child) -> Output {
+    let deadline = now() + COMMAND_TIMEOUT;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if now() >= deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "a command ran longer than {COMMAND_TIMEOUT:?}: {} {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
