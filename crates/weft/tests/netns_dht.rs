@@ -103,6 +103,7 @@ fn eight_nodes_from_one_bootstrap_reach_each_other_by_name() {
         slowest.saturating_duration_since(start)
     );
 
+    names_resolve_to_both_overlay_addresses(&testbed);
     let problems = unknown_addresses_are_unreachable_at_once(&testbed);
 
     let pid = testbed.kill(0).unwrap();
@@ -315,6 +316,32 @@ fn ping_all_pairs(
     }
     eprintln!("{} pairs answered in {rounds} rounds", pairs.len());
     reached
+}
+
+/// The system resolver (glibc, through the namespace's resolv.conf) gets
+/// A and AAAA records for a name in any case, and IPv4 pings by name work
+/// too (the pairs above resolve to IPv6 first).
+fn names_resolve_to_both_overlay_addresses(testbed: &Testbed) {
+    let host = testbed.host(1);
+    let target = testbed.host(2);
+    for (database, expected) in [
+        ("ahostsv4", overlay_ipv4(2).to_string()),
+        ("ahostsv6", target.overlay_ipv6().unwrap().to_string()),
+    ] {
+        let output = run(host.command("getent").args([database, "H2.Weft"]));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.split_whitespace().next() == Some(expected.as_str()),
+            "getent {database} H2.Weft: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let output = run(ping(host, "h2.weft", 2).arg("-4"));
+    assert!(
+        output.status.success(),
+        "ping -4 h2.weft: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }
 
 /// Pings to overlay addresses that no node holds end with ICMP

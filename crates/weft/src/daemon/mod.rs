@@ -643,8 +643,11 @@ impl EventLoop {
         let dht = DhtInfo {
             contacts: node.dht_contacts().len(),
             stored_records: node.dht_stored_records(),
-            // Filled from the node's picked neighbours once it reports them.
-            neighbours: Vec::new(),
+            neighbours: node
+                .picked_neighbours()
+                .iter()
+                .map(|id| names.get(id).cloned().unwrap_or_else(|| id.short()))
+                .collect(),
             lookups: dht_stats.lookups,
             lookups_ok: dht_stats.lookups_ok,
             lookups_failed: dht_stats.lookups_failed,
@@ -966,6 +969,57 @@ fn describe_path(path: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_queries_for_one_name_share_a_lookup_and_all_get_its_answer() {
+        #[allow(clippy::disallowed_methods)] // any instant will do
+        let start = Instant::now();
+        let mut lookups = Lookups::new(Duration::from_secs(15));
+        let (first, mut first_answer) = oneshot::channel();
+        // No lookup of the name under way: the query is handed back.
+        let Err(first) = lookups.join("db1", Waiter::Dns(first)) else {
+            panic!("joined a lookup that does not exist");
+        };
+        lookups.insert(start, LookupId(7), Some("db1".into()), first);
+        let (second, mut second_answer) = oneshot::channel();
+        assert!(lookups.join("db1", Waiter::Dns(second)).is_ok());
+        let waiters = lookups.finish(LookupId(7));
+        assert_eq!(waiters.len(), 2);
+        for waiter in waiters {
+            waiter.fail("test");
+        }
+        assert_eq!(first_answer.try_recv(), Ok(DnsAnswer::Failed));
+        assert_eq!(second_answer.try_recv(), Ok(DnsAnswer::Failed));
+        // The name's lookup is over: the next query starts a new one.
+        assert!(
+            lookups
+                .join("db1", Waiter::Dns(oneshot::channel().0))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn lookups_past_their_deadline_are_answered_with_failure() {
+        #[allow(clippy::disallowed_methods)] // any instant will do
+        let start = Instant::now();
+        let mut lookups = Lookups::new(Duration::from_secs(15));
+        let (reply, mut answer) = oneshot::channel();
+        lookups.insert(
+            start,
+            LookupId(1),
+            None,
+            Waiter::Control {
+                target: "db1".into(),
+                reply,
+            },
+        );
+        lookups.expire(start + Duration::from_secs(14));
+        assert!(answer.try_recv().is_err());
+        lookups.expire(start + Duration::from_secs(15));
+        assert!(matches!(answer.try_recv(), Ok(Response::Refused(_))));
+        assert!(lookups.finish(LookupId(1)).is_empty());
+        assert!(lookups.has_room());
+    }
 
     #[test]
     fn rejection_log_limits_per_window_and_reports_the_rest() {
