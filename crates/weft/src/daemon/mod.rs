@@ -162,6 +162,7 @@ async fn serve(
     let udp = Udp::bind(config.node.listen)?;
     let listen = udp.local_addr().unwrap_or(config.node.listen);
     let tun = Tun::create(&config.tun, node.overlay_ipv6(), node.overlay_ipv4())?;
+    accept_local_source(tun.name());
     let (control, requests) = ControlSocket::start(&config.control.socket)?;
     let (dns, dns_requests) = start_dns(&config.dns, tun.name(), &node);
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -800,6 +801,21 @@ impl Lookups {
                 waiter.fail("the lookup did not end in time");
             }
         }
+    }
+}
+
+/// Lets the kernel accept IPv4 packets from the TUN whose source is one of
+/// this host's addresses: the ICMP unreachable errors the node writes for
+/// overlay addresses no node holds come from the node's own overlay
+/// address (as the kernel's own "host unreachable" does), and without
+/// `accept_local` the kernel drops them as martians, so the application
+/// waits for its timeout instead of learning at once. Remote packets cannot
+/// use this: the node refuses tunnelled packets whose source is not the
+/// sending peer's. IPv6 has no such check. Best effort: logged on failure.
+fn accept_local_source(tun: &str) {
+    let path = format!("/proc/sys/net/ipv4/conf/{tun}/accept_local");
+    if let Err(error) = std::fs::write(&path, "1") {
+        warn!(%path, %error, "cannot set accept_local: ICMP unreachable errors for unknown IPv4 overlay addresses will be dropped by the kernel");
     }
 }
 
