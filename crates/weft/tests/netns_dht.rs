@@ -225,6 +225,15 @@ fn lookups_find_records_and_show_hops(testbed: &Testbed) {
 
     let output = run(asker
         .weft()
+        .args(["lookup", "not a name", "--socket"])
+        .arg(asker.socket_path()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("'not a name' is neither a node name"),
+        "{stderr}"
+    );
+    let output = run(asker
+        .weft()
         .args(["lookup", "nosuch", "--socket"])
         .arg(asker.socket_path()));
     let stderr = String::from_utf8_lossy(&output.stderr);
