@@ -5,11 +5,13 @@
 #![allow(clippy::disallowed_methods)] // one base instant; everything else is offsets
 #![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use weft_core::dht::{Dht, DhtConfig, DhtEvent, LookupError, LookupId, NodeRecord, Target};
+use weft_core::dht::{
+    Dht, DhtConfig, DhtEvent, LookupError, LookupId, LookupTrace, NodeRecord, Target,
+};
 use weft_core::{CaSecret, CertificateTemplate, SecretKey};
 
 const UNIX_START: u64 = 1_800_000_000;
@@ -22,8 +24,12 @@ struct Net {
     /// (arrival, sequence) -> (to, from, bytes)
     flight: BTreeMap<(Instant, u64), (usize, SocketAddr, Vec<u8>)>,
     seq: u64,
+    /// Each node's next timeout, in both directions.
+    timers: BTreeSet<(Instant, usize)>,
+    timer_of: Vec<Option<Instant>>,
     events: Vec<Vec<DhtEvent>>,
     down: Vec<bool>,
+    latency: Box<dyn Fn(usize, usize) -> Duration>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -35,7 +41,7 @@ fn ipv4(i: usize) -> Ipv4Addr {
 }
 
 /// A fixed one-way delay per pair, 2 to 40 ms.
-fn latency(a: usize, b: usize) -> Duration {
+fn small_latency(a: usize, b: usize) -> Duration {
     let (lo, hi) = if a < b { (a, b) } else { (b, a) };
     Duration::from_millis(2 + ((lo * 7919 + hi * 104_729) % 39) as u64)
 }
@@ -74,15 +80,35 @@ impl Net {
         }
         let addrs: Vec<SocketAddr> = (0..n).map(addr).collect();
         let by_addr = addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect();
-        Self {
+        let mut net = Self {
             now,
             nodes,
             addrs,
             by_addr,
             flight: BTreeMap::new(),
             seq: 0,
+            timers: BTreeSet::new(),
+            timer_of: vec![None; n],
             events: vec![Vec::new(); n],
             down: vec![false; n],
+            latency: Box::new(small_latency),
+        };
+        for i in 0..n {
+            net.update_timer(i);
+        }
+        net
+    }
+
+    fn update_timer(&mut self, i: usize) {
+        if let Some(old) = self.timer_of[i].take() {
+            self.timers.remove(&(old, i));
+        }
+        if self.down[i] {
+            return;
+        }
+        if let Some(at) = self.nodes[i].poll_timeout() {
+            self.timers.insert((at, i));
+            self.timer_of[i] = Some(at);
         }
     }
 
@@ -95,25 +121,19 @@ impl Net {
                 continue;
             }
             self.seq += 1;
-            self.flight.insert(
-                (self.now + latency(i, j), self.seq),
-                (j, self.addrs[i], bytes),
-            );
+            let arrival = self.now + (self.latency)(i, j);
+            self.flight
+                .insert((arrival, self.seq), (j, self.addrs[i], bytes));
         }
         while let Some(event) = self.nodes[i].poll_event() {
             self.events[i].push(event);
         }
+        self.update_timer(i);
     }
 
     fn run_until(&mut self, until: Instant) {
         loop {
-            let timer = self
-                .nodes
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !self.down[*i])
-                .filter_map(|(i, n)| n.poll_timeout().map(|t| (t, i)))
-                .min();
+            let timer = self.timers.first().copied();
             let datagram = self.flight.keys().next().copied();
             let next = match (timer, datagram) {
                 (Some((t, _)), Some((d, _))) => t.min(d),
@@ -149,22 +169,26 @@ impl Net {
         id
     }
 
-    /// Runs until lookup `id` of node `i` is done, at most 15 s.
-    fn result(
+    fn take_result(
         &mut self,
         i: usize,
         id: LookupId,
-    ) -> (Result<NodeRecord, LookupError>, weft_core::dht::LookupTrace) {
+    ) -> Option<(Result<NodeRecord, LookupError>, LookupTrace)> {
+        let at = self.events[i]
+            .iter()
+            .position(|e| matches!(e, DhtEvent::LookupDone { id: done, .. } if *done == id))?;
+        let DhtEvent::LookupDone { result, trace, .. } = self.events[i].remove(at) else {
+            unreachable!()
+        };
+        Some((result, trace))
+    }
+
+    /// Runs until lookup `id` of node `i` is done, at most 15 s.
+    fn result(&mut self, i: usize, id: LookupId) -> (Result<NodeRecord, LookupError>, LookupTrace) {
         let deadline = self.now + Duration::from_secs(15);
         loop {
-            let found = self.events[i]
-                .iter()
-                .position(|e| matches!(e, DhtEvent::LookupDone { id: done, .. } if *done == id));
-            if let Some(at) = found {
-                let DhtEvent::LookupDone { result, trace, .. } = self.events[i].remove(at) else {
-                    unreachable!()
-                };
-                return (result, trace);
+            if let Some(done) = self.take_result(i, id) {
+                return done;
             }
             assert!(self.now < deadline, "lookup {id:?} of node {i} did not end");
             let step = self.now + Duration::from_millis(50);
@@ -265,4 +289,127 @@ fn fifty_nodes_join_through_one_node_each_and_find_each_other() {
         assert_eq!(stats.malformed, 0);
         assert_eq!(stats.rejected, 0, "{stats:?}");
     }
+}
+
+/// Scale check (not part of the default run): `DHT_NODES` nodes (default
+/// 2,000) with access delays of 5 to 150 ms each (RTT 10 to 300 ms), each
+/// joining through one random earlier node, then random lookups by id.
+/// Prints cost and quality; run with
+/// `cargo test --release -p weft-core --test dht -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn scale() {
+    let n: usize = std::env::var("DHT_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let wall = Instant::now();
+    let mut net = Net::new(n, DhtConfig::default());
+    if std::env::var_os("DHT_SHARED_CERTS").is_some() {
+        let cache = weft_core::dht::CertificateCache::new(2 * n);
+        net.nodes = std::mem::take(&mut net.nodes)
+            .into_iter()
+            .map(|d| d.with_certificate_cache(cache.clone()))
+            .collect();
+    }
+    println!("setup {:?}", wall.elapsed());
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let access: Vec<Duration> = (0..n)
+        .map(|_| Duration::from_micros(5_000 + next() % 145_000))
+        .collect();
+    let access2 = access.clone();
+    net.latency = Box::new(move |a, b| access2[a] + access2[b]);
+    let wall = Instant::now();
+    for i in 1..n {
+        let boot = net.addrs[(next() % i as u64) as usize];
+        net.nodes[i].bootstrap(net.now, &[boot]);
+        net.drain(i);
+        let until = net.now + Duration::from_millis(20);
+        net.run_until(until);
+    }
+    let until = net.now + Duration::from_secs(30);
+    net.run_until(until);
+    let joined = net.nodes.iter().filter(|d| d.is_joined()).count();
+    let queries: u64 = net.nodes.iter().map(|d| d.stats().queries).sum();
+    let tx: u64 = net.nodes.iter().map(|d| d.stats().tx).sum();
+    println!(
+        "joins: {joined}/{n} in {:?} wall; queries per node {:.1}, datagrams per node {:.1}",
+        wall.elapsed(),
+        queries as f64 / n as f64,
+        tx as f64 / n as f64
+    );
+    let contacts: usize = net.nodes.iter().map(|d| d.contacts().len()).sum();
+    println!("contacts per node {:.1}", contacts as f64 / n as f64);
+    let wall = Instant::now();
+    let mut ok = 0;
+    let mut hops = Vec::new();
+    let mut ratio = Vec::new();
+    let mut elapsed = Vec::new();
+    let lookups = 300;
+    let mut rtts: Vec<Duration> = Vec::new();
+    for _ in 0..lookups {
+        let i = (next() % n as u64) as usize;
+        let j = (next() % n as u64) as usize;
+        rtts.push((access[i] + access[j]) * 2);
+        let id = net.lookup(i, Target::Id(net.nodes[j].node_id()));
+        let (result, trace) = net.result(i, id);
+        if result.is_ok() {
+            ok += 1;
+        } else {
+            let target = net.nodes[j].node_id();
+            let knowers = net
+                .nodes
+                .iter()
+                .filter(|d| d.contacts().iter().any(|c| c.id == target))
+                .count();
+            let holders = net
+                .nodes
+                .iter()
+                .filter(|d| d.cached(net.now, &Target::Id(target)).is_some())
+                .count();
+            println!(
+                "FAILED {i} -> {j} ({target:?}): {result:?}; {knowers} know it, {holders} hold its record; joined {}; its contacts {}",
+                net.nodes[j].is_joined(),
+                net.nodes[j].contacts().len()
+            );
+            let knowers: Vec<_> = net
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.contacts().iter().any(|c| c.id == target))
+                .map(|(k, d)| (k, d.node_id()))
+                .collect();
+            println!("   knowers {knowers:?}");
+            for q in &trace.queries {
+                println!(
+                    "   {:?} depth {} after {:?} rtt {:?} {:?}",
+                    q.node, q.depth, q.sent_after, q.rtt, q.outcome
+                );
+            }
+        }
+        hops.push(trace.hops);
+        elapsed.push(trace.elapsed);
+        ratio.push(trace.queries.len());
+    }
+    rtts.sort();
+    elapsed.sort();
+    hops.sort();
+    let median_rtt = rtts[rtts.len() / 2];
+    println!(
+        "lookups {ok}/{lookups} ok in {:?} wall; hops mean {:.2} p99 {}; latency median {:?} p99 {:?}; median pair RTT {:?} (ratio {:.2}); queries per lookup {:.1}",
+        wall.elapsed(),
+        hops.iter().sum::<u32>() as f64 / hops.len() as f64,
+        hops[hops.len() * 99 / 100],
+        elapsed[elapsed.len() / 2],
+        elapsed[elapsed.len() * 99 / 100],
+        median_rtt,
+        elapsed[elapsed.len() / 2].as_secs_f64() / median_rtt.as_secs_f64(),
+        ratio.iter().sum::<usize>() as f64 / ratio.len() as f64,
+    );
 }

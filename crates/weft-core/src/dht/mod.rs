@@ -32,6 +32,7 @@ use std::time::Duration;
 use crate::identity::{Certificate, NodeId, is_overlay_ipv6};
 use crate::wire::is_label;
 
+pub use certs::CertificateCache;
 pub use engine::Dht;
 
 /// BLAKE3 `derive_key` context of the key a name is stored under.

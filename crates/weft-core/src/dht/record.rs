@@ -12,9 +12,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::certs::CertCache;
+use super::certs::Verifier;
 use super::{Key, NodeRecord, Target};
-use crate::identity::{CaCertificate, Certificate, SecretKey, verify_signature};
+use crate::identity::{Certificate, SecretKey};
 use crate::wire::{RecordFields, SIGNATURE_LEN, record_digest};
 
 /// Longest lifetime a record may claim, in seconds from now.
@@ -44,8 +44,7 @@ impl SignedRecord {
     /// Checks and decodes a record received from the network.
     pub(crate) fn verify(
         bytes: &[u8],
-        ca: &CaCertificate,
-        certs: &mut CertCache,
+        certs: &mut Verifier,
         unix_now: u64,
     ) -> Result<Self, RecordError> {
         let fields = RecordFields::decode(bytes).map_err(|_| RecordError::Malformed)?;
@@ -58,16 +57,15 @@ impl SignedRecord {
         if fields.sequence > unix_now.saturating_add(MAX_CLOCK_SKEW).saturating_mul(1000) {
             return Err(RecordError::FromTheFuture);
         }
-        let certificate = certs
-            .verify(fields.certificate, ca, unix_now)
+        let member = certs
+            .verify(fields.certificate, unix_now)
             .map_err(|_| RecordError::Certificate)?;
-        let digest = record_digest(fields.signed);
-        if !verify_signature(&certificate.public_key().ed25519, &digest, fields.signature) {
+        if !member.verifies(&record_digest(fields.signed), fields.signature) {
             return Err(RecordError::Signature);
         }
         Ok(Self {
             record: NodeRecord {
-                certificate: Certificate::clone(&certificate),
+                certificate: member.certificate.clone(),
                 sequence: fields.sequence,
                 expires: fields.expires,
                 endpoints: fields.endpoints,
@@ -193,8 +191,8 @@ mod tests {
             &endpoints(),
             &["g".into()],
         );
-        let mut certs = CertCache::new(8);
-        let got = SignedRecord::verify(&signed.bytes, ca.certificate(), &mut certs, NOW).unwrap();
+        let mut certs = Verifier::new(ca.certificate().clone(), 8);
+        let got = SignedRecord::verify(&signed.bytes, &mut certs, NOW).unwrap();
         assert_eq!(got, signed);
         assert_eq!(got.record.groups, ["g".to_string()]);
         assert_eq!(record_keys(&got.record).len(), 3);
@@ -208,16 +206,16 @@ mod tests {
         // Another member signs a record carrying 3's certificate.
         let (other, _) = member(&ca, 4, NOW + 86_400);
         let forged = SignedRecord::sign(&other, &cert, NOW * 1000, NOW + 3600, &endpoints(), &[]);
-        let mut certs = CertCache::new(8);
+        let mut certs = Verifier::new(ca.certificate().clone(), 8);
         assert_eq!(
-            SignedRecord::verify(&forged.bytes, ca.certificate(), &mut certs, NOW),
+            SignedRecord::verify(&forged.bytes, &mut certs, NOW),
             Err(RecordError::Signature)
         );
         // A changed endpoint under the owner's signature.
         let mut tampered = signed.bytes.clone();
         let at = tampered.len() - 64 - 4;
         tampered[at] ^= 1;
-        assert!(SignedRecord::verify(&tampered, ca.certificate(), &mut certs, NOW).is_err());
+        assert!(SignedRecord::verify(&tampered, &mut certs, NOW).is_err());
     }
 
     #[test]
@@ -226,15 +224,15 @@ mod tests {
         let ca2 = ca(2);
         let (secret, cert) = member(&ca2, 3, NOW + 86_400);
         let foreign = SignedRecord::sign(&secret, &cert, NOW * 1000, NOW + 3600, &[], &[]);
-        let mut certs = CertCache::new(8);
+        let mut certs = Verifier::new(ca1.certificate().clone(), 8);
         assert_eq!(
-            SignedRecord::verify(&foreign.bytes, ca1.certificate(), &mut certs, NOW),
+            SignedRecord::verify(&foreign.bytes, &mut certs, NOW),
             Err(RecordError::Certificate)
         );
         let (secret, cert) = member(&ca1, 3, NOW + 86_400);
         let expired = SignedRecord::sign(&secret, &cert, NOW * 1000, NOW, &[], &[]);
         assert_eq!(
-            SignedRecord::verify(&expired.bytes, ca1.certificate(), &mut certs, NOW),
+            SignedRecord::verify(&expired.bytes, &mut certs, NOW),
             Err(RecordError::Expired)
         );
         let long = SignedRecord::sign(
@@ -246,21 +244,21 @@ mod tests {
             &[],
         );
         assert_eq!(
-            SignedRecord::verify(&long.bytes, ca1.certificate(), &mut certs, NOW),
+            SignedRecord::verify(&long.bytes, &mut certs, NOW),
             Err(RecordError::TooLong)
         );
         let future =
             SignedRecord::sign(&secret, &cert, (NOW + 61) * 1000 + 1, NOW + 3600, &[], &[]);
         assert_eq!(
-            SignedRecord::verify(&future.bytes, ca1.certificate(), &mut certs, NOW),
+            SignedRecord::verify(&future.bytes, &mut certs, NOW),
             Err(RecordError::FromTheFuture)
         );
         // A certificate that has expired makes its record void, cached or not.
         let (secret, short_cert) = member(&ca1, 5, NOW + 10);
         let short = SignedRecord::sign(&secret, &short_cert, NOW * 1000, NOW + 3600, &[], &[]);
-        assert!(SignedRecord::verify(&short.bytes, ca1.certificate(), &mut certs, NOW).is_ok());
+        assert!(SignedRecord::verify(&short.bytes, &mut certs, NOW).is_ok());
         assert_eq!(
-            SignedRecord::verify(&short.bytes, ca1.certificate(), &mut certs, NOW + 10),
+            SignedRecord::verify(&short.bytes, &mut certs, NOW + 10),
             Err(RecordError::Certificate)
         );
     }
@@ -280,7 +278,7 @@ mod tests {
         );
         assert!(signed.bytes.len() <= crate::wire::MAX_RECORD_LEN);
         assert!(signed.record.groups.len() < 32);
-        let mut certs = CertCache::new(8);
-        assert!(SignedRecord::verify(&signed.bytes, ca.certificate(), &mut certs, NOW).is_ok());
+        let mut certs = Verifier::new(ca.certificate().clone(), 8);
+        assert!(SignedRecord::verify(&signed.bytes, &mut certs, NOW).is_ok());
     }
 }
