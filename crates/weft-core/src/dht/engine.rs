@@ -68,8 +68,6 @@ use crate::wire::{
     datagram_digest,
 };
 
-/// Far buckets refreshed right after a join.
-
 const MAX_PENDING: usize = 2048;
 const MAX_LOOKUPS: usize = 256;
 const MAX_TRANSMIT: usize = 4096;
