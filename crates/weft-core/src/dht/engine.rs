@@ -1211,3 +1211,504 @@ impl std::fmt::Debug for Dht {
             .finish()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests take one base instant
+#[allow(clippy::wildcard_enum_match_arm)] // tests pick the messages they check
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::dht::QueryOutcome;
+    use crate::identity::{CaSecret, CertificateTemplate};
+
+    const UNIX: u64 = 1_800_000_000;
+
+    struct Member {
+        secret: SecretKey,
+        cert: Certificate,
+        addr: SocketAddr,
+    }
+
+    fn ca(seed: u8) -> CaSecret {
+        CaSecret::new([seed; 32], "net", UNIX - 100, UNIX + 86_400).unwrap()
+    }
+
+    fn member(ca: &CaSecret, n: u8) -> Member {
+        let mut seed = [n; 64];
+        seed[0] = 0x40;
+        let secret = SecretKey::from_random(seed);
+        let cert = ca
+            .sign(&CertificateTemplate {
+                name: format!("m{n}"),
+                public_key: secret.public(),
+                ipv4: Some(format!("198.19.0.{n}/16").parse().unwrap()),
+                groups: vec![],
+                not_before: UNIX - 10,
+                not_after: UNIX + 86_400,
+            })
+            .unwrap();
+        Member {
+            secret,
+            cert,
+            addr: SocketAddr::from(([198, 18, 0, n], 4800)),
+        }
+    }
+
+    fn config() -> DhtConfig {
+        DhtConfig {
+            query_timeout: Duration::from_millis(500),
+            ..DhtConfig::default()
+        }
+    }
+
+    fn engine(now: Instant, ca: &CaSecret, m: &Member) -> Dht {
+        Dht::new(
+            now,
+            Duration::from_secs(UNIX),
+            m.secret.clone(),
+            m.cert.clone(),
+            ca.certificate().clone(),
+            config(),
+            [m.addr.ip().to_string().len() as u8; 32],
+        )
+    }
+
+    fn datagram(m: &Member, txid: u64, unix: u64, message: &DhtMessage<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        DhtDatagram::emit_unsigned(&mut out, m.cert.to_bytes(), txid, unix, message);
+        let signature = m.secret.sign(&datagram_digest(&out));
+        out.extend_from_slice(&signature);
+        out
+    }
+
+    /// Everything `dht` sent, records left out (their bytes borrow the
+    /// datagram).
+    fn sent(dht: &mut Dht) -> Vec<(SocketAddr, DhtMessage<'static>, u64)> {
+        let mut out = Vec::new();
+        while let Some((to, bytes)) = dht.poll_transmit() {
+            let d = DhtDatagram::decode(&bytes).unwrap();
+            let message = match d.message {
+                DhtMessage::Value { observed, .. } => DhtMessage::Value {
+                    observed,
+                    record: &[],
+                },
+                DhtMessage::Store { key, .. } => DhtMessage::Store { key, record: &[] },
+                DhtMessage::Ping => DhtMessage::Ping,
+                DhtMessage::Pong { observed } => DhtMessage::Pong { observed },
+                DhtMessage::FindNode { key } => DhtMessage::FindNode { key },
+                DhtMessage::FindValue { target } => DhtMessage::FindValue { target },
+                DhtMessage::Nodes { observed, contacts } => {
+                    DhtMessage::Nodes { observed, contacts }
+                }
+                DhtMessage::StoreAck { observed, stored } => {
+                    DhtMessage::StoreAck { observed, stored }
+                }
+            };
+            out.push((to, message, d.txid));
+        }
+        out
+    }
+
+    #[test]
+    fn ping_is_answered_with_the_observed_endpoint_and_adds_the_sender() {
+        let now = Instant::now();
+        let ca = ca(1);
+        let (a, b) = (member(&ca, 1), member(&ca, 2));
+        let mut dht = engine(now, &ca, &a);
+        dht.handle_datagram(now, b.addr, &datagram(&b, 7, UNIX, &DhtMessage::Ping));
+        let out = sent(&mut dht);
+        // The pong, then the join that the first contact starts.
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].0, b.addr);
+        assert_eq!(out[0].1, DhtMessage::Pong { observed: b.addr });
+        assert_eq!(out[0].2, 7);
+        assert_eq!(
+            out[1].1,
+            DhtMessage::FindNode {
+                key: Key(*a.cert.node_id().as_bytes())
+            }
+        );
+        let contacts = dht.contacts();
+        assert_eq!(contacts.len(), 1);
+        assert_eq!(contacts[0].id, b.cert.node_id());
+        assert_eq!(contacts[0].name.as_deref(), Some("m2"));
+    }
+
+    #[test]
+    fn forged_stale_foreign_and_replayed_requests_are_rejected() {
+        let now = Instant::now();
+        let ca1 = ca(1);
+        let (a, b, c) = (member(&ca1, 1), member(&ca1, 2), member(&ca1, 3));
+        let mut dht = engine(now, &ca1, &a);
+        // c signs a datagram carrying b's certificate.
+        let mut forged = Vec::new();
+        DhtDatagram::emit_unsigned(&mut forged, b.cert.to_bytes(), 1, UNIX, &DhtMessage::Ping);
+        let signature = c.secret.sign(&datagram_digest(&forged));
+        forged.extend_from_slice(&signature);
+        dht.handle_datagram(now, c.addr, &forged);
+        // Timestamps more than 60 s off.
+        dht.handle_datagram(now, b.addr, &datagram(&b, 2, UNIX - 61, &DhtMessage::Ping));
+        dht.handle_datagram(now, b.addr, &datagram(&b, 3, UNIX + 61, &DhtMessage::Ping));
+        // A member of another network.
+        let ca2 = ca(2);
+        let x = member(&ca2, 9);
+        dht.handle_datagram(now, x.addr, &datagram(&x, 4, UNIX, &DhtMessage::Ping));
+        // The own certificate, reflected.
+        dht.handle_datagram(now, a.addr, &datagram(&a, 5, UNIX, &DhtMessage::Ping));
+        assert!(sent(&mut dht).is_empty());
+        assert_eq!(dht.stats().rejected, 5);
+        assert!(dht.contacts().is_empty());
+        // A valid request is answered once, its replay not at all.
+        let ping = datagram(&b, 6, UNIX + 60, &DhtMessage::Ping);
+        dht.handle_datagram(now, b.addr, &ping);
+        dht.handle_datagram(now, b.addr, &ping);
+        let pongs = sent(&mut dht)
+            .into_iter()
+            .filter(|(_, m, _)| matches!(m, DhtMessage::Pong { .. }))
+            .count();
+        assert_eq!(pongs, 1);
+        assert_eq!(dht.stats().rejected, 6);
+        // Garbage is malformed, not rejected.
+        dht.handle_datagram(now, b.addr, &[0x15, 0, 0, 0, 1]);
+        assert_eq!(dht.stats().malformed, 1);
+    }
+
+    #[test]
+    fn responses_count_only_from_the_asked_node_and_for_outstanding_ids() {
+        let now = Instant::now();
+        let ca = ca(1);
+        let (a, b, c) = (member(&ca, 1), member(&ca, 2), member(&ca, 3));
+        let mut dht = engine(now, &ca, &a);
+        dht.add_contact(now, b.cert.node_id(), b.addr, None);
+        // Adding the first contact starts the join: a FindNode to b.
+        let out = sent(&mut dht);
+        assert_eq!(out.len(), 1);
+        let (to, message, txid) = out[0].clone();
+        assert_eq!(to, b.addr);
+        assert!(matches!(message, DhtMessage::FindNode { .. }));
+        let answer = DhtMessage::Nodes {
+            observed: a.addr,
+            contacts: vec![],
+        };
+        // c answers in b's place: refused.
+        dht.handle_datagram(now, c.addr, &datagram(&c, txid, UNIX, &answer));
+        assert_eq!(dht.stats().rejected, 1);
+        // An id nobody asked for: refused before any signature check.
+        dht.handle_datagram(now, b.addr, &datagram(&b, txid ^ 1, UNIX, &answer));
+        assert_eq!(dht.stats().rejected, 2);
+        // b's answer is taken; the join ends (nobody else to ask).
+        let later = now + Duration::from_millis(30);
+        dht.handle_datagram(later, b.addr, &datagram(&b, txid, UNIX, &answer));
+        assert_eq!(dht.stats().rejected, 2);
+        assert!(dht.is_joined());
+        assert_eq!(dht.poll_event(), Some(DhtEvent::Joined { contacts: 1 }));
+        assert_eq!(
+            dht.contacts()[0].rtt,
+            Some(Duration::from_millis(30)),
+            "the round trip is measured"
+        );
+        // The same answer again is a replay of a used id.
+        dht.handle_datagram(later, b.addr, &datagram(&b, txid, UNIX, &answer));
+        assert_eq!(dht.stats().rejected, 3);
+        // The own record went to b (the only holder) under the id key, and
+        // lookups of the name and IPv4 keys began.
+        let out = sent(&mut dht);
+        let id_key = Key(*a.cert.node_id().as_bytes());
+        assert!(
+            out.iter().any(|(to, m, _)| *to == b.addr
+                && matches!(m, DhtMessage::Store { key, .. } if *key == id_key)),
+            "{out:?}"
+        );
+        assert_eq!(
+            out.iter()
+                .filter(|(_, m, _)| matches!(m, DhtMessage::FindNode { .. }))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn bootstrap_pings_are_retried_with_backoff_while_the_table_is_empty() {
+        let now = Instant::now();
+        let ca = ca(1);
+        let a = member(&ca, 1);
+        let boot = SocketAddr::from((Ipv4Addr::new(198, 18, 0, 9), 4800));
+        let mut dht = engine(now, &ca, &a);
+        dht.bootstrap(now, &[boot]);
+        assert_eq!(sent(&mut dht).len(), 1);
+        let mut pinged = Vec::new();
+        while let Some(at) = dht.poll_timeout()
+            && at <= now + Duration::from_secs(100)
+        {
+            dht.handle_timeout(at);
+            for (to, message, _) in sent(&mut dht) {
+                assert_eq!((to, message), (boot, DhtMessage::Ping));
+                pinged.push(at.duration_since(now).as_secs());
+            }
+        }
+        assert_eq!(pinged, [1, 3, 7, 15, 31, 61, 91]);
+        assert_eq!(dht.stats().query_timeouts, 8);
+    }
+
+    #[test]
+    fn lookups_end_at_once_without_contacts_or_for_the_own_record() {
+        let now = Instant::now();
+        let ca = ca(1);
+        let a = member(&ca, 1);
+        let mut dht = engine(now, &ca, &a);
+        let id = dht.lookup(now, Target::Name("m1".into()));
+        let Some(DhtEvent::LookupDone {
+            id: done,
+            result,
+            trace,
+            ..
+        }) = dht.poll_event()
+        else {
+            panic!("no event");
+        };
+        assert_eq!(done, id);
+        assert_eq!(result.unwrap().node_id(), a.cert.node_id());
+        assert_eq!(trace.hops, 0);
+        let id = dht.lookup(now, Target::Name("nobody".into()));
+        assert_eq!(
+            dht.poll_event(),
+            Some(DhtEvent::LookupDone {
+                id,
+                target: Target::Name("nobody".into()),
+                result: Err(LookupError::NoContacts),
+                trace: LookupTrace::default(),
+            })
+        );
+        assert_eq!(dht.stats().lookups, 2);
+        assert_eq!(dht.stats().lookups_ok, 1);
+        assert_eq!(dht.stats().lookups_failed, 1);
+    }
+
+    #[test]
+    fn stores_are_taken_only_under_the_record_keys_and_when_newer() {
+        let now = Instant::now();
+        let ca = ca(1);
+        let (a, b) = (member(&ca, 1), member(&ca, 2));
+        let mut dht = engine(now, &ca, &a);
+        let record = |sequence: u64| {
+            SignedRecord::sign(&b.secret, &b.cert, sequence, UNIX + 600, &[b.addr], &[])
+        };
+        let r1 = record(UNIX * 1000);
+        let store = |key: Key, bytes: &[u8], txid: u64| {
+            datagram(&b, txid, UNIX, &DhtMessage::Store { key, record: bytes })
+        };
+        let name_key = Target::Name("m2".into()).key();
+        dht.handle_datagram(now, b.addr, &store(Key([7; 32]), &r1.bytes, 1));
+        dht.handle_datagram(now, b.addr, &store(name_key, &r1.bytes, 2));
+        dht.handle_datagram(now, b.addr, &store(name_key, &r1.bytes, 3));
+        let r2 = record(UNIX * 1000 + 1);
+        dht.handle_datagram(now, b.addr, &store(name_key, &r2.bytes, 4));
+        let acks: Vec<bool> = sent(&mut dht)
+            .into_iter()
+            .filter_map(|(_, m, _)| match m {
+                DhtMessage::StoreAck { stored, .. } => Some(stored),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acks, [false, true, false, true]);
+        assert_eq!(dht.stats().records_stored, 2);
+        assert_eq!(dht.stats().records_rejected, 2);
+        assert_eq!(dht.stored_records(), 1);
+        let held = dht.cached(now, &Target::Name("m2".into())).unwrap();
+        assert_eq!(held.sequence, UNIX * 1000 + 1);
+        assert!(
+            dht.cached(now, &Target::Ipv4(Ipv4Addr::new(198, 19, 0, 2)))
+                .is_none()
+        );
+        // Expired records are gone after the next maintenance.
+        let late = now + Duration::from_secs(700);
+        assert!(dht.cached(late, &Target::Name("m2".into())).is_none());
+        while let Some(at) = dht.poll_timeout() {
+            if at > late {
+                break;
+            }
+            dht.handle_timeout(at);
+        }
+        assert_eq!(dht.stored_records(), 0);
+    }
+
+    #[test]
+    fn find_value_is_answered_from_the_store_then_by_prefix_for_ipv6() {
+        let now = Instant::now();
+        let ca = ca(1);
+        let (a, b, c) = (member(&ca, 1), member(&ca, 2), member(&ca, 3));
+        let mut dht = engine(now, &ca, &a);
+        let r = SignedRecord::sign(&b.secret, &b.cert, UNIX * 1000, UNIX + 600, &[b.addr], &[]);
+        let id_key = Key(*b.cert.node_id().as_bytes());
+        dht.handle_datagram(
+            now,
+            b.addr,
+            &datagram(
+                &b,
+                1,
+                UNIX,
+                &DhtMessage::Store {
+                    key: id_key,
+                    record: &r.bytes,
+                },
+            ),
+        );
+        let ask =
+            |target: Target, txid: u64| datagram(&c, txid, UNIX, &DhtMessage::FindValue { target });
+        dht.handle_datagram(
+            now,
+            c.addr,
+            &ask(Target::Ipv6(b.cert.node_id().overlay_ipv6()), 2),
+        );
+        dht.handle_datagram(now, c.addr, &ask(Target::Id(a.cert.node_id()), 3));
+        dht.handle_datagram(now, c.addr, &ask(Target::Name("zz".into()), 4));
+        let mut values = 0;
+        let mut nodes = 0;
+        while let Some((_, bytes)) = dht.poll_transmit() {
+            match DhtDatagram::decode(&bytes).unwrap().message {
+                DhtMessage::Value { .. } => values += 1,
+                DhtMessage::Nodes { contacts, .. } => {
+                    nodes += 1;
+                    // b is known (it sent a request); c asked and is left out.
+                    assert_eq!(contacts.len(), 1);
+                    assert_eq!(contacts[0].id, b.cert.node_id());
+                }
+                _ => {}
+            }
+        }
+        assert_eq!((values, nodes), (2, 1));
+    }
+
+    #[test]
+    fn silent_contacts_stall_then_fail_and_are_evicted() {
+        let now = Instant::now();
+        let ca = ca(1);
+        let a = member(&ca, 1);
+        let mut dht = engine(now, &ca, &a);
+        for n in 2..6 {
+            let m = member(&ca, n);
+            dht.add_contact(
+                now,
+                m.cert.node_id(),
+                m.addr,
+                Some(Duration::from_millis(40)),
+            );
+        }
+        let _ = sent(&mut dht); // the join, begun with the first contact
+        let finds = |dht: &mut Dht| {
+            sent(dht)
+                .into_iter()
+                .filter(|(_, m, _)| matches!(m, DhtMessage::FindValue { .. }))
+                .count()
+        };
+        dht.lookup(now, Target::Name("x".into()));
+        assert_eq!(finds(&mut dht), 3, "α = 3 at once");
+        // Soft timeout 2 × 40 + 20 = 100 ms: the fourth is asked.
+        let soft = now + Duration::from_millis(100);
+        assert_eq!(dht.poll_timeout(), Some(soft));
+        dht.handle_timeout(soft);
+        assert_eq!(finds(&mut dht), 1);
+        // Hard timeouts fail them all: not found.
+        let mut result = None;
+        while result.is_none() {
+            let at = dht.poll_timeout().unwrap();
+            dht.handle_timeout(at);
+            let _ = sent(&mut dht);
+            while let Some(event) = dht.poll_event() {
+                if let DhtEvent::LookupDone {
+                    result: r, trace, ..
+                } = event
+                {
+                    assert_eq!(at, soft + Duration::from_millis(500));
+                    assert!(
+                        trace
+                            .queries
+                            .iter()
+                            .all(|q| q.outcome == QueryOutcome::Timeout)
+                    );
+                    result = Some(r);
+                }
+            }
+        }
+        assert_eq!(result, Some(Err(LookupError::NotFound)));
+        // Two silences each (join and lookup, max_failures 2): evicted.
+        let mut at = now;
+        while !dht.contacts().is_empty() && at < now + Duration::from_secs(30) {
+            at = dht.poll_timeout().unwrap();
+            dht.handle_timeout(at);
+            let _ = sent(&mut dht);
+        }
+        assert!(dht.contacts().is_empty());
+        assert!(!dht.is_joined());
+    }
+
+    #[test]
+    fn lookup_trace_records_depth_and_outcomes() {
+        let now = Instant::now();
+        let ca = ca(1);
+        let (a, b, c) = (member(&ca, 1), member(&ca, 2), member(&ca, 3));
+        let mut dht = engine(now, &ca, &a);
+        dht.add_contact(now, b.cert.node_id(), b.addr, None);
+        let join = sent(&mut dht);
+        // b answers the join with nothing; a is joined.
+        let nodes = |contacts: Vec<DhtContact>| DhtMessage::Nodes {
+            observed: a.addr,
+            contacts,
+        };
+        dht.handle_datagram(now, b.addr, &datagram(&b, join[0].2, UNIX, &nodes(vec![])));
+        let _ = sent(&mut dht);
+        while dht.poll_event().is_some() {}
+        let target = Target::Name("m3".into());
+        let id = dht.lookup(now, target.clone());
+        let out = sent(&mut dht);
+        let (to, _, txid) = out
+            .iter()
+            .find(|(_, m, _)| matches!(m, DhtMessage::FindValue { .. }))
+            .unwrap()
+            .clone();
+        assert_eq!(to, b.addr);
+        let t1 = now + Duration::from_millis(10);
+        let contact = DhtContact {
+            id: c.cert.node_id(),
+            endpoint: c.addr,
+        };
+        dht.handle_datagram(t1, b.addr, &datagram(&b, txid, UNIX, &nodes(vec![contact])));
+        let out = sent(&mut dht);
+        let (to, _, txid) = out
+            .iter()
+            .find(|(_, m, _)| matches!(m, DhtMessage::FindValue { .. }))
+            .unwrap()
+            .clone();
+        assert_eq!(to, c.addr);
+        let record =
+            SignedRecord::sign(&c.secret, &c.cert, UNIX * 1000, UNIX + 600, &[c.addr], &[]);
+        let t2 = t1 + Duration::from_millis(20);
+        let value = DhtMessage::Value {
+            observed: a.addr,
+            record: &record.bytes,
+        };
+        dht.handle_datagram(t2, c.addr, &datagram(&c, txid, UNIX, &value));
+        let Some(DhtEvent::LookupDone {
+            id: done,
+            result,
+            trace,
+            ..
+        }) = dht.poll_event()
+        else {
+            panic!("no result");
+        };
+        assert_eq!(done, id);
+        assert_eq!(result.unwrap().name(), "m3");
+        assert_eq!(trace.hops, 2);
+        assert_eq!(trace.elapsed, Duration::from_millis(30));
+        assert_eq!(trace.queries.len(), 2);
+        assert_eq!(trace.queries[0].outcome, QueryOutcome::Nodes(1));
+        assert_eq!(trace.queries[0].rtt, Some(Duration::from_millis(10)));
+        assert_eq!(trace.queries[1].depth, 2);
+        assert_eq!(trace.queries[1].sent_after, Duration::from_millis(10));
+        assert_eq!(trace.queries[1].outcome, QueryOutcome::Value);
+        // Now cached: a second lookup ends at once.
+        assert!(dht.cached(t2, &target).is_some());
+    }
+}
