@@ -351,3 +351,89 @@ pub(crate) fn distance(a: &Key, b: &Key) -> Key {
     }
     Key(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn targets_parse_from_names_ids_and_addresses() {
+        assert_eq!(Target::parse("db1"), Ok(Target::Name("db1".into())));
+        assert_eq!(Target::parse("DB1.weft."), Ok(Target::Name("db1".into())));
+        assert_eq!(
+            Target::parse(" db-1.weft "),
+            Ok(Target::Name("db-1".into()))
+        );
+        assert_eq!(
+            Target::parse("198.19.0.7"),
+            Ok(Target::Ipv4(Ipv4Addr::new(198, 19, 0, 7)))
+        );
+        let ip: Ipv6Addr = "fd77:6566:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(Target::parse("fd77:6566:1:2:3:4:5:6"), Ok(Target::Ipv6(ip)));
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            Target::parse(&hex.to_uppercase()),
+            Ok(Target::Id(NodeId::from_bytes([0xab; 32])))
+        );
+        for bad in [
+            "",
+            "-a",
+            "a_b",
+            "2001:db8::1",
+            "a..b",
+            "x.y.weft",
+            &"g".repeat(64),
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad:?}");
+        }
+        // 63 hex digits are a name, not an id.
+        assert_eq!(
+            Target::parse(&"a".repeat(63)),
+            Ok(Target::Name("a".repeat(63)))
+        );
+    }
+
+    #[test]
+    fn ipv6_key_is_the_id_prefix() {
+        let id = NodeId::from_bytes([0x5c; 32]);
+        let key = Target::Ipv6(id.overlay_ipv6()).key();
+        assert_eq!(&key.0[..12], &id.as_bytes()[..12]);
+        assert_eq!(&key.0[12..], &[0u8; 20]);
+        assert_ne!(
+            Target::Name("a".into()).key(),
+            Target::Name("b".into()).key()
+        );
+        assert_eq!(Target::Id(id).key(), Key(*id.as_bytes()));
+    }
+
+    fn key() -> impl Strategy<Value = Key> {
+        any::<[u8; 32]>().prop_map(Key)
+    }
+
+    proptest! {
+        #[test]
+        fn xor_distance_is_a_metric(a in key(), b in key(), c in key()) {
+            prop_assert_eq!(distance(&a, &a), Key([0; 32]));
+            prop_assert_eq!(distance(&a, &b), distance(&b, &a));
+            // XOR: d(a, c) = d(a, b) xor d(b, c), so the triangle holds.
+            prop_assert_eq!(distance(&a, &c), distance(&distance(&a, &b), &distance(&b, &c)));
+            let ab = u128::from_be_bytes(distance(&a, &b).0[..16].try_into().unwrap());
+            let bc = u128::from_be_bytes(distance(&b, &c).0[..16].try_into().unwrap());
+            let ac = u128::from_be_bytes(distance(&a, &c).0[..16].try_into().unwrap());
+            prop_assert!(ac <= ab.saturating_add(bc));
+        }
+
+        #[test]
+        fn xor_distance_is_unidirectional(a in key(), b in key(), c in key()) {
+            // For a point and a distance there is exactly one other point.
+            prop_assert_eq!(distance(&a, &b) == distance(&a, &c), b == c);
+        }
+
+        #[test]
+        fn target_parse_never_panics(text in ".{0,80}") {
+            let _ = Target::parse(&text);
+        }
+    }
+}

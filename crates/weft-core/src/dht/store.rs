@@ -145,3 +145,125 @@ impl RecordMap {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{CaSecret, CertificateTemplate, SecretKey};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn record(n: u8, sequence: u64, expires: u64) -> Arc<SignedRecord> {
+        let ca = CaSecret::new([1; 32], "net", NOW - 100, NOW + 100_000).unwrap();
+        let mut seed = [n; 64];
+        seed[0] = 0x40;
+        let secret = SecretKey::from_random(seed);
+        let cert = ca
+            .sign(&CertificateTemplate {
+                name: format!("n{n}"),
+                public_key: secret.public(),
+                ipv4: None,
+                groups: vec![],
+                not_before: NOW - 10,
+                not_after: NOW + 100_000,
+            })
+            .unwrap();
+        SignedRecord::sign(&secret, &cert, sequence, expires, &[], &[]).shared()
+    }
+
+    #[test]
+    fn newer_records_replace_older_ones_of_the_same_node() {
+        let mut map = RecordMap::new(10);
+        let key = Key([1; 32]);
+        assert_eq!(
+            map.insert(key, record(2, 5, NOW + 60), false),
+            Insert::Stored
+        );
+        assert_eq!(
+            map.insert(key, record(2, 5, NOW + 60), false),
+            Insert::Stale
+        );
+        assert_eq!(
+            map.insert(key, record(2, 4, NOW + 60), false),
+            Insert::Stale
+        );
+        assert_eq!(
+            map.insert(key, record(2, 6, NOW + 60), false),
+            Insert::Stored
+        );
+        assert_eq!(map.len(), 1);
+        let name = Target::Name("n2".into());
+        // Found under the name's key only.
+        assert!(map.find(&name, NOW).is_none());
+        let key = name.key();
+        map.insert(key, record(2, 7, NOW + 60), false);
+        assert_eq!(map.find(&name, NOW).unwrap().record.sequence, 7);
+        assert!(map.find(&name, NOW + 60).is_none(), "expired");
+    }
+
+    #[test]
+    fn a_full_store_refuses_and_a_full_cache_evicts() {
+        let mut store = RecordMap::new(2);
+        assert_eq!(
+            store.insert(Key([1; 32]), record(2, 1, NOW + 60), false),
+            Insert::Stored
+        );
+        assert_eq!(
+            store.insert(Key([2; 32]), record(3, 1, NOW + 60), false),
+            Insert::Stored
+        );
+        assert_eq!(
+            store.insert(Key([3; 32]), record(4, 1, NOW + 60), false),
+            Insert::Full
+        );
+        // A newer record of a held node still replaces it.
+        assert_eq!(
+            store.insert(Key([1; 32]), record(2, 2, NOW + 60), false),
+            Insert::Stored
+        );
+        assert_eq!(
+            store.insert(Key([3; 32]), record(4, 1, NOW + 60), true),
+            Insert::Stored
+        );
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn records_per_key_are_bounded_keeping_the_newest() {
+        let mut map = RecordMap::new(100);
+        let key = Key([9; 32]);
+        for n in 0..MAX_PER_KEY as u8 {
+            assert_eq!(
+                map.insert(key, record(10 + n, 10, NOW + 60), false),
+                Insert::Stored
+            );
+        }
+        assert_eq!(
+            map.insert(key, record(50, 9, NOW + 60), false),
+            Insert::Full
+        );
+        assert_eq!(
+            map.insert(key, record(51, 11, NOW + 60), false),
+            Insert::Stored
+        );
+        assert_eq!(map.len(), MAX_PER_KEY);
+    }
+
+    #[test]
+    fn ipv6_targets_match_by_id_prefix_and_purge_drops_expired() {
+        let mut map = RecordMap::new(10);
+        let r = record(2, 1, NOW + 60);
+        let id = r.record.node_id();
+        map.insert(Key(*id.as_bytes()), Arc::clone(&r), false);
+        map.insert(Key([0xff; 32]), record(3, 1, NOW + 30), false);
+        let found = map.find(&Target::Ipv6(id.overlay_ipv6()), NOW).unwrap();
+        assert_eq!(found.record.node_id(), id);
+        let mut other = id.overlay_ipv6().octets();
+        other[15] ^= 1;
+        assert!(map.find(&Target::Ipv6(other.into()), NOW).is_none());
+        map.purge(NOW + 30);
+        assert_eq!(map.len(), 1);
+        map.purge(NOW + 60);
+        assert_eq!(map.len(), 0);
+    }
+}
