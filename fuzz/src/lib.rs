@@ -146,6 +146,9 @@ pub fn node(me: &Identity, seed: u8, peer: &str, endpoint: Option<SocketAddr>) -
         }],
         session: SessionConfig::default(),
         routing: weft_core::RoutingConfig::default(),
+        dht: weft_core::dht::DhtConfig::default(),
+        bootstrap: Vec::new(),
+        neighbours: weft_core::NeighbourConfig::default(),
     };
     // The certificate is the node's own, valid at UNIX_START, and the peer
     // entry is named: Node::new accepts this config.
