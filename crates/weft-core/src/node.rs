@@ -710,15 +710,12 @@ impl Node {
         self.peers[peer].queue.push_back(buf);
         // A responder whose new session waits for its confirmation needs
         // no handshake of its own: the confirmation flushes the queue.
+        // Known from link state but not where it is: ask the DHT, so the
+        // session can go direct (and at all, if no relay reaches it).
+        self.find_endpoint(now, peer);
         let p = &self.peers[peer];
-        if p.pending.is_none() && p.next.is_none() {
-            if self.reachable(now, peer) {
-                self.start_handshake(now, peer);
-            } else {
-                // Known (from link state) but neither reachable through
-                // others nor at a known endpoint: ask the DHT where it is.
-                self.find_endpoint(now, peer);
-            }
+        if p.pending.is_none() && p.next.is_none() && self.reachable(now, peer) {
+            self.start_handshake(now, peer);
         }
         self.after_input(now);
     }

@@ -60,6 +60,9 @@ pub(super) struct Discovery {
     by_lookup: BTreeMap<LookupId, IpAddr>,
     /// Lookups of known peers' endpoints.
     endpoint_lookups: BTreeMap<LookupId, NodeId>,
+    /// When each peer's endpoint was last looked up (one try per
+    /// [`UNREACHABLE_FOR`]).
+    endpoint_tried: BTreeMap<NodeId, Instant>,
     /// Destinations recently not found, until when.
     unreachable: BTreeMap<IpAddr, Instant>,
     near: BTreeSet<NodeId>,
@@ -81,6 +84,7 @@ impl Discovery {
             on_demand: BTreeMap::new(),
             by_lookup: BTreeMap::new(),
             endpoint_lookups: BTreeMap::new(),
+            endpoint_tried: BTreeMap::new(),
             unreachable: BTreeMap::new(),
             near: BTreeSet::new(),
             random: BTreeSet::new(),
@@ -179,9 +183,12 @@ impl Node {
             let p = &mut self.peers[peer];
             if p.endpoint.is_none() {
                 p.endpoint = record.endpoints.first().copied();
-            }
-            if p.current.is_none() && p.pending.is_none() && self.reachable(now, peer) {
-                self.start_handshake(now, peer);
+                // A handshake tried through relays may be backing off;
+                // the endpoint is news: try it at once.
+                if p.endpoint.is_some() && !self.usable_current(now, peer) {
+                    self.peers[peer].handshake_attempts = 0;
+                    self.start_handshake(now, peer);
+                }
             }
         }
         if self.discovery.user_lookups.remove(&id) {
@@ -260,12 +267,23 @@ impl Node {
         let Some(id) = self.peers[peer].node_id else {
             return;
         };
+        let recently = self
+            .discovery
+            .endpoint_tried
+            .get(&id)
+            .is_some_and(|at| now < *at + UNREACHABLE_FOR);
         if self.peers[peer].endpoint.is_some()
-            || self.discovery.endpoint_lookups.values().any(|n| *n == id)
+            || recently
             || self.discovery.endpoint_lookups.len() >= MAX_ON_DEMAND
         {
             return;
         }
+        if self.discovery.endpoint_tried.len() >= MAX_UNREACHABLE {
+            self.discovery
+                .endpoint_tried
+                .retain(|_, at| now < *at + UNREACHABLE_FOR);
+        }
+        self.discovery.endpoint_tried.insert(id, now);
         self.stats.lookups_on_demand += 1;
         let lookup = self.discovery.dht.lookup(now, Target::Id(id));
         self.discovery.endpoint_lookups.insert(lookup, id);
@@ -344,6 +362,9 @@ impl Node {
         self.discovery.select_due = Some(now + SELECT_INTERVAL);
         self.discovery.unreachable.retain(|_, until| *until > now);
         self.discovery.set_aside.retain(|_, until| *until > now);
+        self.discovery
+            .endpoint_tried
+            .retain(|_, at| now < *at + UNREACHABLE_FOR);
         let config = self.discovery.config;
         if config.max == 0 {
             return;
