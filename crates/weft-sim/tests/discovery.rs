@@ -15,10 +15,10 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use weft_core::dht::{LookupError, Target};
-use weft_core::{Event, NeighbourConfig, SessionState};
+use weft_core::{Event, Metric, NeighbourConfig, SessionState};
 use weft_sim::{FlowSpec, HostId, NodeSpec, Sim, add_node, mesh_ipv4, test_ca, udp_packet};
 
-use common::{counter, ms, new_sim, run_until_checked, secs};
+use common::{counter, ms, new_sim, path, run_until_checked, secs};
 
 /// `count` nodes; node i > 0 bootstraps from node `bootstrap(i)` only.
 fn build(
@@ -116,6 +116,21 @@ fn nodes_that_know_one_bootstrap_peer_reach_every_other_with_a_bounded_neighbour
         );
     }
     assert_eq!(sim.misdelivered(), 0);
+    // Pairs that talked end up on direct links (found through the DHT),
+    // not on relays through the neighbourhood.
+    sim.run_for(secs(3));
+    let mut relayed_routes = Vec::new();
+    for &a in &hosts {
+        for &b in &hosts {
+            if a != b && path(&sim, a, b, Metric::Latency).is_some_and(|p| p.len() > 1) {
+                relayed_routes.push(format!("{}->{}", sim.name(a), sim.name(b)));
+            }
+        }
+    }
+    assert!(
+        relayed_routes.is_empty(),
+        "still relayed: {relayed_routes:?}"
+    );
 }
 
 #[test]

@@ -376,6 +376,14 @@ fn traffic_leaves_a_crashed_relay_and_the_restarted_relay_carries_it_again() {
         }),
         "A routes around the cut"
     );
+    // Both relays known as equal paths before the flow starts: a flow is
+    // mapped onto the path set by its hash, and a set that grows moves it.
+    assert!(
+        sim.run_until_condition(sim.elapsed() + secs(5), |s| {
+            trace(s, a, b, Metric::Latency).is_ok_and(|r| r.alternates == 1)
+        }),
+        "the second relay becomes an alternate"
+    );
     let relays = [hosts[2], hosts[3]];
     let before = relays.map(|r| relayed(&sim, r));
 

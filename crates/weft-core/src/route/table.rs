@@ -99,7 +99,8 @@ impl RouteTable {
                     // spends other members' bandwidth, and on a LAN a
                     // healed direct link may be only a fraction of a
                     // millisecond faster than the detour.
-                    let shorter = best.path.len() < current.path.len() && best.cost <= cost;
+                    let shorter = best.path.len() < current.path.len()
+                        && super::paths::fewer_relays_win(best.cost, cost);
                     if (much_better || shorter) && now >= current.since + hold_down {
                         false
                     } else {
@@ -120,6 +121,9 @@ impl RouteTable {
                                         .is_some_and(|c| c <= limit)
                                 })
                                 .cloned()
+                                .collect::<BTreeSet<_>>()
+                                // Sorted: the order maps flows to paths.
+                                .into_iter()
                                 .collect()
                         } else {
                             Vec::new()
