@@ -291,6 +291,98 @@ fn fifty_nodes_join_through_one_node_each_and_find_each_other() {
     }
 }
 
+impl Net {
+    /// Joins nodes `from..to`, each through one earlier live node, 100 ms
+    /// apart, then lets them settle for `settle`.
+    fn join(&mut self, from: usize, to: usize, settle: Duration) {
+        for i in from..to {
+            let live: Vec<usize> = (0..i).filter(|&j| !self.down[j]).collect();
+            let boot = self.addrs[live[(i * 31) % live.len()]];
+            self.nodes[i].bootstrap(self.now, &[boot]);
+            self.drain(i);
+            let until = self.now + Duration::from_millis(100);
+            self.run_until(until);
+        }
+        let until = self.now + settle;
+        self.run_until(until);
+    }
+
+    fn find(&mut self, i: usize, target: Target) -> Result<NodeRecord, LookupError> {
+        let id = self.lookup(i, target);
+        self.result(i, id).0
+    }
+}
+
+#[test]
+fn lookups_succeed_after_a_fifth_of_the_nodes_leave_and_others_join() {
+    let n = 50;
+    let mut net = Net::new(n, test_config());
+    net.join(1, 40, Duration::from_secs(10));
+    // Eight nodes vanish without a word; ten new ones join.
+    for i in (3..40).step_by(5).take(8) {
+        net.down[i] = true;
+        net.update_timer(i);
+    }
+    net.join(40, n, Duration::from_secs(20));
+    let live: Vec<usize> = (0..n).filter(|&i| !net.down[i]).collect();
+    let mut failures = Vec::new();
+    for (k, &i) in live.iter().enumerate() {
+        let j = live[(k * 7 + 3) % live.len()];
+        if i == j {
+            continue;
+        }
+        for target in [
+            Target::Id(net.nodes[j].node_id()),
+            Target::Name(format!("n{j}")),
+        ] {
+            if let Err(e) = net.find(i, target.clone()) {
+                failures.push((i, target, e));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+    // The silent nodes were noticed.
+    let timeouts: u64 = live
+        .iter()
+        .map(|&i| net.nodes[i].stats().query_timeouts)
+        .sum();
+    assert!(timeouts > 0);
+}
+
+#[test]
+fn records_are_republished_before_they_expire_and_follow_endpoint_changes() {
+    let config = DhtConfig {
+        republish_interval: Duration::from_secs(30),
+        record_lifetime: Duration::from_secs(40),
+        refresh_interval: Duration::from_secs(60),
+        ..test_config()
+    };
+    let n = 20;
+    let mut net = Net::new(n, config);
+    net.join(1, n, Duration::from_secs(5));
+    let first = net.find(0, Target::Name("n7".into())).unwrap();
+    // Past two lifetimes: only republished records can still be found.
+    let until = net.now + Duration::from_secs(100);
+    net.run_until(until);
+    let later = net.find(0, Target::Name("n7".into())).unwrap();
+    assert!(later.sequence > first.sequence);
+    assert!(later.expires > first.expires);
+    // A new endpoint is published at once.
+    let new_endpoint: SocketAddr = "198.18.9.9:4801".parse().unwrap();
+    net.nodes[7].set_endpoints(net.now, vec![new_endpoint]);
+    net.drain(7);
+    let until = net.now + Duration::from_secs(2);
+    net.run_until(until);
+    let record = net.find(3, Target::Name("n7".into())).unwrap();
+    assert_eq!(record.endpoints[0], new_endpoint);
+    assert!(
+        record.endpoints.contains(&net.addrs[7]),
+        "reflexive address kept"
+    );
+    let own = net.nodes[7].own_record().unwrap();
+    assert_eq!(own.sequence, record.sequence);
+}
+
 /// Scale check (not part of the default run): `DHT_NODES` nodes (default
 /// 2,000) with access delays of 5 to 150 ms each (RTT 10 to 300 ms), each
 /// joining through one random earlier node, then random lookups by id.
