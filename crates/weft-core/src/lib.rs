@@ -24,6 +24,7 @@
 pub mod dht;
 mod identity;
 mod link;
+pub mod mcast;
 mod node;
 mod rng;
 mod route;

@@ -1285,6 +1285,11 @@ impl Node {
                 self.on_link_state(now, peer, &record_buf);
                 self.return_buffer(record_buf);
             }
+            Ok(Frame::Multicast { .. } | Frame::Membership(_)) => {
+                // Wired by the lead (node/multicast.rs).
+                self.stats.rx_bad_frame += 1;
+                self.return_buffer(buf);
+            }
             Err(error) => {
                 self.stats.rx_bad_frame += 1;
                 trace!(%error, "dropping undecodable frame");

@@ -19,7 +19,7 @@ mod transport;
 use std::time::Duration;
 
 pub(crate) use handshake::{AwaitingResponse, HandshakeError, InitReceived};
-pub(crate) use replay::ReplayWindow;
+pub(crate) use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 pub(crate) use transport::{OpenError, Transport};
 
 /// Timing and volume limits of sessions.

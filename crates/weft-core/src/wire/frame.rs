@@ -21,6 +21,10 @@ pub enum FrameKind {
     Relay = 5,
     /// A signed link-state record (see [`super::LinkStateRecord`]).
     LinkState = 6,
+    /// A multicast IP packet travelling down a distribution tree.
+    Multicast = 7,
+    /// A signed membership record (see [`super::MembershipRecord`]).
+    Membership = 8,
 }
 
 /// Length of a hop in a relay frame: the first 16 bytes of a node id.
@@ -29,6 +33,12 @@ pub const HOP_LEN: usize = 16;
 pub const MAX_RELAY_HOPS: usize = 2;
 /// Largest relay header: kind, hop count, and the hops.
 pub const MAX_RELAY_OVERHEAD: usize = 2 + MAX_RELAY_HOPS * HOP_LEN;
+/// Most overlay links a multicast frame may cross: a forwarder does not
+/// pass on a frame whose `hops` already equals this.
+pub const MAX_MULTICAST_HOPS: u8 = 16;
+/// Bytes a multicast frame puts before its IP packet: kind, origin,
+/// sequence number, hops.
+pub const MULTICAST_HEADER_LEN: usize = 1 + HOP_LEN + 8 + 1;
 
 /// A decoded frame, borrowing its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +70,21 @@ pub enum Frame<'a> {
     },
     /// A link-state record, still to be verified.
     LinkState(&'a [u8]),
+    /// A multicast packet, sealed hop by hop between tree neighbours (each
+    /// forwarder reads it).
+    Multicast {
+        /// The sending node's id prefix.
+        origin: [u8; HOP_LEN],
+        /// The origin's sequence number, for duplicate suppression.
+        seq: u64,
+        /// Overlay links crossed before this one (0 from the origin), at
+        /// most [`MAX_MULTICAST_HOPS`].
+        hops: u8,
+        /// The original IP packet (its source and group unchanged).
+        packet: &'a [u8],
+    },
+    /// A membership record, still to be verified.
+    Membership(&'a [u8]),
 }
 
 impl<'a> Frame<'a> {
@@ -114,6 +139,36 @@ impl<'a> Frame<'a> {
                 }
                 Ok(Frame::LinkState(body))
             }
+            k if k == FrameKind::Multicast as u8 => {
+                let origin = body
+                    .get(..HOP_LEN)
+                    .and_then(|o| <[u8; HOP_LEN]>::try_from(o).ok())
+                    .ok_or(DecodeError::Truncated("multicast frame"))?;
+                let seq =
+                    read_u64(body, HOP_LEN).ok_or(DecodeError::Truncated("multicast frame"))?;
+                let hops = *body
+                    .get(HOP_LEN + 8)
+                    .ok_or(DecodeError::Truncated("multicast frame"))?;
+                if hops > MAX_MULTICAST_HOPS {
+                    return Err(DecodeError::Invalid("multicast hops"));
+                }
+                let packet = &body[HOP_LEN + 9..];
+                if packet.is_empty() {
+                    return Err(DecodeError::Truncated("multicast packet"));
+                }
+                Ok(Frame::Multicast {
+                    origin,
+                    seq,
+                    hops,
+                    packet,
+                })
+            }
+            k if k == FrameKind::Membership as u8 => {
+                if body.is_empty() {
+                    return Err(DecodeError::Truncated("membership frame"));
+                }
+                Ok(Frame::Membership(body))
+            }
             other => Err(DecodeError::UnknownType {
                 what: "frame",
                 value: other,
@@ -147,6 +202,22 @@ impl<'a> Frame<'a> {
                 out.push(FrameKind::LinkState as u8);
                 out.extend_from_slice(record);
             }
+            Frame::Multicast {
+                origin,
+                seq,
+                hops,
+                packet,
+            } => {
+                out.push(FrameKind::Multicast as u8);
+                out.extend_from_slice(origin);
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.push(*hops);
+                out.extend_from_slice(packet);
+            }
+            Frame::Membership(record) => {
+                out.push(FrameKind::Membership as u8);
+                out.extend_from_slice(record);
+            }
         }
     }
 }
@@ -177,6 +248,19 @@ mod tests {
                 inner: b"abcd",
             },
             Frame::LinkState(b"record"),
+            Frame::Multicast {
+                origin: [3; HOP_LEN],
+                seq: 0x0102_0304_0506_0708,
+                hops: MAX_MULTICAST_HOPS,
+                packet: b"\x45\0\0\x14 an ip packet",
+            },
+            Frame::Multicast {
+                origin: [0; HOP_LEN],
+                seq: 0,
+                hops: 0,
+                packet: b"x",
+            },
+            Frame::Membership(b"record"),
         ] {
             let mut out = Vec::new();
             frame.emit(&mut out);
@@ -201,6 +285,28 @@ mod tests {
         assert_eq!(
             Frame::decode(&[3, 0, 0]),
             Err(DecodeError::Truncated("ping frame"))
+        );
+        assert_eq!(
+            Frame::decode(&[8]),
+            Err(DecodeError::Truncated("membership frame"))
+        );
+        let mut multicast = vec![7u8];
+        multicast.extend_from_slice(&[0; HOP_LEN + 8]);
+        multicast.push(0);
+        assert_eq!(
+            Frame::decode(&multicast),
+            Err(DecodeError::Truncated("multicast packet"))
+        );
+        assert_eq!(
+            Frame::decode(&multicast[..HOP_LEN + 9]),
+            Err(DecodeError::Truncated("multicast frame"))
+        );
+        multicast.push(0x45);
+        assert!(Frame::decode(&multicast).is_ok());
+        multicast[1 + HOP_LEN + 8] = MAX_MULTICAST_HOPS + 1;
+        assert_eq!(
+            Frame::decode(&multicast),
+            Err(DecodeError::Invalid("multicast hops"))
         );
         assert_eq!(
             Frame::decode(&[99]),

@@ -20,6 +20,7 @@ mod dht;
 mod frame;
 mod handshake;
 mod link_state;
+pub mod membership;
 
 use std::fmt;
 
@@ -28,9 +29,16 @@ pub use dht::{
     MAX_LABEL_LEN, MAX_RECORD_ENDPOINTS, MAX_RECORD_GROUPS, MAX_RECORD_LEN, RECORD_CONTEXT,
     RecordFields, SIGNATURE_LEN, datagram_digest, is_label, record_digest,
 };
-pub use frame::{Frame, FrameKind, HOP_LEN, MAX_RELAY_HOPS, MAX_RELAY_OVERHEAD};
+pub use frame::{
+    Frame, FrameKind, HOP_LEN, MAX_MULTICAST_HOPS, MAX_RELAY_HOPS, MAX_RELAY_OVERHEAD,
+    MULTICAST_HEADER_LEN,
+};
 pub use handshake::HandshakePayload;
 pub use link_state::{LINK_ENTRY_LEN, LinkEntry, LinkStateRecord};
+pub use membership::{
+    MAX_MEMBERSHIP_GROUPS, MEMBERSHIP_CONTEXT, MembershipError, MembershipRecord,
+    VerifiedMembership, membership_digest, verify as verify_membership,
+};
 
 /// The wire version this code speaks.
 pub const VERSION: u8 = 1;
