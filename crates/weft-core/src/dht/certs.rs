@@ -108,13 +108,23 @@ impl Member {
         Self { certificate, key }
     }
 
-    /// Whether `signature` is this member's signature of `message` (the
-    /// same strict check as [`crate::verify_signature`]).
+    /// Whether `signature` is this member's signature of `message`.
+    ///
+    /// The plain Ed25519 check (RFC 8032 without the cofactor; `S` must be
+    /// canonical), not the strict one of [`crate::verify_signature`]: the
+    /// strict check also refuses small-order `R` and keys, which costs a
+    /// point decompression (a seventh of the check, and DHT datagrams are
+    /// checked by the thousand). What it guards against cannot happen here:
+    /// the key is certified by the CA, so a weak key could only ever speak
+    /// for its own holder, and with the cofactorless equation and canonical
+    /// `S` each message has one valid signature under a key, so the replay
+    /// filter, keyed by signature, cannot be dodged by re-encoding one.
     pub(crate) fn verifies(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        use ed25519_dalek::Verifier;
         let Some(key) = &self.key else {
             return false;
         };
-        key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(signature))
+        key.verify(message, &ed25519_dalek::Signature::from_bytes(signature))
             .is_ok()
     }
 }

@@ -86,6 +86,9 @@ const BOOTSTRAP_FIRST: Duration = Duration::from_secs(1);
 const BOOTSTRAP_MAX: Duration = Duration::from_secs(30);
 const TICK_MIN: Duration = Duration::from_secs(1);
 const TICK_MAX: Duration = Duration::from_secs(60);
+/// The own record is placed again when the estimated network size has
+/// grown this many times since it was last placed.
+const GROWTH_REPUBLISH: u64 = 4;
 /// Least time between two publications caused by new reflexive addresses.
 const REFLEXIVE_REPUBLISH_GAP: Duration = Duration::from_secs(60);
 
@@ -123,6 +126,8 @@ pub struct Dht {
     rejoin_at: Option<Instant>,
     maintenance_next: Instant,
     last_publish: Option<Instant>,
+    /// The network size estimated when the own record was last placed.
+    published_size: u64,
     publish_wanted: bool,
     /// Replay filter: requests seen in the last two clock-skew windows.
     recent_requests: BTreeSet<u64>,
@@ -244,6 +249,7 @@ impl Dht {
             rejoin_at: None,
             maintenance_next: now,
             last_publish: None,
+            published_size: 0,
             publish_wanted: false,
             recent_requests: BTreeSet::new(),
             recent_order: VecDeque::new(),
@@ -273,8 +279,8 @@ impl Dht {
 
     /// Contacts these endpoints (identities unknown: the answers carry their
     /// certificates) and joins through whichever answer: a self-lookup, then
-    /// bucket refreshes and publication of the own record. Retried with
-    /// backoff while the routing table stays empty.
+    /// publication of the own record (whose lookups also fill far buckets).
+    /// Retried with backoff while the routing table stays empty.
     pub fn bootstrap(&mut self, now: Instant, endpoints: &[SocketAddr]) {
         for endpoint in endpoints {
             if !self.bootstrap.contains(endpoint) && self.bootstrap.len() < MAX_BOOTSTRAP {
@@ -353,7 +359,12 @@ impl Dht {
             });
             return id;
         }
-        let want = self.config.k;
+        // A value lookup gives up only after the 2k closest nodes answered
+        // without the record: a record placed while the network was smaller
+        // may still sit a little beyond the k closest (see GROWTH_REPUBLISH).
+        // A lookup that finds the record is not slowed: queries go out
+        // nearest first either way.
+        let want = 2 * self.config.k;
         self.start_lookup(now, lid, Kind::User { id, target }, key, want);
         id
     }
@@ -774,6 +785,12 @@ impl Dht {
             capacity,
             &initial,
         );
+        // A value lookup must not miss a slow holder; node lookups settle
+        // for the nodes that answer in time.
+        let lookup = match kind {
+            Kind::User { .. } => lookup.patient(),
+            Kind::Join | Kind::Refresh | Kind::Publish { .. } => lookup,
+        };
         let deadline = now + self.config.lookup_timeout;
         self.timers.insert((deadline, Timer::Lookup(lid)));
         self.lookups.insert(
@@ -998,6 +1015,7 @@ impl Dht {
     fn publish(&mut self, now: Instant, id_holders: Option<Vec<(NodeId, SocketAddr)>>) {
         self.resign(now);
         self.last_publish = Some(now);
+        self.published_size = self.table.network_size();
         self.publish_wanted = false;
         let id_key = Key(*self.id.as_bytes());
         let replication = self.config.replication;
@@ -1087,7 +1105,11 @@ impl Dht {
         self.cache.purge(unix);
         if self.table.is_empty() {
             if self.join == Join::Joined {
+                // Cut off: the next contact starts a fresh join, with its
+                // own retries and publication.
                 self.join = Join::Idle;
+                self.join_best = 0;
+                self.join_retries = 0;
             }
             if self.bootstrap_next.is_none() && !self.bootstrap.is_empty() {
                 self.bootstrap_backoff = BOOTSTRAP_FIRST;
@@ -1118,8 +1140,26 @@ impl Dht {
                     && self
                         .last_publish
                         .is_none_or(|at| now >= at + REFLEXIVE_REPUBLISH_GAP);
+                // Records placed while the network was much smaller sit
+                // far down the ranks of their keys' closest nodes by now:
+                // place them again, on the nodes closest today. The id
+                // key's closest nodes are the table's own closest (they
+                // found this node in their self-lookups).
+                let grown = self.table.network_size() >= GROWTH_REPUBLISH * self.published_size;
                 if due || reflexive_due {
                     self.publish(now, None);
+                } else if grown {
+                    tracing::debug!(
+                        size = self.table.network_size(),
+                        published = self.published_size,
+                        "dht network grew: republishing"
+                    );
+                    let holders = self.table.closest(
+                        &Key(*self.id.as_bytes()),
+                        self.config.replication,
+                        None,
+                    );
+                    self.publish(now, Some(holders));
                 }
             }
         }

@@ -11,7 +11,11 @@
 //!   answer is still used until its hard timeout fails it;
 //! - the lookup is over when every candidate of the window has answered (or
 //!   the window is empty and nothing is outstanding), or, for a value lookup,
-//!   at the first valid record.
+//!   at the first valid record;
+//! - a *patient* lookup (a value lookup) keeps stalled candidates in its
+//!   window until they answer or fail: a slow node that holds the record
+//!   must not be missed, while a node lookup (join, publication, refresh)
+//!   settles for the nodes that answer in time.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -56,6 +60,7 @@ pub(crate) struct Lookup {
     alpha: usize,
     want: usize,
     capacity: usize,
+    patient: bool,
     started: Instant,
     candidates: Vec<Candidate>,
     queries: Vec<QueryTrace>,
@@ -83,6 +88,7 @@ impl Lookup {
             alpha: alpha.max(1),
             want: want.max(1),
             capacity: capacity.max(want.max(1)),
+            patient: false,
             started: now,
             candidates: Vec::new(),
             queries: Vec::new(),
@@ -94,6 +100,13 @@ impl Lookup {
             lookup.add(id, endpoint, 1);
         }
         lookup
+    }
+
+    /// Keeps stalled candidates in the window until they answer or fail
+    /// (for value lookups).
+    pub(crate) fn patient(mut self) -> Self {
+        self.patient = true;
+        self
     }
 
     /// The next action. A `Query` marks its candidate in flight.
@@ -118,7 +131,9 @@ impl Lookup {
                 break;
             }
             match candidate.state {
-                State::Failed | State::Stalled { .. } => continue,
+                State::Failed => continue,
+                State::Stalled { .. } if !self.patient => continue,
+                State::Stalled { .. } => all_answered = false,
                 State::Answered => {}
                 State::InFlight { .. } => all_answered = false,
                 State::NotAsked => {
@@ -384,6 +399,32 @@ mod tests {
         // The late answer of 1 is still taken.
         lookup.on_nodes(now, id(1), &[]);
         assert_eq!(lookup.closest_answered(1), vec![(id(1), ep(1))]);
+    }
+
+    #[test]
+    fn a_patient_lookup_waits_for_stalled_candidates() {
+        let now = Instant::now();
+        let initial: Vec<_> = [1u8, 2].iter().map(|&n| (id(n), ep(n))).collect();
+        let mut lookup = Lookup::new(now, Key([0; 32]), id(0xff), 1, 2, 20, &initial).patient();
+        assert_eq!(
+            lookup.step(now),
+            Step::Query {
+                id: id(1),
+                endpoint: ep(1)
+            }
+        );
+        lookup.on_stalled(id(1));
+        assert_eq!(
+            lookup.step(now),
+            Step::Query {
+                id: id(2),
+                endpoint: ep(2)
+            }
+        );
+        lookup.on_nodes(now, id(2), &[]);
+        assert_eq!(lookup.step(now), Step::Wait, "1 may still answer");
+        lookup.on_failed(id(1));
+        assert_eq!(lookup.step(now), Step::Done);
     }
 
     #[test]

@@ -63,24 +63,34 @@ pub(crate) struct Table {
     own: NodeId,
     k: usize,
     max_failures: u32,
+    /// Buckets 0 to the deepest used so far (the deeper ones, empty, are
+    /// not allocated: a network of n nodes uses about log2(n)).
     buckets: Vec<Bucket>,
+    created: Instant,
     len: usize,
 }
 
 impl Table {
     pub(crate) fn new(now: Instant, own: NodeId, k: usize, max_failures: u32) -> Self {
-        let bucket = Bucket {
-            entries: Vec::new(),
-            replacements: Vec::new(),
-            touched: now,
-        };
         Self {
             own,
             k: k.max(1),
             max_failures: max_failures.max(1),
-            buckets: vec![bucket; 256],
+            buckets: Vec::new(),
+            created: now,
             len: 0,
         }
+    }
+
+    fn bucket_mut(&mut self, index: usize) -> &mut Bucket {
+        while self.buckets.len() <= index {
+            self.buckets.push(Bucket {
+                entries: Vec::new(),
+                replacements: Vec::new(),
+                touched: self.created,
+            });
+        }
+        &mut self.buckets[index]
     }
 
     /// Entries in the table (replacements not counted).
@@ -106,7 +116,7 @@ impl Table {
             return Seen::Own;
         };
         let k = self.k;
-        let bucket = &mut self.buckets[index];
+        let bucket = self.bucket_mut(index);
         bucket.touched = now;
         if let Some(entry) = bucket.entries.iter_mut().find(|c| c.id == id) {
             refresh(entry, endpoint, sample, name);
@@ -152,7 +162,9 @@ impl Table {
             return false;
         };
         let max_failures = self.max_failures;
-        let bucket = &mut self.buckets[index];
+        let Some(bucket) = self.buckets.get_mut(index) else {
+            return false;
+        };
         if let Some(at) = bucket.replacements.iter().position(|c| c.id == *id) {
             bucket.replacements.remove(at);
             return false;
@@ -177,7 +189,8 @@ impl Table {
     /// The smoothed RTT of a contact, if known.
     pub(crate) fn rtt(&self, id: &NodeId) -> Option<Duration> {
         let index = self.bucket_index(id)?;
-        self.buckets[index]
+        self.buckets
+            .get(index)?
             .entries
             .iter()
             .find(|c| c.id == *id)
@@ -188,7 +201,8 @@ impl Table {
     #[cfg(test)]
     pub(crate) fn contains(&self, id: &NodeId) -> bool {
         self.bucket_index(id)
-            .is_some_and(|index| self.buckets[index].entries.iter().any(|c| c.id == *id))
+            .and_then(|index| self.buckets.get(index))
+            .is_some_and(|b| b.entries.iter().any(|c| c.id == *id))
     }
 
     /// Up to `n` entries closest to `key` by XOR distance, nearest first,
@@ -229,10 +243,31 @@ impl Table {
         Some(*median)
     }
 
+    /// An estimate of the number of nodes in the network: with the k
+    /// closest contacts to the own id spread over a distance d, the network
+    /// holds about k × 2^256 / d nodes (taken from the top 64 bits of d).
+    /// Fewer than k contacts: the table is the whole network as known.
+    pub(crate) fn network_size(&self) -> u64 {
+        let own = Key(*self.own.as_bytes());
+        let closest = self.closest(&own, self.k, None);
+        let Some((farthest, _)) = closest.last() else {
+            return 1;
+        };
+        if closest.len() < self.k {
+            return closest.len() as u64 + 1;
+        }
+        let d = distance(&own, &Key(*farthest.as_bytes()));
+        let mut top = [0u8; 8];
+        top.copy_from_slice(&d.0[..8]);
+        let top = u64::from_be_bytes(top).max(1);
+        let estimate = (self.k as u128) << 64;
+        u64::try_from(estimate / u128::from(top)).unwrap_or(u64::MAX)
+    }
+
     /// Marks the bucket `key` falls in as used by a lookup now.
     pub(crate) fn touch(&mut self, now: Instant, key: &Key) {
         if let Some(index) = self.bucket_index(&NodeId::from_bytes(key.0)) {
-            self.buckets[index].touched = now;
+            self.bucket_mut(index).touched = now;
         }
     }
 
@@ -244,7 +279,10 @@ impl Table {
             return Vec::new();
         };
         (0..=(deepest + 1).min(255))
-            .filter(|&i| now.saturating_duration_since(self.buckets[i].touched) >= idle)
+            .filter(|&i| {
+                let touched = self.buckets.get(i).map_or(self.created, |b| b.touched);
+                now.saturating_duration_since(touched) >= idle
+            })
             .collect()
     }
 
@@ -456,6 +494,25 @@ mod tests {
         assert_eq!(got, vec![6, 7, 4]);
         let got = table.closest(&Key(key), 3, Some(&NodeId::from_bytes(key)));
         assert_eq!(got[0].0.as_bytes()[0], 7);
+    }
+
+    #[test]
+    fn network_size_estimate_follows_the_spread_of_the_closest() {
+        let now = Instant::now();
+        let mut table = Table::new(now, own(), 4, 2);
+        assert_eq!(table.network_size(), 1);
+        let id = |top: u64| {
+            let mut bytes = [0u8; 32];
+            bytes[..8].copy_from_slice(&top.to_be_bytes());
+            NodeId::from_bytes(bytes)
+        };
+        table.seen(now, id(1 << 60), ep(1), None, None);
+        assert_eq!(table.network_size(), 2);
+        // Four contacts within 2^-8 of the space: about 4 × 2^8 nodes.
+        for n in 1..=4u64 {
+            table.seen(now, id(n << 54), ep(n as u8), None, None);
+        }
+        assert_eq!(table.network_size(), 1024);
     }
 
     #[test]
