@@ -129,6 +129,16 @@ struct Args {
     /// DhtConfig::max_failures instead of the default.
     #[arg(long)]
     max_failures: Option<u32>,
+    /// DhtConfig::refresh_interval in seconds instead of the default.
+    #[arg(long)]
+    refresh_secs: Option<u64>,
+    /// DhtConfig::republish_interval in seconds instead of the default.
+    #[arg(long)]
+    republish_secs: Option<u64>,
+    /// One certificate cache for all engines (faster; changes no result,
+    /// but memory per node then leaves out the cache a real node has).
+    #[arg(long)]
+    shared_certificate_cache: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -146,6 +156,7 @@ impl Args {
         sc.lookup_phase = Duration::from_secs(self.lookup_secs);
         sc.min_age = Duration::from_secs(self.min_age_secs);
         sc.loss = self.loss_percent / 100.0;
+        sc.shared_certificate_cache = self.shared_certificate_cache;
         let d = &mut sc.dht;
         if let Some(k) = self.k {
             d.k = k;
@@ -164,6 +175,12 @@ impl Args {
         }
         if let Some(f) = self.max_failures {
             d.max_failures = f;
+        }
+        if let Some(secs) = self.refresh_secs {
+            d.refresh_interval = Duration::from_secs(secs);
+        }
+        if let Some(secs) = self.republish_secs {
+            d.republish_interval = Duration::from_secs(secs);
         }
         sc
     }
@@ -226,7 +243,7 @@ fn main() -> ExitCode {
         println!("{}", json(&args, &report, &measured));
     } else {
         println!(
-            "DHT at scale: {} nodes, {} lookups, churn {} %, seed {}, k {}, alpha {}, replication {}, query timeout {:?}, loss {} %",
+            "DHT at scale: {} nodes, {} lookups, churn {} %, seed {}, k {}, alpha {}, replication {}, query timeout {:?}, refresh {:?}, republish {:?}, loss {} %, {} certificate cache",
             scenario.nodes,
             scenario.lookups,
             args.churn,
@@ -235,7 +252,14 @@ fn main() -> ExitCode {
             scenario.dht.alpha,
             scenario.dht.replication,
             scenario.dht.query_timeout,
-            args.loss_percent
+            scenario.dht.refresh_interval,
+            scenario.dht.republish_interval,
+            args.loss_percent,
+            if scenario.shared_certificate_cache {
+                "one shared"
+            } else {
+                "a private"
+            }
         );
         println!();
         let mut rows = report.rows();
@@ -258,6 +282,13 @@ fn main() -> ExitCode {
             ),
         ));
         print!("{}", markdown_table(&rows));
+        if !report.failures.is_empty() {
+            println!();
+            println!("Failed lookups (first {}):", report.failures.len());
+            for f in &report.failures {
+                println!("- {f}");
+            }
+        }
     }
     ExitCode::SUCCESS
 }
@@ -277,6 +308,11 @@ fn json(args: &Args, r: &DhtReport, m: &Measured) -> String {
         ("contacts_mean", format!("{:.2}", r.contacts_mean)),
         ("contacts_min", r.contacts_min.to_string()),
         ("stored_mean", format!("{:.2}", r.stored_mean)),
+        ("certificates_mean", format!("{:.2}", r.certificates_mean)),
+        (
+            "shared_certificate_cache",
+            args.shared_certificate_cache.to_string(),
+        ),
         ("lookups", r.lookups.to_string()),
         ("ok", r.ok.to_string()),
         ("success_percent", format!("{:.3}", r.success_percent())),

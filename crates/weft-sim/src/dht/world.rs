@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use weft_core::dht::{Dht, DhtEvent, LookupError, LookupId, LookupTrace, NodeRecord, Target};
+use weft_core::dht::{
+    CertificateCache, Dht, DhtEvent, Key, LookupError, LookupId, LookupTrace, NodeRecord, Target,
+};
 use weft_core::{CaCertificate, CaSecret, CertificateTemplate, Ipv4Net, NodeId, SecretKey};
 
 use super::rtt::{Place, unit};
@@ -36,6 +38,8 @@ const STREAM_RTT_SAMPLES: u64 = 5;
 const STALL_LIMIT: u32 = 10_000;
 /// Extra time after the last lookup's timeout before the run ends.
 const END_MARGIN: Duration = Duration::from_secs(2);
+/// Failed lookups described in the report, at most.
+const MAX_FAILURES_LISTED: usize = 50;
 /// How often (in joins) the probe hears about join progress.
 const JOIN_PROGRESS_EVERY: usize = 1_000;
 
@@ -52,6 +56,8 @@ pub(super) struct World<'a> {
     live: Vec<u32>,
     ca: CaSecret,
     ca_certificate: CaCertificate,
+    /// One certificate cache for all engines, if the scenario shares it.
+    certificates: Option<CertificateCache>,
     keys: ChaCha20Rng,
     places: ChaCha20Rng,
     script: ChaCha20Rng,
@@ -98,6 +104,14 @@ struct Counters {
 }
 
 #[derive(Default)]
+struct Tables {
+    contacts_mean: f64,
+    contacts_min: usize,
+    stored_mean: f64,
+    certificates_mean: f64,
+}
+
+#[derive(Default)]
 struct Departed {
     query_timeouts: u64,
     rejected: u64,
@@ -106,12 +120,16 @@ struct Departed {
 struct Pending {
     /// Order of the lookup in the scenario.
     number: usize,
+    started: u64,
     target: u32,
     kind: usize,
 }
 
 struct Outcome {
     number: usize,
+    started: u64,
+    source: u32,
+    target: u32,
     kind: usize,
     result: Result<(), Failure>,
     trace: LookupTrace,
@@ -188,6 +206,9 @@ impl<'a> World<'a> {
             live: Vec::new(),
             ca,
             ca_certificate,
+            certificates: scenario
+                .shared_certificate_cache
+                .then(|| CertificateCache::new(scenario.nodes + scenario.churn_count())),
             keys,
             places: stream(STREAM_PLACES),
             script: stream(STREAM_SCRIPT),
@@ -226,7 +247,7 @@ impl<'a> World<'a> {
         }
         let settled = last_join + nanos(sc.settle);
         self.run_until(settled)?;
-        let (contacts_mean, contacts_min, stored_mean) = self.tables();
+        let tables = self.tables();
         let datagrams_setup = self.counters.datagrams;
         probe(self.progress(DhtPhase::Settled));
 
@@ -252,7 +273,7 @@ impl<'a> World<'a> {
         let end = settled + nanos(sc.lookup_phase) + nanos(sc.dht.lookup_timeout + END_MARGIN);
         self.run_until(end)?;
         probe(self.progress(DhtPhase::Done));
-        Ok(self.report(contacts_mean, contacts_min, stored_mean, datagrams_setup))
+        Ok(self.report(tables, datagrams_setup))
     }
 
     fn progress(&self, phase: DhtPhase) -> DhtProgress {
@@ -317,13 +338,17 @@ impl<'a> World<'a> {
         let id = secret.node_id();
         let mut dht = Dht::new(
             now,
-            Duration::from_secs(DEFAULT_UNIX_TIME),
+            // Wall-clock time at `now`: every node's clock agrees.
+            Duration::from_secs(DEFAULT_UNIX_TIME) + Duration::from_nanos(self.now),
             secret,
             certificate,
             self.ca_certificate.clone(),
             self.scenario.dht.clone(),
             seed,
         );
+        if let Some(cache) = &self.certificates {
+            dht = dht.with_certificate_cache(cache.clone());
+        }
         dht.set_endpoints(now, vec![underlay(index)]);
         // One random earlier live node; the first node has nobody to ask and
         // waits to be found.
@@ -401,15 +426,16 @@ impl<'a> World<'a> {
         };
         let roll = unit(&mut self.script);
         let t = &self.members[target as usize];
-        let (kind, what) = if roll < 0.7 {
-            (0, Target::Id(t.id))
+        let kind = if roll < 0.7 {
+            0
         } else if roll < 0.8 {
-            (1, Target::Name(t.name.clone()))
+            1
         } else if roll < 0.9 {
-            (2, Target::Ipv4(t.ipv4))
+            2
         } else {
-            (3, Target::Ipv6(t.id.overlay_ipv6()))
+            3
         };
+        let what = target_of(t, kind);
         let now = self.instant();
         let member = &mut self.members[source as usize];
         let Some(dht) = member.dht.as_mut() else {
@@ -422,6 +448,7 @@ impl<'a> World<'a> {
             (source, id),
             Pending {
                 number,
+                started: self.now,
                 target,
                 kind,
             },
@@ -545,6 +572,9 @@ impl<'a> World<'a> {
                 };
                 self.outcomes.push(Outcome {
                     number: pending.number,
+                    started: pending.started,
+                    source: node,
+                    target: pending.target,
                     kind: pending.kind,
                     result,
                     trace,
@@ -553,33 +583,32 @@ impl<'a> World<'a> {
         }
     }
 
-    /// Routing-table sizes and stored records over live nodes.
-    fn tables(&self) -> (f64, usize, f64) {
-        let mut contacts = 0usize;
+    /// Routing-table sizes, stored records and cached certificates over
+    /// live nodes.
+    fn tables(&self) -> Tables {
+        let mut t = Tables::default();
+        let (mut contacts, mut stored, mut certificates, mut n) = (0usize, 0usize, 0usize, 0usize);
         let mut min = usize::MAX;
-        let mut stored = 0usize;
-        let mut n = 0usize;
         for m in &self.members {
             let Some(dht) = &m.dht else { continue };
             let c = dht.contacts().len();
             contacts += c;
             min = min.min(c);
             stored += dht.stored_records();
+            certificates += dht.cached_certificates();
             n += 1;
         }
-        if n == 0 {
-            return (0.0, 0, 0.0);
+        if n > 0 {
+            let n = n as f64;
+            t.contacts_mean = contacts as f64 / n;
+            t.contacts_min = min;
+            t.stored_mean = stored as f64 / n;
+            t.certificates_mean = certificates as f64 / n;
         }
-        (contacts as f64 / n as f64, min, stored as f64 / n as f64)
+        t
     }
 
-    fn report(
-        mut self,
-        contacts_mean: f64,
-        contacts_min: usize,
-        stored_mean: f64,
-        datagrams_setup: u64,
-    ) -> DhtReport {
+    fn report(mut self, tables: Tables, datagrams_setup: u64) -> DhtReport {
         let sc = self.scenario;
         let (rtt_median, rtt_p99) = self.rtt_distribution();
         self.outcomes.sort_by_key(|o| o.number);
@@ -590,6 +619,7 @@ impl<'a> World<'a> {
         let mut queries = 0usize;
         let mut local = 0;
         let mut digest = Fnv::new();
+        let mut failures = Vec::new();
         for o in &self.outcomes {
             by_kind[o.kind].started += 1;
             queries += o.trace.queries.len();
@@ -609,6 +639,9 @@ impl<'a> World<'a> {
                 }
                 Err(f) => {
                     digest.add(1 + f as u64);
+                    if failures.len() < MAX_FAILURES_LISTED {
+                        failures.push(self.describe(o, f));
+                    }
                     match f {
                         Failure::NotFound => not_found += 1,
                         Failure::NoContacts => no_contacts += 1,
@@ -638,13 +671,10 @@ impl<'a> World<'a> {
             rtt_median,
             rtt_p99,
             joined_events: self.joined_events,
-            contacts_mean,
-            contacts_min: if contacts_min == usize::MAX {
-                0
-            } else {
-                contacts_min
-            },
-            stored_mean,
+            contacts_mean: tables.contacts_mean,
+            contacts_min: tables.contacts_min,
+            stored_mean: tables.stored_mean,
+            certificates_mean: tables.certificates_mean,
             lookups: self.lookups_started,
             ok: hops.len(),
             not_found,
@@ -681,7 +711,60 @@ impl<'a> World<'a> {
             simulated: Duration::from_nanos(self.now),
             events: self.events,
             digest: digest.finish(),
+            failures,
         }
+    }
+
+    /// One failed lookup in words, for finding out why.
+    fn describe(&self, o: &Outcome, f: Failure) -> String {
+        let target = &self.members[o.target as usize];
+        let now = self.base + Duration::from_nanos(o.started);
+        let wanted = target_of(target, o.kind);
+        let key = wanted.key();
+        // Ranks (by XOR distance to the key, among live nodes) of the nodes
+        // that hold the record: a record far from the key's closest nodes is
+        // one a lookup will not find.
+        let mut by_distance: Vec<(Key, usize)> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.dht.is_some())
+            .map(|(i, m)| (xor(&key, m.id.as_bytes()), i))
+            .collect();
+        by_distance.sort_unstable();
+        let ranks: Vec<String> = by_distance
+            .iter()
+            .enumerate()
+            .filter(|&(_, &(_, i))| {
+                i != o.target as usize
+                    && self.members[i]
+                        .dht
+                        .as_ref()
+                        .is_some_and(|d| d.cached(now, &wanted).is_some())
+            })
+            .map(|(rank, _)| (rank + 1).to_string())
+            .take(12)
+            .collect();
+        let holders = ranks.len();
+        let ranks = ranks.join(" ");
+        let answered = o.trace.queries.iter().filter(|q| q.rtt.is_some()).count();
+        let max_depth = o.trace.queries.iter().map(|q| q.depth).max().unwrap_or(0);
+        format!(
+            "lookup {} from n{} for n{} by {}: {f:?} after {} queries ({answered} answered, depth {max_depth}), {}; target joined at {:.1} s{}, lookup started at {:.1} s; {holders} other nodes hold its record now, at distance ranks {ranks}",
+            o.number,
+            o.source,
+            o.target,
+            ["id", "name", "IPv4", "IPv6"][o.kind],
+            o.trace.queries.len(),
+            super::ms(o.trace.elapsed),
+            Duration::from_nanos(target.joined_at).as_secs_f64(),
+            if target.dht.is_some() {
+                ""
+            } else {
+                " (since left)"
+            },
+            Duration::from_nanos(o.started).as_secs_f64(),
+        )
     }
 
     /// Median and 99th percentile RTT of random pairs of the initial nodes.
@@ -710,6 +793,24 @@ impl<'a> World<'a> {
             percentile(&samples, 0.99).unwrap_or_default(),
         )
     }
+}
+
+/// What a lookup of `kind` (id, name, IPv4, IPv6) for `m` asks.
+fn target_of(m: &Member, kind: usize) -> Target {
+    match kind {
+        0 => Target::Id(m.id),
+        1 => Target::Name(m.name.clone()),
+        2 => Target::Ipv4(m.ipv4),
+        _ => Target::Ipv6(m.id.overlay_ipv6()),
+    }
+}
+
+fn xor(key: &Key, id: &[u8; 32]) -> Key {
+    let mut out = [0u8; 32];
+    for (o, (a, b)) in out.iter_mut().zip(key.0.iter().zip(id.iter())) {
+        *o = a ^ b;
+    }
+    Key(out)
 }
 
 fn is_of(record: &NodeRecord, want: NodeId) -> bool {
