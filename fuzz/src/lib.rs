@@ -149,6 +149,7 @@ pub fn node(me: &Identity, seed: u8, peer: &str, endpoint: Option<SocketAddr>) -
         dht: weft_core::dht::DhtConfig::default(),
         bootstrap: Vec::new(),
         neighbours: weft_core::NeighbourConfig::default(),
+        multicast: weft_core::mcast::MulticastConfig::default(),
     };
     // The certificate is the node's own, valid at UNIX_START, and the peer
     // entry is named: Node::new accepts this config.

@@ -39,8 +39,8 @@ pub use identity::{
     verify_signature,
 };
 pub use node::{
-    Event, LinkHealth, NeighbourConfig, Node, NodeConfig, NodeError, PeerConfig, PeerStatus,
-    SessionState,
+    Event, GroupError, GroupStatus, LinkHealth, NeighbourConfig, Node, NodeConfig, NodeError,
+    PeerConfig, PeerStatus, SessionState, TreeStatus,
 };
 pub use route::{Hop, MAX_INTERMEDIATES, Metric, RouteError, RouteStatus, RoutingConfig};
 pub use session::SessionConfig;

@@ -32,6 +32,7 @@ use crate::identity::{
     CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, SecretKey,
 };
 use crate::link::{LinkMonitor, Transition};
+use crate::mcast::MulticastConfig;
 use crate::rng::SharedRng;
 use crate::route::{Graph, LinkStateDb, Metric, RouteTable, RoutingConfig};
 use crate::session::{
@@ -43,9 +44,12 @@ use crate::wire::{self, DATA_HEADER_LEN, Frame, HandshakePayload, Packet, Sessio
 
 mod discovery;
 mod icmp;
+mod multicast;
 mod routing;
 
 use discovery::Discovery;
+use multicast::MulticastState;
+pub use multicast::{GroupError, GroupStatus, TreeStatus};
 
 /// Size of a probe or its answer as a UDP payload: header, frame kind, id,
 /// tag. (Add 28 bytes of IPv4 and UDP headers for the wire.)
@@ -88,6 +92,8 @@ pub struct NodeConfig {
     /// How many neighbours this node keeps sessions with on its own
     /// initiative, beyond configured peers.
     pub neighbours: NeighbourConfig,
+    /// Multicast: fan-out, groups joined from the config, policy.
+    pub multicast: MulticastConfig,
 }
 
 /// The bounded neighbourhood: sessions this node opens on its own to DHT
@@ -138,6 +144,9 @@ pub enum NodeError {
     /// A peer entry names this node itself.
     #[error("peer '{0}' is this node itself")]
     SelfAsPeer(String),
+    /// A configured multicast group cannot be joined.
+    #[error("multicast group: {0}")]
+    Group(#[from] GroupError),
 }
 
 /// Something the daemon or a test may want to know.
@@ -210,6 +219,25 @@ pub enum Event {
         result: Result<NodeRecord, LookupError>,
         /// The queries it took.
         trace: LookupTrace,
+    },
+    /// A node joined a multicast group (this node, or a member whose
+    /// record says so).
+    GroupJoined {
+        /// The group.
+        group: IpAddr,
+        /// The member.
+        node: NodeId,
+        /// Its certificate name.
+        name: String,
+    },
+    /// A node left a multicast group (or its record expired).
+    GroupLeft {
+        /// The group.
+        group: IpAddr,
+        /// The former member.
+        node: NodeId,
+        /// Its certificate name.
+        name: String,
     },
     /// A peer's endpoint moved (roaming); the session follows it.
     PeerRoamed {
@@ -308,6 +336,7 @@ pub struct Node {
     stats: Stats,
     routing: RoutingState,
     discovery: Discovery,
+    multicast: MulticastState,
 }
 
 /// Link state and routes: see the `routing` submodule.
@@ -458,7 +487,9 @@ impl Node {
             dht,
             bootstrap,
             neighbours,
+            multicast,
         } = config;
+        let initial_groups = multicast.groups.clone();
         if certificate.public_key() != secret_key.public() {
             return Err(NodeError::CertificateKeyMismatch);
         }
@@ -515,6 +546,7 @@ impl Node {
                 advertised: BTreeMap::new(),
             },
             discovery: Discovery::new(dht, neighbours),
+            multicast: MulticastState::new(multicast),
         };
         let own = node.node_id();
         node.routing.by_prefix.insert(prefix(&own), own);
@@ -523,6 +555,9 @@ impl Node {
         }
         if !contacts.is_empty() {
             node.discovery.dht.bootstrap(now, &contacts);
+        }
+        for group in initial_groups {
+            node.join_group(now, group)?;
         }
         node.after_input(now);
         Ok(node)
@@ -684,7 +719,10 @@ impl Node {
         };
         let Some(peer) = peer else {
             if multicast {
-                self.stats.tx_multicast_dropped += 1;
+                if !self.multicast_from_tun(now, packet) {
+                    self.stats.tx_multicast_dropped += 1;
+                }
+                self.after_input(now);
             } else {
                 self.send_on_demand(now, destination, packet);
                 self.after_input(now);
@@ -736,6 +774,9 @@ impl Node {
         }
         if self.discovery.select_due.is_some_and(|at| at <= now) {
             self.select_neighbours(now);
+        }
+        if self.multicast.deadline().is_some_and(|at| at <= now) {
+            self.multicast_timers(now);
         }
         self.after_input(now);
     }
@@ -828,6 +869,7 @@ impl Node {
         }
         consider(self.discovery.dht.poll_timeout(), TimerKind::Dht);
         consider(self.discovery.select_due, TimerKind::Neighbours);
+        consider(self.multicast.deadline(), TimerKind::Multicast);
         earliest
     }
 
@@ -1285,10 +1327,24 @@ impl Node {
                 self.on_link_state(now, peer, &record_buf);
                 self.return_buffer(record_buf);
             }
-            Ok(Frame::Multicast { .. } | Frame::Membership(_)) => {
-                // Wired by the lead (node/multicast.rs).
-                self.stats.rx_bad_frame += 1;
+            Ok(Frame::Multicast {
+                origin,
+                seq,
+                hops,
+                packet,
+            }) => {
+                let mut packet_buf = self.take_buffer();
+                packet_buf.extend_from_slice(packet);
                 self.return_buffer(buf);
+                self.on_multicast(now, peer, &origin, seq, hops, &packet_buf);
+                self.return_buffer(packet_buf);
+            }
+            Ok(Frame::Membership(record)) => {
+                let mut record_buf = self.take_buffer();
+                record_buf.extend_from_slice(record);
+                self.return_buffer(buf);
+                self.on_membership(now, peer, &record_buf);
+                self.return_buffer(record_buf);
             }
             Err(error) => {
                 self.stats.rx_bad_frame += 1;
@@ -1384,6 +1440,16 @@ impl Node {
             p.packets_out += 1;
         }
         Some(buf)
+    }
+
+    /// A node's certificate, if this node has seen it (session, link state).
+    fn certificate_of(&self, id: &NodeId) -> Option<&Certificate> {
+        if let Some(&peer) = self.by_id.get(id)
+            && let Some(certificate) = &self.peers[peer].certificate
+        {
+            return Some(certificate);
+        }
+        self.routing.lsdb.get(id).map(|r| &r.certificate)
     }
 
     /// Queues an IP packet for the TUN (the caller checked the bound, or

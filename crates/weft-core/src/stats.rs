@@ -102,4 +102,19 @@ counters! {
     lsa_tx_bytes,
     /// Route changes (any destination, any metric).
     path_changes,
+    /// Multicast packets this node sent as a source.
+    mcast_sent,
+    /// Multicast copies this node forwarded along a tree.
+    mcast_forwarded,
+    /// Multicast packets delivered to the TUN (this node is a member).
+    mcast_delivered,
+    /// Multicast copies dropped as duplicates.
+    mcast_duplicates,
+    /// Multicast packets or memberships refused by the policy (or with a
+    /// source address that is not the origin's).
+    mcast_denied,
+    /// Multicast packets for groups without members.
+    mcast_no_members,
+    /// IGMP/MLD reports read from the TUN.
+    mcast_reports,
 }

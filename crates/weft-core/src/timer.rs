@@ -22,4 +22,6 @@ pub enum TimerKind {
     Dht,
     /// The neighbourhood is reconsidered.
     Neighbours,
+    /// A multicast membership record is due, or one expires.
+    Multicast,
 }

@@ -74,6 +74,7 @@ impl Mesh {
                     dht: weft_core::dht::DhtConfig::default(),
                     bootstrap: Vec::new(),
                     neighbours: weft_core::NeighbourConfig::default(),
+                    multicast: weft_core::mcast::MulticastConfig::default(),
                 };
                 Node::new(now, Duration::from_secs(UNIX_START), [i as u8; 32], config).unwrap()
             })

@@ -63,6 +63,7 @@ fn node(
         dht: weft_core::dht::DhtConfig::default(),
         bootstrap: Vec::new(),
         neighbours: weft_core::NeighbourConfig::default(),
+        multicast: weft_core::mcast::MulticastConfig::default(),
     };
     Node::new(now, Duration::from_secs(UNIX_START), [seed; 32], config).unwrap()
 }

@@ -13,6 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use weft_core::dht::DhtConfig;
+use weft_core::mcast::MulticastConfig;
 use weft_core::{
     CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, NeighbourConfig, NodeConfig,
     PeerConfig, RoutingConfig, SecretKey, SessionConfig,
@@ -118,6 +119,8 @@ pub struct NodeSpec {
     pub bootstrap: Vec<SocketAddr>,
     /// The bounded neighbourhood.
     pub neighbours: NeighbourConfig,
+    /// Multicast groups and policy.
+    pub multicast: MulticastConfig,
 }
 
 impl NodeSpec {
@@ -137,6 +140,7 @@ impl NodeSpec {
             dht: DhtConfig::default(),
             bootstrap: Vec::new(),
             neighbours: NeighbourConfig::default(),
+            multicast: MulticastConfig::default(),
         }
     }
 
@@ -161,6 +165,7 @@ impl NodeSpec {
             dht: self.dht.clone(),
             bootstrap: self.bootstrap.clone(),
             neighbours: self.neighbours,
+            multicast: self.multicast.clone(),
         })
     }
 }
@@ -242,6 +247,7 @@ pub struct MeshBuilder {
     routing: RoutingConfig,
     link: Option<LinkConfig>,
     endpoints: Endpoints,
+    multicast: MulticastConfig,
 }
 
 impl MeshBuilder {
@@ -254,6 +260,7 @@ impl MeshBuilder {
             routing: RoutingConfig::default(),
             link: None,
             endpoints: Endpoints::Everyone,
+            multicast: MulticastConfig::default(),
         }
     }
 
@@ -272,6 +279,12 @@ impl MeshBuilder {
     /// Link monitoring and routing for every node.
     pub fn with_routing(mut self, routing: RoutingConfig) -> Self {
         self.routing = routing;
+        self
+    }
+
+    /// Multicast settings for every node.
+    pub fn with_multicast(mut self, multicast: MulticastConfig) -> Self {
+        self.multicast = multicast;
         self
     }
 
@@ -299,6 +312,7 @@ impl MeshBuilder {
                 spec.ipv4 = Some(mesh_ipv4(i));
                 spec.session = self.session.clone();
                 spec.routing = self.routing.clone();
+                spec.multicast = self.multicast.clone();
                 spec
             })
             .collect();

@@ -590,6 +590,7 @@ impl Node {
         let signature = self.secret.sign(&record);
         record.extend_from_slice(&signature);
         self.routing.advertised = advertised;
+        self.multicast.topology_changed();
         self.routing.last_lsa = Some(now);
         self.routing.lsa_due = None;
         self.stats.lsa_originated += 1;
@@ -610,7 +611,7 @@ impl Node {
         }
     }
 
-    fn neighbour(&self, now: Instant, peer: usize) -> bool {
+    pub(super) fn neighbour(&self, now: Instant, peer: usize) -> bool {
         let p = &self.peers[peer];
         p.endpoint.is_some()
             && p.monitor.health() != LinkHealth::Down
@@ -622,6 +623,7 @@ impl Node {
         if self.peers[peer].endpoint.is_none() {
             return;
         }
+        self.sync_membership(now, peer);
         self.schedule_lsa(now, CHANGE_INTERVAL);
         let records: Vec<Vec<u8>> = self
             .routing
@@ -682,6 +684,7 @@ impl Node {
         self.routing.dirty = false;
         self.routing.urgent = false;
         self.routing.last_recompute = Some(now);
+        self.multicast.topology_changed();
         self.routing.recompute_at = Some(now + RECOMPUTE_INTERVAL);
         let own = self.node_id();
         let mut graph = crate::route::Graph::default();
@@ -765,7 +768,7 @@ impl Node {
 
     /// A node by certificate name or by (a prefix of at least 4 digits of)
     /// its hex node id.
-    fn resolve(&self, name: &str) -> Result<NodeId, RouteError> {
+    pub(super) fn resolve(&self, name: &str) -> Result<NodeId, RouteError> {
         if name == self.name() {
             return Ok(self.node_id());
         }

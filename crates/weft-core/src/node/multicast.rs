@@ -1,0 +1,638 @@
+//! Overlay multicast at the node: group membership, trees, forwarding.
+//!
+//! - **Membership.** The groups this node has joined (config, commands and
+//!   the IGMP/MLD reports the kernel writes to the TUN) go into a record
+//!   signed with the node's key, flooded to neighbours like link state (on
+//!   change, every [`REFRESH`], expiring after [`LIFETIME`]) and given to a
+//!   new neighbour in full. The policy ([`MulticastConfig`]) decides from
+//!   the member's certificate whether its membership counts.
+//! - **Trees.** Every node builds the same tree for a (source, group) from
+//!   the same inputs: the links of the link-state records as advertised
+//!   (this node's own as it last advertised them, so its view is the one
+//!   the others have), each link counted once both ends advertise it, at
+//!   the larger of the two RTTs; and the members from the membership
+//!   records. See `mcast::build_tree` for the algorithm.
+//! - **Forwarding.** The source sends the IP packet, unchanged, in a
+//!   multicast frame (origin, sequence, hop budget) to its children in the
+//!   tree; each node delivers it to its TUN if it is a member and forwards
+//!   it to its own children in the tree of that origin. Frames are sealed
+//!   hop by hop in the sessions between tree neighbours. A per-origin
+//!   duplicate window drops a second copy, so no member delivers twice
+//!   even while views of the tree differ for a moment; the hop budget ends
+//!   any loop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, trace};
+
+use super::{Event, Node, Via, ip_destination, ip_source, prefix, push_event};
+use crate::identity::NodeId;
+use crate::mcast::{
+    DuplicateWindow, GroupReport, MAX_MULTICAST_HOPS, MulticastConfig, Topology, Tree, build_tree,
+    is_carried, parse_reports,
+};
+use crate::wire::{Frame, MembershipRecord, verify_membership};
+
+/// A membership record is re-sent this often.
+const REFRESH: Duration = Duration::from_secs(10);
+/// ... and dropped by others this long after it was received.
+const LIFETIME: Duration = Duration::from_secs(35);
+/// Changes are advertised at most this often.
+const CHANGE_SPACING: Duration = Duration::from_millis(100);
+/// Groups a node may join, and members a group may have counted (bounds).
+const MAX_GROUPS: usize = 256;
+/// Trees kept computed.
+const MAX_TREES: usize = 1024;
+
+/// Why a group command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// Not a multicast address weft carries.
+    #[error(
+        "{0} is not a multicast group weft carries (IPv4 224.0.0.0/4 beyond 224.0.0.0/24, IPv6 ff00::/8 beyond link scope)"
+    )]
+    NotCarried(IpAddr),
+    /// The node's certificate may not join it.
+    #[error("this node's certificate may not join {0}")]
+    NotAllowed(IpAddr),
+    /// Too many groups.
+    #[error("too many groups (at most {MAX_GROUPS})")]
+    TooMany,
+    /// A source named that nobody knows.
+    #[error("unknown node '{0}'")]
+    UnknownNode(String),
+}
+
+/// A group as `weft group list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The group address.
+    pub group: IpAddr,
+    /// Whether this node has joined it.
+    pub joined: bool,
+    /// Every member known (this node included when joined), by name.
+    pub members: Vec<(NodeId, String)>,
+}
+
+/// A tree as `weft group tree` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeStatus {
+    /// The group.
+    pub group: IpAddr,
+    /// The source (root).
+    pub source: String,
+    /// Parent → child, by name.
+    pub edges: Vec<(String, String)>,
+    /// The members the tree serves (the source excluded).
+    pub members: Vec<String>,
+    /// Members the tree cannot reach (no links to them known).
+    pub unreached: Vec<String>,
+}
+
+/// A member's latest record.
+struct Membership {
+    sequence: u64,
+    received: Instant,
+    groups: BTreeSet<IpAddr>,
+    bytes: Vec<u8>,
+}
+
+/// Multicast state of a node.
+pub(super) struct MulticastState {
+    config: MulticastConfig,
+    joined: BTreeSet<IpAddr>,
+    records: BTreeMap<NodeId, Membership>,
+    next_seq: u64,
+    windows: BTreeMap<NodeId, DuplicateWindow>,
+    trees: BTreeMap<(NodeId, IpAddr), Tree>,
+    /// The topology the trees were built on (rebuilt when link state
+    /// changes).
+    topology: Option<Topology>,
+    due: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl MulticastState {
+    pub(super) fn new(config: MulticastConfig) -> Self {
+        Self {
+            config,
+            joined: BTreeSet::new(),
+            records: BTreeMap::new(),
+            next_seq: 0,
+            windows: BTreeMap::new(),
+            trees: BTreeMap::new(),
+            topology: None,
+            due: None,
+            last: None,
+        }
+    }
+
+    /// The link-state view changed: trees must be rebuilt.
+    pub(super) fn topology_changed(&mut self) {
+        self.topology = None;
+        self.trees.clear();
+    }
+
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        let refresh = self.last.map(|l| l + REFRESH);
+        let expiry = self.records.values().map(|m| m.received + LIFETIME).min();
+        [self.due, refresh, expiry].into_iter().flatten().min()
+    }
+}
+
+impl Node {
+    /// Joins `group` on this node: members of the overlay will send its
+    /// packets here, and they are written to the TUN.
+    pub fn join_group(&mut self, now: Instant, group: IpAddr) -> Result<(), GroupError> {
+        if !is_carried(group) {
+            return Err(GroupError::NotCarried(group));
+        }
+        if !self
+            .multicast
+            .config
+            .may_join(group, self.certificate.groups())
+        {
+            return Err(GroupError::NotAllowed(group));
+        }
+        if self.multicast.joined.len() >= MAX_GROUPS && !self.multicast.joined.contains(&group) {
+            return Err(GroupError::TooMany);
+        }
+        if self.multicast.joined.insert(group) {
+            debug!(%group, "joined group");
+            let (node, name) = (self.node_id(), self.name().to_owned());
+            push_event(
+                &mut self.events,
+                &mut self.stats,
+                Event::GroupJoined { group, node, name },
+            );
+            self.membership_changed(now);
+        }
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Leaves `group` on this node.
+    pub fn leave_group(&mut self, now: Instant, group: IpAddr) -> Result<(), GroupError> {
+        if !is_carried(group) {
+            return Err(GroupError::NotCarried(group));
+        }
+        if self.multicast.joined.remove(&group) {
+            debug!(%group, "left group");
+            let (node, name) = (self.node_id(), self.name().to_owned());
+            push_event(
+                &mut self.events,
+                &mut self.stats,
+                Event::GroupLeft { group, node, name },
+            );
+            self.membership_changed(now);
+        }
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Every group known, with its members.
+    pub fn groups(&self, now: Instant) -> Vec<GroupStatus> {
+        let _ = now;
+        let mut groups: BTreeMap<IpAddr, Vec<(NodeId, String)>> = BTreeMap::new();
+        for group in &self.multicast.joined {
+            groups
+                .entry(*group)
+                .or_default()
+                .push((self.node_id(), self.name().to_owned()));
+        }
+        for (origin, membership) in &self.multicast.records {
+            for group in &membership.groups {
+                groups
+                    .entry(*group)
+                    .or_default()
+                    .push((*origin, self.name_of(origin)));
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(group, members)| GroupStatus {
+                group,
+                joined: self.multicast.joined.contains(&group),
+                members,
+            })
+            .collect()
+    }
+
+    /// The tree packets of `group` from `source` (a name or hex id; `None`:
+    /// this node) take, as this node computes it.
+    pub fn multicast_tree(
+        &mut self,
+        now: Instant,
+        source: Option<&str>,
+        group: IpAddr,
+    ) -> Result<TreeStatus, GroupError> {
+        let _ = now;
+        if !is_carried(group) {
+            return Err(GroupError::NotCarried(group));
+        }
+        let origin = match source {
+            None => self.node_id(),
+            Some(name) => self
+                .resolve(name)
+                .map_err(|_| GroupError::UnknownNode(name.to_owned()))?,
+        };
+        let members = self.members_of(group, origin);
+        let tree = self.tree(origin, group).clone();
+        let edges = tree
+            .edges()
+            .into_iter()
+            .map(|(parent, child)| (self.name_of(&parent), self.name_of(&child)))
+            .collect();
+        Ok(TreeStatus {
+            group,
+            source: self.name_of(&origin),
+            edges,
+            members: members.iter().map(|id| self.name_of(id)).collect(),
+            unreached: tree.unreached().iter().map(|id| self.name_of(id)).collect(),
+        })
+    }
+
+    /// A multicast packet (or a group report) from the TUN. Returns whether
+    /// it was handled here.
+    pub(super) fn multicast_from_tun(&mut self, now: Instant, packet: &[u8]) -> bool {
+        if let Ok(reports) = parse_reports(packet) {
+            self.stats.mcast_reports += 1;
+            for report in reports {
+                // A refused join (policy) is logged, not fatal.
+                let result = match report {
+                    GroupReport::Join(group) => self.join_group(now, group),
+                    GroupReport::Leave(group) => self.leave_group(now, group),
+                };
+                if let Err(error) = result {
+                    debug!(%error, "kernel group report not applied");
+                }
+            }
+            return true;
+        }
+        let Some(group) = ip_destination(packet) else {
+            return false;
+        };
+        if !group.is_multicast() || !is_carried(group) {
+            return false;
+        }
+        if !self
+            .multicast
+            .config
+            .may_send(group, self.certificate.groups())
+        {
+            self.stats.mcast_denied += 1;
+            return true;
+        }
+        let own = self.node_id();
+        if self.members_of(group, own).is_empty() {
+            self.stats.mcast_no_members += 1;
+            return true;
+        }
+        let seq = self.multicast.next_seq;
+        self.multicast.next_seq += 1;
+        self.stats.mcast_sent += 1;
+        let children = self.tree(own, group).children(&own).to_vec();
+        for child in children {
+            self.send_multicast(now, child, &prefix(&own), seq, 0, packet);
+        }
+        true
+    }
+
+    /// A multicast frame from neighbour `from`.
+    pub(super) fn on_multicast(
+        &mut self,
+        now: Instant,
+        from: usize,
+        origin: &[u8; 16],
+        seq: u64,
+        hops: u8,
+        packet: &[u8],
+    ) {
+        let _ = from;
+        let Some(&origin) = self.routing.by_prefix.get(origin) else {
+            self.stats.mcast_denied += 1;
+            trace!("multicast frame from an unknown origin");
+            return;
+        };
+        let Some(group) = ip_destination(packet).filter(|g| g.is_multicast() && is_carried(*g))
+        else {
+            self.stats.rx_bad_frame += 1;
+            return;
+        };
+        // The packet must come from the origin's own overlay address, and the
+        // origin must be allowed to send to the group.
+        let source_ok = match ip_source(packet) {
+            Some(IpAddr::V6(src)) => origin.owns_ipv6(&src),
+            Some(IpAddr::V4(src)) => self
+                .certificate_of(&origin)
+                .and_then(|c| c.ipv4())
+                .is_some_and(|net| net.addr == src),
+            None => false,
+        };
+        let sender_groups = self
+            .certificate_of(&origin)
+            .map(|c| c.groups().to_vec())
+            .unwrap_or_default();
+        if !source_ok || !self.multicast.config.may_send(group, &sender_groups) {
+            self.stats.mcast_denied += 1;
+            return;
+        }
+        if origin == self.node_id() {
+            self.stats.mcast_duplicates += 1;
+            return;
+        }
+        let window = self.multicast.windows.entry(origin).or_default();
+        if !window.check_and_set(seq) {
+            self.stats.mcast_duplicates += 1;
+            return;
+        }
+        if self.multicast.joined.contains(&group) {
+            let mut buf = self.take_buffer();
+            buf.extend_from_slice(packet);
+            self.stats.mcast_delivered += 1;
+            self.push_tun(buf);
+        }
+        if hops.saturating_add(1) >= MAX_MULTICAST_HOPS {
+            return;
+        }
+        let me = self.node_id();
+        let children = self.tree(origin, group).children(&me).to_vec();
+        for child in children {
+            self.send_multicast(now, child, &prefix(&origin), seq, hops + 1, packet);
+            self.stats.mcast_forwarded += 1;
+        }
+    }
+
+    fn send_multicast(
+        &mut self,
+        now: Instant,
+        child: NodeId,
+        origin: &[u8; 16],
+        seq: u64,
+        hops: u8,
+        packet: &[u8],
+    ) {
+        let Some(&peer) = self.by_id.get(&child) else {
+            return;
+        };
+        if !self.usable_current(now, peer) {
+            self.stats.tx_no_path += 1;
+            return;
+        }
+        let frame = Frame::Multicast {
+            origin: *origin,
+            seq,
+            hops,
+            packet,
+        };
+        self.peers[peer]
+            .monitor
+            .mark_active(now, &self.routing.config);
+        self.send_frame(now, peer, frame, Via::Direct);
+    }
+
+    /// Members of `group` other than `origin`, as the policy counts them.
+    fn members_of(&self, group: IpAddr, origin: NodeId) -> BTreeSet<NodeId> {
+        let mut members = BTreeSet::new();
+        let own = self.node_id();
+        if own != origin && self.multicast.joined.contains(&group) {
+            members.insert(own);
+        }
+        for (id, membership) in &self.multicast.records {
+            if *id != origin && membership.groups.contains(&group) {
+                members.insert(*id);
+            }
+        }
+        members
+    }
+
+    /// The tree of (origin, group), built on demand and cached until link
+    /// state or membership changes.
+    fn tree(&mut self, origin: NodeId, group: IpAddr) -> &Tree {
+        if !self.multicast.trees.contains_key(&(origin, group)) {
+            if self.multicast.topology.is_none() {
+                self.multicast.topology = Some(self.advertised_topology());
+            }
+            let members = self.members_of(group, origin);
+            let fanout = self.multicast.config.fanout;
+            let tree = match &self.multicast.topology {
+                Some(topology) => build_tree(topology, origin, &members, fanout),
+                None => build_tree(&Topology::new(), origin, &members, fanout),
+            };
+            if self.multicast.trees.len() >= MAX_TREES {
+                self.multicast.trees.clear();
+            }
+            self.multicast.trees.insert((origin, group), tree);
+        }
+        // Just inserted when missing.
+        &self.multicast.trees[&(origin, group)]
+    }
+
+    /// The overlay links as everybody sees them: from the link-state
+    /// records (this node's as last advertised), each link once both ends
+    /// advertise it, at the larger of their two RTTs.
+    fn advertised_topology(&self) -> Topology {
+        let own = self.node_id();
+        let mut directed: BTreeMap<(NodeId, NodeId), u64> = BTreeMap::new();
+        for (neighbour, (rtt_us, _)) in &self.routing.advertised {
+            directed.insert((own, *neighbour), u64::from(*rtt_us));
+        }
+        for (origin, record) in self.routing.lsdb.iter() {
+            for link in &record.links {
+                if let Some(&neighbour) = self.routing.by_prefix.get(&link.neighbour) {
+                    directed.insert((*origin, neighbour), u64::from(link.rtt_us));
+                }
+            }
+        }
+        let mut topology = Topology::new();
+        for (&(a, b), &cost) in &directed {
+            if a < b
+                && let Some(&back) = directed.get(&(b, a))
+            {
+                topology.add_link(a, b, cost.max(back).max(1));
+            }
+        }
+        topology
+    }
+
+    /// The membership changed here: advertise it soon and tell the DHT.
+    fn membership_changed(&mut self, now: Instant) {
+        self.multicast.trees.clear();
+        let earliest = self
+            .multicast
+            .last
+            .map_or(now, |last| (last + CHANGE_SPACING).max(now));
+        self.multicast.due = Some(self.multicast.due.map_or(earliest, |d| d.min(earliest)));
+        let groups = self
+            .multicast
+            .joined
+            .iter()
+            .map(|g| g.to_string())
+            .collect();
+        self.discovery.dht.set_groups(now, groups);
+    }
+
+    /// Multicast timers: advertise, refresh, expire.
+    pub(super) fn multicast_timers(&mut self, now: Instant) {
+        let expired: Vec<NodeId> = self
+            .multicast
+            .records
+            .iter()
+            .filter(|(_, m)| now >= m.received + LIFETIME)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(old) = self.multicast.records.remove(&id) {
+                self.announce_membership_diff(id, &old.groups, &BTreeSet::new());
+                self.multicast.trees.clear();
+            }
+        }
+        let refresh = self.multicast.last.is_some_and(|l| now >= l + REFRESH);
+        let due = self.multicast.due.is_some_and(|d| d <= now);
+        // Nothing to say until something was joined once.
+        if (refresh || due) && (self.multicast.last.is_some() || !self.multicast.joined.is_empty())
+        {
+            self.originate_membership(now);
+        }
+    }
+
+    fn originate_membership(&mut self, now: Instant) {
+        self.multicast.due = None;
+        self.multicast.last = Some(now);
+        let sequence = self.next_timestamp(now);
+        let groups: Vec<IpAddr> = self.multicast.joined.iter().copied().collect();
+        let mut record = self.take_buffer();
+        MembershipRecord::emit_signed(
+            &mut record,
+            &self.secret,
+            self.certificate.to_bytes(),
+            sequence,
+            LIFETIME.as_secs() as u16,
+            &groups,
+        );
+        self.flood_membership(now, &record, None);
+        self.return_buffer(record);
+    }
+
+    fn flood_membership(&mut self, now: Instant, record: &[u8], except: Option<usize>) {
+        for peer in 0..self.peers.len() {
+            if Some(peer) == except || !self.neighbour(now, peer) {
+                continue;
+            }
+            self.send_frame(now, peer, Frame::Membership(record), Via::Direct);
+        }
+    }
+
+    /// Gives a new neighbour every membership record this node holds.
+    pub(super) fn sync_membership(&mut self, now: Instant, peer: usize) {
+        if self.multicast.last.is_some() {
+            self.multicast.due = Some(now);
+        }
+        let records: Vec<Vec<u8>> = self
+            .multicast
+            .records
+            .values()
+            .map(|m| m.bytes.clone())
+            .collect();
+        for record in records {
+            self.send_frame(now, peer, Frame::Membership(&record), Via::Direct);
+        }
+    }
+
+    /// A membership record from neighbour `from`.
+    pub(super) fn on_membership(&mut self, now: Instant, from: usize, record: &[u8]) {
+        let unix_now = self.unix_now(now);
+        let verified = match verify_membership(record, &self.ca, unix_now) {
+            Ok(verified) => verified,
+            Err(error) => {
+                self.stats.lsa_rejected += 1;
+                debug!(%error, "membership record refused");
+                return;
+            }
+        };
+        let origin = verified.origin;
+        if origin == self.node_id() {
+            return;
+        }
+        if self
+            .multicast
+            .records
+            .get(&origin)
+            .is_some_and(|m| m.sequence >= verified.sequence)
+        {
+            return;
+        }
+        self.routing.by_prefix.insert(prefix(&origin), origin);
+        if let Some(peer) = self.peer_for_certificate(&verified.certificate)
+            && self.peers[peer].certificate.is_none()
+        {
+            self.bind_identity(peer, verified.certificate.clone());
+        }
+        let mut groups = BTreeSet::new();
+        for group in verified.groups.iter().take(MAX_GROUPS) {
+            if is_carried(*group)
+                && self
+                    .multicast
+                    .config
+                    .may_join(*group, verified.certificate.groups())
+            {
+                groups.insert(*group);
+            } else {
+                self.stats.mcast_denied += 1;
+            }
+        }
+        let old = self
+            .multicast
+            .records
+            .get(&origin)
+            .map(|m| m.groups.clone())
+            .unwrap_or_default();
+        self.announce_membership_diff(origin, &old, &groups);
+        if old != groups {
+            self.multicast.trees.clear();
+        }
+        self.multicast.records.insert(
+            origin,
+            Membership {
+                sequence: verified.sequence,
+                received: now,
+                groups,
+                bytes: record.to_vec(),
+            },
+        );
+        self.flood_membership(now, record, Some(from));
+    }
+
+    fn announce_membership_diff(
+        &mut self,
+        node: NodeId,
+        old: &BTreeSet<IpAddr>,
+        new: &BTreeSet<IpAddr>,
+    ) {
+        let name = self.name_of(&node);
+        for group in new.difference(old) {
+            push_event(
+                &mut self.events,
+                &mut self.stats,
+                Event::GroupJoined {
+                    group: *group,
+                    node,
+                    name: name.clone(),
+                },
+            );
+        }
+        for group in old.difference(new) {
+            push_event(
+                &mut self.events,
+                &mut self.stats,
+                Event::GroupLeft {
+                    group: *group,
+                    node,
+                    name: name.clone(),
+                },
+            );
+        }
+    }
+}
