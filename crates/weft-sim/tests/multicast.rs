@@ -214,3 +214,32 @@ fn leaving_stops_delivery_and_bad_groups_are_refused() {
         );
     }
 }
+
+#[test]
+fn ipv6_groups_are_carried_too() {
+    let mut sim = new_sim(84);
+    let hosts = mesh(&mut sim, 5, 8);
+    converge(&mut sim, &hosts, secs(10));
+    let group: IpAddr = "ff0e::1234".parse().unwrap();
+    for &m in &hosts[2..] {
+        join(&mut sim, m, group).unwrap();
+    }
+    sim.run_for(secs(1));
+    let source = SocketAddr::new(IpAddr::V6(sim.overlay_ipv6(hosts[0])), 4000);
+    let start = sim.elapsed() + ms(1);
+    for i in 0..20u32 {
+        let packet = udp_packet(source, SocketAddr::new(group, 5000), &i.to_be_bytes()).unwrap();
+        sim.schedule_tun(start + ms(10) * i, hosts[0], packet);
+    }
+    sim.run_for(secs(2));
+    let count = |h: HostId| {
+        sim.tun(h)
+            .iter()
+            .filter(|d| parse_udp(&d.packet).is_some_and(|u| u.destination.ip() == group))
+            .count()
+    };
+    for &m in &hosts[2..] {
+        assert_eq!(count(m), 20, "{}", sim.name(m));
+    }
+    assert_eq!(count(hosts[1]), 0, "no member");
+}
