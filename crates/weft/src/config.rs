@@ -23,6 +23,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use toml::Spanned;
 use weft_core::dht::DhtConfig;
+use weft_core::mcast::{DEFAULT_FANOUT, GroupRule, MulticastConfig, is_carried, parse_prefix};
 use weft_core::{
     CaCertificate, Certificate, MAX_INTERMEDIATES, NeighbourConfig, NodeConfig, PeerConfig,
     PublicKey, RoutingConfig, SecretKey, SessionConfig,
@@ -52,6 +53,8 @@ pub const DEFAULT_NEIGHBOURS_MAX: usize = 16;
 pub const DEFAULT_NEIGHBOURS_RANDOM: usize = 4;
 /// Largest `[dht] k` accepted: buckets and lookups grow with it.
 pub const MAX_DHT_K: usize = 256;
+/// Largest `[multicast] fanout` accepted.
+pub const MAX_FANOUT: usize = 1024;
 
 /// A checked config file.
 #[derive(Debug, Clone)]
@@ -80,6 +83,20 @@ pub struct Config {
     pub neighbours: NeighbourSection,
     /// `[dns]`: the responder for `NAME.weft`.
     pub dns: DnsSection,
+    /// `[multicast]`: groups joined at start, tree fan-out, who may join
+    /// and send, and the TUN's multicast routes.
+    pub multicast: MulticastSection,
+}
+
+/// `[multicast]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MulticastSection {
+    /// The core's settings: fan-out, groups joined at start, rules.
+    pub config: MulticastConfig,
+    /// Whether the daemon routes multicast into the TUN (224.0.0.0/4 and
+    /// IPv6 multicast of scope 3 and more), so that applications that do
+    /// not pick an interface send through weft.
+    pub routes: bool,
 }
 
 /// `[dht]`.
@@ -120,6 +137,15 @@ impl Default for NeighbourSection {
         Self {
             max: DEFAULT_NEIGHBOURS_MAX,
             random: DEFAULT_NEIGHBOURS_RANDOM,
+        }
+    }
+}
+
+impl Default for MulticastSection {
+    fn default() -> Self {
+        Self {
+            config: MulticastConfig::default(),
+            routes: true,
         }
     }
 }
@@ -308,6 +334,7 @@ impl Config {
                 max: self.neighbours.max,
                 random: self.neighbours.random,
             },
+            multicast: self.multicast.config.clone(),
         })
     }
 
@@ -477,6 +504,29 @@ level = "{DEFAULT_LOG_LEVEL}"
 # interface, where systemd-resolved runs). Nothing else is changed;
 # /etc/resolv.conf is never edited.
 # configure_resolver = true
+
+# [multicast]
+# Groups are multicast addresses. Applications join them as usual (a socket's
+# IP_ADD_MEMBERSHIP on the TUN: the kernel's IGMP/MLD report becomes a join of
+# this node), and so do `weft group join` and this list, at start. The overlay
+# carries IPv4 224.0.1.0 to 239.255.255.255 and IPv6 multicast of scope 3 or
+# more (ff05::, ff0e::, ...); link-local multicast stays on each host.
+# groups = ["239.1.2.3"]
+# Most children one node feeds in a distribution tree: lower spreads the
+# copying over more nodes, higher gives shorter paths.
+# fanout = {DEFAULT_FANOUT}
+# Route 224.0.0.0/4 and IPv6 multicast of scope 3 or more into the TUN, so that
+# applications that do not choose an interface send multicast through weft.
+# routes = true
+#
+# Who may join and send, by certificate group (`weft ca sign --groups`). For
+# an address, the rule with the longest matching prefix decides; in it, an
+# empty list allows anyone. Addresses no rule covers are open to everyone.
+# Give every node the same rules: each applies them to what it forwards.
+# [[multicast.rules]]
+# groups = "239.1.0.0/16"
+# members = ["media"]
+# senders = ["media"]
 
 # Pinned paths: traffic to the destination always goes through these nodes,
 # in order (at most {max_intermediates}), whatever the measurements say. The same
@@ -688,6 +738,8 @@ struct RawConfig {
     neighbours: RawNeighbours,
     #[serde(default)]
     dns: RawDns,
+    #[serde(default)]
+    multicast: RawMulticast,
 }
 
 #[derive(Deserialize)]
@@ -775,6 +827,24 @@ struct RawDns {
     enabled: Option<bool>,
     listen: Option<Spanned<Vec<Spanned<String>>>>,
     configure_resolver: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMulticast {
+    fanout: Option<Spanned<i64>>,
+    groups: Option<Spanned<Vec<Spanned<String>>>>,
+    routes: Option<bool>,
+    #[serde(default)]
+    rules: Vec<Spanned<RawGroupRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroupRule {
+    groups: Spanned<String>,
+    members: Option<Spanned<Vec<Spanned<String>>>>,
+    senders: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -880,6 +950,7 @@ impl RawConfig {
         let dht = self.dht.check(source)?;
         let neighbours = self.neighbours.check(source)?;
         let dns = self.dns.check(source)?;
+        let multicast = self.multicast.check(source)?;
         Ok(Config {
             file: source.file.to_owned(),
             node,
@@ -893,6 +964,7 @@ impl RawConfig {
             dht,
             neighbours,
             dns,
+            multicast,
         })
     }
 }
@@ -1263,6 +1335,132 @@ impl RawDns {
     }
 }
 
+impl RawMulticast {
+    fn check(&self, source: &Source<'_>) -> Result<MulticastSection, ConfigError> {
+        let mut config = MulticastConfig::default();
+        config.fanout = count_in(source, &self.fanout, "multicast.fanout", 1, MAX_FANOUT)?
+            .unwrap_or(config.fanout);
+        if let Some(list) = &self.groups {
+            for (i, entry) in list.get_ref().iter().enumerate() {
+                let key = format!("multicast.groups[{i}]");
+                let group = parse_group(entry.get_ref())
+                    .map_err(|m| source.error(&entry.span(), key.as_str(), m))?;
+                if let Some(first) = config.groups.iter().position(|g| *g == group) {
+                    return Err(source.error(
+                        &entry.span(),
+                        key,
+                        format!("{group} is already multicast.groups[{first}]"),
+                    ));
+                }
+                config.groups.push(group);
+            }
+        }
+        for (i, entry) in self.rules.iter().enumerate() {
+            config.rules.push(entry.get_ref().check(source, i)?);
+        }
+        Ok(MulticastSection {
+            config,
+            routes: self.routes.unwrap_or(true),
+        })
+    }
+}
+
+impl RawGroupRule {
+    fn check(&self, source: &Source<'_>, index: usize) -> Result<GroupRule, ConfigError> {
+        let groups = parse_group_range(self.groups.get_ref()).map_err(|m| {
+            source.error(
+                &self.groups.span(),
+                format!("multicast.rules[{index}].groups"),
+                m,
+            )
+        })?;
+        let labels = |list: &Option<Spanned<Vec<Spanned<String>>>>,
+                      field: &str|
+         -> Result<Vec<String>, ConfigError> {
+            let mut labels: Vec<String> = Vec::new();
+            for (i, entry) in list.iter().flat_map(|l| l.get_ref()).enumerate() {
+                let label = entry.get_ref().trim();
+                let key = format!("multicast.rules[{index}].{field}[{i}]");
+                if !is_dns_label(label) {
+                    return Err(source.error(
+                        &entry.span(),
+                        key,
+                        format!(
+                            "'{label}' is not a certificate group (lower-case letters, digits and '-', at most 63)"
+                        ),
+                    ));
+                }
+                if labels.iter().any(|l| l == label) {
+                    return Err(source.error(
+                        &entry.span(),
+                        key,
+                        format!("'{label}' is named twice"),
+                    ));
+                }
+                labels.push(label.to_owned());
+            }
+            Ok(labels)
+        };
+        Ok(GroupRule {
+            groups,
+            members: labels(&self.members, "members")?,
+            senders: labels(&self.senders, "senders")?,
+        })
+    }
+}
+
+/// A multicast group the overlay carries, as `[multicast] groups` and
+/// `weft group join` name it.
+pub fn parse_group(text: &str) -> Result<IpAddr, String> {
+    let trimmed = text.trim();
+    let group: IpAddr = trimmed.parse().map_err(|_| {
+        format!("'{text}' is not a multicast address (e.g. \"239.1.2.3\" or \"ff0e::1:2:3\")")
+    })?;
+    if !group.is_multicast() {
+        return Err(format!(
+            "{group} is not a multicast address (IPv4 224.0.0.0/4, IPv6 ff00::/8)"
+        ));
+    }
+    if !is_carried(group) {
+        return Err(format!(
+            "{group} is link-local multicast, which stays on each host; the overlay carries IPv4 224.0.1.0 to 239.255.255.255 and IPv6 multicast of scope 3 or more (ff03:: to ff0f::, e.g. ff05:: or ff0e::)"
+        ));
+    }
+    Ok(group)
+}
+
+/// A rule's range of multicast addresses: `239.1.0.0/16`, `ff3e::/16`, or
+/// one address. It must lie inside multicast space and have no bits set
+/// beyond its prefix (a likely typo).
+fn parse_group_range(text: &str) -> Result<(IpAddr, u8), String> {
+    let example = "e.g. \"239.1.0.0/16\", \"ff3e::/16\" or one address";
+    let (address, len) = parse_prefix(text.trim())
+        .ok_or_else(|| format!("'{text}' is not an address range ({example})"))?;
+    let (inside, host_bits) = match address {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            (len >= 4 && v4.is_multicast(), bits & !mask != 0)
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            (len >= 8 && v6.is_multicast(), bits & !mask != 0)
+        }
+    };
+    if !inside {
+        return Err(format!(
+            "'{text}' is not inside multicast space (224.0.0.0/4 or ff00::/8; {example})"
+        ));
+    }
+    if host_bits {
+        return Err(format!(
+            "'{text}' has bits set beyond its /{len} prefix (a typo? {example})"
+        ));
+    }
+    Ok((address, len))
+}
+
 /// Reads an optional whole number that must lie in `min..=max`.
 fn count_in(
     source: &Source<'_>,
@@ -1521,6 +1719,120 @@ mod tests {
                 ..DnsSection::default()
             }
         );
+        assert_eq!(
+            config.multicast.config.groups,
+            ["239.1.2.3".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(config.multicast.config.fanout, DEFAULT_FANOUT);
+        assert!(config.multicast.routes);
+        assert_eq!(
+            config.multicast.config.rules,
+            [GroupRule {
+                groups: ("239.1.0.0".parse().unwrap(), 16),
+                members: vec!["media".into()],
+                senders: vec!["media".into()],
+            }]
+        );
+    }
+
+    #[test]
+    fn multicast_section_sets_groups_fanout_and_rules() {
+        let config = parse(&format!(
+            "{MINIMAL}[multicast]\nfanout = 4\ngroups = [\"239.1.2.3\", \"ff0e::1:2:3\", \"ff15::9\"]\nroutes = false\n\
+             [[multicast.rules]]\ngroups = \"239.1.0.0/16\"\nmembers = [\"media\", \"ops\"]\n\
+             [[multicast.rules]]\ngroups = \"ff3e::/16\"\nsenders = [\"studio\"]\n"
+        ))
+        .unwrap();
+        let multicast = &config.multicast;
+        assert_eq!(multicast.config.fanout, 4);
+        assert!(!multicast.routes);
+        assert_eq!(
+            multicast.config.groups,
+            ["239.1.2.3", "ff0e::1:2:3", "ff15::9"].map(|g| g.parse::<IpAddr>().unwrap())
+        );
+        assert_eq!(
+            multicast.config.rules,
+            [
+                GroupRule {
+                    groups: ("239.1.0.0".parse().unwrap(), 16),
+                    members: vec!["media".into(), "ops".into()],
+                    senders: vec![],
+                },
+                GroupRule {
+                    groups: ("ff3e::".parse().unwrap(), 16),
+                    members: vec![],
+                    senders: vec!["studio".into()],
+                },
+            ]
+        );
+        let defaults = parse(MINIMAL).unwrap().multicast;
+        assert_eq!(defaults, MulticastSection::default());
+        assert!(defaults.routes && defaults.config.groups.is_empty());
+    }
+
+    #[test]
+    fn multicast_mistakes_are_located() {
+        for (text, expected) in [
+            (
+                "[multicast]\ngroups = [\"239.1.2.3\", \"db1\"]\n",
+                "/etc/weft/weft.toml:6:24: multicast.groups[1]: 'db1' is not a multicast address",
+            ),
+            (
+                "[multicast]\ngroups = [\"198.19.0.1\"]\n",
+                "/etc/weft/weft.toml:6:11: multicast.groups[0]: 198.19.0.1 is not a multicast address",
+            ),
+            (
+                "[multicast]\ngroups = [\"224.0.0.251\"]\n",
+                "/etc/weft/weft.toml:6:11: multicast.groups[0]: 224.0.0.251 is link-local multicast",
+            ),
+            (
+                "[multicast]\ngroups = [\"ff02::1:3\"]\n",
+                "/etc/weft/weft.toml:6:11: multicast.groups[0]: ff02::1:3 is link-local multicast",
+            ),
+            (
+                "[multicast]\ngroups = [\"239.1.2.3\", \"239.1.2.3\"]\n",
+                "multicast.groups[1]: 239.1.2.3 is already multicast.groups[0]",
+            ),
+            (
+                "[multicast]\nfanout = 0\n",
+                "/etc/weft/weft.toml:6:10: multicast.fanout: 0 is out of range 1..=1024",
+            ),
+            (
+                "[[multicast.rules]]\ngroups = \"198.19.0.0/16\"\n",
+                "/etc/weft/weft.toml:6:10: multicast.rules[0].groups: '198.19.0.0/16' is not inside multicast space",
+            ),
+            (
+                "[[multicast.rules]]\ngroups = \"0.0.0.0/0\"\n",
+                "multicast.rules[0].groups: '0.0.0.0/0' is not inside multicast space",
+            ),
+            (
+                "[[multicast.rules]]\ngroups = \"239.1.2.3/16\"\n",
+                "multicast.rules[0].groups: '239.1.2.3/16' has bits set beyond its /16 prefix",
+            ),
+            (
+                "[[multicast.rules]]\ngroups = \"239.1.0.0/33\"\n",
+                "multicast.rules[0].groups: '239.1.0.0/33' is not an address range",
+            ),
+            (
+                "[[multicast.rules]]\ngroups = \"239.1.0.0/16\"\n[[multicast.rules]]\ngroups = \"ff3e::/16\"\nmembers = [\"a\", \"Media\"]\n",
+                "/etc/weft/weft.toml:9:17: multicast.rules[1].members[1]: 'Media' is not a certificate group",
+            ),
+            (
+                "[[multicast.rules]]\ngroups = \"ff3e::/16\"\nsenders = [\"a\", \"a\"]\n",
+                "multicast.rules[0].senders[1]: 'a' is named twice",
+            ),
+            (
+                "[[multicast.rules]]\nmembers = []\n",
+                "multicast.rules[0].groups: missing field",
+            ),
+            (
+                "[multicast]\ngroup = [\"239.1.2.3\"]\n",
+                "multicast.group: unknown field",
+            ),
+        ] {
+            let message = error(&format!("{MINIMAL}{text}"));
+            assert!(message.contains(expected), "{text}: {message}");
+        }
     }
 
     #[test]
