@@ -39,6 +39,9 @@ enum Command {
     /// Find a node through the DHT by name, node id or overlay address, and
     /// show its record and the queries the lookup took.
     Lookup(weft::lookup::LookupArgs),
+    /// Join and leave multicast groups, list them, show their trees.
+    #[command(subcommand)]
+    Group(weft::group::GroupCommand),
     /// Send ICMP echo requests (through the overlay when the target is an
     /// overlay address) and report round-trip times.
     Ping(weft::ping::PingArgs),
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Route(command) => weft::routes::run_route(&command),
         Command::Trace(args) => weft::routes::run_trace(&args),
         Command::Lookup(args) => weft::lookup::run(&args),
+        Command::Group(command) => weft::group::run(&command),
         Command::Ping(args) => weft::ping::run(&args),
         Command::Demo(args) => weft::demo::run(&args),
     };

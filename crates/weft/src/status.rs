@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::group::MulticastInfo;
 
 /// How long the client waits for the daemon to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,6 +85,9 @@ pub struct NodeStatus {
     /// The node's part in the DHT (absent from daemons before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dht: Option<DhtInfo>,
+    /// The node's multicast groups (absent from daemons before them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multicast: Option<MulticastInfo>,
 }
 
 /// The `dht` object of [`NodeStatus`].
@@ -286,6 +290,20 @@ pub fn render_table(status: &NodeStatus) -> String {
             dht.neighbours.len()
         ));
     }
+    if let Some(multicast) = &status.multicast
+        && (multicast.groups > 0 || !multicast.joined.is_empty())
+    {
+        let joined: Vec<String> = multicast.joined.iter().map(ToString::to_string).collect();
+        out.push_str(&format!(
+            "multicast joined {}  {} groups with members\n",
+            if joined.is_empty() {
+                "none".to_owned()
+            } else {
+                joined.join(", ")
+            },
+            multicast.groups
+        ));
+    }
     if status.peers.is_empty() {
         out.push_str("no peers\n");
         return out;
@@ -443,6 +461,7 @@ mod tests {
             }],
             stats: BTreeMap::new(),
             dht: None,
+            multicast: None,
         }
     }
 
@@ -492,6 +511,28 @@ mod tests {
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["dht"]["contacts"], 7);
         assert_eq!(serde_json::from_value::<NodeStatus>(json).unwrap(), status);
+    }
+
+    #[test]
+    fn multicast_line_shows_joined_groups_when_there_are_any() {
+        let mut status = status();
+        status.multicast = Some(MulticastInfo {
+            joined: vec!["239.1.2.3".parse().unwrap(), "ff0e::1".parse().unwrap()],
+            groups: 3,
+            fanout: 8,
+        });
+        let table = render_table(&status);
+        assert_eq!(
+            table.lines().nth(1),
+            Some("multicast joined 239.1.2.3, ff0e::1  3 groups with members"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["multicast"]["joined"][0], "239.1.2.3");
+        assert_eq!(json["multicast"]["fanout"], 8);
+        assert_eq!(serde_json::from_value::<NodeStatus>(json).unwrap(), status);
+        status.multicast = Some(MulticastInfo::default());
+        assert!(!render_table(&status).contains("multicast"));
     }
 
     #[test]

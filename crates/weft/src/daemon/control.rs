@@ -14,8 +14,14 @@
 //! - `{"command":"lookup","target":"db1"}` (a name, node id or overlay
 //!   address) → `{"ok":true,"lookup":<lookup>}`, or when the DHT does not
 //!   find it `{"ok":false,"error":"no such node in the network","lookup":<lookup>}`
+//! - `{"command":"group_join","group":"239.1.2.3"}` → `{"ok":true}`
+//! - `{"command":"group_leave","group":"239.1.2.3"}` → `{"ok":true}`
+//! - `{"command":"groups"}` → `{"ok":true,"groups":[<group>, ...]}`
+//! - `{"command":"tree","group":"239.1.2.3","source":"a"|null}` →
+//!   `{"ok":true,"tree":<tree>}` (`source` defaults to the asked node)
 //!
-//! A route is `routes::RouteInfo`, a lookup `lookup::LookupInfo`; a command
+//! A route is `routes::RouteInfo`, a lookup `lookup::LookupInfo`, a group
+//! `group::GroupInfo`, a tree `group::TreeInfo`; a command
 //! the core refuses answers `{"ok":false,"error":"<the core's reason>"}`.
 //!
 //! Each connection is served by its own task, which reads and parses the
@@ -30,6 +36,7 @@
 //! live one is refused, and the file is removed when the daemon stops.
 
 use std::io;
+use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,6 +50,8 @@ use tracing::debug;
 
 use weft_core::Metric;
 
+use crate::config::parse_group;
+use crate::group::{GroupInfo, TreeInfo};
 use crate::lookup::LookupInfo;
 use crate::routes::RouteInfo;
 use crate::status::NodeStatus;
@@ -81,6 +90,17 @@ pub(super) enum Command {
     Trace { destination: String, metric: Metric },
     /// Find `target` (a name, node id or overlay address) in the DHT.
     Lookup { target: String },
+    /// Join multicast group `group`.
+    GroupJoin { group: IpAddr },
+    /// Leave multicast group `group`.
+    GroupLeave { group: IpAddr },
+    /// Every group the node knows of.
+    Groups,
+    /// The distribution tree from `source` (`None`: this node) to `group`.
+    Tree {
+        group: IpAddr,
+        source: Option<String>,
+    },
 }
 
 /// The event loop's answer.
@@ -90,6 +110,8 @@ pub(super) enum Response {
     Trace(Box<RouteInfo>),
     /// A lookup ended (found or not: see [`LookupInfo::error`]).
     Lookup(Box<LookupInfo>),
+    Groups(Vec<GroupInfo>),
+    Tree(Box<TreeInfo>),
     /// The command was carried out.
     Done,
     /// The command was refused, and why.
@@ -222,6 +244,8 @@ struct RawRequest {
     via: Option<Vec<String>>,
     metric: Option<String>,
     target: Option<String>,
+    group: Option<String>,
+    source: Option<String>,
 }
 
 /// Serves one client: read (within [`CLIENT_TIMEOUT`]), ask the event
@@ -274,6 +298,12 @@ fn parse(line: &str) -> Result<Command, String> {
             .clone()
             .ok_or_else(|| format!("{command} needs a \"destination\""))
     };
+    let group = || -> Result<IpAddr, String> {
+        let text = request.group.as_deref().ok_or_else(|| {
+            format!("{command} needs a \"group\": a multicast address such as 239.1.2.3")
+        })?;
+        parse_group(text)
+    };
     match command {
         "status" => Ok(Command::Status),
         "routes" => Ok(Command::Routes),
@@ -306,8 +336,20 @@ fn parse(line: &str) -> Result<Command, String> {
                     "lookup needs a \"target\": a node name, node id or overlay address".to_owned()
                 })?,
         }),
+        "group_join" => Ok(Command::GroupJoin { group: group()? }),
+        "group_leave" => Ok(Command::GroupLeave { group: group()? }),
+        "groups" => Ok(Command::Groups),
+        "tree" => Ok(Command::Tree {
+            group: group()?,
+            source: request
+                .source
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        }),
         other => Err(format!(
-            "unknown command '{other}' (known: status, routes, route_pin, route_unpin, trace, lookup)"
+            "unknown command '{other}' (known: status, routes, route_pin, route_unpin, trace, lookup, group_join, group_leave, groups, tree)"
         )),
     }
 }
@@ -321,6 +363,8 @@ async fn ask(command: Command, requests: &mpsc::Sender<Request>) -> serde_json::
         Ok(Response::Status(status)) => serde_json::json!({ "ok": true, "status": status }),
         Ok(Response::Routes(routes)) => serde_json::json!({ "ok": true, "routes": routes }),
         Ok(Response::Trace(trace)) => serde_json::json!({ "ok": true, "trace": trace }),
+        Ok(Response::Groups(groups)) => serde_json::json!({ "ok": true, "groups": groups }),
+        Ok(Response::Tree(tree)) => serde_json::json!({ "ok": true, "tree": tree }),
         Ok(Response::Lookup(lookup)) => match &lookup.error {
             None => serde_json::json!({ "ok": true, "lookup": lookup }),
             Some(error) => serde_json::json!({ "ok": false, "error": error, "lookup": lookup }),
@@ -394,6 +438,49 @@ mod tests {
             parse("{\"command\":\"trace\",\"destination\":\"b\",\"metric\":\"speed\"}")
                 .unwrap_err()
                 .contains("unknown metric 'speed'")
+        );
+    }
+
+    #[test]
+    fn group_requests_parse() {
+        let group: IpAddr = "239.1.2.3".parse().unwrap();
+        assert_eq!(
+            parse("{\"command\":\"group_join\",\"group\":\"239.1.2.3\"}"),
+            Ok(Command::GroupJoin { group })
+        );
+        assert_eq!(
+            parse("{\"command\":\"group_leave\",\"group\":\" 239.1.2.3 \"}"),
+            Ok(Command::GroupLeave { group })
+        );
+        assert_eq!(parse("{\"command\":\"groups\"}"), Ok(Command::Groups));
+        assert_eq!(
+            parse("{\"command\":\"tree\",\"group\":\"ff0e::1\",\"source\":\"a\"}"),
+            Ok(Command::Tree {
+                group: "ff0e::1".parse().unwrap(),
+                source: Some("a".into()),
+            })
+        );
+        assert_eq!(
+            parse("{\"command\":\"tree\",\"group\":\"239.1.2.3\",\"source\":null}"),
+            Ok(Command::Tree {
+                group,
+                source: None
+            })
+        );
+        assert!(
+            parse("{\"command\":\"group_join\"}")
+                .unwrap_err()
+                .contains("group_join needs a \"group\"")
+        );
+        assert!(
+            parse("{\"command\":\"tree\",\"group\":\"224.0.0.251\"}")
+                .unwrap_err()
+                .contains("link-local")
+        );
+        assert!(
+            parse("{\"command\":\"group_join\",\"group\":\"198.19.0.1\"}")
+                .unwrap_err()
+                .contains("not a multicast address")
         );
     }
 

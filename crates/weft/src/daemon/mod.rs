@@ -22,12 +22,20 @@
 //! `lookup_timeout`) and answers them all when `Event::LookupDone` comes.
 //! Concurrent DNS queries for one name share one lookup.
 //!
+//! Multicast: the core does it all (joins from the kernel's IGMP/MLD
+//! reports on the TUN, membership records, trees, forwarding); the loop
+//! passes `weft group` commands to it and logs membership changes, and at
+//! start `multicast.rs` prepares the TUN so that applications' multicast
+//! reaches the node (flag and routes; see there for what Linux needs).
+//!
 //! Files: `udp.rs` (batched socket I/O), `tun.rs` (the interface, platform
 //! choice), `control.rs` (the unix control socket), `dns.rs` (the DNS
-//! responder's sockets and codec).
+//! responder's sockets and codec), `multicast.rs` (the TUN's multicast
+//! routes).
 
 mod control;
 mod dns;
+mod multicast;
 mod tun;
 mod udp;
 
@@ -47,6 +55,7 @@ use weft_core::dht::{LookupError, LookupId, LookupTrace, NodeRecord, Target};
 use weft_core::{Event, LinkHealth, Node, NodeConfig, NodeId, RouteError, SessionState};
 
 use crate::config::{Config, DEFAULT_DNS_PORT, DnsSection, PinSection};
+use crate::group::{GroupInfo, MulticastInfo, TreeInfo};
 use crate::lookup::LookupInfo;
 use crate::pki;
 use crate::routes::{RouteInfo, loss_rate};
@@ -163,6 +172,7 @@ async fn serve(
     let listen = udp.local_addr().unwrap_or(config.node.listen);
     let tun = Tun::create(&config.tun, node.overlay_ipv6(), node.overlay_ipv4())?;
     accept_local_source(tun.name());
+    multicast::prepare(tun.name(), config.multicast.routes).await;
     let (control, requests) = ControlSocket::start(&config.control.socket)?;
     let (dns, dns_requests) = start_dns(&config.dns, tun.name(), &node);
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -201,6 +211,7 @@ async fn serve(
         dns_requests,
         dns_open: true,
         lookups: Lookups::new(config.dht.config.lookup_timeout + LOOKUP_GRACE),
+        fanout: config.multicast.config.fanout,
     };
     let result = event_loop.run(shutdown).await;
     drop(dns);
@@ -235,6 +246,8 @@ struct EventLoop {
     dns_open: bool,
     /// Who waits for which lookup.
     lookups: Lookups,
+    /// The multicast tree fan-out bound, for the status.
+    fanout: usize,
 }
 
 impl EventLoop {
@@ -448,6 +461,20 @@ impl EventLoop {
                 result,
                 trace,
             } => self.lookup_done(now, id, &target, &result, &trace),
+            Event::GroupJoined { group, node, name } => {
+                if node == self.node.node_id() {
+                    info!(%group, "joined multicast group");
+                } else {
+                    info!(member = %name, %group, "member joined multicast group");
+                }
+            }
+            Event::GroupLeft { group, node, name } => {
+                if node == self.node.node_id() {
+                    info!(%group, "left multicast group");
+                } else {
+                    info!(member = %name, %group, "member left multicast group");
+                }
+            }
         }
     }
 
@@ -515,6 +542,27 @@ impl EventLoop {
                 let id = self.node.lookup(now, parsed);
                 self.lookups.insert(now, id, None, waiter);
                 return;
+            }
+            Command::GroupJoin { group } => match self.node.join_group(now, group) {
+                Ok(()) => Response::Done,
+                Err(error) => Response::Refused(error.to_string()),
+            },
+            Command::GroupLeave { group } => match self.node.leave_group(now, group) {
+                Ok(()) => Response::Done,
+                Err(error) => Response::Refused(error.to_string()),
+            },
+            Command::Groups => Response::Groups(
+                self.node
+                    .groups(now)
+                    .iter()
+                    .map(GroupInfo::from_core)
+                    .collect(),
+            ),
+            Command::Tree { group, source } => {
+                match self.node.multicast_tree(now, source.as_deref(), group) {
+                    Ok(tree) => Response::Tree(Box::new(TreeInfo::from_core(&tree))),
+                    Err(error) => Response::Refused(error.to_string()),
+                }
             }
         };
         // The client may have gone; nothing to do then.
@@ -659,6 +707,16 @@ impl EventLoop {
             rejected: dht_stats.rejected,
             malformed: dht_stats.malformed,
         };
+        let groups = node.groups(now);
+        let multicast = MulticastInfo {
+            joined: groups
+                .iter()
+                .filter(|g| g.joined)
+                .map(|g| g.group)
+                .collect(),
+            groups: groups.iter().filter(|g| !g.members.is_empty()).count(),
+            fanout: self.fanout,
+        };
         NodeStatus {
             name: node.name().to_owned(),
             node_id: node.node_id().to_string(),
@@ -670,6 +728,7 @@ impl EventLoop {
             peers,
             stats,
             dht: Some(dht),
+            multicast: Some(multicast),
         }
     }
 }
