@@ -17,7 +17,8 @@
 //! Links can be impaired per host pair (see `impair.rs`: a cut or random
 //! loss with nftables, a cut with iproute2 blackhole routes) and delayed
 //! through an impairment relay (see `relay.rs`); `stream.rs` pings through
-//! it all and measures outages.
+//! it all and measures outages; `mcast.rs` sends and receives multicast
+//! with ordinary UDP sockets inside the namespaces.
 //!
 //! Guarantees: names are unique per test bed (see `netns.rs`), so tests may
 //! build test beds in parallel. Dropping a [`Testbed`] — also while
@@ -30,6 +31,7 @@
 mod command;
 mod host;
 mod impair;
+mod mcast;
 mod netns;
 mod relay;
 mod stream;
@@ -47,6 +49,7 @@ use anyhow::{Context, bail};
 
 pub use host::{Host, path_names};
 pub use impair::have_nft;
+pub use mcast::{Arrival, Deliveries, MAGIC, McastReceiver, McastSender, tree_link_to_cut};
 pub use relay::{ImpairmentRelay, RELAY_IPV4, relay_address};
 pub use stream::{Outage, PingStream, Probe, REPLY_TIMEOUT, StreamRecord, loss_between, outage};
 
