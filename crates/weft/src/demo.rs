@@ -7,6 +7,9 @@
 //! the round-trip times as matrices. `failover` cuts the h0–h1 underlay
 //! path while h0 pings h1 every 10 ms and shows the overlay routing around
 //! it (see `demo/failover.rs`; `--trials N` makes it a benchmark).
+//! `multicast` streams UDP multicast from h0 to ordinary sockets that
+//! joined a group, shows the group, its tree and what each node received,
+//! then cuts a tree link under the stream (see `demo/multicast.rs`).
 //! Everything it made is removed before it exits, also on Ctrl-C or
 //! SIGTERM: a signal only sets a flag, and the demo unwinds normally so the
 //! test bed's `Drop` runs. Exit codes: 0 all pairs reached each other (or
@@ -15,6 +18,7 @@
 
 mod discovery;
 mod failover;
+mod multicast;
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -31,7 +35,8 @@ use crate::testbed::{Testbed, TestbedOptions, is_root};
 /// Arguments of `weft demo`.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Number of nodes (the failover scenario needs at least 3).
+    /// Number of nodes (the failover and discovery scenarios need at least
+    /// 3, the multicast one 4).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(2..=16))]
     pub nodes: u16,
     /// What to show.
@@ -61,6 +66,9 @@ pub enum Scenario {
     /// Nodes that know only h0's endpoint find each other through the DHT;
     /// then h0 is killed.
     Discovery,
+    /// UDP multicast from h0 to sockets that joined a group: the group, its
+    /// tree, delivery counts, and a tree link cut under the stream.
+    Multicast,
 }
 
 /// Runs the demo.
@@ -82,6 +90,15 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             "weft demo: the failover scenario needs --nodes 3 or more (a relay besides h0 and h1)"
         );
         return Ok(ExitCode::from(2));
+    }
+    if args.scenario == Scenario::Multicast {
+        if args.nodes < 4 {
+            eprintln!(
+                "weft demo: the multicast scenario needs --nodes 4 or more (a sender, two members, a non-member)"
+            );
+            return Ok(ExitCode::from(2));
+        }
+        options.extra_config.push_str(multicast::MULTICAST);
     }
     if args.scenario == Scenario::Discovery {
         if args.nodes < 3 {
@@ -156,6 +173,13 @@ fn demo(
         drop(testbed);
         println!("done: all namespaces, links, daemons and files removed.");
         return Ok(resumed);
+    }
+    if args.scenario == Scenario::Multicast {
+        let delivered = multicast::run(&testbed, interrupted)?;
+        println!("tearing down ...");
+        drop(testbed);
+        println!("done: all namespaces, links, daemons and files removed.");
+        return Ok(delivered);
     }
 
     let names: Vec<String> = testbed

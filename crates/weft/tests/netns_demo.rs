@@ -1,6 +1,7 @@
-//! The README's first command, `weft demo`, and its discovery scenario run
-//! end to end as a newcomer would run them (as root: they build network
-//! namespaces), and exit 0 with every pair reached.
+//! The README's first command, `weft demo`, and its discovery and multicast
+//! scenarios run end to end as a newcomer would run them (as root: they
+//! build network namespaces), and exit 0: every pair reached, every
+//! multicast member served and the non-member not.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -51,6 +52,34 @@ fn the_discovery_demo_finds_every_node_from_one_bootstrap_and_survives_its_loss(
     assert!(text.contains("$ weft lookup h1"), "{text}");
     assert!(text.contains("killed h0"), "{text}");
     assert!(!text.contains("FAIL"), "{text}");
+    assert!(
+        text.contains("all namespaces, links, daemons and files removed"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_multicast_demo_shows_the_tree_and_delivers_to_members_only() {
+    if !is_root() {
+        eprintln!("skipping: network namespace tests need root");
+        return;
+    }
+    let (ok, text) = demo(&["--scenario", "multicast", "--nodes", "5"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("$ weft group tree 239.1.2.3 --source h0"),
+        "{text}"
+    );
+    assert!(text.contains("239.1.2.3  no      h1, h2, h3 (3)"), "{text}");
+    for member in ["h1", "h2", "h3"] {
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with(member) && line.contains("yes     300/300   0")),
+            "{member}: {text}"
+        );
+    }
+    assert!(text.contains("h4    no      0"), "{text}");
+    assert!(text.contains("delivery went on after the cut"), "{text}");
     assert!(
         text.contains("all namespaces, links, daemons and files removed"),
         "{text}"
