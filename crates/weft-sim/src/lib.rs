@@ -29,6 +29,12 @@
 //!   ([`RttModel`]), joins, churn and lookups ([`DhtScenario`]), measured in a
 //!   [`DhtReport`] (the `dht-bench` binary prints it).
 //!
+//! - [`run_mcast_scenario`] measures weft's multicast trees
+//!   ([`weft_core::mcast::build_tree`]) on a transit-stub [`Underlay`] of a
+//!   thousand routers: stretch, link stress, fan-out, bytes, delivery and
+//!   repair after failures, against naive unicast and IP multicast
+//!   ([`McastScenario`], [`McastReport`]; the `mcast-bench` binary prints it).
+//!
 //! - [`check_snapshot`] keeps the headline numbers of scenarios in a table
 //!   beside the tests, so that changes show up in review.
 //!
@@ -51,6 +57,7 @@
 mod dht;
 mod flow;
 mod link;
+mod mcast;
 mod net;
 mod packet;
 mod sim;
@@ -64,6 +71,11 @@ pub use flow::{
     Delivery, FLOW_DESTINATION_PORT, FLOW_HEADER, FLOW_MARKER, FlowId, FlowReport, FlowSpec,
 };
 pub use link::{DropReason, GilbertElliott, LinkConfig, LinkStats, UNDERLAY_HEADER};
+pub use mcast::{
+    Failure, Link, McastReport, McastScenario, McastSimError, OverlayShape, Recovery, RouterKind,
+    SchemeFigures, SchemeSummary, ShortestPaths, TransitStubParams, TreeDelivery, TreeShape, Trial,
+    Underlay, UnderlayError, first_tree_inputs, mcast_markdown_table, run_mcast_scenario,
+};
 pub use net::{
     BuildError, Endpoints, Mesh, MeshBuilder, NodeSpec, OVERLAY_IPV4_PREFIX_LEN, add_node,
     mesh_ipv4, peer_config, sign, test_ca, test_secret_key,

@@ -1,0 +1,682 @@
+//! Multicast trees at scale, measured: weft's own distribution trees
+//! ([`weft_core::mcast::build_tree`]) on a 1,000-router transit-stub
+//! underlay, against naive unicast fan-out and the IP-multicast optimum
+//! (issue 5, item 4).
+//!
+//! Why a model and not [`crate::Sim`]: stretch, stress and bytes depend only
+//! on which tree weft computes over which overlay, and on the underlay paths
+//! its edges take; a model measures them for 512-member groups on 1,000
+//! routers in milliseconds, with weft's tree code and nothing re-implemented
+//! but the neighbour choice (see [`OverlayShape`]).
+//!
+//! One trial ([`McastScenario`]): a transit-stub underlay
+//! ([`Underlay::transit_stub`]) from the seed; `members` members at distinct
+//! random stub routers; weft's overlay among them; then for each of
+//! `sources` random source members, `build_tree(topology, source, members,
+//! fanout)` and its figures (module `measure`): stretch, link stress,
+//! source fan-out, bytes, delivery, duplicates, depth; naive unicast and IP
+//! multicast from the same source for comparison. Then a failure: a
+//! fraction `fail` of the other members fails at once; reported are the
+//! delivery ratio of the old tree right after (live members cut off by
+//! failed forwarders are lost) and of the tree rebuilt over the surviving
+//! overlay, and a **derived** recovery time per cut-off member (not a
+//! simulation; see [`Recovery`]).
+//!
+//! Determinism: the same scenario gives the same [`McastReport`], bit for
+//! bit ([`McastReport::digest`]).
+
+mod measure;
+mod overlay;
+mod underlay;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use weft_core::mcast::{DEFAULT_FANOUT, Topology, build_tree};
+use weft_core::{NodeId, RoutingConfig};
+
+pub use measure::{SchemeFigures, TreeDelivery, TreeShape};
+pub use overlay::OverlayShape;
+pub use underlay::{Link, RouterKind, ShortestPaths, TransitStubParams, Underlay, UnderlayError};
+
+use measure::{forward, ids, mean, percentile};
+use overlay::Group;
+use underlay::below;
+
+/// What to measure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct McastScenario {
+    /// Underlay routers (transit-stub, [`TransitStubParams::new`]).
+    pub routers: usize,
+    /// Group members.
+    pub members: usize,
+    /// Seed of the first underlay; underlay `i` uses `seed + i`.
+    pub seed: u64,
+    /// Underlays (and member placements) to average over.
+    pub seeds: usize,
+    /// Random sources per underlay.
+    pub sources: usize,
+    /// Fan-out bound given to `build_tree`.
+    pub fanout: usize,
+    /// The overlay among the members.
+    pub overlay: OverlayShape,
+    /// Fraction of the members (source excluded) that fail at once.
+    pub fail: f64,
+    /// Size of one packet, for the byte counts.
+    pub packet_bytes: u64,
+    /// Tree link cost: RTT (1, weft's) or RTT to this power (an experiment:
+    /// a convex cost makes trees prefer several short overlay links to one
+    /// long one, so fewer copies cross the long-haul links).
+    pub cost_exponent: u32,
+}
+
+impl McastScenario {
+    /// weft's defaults: fan-out 8, neighbours 16 of which 4 random, 5 %
+    /// failures, 1,000-byte packets, 5 underlays × 4 sources.
+    pub fn new(routers: usize, members: usize, seed: u64) -> Self {
+        Self {
+            routers,
+            members,
+            seed,
+            seeds: 5,
+            sources: 4,
+            fanout: DEFAULT_FANOUT,
+            overlay: OverlayShape::weft_default(),
+            fail: 0.05,
+            packet_bytes: 1000,
+            cost_exponent: 1,
+        }
+    }
+}
+
+/// Figures of one (underlay, source) trial.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trial {
+    /// Underlay seed.
+    pub seed: u64,
+    /// The source member's index.
+    pub source: usize,
+    /// weft's tree.
+    pub weft: SchemeFigures,
+    /// Naive unicast from the source.
+    pub unicast: SchemeFigures,
+    /// IP multicast (shortest-path tree on the underlay).
+    pub ip_multicast: SchemeFigures,
+    /// Forwarding one packet down weft's tree, nobody failed.
+    pub delivery: TreeDelivery,
+    /// The tree's structure.
+    pub shape: TreeShape,
+    /// The failure part.
+    pub failure: Failure,
+}
+
+/// Delivery when some members fail at once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Failure {
+    /// Members that failed.
+    pub failed: usize,
+    /// The old tree, right after the failure (live members only).
+    pub old_tree: TreeDelivery,
+    /// The tree rebuilt over the surviving overlay.
+    pub rebuilt: TreeDelivery,
+    /// Mean stretch of the rebuilt tree.
+    pub rebuilt_mean_stretch: f64,
+    /// Derived recovery time of each live member the old tree cut off.
+    pub recovery: Vec<Recovery>,
+}
+
+/// Derived (not simulated) time until a cut-off member is reached again.
+///
+/// Recovery = detection of the failed forwarder + the link-state flood from
+/// the node that detected it to every forwarder on the member's new path
+/// whose children change + recomputation (not included: microseconds to a
+/// millisecond, see the bench's own timing). Detection follows weft's link
+/// monitor rules (`weft_core::link::monitor`) with
+/// [`RoutingConfig::default`]: a link is declared down after three probes
+/// in a row are unanswered, the oldest at least the link timeout
+/// `max(min_link_timeout, 2·RTT)` ago (no RTT variation here).
+/// - `active_ms`: the failed node's tree parent, whose link carries the
+///   data and so is probed every `probe_active` (40 ms), detects it after
+///   at most `max(150 ms, 2·RTT) + 40 ms`, and the node is left out of
+///   trees as soon as that report arrives. On a LAN this is the 150–190 ms
+///   the failover bench measured (docs/BENCHMARKS.md, median outage
+///   192 ms). A failed node whose tree parent failed too has no active
+///   in-link and counts as idle.
+/// - `idle_ms`: as if the node stays in others' trees until its idle
+///   neighbours notice too: three idle probes (`probe_idle`, 1 s), up to
+///   3 s, is the detection instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Recovery {
+    /// With the parent's active-link detection.
+    pub active_ms: f64,
+    /// With idle-link detection.
+    pub idle_ms: f64,
+}
+
+/// Averages over all trials of a scenario.
+#[derive(Clone, Debug, PartialEq)]
+pub struct McastReport {
+    /// What was measured.
+    pub scenario: McastScenario,
+    /// Every trial.
+    pub trials: Vec<Trial>,
+    /// Mean overlay degree (over underlays).
+    pub mean_degree: f64,
+    /// Largest overlay degree.
+    pub max_degree: usize,
+    /// Underlay links (of the first underlay).
+    pub underlay_links: usize,
+}
+
+/// Why a scenario could not run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum McastSimError {
+    /// The underlay could not be made.
+    Underlay(UnderlayError),
+    /// More members than stub routers, or fewer than two.
+    Members {
+        /// Asked for.
+        asked: usize,
+        /// Stub routers available.
+        stub_routers: usize,
+    },
+    /// Zero seeds, sources or fan-out.
+    Empty,
+}
+
+impl std::fmt::Display for McastSimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Underlay(e) => write!(f, "underlay: {e}"),
+            Self::Members {
+                asked,
+                stub_routers,
+            } => write!(
+                f,
+                "{asked} members do not fit: need 2 to {stub_routers} (one per stub router)"
+            ),
+            Self::Empty => f.write_str("seeds, sources and fan-out must be at least 1"),
+        }
+    }
+}
+
+impl std::error::Error for McastSimError {}
+
+/// Runs every trial of `scenario`.
+pub fn run_mcast_scenario(scenario: &McastScenario) -> Result<McastReport, McastSimError> {
+    if scenario.seeds == 0 || scenario.sources == 0 || scenario.fanout == 0 {
+        return Err(McastSimError::Empty);
+    }
+    let mut trials = Vec::new();
+    let mut degrees = Vec::new();
+    let mut underlay_links = 0;
+    for i in 0..scenario.seeds {
+        let seed = scenario.seed.wrapping_add(i as u64);
+        let (underlay, group) = world(scenario, seed)?;
+        if i == 0 {
+            underlay_links = underlay.links().len();
+        }
+        degrees.extend(group.degrees());
+        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x736f_7572_6365_7321);
+        let topology = group.topology(&BTreeSet::new(), scenario.cost_exponent);
+        let all: BTreeSet<usize> = (0..group.len()).collect();
+        for _ in 0..scenario.sources {
+            let source = below(&mut rng, group.len());
+            trials.push(trial(
+                scenario, &underlay, &group, &topology, &all, seed, source, &mut rng,
+            ));
+        }
+    }
+    let mean_degree = mean(&degrees.iter().map(|&d| d as f64).collect::<Vec<_>>());
+    Ok(McastReport {
+        scenario: scenario.clone(),
+        trials,
+        mean_degree,
+        max_degree: degrees.iter().copied().max().unwrap_or(0),
+        underlay_links,
+    })
+}
+
+/// The inputs of the first trial's `build_tree` call (topology, source,
+/// members), for timing the tree computation outside the library.
+pub fn first_tree_inputs(
+    scenario: &McastScenario,
+) -> Result<(Topology, NodeId, BTreeSet<NodeId>), McastSimError> {
+    let (_, group) = world(scenario, scenario.seed)?;
+    let mut rng = ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x736f_7572_6365_7321);
+    let source = below(&mut rng, group.len());
+    let all: BTreeSet<usize> = (0..group.len()).collect();
+    Ok((
+        group.topology(&BTreeSet::new(), scenario.cost_exponent),
+        group.ids[source],
+        ids(&group, &all),
+    ))
+}
+
+fn world(scenario: &McastScenario, seed: u64) -> Result<(Underlay, Group), McastSimError> {
+    let underlay = Underlay::transit_stub(TransitStubParams::new(scenario.routers), seed)
+        .map_err(McastSimError::Underlay)?;
+    let stubs = underlay.stub_routers().len();
+    if scenario.members < 2 || scenario.members > stubs {
+        return Err(McastSimError::Members {
+            asked: scenario.members,
+            stub_routers: stubs,
+        });
+    }
+    let group = Group::new(&underlay, scenario.members, scenario.overlay, seed);
+    Ok((underlay, group))
+}
+
+#[allow(clippy::too_many_arguments)] // one trial's fixed inputs
+fn trial(
+    scenario: &McastScenario,
+    underlay: &Underlay,
+    group: &Group,
+    topology: &Topology,
+    all: &BTreeSet<usize>,
+    seed: u64,
+    source: usize,
+    rng: &mut ChaCha20Rng,
+) -> Trial {
+    let tree = build_tree(
+        topology,
+        group.ids[source],
+        &ids(group, all),
+        scenario.fanout,
+    );
+    let weft = measure::tree_figures(underlay, group, &tree);
+    let delivery = forward(group, &tree, all, |_| true);
+    let shape = measure::shape(group, &tree);
+
+    // Failure: a fraction of the other members, at once.
+    let others: Vec<usize> = (0..group.len()).filter(|&m| m != source).collect();
+    let count = ((others.len() as f64 * scenario.fail).round() as usize).min(others.len());
+    let mut pool = others;
+    let mut failed = BTreeSet::new();
+    for _ in 0..count {
+        let at = below(rng, pool.len());
+        failed.insert(pool.swap_remove(at));
+    }
+    let live: BTreeSet<usize> = all.difference(&failed).copied().collect();
+    let old_tree = forward(group, &tree, &live, |m| !failed.contains(&m));
+    let rebuilt_tree = build_tree(
+        &group.topology(&failed, scenario.cost_exponent),
+        group.ids[source],
+        &ids(group, &live),
+        scenario.fanout,
+    );
+    let rebuilt = forward(group, &rebuilt_tree, &live, |m| !failed.contains(&m));
+    let rebuilt_mean_stretch = measure::tree_figures(underlay, group, &rebuilt_tree).mean_stretch;
+    let recovery = recovery(group, &tree, &rebuilt_tree, source, &live, &failed);
+
+    Trial {
+        seed,
+        source,
+        weft,
+        unicast: measure::unicast_figures(underlay, group, source),
+        ip_multicast: measure::ip_multicast_figures(underlay, group, source),
+        delivery,
+        shape,
+        failure: Failure {
+            failed: failed.len(),
+            old_tree,
+            rebuilt,
+            rebuilt_mean_stretch,
+            recovery,
+        },
+    }
+}
+
+/// Derived recovery times of the live members the old tree cut off (see
+/// [`Recovery`]).
+fn recovery(
+    group: &Group,
+    old: &weft_core::mcast::Tree,
+    new: &weft_core::mcast::Tree,
+    source: usize,
+    live: &BTreeSet<usize>,
+    failed: &BTreeSet<usize>,
+) -> Vec<Recovery> {
+    let config = RoutingConfig::default();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut flood_from: std::collections::BTreeMap<usize, Vec<u64>> = Default::default();
+    let mut out = Vec::new();
+    for &m in live {
+        if m == source {
+            continue;
+        }
+        let Some(old_path) = old.path(&group.ids[m]) else {
+            continue;
+        };
+        let old_path: Vec<usize> = old_path
+            .iter()
+            .filter_map(|id| group.index.get(id).copied())
+            .collect();
+        if !old_path.iter().any(|i| failed.contains(i)) {
+            continue;
+        }
+        let Some(new_path) = new.path(&group.ids[m]) else {
+            continue;
+        };
+        let new_path: Vec<usize> = new_path
+            .iter()
+            .filter_map(|id| group.index.get(id).copied())
+            .collect();
+        // Forwarders whose children must change for m to be reached.
+        let changed: Vec<usize> = new_path
+            .windows(2)
+            .filter(|w| !old.children(&group.ids[w[0]]).contains(&group.ids[w[1]]))
+            .map(|w| w[0])
+            .collect();
+        let mut active = 0.0f64;
+        let mut idle = 0.0f64;
+        for (k, &f) in old_path.iter().enumerate() {
+            if !failed.contains(&f) || k == 0 {
+                continue;
+            }
+            let parent = old_path[k - 1];
+            let rtt = Duration::from_micros(2 * group.delay_us(parent, f));
+            let timeout = config.min_link_timeout.max(rtt * 2);
+            let detect_active = if failed.contains(&parent) {
+                config.probe_idle * 3
+            } else {
+                timeout + config.probe_active
+            };
+            let detect_idle = (config.probe_idle * 3).max(timeout);
+            // The flood starts at the detecting parent, or, when it failed
+            // too, at the nearest live forwarder above it on the old path.
+            let detector = old_path[..k]
+                .iter()
+                .rev()
+                .find(|i| !failed.contains(i))
+                .copied()
+                .unwrap_or(source);
+            let dist = flood_from
+                .entry(detector)
+                .or_insert_with(|| group.overlay_delays(detector, failed));
+            let flood_us = changed
+                .iter()
+                .map(|&x| dist[x])
+                .filter(|&d| d != u64::MAX)
+                .max()
+                .unwrap_or(0);
+            let flood = ms(Duration::from_micros(flood_us));
+            active = active.max(ms(detect_active) + flood);
+            idle = idle.max(ms(detect_idle) + flood);
+        }
+        out.push(Recovery {
+            active_ms: active,
+            idle_ms: idle,
+        });
+    }
+    out
+}
+
+/// Averages and extremes of one scheme over the trials.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SchemeSummary {
+    /// Mean of the trials' mean stretch.
+    pub mean_stretch: f64,
+    /// Mean of the trials' 95th percentile stretch.
+    pub p95_stretch: f64,
+    /// Mean of the trials' max link stress.
+    pub max_stress_mean: f64,
+    /// Worst max link stress of any trial.
+    pub max_stress_worst: u32,
+    /// Mean of the trials' mean stress over used links.
+    pub mean_stress: f64,
+    /// Mean source fan-out.
+    pub source_fanout: f64,
+    /// Mean underlay links used.
+    pub used_links: f64,
+    /// Mean bytes on underlay links per packet.
+    pub bytes: f64,
+    /// Mean of the trials' max stress per link class (transit–transit,
+    /// transit–stub, stub–stub).
+    pub max_stress_by_class: [f64; 3],
+}
+
+impl McastReport {
+    /// Summary of one scheme.
+    pub fn summary(&self, pick: impl Fn(&Trial) -> &SchemeFigures) -> SchemeSummary {
+        let f: Vec<&SchemeFigures> = self.trials.iter().map(&pick).collect();
+        let avg =
+            |g: &dyn Fn(&SchemeFigures) -> f64| mean(&f.iter().map(|x| g(x)).collect::<Vec<_>>());
+        SchemeSummary {
+            mean_stretch: avg(&|x| x.mean_stretch),
+            p95_stretch: avg(&|x| x.p95_stretch),
+            max_stress_mean: avg(&|x| f64::from(x.max_stress)),
+            max_stress_worst: f.iter().map(|x| x.max_stress).max().unwrap_or(0),
+            mean_stress: avg(&|x| x.mean_stress),
+            source_fanout: avg(&|x| x.source_fanout as f64),
+            used_links: avg(&|x| x.used_links as f64),
+            bytes: avg(&|x| (x.link_copies * self.scenario.packet_bytes) as f64),
+            max_stress_by_class: [0, 1, 2]
+                .map(|c| avg(&|x: &SchemeFigures| f64::from(x.max_stress_by_class[c]))),
+        }
+    }
+
+    /// Lowest delivery ratio of any trial without failures.
+    pub fn min_delivery(&self) -> f64 {
+        self.trials
+            .iter()
+            .map(|t| t.delivery.ratio())
+            .fold(1.0, f64::min)
+    }
+
+    /// Duplicates over all trials (without failures, old and rebuilt trees).
+    pub fn duplicates(&self) -> usize {
+        self.trials
+            .iter()
+            .map(|t| {
+                t.delivery.duplicates + t.failure.old_tree.duplicates + t.failure.rebuilt.duplicates
+            })
+            .sum()
+    }
+
+    /// Largest number of children of any node in any tree.
+    pub fn max_children(&self) -> usize {
+        self.trials
+            .iter()
+            .map(|t| t.shape.max_children)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Deepest member of any tree, in overlay hops.
+    pub fn max_depth(&self) -> usize {
+        self.trials
+            .iter()
+            .map(|t| t.delivery.max_depth)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Recovery times (active, idle) in ms over all cut-off members of all
+    /// trials.
+    pub fn recovery_ms(&self) -> (Vec<f64>, Vec<f64>) {
+        let r: Vec<&Recovery> = self
+            .trials
+            .iter()
+            .flat_map(|t| &t.failure.recovery)
+            .collect();
+        (
+            r.iter().map(|x| x.active_ms).collect(),
+            r.iter().map(|x| x.idle_ms).collect(),
+        )
+    }
+
+    /// A digest of every figure of every trial (equal reports, equal
+    /// digests; for determinism checks).
+    pub fn digest(&self) -> u64 {
+        let mut h = Fnv::default();
+        for t in &self.trials {
+            h.u64(t.seed);
+            h.u64(t.source as u64);
+            for s in [&t.weft, &t.unicast, &t.ip_multicast] {
+                h.f64(s.mean_stretch);
+                h.f64(s.p95_stretch);
+                h.f64(s.max_stretch);
+                h.u64(u64::from(s.max_stress));
+                h.u64(s.link_copies);
+                h.u64(s.source_fanout as u64);
+            }
+            for d in [&t.delivery, &t.failure.old_tree, &t.failure.rebuilt] {
+                h.u64(d.delivered as u64);
+                h.u64(d.duplicates as u64);
+                h.u64(d.max_depth as u64);
+            }
+            for r in &t.failure.recovery {
+                h.f64(r.active_ms);
+                h.f64(r.idle_ms);
+            }
+        }
+        h.0
+    }
+
+    /// The per-scheme table of this report, Markdown.
+    pub fn markdown(&self) -> String {
+        let sc = &self.scenario;
+        let w = self.summary(|t| &t.weft);
+        let u = self.summary(|t| &t.unicast);
+        let ip = self.summary(|t| &t.ip_multicast);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} members on {} routers ({} links), {} underlays × {} sources, fan-out {}, overlay {}, mean degree {:.1} (max {}), tree cost {}",
+            sc.members,
+            sc.routers,
+            self.underlay_links,
+            sc.seeds,
+            sc.sources,
+            sc.fanout,
+            overlay_name(sc.overlay),
+            self.mean_degree,
+            self.max_degree,
+            if sc.cost_exponent <= 1 {
+                "RTT (weft's)".to_string()
+            } else {
+                format!("RTT^{}", sc.cost_exponent)
+            },
+        );
+        s.push('\n');
+        s.push_str("| measure | weft tree | naive unicast | IP multicast |\n");
+        s.push_str("|:--|--:|--:|--:|\n");
+        let row = |s: &mut String, name: &str, f: &dyn Fn(&SchemeSummary) -> String| {
+            let _ = writeln!(s, "| {name} | {} | {} | {} |", f(&w), f(&u), f(&ip));
+        };
+        row(&mut s, "mean stretch", &|x| {
+            format!("{:.2}", x.mean_stretch)
+        });
+        row(&mut s, "p95 stretch", &|x| format!("{:.2}", x.p95_stretch));
+        row(&mut s, "max link stress, mean / worst", &|x| {
+            format!("{:.1} / {}", x.max_stress_mean, x.max_stress_worst)
+        });
+        row(
+            &mut s,
+            "max stress by link class: transit–transit / transit–stub / stub–stub",
+            &|x| {
+                let c = x.max_stress_by_class;
+                format!("{:.1} / {:.1} / {:.1}", c[0], c[1], c[2])
+            },
+        );
+        row(&mut s, "mean stress (used links)", &|x| {
+            format!("{:.2}", x.mean_stress)
+        });
+        row(&mut s, "source fan-out", &|x| {
+            format!("{:.1}", x.source_fanout)
+        });
+        row(&mut s, "underlay links used", &|x| {
+            format!("{:.0}", x.used_links)
+        });
+        row(&mut s, "kB on links per packet", &|x| {
+            format!("{:.0}", x.bytes / 1e3)
+        });
+        s
+    }
+}
+
+/// The summary table over several reports (one per group size), Markdown.
+pub fn mcast_markdown_table(reports: &[McastReport]) -> String {
+    let mut s = String::from(
+        "| members | mean stretch | p95 stretch | max stress mean / worst | mean stress | source fan-out | kB per packet (unicast / IP mc) | unicast max stress | delivery | duplicates | max children | depth | 5 % fail: old tree | rebuilt | recovery ms, active median / max | idle median / max |\n",
+    );
+    s.push_str("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    for r in reports {
+        let w = r.summary(|t| &t.weft);
+        let u = r.summary(|t| &t.unicast);
+        let ip = r.summary(|t| &t.ip_multicast);
+        let old = mean(
+            &r.trials
+                .iter()
+                .map(|t| t.failure.old_tree.ratio())
+                .collect::<Vec<_>>(),
+        );
+        let rebuilt = r
+            .trials
+            .iter()
+            .map(|t| t.failure.rebuilt.ratio())
+            .fold(1.0, f64::min);
+        let (active, idle) = r.recovery_ms();
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.2} | {:.1} / {} | {:.2} | {:.1} | {:.0} ({:.0} / {:.0}) | {:.0} | {:.1} % | {} | {} | {} | {:.1} % | {:.1} % | {:.0} / {:.0} | {:.0} / {:.0} |",
+            r.scenario.members,
+            w.mean_stretch,
+            w.p95_stretch,
+            w.max_stress_mean,
+            w.max_stress_worst,
+            w.mean_stress,
+            w.source_fanout,
+            w.bytes / 1e3,
+            u.bytes / 1e3,
+            ip.bytes / 1e3,
+            u.max_stress_mean,
+            r.min_delivery() * 100.0,
+            r.duplicates(),
+            r.max_children(),
+            r.max_depth(),
+            old * 100.0,
+            rebuilt * 100.0,
+            percentile(&active, 0.5),
+            active.iter().copied().fold(0.0, f64::max),
+            percentile(&idle, 0.5),
+            idle.iter().copied().fold(0.0, f64::max),
+        );
+    }
+    s
+}
+
+fn overlay_name(shape: OverlayShape) -> String {
+    match shape {
+        OverlayShape::Neighbours { max, random } => {
+            format!("{max} neighbours ({random} random)")
+        }
+        OverlayShape::FullMesh => "full mesh".into(),
+    }
+}
+
+/// FNV-1a over the figures' bits.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn u64(&mut self, v: u64) {
+        for b in v.to_le_bytes() {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn f64(&mut self, v: f64) {
+        self.u64(v.to_bits());
+    }
+}
