@@ -89,6 +89,8 @@ const TICK_MAX: Duration = Duration::from_secs(60);
 /// The own record is placed again when the estimated network size has
 /// grown this many times since it was last placed.
 const GROWTH_REPUBLISH: u64 = 4;
+/// Answers that must report a reflexive address before it is advertised.
+const REFLEXIVE_REPORTS: u32 = 2;
 /// Least time between two publications caused by new reflexive addresses.
 const REFLEXIVE_REPUBLISH_GAP: Duration = Duration::from_secs(60);
 
@@ -1063,10 +1065,16 @@ impl Dht {
         .shared();
     }
 
-    /// Configured endpoints, then reflexive ones, most reported first.
+    /// Configured endpoints, then reflexive ones, most reported first. A
+    /// reflexive address counts once two answers reported it, so a single
+    /// odd report (or a member lying once) does not reach the record.
     fn advertised_endpoints(&self) -> Vec<SocketAddr> {
         let mut out = self.endpoints.clone();
-        let mut reflexive: Vec<(&SocketAddr, &u32)> = self.reflexive.iter().collect();
+        let mut reflexive: Vec<(&SocketAddr, &u32)> = self
+            .reflexive
+            .iter()
+            .filter(|(_, count)| **count >= REFLEXIVE_REPORTS)
+            .collect();
         reflexive.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for (endpoint, _) in reflexive {
             if !out.contains(endpoint) {
@@ -1094,7 +1102,11 @@ impl Dht {
             }
             self.reflexive.insert(observed, 1);
         }
-        if self.join == Join::Joined && !self.own.record.endpoints.contains(&observed) {
+        let reported = self.reflexive.get(&observed).copied().unwrap_or(0);
+        if self.join == Join::Joined
+            && reported == REFLEXIVE_REPORTS
+            && !self.own.record.endpoints.contains(&observed)
+        {
             self.publish_wanted = true;
         }
     }
