@@ -13,11 +13,23 @@
 //! - Records: every node publishes a [`NodeRecord`] signed with its
 //!   certificate's Ed25519 key under the keys of its node id, its name and
 //!   its overlay IPv4 address, on the [`DhtConfig::replication`] closest
-//!   nodes, and republishes it before it expires.
+//!   nodes, and republishes it before it expires (and when the network has
+//!   grown fourfold since, so that records of early nodes move to where
+//!   lookups look).
 //! - Every DHT datagram carries the sender's certificate and an Ed25519
 //!   signature: only members of the CA take part, and nobody can speak for
 //!   another. Responses echo the request's transaction id, so a replayed or
 //!   unsolicited response is ignored.
+//!
+//! Files: `engine` (the [`Dht`] state machine: datagrams, join, publication,
+//! maintenance), `table` (k-buckets), `lookup` (one iterative lookup),
+//! `record` (signing and checking records), `store` (records held for
+//! others and cached lookup results), `certs` (verified certificates).
+//!
+//! Measured costs (release build, this project's 2-core machine): an
+//! Ed25519 signature 17.5 µs, a check 31 µs (36 µs strict), a certificate
+//! check 40 µs; a join in a network of 10,000 costs about 90 queries
+//! (180 signed datagrams, sent and received); a lookup about 8 queries.
 
 mod certs;
 mod engine;
