@@ -16,10 +16,13 @@
 //!   no interface (the daemon's multicast routes carry them into the TUN).
 //!   Every receiver gets every datagram exactly once, with h0's overlay
 //!   source address; h5 gets none, and its daemon delivers nothing.
+//!   h1's namespace filters reverse paths strictly (`rp_filter = 1`).
 //! - While h0 streams again, the test cuts an underlay link that is on the
 //!   tree (found with `weft group tree`, cut with blackhole routes, as the
 //!   failover demo does: no nftables needed) and measures each receiver's
 //!   longest silence: delivery resumes within a second, with no duplicate.
+//! - Closing the sockets makes the kernels report leaves: no members are
+//!   left anywhere. Then `weft group join|list|leave` on h5.
 //!
 //! Needs root; without, it prints a notice and passes. Every wait has a
 //! deadline and every stream a bounded count and time; the test bed removes
@@ -30,6 +33,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use weft::group::{TreeInfo, render_tree};
@@ -95,6 +99,7 @@ fn udp_multicast_reaches_every_member_once_and_resumes_after_a_tree_link_cut() {
     let sender = testbed.host(SENDER);
     let source_v4 = IpAddr::V4(sender.overlay_ipv4().unwrap());
     let source_v6 = IpAddr::V6(sender.overlay_ipv6().unwrap());
+    strict_rp_filter(testbed.host(RECEIVERS[0]));
     let receivers: Vec<(usize, McastReceiver, McastReceiver)> = RECEIVERS
         .iter()
         .map(|&i| {
@@ -232,10 +237,63 @@ fn udp_multicast_reaches_every_member_once_and_resumes_after_a_tree_link_cut() {
     let delivered = testbed.host(NON_MEMBER).stat("mcast_delivered").unwrap();
     assert_eq!(delivered, 0, "the non-member's daemon delivered multicast");
     println!("{}", stats(&testbed));
+
+    // Closing the sockets makes the kernels report leaves (IGMPv3 TO_IN({}),
+    // MLDv2 done): the members are gone everywhere.
     for (_, r4, r6) in receivers {
         r4.stop().unwrap();
         r6.stop().unwrap();
     }
+    for group in [v4.ip(), v6.ip()] {
+        testbed
+            .wait_group_members(group, &BTreeSet::new(), MEMBERSHIP_TIMEOUT)
+            .unwrap();
+    }
+
+    // `weft group join|leave|list` on the non-member.
+    let outsider = testbed.host(NON_MEMBER);
+    let weft = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["group"])
+            .args(args)
+            .arg("--socket")
+            .arg(outsider.socket_path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "weft group {args:?}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    };
+    assert_eq!(weft(&["join", "239.1.2.9"]), "joined 239.1.2.9\n");
+    let only_h5 = BTreeSet::from(["h5".to_owned()]);
+    let joined: IpAddr = "239.1.2.9".parse().unwrap();
+    testbed
+        .wait_group_members(joined, &only_h5, MEMBERSHIP_TIMEOUT)
+        .unwrap();
+    let list = weft(&["list"]);
+    assert!(list.contains("239.1.2.9  yes     h5 (1)"), "{list}");
+    assert_eq!(weft(&["leave", "239.1.2.9"]), "left 239.1.2.9\n");
+    testbed
+        .wait_group_members(joined, &BTreeSet::new(), MEMBERSHIP_TIMEOUT)
+        .unwrap();
+}
+
+/// Makes reverse-path filtering strict in `host`'s namespace (as many
+/// distributions set it): multicast from overlay sources must still pass.
+fn strict_rp_filter(host: &Host) {
+    let output = host
+        .command("sh")
+        .args([
+            "-c",
+            "echo 1 > /proc/sys/net/ipv4/conf/all/rp_filter && echo 1 > /proc/sys/net/ipv4/conf/default/rp_filter",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
 }
 
 /// Waits until every host has link state from every other and a route to
