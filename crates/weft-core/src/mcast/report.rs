@@ -280,3 +280,410 @@ fn carried(mut reports: Vec<GroupReport>) -> Vec<GroupReport> {
     });
     reports
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn v4(text: &str) -> Ipv4Addr {
+        text.parse().unwrap()
+    }
+
+    fn v6(text: &str) -> Ipv6Addr {
+        text.parse().unwrap()
+    }
+
+    fn join(text: &str) -> GroupReport {
+        GroupReport::Join(text.parse().unwrap())
+    }
+
+    fn leave(text: &str) -> GroupReport {
+        GroupReport::Leave(text.parse().unwrap())
+    }
+
+    /// An IPv4 packet as Linux sends IGMP: RFC 791 header with the router
+    /// alert option (RFC 2113), TTL 1, DF; the checksum is left zero.
+    fn ipv4_packet(protocol: u8, destination: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+        let total = 24 + payload.len();
+        let mut p = vec![
+            0x46, // version 4, IHL 6 words (one option word)
+            0xc0, // DSCP CS6 (internetwork control)
+        ];
+        p.extend_from_slice(&(total as u16).to_be_bytes()); // total length
+        p.extend_from_slice(&[0, 0]); // identification
+        p.extend_from_slice(&[0x40, 0]); // flags: DF; fragment offset 0
+        p.push(1); // TTL
+        p.push(protocol);
+        p.extend_from_slice(&[0, 0]); // header checksum (not verified)
+        p.extend_from_slice(&v4("198.19.0.1").octets()); // source
+        p.extend_from_slice(&destination.octets()); // destination
+        p.extend_from_slice(&[0x94, 0x04, 0x00, 0x00]); // router alert, "examine"
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// An IPv6 packet as Linux sends MLD: RFC 8200 header, a hop-by-hop
+    /// header with the router alert option (RFC 2711, value 0: MLD) and
+    /// PadN, then the ICMPv6 message; the checksum is left zero.
+    fn ipv6_mld_packet(destination: Ipv6Addr, icmp: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0]; // version 6, class 0, flow 0
+        p.extend_from_slice(&((8 + icmp.len()) as u16).to_be_bytes()); // payload length
+        p.push(NH_HOP_BY_HOP); // next header
+        p.push(1); // hop limit
+        p.extend_from_slice(&v6("fe80::1").octets());
+        p.extend_from_slice(&destination.octets());
+        p.extend_from_slice(&[
+            NH_ICMPV6, // next header
+            0,         // length: 8 bytes in all
+            0x05, 0x02, 0x00, 0x00, // router alert, length 2, MLD
+            0x01, 0x00, // PadN, length 0
+        ]);
+        p.extend_from_slice(icmp);
+        p
+    }
+
+    /// A group record (RFC 3376 §4.2.4 / RFC 3810 §5.2.4).
+    fn record(kind: u8, group: &[u8], sources: &[&[u8]], aux_words: u8) -> Vec<u8> {
+        let mut r = vec![kind, aux_words];
+        r.extend_from_slice(&(sources.len() as u16).to_be_bytes());
+        r.extend_from_slice(group);
+        for source in sources {
+            r.extend_from_slice(source);
+        }
+        r.extend(std::iter::repeat_n(0xee, usize::from(aux_words) * 4));
+        r
+    }
+
+    fn igmpv3(records: &[Vec<u8>]) -> Vec<u8> {
+        // RFC 3376 §4.2: type 0x22, reserved, checksum, reserved, count.
+        let mut m = vec![IGMP_V3_REPORT, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&(records.len() as u16).to_be_bytes());
+        for r in records {
+            m.extend_from_slice(r);
+        }
+        ipv4_packet(PROTO_IGMP, v4("224.0.0.22"), &m)
+    }
+
+    fn mldv2(records: &[Vec<u8>]) -> Vec<u8> {
+        // RFC 3810 §5.2: type 143, reserved, checksum, reserved, count.
+        let mut m = vec![MLD_V2_REPORT, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&(records.len() as u16).to_be_bytes());
+        for r in records {
+            m.extend_from_slice(r);
+        }
+        ipv6_mld_packet(v6("ff02::16"), &m)
+    }
+
+    fn igmpv2(kind: u8, group: &str) -> Vec<u8> {
+        // RFC 2236 §2: type, max response time, checksum, group address.
+        let mut m = vec![kind, 0, 0, 0];
+        m.extend_from_slice(&v4(group).octets());
+        ipv4_packet(PROTO_IGMP, v4(group), &m)
+    }
+
+    fn mldv1(kind: u8, group: &str) -> Vec<u8> {
+        // RFC 2710 §3: type, code, checksum, max response delay, reserved,
+        // multicast address.
+        let mut m = vec![kind, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&v6(group).octets());
+        ipv6_mld_packet(v6(group), &m)
+    }
+
+    #[test]
+    fn igmpv2_reports_and_leaves() {
+        assert_eq!(
+            parse_reports(&igmpv2(IGMP_V2_REPORT, "239.1.2.3")),
+            Ok(vec![join("239.1.2.3")])
+        );
+        assert_eq!(
+            parse_reports(&igmpv2(IGMP_V2_LEAVE, "239.1.2.3")),
+            Ok(vec![leave("239.1.2.3")])
+        );
+        assert_eq!(
+            parse_reports(&igmpv2(IGMP_V1_REPORT, "239.1.2.3")),
+            Ok(vec![join("239.1.2.3")])
+        );
+        // A local group: a valid report with nothing to carry.
+        assert_eq!(
+            parse_reports(&igmpv2(IGMP_V2_REPORT, "224.0.0.251")),
+            Ok(vec![])
+        );
+        assert_eq!(
+            parse_reports(&igmpv2(IGMP_V2_REPORT, "198.19.0.7")),
+            Err(ReportError::Invalid("igmp group address"))
+        );
+    }
+
+    #[test]
+    fn igmpv3_records_become_joins_and_leaves() {
+        let g = |text: &str| v4(text).octets();
+        let source = v4("198.19.0.9").octets();
+        let packet = igmpv3(&[
+            record(CHANGE_TO_EXCLUDE_MODE, &g("239.1.2.3"), &[], 0),
+            record(CHANGE_TO_INCLUDE_MODE, &g("239.1.2.4"), &[], 0),
+            record(MODE_IS_INCLUDE, &g("239.1.2.5"), &[&source], 0),
+            record(MODE_IS_EXCLUDE, &g("224.0.0.251"), &[], 0),
+            record(BLOCK_OLD_SOURCES, &g("239.1.2.6"), &[&source], 0),
+            record(ALLOW_NEW_SOURCES, &g("239.1.2.7"), &[&source, &source], 0),
+            record(ALLOW_NEW_SOURCES, &g("239.1.2.8"), &[], 0),
+            record(9, &g("239.1.2.9"), &[&source], 2), // unknown type, aux data
+            record(MODE_IS_EXCLUDE, &g("239.1.2.10"), &[&source], 1),
+            record(MODE_IS_INCLUDE, &g("239.1.2.11"), &[], 0),
+        ]);
+        assert_eq!(
+            parse_reports(&packet),
+            Ok(vec![
+                join("239.1.2.3"),
+                leave("239.1.2.4"),
+                join("239.1.2.5"),
+                join("239.1.2.7"),
+                join("239.1.2.10"),
+                leave("239.1.2.11"),
+            ])
+        );
+    }
+
+    #[test]
+    fn mldv1_reports_and_dones_behind_the_hop_by_hop_header() {
+        assert_eq!(
+            parse_reports(&mldv1(MLD_V1_REPORT, "ff0e::1234")),
+            Ok(vec![join("ff0e::1234")])
+        );
+        assert_eq!(
+            parse_reports(&mldv1(MLD_V1_DONE, "ff05::1:3")),
+            Ok(vec![leave("ff05::1:3")])
+        );
+        assert_eq!(parse_reports(&mldv1(MLD_V1_REPORT, "ff02::fb")), Ok(vec![]));
+        assert_eq!(
+            parse_reports(&mldv1(MLD_V1_REPORT, "fd77:6566::1")),
+            Err(ReportError::Invalid("mld multicast address"))
+        );
+    }
+
+    #[test]
+    fn mldv2_records_become_joins_and_leaves() {
+        let g = |text: &str| v6(text).octets();
+        let source = v6("fd77:6566::9").octets();
+        let packet = mldv2(&[
+            record(CHANGE_TO_EXCLUDE_MODE, &g("ff3e::8000:1"), &[], 0),
+            record(MODE_IS_EXCLUDE, &g("ff02::1:ff00:1"), &[], 0), // solicited-node
+            record(CHANGE_TO_INCLUDE_MODE, &g("ff05::2"), &[], 0),
+            record(MODE_IS_INCLUDE, &g("ff3e::8000:2"), &[&source], 1),
+            record(BLOCK_OLD_SOURCES, &g("ff3e::8000:3"), &[&source], 0),
+            record(ALLOW_NEW_SOURCES, &g("ff3e::8000:4"), &[&source], 0),
+        ]);
+        assert_eq!(
+            parse_reports(&packet),
+            Ok(vec![
+                join("ff3e::8000:1"),
+                leave("ff05::2"),
+                join("ff3e::8000:2"),
+                join("ff3e::8000:4"),
+            ])
+        );
+    }
+
+    #[test]
+    fn mld_without_extension_headers_and_behind_several() {
+        // No hop-by-hop header: ICMPv6 straight after the IPv6 header.
+        let mut packet = mldv1(MLD_V1_REPORT, "ff0e::1");
+        packet.drain(40..48);
+        packet[4..6].copy_from_slice(&24u16.to_be_bytes());
+        packet[6] = NH_ICMPV6;
+        assert_eq!(parse_reports(&packet), Ok(vec![join("ff0e::1")]));
+        // Hop-by-hop, then a 16-byte destination options header.
+        let mut packet = mldv1(MLD_V1_REPORT, "ff0e::1");
+        packet[40] = NH_DESTINATION;
+        let dest_opts = [NH_ICMPV6, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        packet.splice(48..48, dest_opts);
+        packet[4..6].copy_from_slice(&48u16.to_be_bytes());
+        assert_eq!(parse_reports(&packet), Ok(vec![join("ff0e::1")]));
+        // A fragment header: refused.
+        packet[40] = NH_FRAGMENT;
+        assert_eq!(
+            parse_reports(&packet),
+            Err(ReportError::Invalid("fragmented report"))
+        );
+    }
+
+    #[test]
+    fn queries_and_other_packets_are_not_reports() {
+        // IGMP membership query (RFC 2236 §2.1, type 0x11).
+        assert_eq!(
+            parse_reports(&igmpv2(0x11, "239.1.2.3")),
+            Err(ReportError::NotAReport)
+        );
+        // MLD query (type 130) and ICMPv6 echo request (128).
+        assert_eq!(
+            parse_reports(&mldv1(130, "ff0e::1")),
+            Err(ReportError::NotAReport)
+        );
+        assert_eq!(
+            parse_reports(&mldv1(128, "ff0e::1")),
+            Err(ReportError::NotAReport)
+        );
+        // UDP to a group over IPv4 and IPv6.
+        let udp = ipv4_packet(17, v4("239.1.2.3"), &[0; 12]);
+        assert_eq!(parse_reports(&udp), Err(ReportError::NotAReport));
+        let mut udp6 = mldv1(MLD_V1_REPORT, "ff0e::1");
+        udp6[6] = 17;
+        assert_eq!(parse_reports(&udp6), Err(ReportError::NotAReport));
+        assert_eq!(parse_reports(&[]), Err(ReportError::Truncated("ip header")));
+        assert_eq!(
+            parse_reports(&[0x50; 40]),
+            Err(ReportError::Invalid("ip version"))
+        );
+    }
+
+    #[test]
+    fn malformed_reports_are_errors() {
+        let packet = igmpv2(IGMP_V2_REPORT, "239.1.2.3");
+        assert_eq!(
+            parse_reports(&packet[..packet.len() - 1]),
+            Err(ReportError::Truncated("ipv4 packet"))
+        );
+        // Total length cut short inside the IGMP message.
+        let mut short = packet.clone();
+        short[2..4].copy_from_slice(&30u16.to_be_bytes());
+        assert_eq!(
+            parse_reports(&short),
+            Err(ReportError::Truncated("igmp message"))
+        );
+        // Trailing link-layer padding beyond the total length is ignored.
+        let mut padded = packet.clone();
+        padded.extend_from_slice(&[0; 6]);
+        assert_eq!(parse_reports(&padded), Ok(vec![join("239.1.2.3")]));
+        let mut bad_ihl = packet.clone();
+        bad_ihl[0] = 0x44;
+        assert_eq!(
+            parse_reports(&bad_ihl),
+            Err(ReportError::Invalid("ipv4 header length"))
+        );
+        let mut fragment = packet;
+        fragment[6] = 0x20; // more fragments
+        assert_eq!(
+            parse_reports(&fragment),
+            Err(ReportError::Invalid("fragmented report"))
+        );
+        // A record announcing more sources than the packet holds.
+        let g = v4("239.1.2.3").octets();
+        let mut v3 = igmpv3(&[record(MODE_IS_EXCLUDE, &g, &[], 0)]);
+        let sources_at = 24 + 8 + 2;
+        v3[sources_at + 1] = 1;
+        assert_eq!(
+            parse_reports(&v3),
+            Err(ReportError::Truncated("group record"))
+        );
+        // More records announced than present.
+        let mut v3 = igmpv3(&[record(MODE_IS_EXCLUDE, &g, &[], 0)]);
+        v3[24 + 7] = 2;
+        assert_eq!(
+            parse_reports(&v3),
+            Err(ReportError::Truncated("group record"))
+        );
+        // MLD payload length beyond the packet.
+        let mut mld = mldv1(MLD_V1_REPORT, "ff0e::1");
+        mld[5] += 1;
+        assert_eq!(
+            parse_reports(&mld),
+            Err(ReportError::Truncated("ipv6 payload"))
+        );
+        // A chain of hop-by-hop headers longer than the walk allows.
+        let mut chain = vec![0x60, 0, 0, 0, 0, 80, NH_HOP_BY_HOP, 1];
+        chain.extend_from_slice(&[0; 32]);
+        for _ in 0..10 {
+            chain.extend_from_slice(&[NH_HOP_BY_HOP, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        assert_eq!(
+            parse_reports(&chain),
+            Err(ReportError::Invalid("too many ipv6 extension headers"))
+        );
+    }
+
+    /// The mapping of a record to a report, as the module doc states it.
+    fn expected(kind: u8, sources: usize, group: IpAddr) -> Option<GroupReport> {
+        if !is_carried(group) {
+            return None;
+        }
+        match (kind, sources) {
+            (MODE_IS_EXCLUDE | CHANGE_TO_EXCLUDE_MODE, _) => Some(GroupReport::Join(group)),
+            (MODE_IS_INCLUDE | CHANGE_TO_INCLUDE_MODE, 0) => Some(GroupReport::Leave(group)),
+            (MODE_IS_INCLUDE | CHANGE_TO_INCLUDE_MODE | ALLOW_NEW_SOURCES, _) if sources > 0 => {
+                Some(GroupReport::Join(group))
+            }
+            _ => None,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_reports(&bytes);
+            let mut v4 = bytes.clone();
+            v4.insert(0, 0x45);
+            let _ = parse_reports(&v4);
+            let mut v6 = bytes;
+            v6.insert(0, 0x60);
+            let _ = parse_reports(&v6);
+        }
+
+        #[test]
+        fn generated_records_parse_as_specified(
+            records in proptest::collection::vec(
+                (1u8..8, 0usize..3, 0u8..2, any::<[u8; 16]>(), any::<bool>()),
+                0..8,
+            ),
+            ipv6 in any::<bool>(),
+        ) {
+            let addr_len = if ipv6 { 16 } else { 4 };
+            let mut built = Vec::new();
+            let mut want = Vec::new();
+            for (kind, sources, aux, mut group, local) in records {
+                // Multicast addresses, of carried scope or not.
+                if ipv6 {
+                    group[0] = 0xff;
+                    group[1] = if local { 0x02 } else { 0x0e };
+                } else {
+                    group[0] = 239;
+                    if local {
+                        group[..3].copy_from_slice(&[224, 0, 0]);
+                    }
+                }
+                let address = match addr_len {
+                    4 => IpAddr::V4(Ipv4Addr::new(group[0], group[1], group[2], group[3])),
+                    _ => IpAddr::V6(Ipv6Addr::from(group)),
+                };
+                let source = [7u8; 16];
+                let sources_list: Vec<&[u8]> = (0..sources).map(|_| &source[..addr_len]).collect();
+                built.push(record(kind, &group[..addr_len], &sources_list, aux));
+                want.extend(expected(kind, sources, address));
+            }
+            let packet = if ipv6 { mldv2(&built) } else { igmpv3(&built) };
+            prop_assert_eq!(parse_reports(&packet), Ok(want));
+        }
+
+        #[test]
+        fn mutated_reports_never_panic(
+            which in 0usize..4,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+            cut in any::<usize>(),
+        ) {
+            let g4 = v4("239.1.2.3").octets();
+            let g6 = v6("ff0e::1").octets();
+            let mut packet = match which {
+                0 => igmpv2(IGMP_V2_REPORT, "239.1.2.3"),
+                1 => igmpv3(&[record(MODE_IS_EXCLUDE, &g4, &[&g4], 1)]),
+                2 => mldv1(MLD_V1_REPORT, "ff0e::1"),
+                _ => mldv2(&[record(MODE_IS_INCLUDE, &g6, &[&g6], 1)]),
+            };
+            for (at, value) in flips {
+                let len = packet.len();
+                packet[at % len] ^= value;
+            }
+            packet.truncate(cut % (packet.len() + 1));
+            let _ = parse_reports(&packet);
+        }
+    }
+}

@@ -38,6 +38,8 @@ pub struct Topology {
     ids: Vec<NodeId>,
     /// Outgoing links per node index: (target index, cost).
     links: Vec<Vec<(usize, u64)>>,
+    /// Incoming links per node index: (origin index, cost).
+    incoming: Vec<Vec<(usize, u64)>>,
 }
 
 impl Topology {
@@ -71,6 +73,11 @@ impl Topology {
         match out.iter_mut().find(|(target, _)| *target == to) {
             Some(link) => link.1 = cost,
             None => out.push((to, cost)),
+        }
+        let incoming = &mut self.incoming[to];
+        match incoming.iter_mut().find(|(origin, _)| *origin == from) {
+            Some(link) => link.1 = cost,
+            None => incoming.push((from, cost)),
         }
     }
 
@@ -159,6 +166,7 @@ impl Topology {
         self.index.insert(id, i);
         self.ids.push(id);
         self.links.push(Vec::new());
+        self.incoming.push(Vec::new());
         i
     }
 }
@@ -276,159 +284,234 @@ pub fn build_tree(
 ) -> Tree {
     let fanout = fanout.max(1);
     let Some(&root) = topology.index.get(&source) else {
-        return Tree {
-            source,
-            nodes: BTreeMap::from([(
-                source,
-                TreeNode {
-                    parent: None,
-                    children: Vec::new(),
-                    cost: 0,
-                },
-            )]),
-            unreached: members.iter().filter(|m| **m != source).copied().collect(),
-            over_fanout: 0,
-        };
+        return lone_source(source, members);
     };
-    let n = topology.ids.len();
-    // Node ids in index order; ranks order them as ids compare.
-    let mut rank = vec![0u32; n];
-    for (r, &i) in topology.index.values().enumerate() {
-        rank[i] = r as u32;
-    }
-    let mut is_member = vec![false; n];
-    let mut members_left = 0usize;
-    for member in members {
-        if let Some(&i) = topology.index.get(member) {
-            is_member[i] = true;
-            if i != root {
-                members_left += 1;
-            }
-        }
-    }
+    let mut growth = Growth::new(topology, root, members, fanout);
+    growth.run();
+    growth.into_tree(source, members)
+}
 
-    const NONE: usize = usize::MAX;
-    let mut parent = vec![NONE; n];
-    let mut dist = vec![u64::MAX; n];
-    let mut child_count = vec![0usize; n];
-    let mut in_tree = vec![false; n];
-    let mut open: BinaryHeap<Candidate> = BinaryHeap::new();
-    let mut blocked: BinaryHeap<Candidate> = BinaryHeap::new();
-    let mut order = Vec::with_capacity(n);
-
-    in_tree[root] = true;
-    dist[root] = 0;
-    order.push(root);
-    push_links(topology, root, 0, &rank, &in_tree, &mut open);
-    while members_left > 0 {
-        let (candidate, relaxed) = match open.pop() {
-            Some(c) => (c, false),
-            None => match blocked.pop() {
-                Some(c) => (c, true),
-                None => break,
-            },
-        };
-        let Reverse((d, _, _, v, u)) = candidate;
-        if in_tree[v] {
-            continue;
-        }
-        if !relaxed && child_count[u] >= fanout {
-            blocked.push(candidate);
-            continue;
-        }
-        in_tree[v] = true;
-        parent[v] = u;
-        dist[v] = d;
-        child_count[u] += 1;
-        order.push(v);
-        if is_member[v] {
-            members_left -= 1;
-        }
-        push_links(topology, v, d, &rank, &in_tree, &mut open);
-    }
-
-    // Prune: keep the source and every ancestor of an attached member.
-    let mut keep = vec![false; n];
-    keep[root] = true;
-    for &v in &order {
-        if !is_member[v] {
-            continue;
-        }
-        let mut at = v;
-        while !keep[at] {
-            keep[at] = true;
-            at = parent[at];
-        }
-    }
-    let mut nodes = BTreeMap::new();
-    for &v in &order {
-        if !keep[v] {
-            continue;
-        }
-        let parent_id = (parent[v] != NONE).then(|| topology.ids[parent[v]]);
-        nodes.insert(
-            topology.ids[v],
-            TreeNode {
-                parent: parent_id,
-                children: Vec::new(),
-                cost: dist[v],
-            },
-        );
-    }
-    let edges: Vec<(NodeId, NodeId)> = nodes
-        .iter()
-        .filter_map(|(id, node)| node.parent.map(|p| (p, *id)))
-        .collect();
-    // Children come out in id order: `edges` is sorted by child id.
-    for (p, child) in edges {
-        if let Some(node) = nodes.get_mut(&p) {
-            node.children.push(child);
-        }
-    }
-    let over_fanout = nodes
-        .values()
-        .map(|node| node.children.len().saturating_sub(fanout))
-        .sum();
-    let unreached = members
-        .iter()
-        .filter(|m| !nodes.contains_key(m))
-        .copied()
-        .collect();
-    Tree {
-        source,
-        nodes,
-        unreached,
-        over_fanout,
-    }
+/// The state of one greedy growth, on node indices.
+///
+/// Implementation note: rather than pushing every (tree node, neighbour)
+/// pair, each outside node `v` keeps one heap entry, its best candidate
+/// `best[v]` = (dist(u) + cost, rank u) so far (lazy Dijkstra). When that
+/// entry comes off the heap and its `u` has filled up meanwhile, `v`'s
+/// incoming links are scanned for the best parent that still has room. This
+/// gives exactly the pairs the plain greedy would pick (the tests compare
+/// with it) with a few times fewer heap operations.
+struct Growth<'a> {
+    topology: &'a Topology,
+    fanout: usize,
+    /// Rank of each index in id order (ties are broken on ranks).
+    rank: Vec<u32>,
+    is_member: Vec<bool>,
+    members_left: usize,
+    parent: Vec<usize>,
+    dist: Vec<u64>,
+    child_count: Vec<usize>,
+    in_tree: Vec<bool>,
+    /// Key of the entry `v` has on `open`: (dist(u) + cost, rank u).
+    best: Vec<(u64, u32)>,
+    open: BinaryHeap<Candidate>,
+    /// Candidates whose parent was full when they came up: the ones the
+    /// relaxation chooses from.
+    blocked: BinaryHeap<Candidate>,
+    /// Attachment order (parents before children).
+    order: Vec<usize>,
 }
 
 /// A way to attach `v` below `u`: (dist(u) + cost, rank v, rank u, v, u),
 /// smallest first.
 type Candidate = Reverse<(u64, u32, u32, usize, usize)>;
 
-fn push_links(
-    topology: &Topology,
-    u: usize,
-    dist_u: u64,
-    rank: &[u32],
-    in_tree: &[bool],
-    open: &mut BinaryHeap<Candidate>,
-) {
-    for &(v, cost) in &topology.links[u] {
-        if !in_tree[v] {
-            open.push(Reverse((
-                dist_u.saturating_add(cost),
-                rank[v],
-                rank[u],
-                v,
-                u,
-            )));
+const NONE: usize = usize::MAX;
+const NO_KEY: (u64, u32) = (u64::MAX, u32::MAX);
+
+impl<'a> Growth<'a> {
+    fn new(topology: &'a Topology, root: usize, members: &BTreeSet<NodeId>, fanout: usize) -> Self {
+        let n = topology.ids.len();
+        let mut rank = vec![0u32; n];
+        for (r, &i) in topology.index.values().enumerate() {
+            rank[i] = r as u32;
         }
+        let mut is_member = vec![false; n];
+        let mut members_left = 0;
+        for member in members {
+            if let Some(&i) = topology.index.get(member) {
+                is_member[i] = true;
+                // (The root's own attachment counts it off.)
+                members_left += 1;
+            }
+        }
+        let mut growth = Self {
+            topology,
+            fanout,
+            rank,
+            is_member,
+            members_left,
+            parent: vec![NONE; n],
+            dist: vec![u64::MAX; n],
+            child_count: vec![0; n],
+            in_tree: vec![false; n],
+            best: vec![NO_KEY; n],
+            open: BinaryHeap::new(),
+            blocked: BinaryHeap::new(),
+            order: Vec::with_capacity(n),
+        };
+        growth.attach(root, NONE, 0);
+        growth
+    }
+
+    fn run(&mut self) {
+        while self.members_left > 0 {
+            let (candidate, relaxed) = match self.open.pop() {
+                Some(c) => (c, false),
+                None => match self.blocked.pop() {
+                    Some(c) => (c, true),
+                    None => break,
+                },
+            };
+            let Reverse((d, _, rank_u, v, u)) = candidate;
+            if self.in_tree[v] {
+                continue;
+            }
+            if relaxed || self.child_count[u] < self.fanout {
+                self.attach(v, u, d);
+                continue;
+            }
+            self.blocked.push(candidate);
+            if self.best[v] == (d, rank_u) {
+                self.reoffer(v);
+            }
+        }
+    }
+
+    fn attach(&mut self, v: usize, u: usize, d: u64) {
+        self.in_tree[v] = true;
+        self.parent[v] = u;
+        self.dist[v] = d;
+        if u != NONE {
+            self.child_count[u] += 1;
+        }
+        self.order.push(v);
+        if self.is_member[v] {
+            self.members_left -= 1;
+        }
+        for &(w, cost) in &self.topology.links[v] {
+            if self.in_tree[w] {
+                continue;
+            }
+            let key = (d.saturating_add(cost), self.rank[v]);
+            if key < self.best[w] {
+                self.best[w] = key;
+                self.open.push(Reverse((key.0, self.rank[w], key.1, w, v)));
+            }
+        }
+    }
+
+    /// `v`'s best parent filled up: offer its best parent with room.
+    fn reoffer(&mut self, v: usize) {
+        let mut best: Option<((u64, u32), usize)> = None;
+        for &(u, cost) in &self.topology.incoming[v] {
+            if !self.in_tree[u] || self.child_count[u] >= self.fanout {
+                continue;
+            }
+            let key = (self.dist[u].saturating_add(cost), self.rank[u]);
+            if best.is_none_or(|(b, _)| key < b) {
+                best = Some((key, u));
+            }
+        }
+        match best {
+            Some((key, u)) => {
+                self.best[v] = key;
+                self.open.push(Reverse((key.0, self.rank[v], key.1, v, u)));
+            }
+            None => self.best[v] = NO_KEY,
+        }
+    }
+
+    /// Prunes to the members' branches and converts to ids.
+    fn into_tree(self, source: NodeId, members: &BTreeSet<NodeId>) -> Tree {
+        let ids = &self.topology.ids;
+        let n = ids.len();
+        let mut keep = vec![false; n];
+        if let Some(&root) = self.order.first() {
+            keep[root] = true;
+        }
+        for &v in &self.order {
+            if !self.is_member[v] {
+                continue;
+            }
+            // Invariant: parents are attached before their children and the
+            // root is kept, so this walk ends at a kept node.
+            let mut at = v;
+            while at != NONE && !keep[at] {
+                keep[at] = true;
+                at = self.parent[at];
+            }
+        }
+        let mut nodes = BTreeMap::new();
+        for &v in self.order.iter().filter(|v| keep[**v]) {
+            let parent = self.parent[v];
+            nodes.insert(
+                ids[v],
+                TreeNode {
+                    parent: (parent != NONE).then(|| ids[parent]),
+                    children: Vec::new(),
+                    cost: self.dist[v],
+                },
+            );
+        }
+        let edges: Vec<(NodeId, NodeId)> = nodes
+            .iter()
+            .filter_map(|(id, node)| node.parent.map(|p| (p, *id)))
+            .collect();
+        // Children come out in id order: `edges` is sorted by child id.
+        for (p, child) in edges {
+            if let Some(node) = nodes.get_mut(&p) {
+                node.children.push(child);
+            }
+        }
+        let over_fanout = nodes
+            .values()
+            .map(|node| node.children.len().saturating_sub(self.fanout))
+            .sum();
+        let unreached = members
+            .iter()
+            .filter(|m| !nodes.contains_key(m))
+            .copied()
+            .collect();
+        Tree {
+            source,
+            nodes,
+            unreached,
+            over_fanout,
+        }
+    }
+}
+
+/// The tree of a source outside the topology: itself alone.
+fn lone_source(source: NodeId, members: &BTreeSet<NodeId>) -> Tree {
+    Tree {
+        source,
+        nodes: BTreeMap::from([(
+            source,
+            TreeNode {
+                parent: None,
+                children: Vec::new(),
+                cost: 0,
+            },
+        )]),
+        unreached: members.iter().filter(|m| **m != source).copied().collect(),
+        over_fanout: 0,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn id(n: u16) -> NodeId {
@@ -552,5 +635,365 @@ mod tests {
         assert_eq!(t.cost(&id(1), &id(0)), Some(3), "replaced");
         assert_eq!(t.link_count(), 2);
         assert_eq!(t.len(), 2);
+    }
+
+    /// The plain greedy of the module doc, pushing every (tree node,
+    /// neighbour) pair: the reference for the lazy implementation.
+    fn plain_greedy(
+        t: &Topology,
+        source: NodeId,
+        members: &BTreeSet<NodeId>,
+        fanout: usize,
+    ) -> Tree {
+        let fanout = fanout.max(1);
+        let Some(&root) = t.index.get(&source) else {
+            return lone_source(source, members);
+        };
+        let mut g = Growth::new(t, root, members, fanout);
+        // Start over from the root with every pair on the heap.
+        g.open.clear();
+        for &(v, cost) in &t.links[root] {
+            g.open
+                .push(Reverse((cost, g.rank[v], g.rank[root], v, root)));
+        }
+        while g.members_left > 0 {
+            let (candidate, relaxed) = match g.open.pop() {
+                Some(c) => (c, false),
+                None => match g.blocked.pop() {
+                    Some(c) => (c, true),
+                    None => break,
+                },
+            };
+            let Reverse((d, _, _, v, u)) = candidate;
+            if g.in_tree[v] {
+                continue;
+            }
+            if !relaxed && g.child_count[u] >= fanout {
+                g.blocked.push(candidate);
+                continue;
+            }
+            g.in_tree[v] = true;
+            g.parent[v] = u;
+            g.dist[v] = d;
+            g.child_count[u] += 1;
+            g.order.push(v);
+            if g.is_member[v] {
+                g.members_left -= 1;
+            }
+            for &(w, cost) in &t.links[v] {
+                if !g.in_tree[w] {
+                    g.open.push(Reverse((d + cost, g.rank[w], g.rank[v], w, v)));
+                }
+            }
+        }
+        g.into_tree(source, members)
+    }
+
+    /// The reference: Dijkstra's tree with each node's parent its
+    /// smallest-id neighbour on a shortest path (costs are positive),
+    /// pruned to the members.
+    fn reference_tree(t: &Topology, source: NodeId, members: &BTreeSet<NodeId>) -> Tree {
+        let dist = t.distances(&source);
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            source,
+            TreeNode {
+                parent: None,
+                children: Vec::new(),
+                cost: 0,
+            },
+        );
+        for member in members.iter().filter(|m| dist.contains_key(m)) {
+            let mut at = *member;
+            while !nodes.contains_key(&at) {
+                let parent = dist
+                    .iter()
+                    .filter(|(u, du)| t.cost(u, &at).is_some_and(|c| **du + c == dist[&at]))
+                    .map(|(u, _)| *u)
+                    .next()
+                    .unwrap();
+                nodes.insert(
+                    at,
+                    TreeNode {
+                        parent: Some(parent),
+                        children: Vec::new(),
+                        cost: dist[&at],
+                    },
+                );
+                at = parent;
+            }
+        }
+        let edges: Vec<(NodeId, NodeId)> = nodes
+            .iter()
+            .filter_map(|(id, n)| n.parent.map(|p| (p, *id)))
+            .collect();
+        for (p, c) in edges {
+            nodes.get_mut(&p).unwrap().children.push(c);
+        }
+        Tree {
+            source,
+            unreached: members
+                .iter()
+                .filter(|m| !nodes.contains_key(m))
+                .copied()
+                .collect(),
+            nodes,
+            over_fanout: 0,
+        }
+    }
+
+    /// Every structural promise of [`build_tree`], for one tree.
+    fn check_tree(t: &Topology, tree: &Tree, members: &BTreeSet<NodeId>, fanout: usize) {
+        let dist = t.distances(&tree.source());
+        let source = tree.source();
+        assert!(tree.contains(&source));
+        assert_eq!(tree.parent(&source), None);
+        assert_eq!(tree.cost(&source), Some(0));
+        // Reachable members are in, the others listed as unreached.
+        let unreached: Vec<NodeId> = members
+            .iter()
+            .filter(|m| **m != source && !dist.contains_key(m))
+            .copied()
+            .collect();
+        assert_eq!(tree.unreached(), unreached);
+        for member in members.iter().filter(|m| !unreached.contains(m)) {
+            assert!(tree.contains(member));
+        }
+        // Edges are topology links; costs add up; never below shortest.
+        let edges = tree.edges();
+        assert_eq!(edges.len(), tree.len() - 1, "a tree spans its nodes");
+        let mut excess = 0;
+        for node in tree.nodes() {
+            let children = tree.children(node);
+            excess += children.len().saturating_sub(fanout.max(1));
+            assert!(children.windows(2).all(|w| w[0] < w[1]));
+            // Pruned: every node is the source, a member or leads to one.
+            assert!(*node == source || members.contains(node) || !children.is_empty());
+            if let Some(parent) = tree.parent(node) {
+                let link = t.cost(&parent, node).expect("tree edge is a link");
+                assert_eq!(tree.cost(node), Some(tree.cost(&parent).unwrap() + link));
+                assert!(tree.children(&parent).contains(node));
+            }
+            // (The source may be outside the topology.)
+            assert!(tree.cost(node).unwrap() >= dist.get(node).copied().unwrap_or(0));
+            let path = tree.path(node).unwrap();
+            assert_eq!(path.first(), Some(&source));
+            assert_eq!(path.last(), Some(node));
+            for pair in path.windows(2) {
+                assert_eq!(tree.parent(&pair[1]), Some(pair[0]));
+            }
+        }
+        assert_eq!(excess, tree.over_fanout());
+        for (p, c) in edges {
+            assert_eq!(tree.parent(&c), Some(p));
+        }
+    }
+
+    fn graph_strategy() -> impl Strategy<Value = (u16, Vec<(u16, u16, u64)>)> {
+        (2u16..40).prop_flat_map(|n| {
+            (
+                Just(n),
+                proptest::collection::vec((0..n, 0..n, 1u64..100), 0..(n as usize * 4)),
+            )
+        })
+    }
+
+    fn topology(links: &[(u16, u16, u64)]) -> Topology {
+        let mut t = Topology::new();
+        for &(a, b, cost) in links {
+            t.add_link(id(a), id(b), cost);
+        }
+        t
+    }
+
+    proptest! {
+        #[test]
+        fn trees_keep_their_promises(
+            (n, links) in graph_strategy(),
+            member_bits in any::<u64>(),
+            source in 0u16..40,
+            fanout in 0usize..5,
+        ) {
+            let t = topology(&links);
+            let source = id(source % n);
+            let members: BTreeSet<NodeId> =
+                (0..n).filter(|i| member_bits >> (i % 64) & 1 == 1).map(id).collect();
+            let tree = build_tree(&t, source, &members, fanout);
+            check_tree(&t, &tree, &members, fanout);
+        }
+
+        #[test]
+        fn lazy_growth_picks_what_the_plain_greedy_picks(
+            (n, links) in graph_strategy(),
+            member_bits in any::<u64>(),
+            source in 0u16..40,
+            fanout in 0usize..5,
+        ) {
+            let t = topology(&links);
+            let source = id(source % n);
+            let members: BTreeSet<NodeId> =
+                (0..n).filter(|i| member_bits >> (i % 64) & 1 == 1).map(id).collect();
+            prop_assert_eq!(
+                build_tree(&t, source, &members, fanout),
+                plain_greedy(&t, source, &members, fanout)
+            );
+        }
+
+        #[test]
+        fn unbounded_fanout_gives_the_shortest_path_tree(
+            (n, links) in graph_strategy(),
+            member_bits in any::<u64>(),
+            source in 0u16..40,
+        ) {
+            let t = topology(&links);
+            let source = id(source % n);
+            let members: BTreeSet<NodeId> =
+                (0..n).filter(|i| member_bits >> (i % 64) & 1 == 1).map(id).collect();
+            let tree = build_tree(&t, source, &members, usize::MAX);
+            prop_assert_eq!(&tree, &reference_tree(&t, source, &members));
+            prop_assert_eq!(tree.over_fanout(), 0);
+        }
+
+        #[test]
+        fn the_bound_holds_where_degrees_allow_it(
+            (n, links) in graph_strategy(),
+            source in 0u16..40,
+            fanout in 1usize..4,
+        ) {
+            // Keep a link only while both ends stay within fanout + 1 links
+            // and the source within fanout: then any spanning tree fits the
+            // bound, and the greedy never needs to relax it.
+            let source = source % n;
+            let mut degree = BTreeMap::new();
+            let mut kept = Vec::new();
+            for (a, b, cost) in links {
+                let cap = |v: u16| if v == source { fanout } else { fanout + 1 };
+                let (da, db) = (degree.get(&a).copied().unwrap_or(0), degree.get(&b).copied().unwrap_or(0));
+                if a == b || kept.iter().any(|&(x, y, _)| (x, y) == (a, b) || (x, y) == (b, a)) {
+                    continue;
+                }
+                if da < cap(a) && db < cap(b) {
+                    *degree.entry(a).or_insert(0) += 1;
+                    *degree.entry(b).or_insert(0) += 1;
+                    kept.push((a, b, cost));
+                }
+            }
+            let t = topology(&kept);
+            let members: BTreeSet<NodeId> = (0..n).map(id).collect();
+            let tree = build_tree(&t, id(source), &members, fanout);
+            check_tree(&t, &tree, &members, fanout);
+            prop_assert_eq!(tree.over_fanout(), 0);
+        }
+
+        #[test]
+        fn link_order_does_not_change_the_tree(
+            (n, links) in graph_strategy(),
+            member_bits in any::<u64>(),
+            fanout in 1usize..4,
+        ) {
+            // Distinct costs per pair so that replacing a cost is no
+            // order effect.
+            let mut unique = BTreeMap::new();
+            for (a, b, cost) in links {
+                unique.entry((a.min(b), a.max(b))).or_insert(cost);
+            }
+            let links: Vec<(u16, u16, u64)> = unique.into_iter().map(|((a, b), c)| (a, b, c)).collect();
+            let mut reversed = links.clone();
+            reversed.reverse();
+            let members: BTreeSet<NodeId> =
+                (0..n).filter(|i| member_bits >> (i % 64) & 1 == 1).map(id).collect();
+            let a = build_tree(&topology(&links), id(0), &members, fanout);
+            let b = build_tree(&topology(&reversed), id(0), &members, fanout);
+            prop_assert_eq!(a, b);
+        }
+    }
+
+    /// A random graph like the simulator's: `n` nodes, each opening links
+    /// to `per_node` random others (so about `2 * per_node` links each),
+    /// RTTs from 1 to 100 ms in µs; ids are hashes so id order is not
+    /// index order.
+    fn random_overlay(n: u32, per_node: u32, seed: u64) -> (Topology, Vec<NodeId>) {
+        let mut state = seed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        let ids: Vec<NodeId> = (0..n)
+            .map(|i| NodeId::from_bytes(*blake3::hash(&i.to_be_bytes()).as_bytes()))
+            .collect();
+        let mut t = Topology::new();
+        for a in 0..n {
+            for _ in 0..per_node {
+                let b = (next() % u64::from(n)) as u32;
+                let cost = 1_000 + next() % 99_000;
+                t.add_link(ids[a as usize], ids[b as usize], cost);
+            }
+        }
+        (t, ids)
+    }
+
+    #[test]
+    fn a_thousand_node_overlay_gets_complete_bounded_trees() {
+        let (t, ids) = random_overlay(1_000, 8, 7);
+        for group in [16usize, 128, 512] {
+            let members: BTreeSet<NodeId> = ids
+                .iter()
+                .skip(1)
+                .step_by(999 / group)
+                .take(group)
+                .copied()
+                .collect();
+            let tree = build_tree(&t, ids[0], &members, 8);
+            check_tree(&t, &tree, &members, 8);
+            assert_eq!(tree, plain_greedy(&t, ids[0], &members, 8));
+            let narrow = build_tree(&t, ids[0], &members, 2);
+            check_tree(&t, &narrow, &members, 2);
+            assert_eq!(narrow, plain_greedy(&t, ids[0], &members, 2));
+            assert!(tree.unreached().is_empty());
+            assert_eq!(tree.over_fanout(), 0);
+        }
+    }
+
+    /// Build times at the simulator's scale (run with `--ignored
+    /// --nocapture`, in release for meaningful numbers). Wall time suffers
+    /// from other processes on a shared machine; the thread's CPU time
+    /// (from `/proc/thread-self/schedstat`, Linux) much less.
+    #[test]
+    #[ignore]
+    #[allow(clippy::disallowed_methods)] // timing a benchmark-like test
+    fn tree_build_time_at_a_thousand_nodes() {
+        fn cpu_ns() -> u64 {
+            std::fs::read_to_string("/proc/thread-self/schedstat")
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        }
+        let (t, ids) = random_overlay(1_000, 8, 7);
+        eprintln!("{} nodes, {} directed links", t.len(), t.link_count());
+        for group in [16usize, 128, 512, 999] {
+            let members: BTreeSet<NodeId> = ids
+                .iter()
+                .skip(1)
+                .step_by(999 / group)
+                .take(group)
+                .copied()
+                .collect();
+            let rounds = 200;
+            let started = std::time::Instant::now();
+            let cpu = cpu_ns();
+            let mut size = 0;
+            for i in 0..rounds {
+                size += build_tree(&t, ids[i % 50], &members, 8).len();
+            }
+            let cpu_each = (cpu_ns() - cpu) / rounds as u64;
+            let each = started.elapsed() / rounds as u32;
+            eprintln!(
+                "group {group:4}: {each:?} wall, {} µs CPU per tree ({} nodes on average)",
+                cpu_each / 1_000,
+                size / rounds
+            );
+        }
     }
 }
