@@ -383,6 +383,37 @@ fn records_are_republished_before_they_expire_and_follow_endpoint_changes() {
     assert_eq!(own.sequence, record.sequence);
 }
 
+#[test]
+fn records_of_early_nodes_move_to_the_closest_nodes_as_the_network_grows() {
+    let n = 120;
+    let mut net = Net::new(n, test_config());
+    net.join(1, 12, Duration::from_secs(5));
+    net.join(12, n, Duration::from_secs(130));
+    // For every early node, its name record is held by most of the
+    // replication (8) nodes closest to the name's key today.
+    for early in 0..12 {
+        let target = Target::Name(format!("n{early}"));
+        let key = target.key();
+        let mut by_distance: Vec<usize> = (0..n).filter(|&j| j != early).collect();
+        by_distance.sort_by_key(|&j| {
+            let id = net.nodes[j].node_id();
+            let mut d = [0u8; 32];
+            for (o, (a, b)) in d.iter_mut().zip(id.as_bytes().iter().zip(key.0.iter())) {
+                *o = a ^ b;
+            }
+            d
+        });
+        let holders = by_distance[..8]
+            .iter()
+            .filter(|&&j| net.nodes[j].cached(net.now, &target).is_some())
+            .count();
+        assert!(
+            holders >= 5,
+            "n{early}: {holders} of the 8 closest hold its record"
+        );
+    }
+}
+
 /// Scale check (not part of the default run): `DHT_NODES` nodes (default
 /// 2,000) with access delays of 5 to 150 ms each (RTT 10 to 300 ms), each
 /// joining through one random earlier node, then random lookups by id.
