@@ -286,12 +286,13 @@ impl Lookup {
             },
         );
         // Drop the farthest candidates nobody asked; asked ones stay so
-        // their answers still count.
+        // their answers still count (and failed ones are not asked again
+        // when another answer names them).
         while self.candidates.len() > self.capacity {
             let Some(index) = self
                 .candidates
                 .iter()
-                .rposition(|c| matches!(c.state, State::NotAsked | State::Failed))
+                .rposition(|c| c.state == State::NotAsked)
             else {
                 break;
             };
