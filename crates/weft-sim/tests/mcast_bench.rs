@@ -84,9 +84,11 @@ fn the_rebuilt_tree_reaches_every_live_member_after_failures() {
         // Every live member the old tree lost has a derived recovery time.
         let lost = f.old_tree.expected - f.old_tree.delivered;
         assert_eq!(f.recovery.len(), lost, "{t:?}");
+        // Detection alone takes at least the 150 ms link timeout; the replay
+        // ends once every failed node's links are withdrawn (≤ 3 s + flood).
         for r in &f.recovery {
-            assert!(r.active_ms >= 150.0 && r.active_ms.is_finite(), "{r:?}");
-            assert!(r.idle_ms >= r.active_ms, "{r:?}");
+            assert!((150.0..4_000.0).contains(&r.per_link_ms), "{r:?}");
+            assert!((150.0..4_000.0).contains(&r.parent_report_ms), "{r:?}");
         }
     }
 }

@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     routers: usize,
     /// Underlays (each with its own member placement) per group size.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     seeds: usize,
     /// Random sources per underlay.
     #[arg(long, default_value_t = 4)]
@@ -194,7 +194,7 @@ fn json(reports: &[McastReport], timings: &[Duration], wall: Duration) -> String
             s.push(',');
         }
         let sc = &r.scenario;
-        let (active, idle) = r.recovery_ms();
+        let (per_link, parent) = r.recovery_ms();
         let _ = write!(
             s,
             "{{\"members\":{},\"routers\":{},\"underlay_links\":{},\"seeds\":{},\"sources\":{},\"fanout\":{},\"overlay\":\"{}\",\"mean_degree\":{:.3},\"max_degree\":{},",
@@ -237,7 +237,7 @@ fn json(reports: &[McastReport], timings: &[Duration], wall: Duration) -> String
         let rebuilt: Vec<f64> = r.trials.iter().map(|t| t.failure.rebuilt.ratio()).collect();
         let _ = write!(
             s,
-            "\"min_delivery\":{:.4},\"duplicates\":{},\"max_children\":{},\"max_depth\":{},\"failure\":{{\"old_tree_delivery_mean\":{:.4},\"old_tree_delivery_min\":{:.4},\"rebuilt_delivery_min\":{:.4},\"cut_off_members\":{},\"recovery_active_ms_median\":{:.1},\"recovery_active_ms_max\":{:.1},\"recovery_idle_ms_median\":{:.1},\"recovery_idle_ms_max\":{:.1}}},\"build_tree_ms\":{:.4},\"digest\":\"{:016x}\"}}",
+            "\"min_delivery\":{:.4},\"duplicates\":{},\"max_children\":{},\"max_depth\":{},\"failure\":{{\"old_tree_delivery_mean\":{:.4},\"old_tree_delivery_min\":{:.4},\"rebuilt_delivery_min\":{:.4},\"cut_off_members\":{},\"recovery_ms_median\":{:.1},\"recovery_ms_p95\":{:.1},\"recovery_ms_max\":{:.1},\"recovery_parent_report_ms_median\":{:.1},\"recovery_parent_report_ms_max\":{:.1}}},\"build_tree_ms\":{:.4},\"digest\":\"{:016x}\"}}",
             r.min_delivery(),
             r.duplicates(),
             r.max_children(),
@@ -245,17 +245,29 @@ fn json(reports: &[McastReport], timings: &[Duration], wall: Duration) -> String
             old.iter().sum::<f64>() / old.len().max(1) as f64,
             old.iter().copied().fold(1.0, f64::min),
             rebuilt.iter().copied().fold(1.0, f64::min),
-            active.len(),
-            median(&active),
-            active.iter().copied().fold(0.0, f64::max),
-            median(&idle),
-            idle.iter().copied().fold(0.0, f64::max),
+            per_link.len(),
+            median(&per_link),
+            p95(&per_link),
+            per_link.iter().copied().fold(0.0, f64::max),
+            median(&parent),
+            parent.iter().copied().fold(0.0, f64::max),
             t.as_secs_f64() * 1e3,
             r.digest(),
         );
     }
     let _ = write!(s, "],\"wall_s\":{:.2}}}", wall.as_secs_f64());
     s
+}
+
+/// Nearest-rank 95th percentile.
+fn p95(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((0.95 * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
 }
 
 fn median(xs: &[f64]) -> f64 {

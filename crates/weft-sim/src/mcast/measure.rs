@@ -43,8 +43,11 @@ pub struct SchemeFigures {
     pub min_stretch: f64,
     /// Largest stretch.
     pub max_stretch: f64,
-    /// Largest link stress.
+    /// Largest link stress (copies in both directions together).
     pub max_stress: u32,
+    /// Largest stress in one direction of a link (full-duplex links carry
+    /// each direction separately).
+    pub max_stress_directed: u32,
     /// Mean stress over links that carry a copy.
     pub mean_stress: f64,
     /// Underlay links that carry a copy.
@@ -202,12 +205,12 @@ pub(super) fn tree_figures(underlay: &Underlay, group: &Group, tree: &Tree) -> S
             stretches.push(d as f64 / group.delay_us(s, m).max(1) as f64);
         }
     }
-    let mut stress = vec![0u32; underlay.links().len()];
+    let mut stress = Stress::new(underlay);
     for (parent, child) in tree.edges() {
         let (Some(&p), Some(&c)) = (group.index.get(&parent), group.index.get(&child)) else {
             continue;
         };
-        group.paths[p].for_each_link(underlay, group.routers[c], |l| stress[l as usize] += 1);
+        group.paths[p].for_each_hop(underlay, group.routers[c], |l, ab| stress.add(l, ab));
     }
     let fanout = tree.children(&tree.source()).len();
     figures(underlay, &stretches, &stress, fanout)
@@ -229,11 +232,11 @@ pub(super) fn tree_delay_us(group: &Group, tree: &Tree, m: usize) -> Option<u64>
 /// Naive unicast: the source sends one copy to every other member along the
 /// underlay's shortest path.
 pub(super) fn unicast_figures(underlay: &Underlay, group: &Group, source: usize) -> SchemeFigures {
-    let mut stress = vec![0u32; underlay.links().len()];
+    let mut stress = Stress::new(underlay);
     for m in 0..group.len() {
         if m != source {
-            group.paths[source].for_each_link(underlay, group.routers[m], |l| {
-                stress[l as usize] += 1;
+            group.paths[source].for_each_hop(underlay, group.routers[m], |l, ab| {
+                stress.add(l, ab);
             });
         }
     }
@@ -248,11 +251,11 @@ pub(super) fn ip_multicast_figures(
     group: &Group,
     source: usize,
 ) -> SchemeFigures {
-    let mut stress = vec![0u32; underlay.links().len()];
+    let mut stress = Stress::new(underlay);
     for m in 0..group.len() {
         if m != source {
-            group.paths[source].for_each_link(underlay, group.routers[m], |l| {
-                stress[l as usize] = 1;
+            group.paths[source].for_each_hop(underlay, group.routers[m], |l, ab| {
+                stress.set_one(l, ab);
             });
         }
     }
@@ -260,12 +263,46 @@ pub(super) fn ip_multicast_figures(
     figures(underlay, &ones, &stress, 1)
 }
 
+/// Copies per link and direction.
+struct Stress {
+    /// Per link: (a to b, b to a).
+    copies: Vec<(u32, u32)>,
+}
+
+impl Stress {
+    fn new(underlay: &Underlay) -> Self {
+        Self {
+            copies: vec![(0, 0); underlay.links().len()],
+        }
+    }
+
+    fn add(&mut self, link: u32, a_to_b: bool) {
+        let c = &mut self.copies[link as usize];
+        if a_to_b { c.0 += 1 } else { c.1 += 1 }
+    }
+
+    /// One copy at most (IP multicast: a router forwards a packet once per
+    /// outgoing link).
+    fn set_one(&mut self, link: u32, a_to_b: bool) {
+        let c = &mut self.copies[link as usize];
+        if a_to_b { c.0 = 1 } else { c.1 = 1 }
+    }
+}
+
 fn figures(
     underlay: &Underlay,
     stretches: &[f64],
-    stress: &[u32],
+    stress: &Stress,
     source_fanout: usize,
 ) -> SchemeFigures {
+    let max_stress_directed = stress
+        .copies
+        .iter()
+        .map(|&(x, y)| x.max(y))
+        .max()
+        .unwrap_or(0);
+    let both: Vec<u32> = stress.copies.iter().map(|(x, y)| x + y).collect();
+    let stress = &both;
     let used: Vec<u32> = stress.iter().copied().filter(|&s| s > 0).collect();
     let mut by_class = [0u32; 3];
     for (link, &s) in underlay.links().iter().zip(stress) {
@@ -284,6 +321,7 @@ fn figures(
         min_stretch: stretches.iter().copied().fold(f64::INFINITY, f64::min),
         max_stretch: stretches.iter().copied().fold(0.0, f64::max),
         max_stress: used.iter().copied().max().unwrap_or(0),
+        max_stress_directed,
         mean_stress: if used.is_empty() {
             0.0
         } else {

@@ -27,19 +27,20 @@
 
 mod measure;
 mod overlay;
+mod recovery;
 mod underlay;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use weft_core::NodeId;
 use weft_core::mcast::{DEFAULT_FANOUT, Topology, build_tree};
-use weft_core::{NodeId, RoutingConfig};
 
 pub use measure::{SchemeFigures, TreeDelivery, TreeShape};
 pub use overlay::OverlayShape;
+pub use recovery::Recovery;
 pub use underlay::{Link, RouterKind, ShortestPaths, TransitStubParams, Underlay, UnderlayError};
 
 use measure::{forward, ids, mean, percentile};
@@ -75,13 +76,13 @@ pub struct McastScenario {
 
 impl McastScenario {
     /// weft's defaults: fan-out 8, neighbours 16 of which 4 random, 5 %
-    /// failures, 1,000-byte packets, 5 underlays × 4 sources.
+    /// failures, 1,000-byte packets, 10 underlays × 4 sources.
     pub fn new(routers: usize, members: usize, seed: u64) -> Self {
         Self {
             routers,
             members,
             seed,
-            seeds: 5,
+            seeds: 10,
             sources: 4,
             fanout: DEFAULT_FANOUT,
             overlay: OverlayShape::weft_default(),
@@ -126,34 +127,6 @@ pub struct Failure {
     pub rebuilt_mean_stretch: f64,
     /// Derived recovery time of each live member the old tree cut off.
     pub recovery: Vec<Recovery>,
-}
-
-/// Derived (not simulated) time until a cut-off member is reached again.
-///
-/// Recovery = detection of the failed forwarder + the link-state flood from
-/// the node that detected it to every forwarder on the member's new path
-/// whose children change + recomputation (not included: microseconds to a
-/// millisecond, see the bench's own timing). Detection follows weft's link
-/// monitor rules (`weft_core::link::monitor`) with
-/// [`RoutingConfig::default`]: a link is declared down after three probes
-/// in a row are unanswered, the oldest at least the link timeout
-/// `max(min_link_timeout, 2·RTT)` ago (no RTT variation here).
-/// - `active_ms`: the failed node's tree parent, whose link carries the
-///   data and so is probed every `probe_active` (40 ms), detects it after
-///   at most `max(150 ms, 2·RTT) + 40 ms`, and the node is left out of
-///   trees as soon as that report arrives. On a LAN this is the 150–190 ms
-///   the failover bench measured (docs/BENCHMARKS.md, median outage
-///   192 ms). A failed node whose tree parent failed too has no active
-///   in-link and counts as idle.
-/// - `idle_ms`: as if the node stays in others' trees until its idle
-///   neighbours notice too: three idle probes (`probe_idle`, 1 s), up to
-///   3 s, is the detection instead.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Recovery {
-    /// With the parent's active-link detection.
-    pub active_ms: f64,
-    /// With idle-link detection.
-    pub idle_ms: f64,
 }
 
 /// Averages over all trials of a scenario.
@@ -223,10 +196,21 @@ pub fn run_mcast_scenario(scenario: &McastScenario) -> Result<McastReport, Mcast
         let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x736f_7572_6365_7321);
         let topology = group.topology(&BTreeSet::new(), scenario.cost_exponent);
         let all: BTreeSet<usize> = (0..group.len()).collect();
-        for _ in 0..scenario.sources {
+        for k in 0..scenario.sources {
             let source = below(&mut rng, group.len());
+            // The failure part draws from its own stream, so the sources
+            // (and the figures without failures) do not depend on it.
+            let mut failures =
+                ChaCha20Rng::seed_from_u64(seed ^ 0x6661_696c_7572_6573 ^ (k as u64) << 48);
             trials.push(trial(
-                scenario, &underlay, &group, &topology, &all, seed, source, &mut rng,
+                scenario,
+                &underlay,
+                &group,
+                &topology,
+                &all,
+                seed,
+                source,
+                &mut failures,
             ));
         }
     }
@@ -310,7 +294,15 @@ fn trial(
     );
     let rebuilt = forward(group, &rebuilt_tree, &live, |m| !failed.contains(&m));
     let rebuilt_mean_stretch = measure::tree_figures(underlay, group, &rebuilt_tree).mean_stretch;
-    let recovery = recovery(group, &tree, &rebuilt_tree, source, &live, &failed);
+    let recovery = recovery::recovery(
+        group,
+        &tree,
+        source,
+        &failed,
+        scenario.fanout,
+        scenario.cost_exponent,
+        rng,
+    );
 
     Trial {
         seed,
@@ -330,91 +322,6 @@ fn trial(
     }
 }
 
-/// Derived recovery times of the live members the old tree cut off (see
-/// [`Recovery`]).
-fn recovery(
-    group: &Group,
-    old: &weft_core::mcast::Tree,
-    new: &weft_core::mcast::Tree,
-    source: usize,
-    live: &BTreeSet<usize>,
-    failed: &BTreeSet<usize>,
-) -> Vec<Recovery> {
-    let config = RoutingConfig::default();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let mut flood_from: std::collections::BTreeMap<usize, Vec<u64>> = Default::default();
-    let mut out = Vec::new();
-    for &m in live {
-        if m == source {
-            continue;
-        }
-        let Some(old_path) = old.path(&group.ids[m]) else {
-            continue;
-        };
-        let old_path: Vec<usize> = old_path
-            .iter()
-            .filter_map(|id| group.index.get(id).copied())
-            .collect();
-        if !old_path.iter().any(|i| failed.contains(i)) {
-            continue;
-        }
-        let Some(new_path) = new.path(&group.ids[m]) else {
-            continue;
-        };
-        let new_path: Vec<usize> = new_path
-            .iter()
-            .filter_map(|id| group.index.get(id).copied())
-            .collect();
-        // Forwarders whose children must change for m to be reached.
-        let changed: Vec<usize> = new_path
-            .windows(2)
-            .filter(|w| !old.children(&group.ids[w[0]]).contains(&group.ids[w[1]]))
-            .map(|w| w[0])
-            .collect();
-        let mut active = 0.0f64;
-        let mut idle = 0.0f64;
-        for (k, &f) in old_path.iter().enumerate() {
-            if !failed.contains(&f) || k == 0 {
-                continue;
-            }
-            let parent = old_path[k - 1];
-            let rtt = Duration::from_micros(2 * group.delay_us(parent, f));
-            let timeout = config.min_link_timeout.max(rtt * 2);
-            let detect_active = if failed.contains(&parent) {
-                config.probe_idle * 3
-            } else {
-                timeout + config.probe_active
-            };
-            let detect_idle = (config.probe_idle * 3).max(timeout);
-            // The flood starts at the detecting parent, or, when it failed
-            // too, at the nearest live forwarder above it on the old path.
-            let detector = old_path[..k]
-                .iter()
-                .rev()
-                .find(|i| !failed.contains(i))
-                .copied()
-                .unwrap_or(source);
-            let dist = flood_from
-                .entry(detector)
-                .or_insert_with(|| group.overlay_delays(detector, failed));
-            let flood_us = changed
-                .iter()
-                .map(|&x| dist[x])
-                .filter(|&d| d != u64::MAX)
-                .max()
-                .unwrap_or(0);
-            let flood = ms(Duration::from_micros(flood_us));
-            active = active.max(ms(detect_active) + flood);
-            idle = idle.max(ms(detect_idle) + flood);
-        }
-        out.push(Recovery {
-            active_ms: active,
-            idle_ms: idle,
-        });
-    }
-    out
-}
-
 /// Averages and extremes of one scheme over the trials.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SchemeSummary {
@@ -426,6 +333,10 @@ pub struct SchemeSummary {
     pub max_stress_mean: f64,
     /// Worst max link stress of any trial.
     pub max_stress_worst: u32,
+    /// Mean of the trials' max stress in one direction of a link.
+    pub max_stress_directed_mean: f64,
+    /// Worst of those.
+    pub max_stress_directed_worst: u32,
     /// Mean of the trials' mean stress over used links.
     pub mean_stress: f64,
     /// Mean source fan-out.
@@ -450,6 +361,8 @@ impl McastReport {
             p95_stretch: avg(&|x| x.p95_stretch),
             max_stress_mean: avg(&|x| f64::from(x.max_stress)),
             max_stress_worst: f.iter().map(|x| x.max_stress).max().unwrap_or(0),
+            max_stress_directed_mean: avg(&|x| f64::from(x.max_stress_directed)),
+            max_stress_directed_worst: f.iter().map(|x| x.max_stress_directed).max().unwrap_or(0),
             mean_stress: avg(&|x| x.mean_stress),
             source_fanout: avg(&|x| x.source_fanout as f64),
             used_links: avg(&|x| x.used_links as f64),
@@ -495,8 +408,8 @@ impl McastReport {
             .unwrap_or(0)
     }
 
-    /// Recovery times (active, idle) in ms over all cut-off members of all
-    /// trials.
+    /// Recovery times in ms over all cut-off members of all trials:
+    /// ([`Recovery::per_link_ms`], [`Recovery::parent_report_ms`]).
     pub fn recovery_ms(&self) -> (Vec<f64>, Vec<f64>) {
         let r: Vec<&Recovery> = self
             .trials
@@ -504,8 +417,8 @@ impl McastReport {
             .flat_map(|t| &t.failure.recovery)
             .collect();
         (
-            r.iter().map(|x| x.active_ms).collect(),
-            r.iter().map(|x| x.idle_ms).collect(),
+            r.iter().map(|x| x.per_link_ms).collect(),
+            r.iter().map(|x| x.parent_report_ms).collect(),
         )
     }
 
@@ -530,8 +443,8 @@ impl McastReport {
                 h.u64(d.max_depth as u64);
             }
             for r in &t.failure.recovery {
-                h.f64(r.active_ms);
-                h.f64(r.idle_ms);
+                h.f64(r.per_link_ms);
+                h.f64(r.parent_report_ms);
             }
         }
         h.0
@@ -575,6 +488,12 @@ impl McastReport {
         row(&mut s, "max link stress, mean / worst", &|x| {
             format!("{:.1} / {}", x.max_stress_mean, x.max_stress_worst)
         });
+        row(&mut s, "max stress in one direction, mean / worst", &|x| {
+            format!(
+                "{:.1} / {}",
+                x.max_stress_directed_mean, x.max_stress_directed_worst
+            )
+        });
         row(
             &mut s,
             "max stress by link class: transit–transit / transit–stub / stub–stub",
@@ -602,7 +521,7 @@ impl McastReport {
 /// The summary table over several reports (one per group size), Markdown.
 pub fn mcast_markdown_table(reports: &[McastReport]) -> String {
     let mut s = String::from(
-        "| members | mean stretch | p95 stretch | max stress mean / worst | mean stress | source fan-out | kB per packet (unicast / IP mc) | unicast max stress | delivery | duplicates | max children | depth | 5 % fail: old tree | rebuilt | recovery ms, active median / max | idle median / max |\n",
+        "| members | mean stretch | p95 stretch | max stress mean / worst | mean stress | source fan-out | kB per packet (unicast / IP mc) | unicast max stress | delivery | duplicates | max children | depth | failures: old tree | rebuilt tree | recovery ms, median / p95 / max | at parent's report: median / max |\n",
     );
     s.push_str("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for r in reports {
@@ -620,10 +539,10 @@ pub fn mcast_markdown_table(reports: &[McastReport]) -> String {
             .iter()
             .map(|t| t.failure.rebuilt.ratio())
             .fold(1.0, f64::min);
-        let (active, idle) = r.recovery_ms();
+        let (per_link, parent) = r.recovery_ms();
         let _ = writeln!(
             s,
-            "| {} | {:.2} | {:.2} | {:.1} / {} | {:.2} | {:.1} | {:.0} ({:.0} / {:.0}) | {:.0} | {:.1} % | {} | {} | {} | {:.1} % | {:.1} % | {:.0} / {:.0} | {:.0} / {:.0} |",
+            "| {} | {:.2} | {:.2} | {:.1} / {} | {:.2} | {:.1} | {:.0} ({:.0} / {:.0}) | {:.0} | {:.1} % | {} | {} | {} | {:.1} % | {:.1} % | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} |",
             r.scenario.members,
             w.mean_stretch,
             w.p95_stretch,
@@ -641,10 +560,11 @@ pub fn mcast_markdown_table(reports: &[McastReport]) -> String {
             r.max_depth(),
             old * 100.0,
             rebuilt * 100.0,
-            percentile(&active, 0.5),
-            active.iter().copied().fold(0.0, f64::max),
-            percentile(&idle, 0.5),
-            idle.iter().copied().fold(0.0, f64::max),
+            percentile(&per_link, 0.5),
+            percentile(&per_link, 0.95),
+            per_link.iter().copied().fold(0.0, f64::max),
+            percentile(&parent, 0.5),
+            parent.iter().copied().fold(0.0, f64::max),
         );
     }
     s

@@ -159,16 +159,33 @@ impl Group {
             if failed.contains(&i) || failed.contains(&j) {
                 continue;
             }
-            let rtt_us = 2 * self.delay_us(i, j);
-            let cost = if cost_exponent <= 1 {
-                rtt_us
-            } else {
-                let ms = rtt_us as f64 / 1e3;
-                (ms.powi(cost_exponent.min(8) as i32) * 1e3)
-                    .round()
-                    .max(1.0) as u64
-            };
-            t.add_link(self.ids[i], self.ids[j], cost);
+            t.add_link(self.ids[i], self.ids[j], self.cost(i, j, cost_exponent));
+        }
+        t
+    }
+
+    fn cost(&self, i: usize, j: usize, cost_exponent: u32) -> u64 {
+        let rtt_us = 2 * self.delay_us(i, j);
+        if cost_exponent <= 1 {
+            rtt_us
+        } else {
+            let ms = rtt_us as f64 / 1e3;
+            (ms.powi(cost_exponent.min(8) as i32) * 1e3)
+                .round()
+                .max(1.0) as u64
+        }
+    }
+
+    /// The overlay's [`Topology`] without the links in `gone` (pairs i < j),
+    /// costs as in [`Self::topology`].
+    pub(super) fn topology_without(
+        &self,
+        gone: &BTreeSet<(usize, usize)>,
+        cost_exponent: u32,
+    ) -> Topology {
+        let mut t = Topology::default();
+        for &(i, j) in self.edges.difference(gone) {
+            t.add_link(self.ids[i], self.ids[j], self.cost(i, j, cost_exponent));
         }
         t
     }

@@ -284,6 +284,13 @@ impl ShortestPaths {
     /// `to` back towards the source); nothing when `to` is the source or
     /// unreachable.
     pub fn for_each_link(&self, underlay: &Underlay, to: u32, mut f: impl FnMut(u32)) {
+        self.for_each_hop(underlay, to, |link, _| f(link));
+    }
+
+    /// Like [`Self::for_each_link`], also saying in which direction a packet
+    /// from the source crosses each link: `true` from its `a` end to its `b`
+    /// end.
+    pub fn for_each_hop(&self, underlay: &Underlay, to: u32, mut f: impl FnMut(u32, bool)) {
         let mut at = to;
         // A path has fewer links than there are routers; the bound only
         // guards against a corrupted `via` table.
@@ -294,8 +301,8 @@ impl ShortestPaths {
             if link == u32::MAX {
                 return;
             }
-            f(link);
             let l = underlay.links[link as usize];
+            f(link, l.b == at);
             at = if l.a == at { l.b } else { l.a };
         }
     }
