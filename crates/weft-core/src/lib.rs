@@ -26,6 +26,7 @@ mod identity;
 mod link;
 pub mod mcast;
 mod node;
+pub mod qos;
 mod rng;
 mod route;
 mod session;
