@@ -257,6 +257,8 @@ pub struct DhtReport {
     pub bytes: u64,
     /// Datagrams sent during the join and settle phases.
     pub datagrams_setup: u64,
+    /// Bytes sent during the join and settle phases.
+    pub bytes_setup: u64,
     /// Datagrams sent from the first lookup to the end.
     pub datagrams_lookup_phase: u64,
     /// Datagrams that reached a node that had left.
@@ -343,6 +345,7 @@ impl DhtReport {
     pub fn rows(&self) -> Vec<ReportRow> {
         let churn = self.left > 0 || self.joined_late > 0;
         let n = self.nodes_total.max(1) as f64;
+        let initial = self.nodes.max(1) as f64;
         let mut rows = vec![
             ReportRow::plain(
                 "nodes",
@@ -422,11 +425,12 @@ impl DhtReport {
         rows.push(ReportRow::plain(
             "datagrams sent per node",
             format!(
-                "{:.0} ({:.0} B); join+settle {:.0}, lookup phase {:.0}",
+                "joins and settle {:.0} ({:.1} kB) per initial node; lookup phase {:.0} per live node (lookups, maintenance and, with churn, joins); whole run {:.0} over all {} nodes",
+                self.datagrams_setup as f64 / initial,
+                self.bytes_setup as f64 / initial / 1e3,
+                self.datagrams_lookup_phase as f64 / initial,
                 self.datagrams as f64 / n,
-                self.bytes as f64 / n,
-                self.datagrams_setup as f64 / n,
-                self.datagrams_lookup_phase as f64 / n
+                self.nodes_total
             ),
         ));
         rows.push(ReportRow::plain(

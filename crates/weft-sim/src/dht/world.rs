@@ -248,7 +248,7 @@ impl<'a> World<'a> {
         let settled = last_join + nanos(sc.settle);
         self.run_until(settled)?;
         let tables = self.tables();
-        let datagrams_setup = self.counters.datagrams;
+        let setup = (self.counters.datagrams, self.counters.bytes);
         probe(self.progress(DhtPhase::Settled));
 
         // Lookup phase, churn interleaved.
@@ -273,7 +273,7 @@ impl<'a> World<'a> {
         let end = settled + nanos(sc.lookup_phase) + nanos(sc.dht.lookup_timeout + END_MARGIN);
         self.run_until(end)?;
         probe(self.progress(DhtPhase::Done));
-        Ok(self.report(tables, datagrams_setup))
+        Ok(self.report(tables, setup))
     }
 
     fn progress(&self, phase: DhtPhase) -> DhtProgress {
@@ -608,7 +608,9 @@ impl<'a> World<'a> {
         t
     }
 
-    fn report(mut self, tables: Tables, datagrams_setup: u64) -> DhtReport {
+    /// The report; `setup` is (datagrams, bytes) sent before the lookups.
+    fn report(mut self, tables: Tables, setup: (u64, u64)) -> DhtReport {
+        let (datagrams_setup, bytes_setup) = setup;
         let sc = self.scenario;
         let (rtt_median, rtt_p99) = self.rtt_distribution();
         self.outcomes.sort_by_key(|o| o.number);
@@ -701,6 +703,7 @@ impl<'a> World<'a> {
             datagrams: self.counters.datagrams,
             bytes: self.counters.bytes,
             datagrams_setup,
+            bytes_setup,
             datagrams_lookup_phase: self.counters.datagrams - datagrams_setup,
             dropped_dead: self.counters.dropped_dead,
             dropped_loss: self.counters.dropped_loss,
