@@ -100,6 +100,61 @@ impl RateLimit {
             }),
         }
     }
+
+    /// Parses `"30%"` as a share of the uplink, anything else as
+    /// [`parse_bps`] does.
+    pub fn parse(text: &str) -> Option<RateLimit> {
+        match text.trim().strip_suffix('%') {
+            Some(percent) => percent
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| (1..=100).contains(p))
+                .map(RateLimit::UplinkPercent),
+            None => parse_bps(text).map(RateLimit::BitsPerSecond),
+        }
+    }
+}
+
+/// Parses a rate in bits per second, case-insensitive: a plain number
+/// (`"20000000"`), or a number (decimals allowed) with an SI unit of bits
+/// in the style of `tc`: `bit`, `kbit`, `mbit`, `gbit`, `tbit`, or just
+/// `k`, `m`, `g`, `t`, optionally followed by `/s` (`"20mbit"`,
+/// `"1.5 Gbit/s"`, `"500k"`). Byte-based and ambiguous forms (`bps`,
+/// `MB`) are refused. `None` also for 0 and for rates above
+/// [`MAX_RATE_BPS`].
+pub fn parse_bps(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let text = text.strip_suffix("/s").unwrap_or(&text).trim_end();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: u128 = match unit.trim() {
+        "" | "bit" => 1,
+        "k" | "kbit" => 1_000,
+        "m" | "mbit" => 1_000_000,
+        "g" | "gbit" => 1_000_000_000,
+        "t" | "tbit" => 1_000_000_000_000,
+        _ => return None,
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u128 = whole.parse().ok()?;
+    let scale = 10u128.pow(u32::try_from(fraction.len()).ok()?);
+    let fraction: u128 = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse().ok()?
+    };
+    let bps = whole
+        .checked_mul(multiplier)?
+        .checked_add(fraction * multiplier / scale)?;
+    u64::try_from(bps)
+        .ok()
+        .filter(|&bps| bps > 0 && bps <= MAX_RATE_BPS)
 }
 
 /// Active queue management of a class: CoDel (RFC 8289) parameters.
@@ -514,6 +569,44 @@ mod tests {
         assert_eq!(ClassId::from_index(15).unwrap().index(), 15);
         assert_eq!(ClassId::from_index(MAX_CLASSES), None);
         assert_eq!(ClassId::from_index(usize::MAX), None);
+    }
+
+    #[test]
+    fn rates_parse_in_tc_style_units() {
+        assert_eq!(parse_bps("20000000"), Some(20_000_000));
+        assert_eq!(parse_bps("20mbit"), Some(20_000_000));
+        assert_eq!(parse_bps("20 Mbit/s"), Some(20_000_000));
+        assert_eq!(parse_bps("1.5gbit"), Some(1_500_000_000));
+        assert_eq!(parse_bps("500k"), Some(500_000));
+        assert_eq!(parse_bps("2.25M"), Some(2_250_000));
+        assert_eq!(parse_bps("64 kbit"), Some(64_000));
+        assert_eq!(parse_bps("1bit"), Some(1));
+        assert_eq!(parse_bps("10tbit"), Some(MAX_RATE_BPS));
+        assert_eq!(parse_bps("11tbit"), None);
+        assert_eq!(parse_bps("0"), None);
+        assert_eq!(parse_bps("0.0001bit"), None);
+        assert_eq!(parse_bps("20mbps"), None, "bytes or bits? refused");
+        assert_eq!(parse_bps("20MB"), None);
+        assert_eq!(parse_bps("mbit"), None);
+        assert_eq!(parse_bps(".5m"), None);
+        assert_eq!(parse_bps("1.2.3m"), None);
+        assert_eq!(parse_bps("-5m"), None);
+        assert_eq!(parse_bps(""), None);
+        assert_eq!(
+            parse_bps("99999999999999999999999999999999999999999999"),
+            None
+        );
+        assert_eq!(RateLimit::parse("30%"), Some(RateLimit::UplinkPercent(30)));
+        assert_eq!(
+            RateLimit::parse(" 100 % "),
+            Some(RateLimit::UplinkPercent(100))
+        );
+        assert_eq!(RateLimit::parse("0%"), None);
+        assert_eq!(RateLimit::parse("101%"), None);
+        assert_eq!(
+            RateLimit::parse("5mbit"),
+            Some(RateLimit::BitsPerSecond(5_000_000))
+        );
     }
 
     #[test]

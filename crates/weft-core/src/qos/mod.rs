@@ -67,7 +67,7 @@ pub use classify::{
 pub use config::{
     Aqm, ClassConfig, ClassId, DEFAULT_BURST, MAX_BURST, MAX_CLASSES, MAX_PEER_RATES, MAX_RATE_BPS,
     MAX_RULES, MAX_WEIGHT, MIN_BURST, MIN_QUEUE_BYTES, PathMetric, Priority, QosConfig,
-    QosConfigError, RateLimit,
+    QosConfigError, RateLimit, parse_bps,
 };
 pub use scheduler::{
     DropReason, Dropped, PEER_LANE_MIN_BYTES, PEER_LANE_TIME, PeerSlot, QUANTUM_BYTES, Scheduler,

@@ -9,8 +9,8 @@
 //! come, the caller dequeues until it gets `None`, then sets a timer for
 //! `next_send_time`. Control traffic (handshakes, probes, link state, DHT,
 //! membership) never enters a scheduler: the node sends it directly, so it
-//! never waits behind data; it is small and rare next to data, and the
-//! uplink bucket does not count it.
+//! never waits behind data, and reports its size with
+//! [`Scheduler::charge`] so the uplink still keeps to its rate.
 //!
 //! Guarantees: every queue is bounded (packets and bytes per lane); every
 //! drop is counted and returns the item to the caller (for buffer reuse);
@@ -433,6 +433,20 @@ impl<T> Scheduler<T> {
             }
         }
         None
+    }
+
+    /// Accounts for `len` bytes sent outside the scheduler (control
+    /// traffic, which must not wait behind data) against the uplink bucket,
+    /// and against `peer`'s bucket if it has a limit, so the egress as a
+    /// whole still keeps to its rate: data waits a little longer instead.
+    pub fn charge(&mut self, now: Instant, peer: Option<PeerSlot>, len: usize) {
+        if let Some(uplink) = &mut self.uplink {
+            uplink.consume(now, len);
+        }
+        if let Some(peer) = peer.and_then(|slot| self.peers.get_mut(slot.index())) {
+            peer.bucket.consume(now, len);
+        }
+        self.meter.record(now, len);
     }
 
     /// When [`Scheduler::dequeue`] may next return a packet: `now` if it

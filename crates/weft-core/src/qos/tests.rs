@@ -323,6 +323,52 @@ fn changing_the_uplink_rescales_shares_and_keeps_the_queue() {
     assert_eq!(drain(&mut s, t0), [4]);
 }
 
+#[test]
+fn realtime_classes_are_served_in_configuration_order() {
+    let t0 = Instant::now();
+    let mut config = QosConfig::default();
+    let mut voice = ClassConfig::realtime();
+    voice.name = "voice".into();
+    config.classes.insert(0, voice);
+    let mut s = Scheduler::new(t0, &config).unwrap();
+    s.enqueue(t0, id(&config, "interactive"), None, "interactive", 100)
+        .unwrap();
+    s.enqueue(t0, id(&config, "realtime"), None, "video", 100)
+        .unwrap();
+    s.enqueue(t0, id(&config, "voice"), None, "voice", 100)
+        .unwrap();
+    assert_eq!(drain(&mut s, t0), ["voice", "video", "interactive"]);
+}
+
+#[test]
+fn control_traffic_charged_to_the_uplink_delays_data() {
+    let t0 = Instant::now();
+    // 8 Mbit/s = 1 byte/µs, 1 ms = 1000 bytes of burst.
+    let config = QosConfig {
+        burst: MS,
+        peer_rates: vec![("p".into(), 8_000_000)],
+        ..shaped(8_000_000)
+    };
+    let bulk = id(&config, "bulk");
+    let mut s = Scheduler::new(t0, &config).unwrap();
+    let p = s.peer_slot("p");
+    s.charge(t0, None, 1500);
+    s.enqueue(t0, bulk, None, 1, 100).unwrap();
+    assert_eq!(s.dequeue(t0), None);
+    assert_eq!(s.next_send_time(t0), Some(t0 + 500 * US));
+    assert_eq!(drain(&mut s, t0 + 500 * US), [1]);
+    // A limited peer's bucket is charged too.
+    let later = t0 + 10 * MS;
+    s.charge(later, p, 3000);
+    s.enqueue(later, bulk, p, 2, 100).unwrap();
+    assert_eq!(s.next_send_time(later), Some(later + 2 * MS));
+    assert_eq!(
+        s.stats(later).peers[0].sent_packets,
+        0,
+        "charges are not sends"
+    );
+}
+
 // ---------------------------------------------------------------------
 // Saturating loads in virtual time.
 
@@ -455,6 +501,48 @@ fn under_saturation_caps_hold_within_one_percent_and_realtime_stays_fast() {
     assert!(within(bulk_stats.rate_bps as f64, bulk, 0.05));
     let video_stats = &stats.classes[id(&config, "video").index()];
     assert_eq!(video_stats.rate_limit_bps, Some(5_000_000));
+}
+
+/// Several caps at once, on classes and peers, all held within 1 % while
+/// the uncapped classes share the rest by weight.
+#[test]
+fn every_cap_and_peer_limit_holds_at_once() {
+    let t0 = Instant::now();
+    let mut config = QosConfig {
+        peer_rates: vec![("branch".into(), 3_000_000), ("lab".into(), 1_000_000)],
+        ..shaped(50_000_000)
+    };
+    config.classes[1].rate_limit = Some(RateLimit::BitsPerSecond(7_000_000));
+    config.classes[3].rate_limit = Some(RateLimit::UplinkPercent(10));
+    let mut s = Scheduler::new(t0, &config).unwrap();
+    let branch = s.peer_slot("branch");
+    let lab = s.peer_slot("lab");
+    let mut flows = [
+        Flow::new(t0, id(&config, "interactive"), None, 1200, 20_000_000),
+        Flow::new(t0, id(&config, "background"), None, 1500, 20_000_000),
+        Flow::new(t0, id(&config, "bulk"), branch, 1500, 10_000_000),
+        Flow::new(t0, id(&config, "interactive"), lab, 500, 5_000_000),
+        Flow::new(t0, id(&config, "bulk"), None, 1500, 60_000_000),
+        Flow::new(t0, id(&config, "realtime"), None, 200, 100_000),
+    ];
+    let duration = Duration::from_secs(10);
+    let r = simulate(&mut s, &mut flows, t0, duration);
+    let bps: Vec<f64> = r.iter().map(|f| f.bps(duration)).collect();
+    println!("{bps:?}");
+    // The lab's interactive traffic shares the interactive cap with the
+    // other interactive flow, but its own limit is the tighter one.
+    assert!(
+        within(bps[0] + bps[3], 7_000_000.0, 0.01),
+        "interactive {bps:?}"
+    );
+    assert!(within(bps[3], 1_000_000.0, 0.01), "lab {bps:?}");
+    assert!(within(bps[1], 5_000_000.0, 0.01), "background {bps:?}");
+    assert!(within(bps[2], 3_000_000.0, 0.01), "branch {bps:?}");
+    assert_eq!(r[5].sent_packets, r[5].offered_packets);
+    let remaining = 50_000_000.0 - 7_000_000.0 - 5_000_000.0 - 3_000_000.0 - bps[5];
+    assert!(bps[4] >= 0.9 * remaining, "bulk {bps:?}");
+    let total: f64 = bps.iter().sum();
+    assert!(within(total, 50_000_000.0, 0.01), "total {total}");
 }
 
 #[test]
@@ -774,5 +862,34 @@ proptest! {
         let burst = u128::from(rate) * DEFAULT_BURST.as_nanos() / 1_000_000_000;
         prop_assert!(sent <= ideal + burst + 1500 * 8, "sent {} ideal {}", sent, ideal);
         prop_assert!(sent + 2 * 1500 * 8 >= ideal, "sent {} ideal {}", sent, ideal);
+    }
+}
+
+proptest! {
+    // Each case simulates 0.3 s of a saturated uplink.
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// However bulk saturates the uplink, a sparse realtime flow waits at
+    /// most for the uplink to pay off one full packet.
+    #[test]
+    fn realtime_delay_is_bounded_by_one_packet_time(
+        uplink in 1_000_000u64..100_000_000,
+        bulk_len in 64usize..=1500,
+        bulk_factor in 1u64..4,
+        voice_ms in 5u64..40,
+    ) {
+        let t0 = Instant::now();
+        let config = shaped(uplink);
+        let mut s = Scheduler::new(t0, &config).unwrap();
+        let mut flows = [
+            Flow::new(t0, id(&config, "bulk"), None, bulk_len, uplink * bulk_factor),
+            Flow::new(t0, id(&config, "interactive"), None, 1500, uplink),
+            Flow::new(t0, id(&config, "realtime"), None, 200, 200 * 8 * 1000 / voice_ms),
+        ];
+        let r = simulate(&mut s, &mut flows, t0, Duration::from_millis(300));
+        let one_packet = Duration::from_nanos(1500 * 8 * 1_000_000_000 / uplink + 1);
+        // The last one may still be waiting when the run ends.
+        prop_assert!(r[2].offered_packets - r[2].sent_packets <= 1);
+        prop_assert!(r[2].max_delay <= one_packet, "{:?} > {:?}", r[2].max_delay, one_packet);
     }
 }
