@@ -45,6 +45,16 @@ const CHANGE_SPACING: Duration = Duration::from_millis(100);
 const MAX_GROUPS: usize = 256;
 /// Trees kept computed.
 const MAX_TREES: usize = 1024;
+/// After a tree changes, a node still forwards to its children in the old
+/// tree this long: the others may switch a few milliseconds later, and
+/// until they have, a member could be nobody's child. The duplicate
+/// window drops the extra copies.
+const GRACE: Duration = Duration::from_secs(1);
+/// Replaced trees kept per (source, group) within the grace time.
+const MAX_PREVIOUS: usize = 8;
+/// Link costs are rounded up to steps of 25 % (at least 0.5 ms) before
+/// trees are built, so RTT jitter does not reshape trees.
+const COST_FLOOR_US: u64 = 500;
 
 /// Why a group command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +117,9 @@ pub(super) struct MulticastState {
     next_seq: u64,
     windows: BTreeMap<NodeId, DuplicateWindow>,
     trees: BTreeMap<(NodeId, IpAddr), Tree>,
+    /// Trees replaced recently, forwarded along until then (see [`GRACE`]);
+    /// several when views change in quick succession.
+    previous: BTreeMap<(NodeId, IpAddr), Vec<(Tree, Instant)>>,
     /// The topology the trees were built on (rebuilt when link state
     /// changes).
     topology: Option<Topology>,
@@ -123,6 +136,7 @@ impl MulticastState {
             next_seq: 0,
             windows: BTreeMap::new(),
             trees: BTreeMap::new(),
+            previous: BTreeMap::new(),
             topology: None,
             due: None,
             last: None,
@@ -130,9 +144,28 @@ impl MulticastState {
     }
 
     /// The link-state view changed: trees must be rebuilt.
-    pub(super) fn topology_changed(&mut self) {
+    pub(super) fn topology_changed(&mut self, now: Instant) {
         self.topology = None;
-        self.trees.clear();
+        self.retire_trees(now);
+    }
+
+    /// Drops the computed trees, keeping each for [`GRACE`] as the previous
+    /// tree of its (source, group).
+    fn retire_trees(&mut self, now: Instant) {
+        self.previous.retain(|_, trees| {
+            trees.retain(|(_, until)| *until > now);
+            !trees.is_empty()
+        });
+        for (key, tree) in std::mem::take(&mut self.trees) {
+            if self.previous.len() >= MAX_TREES && !self.previous.contains_key(&key) {
+                continue;
+            }
+            let trees = self.previous.entry(key).or_default();
+            if trees.len() >= MAX_PREVIOUS {
+                trees.remove(0);
+            }
+            trees.push((tree, now + GRACE));
+        }
     }
 
     pub(super) fn deadline(&self) -> Option<Instant> {
@@ -293,8 +326,7 @@ impl Node {
         let seq = self.multicast.next_seq;
         self.multicast.next_seq += 1;
         self.stats.mcast_sent += 1;
-        let children = self.tree(own, group).children(&own).to_vec();
-        for child in children {
+        for child in self.tree_children(now, own, group, own) {
             self.send_multicast(now, child, &prefix(&own), seq, 0, packet);
         }
         true
@@ -358,8 +390,7 @@ impl Node {
             return;
         }
         let me = self.node_id();
-        let children = self.tree(origin, group).children(&me).to_vec();
-        for child in children {
+        for child in self.tree_children(now, origin, group, me) {
             self.send_multicast(now, child, &prefix(&origin), seq, hops + 1, packet);
             self.stats.mcast_forwarded += 1;
         }
@@ -391,6 +422,31 @@ impl Node {
             .monitor
             .mark_active(now, &self.routing.config);
         self.send_frame(now, peer, frame, Via::Direct);
+    }
+
+    /// Where `node` forwards packets of (origin, group): its children in the
+    /// tree, and for [`GRACE`] after a change also in the previous tree.
+    fn tree_children(
+        &mut self,
+        now: Instant,
+        origin: NodeId,
+        group: IpAddr,
+        node: NodeId,
+    ) -> Vec<NodeId> {
+        let mut children = self.tree(origin, group).children(&node).to_vec();
+        if let Some(trees) = self.multicast.previous.get(&(origin, group)) {
+            for (old, until) in trees {
+                if now >= *until {
+                    continue;
+                }
+                for child in old.children(&node) {
+                    if !children.contains(child) && *child != origin {
+                        children.push(*child);
+                    }
+                }
+            }
+        }
+        children
     }
 
     /// Members of `group` other than `origin`, as the policy counts them.
@@ -451,7 +507,7 @@ impl Node {
             if a < b
                 && let Some(&back) = directed.get(&(b, a))
             {
-                topology.add_link(a, b, cost.max(back).max(1));
+                topology.add_link(a, b, rounded_cost(cost.max(back)));
             }
         }
         topology
@@ -459,7 +515,7 @@ impl Node {
 
     /// The membership changed here: advertise it soon and tell the DHT.
     fn membership_changed(&mut self, now: Instant) {
-        self.multicast.trees.clear();
+        self.multicast.retire_trees(now);
         let earliest = self
             .multicast
             .last
@@ -486,7 +542,7 @@ impl Node {
         for id in expired {
             if let Some(old) = self.multicast.records.remove(&id) {
                 self.announce_membership_diff(id, &old.groups, &BTreeSet::new());
-                self.multicast.trees.clear();
+                self.multicast.retire_trees(now);
             }
         }
         let refresh = self.multicast.last.is_some_and(|l| now >= l + REFRESH);
@@ -591,7 +647,7 @@ impl Node {
             .unwrap_or_default();
         self.announce_membership_diff(origin, &old, &groups);
         if old != groups {
-            self.multicast.trees.clear();
+            self.multicast.retire_trees(now);
         }
         self.multicast.records.insert(
             origin,
@@ -635,4 +691,14 @@ impl Node {
             );
         }
     }
+}
+
+/// `cost` (µs) rounded up to the next step of a geometric ladder (0.5 ms,
+/// then 25 % apart), so that jitter within a step changes no tree.
+fn rounded_cost(cost: u64) -> u64 {
+    let mut step = COST_FLOOR_US;
+    while step < cost {
+        step = step + step / 4 + 1;
+    }
+    step
 }

@@ -590,7 +590,7 @@ impl Node {
         let signature = self.secret.sign(&record);
         record.extend_from_slice(&signature);
         self.routing.advertised = advertised;
-        self.multicast.topology_changed();
+        self.multicast.topology_changed(now);
         self.routing.last_lsa = Some(now);
         self.routing.lsa_due = None;
         self.stats.lsa_originated += 1;
@@ -684,7 +684,7 @@ impl Node {
         self.routing.dirty = false;
         self.routing.urgent = false;
         self.routing.last_recompute = Some(now);
-        self.multicast.topology_changed();
+        self.multicast.topology_changed(now);
         self.routing.recompute_at = Some(now + RECOMPUTE_INTERVAL);
         let own = self.node_id();
         let mut graph = crate::route::Graph::default();
