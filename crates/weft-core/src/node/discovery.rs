@@ -109,6 +109,14 @@ impl Node {
         id
     }
 
+    /// The underlay endpoints this node advertises in its DHT record,
+    /// besides the addresses others report seeing it at (a node bound to a
+    /// specific address should name it).
+    pub fn set_endpoints(&mut self, now: Instant, endpoints: Vec<std::net::SocketAddr>) {
+        self.discovery.dht.set_endpoints(now, endpoints);
+        self.after_input(now);
+    }
+
     /// The DHT routing table.
     pub fn dht_contacts(&self) -> Vec<crate::dht::ContactInfo> {
         self.discovery.dht.contacts()

@@ -170,6 +170,13 @@ async fn serve(
     }
     let udp = Udp::bind(config.node.listen)?;
     let listen = udp.local_addr().unwrap_or(config.node.listen);
+    // A node bound to a specific address advertises it in its DHT record;
+    // one bound to the wildcard advertises what others see of it.
+    if !listen.ip().is_unspecified() {
+        #[allow(clippy::disallowed_methods)] // the daemon's clock
+        let now = Instant::now();
+        node.set_endpoints(now, vec![listen]);
+    }
     let tun = Tun::create(&config.tun, node.overlay_ipv6(), node.overlay_ipv4())?;
     accept_local_source(tun.name());
     multicast::prepare(tun.name(), config.multicast.routes).await;
