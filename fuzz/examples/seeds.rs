@@ -11,7 +11,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use weft_core::wire::{Frame, HandshakePayload};
+use weft_core::wire::{Frame, HandshakePayload, MembershipRecord};
 use weft_core::{CaCertificate, Node, NodeConfig, PeerConfig, SessionConfig};
 use weft_fuzz::{
     A_ADDR, A_IPV4, B_IPV4, Fixture, Harness, Identity, UNIX_START, advance, base_instant, chunk,
@@ -144,11 +144,32 @@ fn main() -> std::io::Result<()> {
         .enumerate()
         .map(|(i, datagram)| (format!("datagram_{i}"), datagram.clone()))
         .collect();
+    let groups = [
+        "239.1.2.3".parse().expect("address"),
+        "ff3e::8000:1".parse().expect("address"),
+    ];
+    let mut membership = Vec::new();
+    MembershipRecord::emit_signed(
+        &mut membership,
+        &fixture.a.secret,
+        fixture.a.certificate.to_bytes(),
+        UNIX_START * 1_000_000_000,
+        35,
+        &groups,
+    );
+    let to_group = ipv4_packet(A_IPV4, "239.1.2.3".parse().expect("address"), b"to all");
     let frames = [
         Frame::Ip(&b_to_a_v6),
         Frame::Keepalive,
         Frame::Ping { id: 7 },
         Frame::Pong { id: u64::MAX },
+        Frame::Multicast {
+            origin: [7; 16],
+            seq: UNIX_START * 1_000_000,
+            hops: 2,
+            packet: &to_group,
+        },
+        Frame::Membership(&membership),
     ];
     for (i, frame) in frames.iter().enumerate() {
         let mut out = Vec::new();
@@ -162,6 +183,7 @@ fn main() -> std::io::Result<()> {
     }
     .emit(&mut payload);
     wire_seeds.push(("handshake_payload".into(), payload));
+    wire_seeds.push(("membership_record".into(), membership.clone()));
     wire_seeds.push(("unknown_version".into(), vec![0x24, 0, 0, 0, 1, 2, 3, 4]));
     wire_seeds.push(("unknown_type".into(), vec![0x13, 0, 0, 0, 1, 2, 3, 4]));
     let wire_seeds: Vec<(&str, Vec<u8>)> = wire_seeds
@@ -195,6 +217,44 @@ fn main() -> std::io::Result<()> {
         ("ca_secret_pem", fixture.ca.to_pem().into_bytes()),
     ];
     write("certificate", &cert_seeds)?;
+
+    // mcast: kernel reports captured from a Linux TUN (see weft-core's
+    // mcast::report tests), then graph descriptions for the tree builder.
+    let reports = [
+        "46c000280000400001023de5c6130001e0000016940400002200e8f90000000104000000ef010203",
+        "46c000200000400001022cffc6130001ef010203940400001600f8faef010203",
+        "6000000000240001fe80000000000000f8018146ca734fdbff020000000000000000000000000016\
+         3a000502000001008f005c360000000104000000ff3e0000000000000000000080000001",
+        "6000000000200001fe800000000000001b98a95fdeb86b43ff020000000000000000000000000002\
+         3a000502000001008400eff200000000ff3e0000000000000000000080000001",
+    ];
+    let mut mcast_seeds: Vec<(String, Vec<u8>)> = reports
+        .iter()
+        .enumerate()
+        .map(|(i, hex)| (format!("report_{i}"), unhex(hex)))
+        .collect();
+    // Fan-out 2, source 0, members 1..=6, a ring with chords.
+    let mut graph = vec![2, 0, 0, 0, 0, 0, 0, 0, 0, 0b0111_1110];
+    for (a, b, cost) in [
+        (0, 1, 5),
+        (1, 2, 5),
+        (2, 3, 5),
+        (3, 4, 5),
+        (4, 5, 5),
+        (5, 6, 5),
+        (6, 0, 5),
+        (0, 3, 9),
+        (0, 4, 9),
+        (0, 5, 9),
+    ] {
+        graph.extend_from_slice(&[a, b, cost]);
+    }
+    mcast_seeds.push(("graph_ring".into(), graph));
+    let mcast_seeds: Vec<(&str, Vec<u8>)> = mcast_seeds
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.clone()))
+        .collect();
+    write("mcast", &mcast_seeds)?;
     Ok(())
 }
 
@@ -211,6 +271,10 @@ fn first_init(me: &Identity, ca: &CaCertificate, unix_time: u64) -> Vec<u8> {
         }],
         session: SessionConfig::default(),
         routing: weft_core::RoutingConfig::default(),
+        dht: weft_core::dht::DhtConfig::default(),
+        bootstrap: Vec::new(),
+        neighbours: weft_core::NeighbourConfig::default(),
+        multicast: weft_core::mcast::MulticastConfig::default(),
     };
     let now = base_instant();
     let mut node = Node::new(
@@ -225,6 +289,14 @@ fn first_init(me: &Identity, ca: &CaCertificate, unix_time: u64) -> Vec<u8> {
     let to: Option<SocketAddr> = node.poll_transmit(&mut buf);
     assert_eq!(to, Some(A_ADDR), "the seed node did not call a");
     buf
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    let text: String = text.split_whitespace().collect();
+    (0..text.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
 }
 
 fn write(target: &str, seeds: &[(&str, Vec<u8>)]) -> std::io::Result<()> {

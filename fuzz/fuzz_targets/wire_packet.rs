@@ -1,11 +1,11 @@
-//! Fuzzes every wire decoder: the outer packet, the frame and the handshake
-//! payload. Decoders are total (no panic on any bytes); whatever decodes must
+//! Fuzzes every wire decoder: the outer packet, the frame, the handshake
+//! payload and the membership record. Decoders are total (no panic on any bytes); whatever decodes must
 //! re-encode to something that decodes to the same value.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weft_core::wire::{self, DATA_HEADER_LEN, Frame, HandshakePayload, Packet};
+use weft_core::wire::{self, DATA_HEADER_LEN, Frame, HandshakePayload, MembershipRecord, Packet};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(packet) = Packet::decode(data) {
@@ -25,6 +25,21 @@ fuzz_target!(|data: &[u8]| {
             out, data,
             "handshake payload does not re-encode to its bytes"
         );
+    }
+    if let Ok(record) = MembershipRecord::decode(data) {
+        // One encoding per record: the fields re-encode to its bytes.
+        let groups: Vec<_> = record.groups().collect();
+        let mut out = Vec::new();
+        MembershipRecord::emit_unsigned(
+            &mut out,
+            record.certificate,
+            record.sequence,
+            record.lifetime_secs,
+            &groups,
+        );
+        assert_eq!(out, record.signed, "membership record does not re-encode");
+        out.extend_from_slice(record.signature);
+        assert_eq!(out, data, "membership record does not re-encode");
     }
 });
 
