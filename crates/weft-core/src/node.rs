@@ -546,7 +546,10 @@ impl Node {
                 advertised: BTreeMap::new(),
             },
             discovery: Discovery::new(dht, neighbours),
-            multicast: MulticastState::new(multicast),
+            multicast: MulticastState::new(
+                multicast,
+                u64::try_from(unix_time.as_micros()).unwrap_or(u64::MAX),
+            ),
         };
         let own = node.node_id();
         node.routing.by_prefix.insert(prefix(&own), own);

@@ -41,8 +41,8 @@ const REFRESH: Duration = Duration::from_secs(10);
 const LIFETIME: Duration = Duration::from_secs(35);
 /// Changes are advertised at most this often.
 const CHANGE_SPACING: Duration = Duration::from_millis(100);
-/// Groups a node may join, and members a group may have counted (bounds).
-const MAX_GROUPS: usize = 256;
+/// Groups a node may join: as many as one membership record lists.
+const MAX_GROUPS: usize = crate::wire::MAX_MEMBERSHIP_GROUPS;
 /// Trees kept computed.
 const MAX_TREES: usize = 1024;
 /// After a tree changes, a node still forwards to its children in the old
@@ -128,12 +128,15 @@ pub(super) struct MulticastState {
 }
 
 impl MulticastState {
-    pub(super) fn new(config: MulticastConfig) -> Self {
+    /// `unix_micros` is the wall clock when the node starts: sequence
+    /// numbers start there, so that a restarted source is not taken for a
+    /// duplicate of its former self by receivers that remember it.
+    pub(super) fn new(config: MulticastConfig, unix_micros: u64) -> Self {
         Self {
             config,
             joined: BTreeSet::new(),
             records: BTreeMap::new(),
-            next_seq: 0,
+            next_seq: unix_micros,
             windows: BTreeMap::new(),
             trees: BTreeMap::new(),
             previous: BTreeMap::new(),
