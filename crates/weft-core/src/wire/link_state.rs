@@ -7,9 +7,9 @@
 //! byte before it; the certificate inside says whose key that is. Parsing
 //! here checks only the layout: verification is the receiver's.
 
-use super::{DecodeError, HOP_LEN, read_u16, read_u32, read_u64};
+use super::record_head::RecordHead;
+use super::{DecodeError, HOP_LEN, read_u16, read_u32};
 
-const RECORD_VERSION: u8 = 1;
 /// Bytes per link entry.
 pub const LINK_ENTRY_LEN: usize = HOP_LEN + 4 + 2;
 const SIGNATURE_LEN: usize = 64;
@@ -44,24 +44,14 @@ pub struct LinkStateRecord<'a> {
 impl<'a> LinkStateRecord<'a> {
     /// Parses a record. Total.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let Some(&version) = bytes.first() else {
-            return Err(DecodeError::Truncated("link-state record"));
-        };
-        if version != RECORD_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let cert_len =
-            read_u16(bytes, 1).ok_or(DecodeError::Truncated("link-state record"))? as usize;
-        let certificate = bytes
-            .get(3..3 + cert_len)
-            .ok_or(DecodeError::Truncated("link-state certificate"))?;
-        let at = 3 + cert_len;
-        let sequence = read_u64(bytes, at).ok_or(DecodeError::Truncated("link-state record"))?;
-        let lifetime_secs =
-            read_u16(bytes, at + 8).ok_or(DecodeError::Truncated("link-state record"))?;
-        let count =
-            read_u16(bytes, at + 10).ok_or(DecodeError::Truncated("link-state record"))? as usize;
-        let links_at = at + 12;
+        let head = RecordHead::decode(bytes, "link-state record", "link-state certificate")?;
+        let (certificate, sequence, lifetime_secs, count) = (
+            head.certificate,
+            head.sequence,
+            head.lifetime_secs,
+            head.count,
+        );
+        let links_at = head.body_at;
         let links = bytes
             .get(links_at..links_at + count * LINK_ENTRY_LEN)
             .ok_or(DecodeError::Truncated("link-state links"))?;
@@ -102,14 +92,8 @@ impl<'a> LinkStateRecord<'a> {
         lifetime_secs: u16,
         links: &[LinkEntry],
     ) {
-        let cert_len = certificate.len().min(u16::MAX as usize);
         let count = links.len().min(u16::MAX as usize);
-        out.push(RECORD_VERSION);
-        out.extend_from_slice(&(cert_len as u16).to_be_bytes());
-        out.extend_from_slice(&certificate[..cert_len]);
-        out.extend_from_slice(&sequence.to_be_bytes());
-        out.extend_from_slice(&lifetime_secs.to_be_bytes());
-        out.extend_from_slice(&(count as u16).to_be_bytes());
+        RecordHead::emit(out, certificate, sequence, lifetime_secs, count as u16);
         for link in &links[..count] {
             out.extend_from_slice(&link.neighbour);
             out.extend_from_slice(&link.rtt_us.to_be_bytes());

@@ -22,7 +22,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use super::{DecodeError, read_u16, read_u64};
+use super::DecodeError;
+use super::record_head::RecordHead;
 use crate::identity::{CaCertificate, CertError, Certificate, NodeId, SecretKey, verify_signature};
 use crate::mcast::is_carried;
 
@@ -31,7 +32,6 @@ pub const MEMBERSHIP_CONTEXT: &str = "weft 2026-11 membership record v1";
 /// Most groups a membership record may list.
 pub const MAX_MEMBERSHIP_GROUPS: usize = 64;
 
-const RECORD_VERSION: u8 = 1;
 const SIGNATURE_LEN: usize = 64;
 const FAMILY_IPV4: u8 = 4;
 const FAMILY_IPV6: u8 = 6;
@@ -55,27 +55,17 @@ pub struct MembershipRecord<'a> {
 impl<'a> MembershipRecord<'a> {
     /// Parses a record. Total.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let Some(&version) = bytes.first() else {
-            return Err(DecodeError::Truncated("membership record"));
-        };
-        if version != RECORD_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let cert_len =
-            read_u16(bytes, 1).ok_or(DecodeError::Truncated("membership record"))? as usize;
-        let certificate = bytes
-            .get(3..3 + cert_len)
-            .ok_or(DecodeError::Truncated("membership certificate"))?;
-        let at = 3 + cert_len;
-        let sequence = read_u64(bytes, at).ok_or(DecodeError::Truncated("membership record"))?;
-        let lifetime_secs =
-            read_u16(bytes, at + 8).ok_or(DecodeError::Truncated("membership record"))?;
-        let count =
-            read_u16(bytes, at + 10).ok_or(DecodeError::Truncated("membership record"))? as usize;
+        let head = RecordHead::decode(bytes, "membership record", "membership certificate")?;
+        let (certificate, sequence, lifetime_secs, count) = (
+            head.certificate,
+            head.sequence,
+            head.lifetime_secs,
+            head.count,
+        );
         if count > MAX_MEMBERSHIP_GROUPS {
             return Err(DecodeError::Invalid("membership group count"));
         }
-        let groups_at = at + 12;
+        let groups_at = head.body_at;
         let mut end = groups_at;
         for _ in 0..count {
             let family = *bytes
@@ -137,14 +127,8 @@ impl<'a> MembershipRecord<'a> {
         lifetime_secs: u16,
         groups: &[IpAddr],
     ) {
-        let cert_len = certificate.len().min(u16::MAX as usize);
         let count = groups.len().min(MAX_MEMBERSHIP_GROUPS);
-        out.push(RECORD_VERSION);
-        out.extend_from_slice(&(cert_len as u16).to_be_bytes());
-        out.extend_from_slice(&certificate[..cert_len]);
-        out.extend_from_slice(&sequence.to_be_bytes());
-        out.extend_from_slice(&lifetime_secs.to_be_bytes());
-        out.extend_from_slice(&(count as u16).to_be_bytes());
+        RecordHead::emit(out, certificate, sequence, lifetime_secs, count as u16);
         for group in &groups[..count] {
             match group {
                 IpAddr::V4(v4) => {

@@ -21,6 +21,7 @@ mod frame;
 mod handshake;
 mod link_state;
 pub mod membership;
+mod record_head;
 
 use std::fmt;
 
