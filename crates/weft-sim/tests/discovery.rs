@@ -66,6 +66,20 @@ fn all_pairs(sim: &mut Sim, hosts: &[HostId], count: u32) -> Vec<weft_sim::FlowI
     flows
 }
 
+/// Every packet of every flow arrived.
+fn assert_nothing_lost(sim: &Sim, flows: &[weft_sim::FlowId]) {
+    for &flow in flows {
+        let report = sim.flow(flow);
+        assert_eq!(
+            report.total().lost(),
+            0,
+            "{} -> {}",
+            sim.name(report.from),
+            sim.name(report.to)
+        );
+    }
+}
+
 #[test]
 fn nodes_that_know_one_bootstrap_peer_reach_every_other_with_a_bounded_neighbourhood() {
     let mut sim = new_sim(71);
@@ -105,16 +119,7 @@ fn nodes_that_know_one_bootstrap_peer_reach_every_other_with_a_bounded_neighbour
     // packets wait for the lookup and the handshake instead of being lost.
     let flows = all_pairs(&mut sim, &hosts, 3);
     sim.run_for(secs(5));
-    for flow in flows {
-        let report = sim.flow(flow);
-        assert_eq!(
-            report.total().lost(),
-            0,
-            "{} -> {}",
-            sim.name(report.from),
-            sim.name(report.to)
-        );
-    }
+    assert_nothing_lost(&sim, &flows);
     assert_eq!(sim.misdelivered(), 0);
     // Pairs that talked end up on direct links (found through the DHT),
     // not on relays through the neighbourhood.
@@ -149,16 +154,7 @@ fn without_a_neighbourhood_every_session_is_made_on_demand_and_nothing_is_lost()
     }
     let flows = all_pairs(&mut sim, &hosts, 3);
     sim.run_for(secs(5));
-    for flow in flows {
-        let report = sim.flow(flow);
-        assert_eq!(
-            report.total().lost(),
-            0,
-            "{} -> {}",
-            sim.name(report.from),
-            sim.name(report.to)
-        );
-    }
+    assert_nothing_lost(&sim, &flows);
     for &h in &hosts {
         assert!(counter(&sim, h, "lookups_on_demand") > 0, "{}", sim.name(h));
         assert_eq!(counter(&sim, h, "unreachable"), 0);
@@ -241,16 +237,7 @@ fn losing_the_bootstrap_node_changes_nothing() {
     let rest = &hosts[1..];
     let flows = all_pairs(&mut sim, rest, 3);
     sim.run_for(secs(8));
-    for flow in flows {
-        let report = sim.flow(flow);
-        assert_eq!(
-            report.total().lost(),
-            0,
-            "{} -> {}",
-            sim.name(report.from),
-            sim.name(report.to)
-        );
-    }
+    assert_nothing_lost(&sim, &flows);
 }
 
 #[test]

@@ -56,6 +56,15 @@ fn received(sim: &Sim, host: HostId) -> Vec<(u32, Duration)> {
         .collect()
 }
 
+/// The tree of the group from `source`, as `source` computes it.
+fn tree_from(sim: &mut Sim, source: HostId) -> weft_core::TreeStatus {
+    sim.with_node(source, |node, now| {
+        node.multicast_tree(now, None, IpAddr::V4(GROUP))
+    })
+    .unwrap()
+    .unwrap()
+}
+
 fn mesh(sim: &mut Sim, n: usize, fanout: usize) -> Vec<HostId> {
     let multicast = MulticastConfig {
         fanout,
@@ -80,12 +89,7 @@ fn members_get_every_packet_once_and_non_members_none() {
     }
     // Membership floods with the link state.
     sim.run_for(secs(1));
-    let tree = sim
-        .with_node(source, |node, now| {
-            node.multicast_tree(now, None, IpAddr::V4(GROUP))
-        })
-        .unwrap()
-        .unwrap();
+    let tree = tree_from(&mut sim, source);
     assert_eq!(tree.members.len(), members.len(), "{tree:?}");
     assert!(tree.unreached.is_empty(), "{tree:?}");
     let from_source = tree.edges.iter().filter(|(p, _)| *p == tree.source).count();
@@ -140,12 +144,7 @@ fn a_cut_tree_link_is_repaired_within_a_second() {
         join(&mut sim, m, IpAddr::V4(GROUP)).unwrap();
     }
     sim.run_for(secs(1));
-    let tree = sim
-        .with_node(source, |node, now| {
-            node.multicast_tree(now, None, IpAddr::V4(GROUP))
-        })
-        .unwrap()
-        .unwrap();
+    let tree = tree_from(&mut sim, source);
     // A link from the source to a child that forwards to others.
     let (_, child) = tree
         .edges
