@@ -285,7 +285,7 @@ pub struct DhtReport {
     pub failures: Vec<String>,
 }
 
-/// One row of [`DhtReport::table`]: a figure and, if the issue sets one, its
+/// One row of [`DhtReport::rows`]: a figure and, if the issue sets one, its
 /// target and whether it is met.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportRow {
