@@ -33,7 +33,9 @@
 //!   ([`weft_core::mcast::build_tree`]) on a transit-stub [`Underlay`] of a
 //!   thousand routers: stretch, link stress, fan-out, bytes, delivery and
 //!   repair after failures, against naive unicast and IP multicast
-//!   ([`McastScenario`], [`McastReport`]; the `mcast-bench` binary prints it).
+//!   ([`McastScenario`], [`McastReport`]; the `mcast-bench` binary prints it);
+//!   [`run_node_recovery`] measures the repair after member crashes with
+//!   real nodes in [`Sim`] on the same underlay's delays.
 //!
 //! - [`check_snapshot`] keeps the headline numbers of scenarios in a table
 //!   beside the tests, so that changes show up in review.
@@ -72,9 +74,10 @@ pub use flow::{
 };
 pub use link::{DropReason, GilbertElliott, LinkConfig, LinkStats, UNDERLAY_HEADER};
 pub use mcast::{
-    Failure, Link, McastReport, McastScenario, McastSimError, OverlayShape, Recovery, RouterKind,
-    SchemeFigures, SchemeSummary, ShortestPaths, TransitStubParams, TreeDelivery, TreeShape, Trial,
-    Underlay, UnderlayError, first_tree_inputs, mcast_markdown_table, run_mcast_scenario,
+    Failure, Link, McastReport, McastScenario, McastSimError, MemberOutage, NodeRecoveryRun,
+    NodeRecoveryScenario, OverlayShape, Recovery, RouterKind, SchemeFigures, SchemeSummary,
+    ShortestPaths, TransitStubParams, TreeDelivery, TreeShape, Trial, Underlay, UnderlayError,
+    first_tree_inputs, mcast_markdown_table, run_mcast_scenario, run_node_recovery,
 };
 pub use net::{
     BuildError, Endpoints, Mesh, MeshBuilder, NodeSpec, OVERLAY_IPV4_PREFIX_LEN, add_node,

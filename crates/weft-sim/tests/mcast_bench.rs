@@ -88,7 +88,7 @@ fn the_rebuilt_tree_reaches_every_live_member_after_failures() {
         // ends once every failed node's links are withdrawn (≤ 3 s + flood).
         for r in &f.recovery {
             assert!((150.0..4_000.0).contains(&r.per_link_ms), "{r:?}");
-            assert!((150.0..4_000.0).contains(&r.parent_report_ms), "{r:?}");
+            assert!((150.0..4_000.0).contains(&r.node_report_ms), "{r:?}");
         }
     }
 }

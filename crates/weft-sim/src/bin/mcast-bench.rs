@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use weft_core::mcast::build_tree;
 use weft_sim::{
-    McastReport, McastScenario, OverlayShape, first_tree_inputs, mcast_markdown_table,
-    run_mcast_scenario,
+    McastReport, McastScenario, NodeRecoveryRun, NodeRecoveryScenario, OverlayShape,
+    first_tree_inputs, mcast_markdown_table, run_mcast_scenario, run_node_recovery,
 };
 
 /// Measures weft's multicast trees on a simulated transit-stub underlay.
@@ -66,6 +66,18 @@ struct Args {
     /// Bytes per packet for the byte counts.
     #[arg(long, default_value_t = 1000)]
     packet_bytes: u64,
+    /// Also measure recovery with real weft nodes in the simulator: this
+    /// many members (0: skip), full mesh, 5 % of them crashed at once
+    /// during a stream (see weft_sim::run_node_recovery).
+    #[arg(long, default_value_t = 0)]
+    node_members: usize,
+    /// Runs of the node measurement.
+    #[arg(long, default_value_t = 5)]
+    node_runs: usize,
+    /// RoutingConfig::min_link_timeout of the nodes, in ms, instead of the
+    /// default (150).
+    #[arg(long)]
+    node_min_link_timeout_ms: Option<u64>,
     /// Print one JSON object instead of the tables.
     #[arg(long)]
     json: bool,
@@ -110,10 +122,27 @@ fn main() -> ExitCode {
         timings.push(tree_time(&scenario));
         reports.push(report);
     }
+    let mut node_runs = Vec::new();
+    if args.node_members > 0 {
+        let mut sc = NodeRecoveryScenario::new(args.routers, args.node_members, args.seed);
+        sc.runs = args.node_runs;
+        sc.fanout = args.fanout;
+        sc.fail = args.fail_percent / 100.0;
+        if let Some(ms) = args.node_min_link_timeout_ms {
+            sc.routing.min_link_timeout = Duration::from_millis(ms);
+        }
+        node_runs = match run_node_recovery(started, &sc) {
+            Ok(runs) => runs,
+            Err(e) => {
+                eprintln!("mcast-bench: node recovery: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    }
     #[allow(clippy::disallowed_methods)] // a benchmark driver: wall time
     let wall = Instant::now().duration_since(started);
     if args.json {
-        println!("{}", json(&reports, &timings, wall));
+        println!("{}", json(&reports, &timings, &node_runs, wall));
         return ExitCode::SUCCESS;
     }
     for (r, t) in reports.iter().zip(&timings) {
@@ -129,6 +158,13 @@ fn main() -> ExitCode {
     print!("{}", mcast_markdown_table(&reports));
     println!();
     print!("{}", targets(&reports));
+    if !node_runs.is_empty() {
+        println!(
+            "\n### Recovery with real nodes ({} members, full mesh, fan-out {}, {} % crashed)\n",
+            args.node_members, args.fanout, args.fail_percent
+        );
+        print!("{}", node_table(&node_runs));
+    }
     println!("\nwall time {:.1} s", wall.as_secs_f64());
     ExitCode::SUCCESS
 }
@@ -187,7 +223,71 @@ fn targets(reports: &[McastReport]) -> String {
     s
 }
 
-fn json(reports: &[McastReport], timings: &[Duration], wall: Duration) -> String {
+/// The node runs: one row per run, then the cut-off members' outages
+/// against the model.
+fn node_table(runs: &[NodeRecoveryRun]) -> String {
+    let mut s = String::from(
+        "| run (seed) | source | crashed | node tree = build_tree | cut-off members: outage ms (model ms) | others' longest gap ms | missing the last packet | duplicates | direct links held down (smallest RTT) |\n|--:|:--|:--|:--|:--|--:|--:|--:|:--|\n",
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut measured = Vec::new();
+    let mut model = Vec::new();
+    for r in runs {
+        let cut: Vec<String> = r
+            .cut
+            .iter()
+            .map(|c| {
+                measured.push(ms(c.gap));
+                if let Some(m) = c.model_ms {
+                    model.push(m);
+                }
+                match c.model_ms {
+                    Some(m) => format!("{} {:.0} ({m:.0})", c.name, ms(c.gap)),
+                    None => format!("{} {:.0}", c.name, ms(c.gap)),
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} of {}{} |",
+            r.seed,
+            r.source,
+            r.failed.join(", "),
+            if r.trees_agree { "yes" } else { "no" },
+            if cut.is_empty() {
+                "none".to_string()
+            } else {
+                cut.join("; ")
+            },
+            ms(r.uncut_max_gap),
+            r.missing_end,
+            r.duplicates,
+            r.links_down.0,
+            r.links_down.1,
+            r.links_down_min_rtt.map_or(String::new(), |d| format!(
+                " ({:.0} ms)",
+                d.as_secs_f64() * 1e3
+            )),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\ncut-off members: {}; outage median {:.0} ms, max {:.0} ms (model: median {:.0} ms, max {:.0} ms)",
+        measured.len(),
+        median(&measured),
+        measured.iter().copied().fold(0.0, f64::max),
+        median(&model),
+        model.iter().copied().fold(0.0, f64::max),
+    );
+    s
+}
+
+fn json(
+    reports: &[McastReport],
+    timings: &[Duration],
+    node_runs: &[NodeRecoveryRun],
+    wall: Duration,
+) -> String {
     let mut s = String::from("{\"groups\":[");
     for (i, (r, t)) in reports.iter().zip(timings).enumerate() {
         if i > 0 {
@@ -237,7 +337,7 @@ fn json(reports: &[McastReport], timings: &[Duration], wall: Duration) -> String
         let rebuilt: Vec<f64> = r.trials.iter().map(|t| t.failure.rebuilt.ratio()).collect();
         let _ = write!(
             s,
-            "\"min_delivery\":{:.4},\"duplicates\":{},\"max_children\":{},\"max_depth\":{},\"failure\":{{\"old_tree_delivery_mean\":{:.4},\"old_tree_delivery_min\":{:.4},\"rebuilt_delivery_min\":{:.4},\"cut_off_members\":{},\"recovery_ms_median\":{:.1},\"recovery_ms_p95\":{:.1},\"recovery_ms_max\":{:.1},\"recovery_parent_report_ms_median\":{:.1},\"recovery_parent_report_ms_max\":{:.1}}},\"build_tree_ms\":{:.4},\"digest\":\"{:016x}\"}}",
+            "\"min_delivery\":{:.4},\"duplicates\":{},\"max_children\":{},\"max_depth\":{},\"failure\":{{\"old_tree_delivery_mean\":{:.4},\"old_tree_delivery_min\":{:.4},\"rebuilt_delivery_min\":{:.4},\"cut_off_members\":{},\"recovery_ms_median\":{:.1},\"recovery_ms_p95\":{:.1},\"recovery_ms_max\":{:.1},\"recovery_node_report_ms_median\":{:.1},\"recovery_node_report_ms_max\":{:.1}}},\"build_tree_ms\":{:.4},\"digest\":\"{:016x}\"}}",
             r.min_delivery(),
             r.duplicates(),
             r.max_children(),
@@ -253,6 +353,43 @@ fn json(reports: &[McastReport], timings: &[Duration], wall: Duration) -> String
             parent.iter().copied().fold(0.0, f64::max),
             t.as_secs_f64() * 1e3,
             r.digest(),
+        );
+    }
+    s.push_str("],\"node_runs\":[");
+    for (i, r) in node_runs.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let cut: Vec<String> = r
+            .cut
+            .iter()
+            .map(|c| {
+                format!(
+                    "{{\"member\":\"{}\",\"outage_ms\":{:.1},\"lost\":{},\"model_ms\":{}}}",
+                    c.name,
+                    c.gap.as_secs_f64() * 1e3,
+                    c.lost,
+                    c.model_ms.map_or("null".to_string(), |m| format!("{m:.1}")),
+                )
+            })
+            .collect();
+        let _ = write!(
+            s,
+            "{{\"seed\":{},\"source\":\"{}\",\"crashed\":[{}],\"trees_agree\":{},\"cut\":[{}],\"uncut_max_gap_ms\":{:.1},\"missing_end\":{},\"duplicates\":{},\"links_down\":{},\"links\":{}}}",
+            r.seed,
+            r.source,
+            r.failed
+                .iter()
+                .map(|f| format!("\"{f}\""))
+                .collect::<Vec<_>>()
+                .join(","),
+            r.trees_agree,
+            cut.join(","),
+            r.uncut_max_gap.as_secs_f64() * 1e3,
+            r.missing_end,
+            r.duplicates,
+            r.links_down.0,
+            r.links_down.1,
         );
     }
     let _ = write!(s, "],\"wall_s\":{:.2}}}", wall.as_secs_f64());

@@ -26,6 +26,7 @@
 //! bit ([`McastReport::digest`]).
 
 mod measure;
+mod noderun;
 mod overlay;
 mod recovery;
 mod underlay;
@@ -39,6 +40,7 @@ use weft_core::NodeId;
 use weft_core::mcast::{DEFAULT_FANOUT, Topology, build_tree};
 
 pub use measure::{SchemeFigures, TreeDelivery, TreeShape};
+pub use noderun::{MemberOutage, NodeRecoveryRun, NodeRecoveryScenario, run_node_recovery};
 pub use overlay::OverlayShape;
 pub use recovery::Recovery;
 pub use underlay::{Link, RouterKind, ShortestPaths, TransitStubParams, Underlay, UnderlayError};
@@ -158,6 +160,9 @@ pub enum McastSimError {
     },
     /// Zero seeds, sources or fan-out.
     Empty,
+    /// The node simulation failed (setup, a command, or sessions that did
+    /// not come up).
+    Sim(String),
 }
 
 impl std::fmt::Display for McastSimError {
@@ -172,6 +177,7 @@ impl std::fmt::Display for McastSimError {
                 "{asked} members do not fit: need 2 to {stub_routers} (one per stub router)"
             ),
             Self::Empty => f.write_str("seeds, sources and fan-out must be at least 1"),
+            Self::Sim(e) => write!(f, "node simulation: {e}"),
         }
     }
 }
@@ -409,7 +415,7 @@ impl McastReport {
     }
 
     /// Recovery times in ms over all cut-off members of all trials:
-    /// ([`Recovery::per_link_ms`], [`Recovery::parent_report_ms`]).
+    /// ([`Recovery::per_link_ms`], [`Recovery::node_report_ms`]).
     pub fn recovery_ms(&self) -> (Vec<f64>, Vec<f64>) {
         let r: Vec<&Recovery> = self
             .trials
@@ -418,7 +424,7 @@ impl McastReport {
             .collect();
         (
             r.iter().map(|x| x.per_link_ms).collect(),
-            r.iter().map(|x| x.parent_report_ms).collect(),
+            r.iter().map(|x| x.node_report_ms).collect(),
         )
     }
 
@@ -444,7 +450,7 @@ impl McastReport {
             }
             for r in &t.failure.recovery {
                 h.f64(r.per_link_ms);
-                h.f64(r.parent_report_ms);
+                h.f64(r.node_report_ms);
             }
         }
         h.0
@@ -521,7 +527,7 @@ impl McastReport {
 /// The summary table over several reports (one per group size), Markdown.
 pub fn mcast_markdown_table(reports: &[McastReport]) -> String {
     let mut s = String::from(
-        "| members | mean stretch | p95 stretch | max stress mean / worst | mean stress | source fan-out | kB per packet (unicast / IP mc) | unicast max stress | delivery | duplicates | max children | depth | failures: old tree | rebuilt tree | recovery ms, median / p95 / max | at parent's report: median / max |\n",
+        "| members | mean stretch | p95 stretch | max stress mean / worst | mean stress | source fan-out | kB per packet (unicast / IP mc) | unicast max stress | delivery | duplicates | max children | depth | failures: old tree | rebuilt tree | recovery ms, median / p95 / max | at a node-level report: median / max |\n",
     );
     s.push_str("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     for r in reports {

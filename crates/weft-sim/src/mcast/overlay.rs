@@ -18,7 +18,8 @@
 //!
 //! Link cost given to [`Topology::add_link`]: the underlay RTT in µs
 //! (twice the one-way shortest-path delay), as weft's link monitor would
-//! measure it on a jitter-free underlay.
+//! measure it on a jitter-free underlay, rounded up to weft's 25 % cost
+//! ladder as the node does ([`rounded_cost`]).
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
@@ -28,6 +29,23 @@ use weft_core::NodeId;
 use weft_core::mcast::Topology;
 
 use super::underlay::{ShortestPaths, Underlay, below};
+
+/// Tree costs below this are equal (`COST_FLOOR_US` in
+/// `weft_core::node::multicast`).
+const COST_FLOOR_US: u64 = 500;
+
+/// The link cost weft's node gives `build_tree`: the RTT in µs rounded up
+/// to the next step of a geometric ladder (0.5 ms, then 25 % apart), so
+/// that jitter within a step changes no tree. A copy of the private
+/// `rounded_cost` in `weft_core::node::multicast` (the node's cost mapping,
+/// not the tree algorithm); keep them equal.
+pub(super) fn rounded_cost(cost: u64) -> u64 {
+    let mut step = COST_FLOOR_US;
+    while step < cost {
+        step = step + step / 4 + 1;
+    }
+    step
+}
 
 /// Which overlay links the members have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +119,13 @@ impl Group {
         group
     }
 
+    /// Gives the members other node ids (e.g. those of simulated nodes);
+    /// the links stay as they are.
+    pub(super) fn set_ids(&mut self, ids: Vec<NodeId>) {
+        self.index = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        self.ids = ids;
+    }
+
     pub(super) fn len(&self) -> usize {
         self.ids.len()
     }
@@ -166,14 +191,15 @@ impl Group {
 
     fn cost(&self, i: usize, j: usize, cost_exponent: u32) -> u64 {
         let rtt_us = 2 * self.delay_us(i, j);
-        if cost_exponent <= 1 {
+        let cost = if cost_exponent <= 1 {
             rtt_us
         } else {
             let ms = rtt_us as f64 / 1e3;
             (ms.powi(cost_exponent.min(8) as i32) * 1e3)
                 .round()
                 .max(1.0) as u64
-        }
+        };
+        rounded_cost(cost)
     }
 
     /// The overlay's [`Topology`] without the links in `gone` (pairs i < j),

@@ -3,39 +3,41 @@
 //! Why derived: the figures above come from trees alone; how long a repair
 //! takes depends on the link monitor, the link-state flood and the
 //! recomputation, which this model replays from weft's rules instead of
-//! running nodes. What it follows:
+//! running nodes (`noderun` runs real nodes, on fewer members, and prints
+//! this model beside what it measured). What it follows:
 //!
 //! - **Detection** (`weft_core::link::monitor`, [`RoutingConfig::default`]):
-//!   a link is declared down once three probes in a row are unanswered and
-//!   the oldest was sent at least the link timeout `T = max(150 ms, 2·RTT)`
-//!   ago (no RTT variation on this underlay). A link that carries data from
-//!   this end is probed every 40 ms: down `T` + U(0, 40 ms) after the
-//!   failure (150–190 ms on a LAN, what docs/BENCHMARKS.md's failover bench
-//!   measured). An idle link is probed every second: down 2 s + U(0, 1 s)
-//!   after (at least `T`). Only a tree parent sends to the failed node, so
-//!   only that link is active; the links from its children and other
-//!   neighbours are idle (receiving does not make a link active).
+//!   every live neighbour `X` of a failed node `F` keeps probing it, every
+//!   second while idle and every 40 ms while `X` sends data to `F`; none is
+//!   answered. The link is declared down once three probes sent after the
+//!   failure are unanswered and the first of them was sent at least the
+//!   link timeout `T = max(150 ms, 2·RTT)` ago (no RTT variation here). So
+//!   the tree parent of `F`, which sends the stream to it, detects in
+//!   `T` + 0–40 ms; an idle neighbour in 2–3 s, unless it becomes `F`'s
+//!   tree parent on the way and starts sending to it (then from that moment
+//!   at the active rate).
 //! - **Topology** (`weft_core::node::multicast`, `advertised_topology`): a
-//!   link is in the trees' graph while both ends advertise it, so a failed
-//!   node's link leaves everyone's graph when its live end declares it down
-//!   and floods that (the failed end's record lingers until it expires).
-//!   The failed node stays a member (its membership record lingers too).
-//! - **Repair**: after each withdrawal (in time order) the tree is rebuilt
-//!   with `build_tree` on the graph without the links withdrawn so far. A
-//!   cut-off member is recovered at the first withdrawal after which its
-//!   tree path avoids every failed node, plus the flood delay (overlay
-//!   one-way delay over live links) from the withdrawing node to the
-//!   farthest forwarder on that path whose children changed.
-//!   Recomputation is not added (a build_tree call costs well under a
-//!   millisecond; the bench prints it). To bound the work, withdrawals
-//!   within 20 ms of each other are applied together and judged at the
-//!   last of them, with the flood from the farthest of their nodes: the
-//!   times are upper bounds, at most that much late.
+//!   link is in the trees' graph while both ends advertise it, so `F`'s
+//!   link to `X` leaves everyone's graph when `X` declares it down and
+//!   floods that (`F`'s own record lingers until it expires). `F` stays a
+//!   member meanwhile (so do its membership records).
+//! - **Repair**: withdrawals are taken in time order; after each the tree is
+//!   rebuilt with `build_tree` on the graph without the links withdrawn so
+//!   far. A node that becomes the tree parent of a failed node starts
+//!   sending to it once the withdrawal's flood reaches it. A cut-off member
+//!   is recovered at the first withdrawal after which its tree path avoids
+//!   every failed node, plus the flood delay (overlay one-way delay over
+//!   live links) from the withdrawing node to the farthest forwarder on
+//!   that path whose children changed. Recomputation is not added (a
+//!   build_tree call costs well under a millisecond; the bench prints it).
+//!   To bound the work, withdrawals within 20 ms of each other are applied
+//!   together and judged at the last of them, with the flood from the
+//!   farthest of their nodes: the times are upper bounds, that much late.
 //!
-//! Two figures per cut-off member ([`Recovery`]): `per_link_ms` as above,
-//! and `parent_report_ms`, the same with a failed node dropped from the
-//! graph entirely at its tree parent's report (its fast, active-link
-//! detection), the lower bound a node-level "down" report would give.
+//! Two figures per cut-off member ([`Recovery`]): `per_link_ms` as above
+//! (weft's rule), and `node_report_ms`, the same with a failed node dropped
+//! from the graph entirely at the first report of any of its links: what a
+//! node-level "down" report would give.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -55,22 +57,18 @@ pub struct Recovery {
     /// Links leave the graph as their live ends detect the failure (weft's
     /// rule: a link counts while both ends advertise it).
     pub per_link_ms: f64,
-    /// A failed node leaves the graph at once when its tree parent reports
-    /// it (a lower bound; slower when the parent failed too).
-    pub parent_report_ms: f64,
+    /// A failed node leaves the graph at the first report of any of its
+    /// links (a proposed node-level report).
+    pub node_report_ms: f64,
 }
 
-/// One withdrawal: `live` declares its link to `failed` down at `at_us`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Withdrawal {
-    at_us: u64,
-    live: usize,
-    failed: usize,
-}
+/// Withdrawals this close together are judged together.
+const BUCKET_US: u64 = 20_000;
+/// Unanswered probes that take a link down (`link::monitor::DOWN_AFTER`).
+const DOWN_AFTER: usize = 3;
 
 /// Recovery times of every live member whose old tree path crosses a failed
 /// node, in member order.
-#[allow(clippy::too_many_arguments)] // one trial's fixed inputs
 pub(super) fn recovery(
     group: &Group,
     old: &Tree,
@@ -80,8 +78,6 @@ pub(super) fn recovery(
     cost_exponent: u32,
     rng: &mut ChaCha20Rng,
 ) -> Vec<Recovery> {
-    let config = RoutingConfig::default();
-    let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     let cut: Vec<usize> = (0..group.len())
         .filter(|m| *m != source && !failed.contains(m))
         .filter(|&m| {
@@ -94,174 +90,218 @@ pub(super) fn recovery(
     if cut.is_empty() {
         return Vec::new();
     }
-
-    // When each live end declares its link to a failed node down.
-    let mut withdrawals = Vec::new();
+    let config = RoutingConfig::default();
+    // The links of failed nodes, each with its probe timing, drawn once so
+    // that both replays see the same failure.
+    let mut links = BTreeMap::new();
     for &(a, b) in &group.edges {
         let (live, dead) = match (failed.contains(&a), failed.contains(&b)) {
             (false, true) => (a, b),
             (true, false) => (b, a),
             _ => continue,
         };
-        let rtt = Duration::from_micros(2 * group.delay_us(live, dead));
-        let timeout = config.min_link_timeout.max(rtt * 2);
-        let sends_to_it = old.parent(&group.ids[dead]) == Some(group.ids[live]);
-        let at = if sends_to_it {
-            us(timeout) + below_us(rng, us(config.probe_active))
-        } else {
-            (us(config.probe_idle) * 2 + below_us(rng, us(config.probe_idle))).max(us(timeout))
+        let rtt = 2 * group.delay_us(live, dead);
+        let probe = Probing {
+            timeout_us: us(config.min_link_timeout).max(2 * rtt),
+            idle_us: us(config.probe_idle),
+            active_us: us(config.probe_active),
+            idle_phase_us: below(rng, us(config.probe_idle)),
+            active_phase_us: below(rng, us(config.probe_active)),
         };
-        withdrawals.push(Withdrawal {
-            at_us: at,
-            live,
-            failed: dead,
-        });
+        links.insert((live, dead), probe);
     }
-    withdrawals.sort();
-
-    let members = ids(group, &(0..group.len()).collect());
-    let mut floods: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
-    let per_link = replay(
+    let replay = Replay {
         group,
         old,
         source,
         failed,
-        &cut,
-        &withdrawals,
-        |gone, w| {
-            gone.insert(w.failed_link());
-        },
-        &members,
+        members: ids(group, &(0..group.len()).collect()),
         fanout,
         cost_exponent,
-        &mut floods,
-    );
-    // Parent reports: the first withdrawal by the failed node's tree parent
-    // drops all of its links.
-    let parent_report = replay(
-        group,
-        old,
-        source,
-        failed,
-        &cut,
-        &withdrawals,
-        |gone, w| {
-            if old.parent(&group.ids[w.failed]) == Some(group.ids[w.live]) {
-                for &(a, b) in &group.edges {
-                    if a == w.failed || b == w.failed {
-                        gone.insert((a, b));
-                    }
-                }
-            } else {
-                gone.insert(w.failed_link());
-            }
-        },
-        &members,
-        fanout,
-        cost_exponent,
-        &mut floods,
-    );
+        links: &links,
+    };
+    let per_link = replay.run(&cut, false);
+    let node_report = replay.run(&cut, true);
     cut.iter()
         .map(|m| Recovery {
             per_link_ms: per_link[m] as f64 / 1e3,
-            parent_report_ms: parent_report[m] as f64 / 1e3,
+            node_report_ms: node_report[m] as f64 / 1e3,
         })
         .collect()
 }
 
-impl Withdrawal {
-    fn failed_link(&self) -> (usize, usize) {
-        (self.live.min(self.failed), self.live.max(self.failed))
-    }
+/// How the live end of a failed node's link probes it.
+#[derive(Clone, Copy, Debug)]
+struct Probing {
+    timeout_us: u64,
+    idle_us: u64,
+    active_us: u64,
+    /// When the first idle probe after the failure goes.
+    idle_phase_us: u64,
+    /// When the first active probe after the failure goes, for the parent.
+    active_phase_us: u64,
 }
 
-/// Replays the withdrawals in order, `apply` removing links from the graph,
-/// and returns when each cut-off member is reached again (µs; members never
-/// reached within the replay get the last withdrawal's time plus the
-/// record lifetime, i.e. when the failed nodes' own records expire).
-#[allow(clippy::too_many_arguments)] // the replay's fixed inputs
-fn replay(
-    group: &Group,
-    old: &Tree,
-    source: usize,
-    failed: &BTreeSet<usize>,
-    cut: &[usize],
-    withdrawals: &[Withdrawal],
-    apply: impl Fn(&mut BTreeSet<(usize, usize)>, &Withdrawal),
-    members: &BTreeSet<weft_core::NodeId>,
-    fanout: usize,
-    cost_exponent: u32,
-    floods: &mut BTreeMap<usize, Vec<u64>>,
-) -> BTreeMap<usize, u64> {
-    let mut gone = BTreeSet::new();
-    let mut pending: BTreeSet<usize> = cut.iter().copied().collect();
-    let mut out = BTreeMap::new();
-    let mut next = 0;
-    while next < withdrawals.len() && !pending.is_empty() {
-        // Withdrawals within one bucket are applied together and the tree
-        // judged once, at the bucket's last one (at most BUCKET_US late).
-        let start = withdrawals[next].at_us;
-        let mut end = next;
-        while end < withdrawals.len() && withdrawals[end].at_us < start + BUCKET_US {
-            apply(&mut gone, &withdrawals[end]);
-            end += 1;
-        }
-        let bucket = &withdrawals[next..end];
-        next = end;
-        let at_us = bucket.last().map_or(start, |w| w.at_us);
-        let topology = group.topology_without(&gone, cost_exponent);
-        let tree = build_tree(&topology, group.ids[source], members, fanout);
-        let reached: Vec<(usize, Vec<usize>)> = pending
-            .iter()
-            .filter_map(|&m| {
-                let path: Vec<usize> = tree
-                    .path(&group.ids[m])?
-                    .iter()
-                    .filter_map(|id| group.index.get(id).copied())
-                    .collect();
-                (!path.iter().any(|i| failed.contains(i))).then_some((m, path))
-            })
-            .collect();
-        for (m, path) in reached {
-            // Forwarders whose children must change for m to be reached,
-            // and the flood from the farthest withdrawing node of the
-            // bucket (an upper bound: the one that mattered may be nearer).
-            let changed: Vec<usize> = path
-                .windows(2)
-                .filter(|hop| {
-                    !old.children(&group.ids[hop[0]])
-                        .contains(&group.ids[hop[1]])
-                })
-                .map(|hop| hop[0])
-                .collect();
-            let mut flood = 0;
-            for w in bucket {
-                let dist = floods
-                    .entry(w.live)
-                    .or_insert_with(|| group.overlay_delays(w.live, failed));
-                for &x in &changed {
-                    if dist[x] != u64::MAX {
-                        flood = flood.max(dist[x]);
-                    }
+impl Probing {
+    /// When the link is declared down if the live end sends data to the
+    /// failed node from `active_from` on (None: never).
+    fn down_at(&self, active_from: Option<u64>) -> u64 {
+        let mut sent = Vec::with_capacity(DOWN_AFTER);
+        // Active before the failure: no idle probes at all.
+        let mut idle = if active_from == Some(0) {
+            u64::MAX
+        } else {
+            self.idle_phase_us
+        };
+        let mut active = active_from.map(|s| s + self.active_phase_us % self.active_us.max(1));
+        while sent.len() < DOWN_AFTER {
+            match active {
+                Some(a) if a <= idle => {
+                    sent.push(a);
+                    active = Some(a + self.active_us);
+                    // Idle probes stop once the link is active.
+                    idle = u64::MAX;
+                }
+                _ => {
+                    sent.push(idle);
+                    idle += self.idle_us;
                 }
             }
-            out.insert(m, at_us + flood);
-            pending.remove(&m);
         }
+        sent[DOWN_AFTER - 1].max(sent[0] + self.timeout_us)
     }
-    let last = withdrawals.last().map_or(0, |w| w.at_us);
-    let lifetime =
-        u64::try_from(RoutingConfig::default().lsa_lifetime.as_micros()).unwrap_or(u64::MAX / 2);
-    for m in pending {
-        out.insert(m, last + lifetime);
-    }
-    out
 }
 
-/// Withdrawals this close together are judged together.
-const BUCKET_US: u64 = 20_000;
+struct Replay<'a> {
+    group: &'a Group,
+    old: &'a Tree,
+    source: usize,
+    failed: &'a BTreeSet<usize>,
+    members: BTreeSet<weft_core::NodeId>,
+    fanout: usize,
+    cost_exponent: u32,
+    links: &'a BTreeMap<(usize, usize), Probing>,
+}
 
-/// A uniform count of microseconds below `bound` (0 when `bound` is 0).
-fn below_us(rng: &mut ChaCha20Rng, bound: u64) -> u64 {
+impl Replay<'_> {
+    /// When each cut-off member is reached again (µs after the failure).
+    /// `node_report`: the first withdrawal of a failed node's link drops all
+    /// of its links. Members never reached in the replay get its end plus
+    /// the record lifetime (when the failed nodes' records expire).
+    fn run(&self, cut: &[usize], node_report: bool) -> BTreeMap<usize, u64> {
+        let g = self.group;
+        // Detection time of every link not yet withdrawn; the tree parents
+        // of failed nodes send to them from the start.
+        let mut pending_links: BTreeMap<(usize, usize), u64> = self
+            .links
+            .iter()
+            .map(|(&(live, dead), p)| {
+                let parent = self.old.parent(&g.ids[dead]) == Some(g.ids[live]);
+                ((live, dead), p.down_at(parent.then_some(0)))
+            })
+            .collect();
+        let mut active_since: BTreeMap<(usize, usize), u64> = BTreeMap::new();
+        let mut gone: BTreeSet<(usize, usize)> = BTreeSet::new();
+        let mut floods: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        let mut pending: BTreeSet<usize> = cut.iter().copied().collect();
+        let mut out = BTreeMap::new();
+        let mut now = 0;
+        while !pending.is_empty() {
+            let Some(start) = pending_links.values().copied().min() else {
+                break;
+            };
+            // Every withdrawal within the bucket.
+            let bucket: Vec<((usize, usize), u64)> = pending_links
+                .iter()
+                .filter(|(_, at)| **at < start + BUCKET_US)
+                .map(|(&k, &at)| (k, at))
+                .collect();
+            now = bucket.iter().map(|b| b.1).max().unwrap_or(start).max(now);
+            for &((live, dead), _) in &bucket {
+                pending_links.remove(&(live, dead));
+                if node_report {
+                    for &(a, b) in &g.edges {
+                        if a == dead || b == dead {
+                            gone.insert((a, b));
+                            pending_links.remove(&(if a == dead { b } else { a }, dead));
+                        }
+                    }
+                } else {
+                    gone.insert((live.min(dead), live.max(dead)));
+                }
+            }
+            let withdrawers: Vec<usize> = bucket.iter().map(|b| (b.0).0).collect();
+            let topology = g.topology_without(&gone, self.cost_exponent);
+            let tree = build_tree(&topology, g.ids[self.source], &self.members, self.fanout);
+            let flood_to = |x: usize, floods: &mut BTreeMap<usize, Vec<u64>>| -> u64 {
+                let mut worst = 0;
+                for &w in &withdrawers {
+                    let dist = floods
+                        .entry(w)
+                        .or_insert_with(|| g.overlay_delays(w, self.failed));
+                    if dist[x] != u64::MAX {
+                        worst = worst.max(dist[x]);
+                    }
+                }
+                worst
+            };
+            // New tree parents of failed nodes start sending to them.
+            for &dead in self.failed {
+                let Some(parent) = tree.parent(&g.ids[dead]) else {
+                    continue;
+                };
+                let Some(&live) = g.index.get(&parent) else {
+                    continue;
+                };
+                let key = (live, dead);
+                if self.failed.contains(&live) || active_since.contains_key(&key) {
+                    continue;
+                }
+                let Some(&at) = pending_links.get(&key) else {
+                    continue;
+                };
+                let from = now + flood_to(live, &mut floods);
+                active_since.insert(key, from);
+                if let Some(p) = self.links.get(&key) {
+                    pending_links.insert(key, at.min(p.down_at(Some(from))));
+                }
+            }
+            let reached: Vec<(usize, Vec<usize>)> = pending
+                .iter()
+                .filter_map(|&m| {
+                    let path: Vec<usize> = tree
+                        .path(&g.ids[m])?
+                        .iter()
+                        .filter_map(|id| g.index.get(id).copied())
+                        .collect();
+                    (!path.iter().any(|i| self.failed.contains(i))).then_some((m, path))
+                })
+                .collect();
+            for (m, path) in reached {
+                // Forwarders whose children must change for m to be reached.
+                let mut flood = 0;
+                for hop in path.windows(2) {
+                    if !self.old.children(&g.ids[hop[0]]).contains(&g.ids[hop[1]]) {
+                        flood = flood.max(flood_to(hop[0], &mut floods));
+                    }
+                }
+                out.insert(m, now + flood);
+                pending.remove(&m);
+            }
+        }
+        let lifetime = us(RoutingConfig::default().lsa_lifetime);
+        for m in pending {
+            out.insert(m, now + lifetime);
+        }
+        out
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 4)
+}
+
+/// A uniform count below `bound` (0 when `bound` is 0).
+fn below(rng: &mut ChaCha20Rng, bound: u64) -> u64 {
     rng.next_u64() % bound.max(1)
 }
