@@ -221,6 +221,18 @@ pub struct DhtReport {
     /// Mean number of certificates in an engine's cache when the lookups
     /// started (the shared cache's size if shared).
     pub certificates_mean: f64,
+    /// When the lookups started: sizes of the connected components of the
+    /// contact graph (node A–B if either has the other in its routing
+    /// table), largest first. One component: no island of nodes that the
+    /// rest cannot reach.
+    pub components: Vec<usize>,
+    /// When the lookups started: live nodes in no live node's routing
+    /// table (nobody would ever return them in an answer).
+    pub unreferenced: usize,
+    /// [`DhtReport::components`] at the end of the run.
+    pub components_end: Vec<usize>,
+    /// [`DhtReport::unreferenced`] at the end of the run.
+    pub unreferenced_end: usize,
     /// Lookups started.
     pub lookups: usize,
     /// Lookups that found the right record.
@@ -370,6 +382,16 @@ impl DhtReport {
                 ),
             ),
         ];
+        rows.push(ReportRow::plain(
+            "contact graph (first lookup; end)",
+            format!(
+                "{}, {} nodes in no table; {}, {} nodes in no table",
+                components(&self.components),
+                self.unreferenced,
+                components(&self.components_end),
+                self.unreferenced_end
+            ),
+        ));
         let success = self.success_percent();
         let failures = format!(
             "{} / {} ({:.2} %); failed: {} not found, {} timed out, {} no contacts, {} wrong record, {} unfinished",
@@ -489,6 +511,21 @@ pub fn run_dht_scenario(
 /// Nodes that fit 198.19.0.0/16 (all but the network and broadcast
 /// addresses).
 pub const MAX_NODES: usize = 65_534;
+
+/// `1 component` or `3 components (980, 19, 1)`, at most 8 sizes listed.
+fn components(sizes: &[usize]) -> String {
+    match sizes {
+        [] => "no nodes".into(),
+        [_] => "1 component".into(),
+        _ => {
+            let mut listed: Vec<String> = sizes.iter().take(8).map(|n| n.to_string()).collect();
+            if sizes.len() > 8 {
+                listed.push("...".into());
+            }
+            format!("{} components ({})", sizes.len(), listed.join(", "))
+        }
+    }
+}
 
 /// `12.3 ms`.
 pub(crate) fn ms(d: Duration) -> String {

@@ -11,6 +11,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,10 @@ const STALL_LIMIT: u32 = 10_000;
 const END_MARGIN: Duration = Duration::from_secs(2);
 /// Failed lookups described in the report, at most.
 const MAX_FAILURES_LISTED: usize = 50;
+/// How many of a failed target's nearest nodes are checked for knowing it.
+const NEAREST: usize = 20;
+/// Failed lookups whose every query is described.
+const FAILURES_DETAILED: usize = 3;
 /// How often (in joins) the probe hears about join progress.
 const JOIN_PROGRESS_EVERY: usize = 1_000;
 
@@ -109,6 +114,10 @@ struct Tables {
     contacts_min: usize,
     stored_mean: f64,
     certificates_mean: f64,
+    /// Sizes of the contact graph's components, largest first.
+    components: Vec<usize>,
+    /// Live nodes in no live node's routing table.
+    unreferenced: usize,
 }
 
 #[derive(Default)]
@@ -584,20 +593,45 @@ impl<'a> World<'a> {
     }
 
     /// Routing-table sizes, stored records and cached certificates over
-    /// live nodes.
+    /// live nodes, and the shape of the contact graph: its connected
+    /// components (ignoring direction) and the nodes in no one's table.
     fn tables(&self) -> Tables {
         let mut t = Tables::default();
         let (mut contacts, mut stored, mut certificates, mut n) = (0usize, 0usize, 0usize, 0usize);
         let mut min = usize::MAX;
-        for m in &self.members {
+        let index: BTreeMap<NodeId, usize> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.dht.is_some())
+            .map(|(i, m)| (m.id, i))
+            .collect();
+        let mut parent: Vec<usize> = (0..self.members.len()).collect();
+        let mut referenced = vec![false; self.members.len()];
+        for (i, m) in self.members.iter().enumerate() {
             let Some(dht) = &m.dht else { continue };
-            let c = dht.contacts().len();
-            contacts += c;
-            min = min.min(c);
+            let table = dht.contacts();
+            for c in &table {
+                if let Some(&j) = index.get(&c.id) {
+                    referenced[j] = true;
+                    union(&mut parent, i, j);
+                }
+            }
+            contacts += table.len();
+            min = min.min(table.len());
             stored += dht.stored_records();
             certificates += dht.cached_certificates();
             n += 1;
         }
+        let mut sizes: BTreeMap<usize, usize> = BTreeMap::new();
+        for &i in index.values() {
+            *sizes.entry(find(&mut parent, i)).or_default() += 1;
+            if !referenced[i] {
+                t.unreferenced += 1;
+            }
+        }
+        t.components = sizes.into_values().collect();
+        t.components.sort_unstable_by(|a, b| b.cmp(a));
         if n > 0 {
             let n = n as f64;
             t.contacts_mean = contacts as f64 / n;
@@ -612,6 +646,7 @@ impl<'a> World<'a> {
     fn report(mut self, tables: Tables, setup: (u64, u64)) -> DhtReport {
         let (datagrams_setup, bytes_setup) = setup;
         let sc = self.scenario;
+        let end_tables = self.tables();
         let (rtt_median, rtt_p99) = self.rtt_distribution();
         self.outcomes.sort_by_key(|o| o.number);
         let mut by_kind = [KindCount::default(); 4];
@@ -642,7 +677,8 @@ impl<'a> World<'a> {
                 Err(f) => {
                     digest.add(1 + f as u64);
                     if failures.len() < MAX_FAILURES_LISTED {
-                        failures.push(self.describe(o, f));
+                        let detailed = failures.len() < FAILURES_DETAILED;
+                        failures.push(self.describe(o, f, detailed));
                     }
                     match f {
                         Failure::NotFound => not_found += 1,
@@ -677,6 +713,10 @@ impl<'a> World<'a> {
             contacts_min: tables.contacts_min,
             stored_mean: tables.stored_mean,
             certificates_mean: tables.certificates_mean,
+            components: tables.components,
+            unreferenced: tables.unreferenced,
+            components_end: end_tables.components,
+            unreferenced_end: end_tables.unreferenced,
             lookups: self.lookups_started,
             ok: hops.len(),
             not_found,
@@ -719,7 +759,7 @@ impl<'a> World<'a> {
     }
 
     /// One failed lookup in words, for finding out why.
-    fn describe(&self, o: &Outcome, f: Failure) -> String {
+    fn describe(&self, o: &Outcome, f: Failure, detailed: bool) -> String {
         let target = &self.members[o.target as usize];
         let now = self.base + Duration::from_nanos(o.started);
         let wanted = target_of(target, o.kind);
@@ -750,10 +790,58 @@ impl<'a> World<'a> {
             .collect();
         let holders = ranks.len();
         let ranks = ranks.join(" ");
+        // Each query of the first few failures: whom (node and its distance
+        // rank now), at which depth, and what came back.
+        let mut queries = String::new();
+        if detailed {
+            let rank_of: BTreeMap<NodeId, usize> = by_distance
+                .iter()
+                .enumerate()
+                .map(|(rank, &(_, i))| (self.members[i].id, rank + 1))
+                .collect();
+            for q in &o.trace.queries {
+                let rank = rank_of
+                    .get(&q.node)
+                    .map_or_else(|| "gone".to_owned(), |r| format!("rank {r}"));
+                let node = index_of(q.endpoint).map_or_else(|| "?".to_owned(), |i| format!("n{i}"));
+                let _ = write!(
+                    queries,
+                    "\n    {node} ({rank}) depth {} at +{} {:?}",
+                    q.depth,
+                    super::ms(q.sent_after),
+                    q.outcome
+                );
+            }
+        }
+        // Whether the target is known where a lookup for its id ends: in
+        // the routing tables of the 20 live nodes closest to its id.
+        let own_key = Key(*target.id.as_bytes());
+        let mut near: Vec<(Key, usize)> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|&(i, m)| m.dht.is_some() && i != o.target as usize)
+            .map(|(i, m)| (xor(&own_key, m.id.as_bytes()), i))
+            .collect();
+        near.sort_unstable();
+        let known_by = near
+            .iter()
+            .take(NEAREST)
+            .filter(|&&(_, i)| {
+                self.members[i]
+                    .dht
+                    .as_ref()
+                    .is_some_and(|d| d.contacts().iter().any(|c| c.id == target.id))
+            })
+            .count();
+        let table = target
+            .dht
+            .as_ref()
+            .map_or_else(|| "gone".to_owned(), |d| d.contacts().len().to_string());
         let answered = o.trace.queries.iter().filter(|q| q.rtt.is_some()).count();
         let max_depth = o.trace.queries.iter().map(|q| q.depth).max().unwrap_or(0);
         format!(
-            "lookup {} from n{} for n{} by {}: {f:?} after {} queries ({answered} answered, depth {max_depth}), {}; target joined at {:.1} s{}, lookup started at {:.1} s; {holders} other nodes hold its record now, at distance ranks {ranks}",
+            "lookup {} from n{} for n{} by {}: {f:?} after {} queries ({answered} answered, depth {max_depth}), {}; target joined at {:.1} s{}, lookup started at {:.1} s; {holders} other nodes hold its record now, at distance ranks {ranks}; the target has {table} contacts and is in the tables of {known_by} of the {NEAREST} nodes closest to its id",
             o.number,
             o.source,
             o.target,
@@ -767,7 +855,7 @@ impl<'a> World<'a> {
                 " (since left)"
             },
             Duration::from_nanos(o.started).as_secs_f64(),
-        )
+        ) + &queries
     }
 
     /// Median and 99th percentile RTT of random pairs of the initial nodes.
@@ -814,6 +902,22 @@ fn xor(key: &Key, id: &[u8; 32]) -> Key {
         *o = a ^ b;
     }
     Key(out)
+}
+
+/// Union-find: the root of `i`'s set (with path halving).
+fn find(parent: &mut [usize], mut i: usize) -> usize {
+    while parent[i] != i {
+        parent[i] = parent[parent[i]];
+        i = parent[i];
+    }
+    i
+}
+
+fn union(parent: &mut [usize], a: usize, b: usize) {
+    let (ra, rb) = (find(parent, a), find(parent, b));
+    if ra != rb {
+        parent[ra.max(rb)] = ra.min(rb);
+    }
 }
 
 fn is_of(record: &NodeRecord, want: NodeId) -> bool {
