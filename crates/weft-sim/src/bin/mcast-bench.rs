@@ -63,6 +63,10 @@ struct Args {
     /// Tree link cost RTT^E (E = 1 is weft's; larger is an experiment).
     #[arg(long, default_value_t = 1)]
     cost_exponent: u32,
+    /// Leave out overlay links with an RTT above this many ms (what weft's
+    /// overlay looks like while such links cannot come up).
+    #[arg(long)]
+    max_link_rtt_ms: Option<u64>,
     /// Bytes per packet for the byte counts.
     #[arg(long, default_value_t = 1000)]
     packet_bytes: u64,
@@ -100,6 +104,7 @@ impl Args {
         sc.fail = self.fail_percent / 100.0;
         sc.packet_bytes = self.packet_bytes;
         sc.cost_exponent = self.cost_exponent;
+        sc.max_link_rtt = self.max_link_rtt_ms.map(Duration::from_millis);
         sc
     }
 }
@@ -227,7 +232,7 @@ fn targets(reports: &[McastReport]) -> String {
 /// against the model.
 fn node_table(runs: &[NodeRecoveryRun]) -> String {
     let mut s = String::from(
-        "| run (seed) | source | crashed | node tree = build_tree | cut-off members: outage ms (model ms) | others' longest gap ms | missing the last packet | duplicates | direct links held down (smallest RTT) |\n|--:|:--|:--|:--|:--|--:|--:|--:|:--|\n",
+        "| run (seed) | source | crashed | node tree = build_tree | cut-off members: outage ms (model ms) | others' longest gap ms | missing the last packet | duplicates delivered / dropped by the windows | direct links held down (smallest RTT) |\n|--:|:--|:--|:--|:--|--:|--:|--:|:--|\n",
     );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let mut measured = Vec::new();
@@ -249,7 +254,7 @@ fn node_table(runs: &[NodeRecoveryRun]) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} of {}{} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {} / {} | {} of {}{} |",
             r.seed,
             r.source,
             r.failed.join(", "),
@@ -261,6 +266,7 @@ fn node_table(runs: &[NodeRecoveryRun]) -> String {
             },
             ms(r.uncut_max_gap),
             r.missing_end,
+            r.delivered_duplicates,
             r.duplicates,
             r.links_down.0,
             r.links_down.1,
@@ -375,7 +381,7 @@ fn json(
             .collect();
         let _ = write!(
             s,
-            "{{\"seed\":{},\"source\":\"{}\",\"crashed\":[{}],\"trees_agree\":{},\"cut\":[{}],\"uncut_max_gap_ms\":{:.1},\"missing_end\":{},\"duplicates\":{},\"links_down\":{},\"links\":{}}}",
+            "{{\"seed\":{},\"source\":\"{}\",\"crashed\":[{}],\"trees_agree\":{},\"cut\":[{}],\"uncut_max_gap_ms\":{:.1},\"missing_end\":{},\"delivered_duplicates\":{},\"dropped_duplicates\":{},\"links_down\":{},\"links\":{}}}",
             r.seed,
             r.source,
             r.failed
@@ -387,6 +393,7 @@ fn json(
             cut.join(","),
             r.uncut_max_gap.as_secs_f64() * 1e3,
             r.missing_end,
+            r.delivered_duplicates,
             r.duplicates,
             r.links_down.0,
             r.links_down.1,

@@ -74,6 +74,10 @@ pub struct McastScenario {
     /// a convex cost makes trees prefer several short overlay links to one
     /// long one, so fewer copies cross the long-haul links).
     pub cost_exponent: u32,
+    /// Leave out overlay links whose RTT exceeds this (after the neighbour
+    /// choice): what weft's links look like while a direct link with an RTT
+    /// above the 150 ms link-timeout floor cannot come up at one end.
+    pub max_link_rtt: Option<std::time::Duration>,
 }
 
 impl McastScenario {
@@ -91,6 +95,7 @@ impl McastScenario {
             fail: 0.05,
             packet_bytes: 1000,
             cost_exponent: 1,
+            max_link_rtt: None,
         }
     }
 }
@@ -144,6 +149,9 @@ pub struct McastReport {
     pub max_degree: usize,
     /// Underlay links (of the first underlay).
     pub underlay_links: usize,
+    /// Share of the overlay links whose RTT is above 150 ms (over
+    /// underlays).
+    pub long_links: f64,
 }
 
 /// Why a scenario could not run.
@@ -192,6 +200,7 @@ pub fn run_mcast_scenario(scenario: &McastScenario) -> Result<McastReport, Mcast
     let mut trials = Vec::new();
     let mut degrees = Vec::new();
     let mut underlay_links = 0;
+    let (mut long, mut links) = (0usize, 0usize);
     for i in 0..scenario.seeds {
         let seed = scenario.seed.wrapping_add(i as u64);
         let (underlay, group) = world(scenario, seed)?;
@@ -199,6 +208,12 @@ pub fn run_mcast_scenario(scenario: &McastScenario) -> Result<McastReport, Mcast
             underlay_links = underlay.links().len();
         }
         degrees.extend(group.degrees());
+        links += group.edges.len();
+        long += group
+            .edges
+            .iter()
+            .filter(|&&(i, j)| 2 * group.delay_us(i, j) > 150_000)
+            .count();
         let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x736f_7572_6365_7321);
         let topology = group.topology(&BTreeSet::new(), scenario.cost_exponent);
         let all: BTreeSet<usize> = (0..group.len()).collect();
@@ -227,6 +242,7 @@ pub fn run_mcast_scenario(scenario: &McastScenario) -> Result<McastReport, Mcast
         mean_degree,
         max_degree: degrees.iter().copied().max().unwrap_or(0),
         underlay_links,
+        long_links: long as f64 / links.max(1) as f64,
     })
 }
 
@@ -256,7 +272,17 @@ fn world(scenario: &McastScenario, seed: u64) -> Result<(Underlay, Group), Mcast
             stub_routers: stubs,
         });
     }
-    let group = Group::new(&underlay, scenario.members, scenario.overlay, seed);
+    let mut group = Group::new(&underlay, scenario.members, scenario.overlay, seed);
+    if let Some(max) = scenario.max_link_rtt {
+        let max_us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX);
+        let keep: std::collections::BTreeSet<(usize, usize)> = group
+            .edges
+            .iter()
+            .copied()
+            .filter(|&(i, j)| 2 * group.delay_us(i, j) <= max_us)
+            .collect();
+        group.edges = keep;
+    }
     Ok((underlay, group))
 }
 
@@ -307,6 +333,7 @@ fn trial(
         &failed,
         scenario.fanout,
         scenario.cost_exponent,
+        &weft_core::RoutingConfig::default(),
         rng,
     );
 
@@ -465,7 +492,7 @@ impl McastReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{} members on {} routers ({} links), {} underlays × {} sources, fan-out {}, overlay {}, mean degree {:.1} (max {}), tree cost {}",
+            "{} members on {} routers ({} links), {} underlays × {} sources, fan-out {}, overlay {}, mean degree {:.1} (max {}), {:.0} % of overlay links with RTT > 150 ms, tree cost {}",
             sc.members,
             sc.routers,
             self.underlay_links,
@@ -475,6 +502,7 @@ impl McastReport {
             overlay_name(sc.overlay),
             self.mean_degree,
             self.max_degree,
+            self.long_links * 100.0,
             if sc.cost_exponent <= 1 {
                 "RTT (weft's)".to_string()
             } else {

@@ -24,7 +24,10 @@
 //! Measured per live member: the longest gap between two arrivals that ends
 //! after the crash (the outage, at the resolution of one interval; an
 //! unaffected member shows one interval), packets lost, and whether it got
-//! the last packets. Duplicates: the nodes' `mcast_duplicates` counters.
+//! the last packets. Duplicates: datagrams a member's TUN got twice
+//! (delivered duplicates, must be 0), and the nodes' `mcast_duplicates`
+//! counters (copies their duplicate windows dropped: for a second after a
+//! tree change nodes also forward along the old tree).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -110,7 +113,10 @@ pub struct NodeRecoveryRun {
     pub uncut_max_gap: Duration,
     /// Live members that did not get the stream's last datagram.
     pub missing_end: usize,
-    /// Σ `mcast_duplicates` over the live nodes.
+    /// Datagrams a live member's TUN got more than once (all members).
+    pub delivered_duplicates: usize,
+    /// Σ `mcast_duplicates` over the live nodes: copies dropped by their
+    /// duplicate windows.
     pub duplicates: u64,
     /// Directed member pairs whose direct link the node held down before
     /// the stream (no probe answered in time), of all pairs.
@@ -286,7 +292,16 @@ fn one_run(
         let at = below(&mut rng, pool.len());
         failed.insert(pool.swap_remove(at));
     }
-    let model = recovery(&group, &node_tree, source, &failed, sc.fanout, 1, &mut rng);
+    let model = recovery(
+        &group,
+        &node_tree,
+        source,
+        &failed,
+        sc.fanout,
+        1,
+        &sc.routing,
+        &mut rng,
+    );
 
     // The stream and the crash.
     let start = sim.elapsed() + Duration::from_millis(1);
@@ -325,19 +340,26 @@ fn one_run(
     let mut cut = Vec::new();
     let mut uncut_max_gap = Duration::ZERO;
     let mut missing_end = 0;
+    let mut delivered_duplicates = 0;
     let mut model_iter = model.into_iter();
     for (m, &host) in hosts.iter().enumerate() {
         if m == source || failed.contains(&m) {
             continue;
         }
         let arrivals = received(&sim, host);
+        // The longest silence after the crash, the tail included (a member
+        // never reached again shows the whole rest of the stream).
+        let last = arrivals.last().map_or(start, |a| a.1);
+        let tail = (start + total).saturating_sub(last.max(crash_at));
         let gap = arrivals
             .windows(2)
             .filter(|w| w[1].1 > crash_at)
             .map(|w| w[1].1 - w[0].1)
             .max()
-            .unwrap_or(total);
+            .unwrap_or_default()
+            .max(tail);
         let seqs: BTreeSet<u32> = arrivals.iter().map(|a| a.0).collect();
+        delivered_duplicates += arrivals.len() - seqs.len();
         if !seqs.contains(&(count_packets - 1)) {
             missing_end += 1;
         }
@@ -367,6 +389,7 @@ fn one_run(
         cut,
         uncut_max_gap,
         missing_end,
+        delivered_duplicates,
         duplicates,
         links_down,
         links_down_min_rtt,

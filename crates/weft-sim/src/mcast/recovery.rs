@@ -6,7 +6,7 @@
 //! running nodes (`noderun` runs real nodes, on fewer members, and prints
 //! this model beside what it measured). What it follows:
 //!
-//! - **Detection** (`weft_core::link::monitor`, [`RoutingConfig::default`]):
+//! - **Detection** (`weft_core::link::monitor`, with the nodes' [`RoutingConfig`]):
 //!   every live neighbour `X` of a failed node `F` keeps probing it, every
 //!   second while idle and every 40 ms while `X` sends data to `F`; none is
 //!   answered. The link is declared down once three probes sent after the
@@ -69,6 +69,7 @@ const DOWN_AFTER: usize = 3;
 
 /// Recovery times of every live member whose old tree path crosses a failed
 /// node, in member order.
+#[allow(clippy::too_many_arguments)] // one trial's fixed inputs
 pub(super) fn recovery(
     group: &Group,
     old: &Tree,
@@ -76,6 +77,7 @@ pub(super) fn recovery(
     failed: &BTreeSet<usize>,
     fanout: usize,
     cost_exponent: u32,
+    config: &RoutingConfig,
     rng: &mut ChaCha20Rng,
 ) -> Vec<Recovery> {
     let cut: Vec<usize> = (0..group.len())
@@ -90,7 +92,6 @@ pub(super) fn recovery(
     if cut.is_empty() {
         return Vec::new();
     }
-    let config = RoutingConfig::default();
     // The links of failed nodes, each with its probe timing, drawn once so
     // that both replays see the same failure.
     let mut links = BTreeMap::new();
@@ -119,6 +120,7 @@ pub(super) fn recovery(
         fanout,
         cost_exponent,
         links: &links,
+        lifetime_us: us(config.lsa_lifetime),
     };
     let per_link = replay.run(&cut, false);
     let node_report = replay.run(&cut, true);
@@ -181,6 +183,7 @@ struct Replay<'a> {
     fanout: usize,
     cost_exponent: u32,
     links: &'a BTreeMap<(usize, usize), Probing>,
+    lifetime_us: u64,
 }
 
 impl Replay<'_> {
@@ -289,9 +292,8 @@ impl Replay<'_> {
                 pending.remove(&m);
             }
         }
-        let lifetime = us(RoutingConfig::default().lsa_lifetime);
         for m in pending {
-            out.insert(m, now + lifetime);
+            out.insert(m, now + self.lifetime_us);
         }
         out
     }
