@@ -63,6 +63,12 @@ fn every_lookup_succeeds_in_a_thousand_node_network() {
         r.by_kind
     );
     assert_eq!(r.joined_events, NODES, "seed {seed}: not every node joined");
+    assert_eq!(
+        r.components,
+        vec![NODES],
+        "seed {seed}: islands in the contact graph"
+    );
+    assert_eq!(r.unreferenced, 0, "seed {seed}: nodes in no routing table");
 }
 
 #[test]

@@ -21,8 +21,8 @@
 //!    datagrams are dropped from then on) and as many new nodes join, spread
 //!    over the same phase. Targets and sources are live nodes that joined at
 //!    least [`DhtScenario::min_age`] ago (a node cannot be found before its
-//!    record is published); a node never leaves with a lookup in flight (it
-//!    could not report it).
+//!    record is published) and whose engine reported joining; a node never
+//!    leaves with a lookup in flight (it could not report it).
 //! 4. Lookups still running at the end of the phase get
 //!    [`weft_core::dht::DhtConfig::lookup_timeout`] plus a margin to finish.
 //!
@@ -233,6 +233,14 @@ pub struct DhtReport {
     pub components_end: Vec<usize>,
     /// [`DhtReport::unreferenced`] at the end of the run.
     pub unreferenced_end: usize,
+    /// When the lookups started: live nodes whose engine had not reported
+    /// [`weft_core::dht::DhtEvent::Joined`] (they are no lookup source or
+    /// target).
+    pub unjoined: usize,
+    /// [`DhtReport::unjoined`] at the end of the run (churn: nodes that
+    /// joined in the last seconds, or whose only bootstrap contact left
+    /// before answering).
+    pub unjoined_end: usize,
     /// Lookups started.
     pub lookups: usize,
     /// Lookups that found the right record.
@@ -385,11 +393,13 @@ impl DhtReport {
         rows.push(ReportRow::plain(
             "contact graph (first lookup; end)",
             format!(
-                "{}, {} nodes in no table; {}, {} nodes in no table",
+                "{}, {} nodes in no table, {} not joined; {}, {} in no table, {} not joined",
                 components(&self.components),
                 self.unreferenced,
+                self.unjoined,
                 components(&self.components_end),
-                self.unreferenced_end
+                self.unreferenced_end,
+                self.unjoined_end
             ),
         ));
         let success = self.success_percent();

@@ -69,6 +69,8 @@ pub(super) struct World<'a> {
     net: ChaCha20Rng,
     pending: BTreeMap<(u32, LookupId), Pending>,
     outcomes: Vec<Outcome>,
+    /// Failed lookups in words (lookup number, text), the first few.
+    failures: Vec<(usize, String)>,
     outgoing: Vec<(SocketAddr, Vec<u8>)>,
     incoming: Vec<DhtEvent>,
     counters: Counters,
@@ -94,6 +96,8 @@ struct Member {
     timer: Option<u64>,
     /// Lookups it has in flight.
     lookups: u32,
+    /// Whether its engine reported [`DhtEvent::Joined`].
+    joined: bool,
     /// Wake-ups at `stall_at`, to catch a timer that never advances.
     stall_at: u64,
     stall_count: u32,
@@ -118,6 +122,8 @@ struct Tables {
     components: Vec<usize>,
     /// Live nodes in no live node's routing table.
     unreferenced: usize,
+    /// Live nodes whose engine has not reported joining.
+    unjoined: usize,
 }
 
 #[derive(Default)]
@@ -224,6 +230,7 @@ impl<'a> World<'a> {
             net: stream(STREAM_NET),
             pending: BTreeMap::new(),
             outcomes: Vec::new(),
+            failures: Vec::new(),
             outgoing: Vec::new(),
             incoming: Vec::new(),
             counters: Counters::default(),
@@ -379,6 +386,7 @@ impl<'a> World<'a> {
             joined_at: self.now,
             timer: None,
             lookups: 0,
+            joined: false,
             stall_at: 0,
             stall_count: 0,
         });
@@ -416,8 +424,12 @@ impl<'a> World<'a> {
             return Ok(());
         }
         let min_age = nanos(self.scenario.min_age);
-        let old_enough =
-            |m: &Member, now: u64| m.dht.is_some() && now.saturating_sub(m.joined_at) >= min_age;
+        // A node that has not joined (its only bootstrap contact left before
+        // answering, say) is not part of the DHT: it can neither look up
+        // nor be found. Such nodes are counted in the report.
+        let old_enough = |m: &Member, now: u64| {
+            m.dht.is_some() && m.joined && now.saturating_sub(m.joined_at) >= min_age
+        };
         let mut pair = None;
         for _ in 0..1_000 {
             let a = self.live[below(&mut self.script, self.live.len())];
@@ -562,7 +574,10 @@ impl<'a> World<'a> {
 
     fn on_event(&mut self, node: u32, event: DhtEvent) {
         match event {
-            DhtEvent::Joined { .. } => self.joined_events += 1,
+            DhtEvent::Joined { .. } => {
+                self.joined_events += 1;
+                self.members[node as usize].joined = true;
+            }
             DhtEvent::LookupDone {
                 id, result, trace, ..
             } => {
@@ -579,7 +594,7 @@ impl<'a> World<'a> {
                     Err(LookupError::NoContacts) => Err(Failure::NoContacts),
                     Err(LookupError::TimedOut) => Err(Failure::TimedOut),
                 };
-                self.outcomes.push(Outcome {
+                let outcome = Outcome {
                     number: pending.number,
                     started: pending.started,
                     source: node,
@@ -587,7 +602,16 @@ impl<'a> World<'a> {
                     kind: pending.kind,
                     result,
                     trace,
-                });
+                };
+                // Described now, while the network is as the lookup saw it.
+                if let Err(f) = outcome.result
+                    && self.failures.len() < MAX_FAILURES_LISTED
+                {
+                    let detailed = self.failures.len() < FAILURES_DETAILED;
+                    let text = self.describe(&outcome, f, detailed);
+                    self.failures.push((outcome.number, text));
+                }
+                self.outcomes.push(outcome);
             }
         }
     }
@@ -629,6 +653,9 @@ impl<'a> World<'a> {
             if !referenced[i] {
                 t.unreferenced += 1;
             }
+            if !self.members[i].joined {
+                t.unjoined += 1;
+            }
         }
         t.components = sizes.into_values().collect();
         t.components.sort_unstable_by(|a, b| b.cmp(a));
@@ -656,7 +683,6 @@ impl<'a> World<'a> {
         let mut queries = 0usize;
         let mut local = 0;
         let mut digest = Fnv::new();
-        let mut failures = Vec::new();
         for o in &self.outcomes {
             by_kind[o.kind].started += 1;
             queries += o.trace.queries.len();
@@ -676,10 +702,7 @@ impl<'a> World<'a> {
                 }
                 Err(f) => {
                     digest.add(1 + f as u64);
-                    if failures.len() < MAX_FAILURES_LISTED {
-                        let detailed = failures.len() < FAILURES_DETAILED;
-                        failures.push(self.describe(o, f, detailed));
-                    }
+
                     match f {
                         Failure::NotFound => not_found += 1,
                         Failure::NoContacts => no_contacts += 1,
@@ -717,6 +740,8 @@ impl<'a> World<'a> {
             unreferenced: tables.unreferenced,
             components_end: end_tables.components,
             unreferenced_end: end_tables.unreferenced,
+            unjoined: tables.unjoined,
+            unjoined_end: end_tables.unjoined,
             lookups: self.lookups_started,
             ok: hops.len(),
             not_found,
@@ -754,14 +779,17 @@ impl<'a> World<'a> {
             simulated: Duration::from_nanos(self.now),
             events: self.events,
             digest: digest.finish(),
-            failures,
+            failures: {
+                self.failures.sort_by_key(|(number, _)| *number);
+                self.failures.drain(..).map(|(_, text)| text).collect()
+            },
         }
     }
 
     /// One failed lookup in words, for finding out why.
     fn describe(&self, o: &Outcome, f: Failure, detailed: bool) -> String {
         let target = &self.members[o.target as usize];
-        let now = self.base + Duration::from_nanos(o.started);
+        let now = self.instant();
         let wanted = target_of(target, o.kind);
         let key = wanted.key();
         // Ranks (by XOR distance to the key, among live nodes) of the nodes
@@ -841,7 +869,7 @@ impl<'a> World<'a> {
         let answered = o.trace.queries.iter().filter(|q| q.rtt.is_some()).count();
         let max_depth = o.trace.queries.iter().map(|q| q.depth).max().unwrap_or(0);
         format!(
-            "lookup {} from n{} for n{} by {}: {f:?} after {} queries ({answered} answered, depth {max_depth}), {}; target joined at {:.1} s{}, lookup started at {:.1} s; {holders} other nodes hold its record now, at distance ranks {ranks}; the target has {table} contacts and is in the tables of {known_by} of the {NEAREST} nodes closest to its id",
+            "lookup {} from n{} for n{} by {}: {f:?} after {} queries ({answered} answered, depth {max_depth}), {}; target came at {:.1} s{}, lookup started at {:.1} s; at its end {holders} other live nodes held its record, at distance ranks {ranks} (1: closest to the key), the target had {table} contacts and was in the tables of {known_by} of the {NEAREST} nodes closest to its id",
             o.number,
             o.source,
             o.target,
