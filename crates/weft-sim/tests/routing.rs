@@ -294,3 +294,35 @@ fn cut_and_reroute(sim: &mut weft_sim::Sim, a: weft_sim::HostId, b: weft_sim::Ho
     );
     sim.run_for(secs(2));
 }
+
+#[test]
+fn a_link_longer_than_the_timeout_floor_comes_up_at_both_ends() {
+    // 152 ms RTT: above the 150 ms floor of the link timeout that applies
+    // before the first RTT sample, so every first answer is late. The late
+    // answers must still count for RTT (and prove the link), or one end
+    // keeps the link down for good while a relay exists.
+    let mut sim = new_sim(45);
+    let mesh = MeshBuilder::new(3).build(&mut sim).unwrap();
+    let [a, b] = [mesh.hosts[0], mesh.hosts[1]];
+    sim.set_link_both(
+        a,
+        b,
+        weft_sim::LinkConfig {
+            latency: ms(76),
+            ..weft_sim::LinkConfig::default()
+        },
+    );
+    sim.run_for(secs(30));
+    for (from, to) in [(a, b), (b, a)] {
+        let status = sim.peer_status(from, to).unwrap();
+        assert_eq!(
+            status.link,
+            weft_core::LinkHealth::Up,
+            "{} sees {}: {status:?}",
+            sim.name(from),
+            sim.name(to)
+        );
+        let rtt = status.rtt.unwrap();
+        assert!(rtt >= ms(150) && rtt < ms(200), "{rtt:?}");
+    }
+}

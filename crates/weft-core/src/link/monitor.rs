@@ -33,6 +33,8 @@ pub(crate) const DOWN_AFTER: u32 = 3;
 /// Probe outcomes the loss rate is computed over.
 pub(crate) const LOSS_WINDOW: u32 = 32;
 const MAX_OUTSTANDING: usize = 64;
+/// Timed-out probes whose late answers still count for RTT.
+const MAX_LATE: usize = 16;
 /// Probe outcomes a link needs after coming up before it carries routes.
 pub(crate) const SETTLE_OUTCOMES: u32 = 8;
 
@@ -48,6 +50,11 @@ pub(crate) struct LinkMonitor {
     rtt: RttEstimator,
     /// Probes sent and not yet answered or judged lost: (id, sent at).
     outstanding: VecDeque<(u64, Instant)>,
+    /// Probes judged lost (timed out) whose answers may still come: they
+    /// give an RTT sample (before the first one the timeout is only the
+    /// floor, which a long link's answers always miss) and prove the link
+    /// two-way.
+    late: VecDeque<(u64, Instant)>,
     /// Unanswered probes in a row.
     misses: u32,
     /// When the first of the current run of misses was sent.
@@ -70,6 +77,7 @@ impl LinkMonitor {
             health: LinkHealth::Unknown,
             rtt: RttEstimator::default(),
             outstanding: VecDeque::new(),
+            late: VecDeque::new(),
             misses: 0,
             first_miss: None,
             history: 0,
@@ -114,6 +122,7 @@ impl LinkMonitor {
     pub(crate) fn stop(&mut self) -> Option<Transition> {
         self.next_probe = None;
         self.outstanding.clear();
+        self.late.clear();
         self.misses = 0;
         self.first_miss = None;
         let was_up = self.health == LinkHealth::Up;
@@ -149,10 +158,9 @@ impl LinkMonitor {
         id: u64,
         config: &RoutingConfig,
     ) -> Option<Transition> {
-        let position = self
-            .outstanding
-            .iter()
-            .position(|(probe, _)| *probe == id)?;
+        let Some(position) = self.outstanding.iter().position(|(probe, _)| *probe == id) else {
+            return self.on_late_pong(now, id);
+        };
         let timeout = self.timeout(config);
         // Older probes than this one that are still outstanding were lost
         // or are late; they are judged when they time out.
@@ -164,6 +172,19 @@ impl LinkMonitor {
         // answer.
         let transition = self.set_up(Some(now));
         self.record(rtt > timeout);
+        self.misses = 0;
+        self.first_miss = None;
+        transition
+    }
+
+    /// The answer to a probe already judged lost: an RTT sample and a
+    /// two-way proof, though it stays counted as a loss.
+    fn on_late_pong(&mut self, now: Instant, id: u64) -> Option<Transition> {
+        let position = self.late.iter().position(|(probe, _)| *probe == id)?;
+        let (_, sent) = self.late.remove(position)?;
+        self.rtt.sample(now.saturating_duration_since(sent));
+        self.answered_sent = Some(self.answered_sent.map_or(sent, |a| a.max(sent)));
+        let transition = self.set_up(Some(now));
         self.misses = 0;
         self.first_miss = None;
         transition
@@ -193,7 +214,12 @@ impl LinkMonitor {
             if now < sent + timeout {
                 break;
             }
-            self.outstanding.pop_front();
+            if let Some(probe) = self.outstanding.pop_front() {
+                if self.late.len() >= MAX_LATE {
+                    self.late.pop_front();
+                }
+                self.late.push_back(probe);
+            }
             self.record(true);
             if self.answered_sent.is_some_and(|a| sent < a) {
                 continue;
