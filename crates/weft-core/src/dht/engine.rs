@@ -119,6 +119,13 @@ pub struct Dht {
     events: VecDeque<DhtEvent>,
     stats: DhtStats,
     bootstrap: Vec<SocketAddr>,
+    /// Whether one of the configured bootstrap endpoints has answered. A
+    /// node whose own ping was lost may meanwhile have been found by a
+    /// newer node that bootstrapped through it; joined through that one
+    /// alone, the two would form an island that never meets the rest. So
+    /// the pings go on (with backoff) until a bootstrap endpoint answers,
+    /// and its answer starts a fresh self-lookup.
+    bootstrap_answered: bool,
     bootstrap_next: Option<Instant>,
     bootstrap_backoff: Duration,
     join: Join,
@@ -150,7 +157,7 @@ enum Timer {
     Lookup(u64),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
     Bootstrap,
     Query(u64),
@@ -243,6 +250,7 @@ impl Dht {
             events: VecDeque::new(),
             stats: DhtStats::default(),
             bootstrap: Vec::new(),
+            bootstrap_answered: false,
             bootstrap_next: None,
             bootstrap_backoff: BOOTSTRAP_FIRST,
             join: Join::Idle,
@@ -448,7 +456,7 @@ impl Dht {
             }
         }
         if self.bootstrap_next.is_some_and(|at| at <= now) {
-            if self.table.is_empty() {
+            if self.table.is_empty() || !self.bootstrap_answered {
                 self.ping_bootstrap(now);
             } else {
                 self.bootstrap_next = None;
@@ -606,6 +614,14 @@ impl Dht {
         }
         if let Purpose::Query(lid) = pending.purpose {
             self.on_answer(now, lid, sender, datagram.message);
+        }
+        if pending.purpose == Purpose::Bootstrap && !self.bootstrap_answered {
+            self.bootstrap_answered = true;
+            // Joined already through someone else (see `bootstrap_answered`):
+            // look again from here, through the bootstrap node's side.
+            if self.join == Join::Joined {
+                self.rejoin(now);
+            }
         }
         self.maybe_join(now);
     }
