@@ -58,25 +58,9 @@ done
 log() { printf '[dht] %s\n' "$*" >&2; }
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SRC="$REPO"
-if [[ -n "$REV" ]]; then
-  COMMIT="$(git -C "$REPO" rev-parse --short "$REV")"
-  SRC="/tmp/weft-dht-src"
-  log "exporting $COMMIT into $SRC"
-  rm -rf "$SRC"
-  mkdir -p "$SRC"
-  git -C "$REPO" archive "$REV" | tar -x -C "$SRC"
-else
-  COMMIT="$(git -C "$REPO" rev-parse --short HEAD)"
-  if ! git -C "$REPO" diff --quiet HEAD -- crates/weft-core crates/weft-sim Cargo.toml Cargo.lock; then
-    COMMIT="$COMMIT + uncommitted changes in crates/weft-core or crates/weft-sim"
-  fi
-fi
-TARGET_DIR="${CARGO_TARGET_DIR:-$SRC/target}"
-
-log "building dht-bench (release) in $SRC"
-(cd "$SRC" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release -p weft-sim --bin dht-bench >&2)
-BIN="$TARGET_DIR/release/dht-bench"
+# shellcheck source=lib/sim-bench.sh
+source "$REPO/bench/lib/sim-bench.sh"
+build_sim_bench dht dht-bench "$REV"
 
 echo "# DHT at scale: weft $COMMIT, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -sr)"
 echo
