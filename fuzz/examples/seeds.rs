@@ -275,6 +275,7 @@ fn first_init(me: &Identity, ca: &CaCertificate, unix_time: u64) -> Vec<u8> {
         bootstrap: Vec::new(),
         neighbours: weft_core::NeighbourConfig::default(),
         multicast: weft_core::mcast::MulticastConfig::default(),
+        qos: weft_core::qos::QosConfig::default(),
     };
     let now = base_instant();
     let mut node = Node::new(

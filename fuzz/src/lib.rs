@@ -150,6 +150,7 @@ pub fn node(me: &Identity, seed: u8, peer: &str, endpoint: Option<SocketAddr>) -
         bootstrap: Vec::new(),
         neighbours: weft_core::NeighbourConfig::default(),
         multicast: weft_core::mcast::MulticastConfig::default(),
+        qos: weft_core::qos::QosConfig::default(),
     };
     // The certificate is the node's own, valid at UNIX_START, and the peer
     // entry is named: Node::new accepts this config.

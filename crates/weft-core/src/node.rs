@@ -33,6 +33,7 @@ use crate::identity::{
 };
 use crate::link::{LinkMonitor, Transition};
 use crate::mcast::MulticastConfig;
+use crate::qos::{QosConfig, QosConfigError};
 use crate::rng::SharedRng;
 use crate::route::{Graph, LinkStateDb, Metric, RouteTable, RoutingConfig};
 use crate::session::{
@@ -45,10 +46,12 @@ use crate::wire::{self, DATA_HEADER_LEN, Frame, HandshakePayload, Packet, Sessio
 mod discovery;
 mod icmp;
 mod multicast;
+mod qos;
 mod routing;
 
 use discovery::Discovery;
 use multicast::MulticastState;
+use qos::QosState;
 pub use multicast::{GroupError, GroupStatus, TreeStatus};
 
 /// Size of a probe or its answer as a UDP payload: header, frame kind, id,
@@ -94,6 +97,8 @@ pub struct NodeConfig {
     pub neighbours: NeighbourConfig,
     /// Multicast: fan-out, groups joined from the config, policy.
     pub multicast: MulticastConfig,
+    /// Traffic classes, classification rules, egress shaping.
+    pub qos: QosConfig,
 }
 
 /// The bounded neighbourhood: sessions this node opens on its own to DHT
@@ -147,6 +152,9 @@ pub enum NodeError {
     /// A configured multicast group cannot be joined.
     #[error("multicast group: {0}")]
     Group(#[from] GroupError),
+    /// The QoS settings are inconsistent.
+    #[error("qos: {0}")]
+    Qos(#[from] QosConfigError),
 }
 
 /// Something the daemon or a test may want to know.
@@ -337,6 +345,7 @@ pub struct Node {
     routing: RoutingState,
     discovery: Discovery,
     multicast: MulticastState,
+    qos: QosState,
 }
 
 /// Link state and routes: see the `routing` submodule.
@@ -488,7 +497,9 @@ impl Node {
             bootstrap,
             neighbours,
             multicast,
+            qos,
         } = config;
+        let qos = QosState::new(now, qos)?;
         let initial_groups = multicast.groups.clone();
         if certificate.public_key() != secret_key.public() {
             return Err(NodeError::CertificateKeyMismatch);
@@ -550,6 +561,7 @@ impl Node {
                 multicast,
                 u64::try_from(unix_time.as_micros()).unwrap_or(u64::MAX),
             ),
+            qos,
         };
         let own = node.node_id();
         node.routing.by_prefix.insert(prefix(&own), own);

@@ -75,6 +75,7 @@ impl Mesh {
                     bootstrap: Vec::new(),
                     neighbours: weft_core::NeighbourConfig::default(),
                     multicast: weft_core::mcast::MulticastConfig::default(),
+                    qos: weft_core::qos::QosConfig::default(),
                 };
                 Node::new(now, Duration::from_secs(UNIX_START), [i as u8; 32], config).unwrap()
             })

@@ -64,6 +64,7 @@ fn node(
         bootstrap: Vec::new(),
         neighbours: weft_core::NeighbourConfig::default(),
         multicast: weft_core::mcast::MulticastConfig::default(),
+        qos: weft_core::qos::QosConfig::default(),
     };
     Node::new(now, Duration::from_secs(UNIX_START), [seed; 32], config).unwrap()
 }

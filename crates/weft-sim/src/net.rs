@@ -166,6 +166,7 @@ impl NodeSpec {
             bootstrap: self.bootstrap.clone(),
             neighbours: self.neighbours,
             multicast: self.multicast.clone(),
+            qos: weft_core::qos::QosConfig::default(),
         })
     }
 }

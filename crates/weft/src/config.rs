@@ -335,6 +335,7 @@ impl Config {
                 random: self.neighbours.random,
             },
             multicast: self.multicast.config.clone(),
+            qos: weft_core::qos::QosConfig::default(),
         })
     }
 
