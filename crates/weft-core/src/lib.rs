@@ -41,7 +41,7 @@ pub use identity::{
 };
 pub use node::{
     Event, GroupError, GroupStatus, LinkHealth, NeighbourConfig, Node, NodeConfig, NodeError,
-    PeerConfig, PeerStatus, SessionState, TreeStatus,
+    PeerConfig, PeerStatus, SessionState, TopologyLink, TopologyNode, TopologyStatus, TreeStatus,
 };
 pub use route::{Hop, MAX_INTERMEDIATES, Metric, RouteError, RouteStatus, RoutingConfig};
 pub use session::SessionConfig;

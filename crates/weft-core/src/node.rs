@@ -48,11 +48,13 @@ mod icmp;
 mod multicast;
 mod qos;
 mod routing;
+mod topology;
 
 use discovery::Discovery;
 use multicast::MulticastState;
-use qos::QosState;
 pub use multicast::{GroupError, GroupStatus, TreeStatus};
+use qos::QosState;
+pub use topology::{TopologyLink, TopologyNode, TopologyStatus};
 
 /// Size of a probe or its answer as a UDP payload: header, frame kind, id,
 /// tag. (Add 28 bytes of IPv4 and UDP headers for the wire.)
