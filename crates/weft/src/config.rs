@@ -24,6 +24,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use weft_core::dht::DhtConfig;
 use weft_core::mcast::{DEFAULT_FANOUT, GroupRule, MulticastConfig, is_carried, parse_prefix};
+use weft_core::qos::QosConfig;
 use weft_core::{
     CaCertificate, Certificate, MAX_INTERMEDIATES, NeighbourConfig, NodeConfig, PeerConfig,
     PublicKey, RoutingConfig, SecretKey, SessionConfig,
@@ -53,6 +54,8 @@ pub const DEFAULT_NEIGHBOURS_MAX: usize = 16;
 pub const DEFAULT_NEIGHBOURS_RANDOM: usize = 4;
 /// Largest `[dht] k` accepted: buckets and lookups grow with it.
 pub const MAX_DHT_K: usize = 256;
+mod qos;
+
 /// Largest `[multicast] fanout` accepted.
 pub const MAX_FANOUT: usize = 1024;
 
@@ -86,6 +89,9 @@ pub struct Config {
     /// `[multicast]`: groups joined at start, tree fan-out, who may join
     /// and send, and the TUN's multicast routes.
     pub multicast: MulticastSection,
+    /// `[qos]`: traffic classes, classification rules, the uplink and
+    /// per-peer rates (see `config/qos.rs`).
+    pub qos: QosConfig,
 }
 
 /// `[multicast]`.
@@ -335,7 +341,7 @@ impl Config {
                 random: self.neighbours.random,
             },
             multicast: self.multicast.config.clone(),
-            qos: weft_core::qos::QosConfig::default(),
+            qos: self.qos.clone(),
         })
     }
 
@@ -528,6 +534,61 @@ level = "{DEFAULT_LOG_LEVEL}"
 # groups = "239.1.0.0/16"
 # members = ["media"]
 # senders = ["media"]
+
+# [qos]
+# Quality of service: every data packet is put in a class; realtime goes
+# first (up to its cap), the others share what is left by weight. Set the
+# uplink a little below the real upstream rate, so that the queue forms in
+# weft, where it is scheduled, and not in a modem. Without it nothing is
+# shaped (classes still order what leaves at once).
+# uplink = "19mbit"
+# Depth of every token bucket, as time at the bucket's rate.
+# burst = "5ms"
+# Where traffic that no rule matches goes.
+# default_class = "interactive"
+# Append weft's DSCP rules (RFC 4594: EF, VA, CS4, CS5, AF4x realtime; AF1x
+# bulk; CS1, LE background) after the rules below.
+# default_rules = true
+#
+# Classes: any entry replaces the four defaults (realtime: strict priority,
+# capped at 30 % of the uplink; interactive weight 4; bulk weight 2;
+# background weight 1). An entry named like a default starts from it.
+# [[qos.classes]]
+# name = "realtime"
+# priority = "realtime"
+# rate = "30%"
+# queue_packets = 256
+# queue_bytes = 131072
+# aqm = true
+# codel_target = "5ms"
+# codel_interval = "100ms"
+# metric = "latency"
+# [[qos.classes]]
+# name = "interactive"
+# [[qos.classes]]
+# name = "bulk"
+# [[qos.classes]]
+# name = "background"
+#
+# Rules, tried in order (the first match wins); every field given must
+# match, and a list matches when any entry does. Ports apply to TCP, UDP,
+# SCTP and DCCP; groups and peers are the certificate groups and names of
+# the nodes at either end.
+# [[qos.rules]]
+# class = "realtime"
+# dscp = ["EF", 46]
+# protocol = ["udp"]
+# src_port = ["5000-5100"]
+# dst_port = [5001]
+# src_group = ["media"]
+# dst_group = ["media"]
+# src_peer = ["a"]
+# dst_peer = ["b"]
+#
+# Traffic to a peer, over all classes, at most this rate.
+# [[qos.peers]]
+# name = "b"
+# rate = "5mbit"
 
 # Pinned paths: traffic to the destination always goes through these nodes,
 # in order (at most {max_intermediates}), whatever the measurements say. The same
@@ -741,6 +802,8 @@ struct RawConfig {
     dns: RawDns,
     #[serde(default)]
     multicast: RawMulticast,
+    #[serde(default)]
+    qos: qos::RawQos,
 }
 
 #[derive(Deserialize)]
@@ -952,6 +1015,7 @@ impl RawConfig {
         let neighbours = self.neighbours.check(source)?;
         let dns = self.dns.check(source)?;
         let multicast = self.multicast.check(source)?;
+        let qos = self.qos.check(source)?;
         Ok(Config {
             file: source.file.to_owned(),
             node,
@@ -966,6 +1030,7 @@ impl RawConfig {
             neighbours,
             dns,
             multicast,
+            qos,
         })
     }
 }
