@@ -15,6 +15,7 @@ pub mod group;
 pub mod lookup;
 pub mod ping;
 pub mod pki;
+pub mod qos;
 pub mod routes;
 pub mod status;
 pub mod testbed;

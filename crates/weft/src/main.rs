@@ -28,6 +28,9 @@ enum Command {
     },
     /// Show the running node's peers.
     Status(weft::status::StatusArgs),
+    /// Show the running node's traffic classes and rate limits: rates,
+    /// queue depths, queueing delays and drops.
+    Qos(weft::qos::QosArgs),
     /// Show the running node's routing table: the path to every other node
     /// under each metric.
     Routes(weft::routes::RoutesArgs),
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Ca(command) => weft::pki::ca(&command),
         Command::Up { config } => weft::daemon::run(&config),
         Command::Status(args) => weft::status::run(&args),
+        Command::Qos(args) => weft::qos::run(&args),
         Command::Routes(args) => weft::routes::run_routes(&args),
         Command::Route(command) => weft::routes::run_route(&command),
         Command::Trace(args) => weft::routes::run_trace(&args),

@@ -6,7 +6,8 @@
 //! and the testbed read them back with [`request_status`]. The client is
 //! blocking std code with timeouts: it never waits forever on a stuck daemon;
 //! [`request`] and [`ControlArgs`] serve every command that talks to the
-//! daemon (`weft routes`, `weft route`, `weft trace` too).
+//! daemon (`weft routes`, `weft route`, `weft trace` too). `--qos` appends
+//! the QoS table of `weft qos` (see `qos.rs`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -59,6 +60,10 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Show the QoS classes too (as `weft qos` does); with `--json`, the
+    /// status object gains a `qos` member.
+    #[arg(long)]
+    pub qos: bool,
 }
 
 /// The status object of a running node.
@@ -171,12 +176,26 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let socket = args.target.socket()?;
     if args.json {
         let response = request(&socket, &serde_json::json!({ "command": "status" }))?;
-        let status = response
+        let mut status = response
             .get("status")
+            .cloned()
             .context("the daemon's answer has no status")?;
-        emit(&format!("{}\n", serde_json::to_string_pretty(status)?))?;
+        if args.qos
+            && let Some(object) = status.as_object_mut()
+        {
+            let qos = crate::qos::request_qos(&socket)?;
+            object.insert("qos".to_owned(), serde_json::to_value(qos)?);
+        }
+        emit(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
     } else {
-        emit(&render_table(&request_status(&socket)?))?;
+        let mut text = render_table(&request_status(&socket)?);
+        if args.qos {
+            text.push('\n');
+            text.push_str(&crate::qos::render_table(&crate::qos::request_qos(
+                &socket,
+            )?));
+        }
+        emit(&text)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,8 @@
 //! - `{"command":"groups"}` → `{"ok":true,"groups":[<group>, ...]}`
 //! - `{"command":"tree","group":"239.1.2.3","source":"a"|null}` →
 //!   `{"ok":true,"tree":<tree>}` (`source` defaults to the asked node)
+//! - `{"command":"qos"}` → `{"ok":true,"qos":<qos>}` (classes, rates,
+//!   queues, delays and drops; `qos::QosInfo`)
 //!
 //! A route is `routes::RouteInfo`, a lookup `lookup::LookupInfo`, a group
 //! `group::GroupInfo`, a tree `group::TreeInfo`; a command
@@ -53,6 +55,7 @@ use weft_core::Metric;
 use crate::config::parse_group;
 use crate::group::{GroupInfo, TreeInfo};
 use crate::lookup::LookupInfo;
+use crate::qos::QosInfo;
 use crate::routes::RouteInfo;
 use crate::status::NodeStatus;
 
@@ -96,6 +99,8 @@ pub(super) enum Command {
     GroupLeave { group: IpAddr },
     /// Every group the node knows of.
     Groups,
+    /// The QoS classes and rate limits with their counters.
+    Qos,
     /// The distribution tree from `source` (`None`: this node) to `group`.
     Tree {
         group: IpAddr,
@@ -111,6 +116,7 @@ pub(super) enum Response {
     /// A lookup ended (found or not: see [`LookupInfo::error`]).
     Lookup(Box<LookupInfo>),
     Groups(Vec<GroupInfo>),
+    Qos(Box<QosInfo>),
     Tree(Box<TreeInfo>),
     /// The command was carried out.
     Done,
@@ -339,6 +345,7 @@ fn parse(line: &str) -> Result<Command, String> {
         "group_join" => Ok(Command::GroupJoin { group: group()? }),
         "group_leave" => Ok(Command::GroupLeave { group: group()? }),
         "groups" => Ok(Command::Groups),
+        "qos" => Ok(Command::Qos),
         "tree" => Ok(Command::Tree {
             group: group()?,
             source: request
@@ -349,7 +356,7 @@ fn parse(line: &str) -> Result<Command, String> {
                 .map(str::to_owned),
         }),
         other => Err(format!(
-            "unknown command '{other}' (known: status, routes, route_pin, route_unpin, trace, lookup, group_join, group_leave, groups, tree)"
+            "unknown command '{other}' (known: status, routes, route_pin, route_unpin, trace, lookup, group_join, group_leave, groups, tree, qos)"
         )),
     }
 }
@@ -364,6 +371,7 @@ async fn ask(command: Command, requests: &mpsc::Sender<Request>) -> serde_json::
         Ok(Response::Routes(routes)) => serde_json::json!({ "ok": true, "routes": routes }),
         Ok(Response::Trace(trace)) => serde_json::json!({ "ok": true, "trace": trace }),
         Ok(Response::Groups(groups)) => serde_json::json!({ "ok": true, "groups": groups }),
+        Ok(Response::Qos(qos)) => serde_json::json!({ "ok": true, "qos": qos }),
         Ok(Response::Tree(tree)) => serde_json::json!({ "ok": true, "tree": tree }),
         Ok(Response::Lookup(lookup)) => match &lookup.error {
             None => serde_json::json!({ "ok": true, "lookup": lookup }),
@@ -482,6 +490,11 @@ mod tests {
                 .unwrap_err()
                 .contains("not a multicast address")
         );
+    }
+
+    #[test]
+    fn qos_requests_parse() {
+        assert_eq!(parse("{\"command\":\"qos\"}"), Ok(Command::Qos));
     }
 
     #[test]

@@ -58,6 +58,7 @@ use crate::config::{Config, DEFAULT_DNS_PORT, DnsSection, PinSection};
 use crate::group::{GroupInfo, MulticastInfo, TreeInfo};
 use crate::lookup::LookupInfo;
 use crate::pki;
+use crate::qos::QosInfo;
 use crate::routes::{RouteInfo, loss_rate};
 use crate::status::{DhtInfo, NodeStatus, PeerInfo};
 use control::{Command, ControlSocket, Request, Response};
@@ -488,6 +489,10 @@ impl EventLoop {
     fn answer(&mut self, now: Instant, request: Request) {
         let response = match request.command {
             Command::Status => Response::Status(Box::new(self.status(now))),
+            Command::Qos => Response::Qos(Box::new(QosInfo::from_core(
+                &self.node.qos_stats(now),
+                self.node.qos_config(),
+            ))),
             Command::Routes => Response::Routes(
                 self.node
                     .routes(now)
