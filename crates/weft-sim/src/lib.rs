@@ -76,8 +76,8 @@ pub use link::{DropReason, GilbertElliott, LinkConfig, LinkStats, UNDERLAY_HEADE
 pub use mcast::{
     Failure, Link, McastReport, McastScenario, McastSimError, MemberOutage, NodeRecoveryRun,
     NodeRecoveryScenario, OverlayShape, Recovery, RouterKind, SchemeFigures, SchemeSummary,
-    ShortestPaths, TransitStubParams, TreeDelivery, TreeShape, Trial, Underlay, UnderlayError,
-    first_tree_inputs, mcast_markdown_table, run_mcast_scenario, run_node_recovery,
+    ShortestPaths, StressTwoBound, TransitStubParams, TreeDelivery, TreeShape, Trial, Underlay,
+    UnderlayError, first_tree_inputs, mcast_markdown_table, run_mcast_scenario, run_node_recovery,
 };
 pub use net::{
     BuildError, Endpoints, Mesh, MeshBuilder, NodeSpec, OVERLAY_IPV4_PREFIX_LEN, add_node,

@@ -119,7 +119,7 @@ fn the_underlay_is_a_connected_transit_stub_graph_with_the_asked_size() {
 fn a_full_mesh_overlay_and_a_convex_cost_also_give_valid_trees() {
     let mut sc = scenario(seed());
     sc.overlay = OverlayShape::FullMesh;
-    sc.cost_exponent = 2;
+    sc.cost_exponent = 2.0;
     let report = run_mcast_scenario(&sc).unwrap();
     assert!((report.mean_degree - 31.0).abs() < 1e-9);
     for t in &report.trials {
@@ -158,4 +158,36 @@ fn real_nodes_deliver_each_datagram_once_and_recover_from_crashed_members() {
             assert!(c.model_ms.is_some(), "{r:?}");
         }
     }
+}
+
+#[test]
+fn no_tree_with_stress_two_beats_the_stress_two_bound() {
+    // Small groups often get trees with max stress ≤ 2; each of those must
+    // have at least the mean stretch the bound promises for its instance.
+    let mut checked = 0;
+    for members in [3, 4, 6] {
+        let mut sc = McastScenario::new(300, members, seed());
+        sc.seeds = 8;
+        sc.sources = 3;
+        sc.fanout = 2;
+        let report = run_mcast_scenario(&sc).unwrap();
+        for t in &report.trials {
+            let bound = t.stress_two;
+            assert!(bound.mean_stretch >= 1.0 - 1e-9, "{bound:?}");
+            assert!(bound.domains < members, "{bound:?}");
+            // (IP multicast branches at routers: the bound is for overlays.)
+            for scheme in [&t.weft, &t.unicast] {
+                if scheme.max_stress <= 2 {
+                    checked += 1;
+                    assert!(
+                        scheme.mean_stretch >= bound.mean_stretch - 1e-9,
+                        "{} members: stretch {} below the bound {bound:?}",
+                        members,
+                        scheme.mean_stretch
+                    );
+                }
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} trees with stress ≤ 2 checked");
 }

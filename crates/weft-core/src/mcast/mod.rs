@@ -21,7 +21,9 @@ use std::time::Duration;
 
 pub use config::{GroupRule, MulticastConfig, parse_prefix};
 pub use report::{GroupReport, ReportError, parse_reports};
-pub use tree::{Topology, Tree, build_tree};
+pub use tree::{
+    COST_FLOOR_US, MAX_TREE_DEPTH, TREE_COST_EXPONENT, Topology, Tree, build_tree, tree_cost,
+};
 pub use window::DuplicateWindow;
 
 pub use crate::wire::MAX_MULTICAST_HOPS;

@@ -17,6 +17,10 @@
 //!    the bound. A member is therefore never left out because its only way
 //!    in passes a full node; [`Tree::over_fanout`] counts the excess
 //!    children that remain after pruning.
+//!    Throughout, a node at depth [`MAX_TREE_DEPTH`] (the most overlay
+//!    hops a multicast frame may cross) takes no children: a member below
+//!    it would never receive. The relaxation prefers parents that are only
+//!    full to parents that are also too deep.
 //! 3. The growth stops once every member is attached (later nodes could
 //!    only hang below them and would be pruned), and the tree is pruned to
 //!    the branches that lead to members.
@@ -30,6 +34,47 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use crate::identity::NodeId;
+use crate::wire::MAX_MULTICAST_HOPS;
+
+/// Deepest a tree node may sit (hops from the source): a frame crosses at
+/// most [`MAX_MULTICAST_HOPS`] overlay links, so nothing below would
+/// receive it.
+pub const MAX_TREE_DEPTH: usize = MAX_MULTICAST_HOPS as usize;
+
+/// RTTs below this are equal as tree costs.
+pub const COST_FLOOR_US: u64 = 500;
+
+/// Exponent of the RTT in weft's tree cost (see [`tree_cost`]).
+pub const TREE_COST_EXPONENT: f64 = 1.5;
+
+/// The cost of an overlay link with this RTT (µs) in a distribution tree,
+/// as every node computes it (they must agree, so that each derives the
+/// same tree): the RTT rounded up to the next step of a geometric ladder
+/// (0.5 ms, then 25 % apart), so that jitter within a step changes no
+/// tree, then raised to `exponent` (RTT in ms, times 1,000).
+///
+/// An exponent above 1 makes the tree prefer two short links to one long
+/// one of the same total delay. On an Internet-like underlay long links
+/// are the ones that cross shared transit and access links, so a convex
+/// cost halves link stress and bytes at a small cost in stretch (measured
+/// in docs/BENCHMARKS.md, "Multicast trees"); weft uses
+/// [`TREE_COST_EXPONENT`].
+pub fn tree_cost(rtt_us: u64, exponent: f64) -> u64 {
+    // An RTT above 1,000 s is not an RTT; capping it keeps the ladder finite.
+    let rtt_us = rtt_us.min(1_000_000_000);
+    let mut step = COST_FLOOR_US;
+    while step < rtt_us {
+        step = step + step / 4 + 1;
+    }
+    if exponent == 1.0 {
+        return step;
+    }
+    let ms = step as f64 / 1e3;
+    // Saturating float-to-int conversion: an absurd RTT costs u64::MAX / 2^8
+    // at most, so sums along a tree path cannot overflow either.
+    let cost = (ms.powf(exponent.clamp(0.5, 8.0)) * 1e3).round();
+    (cost as u64).clamp(1, u64::MAX >> 8)
+}
 
 /// A directed, weighted graph of overlay nodes (cost: e.g. RTT in µs).
 #[derive(Debug, Clone, Default)]
@@ -310,13 +355,17 @@ struct Growth<'a> {
     parent: Vec<usize>,
     dist: Vec<u64>,
     child_count: Vec<usize>,
+    /// Hops from the root.
+    depth: Vec<usize>,
     in_tree: Vec<bool>,
     /// Key of the entry `v` has on `open`: (dist(u) + cost, rank u).
     best: Vec<(u64, u32)>,
     open: BinaryHeap<Candidate>,
     /// Candidates whose parent was full when they came up: the ones the
-    /// relaxation chooses from.
+    /// relaxation chooses from first.
     blocked: BinaryHeap<Candidate>,
+    /// Candidates whose parent sits at [`MAX_TREE_DEPTH`]: the last resort.
+    too_deep: BinaryHeap<Candidate>,
     /// Attachment order (parents before children).
     order: Vec<usize>,
 }
@@ -353,10 +402,12 @@ impl<'a> Growth<'a> {
             parent: vec![NONE; n],
             dist: vec![u64::MAX; n],
             child_count: vec![0; n],
+            depth: vec![0; n],
             in_tree: vec![false; n],
             best: vec![NO_KEY; n],
             open: BinaryHeap::new(),
             blocked: BinaryHeap::new(),
+            too_deep: BinaryHeap::new(),
             order: Vec::with_capacity(n),
         };
         growth.attach(root, NONE, 0);
@@ -367,7 +418,7 @@ impl<'a> Growth<'a> {
         while self.members_left > 0 {
             let (candidate, relaxed) = match self.open.pop() {
                 Some(c) => (c, false),
-                None => match self.blocked.pop() {
+                None => match self.blocked.pop().or_else(|| self.too_deep.pop()) {
                     Some(c) => (c, true),
                     None => break,
                 },
@@ -376,11 +427,15 @@ impl<'a> Growth<'a> {
             if self.in_tree[v] {
                 continue;
             }
-            if relaxed || self.child_count[u] < self.fanout {
+            if relaxed || self.has_room(u) {
                 self.attach(v, u, d);
                 continue;
             }
-            self.blocked.push(candidate);
+            if self.depth[u] >= MAX_TREE_DEPTH {
+                self.too_deep.push(candidate);
+            } else {
+                self.blocked.push(candidate);
+            }
             if self.best[v] == (d, rank_u) {
                 self.reoffer(v);
             }
@@ -393,6 +448,7 @@ impl<'a> Growth<'a> {
         self.dist[v] = d;
         if u != NONE {
             self.child_count[u] += 1;
+            self.depth[v] = self.depth[u] + 1;
         }
         self.order.push(v);
         if self.is_member[v] {
@@ -410,11 +466,16 @@ impl<'a> Growth<'a> {
         }
     }
 
+    /// Whether tree node `u` may take another child under the bounds.
+    fn has_room(&self, u: usize) -> bool {
+        self.child_count[u] < self.fanout && self.depth[u] < MAX_TREE_DEPTH
+    }
+
     /// `v`'s best parent filled up: offer its best parent with room.
     fn reoffer(&mut self, v: usize) {
         let mut best: Option<((u64, u32), usize)> = None;
         for &(u, cost) in &self.topology.incoming[v] {
-            if !self.in_tree[u] || self.child_count[u] >= self.fanout {
+            if !self.in_tree[u] || !self.has_room(u) {
                 continue;
             }
             let key = (self.dist[u].saturating_add(cost), self.rank[u]);
@@ -605,6 +666,56 @@ mod tests {
     }
 
     #[test]
+    fn no_node_is_attached_below_the_hop_limit_when_another_way_exists() {
+        // A cheap chain 0 - 1 - ... - 24 and an expensive star from 0 to
+        // every chain node: the shortest-path tree would be the chain, 24
+        // hops deep, but nothing below MAX_TREE_DEPTH would receive.
+        let mut t = Topology::new();
+        for n in 0..24u16 {
+            t.add_link(id(n), id(n + 1), 1_000);
+        }
+        for n in 2..=24u16 {
+            t.add_link(id(0), id(n), 1_000_000);
+        }
+        let members = set(&(1..=24).collect::<Vec<_>>());
+        let tree = build_tree(&t, id(0), &members, 8);
+        assert!(tree.unreached().is_empty());
+        for n in 1..=24u16 {
+            let hops = tree.path(&id(n)).unwrap().len() - 1;
+            assert!(hops <= MAX_TREE_DEPTH, "node {n} at depth {hops}");
+        }
+        // The chain is followed as deep as it may go.
+        assert_eq!(tree.path(&id(16)).unwrap().len() - 1, 16);
+        assert_eq!(tree.parent(&id(17)), Some(id(0)));
+    }
+
+    #[test]
+    fn a_member_only_reachable_too_deep_is_still_attached() {
+        let mut t = Topology::new();
+        for n in 0..20u16 {
+            t.add_link(id(n), id(n + 1), 1_000);
+        }
+        let tree = build_tree(&t, id(0), &set(&[20]), 8);
+        assert!(tree.unreached().is_empty());
+        assert_eq!(tree.path(&id(20)).unwrap().len() - 1, 20);
+    }
+
+    #[test]
+    fn tree_cost_rounds_then_raises() {
+        assert_eq!(tree_cost(0, 1.0), COST_FLOOR_US);
+        assert_eq!(tree_cost(500, 1.0), 500);
+        assert_eq!(tree_cost(501, 1.0), 626);
+        // 626 µs -> 0.626 ms -> 0.626^2 ms * 1000.
+        assert_eq!(tree_cost(501, 2.0), 392);
+        assert!(tree_cost(10_000, 1.5) < tree_cost(20_000, 1.5));
+        // Convex: two 10 ms links cost less than one 20 ms link.
+        let (short, long) = (tree_cost(10_000, 2.0), tree_cost(20_000, 2.0));
+        assert!(2 * short < long);
+        // Absurd inputs saturate instead of overflowing.
+        assert!(tree_cost(u64::MAX, 8.0) <= u64::MAX >> 8);
+    }
+
+    #[test]
     fn unreachable_and_unknown_members_are_listed() {
         let mut t = Topology::new();
         t.add_link(id(0), id(1), 1);
@@ -659,13 +770,17 @@ mod tests {
         while g.members_left > 0 {
             let (candidate, relaxed) = match g.open.pop() {
                 Some(c) => (c, false),
-                None => match g.blocked.pop() {
+                None => match g.blocked.pop().or_else(|| g.too_deep.pop()) {
                     Some(c) => (c, true),
                     None => break,
                 },
             };
             let Reverse((d, _, _, v, u)) = candidate;
             if g.in_tree[v] {
+                continue;
+            }
+            if !relaxed && g.depth[u] >= MAX_TREE_DEPTH {
+                g.too_deep.push(candidate);
                 continue;
             }
             if !relaxed && g.child_count[u] >= fanout {
@@ -675,6 +790,7 @@ mod tests {
             g.in_tree[v] = true;
             g.parent[v] = u;
             g.dist[v] = d;
+            g.depth[v] = g.depth[u] + 1;
             g.child_count[u] += 1;
             g.order.push(v);
             if g.is_member[v] {

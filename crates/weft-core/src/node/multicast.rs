@@ -30,8 +30,8 @@ use tracing::{debug, trace};
 use super::{Event, Node, Via, ip_destination, ip_source, prefix, push_event};
 use crate::identity::NodeId;
 use crate::mcast::{
-    DuplicateWindow, GroupReport, MAX_MULTICAST_HOPS, MulticastConfig, Topology, Tree, build_tree,
-    is_carried, parse_reports,
+    DuplicateWindow, GroupReport, MAX_MULTICAST_HOPS, MulticastConfig, TREE_COST_EXPONENT,
+    Topology, Tree, build_tree, is_carried, parse_reports, tree_cost,
 };
 use crate::wire::{Frame, MembershipRecord, verify_membership};
 
@@ -52,9 +52,6 @@ const MAX_TREES: usize = 1024;
 const GRACE: Duration = Duration::from_secs(1);
 /// Replaced trees kept per (source, group) within the grace time.
 const MAX_PREVIOUS: usize = 8;
-/// Link costs are rounded up to steps of 25 % (at least 0.5 ms) before
-/// trees are built, so RTT jitter does not reshape trees.
-const COST_FLOOR_US: u64 = 500;
 
 /// Why a group command was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -510,7 +507,7 @@ impl Node {
             if a < b
                 && let Some(&back) = directed.get(&(b, a))
             {
-                topology.add_link(a, b, rounded_cost(cost.max(back)));
+                topology.add_link(a, b, tree_cost(cost.max(back), TREE_COST_EXPONENT));
             }
         }
         topology
@@ -694,14 +691,4 @@ impl Node {
             );
         }
     }
-}
-
-/// `cost` (µs) rounded up to the next step of a geometric ladder (0.5 ms,
-/// then 25 % apart), so that jitter within a step changes no tree.
-fn rounded_cost(cost: u64) -> u64 {
-    let mut step = COST_FLOOR_US;
-    while step < cost {
-        step = step + step / 4 + 1;
-    }
-    step
 }

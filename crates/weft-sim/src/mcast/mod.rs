@@ -25,6 +25,7 @@
 //! Determinism: the same scenario gives the same [`McastReport`], bit for
 //! bit ([`McastReport::digest`]).
 
+mod bound;
 mod measure;
 mod noderun;
 mod overlay;
@@ -39,6 +40,7 @@ use rand_core::SeedableRng;
 use weft_core::NodeId;
 use weft_core::mcast::{DEFAULT_FANOUT, Topology, build_tree};
 
+pub use bound::StressTwoBound;
 pub use measure::{SchemeFigures, TreeDelivery, TreeShape};
 pub use noderun::{MemberOutage, NodeRecoveryRun, NodeRecoveryScenario, run_node_recovery};
 pub use overlay::OverlayShape;
@@ -73,7 +75,7 @@ pub struct McastScenario {
     /// Tree link cost: RTT (1, weft's) or RTT to this power (an experiment:
     /// a convex cost makes trees prefer several short overlay links to one
     /// long one, so fewer copies cross the long-haul links).
-    pub cost_exponent: u32,
+    pub cost_exponent: f64,
     /// Leave out overlay links whose RTT exceeds this (after the neighbour
     /// choice): what weft's links look like while a direct link with an RTT
     /// above the 150 ms link-timeout floor cannot come up at one end.
@@ -94,7 +96,7 @@ impl McastScenario {
             overlay: OverlayShape::weft_default(),
             fail: 0.05,
             packet_bytes: 1000,
-            cost_exponent: 1,
+            cost_exponent: weft_core::mcast::TREE_COST_EXPONENT,
             max_link_rtt: None,
         }
     }
@@ -113,6 +115,8 @@ pub struct Trial {
     pub unicast: SchemeFigures,
     /// IP multicast (shortest-path tree on the underlay).
     pub ip_multicast: SchemeFigures,
+    /// The least mean stretch any tree with max link stress ≤ 2 could have.
+    pub stress_two: StressTwoBound,
     /// Forwarding one packet down weft's tree, nobody failed.
     pub delivery: TreeDelivery,
     /// The tree's structure.
@@ -343,6 +347,7 @@ fn trial(
         weft,
         unicast: measure::unicast_figures(underlay, group, source),
         ip_multicast: measure::ip_multicast_figures(underlay, group, source),
+        stress_two: bound::stress_two_bound(underlay, group, source),
         delivery,
         shape,
         failure: Failure {
@@ -503,8 +508,8 @@ impl McastReport {
             self.mean_degree,
             self.max_degree,
             self.long_links * 100.0,
-            if sc.cost_exponent <= 1 {
-                "RTT (weft's)".to_string()
+            if sc.cost_exponent == weft_core::mcast::TREE_COST_EXPONENT {
+                format!("RTT^{} (weft's)", sc.cost_exponent)
             } else {
                 format!("RTT^{}", sc.cost_exponent)
             },

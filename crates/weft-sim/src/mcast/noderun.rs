@@ -258,7 +258,7 @@ fn one_run(
     let all: BTreeSet<usize> = (0..hosts.len()).collect();
     let members = ids(&group, &all);
     let model_tree = build_tree(
-        &group.topology(&BTreeSet::new(), 1),
+        &group.topology(&BTreeSet::new(), weft_core::mcast::TREE_COST_EXPONENT),
         group.ids[source],
         &members,
         sc.fanout,
@@ -298,7 +298,7 @@ fn one_run(
         source,
         &failed,
         sc.fanout,
-        1,
+        weft_core::mcast::TREE_COST_EXPONENT,
         &sc.routing,
         &mut rng,
     );

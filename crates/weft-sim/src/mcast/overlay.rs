@@ -18,34 +18,18 @@
 //!
 //! Link cost given to [`Topology::add_link`]: the underlay RTT in µs
 //! (twice the one-way shortest-path delay), as weft's link monitor would
-//! measure it on a jitter-free underlay, rounded up to weft's 25 % cost
-//! ladder as the node does ([`rounded_cost`]).
+//! measure it on a jitter-free underlay, mapped by
+//! [`weft_core::mcast::tree_cost`] as the node does (25 % ladder, then the
+//! scenario's exponent; the node uses `TREE_COST_EXPONENT`).
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use weft_core::NodeId;
-use weft_core::mcast::Topology;
+use weft_core::mcast::{Topology, tree_cost};
 
 use super::underlay::{ShortestPaths, Underlay, below};
-
-/// Tree costs below this are equal (`COST_FLOOR_US` in
-/// `weft_core::node::multicast`).
-const COST_FLOOR_US: u64 = 500;
-
-/// The link cost weft's node gives `build_tree`: the RTT in µs rounded up
-/// to the next step of a geometric ladder (0.5 ms, then 25 % apart), so
-/// that jitter within a step changes no tree. A copy of the private
-/// `rounded_cost` in `weft_core::node::multicast` (the node's cost mapping,
-/// not the tree algorithm); keep them equal.
-pub(super) fn rounded_cost(cost: u64) -> u64 {
-    let mut step = COST_FLOOR_US;
-    while step < cost {
-        step = step + step / 4 + 1;
-    }
-    step
-}
 
 /// Which overlay links the members have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,10 +159,10 @@ impl Group {
     }
 
     /// weft's view of the overlay among the members not in `failed`: a
-    /// [`Topology`] whose link costs are the RTT in µs (`cost_exponent` 1,
-    /// as weft's node gives them) or, for comparison, `RTT^e` with the RTT
+    /// [`Topology`] whose link costs are `tree_cost(RTT, cost_exponent)`
+    /// (the node uses `TREE_COST_EXPONENT`): `RTT^e` with the RTT
     /// in ms, times 1,000 (so that 1 ms still costs 1,000).
-    pub(super) fn topology(&self, failed: &BTreeSet<usize>, cost_exponent: u32) -> Topology {
+    pub(super) fn topology(&self, failed: &BTreeSet<usize>, cost_exponent: f64) -> Topology {
         let mut t = Topology::default();
         for &(i, j) in &self.edges {
             if failed.contains(&i) || failed.contains(&j) {
@@ -189,17 +173,8 @@ impl Group {
         t
     }
 
-    fn cost(&self, i: usize, j: usize, cost_exponent: u32) -> u64 {
-        let rtt_us = 2 * self.delay_us(i, j);
-        let cost = if cost_exponent <= 1 {
-            rtt_us
-        } else {
-            let ms = rtt_us as f64 / 1e3;
-            (ms.powi(cost_exponent.min(8) as i32) * 1e3)
-                .round()
-                .max(1.0) as u64
-        };
-        rounded_cost(cost)
+    fn cost(&self, i: usize, j: usize, cost_exponent: f64) -> u64 {
+        tree_cost(2 * self.delay_us(i, j), cost_exponent)
     }
 
     /// The overlay's [`Topology`] without the links in `gone` (pairs i < j),
@@ -207,7 +182,7 @@ impl Group {
     pub(super) fn topology_without(
         &self,
         gone: &BTreeSet<(usize, usize)>,
-        cost_exponent: u32,
+        cost_exponent: f64,
     ) -> Topology {
         let mut t = Topology::default();
         for &(i, j) in self.edges.difference(gone) {

@@ -76,7 +76,7 @@ pub(super) fn recovery(
     source: usize,
     failed: &BTreeSet<usize>,
     fanout: usize,
-    cost_exponent: u32,
+    cost_exponent: f64,
     config: &RoutingConfig,
     rng: &mut ChaCha20Rng,
 ) -> Vec<Recovery> {
@@ -181,7 +181,7 @@ struct Replay<'a> {
     failed: &'a BTreeSet<usize>,
     members: BTreeSet<weft_core::NodeId>,
     fanout: usize,
-    cost_exponent: u32,
+    cost_exponent: f64,
     links: &'a BTreeMap<(usize, usize), Probing>,
     lifetime_us: u64,
 }
