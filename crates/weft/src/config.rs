@@ -52,6 +52,8 @@ pub const DEFAULT_DNS_PORT: u16 = 53;
 pub const DEFAULT_NEIGHBOURS_MAX: usize = 16;
 /// Of those, long random links when the config names no number.
 pub const DEFAULT_NEIGHBOURS_RANDOM: usize = 4;
+/// Where the HTTP API and network map listen when `[api] listen` is not set.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:4880";
 /// Largest `[dht] k` accepted: buckets and lookups grow with it.
 pub const MAX_DHT_K: usize = 256;
 mod qos;
@@ -92,6 +94,30 @@ pub struct Config {
     /// `[qos]`: traffic classes, classification rules, the uplink and
     /// per-peer rates (see `config/qos.rs`).
     pub qos: QosConfig,
+    /// `[api]`: the local HTTP/JSON API, `/metrics` and the network map.
+    pub api: ApiSection,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSection {
+    /// Whether the daemon serves the API at all.
+    pub enabled: bool,
+    /// Where it listens (TCP).
+    pub listen: SocketAddr,
+    /// Whether `listen` may be a non-loopback address. The API has no
+    /// authentication, so serving it beyond this host must be asked for.
+    pub allow_remote: bool,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 4880)),
+            allow_remote: false,
+        }
+    }
 }
 
 /// `[multicast]`.
@@ -535,6 +561,14 @@ level = "{DEFAULT_LOG_LEVEL}"
 # members = ["media"]
 # senders = ["media"]
 
+# [api]
+# The local HTTP/JSON API (/api/v1/..., described in docs/openapi.yaml),
+# Prometheus metrics at /metrics and the live network map at /. It has no
+# authentication: it listens on loopback unless allow_remote is set.
+# enabled = true
+# listen = "{DEFAULT_API_LISTEN}"
+# allow_remote = false
+
 # [qos]
 # Quality of service: every data packet is put in a class; realtime goes
 # first (up to its cap), the others share what is left by weight. Set the
@@ -804,6 +838,45 @@ struct RawConfig {
     multicast: RawMulticast,
     #[serde(default)]
     qos: qos::RawQos,
+    #[serde(default)]
+    api: RawApi,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
+    allow_remote: Option<bool>,
+}
+
+impl RawApi {
+    fn check(&self, source: &Source<'_>) -> Result<ApiSection, ConfigError> {
+        let defaults = ApiSection::default();
+        let allow_remote = self.allow_remote.unwrap_or(defaults.allow_remote);
+        let listen = match &self.listen {
+            None => defaults.listen,
+            Some(text) => {
+                let address = parse_socket_addr(text.get_ref())
+                    .map_err(|m| source.error(&text.span(), "api.listen", m))?;
+                if !address.ip().is_loopback() && !allow_remote {
+                    return Err(source.error(
+                        &text.span(),
+                        "api.listen",
+                        format!(
+                            "{address} is not a loopback address; the API has no authentication, so set api.allow_remote = true to serve it beyond this host"
+                        ),
+                    ));
+                }
+                address
+            }
+        };
+        Ok(ApiSection {
+            enabled: self.enabled.unwrap_or(defaults.enabled),
+            listen,
+            allow_remote,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -1016,6 +1089,7 @@ impl RawConfig {
         let dns = self.dns.check(source)?;
         let multicast = self.multicast.check(source)?;
         let qos = self.qos.check(source)?;
+        let api = self.api.check(source)?;
         Ok(Config {
             file: source.file.to_owned(),
             node,
@@ -1031,6 +1105,7 @@ impl RawConfig {
             dns,
             multicast,
             qos,
+            api,
         })
     }
 }
@@ -2062,6 +2137,34 @@ mod tests {
             message.starts_with("/etc/weft/weft.toml:6:11: dns.enabled:"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn api_section_is_checked() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.api, ApiSection::default());
+        assert_eq!(
+            config.api.listen,
+            DEFAULT_API_LISTEN.parse::<SocketAddr>().unwrap()
+        );
+        let config = parse(&format!(
+            "{MINIMAL}[api]\nenabled = false\nlisten = \"[::1]:9000\"\n"
+        ))
+        .unwrap();
+        assert!(!config.api.enabled);
+        assert_eq!(config.api.listen, "[::1]:9000".parse().unwrap());
+        let message = error(&format!("{MINIMAL}[api]\nlisten = \"0.0.0.0:4880\"\n"));
+        assert!(
+            message.contains("api.listen: 0.0.0.0:4880 is not a loopback address"),
+            "{message}"
+        );
+        let config = parse(&format!(
+            "{MINIMAL}[api]\nlisten = \"0.0.0.0:4880\"\nallow_remote = true\n"
+        ))
+        .unwrap();
+        assert!(config.api.allow_remote);
+        let message = error(&format!("{MINIMAL}[api]\nlisten = \"localhost\"\n"));
+        assert!(message.contains("api.listen:"), "{message}");
     }
 
     #[test]

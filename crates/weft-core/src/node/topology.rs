@@ -131,18 +131,13 @@ impl Node {
         }
         for link in &links {
             let id = link.to;
-            if !nodes.contains_key(&id) {
-                nodes.insert(
-                    id,
-                    TopologyNode {
-                        id,
-                        name: self.name_of(&id),
-                        overlay_ipv4: None,
-                        this_node: false,
-                        advertised: false,
-                    },
-                );
-            }
+            nodes.entry(id).or_insert_with(|| TopologyNode {
+                id,
+                name: self.name_of(&id),
+                overlay_ipv4: None,
+                this_node: false,
+                advertised: false,
+            });
         }
         links.sort_by(|a, b| a.from.cmp(&b.from).then(a.to.cmp(&b.to)));
         links.dedup_by(|a, b| a.from == b.from && a.to == b.to);

@@ -21,6 +21,8 @@
 //!   `{"ok":true,"tree":<tree>}` (`source` defaults to the asked node)
 //! - `{"command":"qos"}` → `{"ok":true,"qos":<qos>}` (classes, rates,
 //!   queues, delays and drops; `qos::QosInfo`)
+//! - `{"command":"topology"}` → `{"ok":true,"topology":<topology>}` (every
+//!   node and link this node knows; `api::TopologyInfo`)
 //!
 //! A route is `routes::RouteInfo`, a lookup `lookup::LookupInfo`, a group
 //! `group::GroupInfo`, a tree `group::TreeInfo`; a command
@@ -52,6 +54,7 @@ use tracing::debug;
 
 use weft_core::Metric;
 
+use super::api::{Snapshot, TopologyInfo};
 use crate::config::parse_group;
 use crate::group::{GroupInfo, TreeInfo};
 use crate::lookup::LookupInfo;
@@ -106,6 +109,11 @@ pub(super) enum Command {
         group: IpAddr,
         source: Option<String>,
     },
+    /// Every node and link this node knows, for the network map.
+    Topology,
+    /// Status and QoS stats of one instant (the HTTP API's `/metrics` and
+    /// `/api/v1/qos`; not offered on the socket).
+    Snapshot,
 }
 
 /// The event loop's answer.
@@ -118,6 +126,8 @@ pub(super) enum Response {
     Groups(Vec<GroupInfo>),
     Qos(Box<QosInfo>),
     Tree(Box<TreeInfo>),
+    Topology(Box<TopologyInfo>),
+    Snapshot(Box<Snapshot>),
     /// The command was carried out.
     Done,
     /// The command was refused, and why.
@@ -127,6 +137,8 @@ pub(super) enum Response {
 /// The listening socket; removes its file when dropped.
 pub(super) struct ControlSocket {
     path: PathBuf,
+    /// For other front ends of the same requests (the HTTP API).
+    requests: mpsc::Sender<Request>,
     /// Device and inode of the socket file we made, so that we never remove
     /// a file someone else put there since.
     identity: (u64, u64),
@@ -151,14 +163,23 @@ impl ControlSocket {
         let metadata = std::fs::symlink_metadata(path)
             .with_context(|| format!("cannot inspect the control socket {}", path.display()))?;
         let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(accept_loop(listener, sender));
+        tokio::spawn(accept_loop(listener, sender.clone()));
         Ok((
             Self {
                 path: path.to_owned(),
+                requests: sender,
                 identity: (metadata.dev(), metadata.ino()),
             },
             receiver,
         ))
+    }
+}
+
+impl ControlSocket {
+    /// A sender of requests to the event loop, answered exactly like the
+    /// socket's (the HTTP API uses it).
+    pub(super) fn requests(&self) -> mpsc::Sender<Request> {
+        self.requests.clone()
     }
 }
 
@@ -346,6 +367,7 @@ fn parse(line: &str) -> Result<Command, String> {
         "group_leave" => Ok(Command::GroupLeave { group: group()? }),
         "groups" => Ok(Command::Groups),
         "qos" => Ok(Command::Qos),
+        "topology" => Ok(Command::Topology),
         "tree" => Ok(Command::Tree {
             group: group()?,
             source: request
@@ -356,7 +378,7 @@ fn parse(line: &str) -> Result<Command, String> {
                 .map(str::to_owned),
         }),
         other => Err(format!(
-            "unknown command '{other}' (known: status, routes, route_pin, route_unpin, trace, lookup, group_join, group_leave, groups, tree, qos)"
+            "unknown command '{other}' (known: status, routes, route_pin, route_unpin, trace, lookup, group_join, group_leave, groups, tree, topology, qos)"
         )),
     }
 }
@@ -373,6 +395,10 @@ async fn ask(command: Command, requests: &mpsc::Sender<Request>) -> serde_json::
         Ok(Response::Groups(groups)) => serde_json::json!({ "ok": true, "groups": groups }),
         Ok(Response::Qos(qos)) => serde_json::json!({ "ok": true, "qos": qos }),
         Ok(Response::Tree(tree)) => serde_json::json!({ "ok": true, "tree": tree }),
+        Ok(Response::Topology(topology)) => {
+            serde_json::json!({ "ok": true, "topology": topology })
+        }
+        Ok(Response::Snapshot(_)) => error_json("not offered on the control socket"),
         Ok(Response::Lookup(lookup)) => match &lookup.error {
             None => serde_json::json!({ "ok": true, "lookup": lookup }),
             Some(error) => serde_json::json!({ "ok": false, "error": error, "lookup": lookup }),

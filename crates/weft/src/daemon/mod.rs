@@ -28,11 +28,18 @@
 //! start `multicast.rs` prepares the TUN so that applications' multicast
 //! reaches the node (flag and routes; see there for what Linux needs).
 //!
+//! The HTTP API (`api/`: JSON, `/metrics`, the network map) asks the loop
+//! through the same request channel as the control socket, and every core
+//! event is recorded in its event hub (stream and ring buffer) before it is
+//! logged.
+//!
 //! Files: `udp.rs` (batched socket I/O), `tun.rs` (the interface, platform
-//! choice), `control.rs` (the unix control socket), `dns.rs` (the DNS
+//! choice), `control.rs` (the unix control socket), `api/` (the HTTP API
+//! and network map), `dns.rs` (the DNS
 //! responder's sockets and codec), `multicast.rs` (the TUN's multicast
 //! routes).
 
+mod api;
 mod control;
 mod dns;
 mod multicast;
@@ -45,6 +52,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::pin;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -182,6 +190,8 @@ async fn serve(
     accept_local_source(tun.name());
     multicast::prepare(tun.name(), config.multicast.routes).await;
     let (control, requests) = ControlSocket::start(&config.control.socket)?;
+    let hub = Arc::new(api::EventHub::new());
+    let api = api::start(&config.api, control.requests(), Arc::clone(&hub));
     let (dns, dns_requests) = start_dns(&config.dns, tun.name(), &node);
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -220,8 +230,10 @@ async fn serve(
         dns_open: true,
         lookups: Lookups::new(config.dht.config.lookup_timeout + LOOKUP_GRACE),
         fanout: config.multicast.config.fanout,
+        hub,
     };
     let result = event_loop.run(shutdown).await;
+    drop(api);
     drop(dns);
     drop(control);
     match &result {
@@ -256,6 +268,8 @@ struct EventLoop {
     lookups: Lookups,
     /// The multicast tree fan-out bound, for the status.
     fanout: usize,
+    /// Events for the HTTP API's stream and ring buffer.
+    hub: Arc<api::EventHub>,
 }
 
 impl EventLoop {
@@ -399,6 +413,7 @@ impl EventLoop {
     }
 
     fn log_event(&mut self, now: Instant, event: Event) {
+        self.hub.record(&event);
         match event {
             Event::SessionEstablished {
                 peer,
@@ -570,6 +585,13 @@ impl EventLoop {
                     .map(GroupInfo::from_core)
                     .collect(),
             ),
+            Command::Topology => Response::Topology(Box::new(api::TopologyInfo::from_core(
+                &self.node.topology(now),
+            ))),
+            Command::Snapshot => Response::Snapshot(Box::new(api::Snapshot {
+                status: self.status(now),
+                qos: self.node.qos_stats(now),
+            })),
             Command::Tree { group, source } => {
                 match self.node.multicast_tree(now, source.as_deref(), group) {
                     Ok(tree) => Response::Tree(Box::new(TreeInfo::from_core(&tree))),

@@ -1,0 +1,322 @@
+//! `/metrics`: the node's numbers in the Prometheus text exposition format
+//! (through `prometheus-client`).
+//!
+//! Built per scrape from one snapshot the event loop takes (the same status
+//! `weft status` shows, and the QoS scheduler's stats) plus the event hub's
+//! path-change counters, so every number in one scrape is from the same
+//! instant. Metric families, all prefixed `weft_`:
+//!
+//! - per peer (label `peer`): `peer_bytes_total` and `peer_packets_total`
+//!   (label `direction` = in/out), `peer_rtt_seconds`, `peer_loss_ratio`,
+//!   `peer_link_up` (1 up, 0 down or unmeasured), `peer_session_established`,
+//!   `peer_handshakes_total`, `peer_path` (1, with labels `type` =
+//!   direct/relayed and `via` = the relays, comma-separated),
+//!   `peer_path_changes_total` (label `metric`);
+//! - handshakes: `handshake_rejected_total` (label `reason`) and one
+//!   counter per other handshake figure (`handshakes_completed_total`, ...);
+//! - drops: `drops_total` (label `reason`: the node's drop counters by
+//!   name, e.g. `rx_replayed`, `tx_queue_full`, `udp_send_errors`);
+//! - every other node counter as `<name>_total` (multicast:
+//!   `mcast_delivered_total`, ...; routing: `path_changes_total`, ...);
+//! - DHT: `dht_lookups_total` (label `result` = ok/failed), `dht_queries_total`,
+//!   `dht_query_timeouts_total`, `dht_contacts`, `dht_stored_records`;
+//! - QoS per class (label `class`): `qos_class_<name>` for each of the
+//!   core's `ClassStats::metrics()` (counters end in `_total`), and
+//!   `qos_uplink_rate_bps`, `qos_uplink_limit_bps`.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::Snapshot;
+use super::events::EventHub;
+
+type Labels = Vec<(String, String)>;
+type Counters = Family<Labels, Counter>;
+type Gauges = Family<Labels, Gauge<f64, AtomicU64>>;
+
+/// Node counters that count something dropped or refused, by reason.
+const DROPS: &[&str] = &[
+    "rx_malformed",
+    "rx_unknown_session",
+    "rx_replayed",
+    "rx_auth_failed",
+    "rx_expired_session",
+    "rx_bad_frame",
+    "rx_spoofed_source",
+    "tun_malformed",
+    "tx_no_route",
+    "tx_no_path",
+    "unreachable",
+    "tx_multicast_dropped",
+    "tx_pending_overflow",
+    "tx_queue_full",
+    "tun_queue_full",
+    "events_dropped",
+    "relay_no_route",
+    "lsa_rejected",
+    "mcast_denied",
+    "mcast_duplicates",
+    "mcast_no_members",
+    "udp_send_errors",
+    "tun_write_errors",
+];
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Metric names may hold `[a-zA-Z0-9_:]`; anything else becomes `_`.
+fn metric_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[allow(clippy::cast_precision_loss)] // gauges are f64; exact past 2^53 is moot
+fn as_f64(value: u64) -> f64 {
+    value as f64
+}
+
+/// Renders the snapshot as Prometheus text.
+pub(super) fn render(snapshot: &Snapshot, hub: &EventHub) -> String {
+    let mut registry = Registry::with_prefix("weft");
+    let counters = |registry: &mut Registry, name: &str, help: &str| -> Counters {
+        let family = Counters::default();
+        registry.register(name, help, family.clone());
+        family
+    };
+    let gauges = |registry: &mut Registry, name: &str, help: &str| -> Gauges {
+        let family = Gauges::default();
+        registry.register(name, help, family.clone());
+        family
+    };
+
+    let status = &snapshot.status;
+    let peer_bytes = counters(
+        &mut registry,
+        "peer_bytes",
+        "Payload bytes exchanged with a peer",
+    );
+    let peer_packets = counters(
+        &mut registry,
+        "peer_packets",
+        "Data packets exchanged with a peer",
+    );
+    let peer_rtt = gauges(
+        &mut registry,
+        "peer_rtt_seconds",
+        "Smoothed RTT of the direct link to a peer",
+    );
+    let peer_loss = gauges(
+        &mut registry,
+        "peer_loss_ratio",
+        "Loss rate (0 to 1) of the direct link to a peer, from probes",
+    );
+    let peer_up = gauges(
+        &mut registry,
+        "peer_link_up",
+        "1 if the direct link to a peer answers probes",
+    );
+    let peer_session = gauges(
+        &mut registry,
+        "peer_session_established",
+        "1 if a session with a peer is established",
+    );
+    let peer_handshakes = counters(
+        &mut registry,
+        "peer_handshakes",
+        "Completed handshakes with a peer",
+    );
+    let peer_path = gauges(
+        &mut registry,
+        "peer_path",
+        "The path latency-sensitive traffic to a peer takes: type direct or relayed, via the relays",
+    );
+    let peer_path_changes = counters(
+        &mut registry,
+        "peer_path_changes",
+        "Path changes to a destination since the daemon started, per metric",
+    );
+    for peer in &status.peers {
+        let name = peer
+            .name
+            .clone()
+            .or_else(|| peer.node_id.clone())
+            .unwrap_or_else(|| "unknown".to_owned());
+        for (direction, bytes, packets) in [
+            ("in", peer.bytes_in, peer.packets_in),
+            ("out", peer.bytes_out, peer.packets_out),
+        ] {
+            let l = labels(&[("peer", &name), ("direction", direction)]);
+            peer_bytes.get_or_create(&l).inc_by(bytes);
+            peer_packets.get_or_create(&l).inc_by(packets);
+        }
+        let l = labels(&[("peer", &name)]);
+        if let Some(rtt) = peer.rtt_ms {
+            peer_rtt.get_or_create(&l).set(rtt / 1e3);
+        }
+        peer_loss.get_or_create(&l).set(peer.loss);
+        peer_up
+            .get_or_create(&l)
+            .set(if peer.link == "up" { 1.0 } else { 0.0 });
+        peer_session
+            .get_or_create(&l)
+            .set(if peer.state == "established" {
+                1.0
+            } else {
+                0.0
+            });
+        peer_handshakes.get_or_create(&l).inc_by(peer.handshakes);
+        let kind = if peer.via.is_empty() {
+            "direct"
+        } else {
+            "relayed"
+        };
+        let via = peer.via.join(",");
+        peer_path
+            .get_or_create(&labels(&[("peer", &name), ("type", kind), ("via", &via)]))
+            .set(1.0);
+    }
+    for ((destination, metric), count) in hub.path_changes() {
+        peer_path_changes
+            .get_or_create(&labels(&[("peer", &destination), ("metric", &metric)]))
+            .inc_by(count);
+    }
+
+    let rejected = counters(
+        &mut registry,
+        "handshake_rejected",
+        "Handshakes refused, by reason",
+    );
+    let drops = counters(
+        &mut registry,
+        "drops",
+        "Packets dropped or refused, by reason (the node's counter names)",
+    );
+    let mut others: Vec<(String, u64)> = Vec::new();
+    for (name, &value) in &status.stats {
+        if let Some(reason) = name.strip_prefix("handshake_rejected_") {
+            rejected
+                .get_or_create(&labels(&[("reason", reason)]))
+                .inc_by(value);
+        } else if DROPS.contains(&name.as_str()) {
+            drops
+                .get_or_create(&labels(&[("reason", name)]))
+                .inc_by(value);
+        } else {
+            others.push((metric_name(name), value));
+        }
+    }
+    for (name, value) in others {
+        let counter = Counter::<u64>::default();
+        counter.inc_by(value);
+        registry.register(name, "A node counter (see weft status)", counter);
+    }
+
+    if let Some(dht) = &status.dht {
+        let lookups = counters(&mut registry, "dht_lookups", "DHT lookups, by result");
+        lookups
+            .get_or_create(&labels(&[("result", "ok")]))
+            .inc_by(dht.lookups_ok);
+        lookups
+            .get_or_create(&labels(&[("result", "failed")]))
+            .inc_by(dht.lookups_failed);
+        for (name, help, value) in [
+            ("dht_queries", "DHT queries sent", dht.queries),
+            (
+                "dht_query_timeouts",
+                "DHT queries unanswered in time",
+                dht.query_timeouts,
+            ),
+        ] {
+            let counter = Counter::<u64>::default();
+            counter.inc_by(value);
+            registry.register(name, help, counter);
+        }
+        for (name, help, value) in [
+            (
+                "dht_contacts",
+                "Contacts in the DHT routing table",
+                dht.contacts,
+            ),
+            (
+                "dht_stored_records",
+                "Node records this node stores for others",
+                dht.stored_records,
+            ),
+        ] {
+            let gauge = Gauge::<f64, AtomicU64>::default();
+            gauge.set(as_f64(u64::try_from(value).unwrap_or(u64::MAX)));
+            registry.register(name, help, gauge);
+        }
+    }
+
+    let qos = &snapshot.qos;
+    let uplink_rate = Gauge::<f64, AtomicU64>::default();
+    uplink_rate.set(as_f64(qos.rate_bps));
+    registry.register(
+        "qos_uplink_rate_bps",
+        "Egress rate over the last second, bits per second",
+        uplink_rate,
+    );
+    let uplink_limit = Gauge::<f64, AtomicU64>::default();
+    uplink_limit.set(as_f64(qos.uplink_bps.unwrap_or(0)));
+    registry.register(
+        "qos_uplink_limit_bps",
+        "Configured uplink shaping rate (0: not shaped)",
+        uplink_limit,
+    );
+    let mut class_families: Vec<(&'static str, Counters, Gauges)> = Vec::new();
+    if let Some(first) = qos.classes.first() {
+        for (name, _) in first.metrics() {
+            let (counter_family, gauge_family) = (Counters::default(), Gauges::default());
+            if let Some(base) = name.strip_suffix("_total") {
+                registry.register(
+                    format!("qos_class_{base}"),
+                    "QoS class counter (see weft qos)",
+                    counter_family.clone(),
+                );
+            } else {
+                registry.register(
+                    format!("qos_class_{name}"),
+                    "QoS class gauge (see weft qos)",
+                    gauge_family.clone(),
+                );
+            }
+            class_families.push((name, counter_family, gauge_family));
+        }
+    }
+    for class in &qos.classes {
+        let l = labels(&[("class", &class.name)]);
+        for ((name, value), (_, counter_family, gauge_family)) in
+            class.metrics().into_iter().zip(&class_families)
+        {
+            if name.ends_with("_total") {
+                counter_family.get_or_create(&l).inc_by(value);
+            } else {
+                gauge_family.get_or_create(&l).set(as_f64(value));
+            }
+        }
+    }
+
+    let mut out = String::new();
+    if let Err(error) = encode(&mut out, &registry) {
+        // Writing into a String does not fail; say so if it ever does.
+        out.push_str(&format!("# encoding failed: {error}\n"));
+    }
+    out
+}
