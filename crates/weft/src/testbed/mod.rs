@@ -19,6 +19,8 @@
 //! through an impairment relay (see `relay.rs`); `stream.rs` pings through
 //! it all and measures outages; `mcast.rs` sends and receives multicast
 //! with ordinary UDP sockets inside the namespaces.
+//! `qos.rs` shapes a host's underlay with `tc tbf`, loads it with `iperf3`
+//! and measures a realtime UDP echo stream through it (the QoS test and demo).
 //!
 //! Guarantees: names are unique per test bed (see `netns.rs`), so tests may
 //! build test beds in parallel. Dropping a [`Testbed`] — also while
@@ -33,6 +35,7 @@ mod host;
 mod impair;
 mod mcast;
 mod netns;
+mod qos;
 mod relay;
 mod stream;
 
@@ -50,6 +53,12 @@ use anyhow::{Context, bail};
 pub use host::{Host, path_names};
 pub use impair::have_nft;
 pub use mcast::{Arrival, Deliveries, MAGIC, McastReceiver, McastSender, tree_link_to_cut};
+pub use qos::{
+    BULK_PORT, CAPPED_LENGTH, CAPPED_PORT, CapResult, ECHO_PORT, ECHO_TIMEOUT, EchoServer,
+    Iperf3Client, Iperf3Options, Iperf3Result, Iperf3Server, QosPhase, QosPlan, QosReport,
+    RealtimeRecord, TOS_EF, TUNNEL_UNDERLAY_OVERHEAD, have_iperf3, qdisc_stats, realtime_stream,
+    run_qos_experiment, underlay_bps,
+};
 pub use relay::{ImpairmentRelay, RELAY_IPV4, relay_address};
 pub use stream::{Outage, PingStream, Probe, REPLY_TIMEOUT, StreamRecord, loss_between, outage};
 
