@@ -10,6 +10,9 @@
 //! `multicast` streams UDP multicast from h0 to ordinary sockets that
 //! joined a group, shows the group, its tree and what each node received,
 //! then cuts a tree link under the stream (see `demo/multicast.rs`).
+//! `qos` makes h0's underlay a 20 Mbit/s bottleneck and times a realtime
+//! stream through it under a bulk iperf3 transfer, without and with weft's
+//! QoS, then a capped class (see `demo/qos.rs`; needs iperf3).
 //! Everything it made is removed before it exits, also on Ctrl-C or
 //! SIGTERM: a signal only sets a flag, and the demo unwinds normally so the
 //! test bed's `Drop` runs. Exit codes: 0 all pairs reached each other (or
@@ -19,6 +22,7 @@
 mod discovery;
 mod failover;
 mod multicast;
+mod qos;
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -69,6 +73,9 @@ pub enum Scenario {
     /// UDP multicast from h0 to sockets that joined a group: the group, its
     /// tree, delivery counts, and a tree link cut under the stream.
     Multicast,
+    /// A realtime stream through a 20 Mbit/s bottleneck that bulk TCP fills,
+    /// without and with QoS, and a class capped at 5 Mbit/s (needs iperf3).
+    Qos,
 }
 
 /// Runs the demo.
@@ -99,6 +106,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
         options.extra_config.push_str(multicast::MULTICAST);
+    }
+    if args.scenario == Scenario::Qos && !crate::testbed::have_iperf3() {
+        eprintln!(
+            "weft demo: the qos scenario needs iperf3 (apt-get install iperf3, or scripts/install-test-deps.sh)"
+        );
+        return Ok(ExitCode::from(2));
     }
     if args.scenario == Scenario::Discovery {
         if args.nodes < 3 {
@@ -180,6 +193,13 @@ fn demo(
         drop(testbed);
         println!("done: all namespaces, links, daemons and files removed.");
         return Ok(delivered);
+    }
+    if args.scenario == Scenario::Qos {
+        let met = qos::run(&testbed, interrupted)?;
+        println!("tearing down ...");
+        drop(testbed);
+        println!("done: all namespaces, links, daemons and files removed.");
+        return Ok(met);
     }
 
     let names: Vec<String> = testbed
