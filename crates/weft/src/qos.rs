@@ -5,10 +5,11 @@
 //! "qos"}`, see `daemon::control`): the daemon builds it from the core's
 //! [`QosStats`] and [`QosConfig`] with [`QosInfo::from_core`], and every
 //! reader (this command, `weft status --qos`, the HTTP API, the tests)
-//! reads that same object, so they never disagree. Rates are bits per
-//! second of IP packets as they leave weft's scheduler (before the
-//! tunnel's encryption overhead); delays are the time a packet waited in
-//! weft's queue.
+//! reads that same object, so they never disagree. Rates and byte counts
+//! are underlay bytes, as the scheduler counts them (the sealed datagram
+//! plus the outer IP and UDP headers, as `tc` counts them without the
+//! link-layer header), so they compare directly with `[qos] uplink` and the
+//! caps; delays are the time a packet waited in weft's queue.
 
 use std::process::ExitCode;
 
