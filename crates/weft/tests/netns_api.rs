@@ -1,0 +1,333 @@
+//! Real-host tests of the HTTP API: an overlay of three daemons (h0, h1,
+//! h2, a full mesh in network namespaces), each serving its API on
+//! 127.0.0.1:4880 of its own namespace (the default `[api]`).
+//!
+//! Checks: every endpoint of `docs/openapi.yaml` answers; the JSON agrees
+//! with the CLI's answers over the control socket (status, routes, groups,
+//! trees); `/metrics` is valid Prometheus text with the per-peer, drop,
+//! DHT and QoS families; the topology lists every node and link; and when
+//! the h0–h1 underlay is cut (blackhole routes, no nftables needed) the
+//! event stream reports it and the topology shows the link down. Needs
+//! root (prints a notice and passes without). Every wait has a deadline;
+//! the test bed removes its namespaces also when the test panics.
+
+#![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
+
+#[path = "support/http.rs"]
+mod http;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use weft::testbed::{Host, Testbed, TestbedOptions, is_root};
+
+const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The cut must show on the stream and the map this soon.
+const CUT_TIMEOUT: Duration = Duration::from_secs(20);
+const GROUP: &str = "239.7.7.7";
+
+fn api_address() -> SocketAddr {
+    weft::config::ApiSection::default().listen
+}
+
+/// GET `path` from `host`'s API.
+fn get(host: &Host, path: &str) -> http::Reply {
+    let stream = host
+        .enter(|| http::connect(api_address()))
+        .unwrap()
+        .unwrap();
+    http::request(stream, "GET", path, None)
+        .unwrap_or_else(|e| panic!("GET {path} on {}: {e:#}", host.name()))
+}
+
+/// GET `path` as JSON, asserting status 200.
+fn get_json(host: &Host, path: &str) -> serde_json::Value {
+    let reply = get(host, path);
+    assert_eq!(
+        reply.status,
+        200,
+        "GET {path} on {}: {}",
+        host.name(),
+        reply.body
+    );
+    reply.json().unwrap()
+}
+
+#[allow(clippy::disallowed_methods)] // tests measure real time
+fn now() -> Instant {
+    Instant::now()
+}
+
+/// Names in a JSON array of objects, sorted.
+fn names(list: &serde_json::Value, key: &str) -> Vec<String> {
+    let mut out: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item[key].as_str().map(str::to_owned))
+        .collect();
+    out.sort();
+    out
+}
+
+fn has_link(topology: &serde_json::Value, from: &str, to: &str, state: &str) -> bool {
+    topology["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|link| link["from"] == from && link["to"] == to && link["state"] == state)
+}
+
+/// Checks the Prometheus text: every sample line is `name{labels} value`
+/// with a number, families are declared, and it ends with `# EOF`.
+fn check_metrics(text: &str) {
+    assert!(text.trim_end().ends_with("# EOF"), "no # EOF:\n{text}");
+    let mut samples = 0;
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        assert!(
+            value.parse::<f64>().is_ok(),
+            "sample value is not a number: {line}"
+        );
+        let bare = name.split('{').next().unwrap();
+        assert!(
+            bare.starts_with("weft_")
+                && bare
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name: {line}"
+        );
+        if let Some(labels) = name.strip_prefix(bare) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "bad labels: {line}"
+            );
+        }
+        samples += 1;
+    }
+    assert!(samples > 20, "only {samples} samples:\n{text}");
+}
+
+#[test]
+fn api_answers_agrees_with_the_cli_and_streams_a_cut() {
+    if !is_root() {
+        eprintln!("skipping: network namespace tests need root");
+        return;
+    }
+    let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));
+    options.log_level = "debug".to_owned();
+    let testbed = Testbed::new(3, options).expect("building the test bed");
+    testbed
+        .wait_established(ESTABLISH_TIMEOUT)
+        .expect("sessions");
+    let h0 = testbed.host(0);
+
+    // The topology converges: every node and both directions of every link.
+    testbed
+        .wait_until(CONVERGE_TIMEOUT, "a full topology on h0's API", || {
+            let topology = get_json(h0, "/api/v1/topology");
+            let complete = names(&topology["nodes"], "name") == ["h0", "h1", "h2"]
+                && ["h0", "h1", "h2"].iter().all(|a| {
+                    ["h0", "h1", "h2"]
+                        .iter()
+                        .all(|b| a == b || has_link(&topology, a, b, "up"))
+                });
+            Ok(complete)
+        })
+        .unwrap();
+    let topology = get_json(h0, "/api/v1/topology");
+    assert_eq!(topology["this_node"], "h0");
+    for link in topology["links"].as_array().unwrap() {
+        assert!(link["rtt_ms"].as_f64().is_some(), "{link}");
+    }
+
+    // /node is `weft status --json` (counters move between the two calls;
+    // identity, peers and their sessions do not).
+    let node = get_json(h0, "/api/v1/node");
+    let status = h0.status().unwrap();
+    for key in [
+        "name",
+        "node_id",
+        "overlay_ipv6",
+        "overlay_ipv4",
+        "listen",
+        "tun",
+        "mtu",
+    ] {
+        assert_eq!(node[key], status[key], "{key}");
+    }
+    assert_eq!(
+        names(&node["peers"], "name"),
+        names(&status["peers"], "name")
+    );
+    assert_eq!(
+        names(&node["peers"], "state"),
+        names(&status["peers"], "state")
+    );
+
+    // /peers: links with quality and path type.
+    let peers = get_json(h0, "/api/v1/peers");
+    assert_eq!(names(&peers, "name"), ["h1", "h2"]);
+    for peer in peers.as_array().unwrap() {
+        assert_eq!(peer["state"], "established", "{peer}");
+        assert!(peer["rtt_ms"].as_f64().is_some(), "{peer}");
+        assert!(
+            peer["path"] == "direct" || peer["path"] == "relayed",
+            "{peer}"
+        );
+        assert!(peer["loss"].as_f64().is_some(), "{peer}");
+    }
+
+    // /routes and /routes/{destination} agree with `weft routes` and `weft trace`.
+    let routes = get_json(h0, "/api/v1/routes");
+    let cli_routes = h0.routes().unwrap();
+    let keys = |list: &[serde_json::Value]| {
+        let mut keys: Vec<(String, String)> = list
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_owned(),
+                    r["metric"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(routes.as_array().unwrap()), keys(&cli_routes));
+    let route = get_json(h0, "/api/v1/routes/h1?metric=latency");
+    assert_eq!(route["name"], "h1");
+    assert_eq!(route["metric"], "latency");
+    assert_eq!(get(h0, "/api/v1/routes/nobody").status, 404);
+    assert_eq!(get(h0, "/api/v1/routes/h1?metric=speed").status, 400);
+
+    // Groups and trees, as `weft group list` and `weft group tree` see them.
+    for host in testbed.hosts() {
+        let answer = host
+            .request(&serde_json::json!({ "command": "group_join", "group": GROUP }))
+            .unwrap();
+        assert_eq!(answer["ok"], true, "{answer}");
+    }
+    testbed
+        .wait_until(CONVERGE_TIMEOUT, "three members of the group on h0", || {
+            let groups = get_json(h0, "/api/v1/groups");
+            Ok(groups.as_array().unwrap().iter().any(|g| {
+                g["group"] == GROUP && g["members"].as_array().is_some_and(|m| m.len() == 3)
+            }))
+        })
+        .unwrap();
+    let groups = get_json(h0, "/api/v1/groups");
+    let cli_groups = h0
+        .request(&serde_json::json!({ "command": "groups" }))
+        .unwrap();
+    assert_eq!(groups, cli_groups["groups"]);
+    let tree = get_json(h0, &format!("/api/v1/groups/{GROUP}/tree?source=h1"));
+    let cli_tree = h0
+        .request(&serde_json::json!({ "command": "tree", "group": GROUP, "source": "h1" }))
+        .unwrap();
+    assert_eq!(tree, cli_tree["tree"]);
+    assert_eq!(tree["source"], "h1");
+    assert_eq!(get(h0, "/api/v1/groups/198.19.0.1/tree").status, 400);
+
+    // QoS: the four default classes.
+    let qos = get_json(h0, "/api/v1/qos");
+    assert_eq!(
+        names(&qos["classes"], "name"),
+        ["background", "bulk", "interactive", "realtime"]
+    );
+
+    // Lookup of a known node.
+    let lookup = get_json(h0, "/api/v1/lookup/h2");
+    assert_eq!(lookup["record"]["name"], "h2", "{lookup}");
+
+    // /metrics parses and has the families an operator needs.
+    let metrics = get(h0, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.content_type.contains("openmetrics-text"));
+    check_metrics(&metrics.body);
+    for needle in [
+        "weft_peer_bytes_total{peer=\"h1\",direction=\"out\"}",
+        "weft_peer_rtt_seconds{peer=\"h1\"}",
+        "weft_peer_loss_ratio{peer=\"h2\"}",
+        "weft_peer_path{peer=\"h1\",type=",
+        "weft_handshakes_completed_total",
+        "weft_handshake_rejected_total{reason=",
+        "weft_drops_total{reason=\"rx_replayed\"}",
+        "weft_dht_lookups_total{result=\"ok\"}",
+        "weft_mcast_delivered_total",
+        "weft_qos_class_sent_packets_total{class=\"realtime\"}",
+    ] {
+        assert!(
+            metrics.body.contains(needle),
+            "no {needle} in:\n{}",
+            metrics.body
+        );
+    }
+
+    // The page, its script and the description are served; the rest is 404.
+    let page = get(h0, "/");
+    assert_eq!(page.status, 200);
+    assert!(page.content_type.starts_with("text/html"));
+    assert!(page.body.contains("map.js"));
+    assert_eq!(get(h0, "/map.js").status, 200);
+    assert_eq!(get(h0, "/map.css").status, 200);
+    assert!(get(h0, "/openapi.yaml").body.starts_with("openapi: 3"));
+    assert_eq!(get(h0, "/api/v1/nothing").status, 404);
+
+    // Recent events include the sessions coming up.
+    let recent = get_json(h0, "/api/v1/events/recent");
+    assert!(
+        recent
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "session_established"),
+        "{recent}"
+    );
+
+    // Cut h0-h1: the stream reports it and the topology shows it.
+    let stream = h0.enter(|| http::connect(api_address())).unwrap().unwrap();
+    let mut events = http::SseStream::open(stream, "/api/v1/events").unwrap();
+    let cut_at = now();
+    testbed.blackhole_pair(0, 1).unwrap();
+    let deadline = cut_at + CUT_TIMEOUT;
+    let mut seen = Vec::new();
+    let reported = loop {
+        let Some(message) = events.next(deadline).unwrap() else {
+            break None;
+        };
+        let event: serde_json::Value = match serde_json::from_str(&message.data) {
+            Ok(event) => event,
+            Err(_) => continue,
+        };
+        seen.push(event["text"].as_str().unwrap_or_default().to_owned());
+        let about_h1 = event["data"]["peer"] == "h1" || event["data"]["destination"] == "h1";
+        if about_h1 && (message.event == "link_down" || message.event == "path_changed") {
+            assert_eq!(event["kind"], message.event.as_str());
+            assert_eq!(message.id, event["seq"].as_u64().map(|s| s.to_string()));
+            break Some(event);
+        }
+    };
+    let reported = reported.unwrap_or_else(|| {
+        panic!(
+            "no link_down or path_changed for h1 within {CUT_TIMEOUT:?}; saw {seen:?}\n{}",
+            h0.log_tail(30)
+        )
+    });
+    eprintln!(
+        "event after {:?}: {}",
+        now().saturating_duration_since(cut_at),
+        reported["text"]
+    );
+    testbed
+        .wait_until(CUT_TIMEOUT, "the h0-h1 link down on h0's topology", || {
+            let topology = get_json(h0, "/api/v1/topology");
+            Ok(has_link(&topology, "h0", "h1", "down"))
+        })
+        .unwrap();
+    testbed.unblackhole_pair(0, 1).unwrap();
+}
