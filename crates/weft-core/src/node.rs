@@ -15,7 +15,9 @@
 //! wrapped for the first relay. A packet for a peer whose session is not up
 //! yet waits in a small bounded queue; one for an address nobody holds is
 //! dropped and counted. Routing (probes, link state, path choice, relaying)
-//! lives in the `routing` submodule.
+//! lives in the `routing` submodule. Data packets are classified and pass
+//! the egress QoS scheduler before they are sealed (the `qos` submodule);
+//! control traffic is sent at once and only charged to the shapers.
 //!
 //! Outputs are buffers from a pool: [`Node::poll_transmit`] and
 //! [`Node::poll_tun`] swap a filled buffer with the caller's, so the steady
@@ -747,9 +749,8 @@ impl Node {
             return;
         };
         if self.usable_current(now, peer) {
-            let via = Via::Route(Metric::for_packet(packet), flow_hash(packet));
-            self.send_frame(now, peer, Frame::Ip(packet), via);
-            self.maybe_rekey_on_volume(now, peer);
+            // Classified, queued, and sent as far as the shapers allow.
+            self.send_ip(now, peer, packet);
             self.after_input(now);
             return;
         }
@@ -794,6 +795,9 @@ impl Node {
         }
         if self.multicast.deadline().is_some_and(|at| at <= now) {
             self.multicast_timers(now);
+        }
+        if self.qos.next_send.is_some_and(|at| at <= now) {
+            self.qos_drain(now);
         }
         self.after_input(now);
     }
@@ -887,6 +891,7 @@ impl Node {
         consider(self.discovery.dht.poll_timeout(), TimerKind::Dht);
         consider(self.discovery.select_due, TimerKind::Neighbours);
         consider(self.multicast.deadline(), TimerKind::Multicast);
+        consider(self.qos.next_send, TimerKind::Qos);
         earliest
     }
 
@@ -1117,7 +1122,7 @@ impl Node {
         self.by_index.insert(local, peer);
         // The response goes back the way the init came.
         match source {
-            Source::Direct(from) => self.queue_transmit(from, buf),
+            Source::Direct(from) => self.queue_transmit(now, from, buf),
             Source::Relayed(relay) => {
                 let Some(id) = self.peers[peer].node_id else {
                     return self.return_buffer(buf);
@@ -1415,18 +1420,22 @@ impl Node {
         }
     }
 
+    /// Hands the packets that waited for the peer's session to the QoS
+    /// scheduler, which sends them as far as the shapers allow.
     fn flush_queue(&mut self, now: Instant, peer: usize) {
-        while self.usable_current(now, peer) {
-            let Some(packet) = self.peers[peer].queue.pop_front() else {
-                break;
-            };
-            let via = Via::Route(Metric::for_packet(&packet), flow_hash(&packet));
-            self.send_frame(now, peer, Frame::Ip(&packet), via);
+        if !self.usable_current(now, peer) {
+            return;
+        }
+        while let Some(packet) = self.peers[peer].queue.pop_front() {
+            self.enqueue_ip(now, peer, &packet);
             self.return_buffer(packet);
         }
+        self.qos_drain(now);
     }
 
-    /// Seals `frame` in the peer's current session and sends it `via`.
+    /// Seals `frame` in the peer's current session and sends it `via` at
+    /// once: control frames, which never wait in the QoS scheduler (data
+    /// goes through `send_ip` and the `qos` submodule).
     fn send_frame(&mut self, now: Instant, peer: usize, frame: Frame<'_>, via: Via) {
         let Some(buf) = self.seal_frame(now, peer, &frame) else {
             return;
@@ -1437,7 +1446,7 @@ impl Node {
     /// Seals `frame` and sends it straight to `to` (answers to probes).
     fn send_frame_to(&mut self, now: Instant, peer: usize, frame: Frame<'_>, to: SocketAddr) {
         if let Some(buf) = self.seal_frame(now, peer, &frame) {
-            self.queue_transmit(to, buf);
+            self.queue_transmit(now, to, buf);
         }
     }
 
@@ -1452,10 +1461,6 @@ impl Node {
         };
         transport.seal(&mut buf);
         p.last_sent = Some(now);
-        if let Frame::Ip(packet) = frame {
-            p.bytes_out += packet.len() as u64;
-            p.packets_out += 1;
-        }
         Some(buf)
     }
 
@@ -1480,12 +1485,17 @@ impl Node {
         self.tun_out.push_back(buf);
     }
 
-    fn queue_transmit(&mut self, destination: SocketAddr, buf: Vec<u8>) {
+    /// Queues a datagram for the driver. Every datagram passes here, so
+    /// this is where what bypasses the QoS scheduler (control traffic,
+    /// relayed frames) is charged to the egress shapers.
+    fn queue_transmit(&mut self, now: Instant, destination: SocketAddr, buf: Vec<u8>) {
         if self.transmits.len() >= MAX_TRANSMITS {
             self.stats.tx_queue_full += 1;
+            self.qos.booked = None;
             self.return_buffer(buf);
             return;
         }
+        self.qos_charge(now, destination, buf.len());
         self.transmits.push_back((destination, buf));
     }
 

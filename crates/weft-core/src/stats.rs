@@ -117,4 +117,8 @@ counters! {
     mcast_no_members,
     /// IGMP/MLD reports read from the TUN.
     mcast_reports,
+    /// Data packets dropped as they left the QoS scheduler: the peer's
+    /// session had ended while they waited (drops inside the scheduler are
+    /// counted per class by `Node::qos_stats`).
+    tx_qos_no_session,
 }

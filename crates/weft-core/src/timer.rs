@@ -24,4 +24,6 @@ pub enum TimerKind {
     Neighbours,
     /// A multicast membership record is due, or one expires.
     Multicast,
+    /// The egress shapers let queued data leave again (QoS scheduler).
+    Qos,
 }

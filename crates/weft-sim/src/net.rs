@@ -14,6 +14,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use weft_core::dht::DhtConfig;
 use weft_core::mcast::MulticastConfig;
+use weft_core::qos::QosConfig;
 use weft_core::{
     CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, NeighbourConfig, NodeConfig,
     PeerConfig, RoutingConfig, SecretKey, SessionConfig,
@@ -121,6 +122,8 @@ pub struct NodeSpec {
     pub neighbours: NeighbourConfig,
     /// Multicast groups and policy.
     pub multicast: MulticastConfig,
+    /// Traffic classes, classification rules and egress shaping.
+    pub qos: QosConfig,
 }
 
 impl NodeSpec {
@@ -141,6 +144,7 @@ impl NodeSpec {
             bootstrap: Vec::new(),
             neighbours: NeighbourConfig::default(),
             multicast: MulticastConfig::default(),
+            qos: QosConfig::default(),
         }
     }
 
@@ -166,7 +170,7 @@ impl NodeSpec {
             bootstrap: self.bootstrap.clone(),
             neighbours: self.neighbours,
             multicast: self.multicast.clone(),
-            qos: weft_core::qos::QosConfig::default(),
+            qos: self.qos.clone(),
         })
     }
 }
@@ -249,6 +253,8 @@ pub struct MeshBuilder {
     link: Option<LinkConfig>,
     endpoints: Endpoints,
     multicast: MulticastConfig,
+    qos: QosConfig,
+    node_qos: Vec<(usize, QosConfig)>,
 }
 
 impl MeshBuilder {
@@ -262,6 +268,8 @@ impl MeshBuilder {
             link: None,
             endpoints: Endpoints::Everyone,
             multicast: MulticastConfig::default(),
+            qos: QosConfig::default(),
+            node_qos: Vec::new(),
         }
     }
 
@@ -286,6 +294,20 @@ impl MeshBuilder {
     /// Multicast settings for every node.
     pub fn with_multicast(mut self, multicast: MulticastConfig) -> Self {
         self.multicast = multicast;
+        self
+    }
+
+    /// QoS settings (classes, rules, shaping) for every node.
+    pub fn with_qos(mut self, qos: QosConfig) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// QoS settings for mesh node `index` only (`n{index}`), replacing
+    /// those of [`MeshBuilder::with_qos`] for it.
+    pub fn with_node_qos(mut self, index: usize, qos: QosConfig) -> Self {
+        self.node_qos.retain(|(i, _)| *i != index);
+        self.node_qos.push((index, qos));
         self
     }
 
@@ -314,6 +336,11 @@ impl MeshBuilder {
                 spec.session = self.session.clone();
                 spec.routing = self.routing.clone();
                 spec.multicast = self.multicast.clone();
+                spec.qos = self
+                    .node_qos
+                    .iter()
+                    .find(|(index, _)| *index == i)
+                    .map_or_else(|| self.qos.clone(), |(_, qos)| qos.clone());
                 spec
             })
             .collect();

@@ -152,7 +152,7 @@ impl Node {
     /// events. Part of every input's epilogue.
     pub(super) fn drain_dht(&mut self, now: Instant) {
         while let Some((to, datagram)) = self.discovery.dht.poll_transmit() {
-            self.queue_transmit(to, datagram);
+            self.queue_transmit(now, to, datagram);
         }
         while let Some(event) = self.discovery.dht.poll_event() {
             match event {

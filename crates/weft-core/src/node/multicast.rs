@@ -33,6 +33,7 @@ use crate::mcast::{
     DuplicateWindow, GroupReport, MAX_MULTICAST_HOPS, MulticastConfig, TREE_COST_EXPONENT,
     Topology, Tree, build_tree, is_carried, parse_reports, tree_cost,
 };
+use crate::qos::ClassId;
 use crate::wire::{Frame, MembershipRecord, verify_membership};
 
 /// A membership record is re-sent this often.
@@ -326,9 +327,11 @@ impl Node {
         let seq = self.multicast.next_seq;
         self.multicast.next_seq += 1;
         self.stats.mcast_sent += 1;
+        let class = self.classify_multicast(&own, packet);
         for child in self.tree_children(now, own, group, own) {
-            self.send_multicast(now, child, &prefix(&own), seq, 0, packet);
+            self.send_multicast(now, child, class, &prefix(&own), seq, 0, packet);
         }
+        self.qos_drain(now);
         true
     }
 
@@ -390,16 +393,23 @@ impl Node {
             return;
         }
         let me = self.node_id();
+        let class = self.classify_multicast(&origin, packet);
         for child in self.tree_children(now, origin, group, me) {
-            self.send_multicast(now, child, &prefix(&origin), seq, hops + 1, packet);
+            self.send_multicast(now, child, class, &prefix(&origin), seq, hops + 1, packet);
             self.stats.mcast_forwarded += 1;
         }
+        self.qos_drain(now);
     }
 
+    /// Queues a copy for tree neighbour `child` in the QoS scheduler, in
+    /// the packet's `class` (the caller drains the scheduler once all
+    /// copies are queued).
+    #[allow(clippy::too_many_arguments)] // one frame's fields, and where it goes
     fn send_multicast(
         &mut self,
         now: Instant,
         child: NodeId,
+        class: ClassId,
         origin: &[u8; 16],
         seq: u64,
         hops: u8,
@@ -418,10 +428,7 @@ impl Node {
             hops,
             packet,
         };
-        self.peers[peer]
-            .monitor
-            .mark_active(now, &self.routing.config);
-        self.send_frame(now, peer, frame, Via::Direct);
+        self.enqueue_multicast(now, peer, class, &frame);
     }
 
     /// Where `node` forwards packets of (origin, group): its children in the

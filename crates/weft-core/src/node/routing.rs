@@ -318,7 +318,7 @@ impl Node {
                     let config = &self.routing.config;
                     self.peers[peer].monitor.mark_active(now, config);
                 }
-                self.queue_transmit(endpoint, buf);
+                self.queue_transmit(now, endpoint, buf);
             }
             Path::Relayed(hops) => self.wrap_and_send(now, hops.as_slice(), buf),
             Path::None => {
@@ -361,7 +361,7 @@ impl Node {
         };
         let config = &self.routing.config;
         self.peers[first].monitor.mark_active(now, config);
-        self.queue_transmit(endpoint, sealed);
+        self.queue_transmit(now, endpoint, sealed);
     }
 
     /// A relay frame arrived from `from`: deliver its packet here, or pass
@@ -406,7 +406,7 @@ impl Node {
         self.stats.relayed += 1;
         let config = &self.routing.config;
         self.peers[next].monitor.mark_active(now, config);
-        self.queue_transmit(endpoint, sealed);
+        self.queue_transmit(now, endpoint, sealed);
     }
 
     /// Sends a probe to `peer` if one is due, and judges overdue ones.

@@ -38,6 +38,7 @@ pub(crate) use paths::{Graph, LinkQuality, compute_paths};
 pub(crate) use table::RouteTable;
 
 use crate::identity::NodeId;
+use crate::qos::PathMetric;
 
 /// Most intermediate nodes on a path: the default overlay MTU leaves room
 /// for the relay header of this many.
@@ -55,21 +56,16 @@ pub enum Metric {
 impl Metric {
     /// Both metrics, in table order.
     pub const ALL: [Metric; 2] = [Metric::Latency, Metric::Loss];
+}
 
-    /// The metric for an IP packet: DSCP CS1 and AF1x (bulk, scavenger)
-    /// route for loss, everything else for latency.
-    pub fn for_packet(packet: &[u8]) -> Metric {
-        let dscp = match packet.first().map(|b| b >> 4) {
-            Some(4) => packet.get(1).map(|tos| tos >> 2),
-            Some(6) => match (packet.first(), packet.get(1)) {
-                (Some(a), Some(b)) => Some(((a & 0x0f) << 2) | (b >> 6)),
-                _ => None,
-            },
-            _ => None,
-        };
-        match dscp {
-            Some(8 | 10 | 12 | 14) => Metric::Loss,
-            _ => Metric::Latency,
+/// Each traffic class names the metric its paths are optimised for (see
+/// `qos`): latency for realtime and interactive, loss for bulk and
+/// background by default.
+impl From<PathMetric> for Metric {
+    fn from(metric: PathMetric) -> Self {
+        match metric {
+            PathMetric::Latency => Metric::Latency,
+            PathMetric::Loss => Metric::Loss,
         }
     }
 }
