@@ -1,6 +1,8 @@
-//! A minimal HTTP/1.0 client for the API and WebDriver tests: one request
-//! per connection (`Connection: close`, so no chunked bodies), bounded by a
-//! timeout on every read and write, plus a reader of Server-Sent Events.
+//! A minimal HTTP client for the API and WebDriver tests: one HTTP/1.1
+//! request per connection (`Connection: close`; bodies by Content-Length,
+//! chunked, or to the end), bounded by a timeout on every read and write,
+//! plus a reader of Server-Sent Events (HTTP/1.0, so the stream is not
+//! chunked).
 //!
 //! The tests reach daemons in network namespaces by opening the TCP
 //! connection on a thread inside the namespace (`Host::enter`); the socket
@@ -51,35 +53,84 @@ pub(crate) fn request(
 ) -> anyhow::Result<Reply> {
     let body = body.unwrap_or("");
     let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .with_context(|| format!("reading the answer to {method} {path}"))?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("no HTTP header in the answer to {method} {path}: {text:?}");
-    };
+    // Read the header, then the body by Content-Length where there is one
+    // (some servers keep the connection open after an HTTP/1.0 answer),
+    // else to the end.
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let read = reader
+            .read_line(&mut line)
+            .with_context(|| format!("reading the answer to {method} {path}"))?;
+        if read == 0 {
+            bail!("the answer to {method} {path} ended in its header: {head:?}");
+        }
+        if line == "\r\n" || line == "\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
     let status: u16 = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("no status in {head:?}"))?;
-    let content_type = head
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-        .map(|(_, value)| value.trim().to_owned())
-        .unwrap_or_default();
+    let header = |wanted: &str| {
+        head.lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+            .map(|(_, value)| value.trim().to_owned())
+    };
+    let content_type = header("content-type").unwrap_or_default();
+    let mut raw = Vec::new();
+    match header("content-length").and_then(|n| n.parse::<usize>().ok()) {
+        Some(length) => {
+            raw.resize(length, 0);
+            reader
+                .read_exact(&mut raw)
+                .with_context(|| format!("reading the body of {method} {path}"))?;
+        }
+        None => {
+            reader
+                .read_to_end(&mut raw)
+                .with_context(|| format!("reading the body of {method} {path}"))?;
+        }
+    }
+    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        raw = dechunk(&raw).with_context(|| format!("the chunked body of {method} {path}"))?;
+    }
+    let body = String::from_utf8_lossy(&raw).into_owned();
     Ok(Reply {
         status,
         content_type,
-        body: body.to_owned(),
+        body,
     })
+}
+
+/// The body of a `Transfer-Encoding: chunked` answer read to its end.
+fn dechunk(mut raw: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("no chunk size line")?;
+        let size_text = String::from_utf8_lossy(&raw[..end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .with_context(|| format!("bad chunk size {size_text:?}"))?;
+        raw = &raw[end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(raw.get(..size).context("short chunk")?);
+        raw = raw.get(size + 2..).context("no chunk end")?;
+    }
 }
 
 /// One Server-Sent Event.
