@@ -2,9 +2,14 @@
 //!
 //! Builds a [`Testbed`] of N nodes (network namespaces on one bridge, a real
 //! daemon in each), waits for the encrypted sessions, prints one node's
-//! `weft status`, then runs a scenario. `overlay` (the default) pings every
-//! node from every other one over the overlay, IPv4 and IPv6, and prints
-//! the round-trip times as matrices. `failover` cuts the h0–h1 underlay
+//! `weft status` and the URL of the live network map (h0's HTTP API,
+//! relayed to 127.0.0.1 of the root namespace: see `demo/map.rs`), then
+//! runs a scenario. `tour` (the default) runs `overlay`, then `failover`
+//! (3 nodes or more), `multicast` and `qos` (4 or more; qos only where
+//! iperf3 is installed) one after the other, so the map shows the overlay,
+//! a path moving around a cut link and a multicast tree. `overlay` pings
+//! every node from every other one over the overlay, IPv4 and IPv6, and
+//! prints the round-trip times as matrices. `failover` cuts the h0–h1 underlay
 //! path while h0 pings h1 every 10 ms and shows the overlay routing around
 //! it (see `demo/failover.rs`; `--trials N` makes it a benchmark).
 //! `multicast` streams UDP multicast from h0 to ordinary sockets that
@@ -13,6 +18,10 @@
 //! `qos` makes h0's underlay a 20 Mbit/s bottleneck and times a realtime
 //! stream through it under a bulk iperf3 transfer, without and with weft's
 //! QoS, then a capped class (see `demo/qos.rs`; needs iperf3).
+//! After the scenario the overlay stays up for `--duration` seconds, or,
+//! without it, until Ctrl-C when run in a terminal (not at all otherwise,
+//! as in tests and scripts), so the user can keep watching the map; Ctrl-C
+//! in that phase is the normal end (exit 0).
 //! Everything it made is removed before it exits, also on Ctrl-C or
 //! SIGTERM: a signal only sets a flag, and the demo unwinds normally so the
 //! test bed's `Drop` runs. Exit codes: 0 all pairs reached each other (or
@@ -21,6 +30,7 @@
 
 mod discovery;
 mod failover;
+mod map;
 mod multicast;
 mod qos;
 
@@ -44,7 +54,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(2..=16))]
     pub nodes: u16,
     /// What to show.
-    #[arg(long, value_enum, default_value_t = Scenario::Overlay)]
+    #[arg(long, value_enum, default_value_t = Scenario::Tour)]
     pub scenario: Scenario,
     /// failover: how many times to cut and restore the link; with more than
     /// one, a table of outages with the median and worst (0: no cuts, e.g.
@@ -58,11 +68,21 @@ pub struct DemoArgs {
     /// failover: seconds of idle traffic over which the probe cost is measured.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub idle_secs: u64,
+    /// Keep the overlay (and its map) up this many seconds after the
+    /// scenario; default: until Ctrl-C in a terminal, else not at all.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub duration: Option<u64>,
+    /// Port of the network map on 127.0.0.1 (any free port if taken).
+    #[arg(long, default_value_t = 4880)]
+    pub map_port: u16,
 }
 
 /// The scenarios of `weft demo`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
+    /// overlay, then failover, multicast and qos as the node count allows,
+    /// with the live network map.
+    Tour,
     /// Ping every node from every other one, IPv4 and IPv6.
     Overlay,
     /// Cut the h0–h1 link under a 10 ms ping stream and measure the outage.
@@ -97,6 +117,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             "weft demo: the failover scenario needs --nodes 3 or more (a relay besides h0 and h1)"
         );
         return Ok(ExitCode::from(2));
+    }
+    if args.scenario == Scenario::Tour && args.nodes >= 4 {
+        options.extra_config.push_str(multicast::MULTICAST);
     }
     if args.scenario == Scenario::Multicast {
         if args.nodes < 4 {
@@ -175,33 +198,145 @@ fn demo(
     );
     print!("{}", first.status_table()?);
 
-    if args.scenario == Scenario::Failover {
-        let plan = failover::FailoverPlan {
-            trials: args.trials,
-            loss_percent: args.loss_percent,
-            idle: Duration::from_secs(args.idle_secs),
-        };
-        let resumed = failover::run(&testbed, &plan, interrupted)?;
-        println!("tearing down ...");
-        drop(testbed);
-        println!("done: all namespaces, links, daemons and files removed.");
-        return Ok(resumed);
-    }
-    if args.scenario == Scenario::Multicast {
-        let delivered = multicast::run(&testbed, interrupted)?;
-        println!("tearing down ...");
-        drop(testbed);
-        println!("done: all namespaces, links, daemons and files removed.");
-        return Ok(delivered);
-    }
-    if args.scenario == Scenario::Qos {
-        let met = qos::run(&testbed, interrupted)?;
-        println!("tearing down ...");
-        drop(testbed);
-        println!("done: all namespaces, links, daemons and files removed.");
-        return Ok(met);
-    }
+    let proxy = match map::MapProxy::start(first, args.map_port) {
+        Ok(proxy) => {
+            println!(
+                "\nlive network map of the overlay, as {} sees it: open {}",
+                first.name(),
+                proxy.url("")
+            );
+            Some(proxy)
+        }
+        Err(error) => {
+            println!("\n(no network map: {error:#})");
+            None
+        }
+    };
+    let map_url = |query: &str| {
+        proxy
+            .as_ref()
+            .map(|p| format!(" (map: {})", p.url(query)))
+            .unwrap_or_default()
+    };
 
+    let ok = match args.scenario {
+        Scenario::Failover => failover::run(&testbed, &failover_plan(args), interrupted)?,
+        Scenario::Multicast => multicast::run(&testbed, interrupted)?,
+        Scenario::Qos => qos::run(&testbed, interrupted)?,
+        Scenario::Overlay => overlay(&testbed, interrupted)?,
+        Scenario::Tour => {
+            let mut ok = overlay(&testbed, interrupted)?;
+            if n >= 3 {
+                println!(
+                    "\nNext, failover: the h0-h1 link is cut; on the map the link turns grey and the path to h1 moves through another node{}",
+                    map_url("destination=h1")
+                );
+                linger(PAUSE, interrupted);
+                let plan = failover::FailoverPlan {
+                    trials: 1,
+                    ..failover_plan(args)
+                };
+                ok &= failover::run(&testbed, &plan, interrupted)?;
+            }
+            if n >= 4 {
+                println!(
+                    "\nNext, multicast: pick the group 239.1.2.3 on the map to see its tree{}",
+                    map_url("group=239.1.2.3")
+                );
+                linger(PAUSE, interrupted);
+                ok &= multicast::run(&testbed, interrupted)?;
+                if crate::testbed::have_iperf3() {
+                    println!("\nNext, QoS{}", map_url(""));
+                    linger(PAUSE, interrupted);
+                    ok &= qos::run(&testbed, interrupted)?;
+                } else {
+                    println!(
+                        "\n(the QoS scenario needs iperf3: apt-get install iperf3, then weft demo --scenario qos)"
+                    );
+                }
+            }
+            ok
+        }
+        // Returned above, before the sessions are awaited.
+        Scenario::Discovery => bail!("the discovery scenario runs on its own"),
+    };
+    if let Some(proxy) = &proxy {
+        keep_up(args, proxy, interrupted);
+    }
+    drop(proxy);
+    println!("tearing down ...");
+    drop(testbed);
+    println!("done: all namespaces, links, daemons and files removed.");
+    Ok(ok)
+}
+
+/// Pause before a tour step when someone watches (a terminal), so the map
+/// can be opened; none in scripts and tests.
+const PAUSE: Duration = Duration::from_secs(5);
+
+fn failover_plan(args: &DemoArgs) -> failover::FailoverPlan {
+    failover::FailoverPlan {
+        trials: args.trials,
+        loss_percent: args.loss_percent,
+        idle: Duration::from_secs(args.idle_secs),
+    }
+}
+
+/// Whether a person is watching: stdin and stdout are terminals.
+fn interactive() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
+}
+
+/// Waits `pause` if interactive, or until interrupted.
+fn linger(pause: Duration, interrupted: &AtomicBool) {
+    if interactive() {
+        wait(Some(pause), interrupted);
+    }
+}
+
+/// Sleeps in short steps until `limit` (`None`: forever) or a signal.
+fn wait(limit: Option<Duration>, interrupted: &AtomicBool) {
+    #[allow(clippy::disallowed_methods)] // the demo's own wall clock
+    let start = std::time::Instant::now();
+    while !interrupted.load(Ordering::Relaxed) && limit.is_none_or(|l| start.elapsed() < l) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Keeps the overlay up for the user (see the module doc); a Ctrl-C here
+/// is the normal end, not an interruption.
+#[allow(clippy::print_stdout)] // a CLI command: stdout is its output
+fn keep_up(args: &DemoArgs, proxy: &map::MapProxy, interrupted: &AtomicBool) {
+    let limit = match args.duration {
+        Some(0) => return,
+        Some(secs) => Some(Duration::from_secs(secs)),
+        None if interactive() => None,
+        None => return,
+    };
+    if interrupted.load(Ordering::Relaxed) {
+        return;
+    }
+    match limit {
+        Some(limit) => println!(
+            "\nthe overlay stays up for {} s; the map: {}",
+            limit.as_secs(),
+            proxy.url("")
+        ),
+        None => println!(
+            "\nthe overlay stays up until Ctrl-C; the map: {}\n(pick a destination for its path, a group for its tree)",
+            proxy.url("")
+        ),
+    }
+    wait(limit, interrupted);
+    interrupted.store(false, Ordering::Relaxed);
+}
+
+/// The overlay scenario: ping matrices over IPv4 and IPv6; whether every
+/// pair replied.
+#[allow(clippy::print_stdout)] // a CLI command: stdout is its output
+fn overlay(testbed: &Testbed, interrupted: &AtomicBool) -> anyhow::Result<bool> {
+    let n = testbed.hosts().len();
     let names: Vec<String> = testbed
         .hosts()
         .iter()
@@ -223,24 +358,21 @@ fn demo(
             bail!("interrupted");
         }
         println!("\n{family} overlay ping, round-trip time in ms (row pings column):");
-        let matrix = ping_matrix(&testbed, targets)?;
+        let matrix = ping_matrix(testbed, targets)?;
         print!("{}", render_matrix(&names, targets, &matrix));
         all_ok &= every_pair_replied(&matrix);
     }
 
     println!("{}", explanation(n));
     if all_ok {
-        println!("every node reached every other one over the overlay. Tearing down ...");
+        println!("every node reached every other one over the overlay.");
     } else {
         println!(
-            "some pairs could not reach each other (marked FAIL). Logs were in {}",
+            "some pairs could not reach each other (marked FAIL). Logs are in {}",
             testbed.dir().display()
         );
         println!("{}", testbed.log_tails());
-        println!("tearing down ...");
     }
-    drop(testbed);
-    println!("done: all namespaces, links, daemons and files removed.");
     Ok(all_ok)
 }
 
