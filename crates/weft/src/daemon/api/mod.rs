@@ -199,7 +199,17 @@ fn listener(config: &ApiSection) -> anyhow::Result<tokio::net::TcpListener> {
                 .trim()
                 .parse()
                 .with_context(|| format!("{API_FD_ENV}={text} is not a file descriptor"))?;
-            inherited_listener(fd)?
+            let listener = inherited_listener(fd)?;
+            // Read once: the daemon's children (resolvectl) must not think
+            // they own the socket.
+            #[allow(unsafe_code)]
+            // SAFETY: no other thread reads the environment now: the
+            // daemon's runtime is single-threaded and this runs before any
+            // task that could spawn processes.
+            unsafe {
+                std::env::remove_var(API_FD_ENV);
+            }
+            listener
         }
         Err(_) => std::net::TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {} (api.listen)", config.listen))?,
@@ -243,11 +253,13 @@ fn inherited_listener(fd: i32) -> anyhow::Result<std::net::TcpListener> {
     // (the variable's contract) and is an open listening socket (checked
     // above); nothing else in the daemon owns it, so owning it here is sound.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // The variable is read once; a child process must not think it owns it.
-    // SAFETY: removing an environment variable while no other thread reads
-    // the environment: the daemon's runtime is single-threaded and this
-    // runs on it before any task that could spawn processes.
-    unsafe { std::env::remove_var(API_FD_ENV) };
+    // It was inherited, so it is not close-on-exec; the daemon's own
+    // children must not inherit it in turn.
+    nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .with_context(|| format!("{API_FD_ENV}={fd}: cannot set close-on-exec"))?;
     Ok(std::net::TcpListener::from(owned))
 }
 
@@ -566,9 +578,9 @@ async fn events_stream(
                     .event(event.kind)
                     .data(data)
             }
-            Err(broadcast::error::RecvError::Lagged(missed)) => SseEvent::default()
-                .event("lagged")
-                .data(missed.to_string()),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                SseEvent::default().event("lagged").data(missed.to_string())
+            }
             Err(broadcast::error::RecvError::Closed) => return None,
         };
         Some((Ok(sse), receiver))
@@ -579,6 +591,23 @@ async fn events_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inherited_listening_socket_is_taken_and_anything_else_refused() {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let taken = inherited_listener(listener.into_raw_fd()).unwrap();
+        assert_eq!(taken.local_addr().unwrap(), address);
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let error = inherited_listener(file.as_raw_fd()).unwrap_err();
+        assert!(
+            error.to_string().contains("not an open, listening socket"),
+            "{error}"
+        );
+        let unbound = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(inherited_listener(unbound.as_raw_fd()).is_err());
+    }
 
     #[test]
     fn every_route_is_in_the_openapi_description() {
