@@ -233,12 +233,23 @@ fn api_answers_agrees_with_the_cli_and_streams_a_cut() {
     assert_eq!(tree["source"], "h1");
     assert_eq!(get(h0, "/api/v1/groups/198.19.0.1/tree").status, 400);
 
-    // QoS: the four default classes.
+    // QoS: `weft qos --json`'s object (counters move between the calls;
+    // the classes and settings do not): the four default classes.
     let qos = get_json(h0, "/api/v1/qos");
+    let cli_qos = h0
+        .request(&serde_json::json!({ "command": "qos" }))
+        .unwrap();
     assert_eq!(
         names(&qos["classes"], "name"),
         ["background", "bulk", "interactive", "realtime"]
     );
+    assert_eq!(
+        names(&qos["classes"], "name"),
+        names(&cli_qos["qos"]["classes"], "name")
+    );
+    for key in ["uplink_bps", "default_class", "rules"] {
+        assert_eq!(qos[key], cli_qos["qos"][key], "{key}");
+    }
 
     // Lookup of a known node.
     let lookup = get_json(h0, "/api/v1/lookup/h2");

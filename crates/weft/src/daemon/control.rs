@@ -111,8 +111,8 @@ pub(super) enum Command {
     },
     /// Every node and link this node knows, for the network map.
     Topology,
-    /// Status and QoS stats of one instant (the HTTP API's `/metrics` and
-    /// `/api/v1/qos`; not offered on the socket).
+    /// Status and QoS stats of one instant (the HTTP API's `/metrics`;
+    /// not offered on the socket).
     Snapshot,
 }
 

@@ -64,7 +64,7 @@ const MAP_JS: &str = include_str!("../../../web/map.js");
 const MAP_CSS: &str = include_str!("../../../web/map.css");
 const OPENAPI: &str = include_str!("../../../../../docs/openapi.yaml");
 
-/// What `/metrics` and `/api/v1/qos` are built from: one instant's status
+/// What `/metrics` is built from: one instant's status
 /// and QoS stats.
 pub(super) struct Snapshot {
     pub(super) status: NodeStatus,
@@ -342,6 +342,7 @@ fn answer(response: Response) -> HttpResponse {
         Response::Groups(groups) => json(&groups),
         Response::Tree(tree) => json(&tree),
         Response::Topology(topology) => json(&topology),
+        Response::Qos(qos) => json(&qos),
         Response::Lookup(lookup) => match &lookup.error {
             None => json(&lookup),
             Some(message) => (
@@ -494,54 +495,9 @@ async fn snapshot(state: &AppState) -> Result<Box<Snapshot>, HttpResponse> {
     }
 }
 
+/// `weft qos --json`'s object.
 async fn qos(State(state): State<AppState>) -> HttpResponse {
-    match snapshot(&state).await {
-        Ok(snapshot) => json(&qos_json(&snapshot.qos)),
-        Err(response) => response,
-    }
-}
-
-/// The QoS stats as JSON: the uplink, then per class and per peer.
-fn qos_json(qos: &QosStats) -> serde_json::Value {
-    let us_to_ms = |d: Duration| d.as_secs_f64() * 1e3;
-    serde_json::json!({
-        "uplink_bps": qos.uplink_bps,
-        "rate_bps": qos.rate_bps,
-        "depth_packets": qos.depth_packets,
-        "depth_bytes": qos.depth_bytes,
-        "dropped_unknown": qos.dropped_unknown,
-        "classes": qos.classes.iter().map(|c| serde_json::json!({
-            "name": c.name,
-            "priority": format!("{:?}", c.priority).to_lowercase(),
-            "weight": c.weight,
-            "rate_limit_bps": c.rate_limit_bps,
-            "rate_bps": c.rate_bps,
-            "queued_packets": c.depth_packets,
-            "queued_bytes": c.depth_bytes,
-            "enqueued_packets": c.enqueued_packets,
-            "enqueued_bytes": c.enqueued_bytes,
-            "sent_packets": c.sent_packets,
-            "sent_bytes": c.sent_bytes,
-            "dropped_full_packets": c.dropped_full_packets,
-            "dropped_full_bytes": c.dropped_full_bytes,
-            "dropped_aqm_packets": c.dropped_aqm_packets,
-            "dropped_aqm_bytes": c.dropped_aqm_bytes,
-            "sojourn_last_ms": us_to_ms(c.sojourn_last),
-            "sojourn_avg_ms": us_to_ms(c.sojourn_avg),
-            "aqm_dropping": c.aqm_dropping,
-        })).collect::<Vec<_>>(),
-        "peers": qos.peers.iter().map(|p| serde_json::json!({
-            "name": p.name,
-            "rate_limit_bps": p.rate_limit_bps,
-            "rate_bps": p.rate_bps,
-            "sent_packets": p.sent_packets,
-            "sent_bytes": p.sent_bytes,
-            "dropped_packets": p.dropped_packets,
-            "dropped_bytes": p.dropped_bytes,
-            "queued_packets": p.depth_packets,
-            "queued_bytes": p.depth_bytes,
-        })).collect::<Vec<_>>(),
-    })
+    command(&state, Command::Qos).await
 }
 
 async fn metrics_text(State(state): State<AppState>) -> HttpResponse {
