@@ -189,5 +189,8 @@ fn no_tree_with_stress_two_beats_the_stress_two_bound() {
             }
         }
     }
-    assert!(checked >= 20, "only {checked} trees with stress ≤ 2 checked");
+    assert!(
+        checked >= 20,
+        "only {checked} trees with stress ≤ 2 checked"
+    );
 }

@@ -187,6 +187,68 @@ fn a_cut_tree_link_is_repaired_within_a_second() {
 }
 
 #[test]
+fn a_crashed_forwarder_is_routed_around_within_a_second() {
+    let mut sim = new_sim(83);
+    let hosts = mesh(&mut sim, 10, 2);
+    converge(&mut sim, &hosts, secs(10));
+    let source = hosts[0];
+    for &m in &hosts[1..] {
+        join(&mut sim, m, IpAddr::V4(GROUP)).unwrap();
+    }
+    sim.run_for(secs(1));
+    let tree = tree_from(&mut sim, source);
+    // A forwarder: a node with children of its own (fan-out 2 and nine
+    // members make some).
+    let (_, forwarder) = tree
+        .edges
+        .iter()
+        .find(|(_, c)| tree.edges.iter().any(|(p, _)| p == c))
+        .unwrap()
+        .clone();
+    let crashed = *hosts.iter().find(|&&h| sim.name(h) == forwarder).unwrap();
+    let start = stream(&mut sim, source, 500, ms(10));
+    sim.run_until(start + secs(1));
+    let crash_at = sim.elapsed();
+    sim.crash(crashed).unwrap();
+    // Its tree parent, sending to it, reports the link down after the
+    // 150 ms link timeout and three unanswered 40 ms probes. From then on
+    // the crashed node forwards for nobody: it is suspect (leaf-only),
+    // although its links to the idle other ends are still advertised, so
+    // no second parent has to find it dead too.
+    sim.run_until(crash_at + ms(350));
+    let tree = tree_from(&mut sim, source);
+    assert!(
+        !tree.edges.iter().any(|(p, _)| *p == forwarder),
+        "{forwarder} still forwards: {tree:?}"
+    );
+    sim.run_until(start + secs(6));
+    for &m in hosts[1..].iter().filter(|&&h| h != crashed) {
+        let got = received(&sim, m);
+        let mut seqs: Vec<u32> = got.iter().map(|(s, _)| *s).collect();
+        let before = seqs.len();
+        seqs.dedup();
+        assert_eq!(seqs.len(), before, "{}: no duplicates", sim.name(m));
+        let arrivals: Vec<Duration> = got.iter().map(|(_, at)| *at).collect();
+        let gap = arrivals
+            .windows(2)
+            .filter(|w| w[1] > crash_at)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        assert!(
+            gap < secs(1),
+            "{}: delivery stopped for {gap:?}",
+            sim.name(m)
+        );
+        assert!(
+            seqs.last().is_some_and(|&s| s >= 490),
+            "{}: delivery resumed to the end",
+            sim.name(m)
+        );
+    }
+}
+
+#[test]
 fn leaving_stops_delivery_and_bad_groups_are_refused() {
     let mut sim = new_sim(83);
     let hosts = mesh(&mut sim, 4, 8);

@@ -19,8 +19,10 @@
 //!    children that remain after pruning.
 //!    Throughout, a node at depth [`MAX_TREE_DEPTH`] (the most overlay
 //!    hops a multicast frame may cross) takes no children: a member below
-//!    it would never receive. The relaxation prefers parents that are only
-//!    full to parents that are also too deep.
+//!    it would never receive; nor does a node marked leaf-only
+//!    ([`Topology::set_leaf_only`]: probably gone). The relaxation prefers
+//!    parents that are only full to parents that are too deep or
+//!    leaf-only.
 //! 3. The growth stops once every member is attached (later nodes could
 //!    only hang below them and would be pruned), and the tree is pruned to
 //!    the branches that lead to members.
@@ -85,6 +87,8 @@ pub struct Topology {
     links: Vec<Vec<(usize, u64)>>,
     /// Incoming links per node index: (origin index, cost).
     incoming: Vec<Vec<(usize, u64)>>,
+    /// Nodes that may only be leaves (see [`Topology::set_leaf_only`]).
+    leaf_only: Vec<bool>,
 }
 
 impl Topology {
@@ -96,6 +100,19 @@ impl Topology {
     /// Adds a node without links (a no-op if it is known).
     pub fn add_node(&mut self, id: NodeId) {
         self.node(id);
+    }
+
+    /// Lets `id` be a leaf of trees but not a forwarder, unless no other
+    /// way reaches a member: for a node that is probably gone (a neighbour
+    /// reported its link down), so that no member waits behind it.
+    pub fn set_leaf_only(&mut self, id: NodeId) {
+        let i = self.node(id);
+        self.leaf_only[i] = true;
+    }
+
+    /// Whether `id` was marked with [`Topology::set_leaf_only`].
+    pub fn is_leaf_only(&self, id: &NodeId) -> bool {
+        self.index.get(id).is_some_and(|&i| self.leaf_only[i])
     }
 
     /// Adds the link between `a` and `b` in both directions with `cost`,
@@ -212,6 +229,7 @@ impl Topology {
         self.ids.push(id);
         self.links.push(Vec::new());
         self.incoming.push(Vec::new());
+        self.leaf_only.push(false);
         i
     }
 }
@@ -364,7 +382,8 @@ struct Growth<'a> {
     /// Candidates whose parent was full when they came up: the ones the
     /// relaxation chooses from first.
     blocked: BinaryHeap<Candidate>,
-    /// Candidates whose parent sits at [`MAX_TREE_DEPTH`]: the last resort.
+    /// Candidates whose parent sits at [`MAX_TREE_DEPTH`] or is leaf-only:
+    /// the last resort.
     too_deep: BinaryHeap<Candidate>,
     /// Attachment order (parents before children).
     order: Vec<usize>,
@@ -431,7 +450,7 @@ impl<'a> Growth<'a> {
                 self.attach(v, u, d);
                 continue;
             }
-            if self.depth[u] >= MAX_TREE_DEPTH {
+            if self.depth[u] >= MAX_TREE_DEPTH || self.topology.leaf_only[u] {
                 self.too_deep.push(candidate);
             } else {
                 self.blocked.push(candidate);
@@ -468,7 +487,9 @@ impl<'a> Growth<'a> {
 
     /// Whether tree node `u` may take another child under the bounds.
     fn has_room(&self, u: usize) -> bool {
-        self.child_count[u] < self.fanout && self.depth[u] < MAX_TREE_DEPTH
+        self.child_count[u] < self.fanout
+            && self.depth[u] < MAX_TREE_DEPTH
+            && !self.topology.leaf_only[u]
     }
 
     /// `v`'s best parent filled up: offer its best parent with room.
@@ -701,6 +722,30 @@ mod tests {
     }
 
     #[test]
+    fn a_leaf_only_node_forwards_only_when_nothing_else_reaches() {
+        // 0 - 1 - 2 cheap, 0 - 2 dear; 1 - 3 the only way to 3.
+        let mut t = Topology::new();
+        t.add_link(id(0), id(1), 1_000);
+        t.add_link(id(1), id(2), 1_000);
+        t.add_link(id(0), id(2), 10_000);
+        let tree = build_tree(&t, id(0), &set(&[1, 2]), 8);
+        assert_eq!(tree.parent(&id(2)), Some(id(1)));
+        t.set_leaf_only(id(1));
+        assert!(t.is_leaf_only(&id(1)) && !t.is_leaf_only(&id(2)));
+        let tree = build_tree(&t, id(0), &set(&[1, 2]), 8);
+        assert_eq!(
+            tree.parent(&id(2)),
+            Some(id(0)),
+            "around the leaf-only node"
+        );
+        assert_eq!(tree.parent(&id(1)), Some(id(0)), "still a leaf");
+        t.add_link(id(1), id(3), 1_000);
+        let tree = build_tree(&t, id(0), &set(&[2, 3]), 8);
+        assert_eq!(tree.parent(&id(3)), Some(id(1)), "the only way");
+        assert_eq!(tree.parent(&id(2)), Some(id(0)));
+    }
+
+    #[test]
     fn tree_cost_rounds_then_raises() {
         assert_eq!(tree_cost(0, 1.0), COST_FLOOR_US);
         assert_eq!(tree_cost(500, 1.0), 500);
@@ -779,7 +824,7 @@ mod tests {
             if g.in_tree[v] {
                 continue;
             }
-            if !relaxed && g.depth[u] >= MAX_TREE_DEPTH {
+            if !relaxed && (g.depth[u] >= MAX_TREE_DEPTH || t.leaf_only[u]) {
                 g.too_deep.push(candidate);
                 continue;
             }
@@ -929,8 +974,13 @@ mod tests {
             member_bits in any::<u64>(),
             source in 0u16..40,
             fanout in 0usize..5,
+            leaf_bits in any::<u64>(),
         ) {
-            let t = topology(&links);
+            let mut t = topology(&links);
+            // About one node in eight leaf-only.
+            for i in (0..n).filter(|i| leaf_bits >> (i % 64) & 1 == 1 && i % 4 == 0) {
+                t.set_leaf_only(id(i));
+            }
             let source = id(source % n);
             let members: BTreeSet<NodeId> =
                 (0..n).filter(|i| member_bits >> (i % 64) & 1 == 1).map(id).collect();

@@ -51,6 +51,14 @@ const MAX_TREES: usize = 1024;
 /// until they have, a member could be nobody's child. The duplicate
 /// window drops the extra copies.
 const GRACE: Duration = Duration::from_secs(1);
+/// How long a node stays leaf-only after a neighbour reported a link to it
+/// down (unless it speaks first): long enough for its other neighbours,
+/// probing idle links every second, to report theirs (about 3 s), after
+/// which no link of a dead node is left in the graph.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
+/// Suspects held at most (a bound on memory against a flood of
+/// withdrawals; beyond it, nodes are not suspected).
+const MAX_SUSPECTS: usize = 4096;
 /// Replaced trees kept per (source, group) within the grace time.
 const MAX_PREVIOUS: usize = 8;
 
@@ -121,6 +129,10 @@ pub(super) struct MulticastState {
     /// The topology the trees were built on (rebuilt when link state
     /// changes).
     topology: Option<Topology>,
+    /// Nodes that a neighbour of theirs reported a link to as down since
+    /// their own last record, until when: probably gone, so they forward in
+    /// no tree (leaf-only) meanwhile. See [`SUSPECT_FOR`].
+    suspects: BTreeMap<NodeId, Instant>,
     due: Option<Instant>,
     last: Option<Instant>,
 }
@@ -139,8 +151,30 @@ impl MulticastState {
             trees: BTreeMap::new(),
             previous: BTreeMap::new(),
             topology: None,
+            suspects: BTreeMap::new(),
             due: None,
             last: None,
+        }
+    }
+
+    /// `origin` issued a new link-state record, without links to
+    /// `withdrawn` that its previous record had (`own`: this node's id,
+    /// never its own suspect).
+    pub(super) fn links_withdrawn(
+        &mut self,
+        now: Instant,
+        own: NodeId,
+        origin: NodeId,
+        withdrawn: impl IntoIterator<Item = NodeId>,
+    ) {
+        let mut changed = self.suspects.remove(&origin).is_some();
+        for gone in withdrawn {
+            if gone != own && gone != origin && self.suspects.len() < MAX_SUSPECTS {
+                changed |= self.suspects.insert(gone, now + SUSPECT_FOR).is_none();
+            }
+        }
+        if changed {
+            self.topology_changed(now);
         }
     }
 
@@ -172,7 +206,11 @@ impl MulticastState {
     pub(super) fn deadline(&self) -> Option<Instant> {
         let refresh = self.last.map(|l| l + REFRESH);
         let expiry = self.records.values().map(|m| m.received + LIFETIME).min();
-        [self.due, refresh, expiry].into_iter().flatten().min()
+        let suspicion = self.suspects.values().min().copied();
+        [self.due, refresh, expiry, suspicion]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -517,6 +555,11 @@ impl Node {
                 topology.add_link(a, b, tree_cost(cost.max(back), TREE_COST_EXPONENT));
             }
         }
+        for suspect in self.multicast.suspects.keys() {
+            if topology.contains(suspect) {
+                topology.set_leaf_only(*suspect);
+            }
+        }
         topology
     }
 
@@ -539,6 +582,11 @@ impl Node {
 
     /// Multicast timers: advertise, refresh, expire.
     pub(super) fn multicast_timers(&mut self, now: Instant) {
+        let before = self.multicast.suspects.len();
+        self.multicast.suspects.retain(|_, until| *until > now);
+        if self.multicast.suspects.len() != before {
+            self.multicast.topology_changed(now);
+        }
         let expired: Vec<NodeId> = self
             .multicast
             .records

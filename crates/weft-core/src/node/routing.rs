@@ -589,7 +589,16 @@ impl Node {
         );
         let signature = self.secret.sign(&record);
         record.extend_from_slice(&signature);
+        let withdrawn: Vec<NodeId> = self
+            .routing
+            .advertised
+            .keys()
+            .filter(|id| !advertised.contains_key(*id))
+            .copied()
+            .collect();
         self.routing.advertised = advertised;
+        let own = self.node_id();
+        self.multicast.links_withdrawn(now, own, own, withdrawn);
         self.multicast.topology_changed(now);
         self.routing.last_lsa = Some(now);
         self.routing.lsa_due = None;
@@ -662,9 +671,28 @@ impl Node {
             return;
         }
         let certificate = verified.certificate.clone();
+        let before: Vec<[u8; 16]> = self
+            .routing
+            .lsdb
+            .get(&origin)
+            .map(|r| r.links.iter().map(|l| l.neighbour).collect())
+            .unwrap_or_default();
         if !self.routing.lsdb.insert(now, verified, record) {
             return;
         }
+        // Links the origin no longer lists: their other ends are suspect
+        // (a neighbour saw them go) until they speak, and the origin is
+        // alive.
+        let withdrawn: Vec<NodeId> = match self.routing.lsdb.get(&origin) {
+            Some(r) => before
+                .iter()
+                .filter(|p| !r.links.iter().any(|l| l.neighbour == **p))
+                .filter_map(|p| self.routing.by_prefix.get(p).copied())
+                .collect(),
+            None => Vec::new(),
+        };
+        let own = self.node_id();
+        self.multicast.links_withdrawn(now, own, origin, withdrawn);
         self.stats.lsa_received += 1;
         self.routing.by_prefix.insert(prefix(&origin), origin);
         // A member learnt from its record becomes a peer reachable through

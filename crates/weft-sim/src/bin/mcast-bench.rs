@@ -363,7 +363,7 @@ fn json(
         let rebuilt: Vec<f64> = r.trials.iter().map(|t| t.failure.rebuilt.ratio()).collect();
         let _ = write!(
             s,
-            "\"min_delivery\":{:.4},\"duplicates\":{},\"max_children\":{},\"max_depth\":{},\"failure\":{{\"old_tree_delivery_mean\":{:.4},\"old_tree_delivery_min\":{:.4},\"rebuilt_delivery_min\":{:.4},\"cut_off_members\":{},\"recovery_ms_median\":{:.1},\"recovery_ms_p95\":{:.1},\"recovery_ms_max\":{:.1},\"recovery_node_report_ms_median\":{:.1},\"recovery_node_report_ms_max\":{:.1}}},\"build_tree_ms\":{:.4},\"digest\":\"{:016x}\"}}",
+            "\"min_delivery\":{:.4},\"duplicates\":{},\"max_children\":{},\"max_depth\":{},\"failure\":{{\"old_tree_delivery_mean\":{:.4},\"old_tree_delivery_min\":{:.4},\"rebuilt_delivery_min\":{:.4},\"cut_off_members\":{},\"recovery_ms_median\":{:.1},\"recovery_ms_p95\":{:.1},\"recovery_ms_max\":{:.1},\"recovery_links_only_ms_median\":{:.1},\"recovery_links_only_ms_max\":{:.1}}},\"build_tree_ms\":{:.4},\"digest\":\"{:016x}\"}}",
             r.min_delivery(),
             r.duplicates(),
             r.max_children(),
@@ -371,12 +371,12 @@ fn json(
             old.iter().sum::<f64>() / old.len().max(1) as f64,
             old.iter().copied().fold(1.0, f64::min),
             rebuilt.iter().copied().fold(1.0, f64::min),
-            per_link.len(),
-            median(&per_link),
-            p95(&per_link),
-            per_link.iter().copied().fold(0.0, f64::max),
+            parent.len(),
             median(&parent),
+            p95(&parent),
             parent.iter().copied().fold(0.0, f64::max),
+            median(&per_link),
+            per_link.iter().copied().fold(0.0, f64::max),
             t.as_secs_f64() * 1e3,
             r.digest(),
         );

@@ -134,7 +134,7 @@ pub struct MemberOutage {
     pub gap: Duration,
     /// Datagrams it never got.
     pub lost: usize,
-    /// The derived model's recovery time for it (`per_link_ms`), replayed
+    /// The derived model's recovery time for it (`node_report_ms`: weft's rule), replayed
     /// from the node's tree with the underlay's RTTs.
     pub model_ms: Option<f64>,
 }
@@ -368,7 +368,7 @@ fn one_run(
                 name: sim.name(host).to_owned(),
                 gap,
                 lost: count_packets as usize - seqs.len(),
-                model_ms: model_iter.next().map(|r| r.per_link_ms),
+                model_ms: model_iter.next().map(|r| r.node_report_ms),
             });
         } else {
             uncut_max_gap = uncut_max_gap.max(gap);

@@ -20,7 +20,10 @@
 //!   link is in the trees' graph while both ends advertise it, so `F`'s
 //!   link to `X` leaves everyone's graph when `X` declares it down and
 //!   floods that (`F`'s own record lingers until it expires). `F` stays a
-//!   member meanwhile (so do its membership records).
+//!   member meanwhile (so do its membership records). And since the first
+//!   such report, `F` is suspect: a leaf at most, never a forwarder, until
+//!   it speaks again (weft's rule; modelled as `F` leaving the graph at the
+//!   first report, which gives the cut-off members the same repair).
 //! - **Repair**: withdrawals are taken in time order; after each the tree is
 //!   rebuilt with `build_tree` on the graph without the links withdrawn so
 //!   far. A node that becomes the tree parent of a failed node starts
@@ -34,10 +37,11 @@
 //!   together and judged at the last of them, with the flood from the
 //!   farthest of their nodes: the times are upper bounds, that much late.
 //!
-//! Two figures per cut-off member ([`Recovery`]): `per_link_ms` as above
-//! (weft's rule), and `node_report_ms`, the same with a failed node dropped
-//! from the graph entirely at the first report of any of its links: what a
-//! node-level "down" report would give.
+//! Two figures per cut-off member ([`Recovery`]): `node_report_ms`, a
+//! failed node out of every tree's interior at the first report of any of
+//! its links (weft's rule), and `per_link_ms`, with only the reported links
+//! leaving the graph (weft's rule before the suspect rule: a failed node
+//! could still be chosen as a forwarder over links not yet reported).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -54,11 +58,11 @@ use super::overlay::Group;
 /// module `recovery`).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Recovery {
-    /// Links leave the graph as their live ends detect the failure (weft's
-    /// rule: a link counts while both ends advertise it).
+    /// Only links leave the graph, as their live ends detect the failure
+    /// (the rule before suspects).
     pub per_link_ms: f64,
-    /// A failed node leaves the graph at the first report of any of its
-    /// links (a proposed node-level report).
+    /// A failed node forwards in no tree from the first report of any of
+    /// its links (weft's rule: suspects are leaf-only).
     pub node_report_ms: f64,
 }
 
