@@ -56,8 +56,8 @@ pub use mcast::{Arrival, Deliveries, MAGIC, McastReceiver, McastSender, tree_lin
 pub use qos::{
     BULK_PORT, CAPPED_LENGTH, CAPPED_PORT, CapResult, ECHO_PORT, ECHO_TIMEOUT, EchoServer,
     Iperf3Client, Iperf3Options, Iperf3Result, Iperf3Server, QosPhase, QosPlan, QosReport,
-    RealtimeRecord, TOS_EF, TUNNEL_UNDERLAY_OVERHEAD, have_iperf3, qdisc_stats, realtime_stream,
-    run_qos_experiment, underlay_bps,
+    RealtimeOptions, RealtimeRecord, TOS_EF, TUNNEL_UNDERLAY_OVERHEAD, boost_daemon, boost_thread,
+    have_iperf3, qdisc_stats, realtime_stream, run_qos_experiment, underlay_bps,
 };
 pub use relay::{ImpairmentRelay, RELAY_IPV4, relay_address};
 pub use stream::{Outage, PingStream, Probe, REPLY_TIMEOUT, StreamRecord, loss_between, outage};
