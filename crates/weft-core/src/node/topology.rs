@@ -73,6 +73,10 @@ impl Node {
                 advertised: true,
             },
         );
+        // Own links by neighbour: should two peer slots ever hold the same
+        // node (crossed handshakes have been seen to leave a stale one),
+        // the one whose link is up wins.
+        let mut own_links: BTreeMap<NodeId, TopologyLink> = BTreeMap::new();
         let mut links = Vec::new();
         for p in &self.peers {
             let Some(id) = p.node_id else {
@@ -90,16 +94,23 @@ impl Node {
                 advertised: false,
             });
             let health = p.monitor.health();
-            if health != LinkHealth::Unknown {
-                links.push(TopologyLink {
-                    from: own,
-                    to: id,
-                    rtt: p.monitor.rtt(),
-                    loss: p.monitor.loss(),
-                    health,
-                });
+            let better = own_links
+                .get(&id)
+                .is_none_or(|l| l.health != LinkHealth::Up && health == LinkHealth::Up);
+            if health != LinkHealth::Unknown && better {
+                own_links.insert(
+                    id,
+                    TopologyLink {
+                        from: own,
+                        to: id,
+                        rtt: p.monitor.rtt(),
+                        loss: p.monitor.loss(),
+                        health,
+                    },
+                );
             }
         }
+        links.extend(own_links.into_values());
         for (origin, record) in self.routing.lsdb.iter() {
             if record.expires <= now || *origin == own {
                 continue;
