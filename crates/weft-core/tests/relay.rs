@@ -272,3 +272,67 @@ fn pins_send_traffic_through_the_named_node() {
         1
     );
 }
+
+#[test]
+fn topology_lists_every_node_and_link_and_shows_a_cut() {
+    let mut mesh = Mesh::new(3);
+    let start = mesh.now;
+    mesh.run_until(start + ms(3_000));
+    let topology = mesh.nodes[0].topology(mesh.now);
+    let names: Vec<(&str, bool)> = topology
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.this_node))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(names, [("n0", true), ("n1", false), ("n2", false)]);
+    let name_of = |id| {
+        topology
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.name.clone())
+            .unwrap()
+    };
+    let links: BTreeSet<(String, String, LinkHealth)> = topology
+        .links
+        .iter()
+        .map(|l| (name_of(l.from), name_of(l.to), l.health))
+        .collect();
+    let mut expected = BTreeSet::new();
+    for a in ["n0", "n1", "n2"] {
+        for b in ["n0", "n1", "n2"] {
+            if a != b {
+                expected.insert((a.to_owned(), b.to_owned(), LinkHealth::Up));
+            }
+        }
+    }
+    assert_eq!(links, expected);
+    for link in &topology.links {
+        let rtt = link.rtt.unwrap();
+        assert!(rtt >= 2 * LATENCY && rtt < ms(50), "{link:?}");
+    }
+
+    // Cut n0–n1 under traffic from n0: n0's own link shows down, and n1's
+    // record stops listing its link to n0.
+    let cut_at = mesh.now;
+    mesh.set_cut(0, 1, true);
+    let mut sent = 0u32;
+    while mesh.now < cut_at + ms(2_000) {
+        mesh.send(0, 1, &sent.to_be_bytes());
+        sent += 1;
+        let next = mesh.now + ms(10);
+        mesh.run_until(next);
+    }
+    // n1 sends nothing to n0, so it finds the link dead at its idle probe
+    // rate: give it time.
+    let until = mesh.now + ms(10_000);
+    mesh.run_until(until);
+    let topology = mesh.nodes[0].topology(mesh.now);
+    let id = |name: &str| topology.nodes.iter().find(|n| n.name == name).unwrap().id;
+    let (n0, n1) = (id("n0"), id("n1"));
+    let link = |from, to| topology.links.iter().find(|l| l.from == from && l.to == to);
+    assert_eq!(link(n0, n1).map(|l| l.health), Some(LinkHealth::Down));
+    assert!(link(n1, n0).is_none(), "{:?}", link(n1, n0));
+}
