@@ -299,6 +299,11 @@ fn api_answers_agrees_with_the_cli_and_streams_a_cut() {
     assert_eq!(get(h0, "/map.css").status, 200);
     assert!(get(h0, "/openapi.yaml").body.starts_with("openapi: 3"));
     assert_eq!(get(h0, "/api/v1/nothing").status, 404);
+    // A page elsewhere that re-points its name to 127.0.0.1 gets nothing.
+    let stream = h0.enter(|| http::connect(api_address())).unwrap().unwrap();
+    let foreign =
+        http::request_for_host(stream, "evil.example:4880", "GET", "/api/v1/node", None).unwrap();
+    assert_eq!(foreign.status, 403, "{}", foreign.body);
 
     // Recent events include the sessions coming up.
     let recent = get_json(h0, "/api/v1/events/recent");

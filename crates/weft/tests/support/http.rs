@@ -46,14 +46,25 @@ pub(crate) fn connect(address: SocketAddr) -> anyhow::Result<TcpStream> {
 
 /// Sends one request on `stream` and reads the whole answer.
 pub(crate) fn request(
+    stream: TcpStream,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<Reply> {
+    request_for_host(stream, "localhost", method, path, body)
+}
+
+/// [`request`] with another `Host` header.
+pub(crate) fn request_for_host(
     mut stream: TcpStream,
+    host: &str,
     method: &str,
     path: &str,
     body: Option<&str>,
 ) -> anyhow::Result<Reply> {
     let body = body.unwrap_or("");
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;

@@ -160,6 +160,9 @@ impl Drop for ApiServer {
 struct AppState {
     requests: mpsc::Sender<Request>,
     hub: Arc<EventHub>,
+    /// `[api] allow_remote`: without it, only requests naming a loopback
+    /// host are served.
+    allow_remote: bool,
 }
 
 /// Starts the API per `[api]` (or on the socket `WEFT_API_FD` names);
@@ -180,7 +183,11 @@ pub(super) fn start(
         }
     };
     let address = listener.local_addr().ok();
-    let router = router(AppState { requests, hub });
+    let router = router(AppState {
+        requests,
+        hub,
+        allow_remote: config.allow_remote,
+    });
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             warn!(%error, "the HTTP API stopped");
@@ -293,7 +300,49 @@ fn router(state: AppState) -> Router {
     }
     router
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            loopback_hosts_only,
+        ))
         .with_state(state)
+}
+
+/// Refuses requests whose `Host` is not a loopback name or address unless
+/// `allow_remote` is set: a web page the user visits could otherwise read
+/// the API through a name that it re-points to 127.0.0.1 (DNS rebinding).
+/// Requests without `Host` (not from browsers) pass.
+async fn loopback_hosts_only(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> HttpResponse {
+    if !state.allow_remote {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .map(|h| h.to_str().unwrap_or("?"));
+        if let Some(host) = host
+            && !is_loopback_host(host)
+        {
+            return error(
+                StatusCode::FORBIDDEN,
+                "the API answers only requests for a loopback host (127.0.0.1, [::1], localhost); see [api] allow_remote",
+            );
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether a `Host` header names this machine's loopback (any port).
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn error(status: StatusCode, message: &str) -> HttpResponse {
@@ -563,6 +612,28 @@ mod tests {
         );
         let unbound = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert!(inherited_listener(unbound.as_raw_fd()).is_err());
+    }
+
+    #[test]
+    fn only_loopback_hosts_are_local() {
+        for host in [
+            "127.0.0.1:4880",
+            "localhost",
+            "LOCALHOST:80",
+            "[::1]:4880",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example:4880",
+            "198.18.0.1:4880",
+            "[fd77::1]:1",
+            "",
+            "localhost.evil",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 
     #[test]
