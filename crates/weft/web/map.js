@@ -201,6 +201,7 @@
     const links = $("links");
     links.replaceChildren();
     const sorted = [...state.links.entries()].sort((p, q) => (p[0] < q[0] ? -1 : 1));
+    const labels = [];
     for (const [key, link] of sorted) {
       const a = state.nodes.get(link.a);
       const b = state.nodes.get(link.b);
@@ -234,9 +235,11 @@
           class: "link-label",
         });
         label.textContent = link.rtt.toFixed(1) + " ms";
-        links.appendChild(label);
+        labels.push(label);
       }
     }
+    // Labels over every line, so no line hides one.
+    for (const label of labels) links.appendChild(label);
     // Tree edges that are not links this node knows (drawn apart).
     const treeEdges = $("tree-edges");
     treeEdges.replaceChildren();
