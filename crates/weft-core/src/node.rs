@@ -1190,11 +1190,18 @@ impl Node {
         }
         self.install(now, peer, transport);
         // Confirm the session to the responder at once, with data if any
-        // is waiting.
-        if self.peers[peer].queue.is_empty() {
+        // is waiting and the shapers let it go now, else with a keepalive
+        // (which never waits).
+        let waiting = !self.peers[peer].queue.is_empty();
+        if !waiting {
             self.send_frame(now, peer, Frame::Keepalive, Via::Route(Metric::Latency, 0));
         }
+        let sealed = |node: &Self| node.peers[peer].current.as_ref().map(|t| t.sent());
+        let before = sealed(self);
         self.flush_queue(now, peer);
+        if waiting && sealed(self) == before {
+            self.send_frame(now, peer, Frame::Keepalive, Via::Route(Metric::Latency, 0));
+        }
     }
 
     fn on_data(

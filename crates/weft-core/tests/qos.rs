@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::udp_v4;
@@ -22,6 +22,23 @@ const A: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
 
 #[allow(clippy::too_many_arguments)]
+/// A minimal IPv6 UDP packet (checksum left zero).
+fn udp_v6(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let mut p = vec![0u8; 40 + udp_len];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    p[6] = 17;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&src.octets());
+    p[24..40].copy_from_slice(&dst.octets());
+    p[40..42].copy_from_slice(&1000u16.to_be_bytes());
+    p[42..44].copy_from_slice(&2000u16.to_be_bytes());
+    p[44..46].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    p[48..].copy_from_slice(payload);
+    p
+}
+
 fn node(
     ca: &CaSecret,
     seed: u8,
@@ -49,7 +66,7 @@ fn node(
         ca: ca.certificate().clone(),
         peers: vec![PeerConfig {
             name: Some(peer.into()),
-            public_key: None,
+            public_key: Some(SecretKey::from_random([peer_seed(peer); 64]).public()),
             endpoint: Some(peer_addr),
         }],
         session: SessionConfig::default(),
@@ -63,6 +80,11 @@ fn node(
     Node::new(now, Duration::from_secs(UNIX_START), [seed; 32], config).unwrap()
 }
 
+/// The key seed of the node called `name`.
+fn peer_seed(name: &str) -> u8 {
+    if name == "a" { 2 } else { 3 }
+}
+
 /// Two nodes back to back; datagrams cross instantly.
 struct Pair {
     now: Instant,
@@ -74,20 +96,8 @@ struct Pair {
 impl Pair {
     /// `a` runs `qos`, `b` the defaults; sessions are up on return.
     fn new(qos: QosConfig) -> Self {
-        let now = Instant::now();
-        let ca = CaSecret::new([1; 32], "test", UNIX_START - 100, UNIX_START + 86_400).unwrap();
-        let addrs: [SocketAddr; 2] = [
-            "198.18.0.1:4800".parse().unwrap(),
-            "198.18.0.2:4800".parse().unwrap(),
-        ];
-        let a = node(&ca, 2, "a", A, "b", addrs[1], now, qos);
-        let b = node(&ca, 3, "b", B, "a", addrs[0], now, QosConfig::default());
-        let mut pair = Self {
-            now,
-            nodes: [a, b],
-            addrs,
-            delivered: [Vec::new(), Vec::new()],
-        };
+        let mut pair = Self::unstarted(qos);
+        let now = pair.now;
         for n in &mut pair.nodes {
             n.handle_timeout(now);
         }
@@ -96,6 +106,24 @@ impl Pair {
             assert_eq!(n.peers(now)[0].state, SessionState::Established);
         }
         pair
+    }
+
+    /// The two nodes before either has run a timer (no handshake yet).
+    fn unstarted(qos: QosConfig) -> Self {
+        let now = Instant::now();
+        let ca = CaSecret::new([1; 32], "test", UNIX_START - 100, UNIX_START + 86_400).unwrap();
+        let addrs: [SocketAddr; 2] = [
+            "198.18.0.1:4800".parse().unwrap(),
+            "198.18.0.2:4800".parse().unwrap(),
+        ];
+        let a = node(&ca, 2, "a", A, "b", addrs[1], now, qos);
+        let b = node(&ca, 3, "b", B, "a", addrs[0], now, QosConfig::default());
+        Self {
+            now,
+            nodes: [a, b],
+            addrs,
+            delivered: [Vec::new(), Vec::new()],
+        }
     }
 
     /// Delivers every output until both nodes are quiet.
@@ -223,4 +251,27 @@ fn shaped_data_waits_for_the_qos_timer_and_leaves_when_it_fires() {
         waited >= Duration::from_millis(30) && waited <= Duration::from_millis(45),
         "{waited:?}"
     );
+}
+
+#[test]
+fn a_new_session_is_confirmed_at_once_while_its_first_data_waits() {
+    // At 100 kbit/s the handshake init alone puts the uplink in debt for
+    // tens of ms, so the packet that waited for the session waits in the
+    // scheduler too; the responder must not wait for it to learn that the
+    // session is confirmed.
+    let mut pair = Pair::unstarted(QosConfig {
+        uplink_bps: Some(100_000),
+        ..QosConfig::default()
+    });
+    let now = pair.now;
+    let (a6, b6) = (pair.nodes[0].overlay_ipv6(), pair.nodes[1].overlay_ipv6());
+    // Only a calls (b runs no timer, so it starts no handshake of its own).
+    pair.nodes[0].handle_tun_packet(now, &udp_v6(a6, b6, &[1u8; 200]));
+    pair.settle();
+    assert!(
+        pair.delivered[1].is_empty(),
+        "the data waits for the shaper"
+    );
+    assert_eq!(pair.nodes[0].qos_stats(now).depth_packets, 1);
+    assert_eq!(pair.nodes[1].peers(now)[0].state, SessionState::Established);
 }
