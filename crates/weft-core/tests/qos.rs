@@ -21,7 +21,6 @@ const UNIX_START: u64 = 1_800_000_000;
 const A: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 const B: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
 
-#[allow(clippy::too_many_arguments)]
 /// A minimal IPv6 UDP packet (checksum left zero).
 fn udp_v6(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
     let udp_len = 8 + payload.len();
@@ -39,6 +38,7 @@ fn udp_v6(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
     p
 }
 
+#[allow(clippy::too_many_arguments)] // a test fixture spelling out each node's identity
 fn node(
     ca: &CaSecret,
     seed: u8,
