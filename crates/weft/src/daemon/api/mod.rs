@@ -8,16 +8,17 @@
 //! requests the control socket sends (`control::Command`), answered by the
 //! same code, so `weft status` and `/api/v1/node` never disagree. Handlers
 //! never touch the node; each waits at most [`TIMEOUT`] (a lookup
-//! [`LOOKUP_TIMEOUT`]). The API has no authentication: it listens on
-//! loopback unless `[api] allow_remote` says otherwise (checked with the
-//! config). It is read-only.
+//! [`LOOKUP_TIMEOUT`]). It is read-only and has no authentication: it
+//! listens on loopback unless `[api] allow_remote` says otherwise (checked
+//! with the config), and without `allow_remote` it also refuses requests
+//! whose `Host` is not a loopback name (DNS rebinding).
 //!
 //! The listener is `[api] listen`, or, when the environment variable
-//! `WEFT_API_FD` names an inherited file descriptor, that already bound TCP
-//! socket (`weft demo` binds 127.0.0.1:PORT in the root namespace and hands
-//! it to a daemon in a network namespace: sockets keep the namespace they
-//! were made in). A listener that cannot be had is logged and the node
-//! runs without the API.
+//! `WEFT_API_FD` names an inherited file descriptor, that already bound,
+//! listening TCP socket (for a supervisor that binds in one network
+//! namespace and runs the daemon in another: sockets keep the namespace
+//! they were made in). A listener that cannot be had is logged and the
+//! node runs without the API.
 //!
 //! Endpoints (see `docs/openapi.yaml`, which a test keeps in step with
 //! [`routes`]): `/api/v1/node`, `/peers`, `/topology`, `/routes`,
@@ -64,8 +65,7 @@ const MAP_JS: &str = include_str!("../../../web/map.js");
 const MAP_CSS: &str = include_str!("../../../web/map.css");
 const OPENAPI: &str = include_str!("../../../../../docs/openapi.yaml");
 
-/// What `/metrics` is built from: one instant's status
-/// and QoS stats.
+/// What `/metrics` is built from: one instant's status and QoS stats.
 pub(super) struct Snapshot {
     pub(super) status: NodeStatus,
     pub(super) qos: QosStats,
