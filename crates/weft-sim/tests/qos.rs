@@ -16,12 +16,16 @@
 
 mod common;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::{converge, link_event, ms, new_sim, secs};
 use weft_core::qos::{QosConfig, RateLimit, Rule};
 use weft_core::{Event, TUNNEL_OVERHEAD};
-use weft_sim::{FlowId, FlowSpec, HostId, LinkConfig, MeshBuilder, Sim, UNDERLAY_HEADER};
+use weft_sim::{
+    FlowId, FlowSpec, HostId, LinkConfig, MeshBuilder, Sim, UNDERLAY_HEADER, parse_udp, set_dscp,
+    udp_packet,
+};
 
 /// IPv4 and UDP headers of a flow packet (the overlay packet itself).
 const INNER_HEADERS: usize = 20 + 8;
@@ -479,4 +483,95 @@ fn rules_on_the_destination_peer_pick_the_class() {
         node.qos_classify(&packet, None).as_deref(),
         Some("interactive")
     );
+}
+
+#[test]
+fn multicast_copies_are_classified_and_realtime_ones_pass_a_bulk_flood() {
+    // n0 sends an EF stream to a group that n1 and n2 joined, beside a bulk
+    // flood to n1 into its 19 Mbit/s shaper; each copy is queued in the
+    // class of the packet it carries.
+    let group = Ipv4Addr::new(239, 7, 0, 1);
+    let uplink = 19_000_000;
+    let (mut sim, hosts) = mesh(
+        67,
+        3,
+        link_with_bandwidth(20_000_000),
+        QosConfig {
+            uplink_bps: Some(uplink),
+            ..QosConfig::default()
+        },
+    );
+    let (a, b, c) = (hosts[0], hosts[1], hosts[2]);
+    for member in [b, c] {
+        sim.with_node(member, |node, now| node.join_group(now, IpAddr::V4(group)))
+            .expect("member runs")
+            .expect("group joins");
+    }
+    sim.run_for(secs(1));
+    let start = sim.elapsed() + ms(100);
+    let flood_start = start + secs(2);
+    let end = flood_start + secs(6);
+    let interval = ms(20);
+    let count = ((end - start).as_nanos() / interval.as_nanos()) as u32;
+    let source = SocketAddr::new(IpAddr::V4(sim.overlay_ipv4(a).expect("ipv4")), 5004);
+    let destination = SocketAddr::new(IpAddr::V4(group), 5004);
+    for i in 0..count {
+        let payload = format!("mcast {i:06}");
+        let mut packet = udp_packet(source, destination, payload.as_bytes()).expect("builds");
+        set_dscp(&mut packet, EF);
+        sim.schedule_tun(start + interval * i, a, packet);
+    }
+    let bulk_payload = 1200;
+    let bulk = FlowSpec::new(a, b)
+        .with_start(flood_start)
+        .with_interval(interval_for(bulk_payload, 25_000_000))
+        .with_payload(bulk_payload)
+        .with_dscp(AF11)
+        .with_port(6002)
+        .until(end);
+    let bulk = sim.start_flow(&bulk).expect("flow starts");
+    sim.run_until(end + secs(1));
+
+    let delays = |host: HostId, from: Duration, to: Duration| -> Vec<Duration> {
+        sim.tun(host)
+            .iter()
+            .filter_map(|d| {
+                let udp = parse_udp(&d.packet)?;
+                if udp.destination != destination {
+                    return None;
+                }
+                let text = std::str::from_utf8(udp.payload).ok()?;
+                let i: u32 = text.strip_prefix("mcast ")?.parse().ok()?;
+                let sent = start + interval * i;
+                (sent >= from && sent < to).then(|| d.at - sent)
+            })
+            .collect()
+    };
+    for member in [b, c] {
+        let idle = delays(member, start, flood_start);
+        let loaded = delays(member, flood_start + secs(1), end);
+        let all = delays(member, start, end);
+        let (idle_p99, loaded_max) = (percentile(&idle, 0.99), percentile(&loaded, 1.0));
+        println!(
+            "{}: {} of {count} multicast packets; idle p99 {idle_p99:?}, worst under the flood \
+             {loaded_max:?}",
+            sim.name(member),
+            all.len()
+        );
+        assert_eq!(
+            all.len(),
+            count as usize,
+            "a member missed multicast packets"
+        );
+        assert!(
+            loaded_max <= idle_p99 + ms(3),
+            "{loaded_max:?} vs {idle_p99:?}"
+        );
+    }
+    let bulk_rate = arrival_rate(&sim, bulk, bulk_payload, flood_start + secs(1), end);
+    assert!(bulk_rate >= 0.9 * uplink as f64, "bulk {bulk_rate}");
+    // Two copies of every packet in the realtime class, whatever else n0
+    // sent there.
+    assert!(class_stats(&sim, a, "realtime").sent_packets >= 2 * u64::from(count));
+    assert_eq!(sim.stats().timer_stalls, 0);
 }
