@@ -320,3 +320,101 @@ pub(super) fn render(snapshot: &Snapshot, hub: &EventHub) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use weft_core::Event;
+    use weft_core::qos::{QosConfig, Scheduler};
+
+    use super::*;
+    use crate::status::{DhtInfo, NodeStatus, PeerInfo};
+
+    fn peer(name: &str, via: &[&str]) -> PeerInfo {
+        PeerInfo {
+            name: Some(name.into()),
+            node_id: Some("ab".repeat(32)),
+            overlay_ipv6: None,
+            overlay_ipv4: None,
+            endpoint: None,
+            state: "established".into(),
+            rtt_ms: Some(2.5),
+            bytes_in: 10,
+            bytes_out: 20,
+            packets_in: 1,
+            packets_out: 2,
+            last_handshake_secs: Some(1.0),
+            handshakes: 3,
+            link: "up".into(),
+            loss: 0.25,
+            via: via.iter().map(|v| (*v).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_renders_as_prometheus_text_with_every_family() {
+        #[allow(clippy::disallowed_methods)] // any instant will do
+        let now = std::time::Instant::now();
+        let qos = Scheduler::<()>::new(now, &QosConfig::default())
+            .unwrap()
+            .stats(now);
+        let stats: BTreeMap<String, u64> = [
+            ("handshakes_completed", 4),
+            ("handshake_rejected_wrong_ca", 1),
+            ("rx_replayed", 7),
+            ("mcast_delivered", 9),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let status = NodeStatus {
+            name: "a".into(),
+            node_id: "cd".repeat(32),
+            overlay_ipv6: "fd77:6566::1".parse().unwrap(),
+            overlay_ipv4: None,
+            listen: "198.18.0.1:4800".parse().unwrap(),
+            tun: "weft0".into(),
+            mtu: 1340,
+            peers: vec![peer("b", &[]), peer("c", &["b"])],
+            stats,
+            dht: Some(DhtInfo {
+                contacts: 2,
+                lookups_ok: 5,
+                ..DhtInfo::default()
+            }),
+            multicast: None,
+        };
+        let hub = EventHub::new();
+        hub.record(&Event::PathChanged {
+            destination: weft_core::NodeId::from_bytes([3; 32]),
+            name: "c".into(),
+            metric: weft_core::Metric::Latency,
+            from: vec!["c".into()],
+            to: vec!["b".into(), "c".into()],
+        });
+        let text = render(&Snapshot { status, qos }, &hub);
+        for line in [
+            "weft_peer_bytes_total{peer=\"b\",direction=\"in\"} 10",
+            "weft_peer_packets_total{peer=\"c\",direction=\"out\"} 2",
+            "weft_peer_rtt_seconds{peer=\"b\"} 0.0025",
+            "weft_peer_loss_ratio{peer=\"b\"} 0.25",
+            "weft_peer_link_up{peer=\"b\"} 1.0",
+            "weft_peer_path{peer=\"b\",type=\"direct\",via=\"\"} 1.0",
+            "weft_peer_path{peer=\"c\",type=\"relayed\",via=\"b\"} 1.0",
+            "weft_peer_path_changes_total{peer=\"c\",metric=\"latency\"} 1",
+            "weft_peer_handshakes_total{peer=\"b\"} 3",
+            "weft_handshake_rejected_total{reason=\"wrong_ca\"} 1",
+            "weft_drops_total{reason=\"rx_replayed\"} 7",
+            "weft_handshakes_completed_total 4",
+            "weft_mcast_delivered_total 9",
+            "weft_dht_lookups_total{result=\"ok\"} 5",
+            "weft_dht_contacts 2.0",
+            "weft_qos_class_sent_packets_total{class=\"realtime\"} 0",
+            "weft_qos_class_depth_packets{class=\"bulk\"} 0.0",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no '{line}' in:\n{text}");
+        }
+    }
+}
