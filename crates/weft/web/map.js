@@ -445,7 +445,9 @@
         groups.map((g) => g.group),
       );
       await Promise.all([refreshRoute(), refreshTree()]);
-      layout(firstTime ? 300 : 5);
+      // Each step is quadratic in the nodes: bound the work on big maps.
+      const budget = Math.max(1, Math.floor(3e6 / Math.max(1, state.nodes.size) ** 2));
+      layout(Math.min(firstTime ? 300 : 5, budget));
       draw();
       drawPeers();
       state.refreshes += 1;
