@@ -274,3 +274,44 @@ fn a_failed_neighbour_link_is_routed_around_through_the_neighbourhood() {
     let after = report.window(cut_at + secs(1), cut_at + secs(4));
     assert_eq!(after.lost(), 0, "no loss once rerouted");
 }
+
+#[test]
+fn a_peer_configured_by_name_and_found_in_the_dht_has_one_slot() {
+    let mut sim = new_sim(47);
+    let ca = test_ca(1, sim.unix_time()).unwrap();
+    let mut hosts = Vec::new();
+    for i in 0..4 {
+        let mut spec = NodeSpec::new(&sim, &format!("n{i}"), i as u64);
+        spec.ipv4 = Some(mesh_ipv4(i));
+        if i > 0 {
+            spec.bootstrap = vec![sim.address(hosts[0])];
+        }
+        if i == 1 {
+            // Known by name only: it is to call, or the DHT to find it.
+            spec.peers = vec![weft_core::PeerConfig {
+                name: Some("n3".into()),
+                ..weft_core::PeerConfig::default()
+            }];
+        }
+        hosts.push(add_node(&mut sim, &ca, &spec).unwrap());
+    }
+    let established = |sim: &Sim| {
+        let now = sim.now();
+        sim.node(hosts[1]).is_some_and(|n| {
+            n.peers(now).iter().any(|p| {
+                p.name.as_deref() == Some("n3") && p.state == weft_core::SessionState::Established
+            })
+        })
+    };
+    assert!(run_until_checked(&mut sim, secs(30), ms(100), established));
+    sim.run_for(secs(5));
+    let now = sim.now();
+    let entries: Vec<_> = sim
+        .node(hosts[1])
+        .unwrap()
+        .peers(now)
+        .into_iter()
+        .filter(|p| p.name.as_deref() == Some("n3"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+}

@@ -448,17 +448,35 @@ impl Node {
         while d.random.len() > random_budget {
             d.random.pop_last();
         }
-        let endpoints: BTreeMap<NodeId, std::net::SocketAddr> =
-            contacts.iter().map(|c| (c.id, c.endpoint)).collect();
+        let endpoints: BTreeMap<NodeId, (std::net::SocketAddr, Option<&str>)> = contacts
+            .iter()
+            .map(|c| (c.id, (c.endpoint, c.name.as_deref())))
+            .collect();
         for id in self.picked_neighbours() {
-            let Some(&endpoint) = endpoints.get(&id) else {
+            let Some(&(endpoint, name)) = endpoints.get(&id) else {
                 continue;
             };
             let peer = match self.by_id.get(&id) {
                 Some(&peer) => peer,
                 None => {
-                    let peer = self.peers.len();
-                    self.peers.push(Peer::new(None, Some(id), Some(endpoint)));
+                    // A peer configured by name whose session is not up yet
+                    // is this node when the DHT verified that name: use its
+                    // slot, or the two slots would each open a session.
+                    let configured = name.and_then(|name| {
+                        self.peers.iter().position(|p| {
+                            p.node_id.is_none() && p.configured_name.as_deref() == Some(name)
+                        })
+                    });
+                    let peer = match configured {
+                        Some(peer) => {
+                            self.peers[peer].node_id = Some(id);
+                            peer
+                        }
+                        None => {
+                            self.peers.push(Peer::new(None, Some(id), Some(endpoint)));
+                            self.peers.len() - 1
+                        }
+                    };
                     self.by_id.insert(id, peer);
                     self.by_ipv6.insert(id.overlay_ipv6(), peer);
                     self.routing.by_prefix.insert(prefix(&id), id);
