@@ -216,8 +216,7 @@ return JSON.stringify({
     path: e.getAttribute('data-path') === '1',
     tree: e.getAttribute('data-tree') === '1',
   })),
-  // Unique: the core may briefly list a peer twice after crossed handshakes.
-  peers: [...new Set(q('tr[data-peer]').map(e => e.getAttribute('data-peer')))].sort(),
+  peers: q('tr[data-peer]').map(e => e.getAttribute('data-peer')).sort(),
   events: q('#events li').length,
   path: document.getElementById('path-info').textContent,
   tree: document.getElementById('tree-info').textContent,
