@@ -80,8 +80,8 @@ pub struct DemoArgs {
 /// The scenarios of `weft demo`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
-    /// overlay, then failover, multicast and qos as the node count allows,
-    /// with the live network map.
+    /// The overlay pings, then failover, multicast and QoS as the node
+    /// count (and iperf3) allow, with the live network map.
     Tour,
     /// Ping every node from every other one, IPv4 and IPv6.
     Overlay,
