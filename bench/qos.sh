@@ -4,13 +4,14 @@
 #
 # Run as root:  bench/qos.sh [--runs N]
 #
-# It builds weft in release mode and runs `weft demo --scenario qos --nodes 2`
+# It builds weft in release mode and runs `weft demo --scenario qos --nodes 3`
 # N times. Each run: h0's underlay egress becomes a 20 Mbit/s bottleneck
 # (tc tbf, 100 ms of queue); a realtime stream (one EF-marked 160-byte UDP
 # datagram every 20 ms, echoed by h1) is timed for 5 s on the idle link and
 # for 10 s while iperf3 pushes TCP from h0 to h1; first with QoS off (no
 # [qos]), then with [qos] uplink = "19mbit" on both nodes; then a class capped
-# at 5 Mbit/s is offered 10 Mbit/s of UDP for 10 s. The demo prints the
+# at 5 Mbit/s is offered 10 Mbit/s of UDP for 10 s, and so is h2, which h0
+# limits to 4 Mbit/s ([[qos.peers]]), 8 Mbit/s. The demo prints the
 # before/after table (realtime p50/p99/max RTT and loss, bulk throughput,
 # the capped class's rate) and h0's `weft qos`; this script adds the
 # versions measured.
@@ -103,12 +104,12 @@ fi
 [[ -n "$OUT" ]] && : >"$OUT"
 STATUS=0
 for ((run = 1; run <= RUNS; run++)); do
-  log "run $run of $RUNS: $WEFT_BIN demo --scenario qos --nodes 2"
+  log "run $run of $RUNS: $WEFT_BIN demo --scenario qos --nodes 3"
   if [[ -n "$OUT" ]]; then
     echo "=== run $run of $RUNS" >>"$OUT"
-    "$WEFT_BIN" demo --scenario qos --nodes 2 | tee -a "$OUT" || STATUS=$?
+    "$WEFT_BIN" demo --scenario qos --nodes 3 | tee -a "$OUT" || STATUS=$?
   else
-    "$WEFT_BIN" demo --scenario qos --nodes 2 || STATUS=$?
+    "$WEFT_BIN" demo --scenario qos --nodes 3 || STATUS=$?
   fi
 done
 echo

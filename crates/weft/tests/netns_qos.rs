@@ -2,7 +2,7 @@
 //! bulk transfer fills a 20 Mbit/s bottleneck, and a capped class keeps to
 //! its rate.
 //!
-//! Two daemons in network namespaces; h0's underlay egress is shaped by
+//! Three daemons in network namespaces; h0's underlay egress is shaped by
 //! `tc tbf rate 20mbit` with a 100 ms queue (as a modem has). A realtime
 //! stream (one 160-byte UDP datagram every 20 ms, DSCP EF set with
 //! `IP_TOS`, echoed by h1) measures RTT and loss on the idle link, then
@@ -16,8 +16,10 @@
 //! Asserted, with QoS on (the functional targets): the realtime
 //! stream loses nothing under load and its p99 RTT stays within 5 ms of
 //! its idle p99; the class capped at 5 Mbit/s, offered 10 Mbit/s of UDP,
-//! delivers its cap within 5 % (underlay rate: iperf3's payload rate plus
-//! every header, which is what weft's limits count). With QoS off the test
+//! delivers its cap within 5 %, and so does all traffic to h2, which h0
+//! limits to 4 Mbit/s with `[[qos.peers]]` (underlay rates: iperf3's
+//! payload rate plus every header, which is what weft's limits count).
+//! Then `weft qos` and `weft status --qos [--json]` show the classes. With QoS off the test
 //! asserts only that the queue is visible (the median RTT under load at
 //! least 3 ms above idle), which proves it measures what it claims to.
 //! (Without QoS the queue is shorter than the tbf's 100 ms: when the
@@ -65,7 +67,7 @@ fn realtime_stays_fast_under_a_saturating_bulk_transfer_and_a_capped_class_keeps
         eprintln!("skipping: iperf3 is not installed (scripts/install-test-deps.sh)");
         return;
     }
-    let testbed = Testbed::new(2, TestbedOptions::new(env!("CARGO_BIN_EXE_weft")))
+    let testbed = Testbed::new(3, TestbedOptions::new(env!("CARGO_BIN_EXE_weft")))
         .expect("building the test bed");
     testbed
         .wait_established(ESTABLISH_TIMEOUT)
@@ -132,11 +134,50 @@ fn realtime_stays_fast_under_a_saturating_bulk_transfer_and_a_capped_class_keeps
         p99(&on.loaded),
         p99(&on.idle)
     );
-    let cap = report.cap.as_ref().unwrap();
+    // What an operator sees of it: `weft qos` and `weft status --qos`.
+    let sender = testbed.host(plan.sender);
+    let cli = |args: &[&str]| {
+        let output = sender
+            .weft()
+            .args(args)
+            .arg("--socket")
+            .arg(sender.socket_path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "weft {args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let table = cli(&["qos"]);
+    println!("$ weft qos\n{table}");
     assert!(
-        cap.error().abs() <= 0.05,
-        "the capped class got {:.3} Mbit/s (underlay) for a cap of {:.3} Mbit/s",
-        cap.received_underlay_bps / 1e6,
-        cap.cap_bps as f64 / 1e6
+        table.starts_with("egress shaped to 19.00 Mbit/s"),
+        "{table}"
     );
+    let capped_row = table.lines().find(|l| l.starts_with("capped")).unwrap();
+    assert!(capped_row.contains("5.00 Mbit/s"), "{table}");
+    let status: serde_json::Value =
+        serde_json::from_str(&cli(&["status", "--qos", "--json"])).unwrap();
+    assert_eq!(status["name"], "h0");
+    let classes = status["qos"]["classes"].as_array().unwrap();
+    let names: Vec<&str> = classes
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["realtime", "interactive", "bulk", "background", "capped"]
+    );
+    let bulk = &classes[2];
+    assert!(bulk["sent_packets"].as_u64().unwrap() > 1000, "{bulk}");
+    assert!(cli(&["status", "--qos"]).contains("CLASS"));
+
+    for limit in [report.cap.as_ref().unwrap(), report.peer.as_ref().unwrap()] {
+        assert!(
+            limit.error().abs() <= 0.05,
+            "{} got {:.3} Mbit/s (underlay) for a limit of {:.3} Mbit/s",
+            limit.what,
+            limit.received_underlay_bps / 1e6,
+            limit.cap_bps as f64 / 1e6
+        );
+    }
 }

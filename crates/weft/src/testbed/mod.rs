@@ -55,9 +55,9 @@ pub use impair::have_nft;
 pub use mcast::{Arrival, Deliveries, MAGIC, McastReceiver, McastSender, tree_link_to_cut};
 pub use qos::{
     BULK_PORT, CAPPED_LENGTH, CAPPED_PORT, CapResult, ECHO_PORT, ECHO_TIMEOUT, EchoServer,
-    Iperf3Client, Iperf3Options, Iperf3Result, Iperf3Server, QosPhase, QosPlan, QosReport,
-    RealtimeOptions, RealtimeRecord, TOS_EF, TUNNEL_UNDERLAY_OVERHEAD, boost_daemon, boost_thread,
-    have_iperf3, qdisc_stats, realtime_stream, run_qos_experiment, underlay_bps,
+    Iperf3Client, Iperf3Options, Iperf3Result, Iperf3Server, PEER_PORT, QosPhase, QosPlan,
+    QosReport, RealtimeOptions, RealtimeRecord, TOS_EF, TUNNEL_UNDERLAY_OVERHEAD, boost_daemon,
+    boost_thread, have_iperf3, qdisc_stats, realtime_stream, run_qos_experiment, underlay_bps,
 };
 pub use relay::{ImpairmentRelay, RELAY_IPV4, relay_address};
 pub use stream::{Outage, PingStream, Probe, REPLY_TIMEOUT, StreamRecord, loss_between, outage};

@@ -15,7 +15,8 @@
 //! tbf rate, so the queue forms inside weft, where realtime goes first and
 //! CoDel keeps the bulk queue short). With QoS on, a class capped at
 //! 5 Mbit/s then carries an `iperf3 -u` flow offered at twice that, and
-//! its rate is measured at the receiver.
+//! its rate is measured at the receiver; then the same for all traffic to
+//! a third host that the sender limits to 4 Mbit/s (`[[qos.peers]]`).
 //!
 //! Units: weft's rates are underlay rates (the sealed datagram plus the
 //! IPv4 and UDP headers, as `tc` counts them without the link-layer
@@ -555,6 +556,13 @@ pub struct QosPlan {
     pub capped_for: Duration,
     /// Run the capped-class phase.
     pub measure_cap: bool,
+    /// A third host the sender limits by peer (`[[qos.peers]]`), measured
+    /// like the capped class; `None`: no peer phase.
+    pub limited_peer: Option<usize>,
+    /// Its rate limit.
+    pub peer_rate: &'static str,
+    /// Its rate limit in bits per second (the same).
+    pub peer_bps: u64,
     /// Realtime scheduling priority for both daemons and the stream's
     /// threads (`None`: leave them as they are). See [`boost_thread`].
     pub priority: Option<u8>,
@@ -563,7 +571,8 @@ pub struct QosPlan {
 impl Default for QosPlan {
     /// The issue's test: 20 Mbit/s tbf (100 ms queue), weft at 19 Mbit/s,
     /// a 20 ms realtime stream for 5 s idle and 10 s loaded, a class
-    /// capped at 5 Mbit/s measured for 10 s.
+    /// capped at 5 Mbit/s and traffic to host 2 limited to 4 Mbit/s, each
+    /// measured for 10 s.
     fn default() -> Self {
         QosPlan {
             sender: 0,
@@ -581,6 +590,9 @@ impl Default for QosPlan {
             warmup: Duration::from_secs(2),
             capped_for: Duration::from_secs(10),
             measure_cap: true,
+            limited_peer: Some(2),
+            peer_rate: "4mbit",
+            peer_bps: 4_000_000,
             priority: Some(10),
         }
     }
@@ -592,6 +604,8 @@ pub const ECHO_PORT: u16 = 5004;
 pub const BULK_PORT: u16 = 5201;
 /// Port of the capped `iperf3` (a rule puts it in the `capped` class).
 pub const CAPPED_PORT: u16 = 5202;
+/// Port of the `iperf3` to the rate-limited peer (no rule: `interactive`).
+pub const PEER_PORT: u16 = 5203;
 /// UDP payload of the capped flow.
 pub const CAPPED_LENGTH: usize = 1200;
 /// Echoes later than this count as lost.
@@ -599,10 +613,19 @@ pub const ECHO_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl QosPlan {
     /// The `[qos]` section every host runs with QoS on: the uplink, the
-    /// four default classes plus `capped`, and port rules for the bulk
-    /// and capped flows (realtime is found by its DSCP, EF, through the
-    /// default rules).
+    /// four default classes plus `capped`, port rules for the bulk and
+    /// capped flows (realtime is found by its DSCP, EF, through the default
+    /// rules), and the limited peer's rate.
     pub fn qos_config(&self) -> String {
+        let peer = self
+            .limited_peer
+            .map(|i| {
+                format!(
+                    "\n[[qos.peers]]\nname = \"h{i}\"\nrate = \"{}\"\n",
+                    self.peer_rate
+                )
+            })
+            .unwrap_or_default();
         format!(
             "[qos]\nuplink = \"{uplink}\"\n\n\
              [[qos.classes]]\nname = \"realtime\"\n\
@@ -612,7 +635,7 @@ impl QosPlan {
              [[qos.classes]]\nname = \"capped\"\nrate = \"{capped}\"\n\n\
              [[qos.rules]]\nclass = \"bulk\"\nprotocol = [\"tcp\"]\ndst_port = [{BULK_PORT}]\n\
              [[qos.rules]]\nclass = \"bulk\"\nprotocol = [\"tcp\"]\nsrc_port = [{BULK_PORT}]\n\
-             [[qos.rules]]\nclass = \"capped\"\ndst_port = [{CAPPED_PORT}]\n",
+             [[qos.rules]]\nclass = \"capped\"\ndst_port = [{CAPPED_PORT}]\n{peer}",
             uplink = self.uplink,
             capped = self.capped_rate,
         )
@@ -636,9 +659,11 @@ pub struct QosPhase {
     pub bottleneck: String,
 }
 
-/// The capped class under twice its rate.
+/// A rate limit (a class cap or a peer's rate) under twice its rate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CapResult {
+    /// What was limited: `class capped`, `peer h2`.
+    pub what: String,
     /// The cap, bits per second (underlay).
     pub cap_bps: u64,
     /// What iperf3 offered (payload).
@@ -647,8 +672,8 @@ pub struct CapResult {
     pub received: Iperf3Result,
     /// The same in underlay bits per second.
     pub received_underlay_bps: f64,
-    /// The class's sent bytes over the run, per weft's counters, as bits per
-    /// second (underlay).
+    /// The class's (or peer's) sent bytes in the steady state, per weft's
+    /// counters, as bits per second (underlay).
     pub weft_class_bps: Option<f64>,
 }
 
@@ -673,6 +698,8 @@ pub struct QosReport {
     pub phases: Vec<QosPhase>,
     /// The capped class, if measured.
     pub cap: Option<CapResult>,
+    /// The rate-limited peer, if measured.
+    pub peer: Option<CapResult>,
 }
 
 fn ms(d: Option<Duration>) -> String {
@@ -734,17 +761,18 @@ impl QosReport {
                 (loaded.as_secs_f64() - idle.as_secs_f64()) * 1e3
             );
         }
-        if let Some(cap) = &self.cap {
+        for cap in self.cap.iter().chain(&self.peer) {
             let _ = writeln!(
                 out,
-                "capped class: cap {:.2} Mbit/s, offered {:.2} Mbit/s UDP payload; received {:.3} Mbit/s payload = {:.3} Mbit/s underlay ({:+.2} % of the cap){}",
+                "{}: limit {:.2} Mbit/s, offered {:.2} Mbit/s UDP payload; received {:.3} Mbit/s payload = {:.3} Mbit/s underlay ({:+.2} % of the limit){}",
+                cap.what,
                 cap.cap_bps as f64 / 1e6,
                 cap.offered_bps as f64 / 1e6,
                 cap.received.received_bps / 1e6,
                 cap.received_underlay_bps / 1e6,
                 cap.error() * 100.0,
                 cap.weft_class_bps
-                    .map(|b| format!("; weft's class counter {:.3} Mbit/s", b / 1e6))
+                    .map(|b| format!("; weft's counter {:.3} Mbit/s", b / 1e6))
                     .unwrap_or_default()
             );
         }
@@ -769,6 +797,7 @@ pub fn run_qos_experiment(
     let uplink_bps = weft_core::qos::parse_bps(plan.uplink).context("plan.uplink")?;
     let mut phases = Vec::new();
     let mut cap = None;
+    let mut peer = None;
     let count =
         |d: Duration| usize::try_from(d.as_nanos() / plan.interval.as_nanos().max(1)).unwrap_or(1);
     let stream = |count: usize| RealtimeOptions {
@@ -803,8 +832,11 @@ pub fn run_qos_experiment(
                 boost_daemon(receiver, priority)?;
             }
             let _echo = EchoServer::start(receiver, echo_addr, TOS_EF, plan.priority)?;
-            // A first exchange so that routes and sessions are warm.
-            realtime_stream(sender, echo_addr, &stream(5))?;
+            // Two seconds of the stream, not counted: sessions, routes and
+            // the link monitor's probing are warm, and a daemon that just
+            // restarted has its start-up exchanges (DHT, link state) behind
+            // it, as the other phase's daemons do.
+            realtime_stream(sender, echo_addr, &stream(count(Duration::from_secs(2))))?;
             progress(&format!(
                 "realtime stream on the idle link for {} s ...",
                 plan.idle_for.as_secs()
@@ -846,42 +878,39 @@ pub fn run_qos_experiment(
                 plan.capped_rate,
                 plan.capped_for.as_secs()
             ));
-            let cap_bps = plan.capped_bps;
-            let server = Iperf3Server::start(receiver, SocketAddr::new(target, CAPPED_PORT))?;
-            let client = Iperf3Client::start(
+            cap = Some(measure_limit(
                 sender,
-                server.address(),
-                &Iperf3Options {
-                    duration: plan.capped_for,
-                    udp_bps: Some(2 * cap_bps),
-                    length: CAPPED_LENGTH,
+                receiver,
+                SocketAddr::new(target, CAPPED_PORT),
+                plan.capped_bps,
+                plan.capped_for,
+                "class capped",
+                |info| info.class("capped").map(|c| c.sent_bytes),
+            )?);
+        }
+        if let Some(limited) = plan.limited_peer {
+            let host = testbed.host(limited);
+            progress(&format!(
+                "peer {}: iperf3 UDP at twice {} for {} s ...",
+                host.name(),
+                plan.peer_rate,
+                plan.capped_for.as_secs()
+            ));
+            let name = host.name().to_owned();
+            peer = Some(measure_limit(
+                sender,
+                host,
+                SocketAddr::new(IpAddr::V4(host.overlay_ipv4()?), PEER_PORT),
+                plan.peer_bps,
+                plan.capped_for,
+                &format!("peer {name}"),
+                |info| {
+                    info.peers
+                        .iter()
+                        .find(|p| p.name == name)
+                        .map(|p| p.sent_bytes)
                 },
-            )?;
-            // weft's own view: the class's sent bytes between 2 s in and
-            // 1 s before the end (the steady state).
-            let sample = || -> Option<(Instant, u64)> {
-                let info = request_qos(sender.socket_path()).ok()?;
-                Some((now(), info.class("capped")?.sent_bytes))
-            };
-            std::thread::sleep(Duration::from_secs(2));
-            let first = sample();
-            std::thread::sleep(plan.capped_for.saturating_sub(Duration::from_secs(3)));
-            let last = sample();
-            let received = client.finish()?;
-            drop(server);
-            let weft_class_bps = match (first, last) {
-                (Some((t0, b0)), Some((t1, b1))) if t1 > t0 && b1 >= b0 => {
-                    Some((b1 - b0) as f64 * 8.0 / t1.duration_since(t0).as_secs_f64())
-                }
-                _ => None,
-            };
-            cap = Some(CapResult {
-                cap_bps,
-                offered_bps: 2 * cap_bps,
-                received_underlay_bps: underlay_bps(received.received_bps, CAPPED_LENGTH),
-                received,
-                weft_class_bps,
-            });
+            )?);
         }
         Ok(())
     })();
@@ -894,6 +923,57 @@ pub fn run_qos_experiment(
         interval: plan.interval,
         phases,
         cap,
+        peer,
+    })
+}
+
+/// Offers twice `limit_bps` of UDP (iperf3, [`CAPPED_LENGTH`]-byte
+/// payloads) from `sender` to `server` in `receiver` for `duration`, and
+/// measures what arrives; `counter` reads the limited bytes from the
+/// sender's `qos` object, sampled from 2 s in to 1 s before the end (the
+/// steady state).
+fn measure_limit(
+    sender: &Host,
+    receiver: &Host,
+    server: SocketAddr,
+    limit_bps: u64,
+    duration: Duration,
+    what: &str,
+    counter: impl Fn(&QosInfo) -> Option<u64>,
+) -> anyhow::Result<CapResult> {
+    let server = Iperf3Server::start(receiver, server)?;
+    let client = Iperf3Client::start(
+        sender,
+        server.address(),
+        &Iperf3Options {
+            duration,
+            udp_bps: Some(2 * limit_bps),
+            length: CAPPED_LENGTH,
+        },
+    )?;
+    let sample = || -> Option<(Instant, u64)> {
+        let info = request_qos(sender.socket_path()).ok()?;
+        Some((now(), counter(&info)?))
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let first = sample();
+    std::thread::sleep(duration.saturating_sub(Duration::from_secs(3)));
+    let last = sample();
+    let received = client.finish()?;
+    drop(server);
+    let weft_class_bps = match (first, last) {
+        (Some((t0, b0)), Some((t1, b1))) if t1 > t0 && b1 >= b0 => {
+            Some((b1 - b0) as f64 * 8.0 / t1.duration_since(t0).as_secs_f64())
+        }
+        _ => None,
+    };
+    Ok(CapResult {
+        what: what.to_owned(),
+        cap_bps: limit_bps,
+        offered_bps: 2 * limit_bps,
+        received_underlay_bps: underlay_bps(received.received_bps, CAPPED_LENGTH),
+        received,
+        weft_class_bps,
     })
 }
 
