@@ -94,14 +94,20 @@ fn explanation(plan: &QosPlan) -> String {
            30 % of the uplink so it cannot starve the rest; bulk (a port rule: iperf3's {bulk}) shares the\n  \
            remainder by weight, and CoDel keeps its queue near 5 ms, so TCP slows down instead of\n  \
            filling it.\n\
-         - The class capped at {cap} held its rate although the link had room, and so did all traffic to\n  \
-           the peer limited with [[qos.peers]]: limits are hard, counted in underlay bytes (sealed\n  \
-           datagram plus IP and UDP headers), as tc counts them.\n\
+         - The class capped at {cap} held its rate although the link had room{peer}: limits are hard,\n  \
+           counted in underlay bytes (sealed datagram plus IP and UDP headers), as tc counts them.\n\
          - `weft qos` (or `weft status --qos`) shows each class's rate, queue, delay and drops.\n",
         uplink = plan.uplink,
         link = plan.link_rate,
         bulk = crate::testbed::BULK_PORT,
         cap = plan.capped_rate,
+        peer = plan
+            .limited_peer
+            .map(|i| format!(
+                ", and so did all traffic to h{i}, limited to {} with [[qos.peers]]",
+                plan.peer_rate
+            ))
+            .unwrap_or_default(),
     )
 }
 
