@@ -274,8 +274,9 @@ fn explanation() -> &'static str {
        daemon sent each packet, unchanged, to its children in the tree, encrypted for each hop; every\n  \
        node on the tree delivered it to its own weft0 if a member and passed it on to its children.\n\
      - Every node computes the same tree from the same link state: shortest paths from the source by\n  \
-       measured latency, at most 2 children per node here (`[multicast] fanout`), pruned to branches\n  \
-       with members. A node that is not a member may still forward; it never delivers.\n\
+       measured latency (each link costing RTT^1.5, so two short links beat one long one), at most\n  \
+       2 children per node here (`[multicast] fanout`), pruned to branches with members. A node that\n  \
+       is not a member may still forward; it never delivers.\n\
      - When the link was cut, the link monitor noticed within a fraction of a second, link state\n  \
        changed, and every node recomputed the tree; a per-source duplicate window makes sure no\n  \
        member ever delivers a packet twice while views differ."
