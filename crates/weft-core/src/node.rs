@@ -72,6 +72,9 @@ const MAX_TUN_OUT: usize = 8192;
 const MAX_EVENTS: usize = 1024;
 /// Spare buffers kept for reuse.
 const MAX_POOL: usize = 1024;
+/// Shortest time an init of this node counts as possibly crossing the
+/// peer's (see `on_handshake_init`).
+const MIN_CROSSING_WINDOW: Duration = Duration::from_millis(50);
 /// Capacity of a fresh buffer: a full-size datagram without reallocation.
 const BUFFER_CAPACITY: usize = 2048;
 
@@ -1087,7 +1090,22 @@ impl Node {
                 Source::Direct(from) => self.peers[peer].endpoint == Some(from),
                 Source::Relayed(_) => true,
             };
-        if crossing && self.node_id() > certificate.node_id() {
+        // Only a fresh init of ours can still be crossing theirs: an init
+        // of theirs that left after ours would have reached them (a window
+        // of twice the RTT, or the handshake timeout while no RTT is known)
+        // means ours or its answer was lost, and waiting for our retry
+        // would only waste their attempt (under 20 % loss that cost tens of
+        // seconds). Then the smaller id answers as usual, and so does the
+        // larger.
+        let window = match self.peers[peer].monitor.rtt() {
+            Some(rtt) => (rtt * 2).clamp(MIN_CROSSING_WINDOW, self.config.handshake_timeout),
+            None => self.config.handshake_timeout,
+        };
+        let fresh = self.peers[peer]
+            .pending
+            .as_ref()
+            .is_some_and(|p| now.saturating_duration_since(p.started) < window);
+        if crossing && fresh && self.node_id() > certificate.node_id() {
             self.stats.handshake_crossed += 1;
             trace!("crossing handshake init: ours goes on");
             return;
