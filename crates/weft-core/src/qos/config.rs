@@ -193,7 +193,10 @@ pub struct ClassConfig {
     pub rate_limit: Option<RateLimit>,
     /// Most packets queued (per lane: see the scheduler).
     pub queue_packets: usize,
-    /// Most bytes queued (per lane).
+    /// Most bytes queued (per lane). When the lane drains at a known rate
+    /// (the class's cap, a peer's limit, else the uplink), also at most
+    /// 250 ms of that rate (at least 64 KiB), so that a flood that does not
+    /// slow down cannot build seconds of delay.
     pub queue_bytes: usize,
     /// Sojourn-time dropping; `None`: tail drop at the limits only.
     pub aqm: Option<Aqm>,

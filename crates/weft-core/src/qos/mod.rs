@@ -41,7 +41,7 @@
 //!   scheduler thus serves the whole uplink, so realtime wins over bulk
 //!   across all peers, and per-peer limits need no second queueing stage.
 //! - **Queue management**: every lane is bounded in packets and bytes
-//!   (tail drop), and CoDel (RFC 8289) drops at dequeue when the sojourn
+//!   (tail drop; bytes also to 250 ms at the rate the lane drains at), and CoDel (RFC 8289) drops at dequeue when the sojourn
 //!   time has stayed above target (5 ms) for an interval (100 ms), which
 //!   keeps TCP's queue short without tuning to the link rate. Drops are
 //!   counted per class and reason and hand the item back for reuse.

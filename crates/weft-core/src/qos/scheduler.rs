@@ -128,6 +128,8 @@ struct ClassQueue<T> {
     weight: u32,
     quantum: i64,
     rate_limit: Option<RateLimit>,
+    /// The configured byte limit per lane (see `shared_lane_bytes`).
+    queue_bytes: usize,
     bucket: Option<TokenBucket>,
     aqm: Option<Aqm>,
     /// Lane 0: peers without a limit; lane i: peer slot i − 1.
@@ -231,7 +233,11 @@ impl<T> Scheduler<T> {
                     limit_packets: c.queue_packets,
                     limit_bytes,
                 };
-                let lanes = std::iter::once(lane(c.queue_bytes))
+                let rate = c
+                    .rate_limit
+                    .and_then(|limit| limit.resolve(config.uplink_bps))
+                    .or(config.uplink_bps);
+                let lanes = std::iter::once(lane(shared_lane_bytes(c.queue_bytes, rate)))
                     .chain(
                         peers
                             .iter()
@@ -244,6 +250,7 @@ impl<T> Scheduler<T> {
                     weight: c.weight,
                     quantum: i64::from(c.weight) * QUANTUM_BYTES as i64,
                     rate_limit: c.rate_limit,
+                    queue_bytes: c.queue_bytes,
                     bucket: c
                         .rate_limit
                         .and_then(|limit| limit.resolve(config.uplink_bps))
@@ -519,6 +526,13 @@ impl<T> Scheduler<T> {
             (None, Some(bps)) => Some(TokenBucket::new(now, bps, self.burst)),
         };
         for class in &mut self.classes {
+            let rate = class
+                .rate_limit
+                .and_then(|l| l.resolve(uplink_bps))
+                .or(uplink_bps);
+            if let Some(shared) = class.lanes.first_mut() {
+                shared.limit_bytes = shared_lane_bytes(class.queue_bytes, rate);
+            }
             let Some(RateLimit::UplinkPercent(_)) = class.rate_limit else {
                 continue;
             };
@@ -708,6 +722,19 @@ impl<T> CodelQueue for LaneQueue<T> {
 
 /// Byte limit of a rate-limited peer's lane: [`PEER_LANE_TIME`] at its
 /// rate, at least [`PEER_LANE_MIN_BYTES`], at most the class's limit.
+/// The byte limit of a class's shared lane: the configured limit, but at
+/// most [`PEER_LANE_TIME`] at the rate the lane drains at (the class's cap,
+/// else the uplink), and no less than [`PEER_LANE_MIN_BYTES`]; without any
+/// rate, the configured limit. CoDel keeps TCP's queue short; this bounds
+/// the delay an unresponsive flood can build (2 MiB at a 5 Mbit/s cap
+/// would be 3.4 s).
+fn shared_lane_bytes(class_bytes: usize, rate_bps: Option<u64>) -> usize {
+    match rate_bps {
+        Some(bps) => peer_lane_bytes(class_bytes, bps),
+        None => class_bytes,
+    }
+}
+
 fn peer_lane_bytes(class_bytes: usize, rate_bps: u64) -> usize {
     let time_worth = u128::from(rate_bps) * PEER_LANE_TIME.as_millis() / 8 / 1000;
     usize::try_from(time_worth)

@@ -611,6 +611,40 @@ fn a_class_cap_holds_without_an_uplink_rate() {
     assert_eq!(r[1].max_delay, Duration::ZERO);
 }
 
+#[test]
+fn an_unresponsive_flood_waits_at_most_a_quarter_second_in_a_capped_class() {
+    let t0 = Instant::now();
+    let mut config = QosConfig::default();
+    config.classes[3].rate_limit = Some(RateLimit::BitsPerSecond(5_000_000));
+    let mut s = Scheduler::new(t0, &config).unwrap();
+    // Twice the cap, never slowing down: CoDel's drops cannot hold it, so
+    // the lane's limit does, at 250 ms of the cap (156 kB, not 2 MiB).
+    let mut flows = [Flow::new(
+        t0,
+        id(&config, "background"),
+        None,
+        1500,
+        10_000_000,
+    )];
+    let duration = Duration::from_secs(10);
+    let r = simulate(&mut s, &mut flows, t0, duration);
+    assert!(within(r[0].bps(duration), 5_000_000.0, 0.01));
+    assert!(
+        r[0].max_delay <= Duration::from_millis(260),
+        "{:?}",
+        r[0].max_delay
+    );
+    // The same bound follows the uplink for an uncapped class.
+    let mut s = Scheduler::new(t0, &shaped(8_000_000)).unwrap();
+    let mut flows = [Flow::new(t0, id(&config, "bulk"), None, 1500, 16_000_000)];
+    let r = simulate(&mut s, &mut flows, t0, duration);
+    assert!(
+        r[0].max_delay <= Duration::from_millis(260),
+        "{:?}",
+        r[0].max_delay
+    );
+}
+
 /// A TCP-like source (additive increase, multiplicative decrease on loss)
 /// shows CoDel keeping the standing queue near its target.
 #[test]
