@@ -875,10 +875,14 @@ proptest! {
         let mut sent = 0u128;
         loop {
             loop {
+                // Saturated: up to 50 packets, or as many as the lane
+                // takes (250 ms at a slow rate, at least 64 KiB).
                 while s.len() < 50 {
                     let len = sizes[k % sizes.len()];
                     k += 1;
-                    s.enqueue(now, bulk, None, len, len).unwrap();
+                    if s.enqueue(now, bulk, None, len, len).is_err() {
+                        break;
+                    }
                 }
                 let Some(len) = s.dequeue(now) else {
                     break;
