@@ -85,29 +85,10 @@ if ((LOSS > 0)) && ! command -v nft >/dev/null 2>&1; then
   fi
 fi
 
-WEFT_BIN_GIVEN="$WEFT_BIN"
-if [[ -z "$WEFT_BIN" && -n "$REV" ]]; then
-  REV="$(git -C "$REPO" rev-parse --short "$REV^{commit}")" || die "--rev: no such commit"
-  SRC=/tmp/weft-failover-src
-  log "cargo build --release -p weft (commit $REV, in $SRC)"
-  rm -rf "$SRC" && mkdir -p "$SRC"
-  git -C "$REPO" archive "$REV" | tar -x -C "$SRC"
-  (cd "$SRC" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}" cargo build --release --locked -p weft --bin weft)
-  WEFT_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/weft"
-elif [[ -z "$WEFT_BIN" ]]; then
-  log "cargo build --release -p weft (working tree)"
-  (cd "$REPO" && cargo build --release -p weft --bin weft)
-  WEFT_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/weft"
-fi
-[[ -x "$WEFT_BIN" ]] || die "no weft binary at $WEFT_BIN"
-
-if [[ -n "$WEFT_BIN_GIVEN" ]]; then
-  VERSION="weft binary $WEFT_BIN_GIVEN"
-elif [[ -n "$REV" ]]; then
-  VERSION="weft $REV (release)"
-else
-  VERSION="weft working tree at $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- crates Cargo.toml Cargo.lock || echo '+changes') (release)"
-fi
+# shellcheck source=lib/weft-bin.sh
+source "$REPO/bench/lib/weft-bin.sh"
+weft_bin failover
+VERSION="$WEFT_VERSION"
 
 # Two overlays, so that neither measurement depends on how the other ended:
 # the cut trials (and the idle probe cost) first, then the loss phase.

@@ -133,37 +133,15 @@ install_deps() {
 if ((SKIP_INSTALL == 0)); then install_deps; fi
 for c in ip iperf3 ping jq ss timeout; do command -v "$c" >/dev/null || die "missing $c"; done
 
-WEFT_BIN_GIVEN="$WEFT_BIN"
+# shellcheck source=lib/weft-bin.sh
+source "$REPO/bench/lib/weft-bin.sh"
 if wanted weft || wanted weft-no-offload; then
-  if [[ -z "$WEFT_BIN" && -n "$REV" ]]; then
-    REV="$(git -C "$REPO" rev-parse --short "$REV^{commit}")" || die "--rev: no such commit"
-    SRC=/tmp/weft-bench-src
-    log "cargo build --release -p weft (commit $REV, in $SRC)"
-    rm -rf "$SRC"
-    mkdir -p "$SRC"
-    git -C "$REPO" archive "$REV" | tar -x -C "$SRC"
-    (cd "$SRC" && CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}" cargo build --release --locked -p weft --bin weft)
-    WEFT_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/weft"
-  elif [[ -z "$WEFT_BIN" ]]; then
-    log "cargo build --release -p weft (working tree)"
-    (cd "$REPO" && cargo build --release -p weft --bin weft)
-    WEFT_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/weft"
-  fi
-  [[ -x "$WEFT_BIN" ]] || die "no weft binary at $WEFT_BIN"
-  WEFT_BIN="$(realpath "$WEFT_BIN")"
+  weft_bin bench
 fi
 
 # Versions, taken when the binaries are built (others may commit meanwhile).
 VERSIONS=""
-if wanted weft || wanted weft-no-offload; then
-  if [[ -n "$WEFT_BIN_GIVEN" ]]; then
-    VERSIONS+="weft binary $WEFT_BIN_GIVEN; "
-  elif [[ -n "$REV" ]]; then
-    VERSIONS+="weft $REV; "
-  else
-    VERSIONS+="weft $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- crates 2>/dev/null || echo '+dirty (working tree)'); "
-  fi
-fi
+if wanted weft || wanted weft-no-offload; then VERSIONS+="$WEFT_VERSION; "; fi
 if wanted wireguard-go; then VERSIONS+="$(wireguard-go --version 2>/dev/null | head -n 1); "; fi
 if wanted boringtun; then VERSIONS+="$(boringtun-cli --version 2>/dev/null | head -n 1) (threads ${BT_THREADS:-default}); "; fi
 VERSIONS+="$(iperf3 --version | head -n 1 | cut -d' ' -f1-2)."
