@@ -134,6 +134,33 @@ fn members_get_every_packet_once_and_non_members_none() {
     assert_eq!(counter(&sim, source, "mcast_sent"), 200);
 }
 
+/// Member `m` of a 500-datagram stream got nothing twice, went silent for
+/// less than a second after `since`, and got the stream to its end.
+fn assert_resumed_within_a_second(sim: &Sim, m: HostId, since: Duration) {
+    let got = received(sim, m);
+    let mut seqs: Vec<u32> = got.iter().map(|(s, _)| *s).collect();
+    let before = seqs.len();
+    seqs.dedup();
+    assert_eq!(seqs.len(), before, "{}: no duplicates", sim.name(m));
+    // The longest gap in arrivals after `since`.
+    let gap = got
+        .windows(2)
+        .filter(|w| w[1].1 > since)
+        .map(|w| w[1].1 - w[0].1)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        gap < secs(1),
+        "{}: delivery stopped for {gap:?}",
+        sim.name(m)
+    );
+    assert!(
+        seqs.last().is_some_and(|&s| s >= 490),
+        "{}: delivery resumed to the end",
+        sim.name(m)
+    );
+}
+
 #[test]
 fn a_cut_tree_link_is_repaired_within_a_second() {
     let mut sim = new_sim(82);
@@ -160,29 +187,7 @@ fn a_cut_tree_link_is_repaired_within_a_second() {
     sim.cut(source, child);
     sim.run_until(start + secs(6));
     for &m in &hosts[1..] {
-        let got = received(&sim, m);
-        let mut seqs: Vec<u32> = got.iter().map(|(s, _)| *s).collect();
-        let before = seqs.len();
-        seqs.dedup();
-        assert_eq!(seqs.len(), before, "{}: no duplicates", sim.name(m));
-        // The longest gap in arrivals after the cut.
-        let arrivals: Vec<Duration> = got.iter().map(|(_, at)| *at).collect();
-        let gap = arrivals
-            .windows(2)
-            .filter(|w| w[1] > cut_at)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or_default();
-        assert!(
-            gap < secs(1),
-            "{}: delivery stopped for {gap:?}",
-            sim.name(m)
-        );
-        assert!(
-            seqs.last().is_some_and(|&s| s >= 490),
-            "{}: delivery resumed to the end",
-            sim.name(m)
-        );
+        assert_resumed_within_a_second(&sim, m, cut_at);
     }
 }
 
@@ -223,28 +228,7 @@ fn a_crashed_forwarder_is_routed_around_within_a_second() {
     );
     sim.run_until(start + secs(6));
     for &m in hosts[1..].iter().filter(|&&h| h != crashed) {
-        let got = received(&sim, m);
-        let mut seqs: Vec<u32> = got.iter().map(|(s, _)| *s).collect();
-        let before = seqs.len();
-        seqs.dedup();
-        assert_eq!(seqs.len(), before, "{}: no duplicates", sim.name(m));
-        let arrivals: Vec<Duration> = got.iter().map(|(_, at)| *at).collect();
-        let gap = arrivals
-            .windows(2)
-            .filter(|w| w[1] > crash_at)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or_default();
-        assert!(
-            gap < secs(1),
-            "{}: delivery stopped for {gap:?}",
-            sim.name(m)
-        );
-        assert!(
-            seqs.last().is_some_and(|&s| s >= 490),
-            "{}: delivery resumed to the end",
-            sim.name(m)
-        );
+        assert_resumed_within_a_second(&sim, m, crash_at);
     }
 }
 
