@@ -39,7 +39,9 @@ use crate::qos::{QosConfig, QosConfigError};
 use crate::rng::SharedRng;
 use crate::route::{Graph, LinkStateDb, Metric, RouteTable, RoutingConfig};
 use crate::session::{
-    AwaitingResponse, HandshakeError, InitReceived, OpenError, SessionConfig, Transport,
+    Admission, AwaitingResponse, HandshakeError, HandshakeKeys, INIT_OVERHEAD, InitGuard,
+    InitReceived, InitSeal, OpenError, RESPONSE_OVERHEAD, Refusal, SessionConfig, SignedInit,
+    Transport, peek_init, verify_init,
 };
 use crate::stats::Stats;
 use crate::timer::TimerKind;
@@ -77,6 +79,12 @@ const MAX_POOL: usize = 1024;
 const MIN_CROSSING_WINDOW: Duration = Duration::from_millis(50);
 /// Capacity of a fresh buffer: a full-size datagram without reallocation.
 const BUFFER_CAPACITY: usize = 2048;
+/// What an init is padded for when the responder's certificate is not
+/// known yet: a certificate with a long name and a few groups.
+const TYPICAL_CERTIFICATE_LEN: usize = 320;
+/// A cookie from a responder is used for this long (its secret changes
+/// every two minutes; a stale cookie only earns a new cookie reply).
+const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
 
 /// What a node is and whom it talks to.
 #[derive(Debug, Clone)]
@@ -339,6 +347,8 @@ pub struct Node {
     unix_start: Duration,
     last_timestamp: u64,
     rng: SharedRng,
+    /// The gate in front of handshake inits (MACs, cookies, rate limits).
+    guard: InitGuard,
     peers: Vec<Peer>,
     by_index: BTreeMap<SessionIndex, usize>,
     by_id: BTreeMap<NodeId, usize>,
@@ -405,6 +415,9 @@ struct Peer {
     previous: Option<Transport>,
     next: Option<Transport>,
     pending: Option<AwaitingResponse>,
+    /// The last cookie this peer sent us (under load it asks for mac2),
+    /// and when.
+    cookie: Option<([u8; wire::COOKIE_LEN], Instant)>,
     handshake_attempts: u32,
     handshake_due: Option<Instant>,
     last_init_timestamp: u64,
@@ -437,6 +450,7 @@ impl Peer {
             previous: None,
             next: None,
             pending: None,
+            cookie: None,
             handshake_attempts: 0,
             handshake_due: None,
             last_init_timestamp: 0,
@@ -530,6 +544,7 @@ impl Node {
                 contacts.push(endpoint);
             }
         }
+        let guard = InitGuard::new(HandshakeKeys::new(&ca));
         let mut node = Self {
             secret: secret_key,
             certificate,
@@ -539,6 +554,7 @@ impl Node {
             unix_start: unix_time,
             last_timestamp: 0,
             rng,
+            guard,
             peers: Vec::new(),
             by_index: BTreeMap::new(),
             by_id: BTreeMap::new(),
@@ -708,9 +724,25 @@ impl Node {
             }
         };
         match packet {
-            Packet::HandshakeInit { sender, noise } => {
-                self.on_handshake_init(now, source, sender, noise)
+            Packet::HandshakeInit {
+                sender,
+                noise,
+                flags,
+                signature,
+                ..
+            } => {
+                let init = SignedInit {
+                    datagram,
+                    flags,
+                    signature,
+                };
+                self.on_handshake_init(now, source, sender, noise, &init)
             }
+            Packet::CookieReply {
+                receiver,
+                nonce,
+                sealed,
+            } => self.on_cookie_reply(now, source, receiver, nonce, sealed),
             Packet::HandshakeResponse {
                 sender,
                 receiver,
@@ -1020,11 +1052,40 @@ impl Node {
         let local = self.new_index();
         let timestamp = self.next_timestamp(now);
         let mut buf = self.take_buffer();
+        let p = &self.peers[peer];
+        // Pad the init to the size of the response it asks for (which the
+        // responder may not send to an unproven address otherwise): the
+        // peer's certificate when known, else a typical one.
+        let their_certificate = p
+            .certificate
+            .as_ref()
+            .map_or(TYPICAL_CERTIFICATE_LEN, |c| c.to_bytes().len());
+        let own = self.certificate.to_bytes().len();
+        let padding = (their_certificate + RESPONSE_OVERHEAD).saturating_sub(own + INIT_OVERHEAD);
         let payload = HandshakePayload {
             timestamp,
             certificate: self.certificate.to_bytes(),
+            padding,
         };
-        match AwaitingResponse::start(now, &self.rng, &self.secret, &payload, local, &mut buf) {
+        let cookie = p
+            .cookie
+            .as_ref()
+            .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_LIFETIME)
+            .map(|(cookie, _)| cookie);
+        let seal = InitSeal {
+            responder: p.node_id,
+            keys: self.guard.keys(),
+            cookie,
+        };
+        match AwaitingResponse::start(
+            now,
+            &self.rng,
+            &self.secret,
+            &payload,
+            local,
+            &seal,
+            &mut buf,
+        ) {
             Ok(pending) => {
                 self.stats.handshakes_initiated += 1;
                 if let Some(old) = self.peers[peer].pending.replace(pending) {
@@ -1054,21 +1115,76 @@ impl Node {
         p.handshake_due = Some(now + backoff + jitter);
     }
 
+    /// An init: through the guard (MACs, cookie, rate), then the cheap
+    /// replay check, then the certificate and the signature; only an init
+    /// that passed all of them changes anything (PROTOCOL §3.5).
     fn on_handshake_init(
         &mut self,
         now: Instant,
         source: Source,
         sender: SessionIndex,
         noise: &[u8],
+        init: &SignedInit<'_>,
     ) {
         let from = self.source_address(source);
+        let direct = match source {
+            Source::Direct(from) => Some(from),
+            Source::Relayed(_) => None,
+        };
+        let response_len =
+            RESPONSE_OVERHEAD + wire::PAYLOAD_FIXED_LEN + self.certificate.to_bytes().len();
+        let larger_response = response_len > init.datagram.len();
+        match self
+            .guard
+            .admit(now, &self.rng, direct, init.datagram, larger_response)
+        {
+            Admission::Admit => {}
+            Admission::SendCookie => {
+                if let Some(to) = direct {
+                    self.send_cookie_reply(now, to, sender, init.datagram);
+                }
+                return;
+            }
+            Admission::Drop(Refusal::Mac1) => {
+                self.stats.handshake_rejected_mac1 += 1;
+                trace!("handshake init with a bad mac1");
+                return;
+            }
+            Admission::Drop(Refusal::RateLimited) => {
+                self.stats.handshake_rate_limited += 1;
+                trace!("handshake init over its source's rate");
+                return;
+            }
+        }
+        let view = match peek_init(noise) {
+            Ok(view) => view,
+            Err(error) => return self.reject_handshake(from, &error),
+        };
+        // The cheap replay check, before any public-key work: the
+        // timestamp of the last init that proved its sender.
+        let claimed = NodeId::from_static_key(&view.static_key);
+        let known = self.by_id.get(&claimed).copied();
+        if let Some(peer) = known
+            && view.payload.timestamp <= self.peers[peer].last_init_timestamp
+        {
+            self.stats.handshake_rejected_replay += 1;
+            trace!("handshake init replayed");
+            return;
+        }
         let unix_now = self.unix_now(now);
+        let known_certificate = known.and_then(|peer| self.peers[peer].certificate.as_ref());
+        let own_id = self.node_id();
+        let certificate =
+            match verify_init(&view, init, &own_id, &self.ca, unix_now, known_certificate) {
+                Ok(certificate) => certificate,
+                Err(error) => return self.reject_handshake(from, &error),
+            };
         let received =
-            match InitReceived::read(&self.rng, &self.secret, noise, sender, &self.ca, unix_now) {
+            match InitReceived::read(&self.rng, &self.secret, noise, sender, &certificate) {
                 Ok(received) => received,
                 Err(error) => return self.reject_handshake(from, &error),
             };
-        let certificate = received.certificate.clone();
+        let their_timestamp = view.payload.timestamp;
         let Some(peer) = self.peer_for_certificate(&certificate) else {
             self.stats.handshake_rejected_unexpected_peer += 1;
             return self.reject(
@@ -1076,11 +1192,14 @@ impl Node {
                 format!("'{}' is this node's own name or key", certificate.name()),
             );
         };
-        if received.timestamp <= self.peers[peer].last_init_timestamp {
+        if their_timestamp <= self.peers[peer].last_init_timestamp {
             self.stats.handshake_rejected_replay += 1;
             trace!("handshake init replayed");
             return;
         }
+        // From here the init is known to be the certificate holder's and
+        // new: its timestamp is recorded even if ours goes on instead.
+        self.peers[peer].last_init_timestamp = their_timestamp;
         // Both sides called at once (their init crossed ours on the way):
         // keep one handshake, the one of the node with the larger id, so
         // that one side is the initiator and the two do not end up sending
@@ -1110,13 +1229,13 @@ impl Node {
             trace!("crossing handshake init: ours goes on");
             return;
         }
-        let their_timestamp = received.timestamp;
         let local = self.new_index();
         let timestamp = self.next_timestamp(now);
         let mut buf = self.take_buffer();
         let payload = HandshakePayload {
             timestamp,
             certificate: self.certificate.to_bytes(),
+            padding: 0,
         };
         let transport = match received.respond(now, &payload, local, &mut buf) {
             Ok(transport) => transport,
@@ -1126,11 +1245,10 @@ impl Node {
             }
         };
         self.bind_identity(peer, certificate);
+        // The endpoint stays: it moves only with the first transport
+        // packet of the new session, which proves the initiator holds the
+        // session's keys (and so its static key) and is where it says.
         let p = &mut self.peers[peer];
-        p.last_init_timestamp = their_timestamp;
-        if let Source::Direct(from) = source {
-            p.endpoint = Some(from);
-        }
         if let Some(old) = p.next.replace(transport) {
             self.by_index.remove(&old.local);
         }
@@ -1262,9 +1380,10 @@ impl Node {
         };
         if slot == Slot::Next {
             // The initiator has proven it holds the keys: the new session
-            // becomes current. Over the direct path, the init came in and
-            // this confirmation answers our response: the link works both
-            // ways.
+            // becomes current, at the endpoint this packet came from. Over
+            // the direct path, the init came in and this confirmation
+            // answers our response: the link works both ways.
+            self.follow_endpoint(peer, source);
             if let Source::Direct(_) = source {
                 let transition = self.peers[peer].monitor.on_direct_handshake(now, None);
                 self.on_link_transition(now, peer, transition);
@@ -1274,9 +1393,16 @@ impl Node {
                 self.flush_queue(now, peer);
             }
         }
+        self.peers[peer].last_received = Some(now);
+        self.follow_endpoint(peer, source);
+        self.on_frame(now, peer, source, buf, range);
+    }
+
+    /// Moves the peer's endpoint to where an authenticated packet came
+    /// from (roaming). Only a packet straight from the underlay says where
+    /// the peer is.
+    fn follow_endpoint(&mut self, peer: usize, source: Source) {
         let p = &mut self.peers[peer];
-        p.last_received = Some(now);
-        // Only a packet straight from the underlay says where the peer is.
         if let Source::Direct(from) = source
             && p.endpoint != Some(from)
         {
@@ -1297,7 +1423,6 @@ impl Node {
             }
             self.peers[peer].endpoint = Some(from);
         }
-        self.on_frame(now, peer, source, buf, range);
     }
 
     fn on_frame(
@@ -1524,8 +1649,80 @@ impl Node {
         self.transmits.push_back((destination, buf));
     }
 
+    /// Answers an init from an unproven address with a cookie: fewer bytes
+    /// than the init, and no public-key work.
+    fn send_cookie_reply(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        receiver: SessionIndex,
+        datagram: &[u8],
+    ) {
+        let Some(mac1) = datagram
+            .len()
+            .checked_sub(2 * wire::MAC_LEN)
+            .and_then(|at| datagram.get(at..at + wire::MAC_LEN))
+            .and_then(|mac| <[u8; wire::MAC_LEN]>::try_from(mac).ok())
+        else {
+            return;
+        };
+        let cookie = self.guard.cookie(now, &self.rng, to);
+        let (nonce, sealed) = self.guard.keys().seal_cookie(&self.rng, &mac1, &cookie);
+        let mut buf = self.take_buffer();
+        wire::emit_cookie_reply(&mut buf, receiver, &nonce, &sealed);
+        self.stats.handshake_cookies_sent += 1;
+        trace!("under load: answering an init with a cookie");
+        self.queue_transmit(now, to, buf);
+    }
+
+    /// A cookie reply to an init of ours: keep the cookie and, if that init
+    /// had none, send the init again at once with mac2.
+    fn on_cookie_reply(
+        &mut self,
+        now: Instant,
+        source: Source,
+        receiver: SessionIndex,
+        nonce: &[u8; wire::COOKIE_NONCE_LEN],
+        sealed: &[u8; wire::COOKIE_LEN + wire::TAG_LEN],
+    ) {
+        let Source::Direct(_) = source else {
+            self.stats.rx_bad_cookie_reply += 1;
+            return;
+        };
+        let Some(&peer) = self.by_index.get(&receiver) else {
+            self.stats.rx_unknown_session += 1;
+            return;
+        };
+        let Some(pending) = self.peers[peer]
+            .pending
+            .as_ref()
+            .filter(|p| p.local == receiver)
+        else {
+            self.stats.rx_unknown_session += 1;
+            return;
+        };
+        let Some(cookie) = self.guard.keys().open_cookie(&pending.mac1, nonce, sealed) else {
+            self.stats.rx_bad_cookie_reply += 1;
+            return;
+        };
+        let retry = !pending.had_cookie;
+        self.stats.handshake_cookies_received += 1;
+        self.peers[peer].cookie = Some((cookie, now));
+        if retry {
+            debug!(peer = %self.peers[peer].name(), "peer is under load: retrying with its cookie");
+            // The retry keeps the backoff of the attempt it replaces.
+            let p = &mut self.peers[peer];
+            p.handshake_attempts = p.handshake_attempts.saturating_sub(1);
+            self.start_handshake(now, peer);
+        }
+    }
+
     fn reject_handshake(&mut self, from: SocketAddr, error: &HandshakeError) {
         let reason = match error {
+            HandshakeError::Signature => {
+                self.stats.handshake_rejected_init_signature += 1;
+                "init not signed by its certificate's holder".to_owned()
+            }
             HandshakeError::Noise => {
                 self.stats.handshake_rejected_malformed += 1;
                 "unreadable Noise message".to_owned()

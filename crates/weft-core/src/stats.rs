@@ -38,6 +38,21 @@ counters! {
     handshake_rejected_malformed,
     /// Handshake inits rejected as replays (timestamp not newer).
     handshake_rejected_replay,
+    /// Handshake inits dropped for a wrong mac1 (not from someone who
+    /// knows the network), before any other work.
+    handshake_rejected_mac1,
+    /// Handshake inits whose signature is not their certificate holder's
+    /// (a forger holding only the public certificate).
+    handshake_rejected_init_signature,
+    /// Handshake inits dropped under load: their source used up its rate.
+    handshake_rate_limited,
+    /// Cookie replies sent (under load, or a response larger than the
+    /// init, to an init without a valid mac2).
+    handshake_cookies_sent,
+    /// Cookie replies received and accepted from peers under load.
+    handshake_cookies_received,
+    /// Cookie replies that did not open (forged, stale or relayed).
+    rx_bad_cookie_reply,
     /// Handshake inits dropped because ours to the same peer crossed them
     /// and ours goes on (the larger node id's handshake wins).
     handshake_crossed,

@@ -228,6 +228,20 @@ impl Certificate {
         if !verify_signature(&ca.body.ed25519, body, signature) {
             return Err(CertError::BadSignature);
         }
+        self.verify_validity(ca, unix_now)
+    }
+
+    /// The checks of [`Certificate::verify`] without the CA signature: for
+    /// the very bytes of a certificate verified before, whose signature
+    /// cannot have changed (the issuer and times still can matter).
+    pub fn verify_validity(&self, ca: &CaCertificate, unix_now: u64) -> Result<(), CertError> {
+        let trusted = ca.fingerprint();
+        if self.body.issuer != trusted {
+            return Err(CertError::WrongCa {
+                issuer: super::hex(&self.body.issuer[..8]),
+                trusted: super::hex(&trusted[..8]),
+            });
+        }
         // A certificate is only as valid as the CA that issued it.
         check_validity(ca.body.not_before, ca.body.not_after, unix_now)?;
         check_validity(self.body.not_before, self.body.not_after, unix_now)
