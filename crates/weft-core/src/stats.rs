@@ -115,6 +115,9 @@ counters! {
     lsa_rejected,
     /// Link-state bytes sent (records, as UDP payload before sealing).
     lsa_tx_bytes,
+    /// Links left out of this node's records because a record must fit
+    /// one control datagram (`wire::max_links`), summed over records.
+    lsa_links_capped,
     /// Route changes (any destination, any metric).
     path_changes,
     /// Multicast packets this node sent as a source.

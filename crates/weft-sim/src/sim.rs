@@ -129,6 +129,8 @@ pub struct SimStats {
     pub datagrams_delivered: u64,
     /// Datagrams to an address no host held.
     pub dropped_no_host: u64,
+    /// The largest datagram any node sent (UDP payload bytes).
+    pub largest_datagram: usize,
     /// Bytes of those datagrams, by address (what nodes sent to, say, a
     /// spoofed or an attacker's address).
     pub bytes_to_nobody: BTreeMap<SocketAddr, u64>,
@@ -1062,6 +1064,7 @@ impl Sim {
 
     fn send(&mut self, host: HostId, to: SocketAddr, bytes: Vec<u8>) {
         self.stats.datagrams_sent += 1;
+        self.stats.largest_datagram = self.stats.largest_datagram.max(bytes.len());
         let from = self.hosts[host.0].address;
         let Some(&target) = self.addresses.get(&to) else {
             self.stats.dropped_no_host += 1;

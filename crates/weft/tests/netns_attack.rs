@@ -43,11 +43,10 @@ fn forged_and_flooded_inits_move_block_and_tax_nothing() {
     // h2 stops being a member: from now on it only knows public files.
     testbed.kill(2).unwrap();
     let (a, b, attacker) = (testbed.host(0), testbed.host(1), testbed.host(2));
-    let ca = CaCertificate::from_pem(&std::fs::read_to_string(a.dir().join("ca.crt")).unwrap())
-        .unwrap();
+    let ca =
+        CaCertificate::from_pem(&std::fs::read_to_string(a.dir().join("ca.crt")).unwrap()).unwrap();
     let a_cert =
-        Certificate::from_pem(&std::fs::read_to_string(a.dir().join("node.crt")).unwrap())
-            .unwrap();
+        Certificate::from_pem(&std::fs::read_to_string(a.dir().join("node.crt")).unwrap()).unwrap();
     let keys = HandshakeKeys::new(&ca);
     let b_addr = SocketAddrV4::new(b.underlay_addr(), PORT);
     let a_endpoint = SocketAddr::V4(SocketAddrV4::new(a.underlay_addr(), PORT));
@@ -60,11 +59,19 @@ fn forged_and_flooded_inits_move_block_and_tax_nothing() {
     nft("add table ip weftattack");
     nft("add chain ip weftattack out { type filter hook output priority 0 ; }");
     nft("add chain ip weftattack in { type filter hook input priority 0 ; }");
-    nft(&format!("add rule ip weftattack out ip daddr {SPOOFED} counter"));
-    nft(&format!("add rule ip weftattack in ip saddr {SPOOFED} counter"));
+    nft(&format!(
+        "add rule ip weftattack out ip daddr {SPOOFED} counter"
+    ));
+    nft(&format!(
+        "add rule ip weftattack in ip saddr {SPOOFED} counter"
+    ));
 
     let a_overlay = IpAddr::V4(a.overlay_ipv4().unwrap());
-    let stream = b.ping_stream(a_overlay, Duration::from_millis(20), Duration::from_secs(30));
+    let stream = b.ping_stream(
+        a_overlay,
+        Duration::from_millis(20),
+        Duration::from_secs(30),
+    );
     let roamed_before = b.stat("peers_roamed").unwrap();
     let forger = SecretKey::from_random([0x66; 64]);
     let forge = |timestamp: u64, sender: u32| {
@@ -93,13 +100,19 @@ fn forged_and_flooded_inits_move_block_and_tax_nothing() {
         .enumerate()
         .map(|(i, &t)| forge(t, i as u32))
         .collect();
-    let flood: Vec<Vec<u8>> = (0..256u32).map(|i| forge(u64::MAX - u64::from(i), i)).collect();
+    let flood: Vec<Vec<u8>> = (0..256u32)
+        .map(|i| forge(u64::MAX - u64::from(i), i))
+        .collect();
 
     let mut restarted_at = None;
     let sent = attacker
         .enter(|| -> anyhow::Result<u64> {
             let own = UdpSocket::bind((attacker.underlay_addr(), 0))?;
-            let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?;
+            let raw = Socket::new(
+                Domain::IPV4,
+                Type::RAW,
+                Some(Protocol::from(libc::IPPROTO_RAW)),
+            )?;
             let target = socket2::SockAddr::from(b_addr);
             let mut spoofed_bytes = 0u64;
             let mut send_spoofed = |source: Ipv4Addr, payload: &[u8]| -> anyhow::Result<()> {
@@ -197,7 +210,10 @@ fn forged_and_flooded_inits_move_block_and_tax_nothing() {
         to_spoofed <= from_spoofed,
         "B sent {to_spoofed} bytes to a spoofed source that sent {from_spoofed}"
     );
-    let _ = b.command("nft").args(["delete", "table", "ip", "weftattack"]).status();
+    let _ = b
+        .command("nft")
+        .args(["delete", "table", "ip", "weftattack"])
+        .status();
 }
 
 /// An IPv4 UDP datagram from `source` (port 4800) to `destination`: the

@@ -555,8 +555,7 @@ impl Node {
 
     /// Signs this node's record of its links and floods it.
     fn originate_lsa(&mut self, now: Instant) {
-        let mut links = Vec::new();
-        let mut advertised = std::collections::BTreeMap::new();
+        let mut candidates: Vec<(NodeId, LinkEntry, f32)> = Vec::new();
         for p in &self.peers {
             let (Some(id), Some(rtt)) = (p.node_id, p.monitor.rtt()) else {
                 continue;
@@ -565,13 +564,26 @@ impl Node {
                 continue;
             }
             let loss = p.monitor.loss();
-            links.push(LinkEntry {
+            let entry = LinkEntry {
                 neighbour: prefix(&id),
                 rtt_us: rtt_us(rtt),
                 loss: (loss.clamp(0.0, 1.0) * f32::from(u16::MAX)) as u16,
-            });
-            advertised.insert(id, (rtt_us(rtt), loss));
+            };
+            candidates.push((id, entry, loss));
         }
+        // A record must fit one datagram: past the limit, the best links
+        // (least loss, then lowest RTT) are advertised, the rest are not.
+        let limit = crate::wire::max_links(self.certificate.to_bytes().len());
+        if candidates.len() > limit {
+            candidates.sort_by_key(|(id, l, _)| (l.loss, l.rtt_us, *id));
+            self.stats.lsa_links_capped += (candidates.len() - limit) as u64;
+            candidates.truncate(limit);
+        }
+        let links: Vec<LinkEntry> = candidates.iter().map(|(_, l, _)| *l).collect();
+        let advertised: std::collections::BTreeMap<NodeId, (u32, f32)> = candidates
+            .iter()
+            .map(|(id, l, loss)| (*id, (l.rtt_us, *loss)))
+            .collect();
         let sequence = self.next_timestamp(now);
         let lifetime = self
             .routing

@@ -36,7 +36,7 @@ pub use frame::{
     MULTICAST_HEADER_LEN,
 };
 pub use handshake::{HandshakePayload, PAYLOAD_FIXED_LEN};
-pub use link_state::{LINK_ENTRY_LEN, LinkEntry, LinkStateRecord};
+pub use link_state::{LINK_ENTRY_LEN, LinkEntry, LinkStateRecord, MAX_CONTROL_DATAGRAM, max_links};
 pub use membership::{
     MAX_MEMBERSHIP_GROUPS, MEMBERSHIP_CONTEXT, MembershipError, MembershipRecord,
     VerifiedMembership, membership_digest, verify as verify_membership,
