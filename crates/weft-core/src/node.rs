@@ -178,7 +178,8 @@ pub enum NodeError {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A session with a peer was established (or replaced by a rekey).
+    /// A session with a peer was established where there was none (a rekey
+    /// that replaces a session is not reported).
     SessionEstablished {
         /// The peer.
         peer: NodeId,
@@ -1554,7 +1555,11 @@ impl Node {
             self.sync_link_state(now, peer);
         }
         let p = &self.peers[peer];
-        if let Some(id) = p.node_id {
+        if !first {
+            // A rekey, or the second of two crossed handshakes: the peer
+            // was reachable all along, which is no news.
+            debug!(peer = %p.name(), initiator, "session replaced");
+        } else if let Some(id) = p.node_id {
             let name = p.name();
             debug!(peer = %name, initiator, "session established");
             push_event(
