@@ -91,6 +91,7 @@ fn forged_and_flooded_inits_move_block_and_tax_nothing() {
         keys.write_mac1(&mut out);
         out
     };
+    #[allow(clippy::disallowed_methods)] // the attacker forges a current timestamp
     let wall_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

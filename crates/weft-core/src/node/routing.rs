@@ -467,7 +467,7 @@ impl Node {
     /// quarter and 1 ms, or loss by five points).
     pub(super) fn check_advertised(&mut self, now: Instant, peer: usize) {
         let p = &self.peers[peer];
-        let (Some(id), Some(rtt)) = (p.node_id, p.monitor.rtt()) else {
+        let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
             return;
         };
         let (rtt, loss) = (rtt_us(rtt), p.monitor.loss());
@@ -557,7 +557,7 @@ impl Node {
     fn originate_lsa(&mut self, now: Instant) {
         let mut candidates: Vec<(NodeId, LinkEntry, f32)> = Vec::new();
         for p in &self.peers {
-            let (Some(id), Some(rtt)) = (p.node_id, p.monitor.rtt()) else {
+            let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
                 continue;
             };
             if !p.monitor.settled() {
@@ -729,7 +729,9 @@ impl Node {
         let own = self.node_id();
         let mut graph = crate::route::Graph::default();
         for (index, p) in self.peers.iter().enumerate() {
-            let (Some(id), Some(rtt)) = (p.node_id, p.monitor.rtt()) else {
+            // The windowed minimum: a link's own traffic queues its probes
+            // and must not make a relay look faster (link::min_rtt).
+            let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
                 continue;
             };
             if p.monitor.settled() && p.endpoint.is_some() && self.usable_current(now, index) {
