@@ -51,6 +51,8 @@ mod privilege;
 mod tun;
 mod udp;
 
+pub(crate) use api::read_token;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
