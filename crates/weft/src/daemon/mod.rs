@@ -103,6 +103,7 @@ const RESOLVECTL_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     init_logging(&config.log.level);
+    let privileges = privilege::Plan::new(&config)?;
     warn_if_key_is_exposed(&config.node.key.path);
     let unix_now = pki::unix_now()?;
     let node_config = config.node_config(unix_now)?;
@@ -116,7 +117,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(serve(&config, node_config, seed, unix_now))
+    runtime.block_on(serve(&config, node_config, seed, unix_now, privileges))
 }
 
 /// Secret keys readable by other users are a mistake worth a warning (as
@@ -157,6 +158,7 @@ async fn serve(
     node_config: NodeConfig,
     seed: [u8; 32],
     unix_now: u64,
+    privileges: privilege::Plan,
 ) -> anyhow::Result<ExitCode> {
     #[allow(clippy::disallowed_methods)] // the driver is where time enters
     let now = Instant::now();
@@ -202,7 +204,7 @@ async fn serve(
     let (dns, dns_requests) = start_dns(&config.dns, tun.name(), &node).await;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let privileges = privilege::drop_privileges(config, control.made_directory())
+    let privileges = privilege::drop_privileges(privileges, control.made_directory())
         .context("cannot drop privileges")?;
     info!(
         name = node.name(),

@@ -47,7 +47,7 @@
 //! filter that misses one kills the daemon on a rare path at run time; it
 //! needs a test of every path first.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use caps::CapSet;
@@ -65,13 +65,28 @@ pub(super) struct Privileges {
     pub(super) gid: u32,
 }
 
-/// Switches to the configured user and drops every capability (see the
+/// Whom the daemon will become, found from the config before anything is
+/// set up, so that a user that does not exist is reported at once.
+pub(super) struct Plan {
+    target: Target,
+    /// The config file, for errors.
+    file: PathBuf,
+}
+
+impl Plan {
+    /// Looks up `[daemon] user` and `group` (or the default user).
+    pub(super) fn new(config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            target: target(config)?,
+            file: config.file.clone(),
+        })
+    }
+}
+
+/// Switches to the planned user and drops every capability (see the
 /// module doc). `handover` is a directory the daemon made and must still
 /// write to (the control socket's). Must run on the only thread.
-pub(super) fn drop_privileges(
-    config: &Config,
-    handover: Option<&Path>,
-) -> anyhow::Result<Privileges> {
+pub(super) fn drop_privileges(plan: Plan, handover: Option<&Path>) -> anyhow::Result<Privileges> {
     let threads = std::fs::read_dir("/proc/self/task")
         .context("cannot list this process's threads")?
         .count();
@@ -80,7 +95,7 @@ pub(super) fn drop_privileges(
             "cannot drop privileges: the daemon has {threads} threads, and capabilities belong to each thread"
         );
     }
-    let target = target(config)?;
+    let Plan { target, file } = plan;
     let started_as_root = nix::unistd::geteuid().is_root();
     let privileges = match &target {
         Target::Switch { user, gid } if started_as_root => {
@@ -105,7 +120,7 @@ pub(super) fn drop_privileges(
             if current != user.uid {
                 bail!(
                     "{}: only a daemon started as root can switch to user {} (this one runs as uid {current})",
-                    config.file.display(),
+                    file.display(),
                     user.name
                 );
             }
@@ -313,6 +328,49 @@ impl ProcessStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(daemon: &str) -> Config {
+        let text = format!(
+            "[node]\nkey = \"node.key\"\ncertificate = \"node.crt\"\nca = \"ca.crt\"\n[daemon]\n{daemon}\n"
+        );
+        Config::parse(Path::new("/etc/weft/weft.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn a_user_or_group_that_does_not_exist_is_reported_at_its_key() {
+        let Err(error) = Plan::new(&config("user = \"weft-test-no-such-user\"")) else {
+            panic!("planned to become a user that does not exist");
+        };
+        assert!(
+            error.to_string().starts_with(
+                "/etc/weft/weft.toml:6:8: daemon.user: there is no user 'weft-test-no-such-user'"
+            ),
+            "{error}"
+        );
+        let Err(error) = Plan::new(&config(
+            "user = \"nobody\"\ngroup = \"weft-test-no-such-group\"",
+        )) else {
+            panic!("planned to become a group that does not exist");
+        };
+        assert!(
+            error
+                .to_string()
+                .starts_with("/etc/weft/weft.toml:7:9: daemon.group:"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn root_stays_root_and_other_users_are_switched_to() {
+        let plan = Plan::new(&config("user = \"root\"")).unwrap();
+        assert!(matches!(plan.target, Target::StayRoot { asked: true }));
+        let plan = Plan::new(&config("user = \"nobody\"")).unwrap();
+        let Target::Switch { user, gid } = plan.target else {
+            panic!("nobody is not root");
+        };
+        assert_eq!(user.name, "nobody");
+        assert_eq!(gid, user.gid);
+    }
 
     #[test]
     fn process_status_fields_are_read() {
