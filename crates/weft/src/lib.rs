@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod demo;
 pub mod group;
 pub mod lookup;
+pub mod map;
 pub mod ping;
 pub mod pki;
 pub mod qos;

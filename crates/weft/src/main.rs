@@ -28,6 +28,9 @@ enum Command {
     },
     /// Show the running node's peers.
     Status(weft::status::StatusArgs),
+    /// Print the URL of the running node's network map, with the API's
+    /// token (or the token alone, for scripts).
+    Map(weft::map::MapArgs),
     /// Show the running node's traffic classes and rate limits: rates,
     /// queue depths, queueing delays and drops.
     Qos(weft::qos::QosArgs),
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Ca(command) => weft::pki::ca(&command),
         Command::Up { config } => weft::daemon::run(&config),
         Command::Status(args) => weft::status::run(&args),
+        Command::Map(args) => weft::map::run(&args),
         Command::Qos(args) => weft::qos::run(&args),
         Command::Routes(args) => weft::routes::run_routes(&args),
         Command::Route(command) => weft::routes::run_route(&command),
