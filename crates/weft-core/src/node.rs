@@ -385,6 +385,8 @@ struct RoutingState {
     /// This node's own record must be (re)sent by then.
     lsa_due: Option<Instant>,
     last_lsa: Option<Instant>,
+    /// Bounds on signing and passing on records (`route::brake`).
+    brake: crate::route::Brake,
     /// What this node last advertised, per neighbour: (RTT µs, loss).
     advertised: BTreeMap<NodeId, (u32, f32)>,
 }
@@ -578,6 +580,7 @@ impl Node {
                 recompute_at: None,
                 lsa_due: None,
                 last_lsa: None,
+                brake: crate::route::Brake::default(),
                 advertised: BTreeMap::new(),
             },
             discovery: Discovery::new(dht, neighbours),

@@ -115,6 +115,11 @@ counters! {
     lsa_rejected,
     /// Link-state bytes sent (records, as UDP payload before sealing).
     lsa_tx_bytes,
+    /// Records of others held back by the forwarding brake (a newer one of
+    /// the same origin came within 250 ms of the last passed on).
+    lsa_held,
+    /// Times this node's own record had to wait for the origination brake.
+    lsa_originate_deferred,
     /// Links left out of this node's records because a record must fit
     /// one control datagram (`wire::max_links`), summed over records.
     lsa_links_capped,

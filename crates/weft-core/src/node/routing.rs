@@ -7,7 +7,10 @@
 //!   loss each) and floods it to its neighbours when a link goes up or down,
 //!   when a link's metrics move noticeably (at most every
 //!   [`DRIFT_INTERVAL`]), and every `lsa_refresh`; neighbours flood what is
-//!   new to them on. A new neighbour gets the whole database.
+//!   new to them on. A new neighbour gets the whole database. Both are
+//!   braked (`route::brake`): a node signs at most 4 records a second after
+//!   a burst of 8, and passes on at most one record per origin every
+//!   250 ms, the newest of those that came meanwhile.
 //! - Routes: recomputed when links or records change and every
 //!   [`RECOMPUTE_INTERVAL`]; see `route` for metrics and hysteresis.
 //! - Forwarding: a packet for a peer goes along its pinned path if the pin's
@@ -509,6 +512,10 @@ impl Node {
                 .lsdb
                 .next_expiry()
                 .map(|at| (at, TimerKind::LinkState)),
+            self.routing
+                .brake
+                .next_release()
+                .map(|at| (at, TimerKind::LinkState)),
             self.routing.recompute_at.map(|at| (at, TimerKind::Route)),
         ]
         .into_iter()
@@ -518,13 +525,26 @@ impl Node {
     pub(super) fn routing_timers(&mut self, now: Instant) {
         if self.routing.lsdb.expire(now) {
             self.routing.dirty = true;
+            let lsdb = &self.routing.lsdb;
+            self.routing.brake.retain(|id| lsdb.get(id).is_some());
+        }
+        for held in self.routing.brake.release(now) {
+            self.flood(now, &held.record, Some(held.from));
         }
         let refresh_due = self
             .routing
             .last_lsa
             .is_some_and(|last| now >= last + self.routing.config.lsa_refresh);
         if refresh_due || self.routing.lsa_due.is_some_and(|due| due <= now) {
-            self.originate_lsa(now);
+            if self.routing.brake.may_originate(now) {
+                self.originate_lsa(now);
+            } else {
+                // Out of tokens (this node's links change faster than the
+                // brake allows): the record waits for the next token and
+                // then says everything at once.
+                self.stats.lsa_originate_deferred += 1;
+                self.routing.lsa_due = Some(self.routing.brake.next_origination(now));
+            }
         }
         if self.routing.recompute_at.is_some_and(|at| at <= now) {
             self.routing.dirty = true;
@@ -715,7 +735,11 @@ impl Node {
             self.bind_identity(peer, certificate);
         }
         self.routing.dirty = true;
-        self.flood(now, record, Some(from));
+        if self.routing.brake.forward(now, origin, record, from) {
+            self.flood(now, record, Some(from));
+        } else {
+            self.stats.lsa_held += 1;
+        }
     }
 
     /// Builds the graph from this node's links and the records, and updates
