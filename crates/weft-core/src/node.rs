@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use crate::dht::{Dht, DhtConfig, LookupError, LookupId, LookupTrace, NodeRecord, Target};
 use crate::identity::{
@@ -82,6 +82,12 @@ const BUFFER_CAPACITY: usize = 2048;
 /// What an init is padded for when the responder's certificate is not
 /// known yet: a certificate with a long name and a few groups.
 const TYPICAL_CERTIFICATE_LEN: usize = 320;
+/// A session replaced by a newer one that came from elsewhere is made
+/// current again once the newer one has been silent this long (its holder,
+/// a second host with the same key, is gone).
+const DUPLICATE_SILENCE: Duration = Duration::from_secs(2);
+/// A duplicate key is logged at most this often per peer.
+const DUPLICATE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// A cookie from a responder is used for this long (its secret changes
 /// every two minutes; a stale cookie only earns a new cookie reply).
 const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
@@ -430,6 +436,8 @@ struct Peer {
     monitor: LinkMonitor,
     /// From the config (not a DHT pick, on-demand or inbound peer).
     configured: bool,
+    /// When a duplicate of this node's key was last logged.
+    duplicate_logged: Option<Instant>,
     queue: VecDeque<Vec<u8>>,
     handshakes: u64,
     bytes_in: u64,
@@ -462,6 +470,7 @@ impl Peer {
             last_handshake: None,
             monitor: LinkMonitor::new(),
             configured: false,
+            duplicate_logged: None,
             queue: VecDeque::new(),
             handshakes: 0,
             bytes_in: 0,
@@ -1371,7 +1380,10 @@ impl Node {
             return;
         }
         let range = match transport.open(counter, &mut buf) {
-            Ok(range) => range,
+            Ok(range) => {
+                transport.last_received = Some(now);
+                range
+            }
             Err(error) => {
                 match error {
                     OpenError::Replayed => self.stats.rx_replayed += 1,
@@ -1398,8 +1410,58 @@ impl Node {
             }
         }
         self.peers[peer].last_received = Some(now);
-        self.follow_endpoint(peer, source);
+        if slot == Slot::Previous {
+            self.on_previous_session(now, peer, source);
+        } else {
+            self.follow_endpoint(peer, source);
+        }
         self.on_frame(now, peer, source, buf, range);
+    }
+
+    /// A packet on the session a newer one replaced. From the peer's
+    /// endpoint it is one still in flight across a rekey. From elsewhere,
+    /// two hosts answer for one node (one holds a copy of its key): while
+    /// the newer session still speaks, the endpoint stays with it (packets
+    /// on the older one never move it, so the endpoint does not flip with
+    /// every packet) and the duplicate is counted and logged; once the
+    /// newer session has been silent for [`DUPLICATE_SILENCE`], its holder
+    /// is gone and the older session, which still speaks, becomes current
+    /// again.
+    fn on_previous_session(&mut self, now: Instant, peer: usize, source: Source) {
+        let Source::Direct(from) = source else {
+            return;
+        };
+        let p = &mut self.peers[peer];
+        if p.endpoint == Some(from) {
+            return;
+        }
+        let newer_speaks = p
+            .current
+            .as_ref()
+            .and_then(|t| t.last_received)
+            .is_some_and(|at| now.saturating_duration_since(at) < DUPLICATE_SILENCE);
+        if newer_speaks {
+            self.stats.duplicate_identity += 1;
+            let due = p
+                .duplicate_logged
+                .is_none_or(|at| now >= at + DUPLICATE_LOG_INTERVAL);
+            if due {
+                p.duplicate_logged = Some(now);
+                warn!(
+                    peer = %p.name(),
+                    "two hosts hold this node's key: one answers at its endpoint, one elsewhere; the newer session keeps the endpoint"
+                );
+            }
+            return;
+        }
+        if let Some(older) = p.previous.take() {
+            if let Some(newer) = p.current.replace(older) {
+                p.previous = Some(newer);
+            }
+            self.stats.sessions_restored += 1;
+            debug!(peer = %p.name(), "the newer session fell silent: back to the older one");
+            self.follow_endpoint(peer, source);
+        }
     }
 
     /// Moves the peer's endpoint to where an authenticated packet came

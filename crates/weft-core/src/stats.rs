@@ -94,6 +94,12 @@ counters! {
     peers_lost,
     /// Endpoint changes (roaming) of peers.
     peers_roamed,
+    /// Packets on a replaced session from another address than the peer's
+    /// while the newer session still speaks: two hosts hold one key.
+    duplicate_identity,
+    /// Replaced sessions made current again because the newer one fell
+    /// silent (the second holder of a key went away).
+    sessions_restored,
     /// Packets with no path to their peer (no route, link down, no endpoint).
     tx_no_path,
     /// Packets this node forwarded for others (as a relay).
