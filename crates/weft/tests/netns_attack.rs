@@ -36,7 +36,10 @@ fn forged_and_flooded_inits_move_block_and_tax_nothing() {
         eprintln!("skipping: network namespace tests need root");
         return;
     }
-    let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));
+    // WEFT_TEST_BIN runs another build (the release binary, to measure
+    // the daemon's CPU for the flood as it would run for real).
+    let binary = std::env::var("WEFT_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_weft").to_owned());
+    let mut options = TestbedOptions::new(binary);
     options.log_level = "info".to_owned();
     let testbed = Testbed::new(3, options).expect("building the test bed");
     testbed.wait_established(ESTABLISH_TIMEOUT).unwrap();
@@ -106,6 +109,7 @@ fn forged_and_flooded_inits_move_block_and_tax_nothing() {
         .collect();
 
     let mut restarted_at = None;
+    let mut flood_cpu = None;
     let sent = attacker
         .enter(|| -> anyhow::Result<u64> {
             let own = UdpSocket::bind((attacker.underlay_addr(), 0))?;
@@ -131,6 +135,7 @@ fn forged_and_flooded_inits_move_block_and_tax_nothing() {
             }
             // The flood: 100,000 inits, 1,000 every 20 ms (50,000/s).
             let start = now();
+            let cpu_start = cpu_ticks(b.daemon_pid());
             for burst in 0..100u32 {
                 if burst == 20 {
                     // A comes back during the flood with a fresh key
@@ -151,11 +156,23 @@ fn forged_and_flooded_inits_move_block_and_tax_nothing() {
                     std::thread::sleep(wait);
                 }
             }
+            if let (Some(before), Some(after)) = (cpu_start, cpu_ticks(b.daemon_pid())) {
+                flood_cpu = Some((after - before, now() - start));
+            }
             Ok(spoofed_bytes)
         })
         .unwrap()
         .unwrap();
     let restarted_at = restarted_at.unwrap();
+    if let Some((ticks, wall)) = flood_cpu {
+        // Clock ticks are 1/100 s on Linux.
+        eprintln!(
+            "B's daemon used {:.2} s of CPU over the {:.2} s flood ({:.0} % of a core)",
+            ticks as f64 / 100.0,
+            wall.as_secs_f64(),
+            ticks as f64 / wall.as_secs_f64()
+        );
+    }
     testbed.wait_pair(0, 1, ESTABLISH_TIMEOUT).unwrap();
     eprintln!(
         "A and B have a session again {:?} after A's restart in the flood",
@@ -215,6 +232,16 @@ fn forged_and_flooded_inits_move_block_and_tax_nothing() {
         .command("nft")
         .args(["delete", "table", "ip", "weftattack"])
         .status();
+}
+
+/// User and system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command name (which is in parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 /// An IPv4 UDP datagram from `source` (port 4800) to `destination`: the
