@@ -1,7 +1,8 @@
 //! The README's first command, `weft demo`, and its discovery and multicast
 //! scenarios run end to end as a newcomer would run them (as root: they
 //! build network namespaces), and exit 0: every pair reached, every
-//! multicast member served and the non-member not.
+//! multicast member served and the non-member not, and every link a phase
+//! cut restored by the end.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -33,6 +34,15 @@ fn the_default_demo_reaches_every_pair() {
     assert!(ok, "{text}");
     assert!(
         text.contains("every node reached every other one"),
+        "{text}"
+    );
+    // The failover phase cuts h0-h1 and must leave it restored.
+    assert!(
+        text.contains("the overlay before failover: all 3 direct links up"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the overlay now: all 3 direct links up"),
         "{text}"
     );
     assert!(
@@ -80,6 +90,15 @@ fn the_multicast_demo_shows_the_tree_and_delivers_to_members_only() {
     }
     assert!(text.contains("h4    no      0"), "{text}");
     assert!(text.contains("delivery went on after the cut"), "{text}");
+    // The cut tree link is restored, so the overlay is whole afterwards.
+    assert!(
+        text.contains("link (blackhole routes removed): both ends see it up again"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the overlay now: all 10 direct links up"),
+        "{text}"
+    );
     assert!(
         text.contains("all namespaces, links, daemons and files removed"),
         "{text}"
