@@ -27,7 +27,7 @@ fn demo(args: &[&str]) -> (bool, String) {
 #[test]
 fn the_default_demo_reaches_every_pair() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     let (ok, text) = demo(&["--nodes", "3"]);
@@ -54,7 +54,7 @@ fn the_default_demo_reaches_every_pair() {
 #[test]
 fn the_discovery_demo_finds_every_node_from_one_bootstrap_and_survives_its_loss() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     let (ok, text) = demo(&["--scenario", "discovery", "--nodes", "4"]);
@@ -71,7 +71,7 @@ fn the_discovery_demo_finds_every_node_from_one_bootstrap_and_survives_its_loss(
 #[test]
 fn the_multicast_demo_shows_the_tree_and_delivers_to_members_only() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     let (ok, text) = demo(&["--scenario", "multicast", "--nodes", "5"]);
