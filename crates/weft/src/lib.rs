@@ -3,6 +3,7 @@
 //! A thin shell around `weft-core`: tokio drivers for the UDP socket and
 //! the TUN device, the TOML config, the local control socket, and the
 //! commands that talk to a running node. No protocol decisions live here.
+//! `report` prints errors.
 //! `testbed` builds real multi-host overlays in network namespaces for the
 //! tests and `weft demo`.
 
@@ -16,6 +17,7 @@ pub mod lookup;
 pub mod ping;
 pub mod pki;
 pub mod qos;
+pub mod report;
 pub mod routes;
 pub mod status;
 pub mod testbed;

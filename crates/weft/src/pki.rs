@@ -277,12 +277,19 @@ pub fn sign(request: &SignRequest) -> anyhow::Result<Certificate> {
     refuse_existing(std::slice::from_ref(&request.out), request.force)?;
     let ca_text = std::fs::read_to_string(&request.ca_key)
         .with_context(|| format!("cannot read CA key {}", request.ca_key.display()))?;
-    let ca = CaSecret::from_pem(&ca_text).with_context(|| {
-        format!(
-            "{} is not a weft CA key (written by `weft ca init`)",
-            request.ca_key.display()
-        )
-    })?;
+    // The PEM error alone: the core's wraps it as "certificate text", which
+    // misleads when what is missing is the key block.
+    let ca = CaSecret::from_pem(&ca_text)
+        .map_err(|error| match error {
+            CertError::Pem(pem) => anyhow::Error::new(pem),
+            other => anyhow::Error::new(other),
+        })
+        .with_context(|| {
+            format!(
+                "{} is not a weft CA key (written by `weft ca init`)",
+                request.ca_key.display()
+            )
+        })?;
     let public_text = std::fs::read_to_string(&request.public_key)
         .with_context(|| format!("cannot read public key {}", request.public_key.display()))?;
     let public_key = PublicKey::from_pem(&public_text).with_context(|| {

@@ -249,18 +249,7 @@ pub fn request_raw(
 ) -> anyhow::Result<serde_json::Value> {
     let mut stream = match UnixStream::connect(socket) {
         Ok(stream) => stream,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            bail!(
-                "is the daemon running? no control socket at {} ({e})",
-                socket.display()
-            )
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", socket.display())),
+        Err(e) => bail!(connect_error(socket, &e)),
     };
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -280,6 +269,26 @@ pub fn request_raw(
         );
     }
     serde_json::from_str(&answer).context("the daemon's answer is not JSON")
+}
+
+/// What a failed connection to the control socket means, in the
+/// operator's terms.
+fn connect_error(socket: &Path, error: &std::io::Error) -> String {
+    let socket = socket.display();
+    match error.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("is the daemon running? no control socket at {socket} ({error})")
+        }
+        // The file is there but nobody listens: a daemon that was killed
+        // (or crashed) left it behind.
+        std::io::ErrorKind::ConnectionRefused => format!(
+            "the control socket {socket} is stale: the daemon is not running (it left the socket behind when it stopped); start it with `weft up` or `systemctl start weft`"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "cannot connect to the control socket {socket}: permission denied ({error}); it is open to root and to the user the daemon runs as only: use sudo"
+        ),
+        _ => format!("cannot connect to the control socket {socket}: {error}"),
+    }
 }
 
 /// The status as the text `weft status` prints: a line about the node,

@@ -357,3 +357,66 @@ fn bad_duration_in_routing_names_file_line_and_key() {
         "{error}"
     );
 }
+
+#[test]
+fn an_error_says_its_cause_once() {
+    let dir = TempDir::new("twice");
+    let output = weft(&["up", "--config", dir.path().to_str().unwrap()]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert_eq!(
+        error.matches("Is a directory (os error 21)").count(),
+        1,
+        "{error}"
+    );
+}
+
+#[test]
+fn a_file_without_a_ca_key_is_reported_as_missing_the_key_block() {
+    let dir = TempDir::new("cakey");
+    let d = dir.path().to_str().unwrap();
+    assert!(weft(&["init", "--dir", d]).status.success());
+    let not_a_key = dir.path().join("ca.key");
+    std::fs::write(&not_a_key, "hello\n").unwrap();
+    let output = weft(&[
+        "ca",
+        "sign",
+        "--ca-key",
+        not_a_key.to_str().unwrap(),
+        "--public-key",
+        &format!("{d}/node.pub"),
+        "--name",
+        "a",
+        "--out",
+        &format!("{d}/node.crt"),
+    ]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert_eq!(
+        error
+            .matches("no '-----BEGIN WEFT CA SECRET KEY-----' block found")
+            .count(),
+        1,
+        "{error}"
+    );
+    assert!(!error.contains("certificate"), "{error}");
+}
+
+#[test]
+fn a_stale_control_socket_is_called_stale() {
+    let dir = TempDir::new("stale");
+    let socket = dir.path().join("weft.sock");
+    // Bound and closed: the file stays, nobody listens, as after a daemon
+    // was killed.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let output = weft(&["status", "--socket", socket.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains(&format!(
+            "the control socket {} is stale: the daemon is not running",
+            socket.display()
+        )),
+        "{error}"
+    );
+}
