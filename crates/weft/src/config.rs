@@ -45,6 +45,12 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:4800";
 pub const DEFAULT_TUN_NAME: &str = "weft0";
 /// Log filter when the config names none.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// The config file every command uses when given neither `--config` nor
+/// [`CONFIG_ENV`] (where the Debian package puts it).
+pub const DEFAULT_CONFIG: &str = "/etc/weft/weft.toml";
+/// The environment variable that names the config file when `--config`
+/// does not.
+pub const CONFIG_ENV: &str = "WEFT_CONFIG";
 /// Port of the DNS responder when `[dns] listen` names none (or names an
 /// address without a port).
 pub const DEFAULT_DNS_PORT: u16 = 53;
@@ -693,6 +699,73 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[number_len + unit_len..];
     }
     Ok(total)
+}
+
+/// Where a command finds the node's config: `explicit` (`--config`), else
+/// the file [`CONFIG_ENV`] names, else [`DEFAULT_CONFIG`].
+pub fn locate(explicit: Option<&Path>) -> ConfigLocation {
+    locate_with(explicit, std::env::var_os(CONFIG_ENV))
+}
+
+/// [`locate`] with the environment variable's value given.
+pub fn locate_with(explicit: Option<&Path>, env: Option<std::ffi::OsString>) -> ConfigLocation {
+    match (explicit, env) {
+        (Some(path), _) => ConfigLocation {
+            path: path.to_owned(),
+            from: ConfigFrom::Flag,
+        },
+        (None, Some(path)) if !path.is_empty() => ConfigLocation {
+            path: PathBuf::from(path),
+            from: ConfigFrom::Environment,
+        },
+        (None, _) => ConfigLocation {
+            path: PathBuf::from(DEFAULT_CONFIG),
+            from: ConfigFrom::Default,
+        },
+    }
+}
+
+/// A config file and why it was chosen (see [`locate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigLocation {
+    /// The file.
+    pub path: PathBuf,
+    /// Where its name came from.
+    pub from: ConfigFrom,
+}
+
+/// Where the name of the config file came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFrom {
+    /// `--config`.
+    Flag,
+    /// The [`CONFIG_ENV`] environment variable.
+    Environment,
+    /// Neither: [`DEFAULT_CONFIG`].
+    Default,
+}
+
+impl ConfigLocation {
+    /// Reads and checks the file; a file that is missing and was not named
+    /// by `--config` says where its name came from and how to name another.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        match Config::load(&self.path) {
+            Err(ConfigError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && self.from != ConfigFrom::Flag =>
+            {
+                let why = match self.from {
+                    ConfigFrom::Environment => format!("named by ${CONFIG_ENV}"),
+                    _ => format!("the default; ${CONFIG_ENV} is not set"),
+                };
+                anyhow::bail!(
+                    "no config file at {} ({why}): say which node with --config FILE (or --socket PATH for commands that ask a running node), or set {CONFIG_ENV}",
+                    self.path.display()
+                )
+            }
+            other => Ok(other?),
+        }
+    }
 }
 
 /// The text being parsed, to turn byte offsets into line and column and to

@@ -45,8 +45,8 @@ enum Command {
     /// Join and leave multicast groups, list them, show their trees.
     #[command(subcommand)]
     Group(weft::group::GroupCommand),
-    /// Send ICMP echo requests (through the overlay when the target is an
-    /// overlay address) and report round-trip times.
+    /// Send ICMP echo requests to an address or a node's name (through the
+    /// overlay when it is an overlay address) and report round-trip times.
     Ping(weft::ping::PingArgs),
     /// Bring up a small overlay on this machine in network namespaces and
     /// show it working (needs root).

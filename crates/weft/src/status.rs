@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::locate;
 use crate::group::MulticastInfo;
 
 /// How long the client waits for the daemon to answer.
@@ -29,24 +29,25 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_RESPONSE: u64 = 16 << 20;
 
 /// Which running node to talk to: every command that asks the daemon
-/// takes these.
+/// takes these. Without either, the node configured in `$WEFT_CONFIG` or
+/// else `/etc/weft/weft.toml` (see [`crate::config::locate`]).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ControlArgs {
-    /// The node's config file (to find its control socket).
+    /// The node's config file, to find its control socket [default:
+    /// $WEFT_CONFIG, else /etc/weft/weft.toml].
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// The control socket, instead of `--config`.
+    /// The control socket, instead of the one the config names.
     #[arg(long)]
     pub socket: Option<PathBuf>,
 }
 
 impl ControlArgs {
-    /// The control socket: `--socket`, or the one `--config` names.
+    /// The control socket: `--socket`, or the one the config names.
     pub fn socket(&self) -> anyhow::Result<PathBuf> {
-        match (&self.socket, &self.config) {
-            (Some(socket), _) => Ok(socket.clone()),
-            (None, Some(config)) => Ok(Config::load(config)?.control.socket),
-            (None, None) => bail!("say which node: --config FILE or --socket PATH"),
+        match &self.socket {
+            Some(socket) => Ok(socket.clone()),
+            None => Ok(locate(self.config.as_deref()).load()?.control.socket),
         }
     }
 }

@@ -420,3 +420,151 @@ fn a_stale_control_socket_is_called_stale() {
         "{error}"
     );
 }
+
+/// Runs `weft` with `env` set (and `WEFT_CONFIG` and `RUST_LOG` removed
+/// unless `env` sets them).
+fn weft_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+    command
+        .args(args)
+        .env_remove("WEFT_CONFIG")
+        .env_remove("RUST_LOG");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn commands_find_the_node_through_weft_config() {
+    let dir = TempDir::new("env-config");
+    let socket = dir.path().join("ctl.sock");
+    let file = dir.path().join("weft.toml");
+    std::fs::write(
+        &file,
+        format!("{NODE}[control]\nsocket = \"{}\"\n", socket.display()),
+    )
+    .unwrap();
+    for args in [
+        &["status"][..],
+        &["qos"],
+        &["routes"],
+        &["trace", "b"],
+        &["lookup", "b"],
+        &["group", "list"],
+        &["ping", "b"],
+    ] {
+        let output = weft_env(args, &[("WEFT_CONFIG", file.to_str().unwrap())]);
+        assert!(!output.status.success(), "{args:?}");
+        let error = stderr(&output);
+        assert!(
+            error.contains(&format!("no control socket at {}", socket.display())),
+            "{args:?}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_config_says_where_its_name_came_from() {
+    let output = weft_env(
+        &["status"],
+        &[("WEFT_CONFIG", "/nonexistent/weft-test/weft.toml")],
+    );
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error
+            .contains("no config file at /nonexistent/weft-test/weft.toml (named by $WEFT_CONFIG)"),
+        "{error}"
+    );
+    assert!(error.contains("--config FILE"), "{error}");
+
+    if Path::new(weft::config::DEFAULT_CONFIG).exists() {
+        weft::testbed::skip("the default-config part: /etc/weft/weft.toml exists here");
+        return;
+    }
+    let output = weft_env(&["routes"], &[]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains(
+            "no config file at /etc/weft/weft.toml (the default; $WEFT_CONFIG is not set)"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn ping_takes_names_and_finds_them_through_the_node() {
+    let dir = TempDir::new("ping-name");
+    let socket = dir.path().join("weft.sock");
+    let file = dir.path().join("weft.toml");
+    std::fs::write(
+        &file,
+        format!("{NODE}[control]\nsocket = \"{}\"\n", socket.display()),
+    )
+    .unwrap();
+    for target in ["db1", "db1.weft"] {
+        let output = weft(&["ping", target, "--config", file.to_str().unwrap()]);
+        assert!(!output.status.success());
+        let error = stderr(&output);
+        assert!(!error.contains("invalid IP address"), "{target}: {error}");
+        assert!(
+            error.contains(&format!("no control socket at {}", socket.display())),
+            "{target}: {error}"
+        );
+    }
+
+    // A stand-in daemon that answers one lookup with a record whose overlay
+    // IPv4 address is the loopback address.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let daemon = std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = String::new();
+        BufReader::new(&stream).read_line(&mut request).unwrap();
+        let answer = serde_json::json!({
+            "ok": true,
+            "lookup": {
+                "target": "db1.weft",
+                "record": {
+                    "name": "db1",
+                    "node_id": "00".repeat(32),
+                    "overlay_ipv6": "::1",
+                    "overlay_ipv4": "127.0.0.1",
+                    "endpoints": [],
+                    "groups": [],
+                    "expires_in_secs": 3600,
+                    "sequence": 1
+                },
+                "hops": 0,
+                "elapsed_ms": 0.1,
+                "queries": []
+            }
+        });
+        stream.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        serde_json::from_str::<serde_json::Value>(&request).unwrap()
+    });
+    let output = weft(&[
+        "ping",
+        "db1.weft",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--count",
+        "1",
+    ]);
+    let request = daemon.join().unwrap();
+    assert_eq!(
+        request,
+        serde_json::json!({ "command": "lookup", "target": "db1.weft" })
+    );
+    let error = stderr(&output);
+    if error.contains("cannot open an ICMP socket") {
+        weft::testbed::skip("the ping part: no ICMP socket");
+        return;
+    }
+    assert!(output.status.success(), "{error}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("PING db1.weft (127.0.0.1)"), "{text}");
+    assert!(text.contains("1 received"), "{text}");
+}
