@@ -3,7 +3,8 @@
 //! A thin shell around `weft-core`: tokio drivers for the UDP socket and
 //! the TUN device, the TOML config, the local control socket, and the
 //! commands that talk to a running node. No protocol decisions live here.
-//! `report` prints errors.
+//! `up` checks a node's config before `daemon` runs it; `report` prints
+//! errors.
 //! `testbed` builds real multi-host overlays in network namespaces for the
 //! tests and `weft demo`.
 
@@ -21,3 +22,4 @@ pub mod report;
 pub mod routes;
 pub mod status;
 pub mod testbed;
+pub mod up;

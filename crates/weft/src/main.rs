@@ -1,6 +1,5 @@
 //! The `weft` command: runs a node and talks to a running one.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -20,12 +19,8 @@ enum Command {
     /// Manage the network CA.
     #[command(subcommand)]
     Ca(weft::pki::CaCommand),
-    /// Run a node.
-    Up {
-        /// The node's config file.
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    /// Run a node (or, with --check-config, check that it could start).
+    Up(weft::up::UpArgs),
     /// Show the running node's peers.
     Status(weft::status::StatusArgs),
     /// Show the running node's traffic classes and rate limits: rates,
@@ -58,7 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => weft::pki::init(&args),
         Command::Ca(command) => weft::pki::ca(&command),
-        Command::Up { config } => weft::daemon::run(&config),
+        Command::Up(args) => weft::up::run(&args),
         Command::Status(args) => weft::status::run(&args),
         Command::Qos(args) => weft::qos::run(&args),
         Command::Routes(args) => weft::routes::run_routes(&args),

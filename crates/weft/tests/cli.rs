@@ -568,3 +568,124 @@ fn ping_takes_names_and_finds_them_through_the_node() {
     assert!(text.contains("PING db1.weft (127.0.0.1)"), "{text}");
     assert!(text.contains("1 received"), "{text}");
 }
+
+/// A node directory with a CA, keys, a signed certificate and the CA's
+/// certificate beside `weft.toml`, whose control socket is in the directory.
+fn signed_node(tag: &str) -> TempDir {
+    let dir = TempDir::new(tag);
+    let d = dir.path().to_str().unwrap();
+    assert!(
+        weft(&["ca", "init", "--dir", &format!("{d}/ca")])
+            .status
+            .success()
+    );
+    assert!(weft(&["init", "--dir", d]).status.success());
+    let sign = weft(&[
+        "ca",
+        "sign",
+        "--ca-key",
+        &format!("{d}/ca/ca.key"),
+        "--public-key",
+        &format!("{d}/node.pub"),
+        "--name",
+        "db-1",
+        "--out",
+        &format!("{d}/node.crt"),
+    ]);
+    assert!(sign.status.success(), "{}", stderr(&sign));
+    std::fs::copy(dir.path().join("ca/ca.crt"), dir.path().join("ca.crt")).unwrap();
+    let config = dir.path().join("weft.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let socket = dir.path().join("weft.sock");
+    std::fs::write(
+        &config,
+        text.replace(
+            "socket = \"/run/weft/weft0.sock\"",
+            &format!("socket = \"{}\"", socket.display()),
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn an_unknown_log_level_is_a_config_error() {
+    let (error, file) = up_error(&format!("{NODE}\n[log]\nlevel = \"verbose\"\n"));
+    assert!(
+        error.contains(&format!(
+            "{file}:7:9: log.level: 'verbose' is not a log level"
+        )),
+        "{error}"
+    );
+    let (error, _) = up_error(&format!("{NODE}\n[log]\nlevel = \"weft=loud,info\"\n"));
+    assert!(
+        error.contains("log.level: 'loud' in 'weft=loud' is not a log level"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_unknown_level_in_rust_log_stops_the_daemon_before_it_starts() {
+    let dir = signed_node("rustlog");
+    let config = dir.path().join("weft.toml");
+    let output = weft_env(
+        &["up", "--check-config", "--config", config.to_str().unwrap()],
+        &[("RUST_LOG", "verbose")],
+    );
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains("RUST_LOG: 'verbose' is not a log level"),
+        "{error}"
+    );
+    let output = weft_env(
+        &["up", "--check-config", "--config", config.to_str().unwrap()],
+        &[("RUST_LOG", "weft=debug,warn")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn a_secret_key_other_users_can_read_is_refused_unless_allowed() {
+    let dir = signed_node("keymode");
+    let config = dir.path().join("weft.toml");
+    let key = dir.path().join("node.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = weft(&["up", "--check-config", "--config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(error.contains("node.key"), "{error}");
+    assert!(error.contains("mode 0644"), "{error}");
+    assert!(
+        error.contains(&format!("chmod 600 {}", key.display())),
+        "{error}"
+    );
+
+    let output = weft(&[
+        "up",
+        "--check-config",
+        "--allow-exposed-key",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn check_config_reads_every_file_and_says_what_the_node_would_be() {
+    let dir = signed_node("check");
+    let config = dir.path().join("weft.toml");
+    let output = weft(&["up", "--check-config", "--config", config.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains(": ok: node db-1 (id "), "{text}");
+
+    std::fs::remove_file(dir.path().join("ca.crt")).unwrap();
+    let output = weft(&["up", "--check-config", "--config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("node.ca: cannot read"),
+        "{}",
+        stderr(&output)
+    );
+}
