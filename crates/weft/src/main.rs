@@ -1,8 +1,9 @@
 //! The `weft` command: runs a node and talks to a running one.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// weft: an encrypted overlay network that routes around failures.
 #[derive(Parser, Debug)]
@@ -46,6 +47,19 @@ enum Command {
     /// Bring up a small overlay on this machine in network namespaces and
     /// show it working (needs root).
     Demo(weft::demo::DemoArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish,
+    /// powershell), e.g. `weft completions bash > /etc/bash_completion.d/weft`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page weft(1), or with --dir write every page
+    /// (weft.1, weft-up.1, weft-status.1, ...) into a directory.
+    Man {
+        /// Write all pages into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +77,11 @@ fn main() -> ExitCode {
         Command::Group(command) => weft::group::run(&command),
         Command::Ping(args) => weft::ping::run(&args),
         Command::Demo(args) => weft::demo::run(&args),
+        Command::Completions { shell } => {
+            weft::manual::completions(shell, Cli::command(), &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => man(dir),
     };
     match result {
         Ok(code) => code,
@@ -71,4 +90,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn man(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    match dir {
+        Some(dir) => {
+            weft::manual::write_man_pages(Cli::command(), &dir)
+                .with_context(|| format!("cannot write the manual pages into {}", dir.display()))?;
+        }
+        None => {
+            let pages =
+                weft::manual::man_pages(Cli::command()).context("cannot render the manual page")?;
+            if let Some((_, text)) = pages.first() {
+                weft::status::emit(&String::from_utf8_lossy(text))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -203,7 +203,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// Writes a command's output to stdout. A closed pipe (`weft routes |
 /// head`) ends the output quietly instead of panicking as `print!` would.
-pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
+pub fn emit(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())

@@ -689,3 +689,76 @@ fn check_config_reads_every_file_and_says_what_the_node_would_be() {
         stderr(&output)
     );
 }
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, expect) in [
+        ("bash", "complete -F _weft"),
+        ("zsh", "#compdef weft"),
+        ("fish", "complete -c weft"),
+    ] {
+        let output = weft(&["completions", shell]);
+        assert!(output.status.success(), "{shell}: {}", stderr(&output));
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains(expect), "{shell}: {text}");
+        assert!(text.contains("check-config"), "{shell}: no weft up flags");
+    }
+}
+
+#[test]
+fn man_pages_cover_every_subcommand() {
+    let output = weft(&["man"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.starts_with(".ie \\n(.g .ds Aq") || text.contains(".TH weft 1"),
+        "{text}"
+    );
+    assert!(text.contains("WEFT_CONFIG"), "{text}");
+
+    let dir = TempDir::new("man");
+    let output = weft(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for page in [
+        "weft.1",
+        "weft-up.1",
+        "weft-status.1",
+        "weft-ca-sign.1",
+        "weft-group-join.1",
+        "weft-completions.1",
+    ] {
+        assert!(dir.path().join(page).exists(), "{page}");
+    }
+    let up = std::fs::read_to_string(dir.path().join("weft-up.1")).unwrap();
+    assert!(up.contains("check\\-config"), "{up}");
+}
+
+#[test]
+fn init_can_write_only_keys_and_print_the_packaged_example() {
+    let dir = TempDir::new("keyonly");
+    let d = dir.path().to_str().unwrap();
+    let example = weft(&["init", "--print-example"]);
+    assert!(example.status.success(), "{}", stderr(&example));
+    let text = String::from_utf8_lossy(&example.stdout).into_owned();
+    assert!(!text.contains("This node: id"), "{text}");
+    std::fs::write(dir.path().join("weft.toml"), &text).unwrap();
+    let config = Config::load(&dir.path().join("weft.toml")).unwrap();
+    assert_eq!(config.node.key.path, dir.path().join("node.key"));
+
+    let keys = weft(&["init", "--dir", d, "--key-only"]);
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("weft.toml")).unwrap(),
+        text
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("node.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let again = weft(&["init", "--dir", d, "--key-only"]);
+    assert!(!again.status.success());
+}
