@@ -1,6 +1,6 @@
 //! The documentation's relative links lead to files of this repository:
-//! every `[text](target)` and `[label]: target` in README.md and
-//! docs/*.md that is not a URL must name a file or directory that
+//! every `[text](target)` and `[label]: target` in README.md, CHANGELOG.md
+//! and docs/*.md that is not a URL must name a file or directory that
 //! exists inside the repository, so a fresh clone has no dead links and
 //! none that only work on the machine where they were written.
 
@@ -17,7 +17,7 @@ fn repository() -> PathBuf {
 
 /// The Markdown files whose links are checked.
 fn documents(root: &Path) -> Vec<PathBuf> {
-    let mut files = vec![root.join("README.md")];
+    let mut files = vec![root.join("README.md"), root.join("CHANGELOG.md")];
     let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
