@@ -45,6 +45,12 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:4800";
 pub const DEFAULT_TUN_NAME: &str = "weft0";
 /// Log filter when the config names none.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// The config file every command uses when given neither `--config` nor
+/// [`CONFIG_ENV`] (where the Debian package puts it).
+pub const DEFAULT_CONFIG: &str = "/etc/weft/weft.toml";
+/// The environment variable that names the config file when `--config`
+/// does not.
+pub const CONFIG_ENV: &str = "WEFT_CONFIG";
 /// Port of the DNS responder when `[dns] listen` names none (or names an
 /// address without a port).
 pub const DEFAULT_DNS_PORT: u16 = 53;
@@ -428,6 +434,28 @@ impl Config {
         })
     }
 
+    /// Refuses a secret key file that other users may read or write (any
+    /// group or other permission bit), as ssh refuses such private keys:
+    /// the key is the node's identity in the network. The error names the
+    /// `chmod` that fixes it.
+    pub fn check_key_permissions(&self) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let at = &self.node.key;
+        let metadata = std::fs::metadata(&at.path)
+            .map_err(|e| self.error_at(at, format!("cannot read {}: {e}", at.path.display())))?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            return Ok(());
+        }
+        Err(self.error_at(
+            at,
+            format!(
+                "the secret key {path} is accessible by other users (mode {mode:04o}); run `chmod 600 {path}` (or start with --allow-exposed-key to accept it)",
+                path = at.path.display()
+            ),
+        ))
+    }
+
     fn read_file<T, E: fmt::Display>(
         &self,
         at: &ConfigPath,
@@ -782,6 +810,112 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[number_len + unit_len..];
     }
     Ok(total)
+}
+
+/// Checks a log filter (`[log] level`, or `RUST_LOG`): comma-separated
+/// directives, each a level (`error`, `warn`, `info`, `debug`, `trace`,
+/// `off`) or `TARGET=LEVEL` (`weft=debug`). tracing's own syntax also takes
+/// a bare word as a target at every level, so that a mistyped level such as
+/// `verbose` silently turns off every log line but those of a module named
+/// `verbose`: a bare word must be a level here (`weft=trace` says the
+/// other thing).
+pub fn check_log_filter(text: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |word: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word.trim()));
+    let help = "use error, warn, info, debug, trace or off, or TARGET=LEVEL such as weft=debug";
+    if text.trim().is_empty() {
+        return Err(format!("empty log filter ({help})"));
+    }
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match directive.rsplit_once('=') {
+            Some((target, level)) => {
+                if target.trim().is_empty() {
+                    return Err(format!("'{directive}' names no target ({help})"));
+                }
+                if !is_level(level) {
+                    return Err(format!(
+                        "'{level}' in '{directive}' is not a log level ({help})"
+                    ));
+                }
+            }
+            // A span filter (`[span]`) selects spans at every level.
+            None if directive.starts_with('[') => {}
+            None if !is_level(directive) => {
+                return Err(format!("'{directive}' is not a log level ({help})"));
+            }
+            None => {}
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(drop)
+        .map_err(|e| format!("'{text}' is not a log filter: {e}"))
+}
+
+/// Where a command finds the node's config: `explicit` (`--config`), else
+/// the file [`CONFIG_ENV`] names, else [`DEFAULT_CONFIG`].
+pub fn locate(explicit: Option<&Path>) -> ConfigLocation {
+    locate_with(explicit, std::env::var_os(CONFIG_ENV))
+}
+
+/// [`locate`] with the environment variable's value given.
+pub fn locate_with(explicit: Option<&Path>, env: Option<std::ffi::OsString>) -> ConfigLocation {
+    match (explicit, env) {
+        (Some(path), _) => ConfigLocation {
+            path: path.to_owned(),
+            from: ConfigFrom::Flag,
+        },
+        (None, Some(path)) if !path.is_empty() => ConfigLocation {
+            path: PathBuf::from(path),
+            from: ConfigFrom::Environment,
+        },
+        (None, _) => ConfigLocation {
+            path: PathBuf::from(DEFAULT_CONFIG),
+            from: ConfigFrom::Default,
+        },
+    }
+}
+
+/// A config file and why it was chosen (see [`locate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigLocation {
+    /// The file.
+    pub path: PathBuf,
+    /// Where its name came from.
+    pub from: ConfigFrom,
+}
+
+/// Where the name of the config file came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFrom {
+    /// `--config`.
+    Flag,
+    /// The [`CONFIG_ENV`] environment variable.
+    Environment,
+    /// Neither: [`DEFAULT_CONFIG`].
+    Default,
+}
+
+impl ConfigLocation {
+    /// Reads and checks the file; a file that is missing and was not named
+    /// by `--config` says where its name came from and how to name another.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        match Config::load(&self.path) {
+            Err(ConfigError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && self.from != ConfigFrom::Flag =>
+            {
+                let why = match self.from {
+                    ConfigFrom::Environment => format!("named by ${CONFIG_ENV}"),
+                    _ => format!("the default; ${CONFIG_ENV} is not set"),
+                };
+                anyhow::bail!(
+                    "no config file at {} ({why}): say which node with --config FILE (or --socket PATH for commands that ask a running node), or set {CONFIG_ENV}",
+                    self.path.display()
+                )
+            }
+            other => Ok(other?),
+        }
+    }
 }
 
 /// The text being parsed, to turn byte offsets into line and column and to
@@ -1206,13 +1340,8 @@ impl RawConfig {
         let log = LogSection {
             level: match &self.log.level {
                 Some(value) => {
-                    tracing_subscriber::EnvFilter::try_new(value.get_ref()).map_err(|e| {
-                        source.error(
-                            &value.span(),
-                            "log.level",
-                            format!("'{}' is not a log filter: {e}", value.get_ref()),
-                        )
-                    })?;
+                    check_log_filter(value.get_ref())
+                        .map_err(|m| source.error(&value.span(), "log.level", m))?;
                     value.get_ref().clone()
                 }
                 None => DEFAULT_LOG_LEVEL.to_owned(),

@@ -264,7 +264,7 @@ fn wait_for_map(
 #[test]
 fn the_map_shows_the_overlay_and_a_cut_link() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     if !program_exists("chromedriver") || !program_exists("chromium") {
@@ -273,7 +273,7 @@ fn the_map_shows_the_overlay_and_a_cut_link() {
             std::env::var("CI").as_deref() != Ok("true"),
             "CI: {message}"
         );
-        eprintln!("skipping: {message}");
+        weft::testbed::skip("{message}");
         return;
     }
     let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));

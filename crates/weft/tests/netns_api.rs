@@ -128,7 +128,7 @@ fn check_metrics(text: &str) {
 #[test]
 fn api_answers_agrees_with_the_cli_and_streams_a_cut() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));
@@ -399,7 +399,7 @@ impl Drop for DemoProcess {
 fn the_demo_serves_h0s_map_on_the_root_namespaces_loopback() {
     use std::io::BufRead;
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))

@@ -57,11 +57,11 @@ fn serialize() -> MutexGuard<'static, ()> {
 /// (after a notice) without root, or without nftables when `needs_nft`.
 fn testbed(needs_nft: bool, configure: impl FnOnce(&mut TestbedOptions)) -> Option<Testbed> {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return None;
     }
     if needs_nft && !have_nft() {
-        eprintln!("skipping: nft is not installed (run scripts/install-test-deps.sh as root)");
+        weft::testbed::skip("nft is not installed (run scripts/install-test-deps.sh as root)");
         return None;
     }
     let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));

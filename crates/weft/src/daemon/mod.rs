@@ -120,8 +120,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(&config, node_config, seed, unix_now, privileges))
 }
 
-/// Secret keys readable by other users are a mistake worth a warning (as
-/// ssh does), though not worth refusing to start.
+/// Secret keys readable by other users are refused before the daemon
+/// starts (`up.rs`) unless `--allow-exposed-key` accepts them; accepted,
+/// they still earn a warning in the log.
 fn warn_if_key_is_exposed(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(metadata) = std::fs::metadata(path)
