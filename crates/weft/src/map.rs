@@ -13,14 +13,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use crate::config::{ApiSection, Config};
+use crate::config::ApiSection;
 
 /// Arguments of `weft map`.
 #[derive(clap::Args, Debug)]
 pub struct MapArgs {
-    /// The node's config file.
+    /// The node's config file (default: $WEFT_CONFIG, else
+    /// /etc/weft/weft.toml).
     #[arg(long, short)]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// Print only the API token (for `Authorization: Bearer`).
     #[arg(long)]
     pub token: bool,
@@ -29,7 +30,7 @@ pub struct MapArgs {
 /// Prints the map's URL (or the token).
 #[allow(clippy::print_stdout)] // a CLI command: stdout is its output
 pub fn run(args: &MapArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+    let config = crate::config::locate(args.config.as_deref()).load()?;
     if !config.api.enabled {
         bail!(
             "{}: the HTTP API is off ([api] enabled = false)",

@@ -33,12 +33,13 @@ fn now() -> Instant {
 #[test]
 fn forged_and_flooded_inits_move_block_and_tax_nothing() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     // WEFT_TEST_BIN runs another build (the release binary, to measure
     // the daemon's CPU for the flood as it would run for real).
-    let binary = std::env::var("WEFT_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_weft").to_owned());
+    let binary =
+        std::env::var("WEFT_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_weft").to_owned());
     let mut options = TestbedOptions::new(binary);
     options.log_level = "info".to_owned();
     let testbed = Testbed::new(3, options).expect("building the test bed");

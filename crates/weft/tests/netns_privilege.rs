@@ -112,7 +112,7 @@ fn assert_overlay_works(testbed: &Testbed) {
 #[test]
 fn daemons_run_without_capabilities_and_the_overlay_still_works() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     let nobody = User::from_name("nobody").unwrap().expect("a user nobody");

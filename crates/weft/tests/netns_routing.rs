@@ -420,7 +420,7 @@ fn slow_direct_link_interactive_traffic_takes_the_faster_two_hop_path() {
 fn a_saturating_flow_over_a_healthy_direct_link_never_moves_to_a_relay() {
     let _one = serialize();
     if !have_iperf3() {
-        eprintln!("skipping: iperf3 is not installed (run scripts/install-test-deps.sh as root)");
+        weft::testbed::skip("iperf3 is not installed (run scripts/install-test-deps.sh as root)");
         return;
     }
     let Some(testbed) = testbed(false, |_| {}) else {

@@ -29,9 +29,10 @@ pub enum CertError {
     /// The bytes are not a certificate of a version we know.
     #[error("malformed certificate: {0}")]
     Malformed(&'static str),
-    /// The PEM armour is wrong.
+    /// The PEM armour is wrong. The cause is in the message and not also a
+    /// `source()`, so that error reports do not print it twice.
     #[error("certificate text: {0}")]
-    Pem(#[from] PemError),
+    Pem(PemError),
     /// Issued by another CA than the one this network trusts.
     #[error("certificate was issued by another CA (issuer {issuer}, trusted {trusted})")]
     WrongCa {
@@ -70,6 +71,12 @@ pub enum CertError {
         /// Why.
         reason: String,
     },
+}
+
+impl From<PemError> for CertError {
+    fn from(error: PemError) -> Self {
+        Self::Pem(error)
+    }
 }
 
 /// An IPv4 address with its prefix length, as `198.19.0.1/16`.
