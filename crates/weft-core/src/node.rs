@@ -82,6 +82,9 @@ const BUFFER_CAPACITY: usize = 2048;
 /// What an init is padded for when the responder's certificate is not
 /// known yet: a certificate with a long name and a few groups.
 const TYPICAL_CERTIFICATE_LEN: usize = 320;
+/// A session with no data for this long lapses unless configured or
+/// picked (see `Node::wants_session`).
+const IDLE_SESSION: Duration = Duration::from_secs(120);
 /// A session replaced by a newer one that came from elsewhere is made
 /// current again once the newer one has been silent this long (its holder,
 /// a second host with the same key, is gone).
@@ -133,11 +136,21 @@ pub struct NeighbourConfig {
     /// Of which chosen at random among the DHT contacts (long links, for
     /// path diversity); the rest are the nearest in RTT.
     pub random: usize,
+    /// Sessions at most, of every kind. A session that neither side wants
+    /// (no configured peer, no picked neighbour, no data for two minutes)
+    /// lapses on its own; when the table is full, a new inbound session
+    /// takes the place of the longest idle unwanted one, and is refused
+    /// if there is none (`handshake_refused_full`).
+    pub max_sessions: usize,
 }
 
 impl Default for NeighbourConfig {
     fn default() -> Self {
-        Self { max: 16, random: 4 }
+        Self {
+            max: 16,
+            random: 4,
+            max_sessions: 1024,
+        }
     }
 }
 
@@ -438,6 +451,8 @@ struct Peer {
     configured: bool,
     /// When a duplicate of this node's key was last logged.
     duplicate_logged: Option<Instant>,
+    /// When IP, relayed or multicast data last passed to or from it.
+    last_data: Option<Instant>,
     queue: VecDeque<Vec<u8>>,
     handshakes: u64,
     bytes_in: u64,
@@ -471,6 +486,7 @@ impl Peer {
             monitor: LinkMonitor::new(),
             configured: false,
             duplicate_logged: None,
+            last_data: None,
             queue: VecDeque::new(),
             handshakes: 0,
             bytes_in: 0,
@@ -950,7 +966,7 @@ impl Node {
                 self.by_index.remove(&stale.local);
                 self.stats.handshake_timeouts += 1;
             }
-            if self.reachable(now, peer) {
+            if self.wants_session(now, peer) && self.reachable(now, peer) {
                 self.start_handshake(now, peer);
             } else {
                 self.peers[peer].handshake_due = None;
@@ -960,7 +976,11 @@ impl Node {
             .current
             .as_ref()
             .is_some_and(|t| now >= t.created + self.rekey_age(t));
-        if rekey_due && self.peers[peer].pending.is_none() && self.reachable(now, peer) {
+        if rekey_due
+            && self.peers[peer].pending.is_none()
+            && self.wants_session(now, peer)
+            && self.reachable(now, peer)
+        {
             debug!(peer = %self.peers[peer].name(), "rekeying on session age");
             self.start_handshake(now, peer);
         }
@@ -972,9 +992,60 @@ impl Node {
         let p = &self.peers[peer];
         if p.last_sent
             .is_none_or(|t| now >= t + self.config.keepalive_interval)
+            && self.wants_session(now, peer)
         {
             self.send_frame(now, peer, Frame::Keepalive, Via::Route(Metric::Latency, 0));
         }
+    }
+
+    /// Whether this node keeps its session with `peer` (rekeys it, keeps it
+    /// alive, calls again when it ends): a configured peer, a picked
+    /// neighbour, a peer data passed to or from in the last
+    /// [`IDLE_SESSION`], or one packets wait for. Others' sessions lapse at
+    /// `reject_after_time` unless the other side wants them.
+    fn wants_session(&self, now: Instant, peer: usize) -> bool {
+        let p = &self.peers[peer];
+        p.configured
+            || p.node_id.is_some_and(|id| self.discovery.picked(&id))
+            || p.last_data.is_some_and(|t| now < t + IDLE_SESSION)
+            || !p.queue.is_empty()
+    }
+
+    /// Room for one more session with `peer` (an init from it was just
+    /// authenticated): true if the table has room or an unwanted session
+    /// could be ended for it.
+    fn make_room_for(&mut self, now: Instant, peer: usize) -> bool {
+        let has_session = |p: &Peer| p.current.is_some() || p.next.is_some();
+        if has_session(&self.peers[peer]) || self.wants_session(now, peer) {
+            return true;
+        }
+        let sessions = self.peers.iter().filter(|p| has_session(p)).count();
+        if sessions < self.discovery.config.max_sessions {
+            return true;
+        }
+        let idle = (0..self.peers.len())
+            .filter(|&i| i != peer && has_session(&self.peers[i]))
+            .filter(|&i| !self.wants_session(now, i))
+            .min_by_key(|&i| {
+                let p = &self.peers[i];
+                (p.last_data, p.last_handshake)
+            });
+        let Some(victim) = idle else {
+            return false;
+        };
+        debug!(peer = %self.peers[victim].name(), "ending an idle session to make room");
+        let p = &mut self.peers[victim];
+        let ended: Vec<Transport> = [p.current.take(), p.previous.take(), p.next.take()]
+            .into_iter()
+            .flatten()
+            .collect();
+        p.handshake_due = None;
+        for t in ended {
+            self.by_index.remove(&t.local);
+        }
+        self.stats.sessions_evicted += 1;
+        self.stop_probing(now, victim);
+        true
     }
 
     fn expire_sessions(&mut self, now: Instant, peer: usize) {
@@ -1213,6 +1284,11 @@ impl Node {
         // From here the init is known to be the certificate holder's and
         // new: its timestamp is recorded even if ours goes on instead.
         self.peers[peer].last_init_timestamp = their_timestamp;
+        if !self.make_room_for(now, peer) {
+            self.stats.handshake_refused_full += 1;
+            debug!(peer = %self.peers[peer].name(), "session table full: refusing a new session");
+            return;
+        }
         // Both sides called at once (their init crossed ours on the way):
         // keep one handshake, the one of the node with the larger id, so
         // that one side is the initiator and the two do not end up sending
@@ -1514,6 +1590,7 @@ impl Node {
                 }
                 let len = packet.len();
                 let p = &mut self.peers[peer];
+                p.last_data = Some(now);
                 p.bytes_in += len as u64;
                 p.packets_in += 1;
                 // The IP packet follows the frame kind byte.
@@ -1544,6 +1621,7 @@ impl Node {
                 }
             }
             Ok(Frame::Relay { hops, inner }) => {
+                self.peers[peer].last_data = Some(now);
                 // Relays are not nested: a relayed packet carries no relay
                 // frame of its own.
                 if let Source::Relayed(_) = source {
@@ -1571,6 +1649,7 @@ impl Node {
                 hops,
                 packet,
             }) => {
+                self.peers[peer].last_data = Some(now);
                 let mut packet_buf = self.take_buffer();
                 packet_buf.extend_from_slice(packet);
                 self.return_buffer(buf);

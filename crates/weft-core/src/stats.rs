@@ -92,6 +92,11 @@ counters! {
     events_dropped,
     /// Sessions dropped because the peer fell silent.
     peers_lost,
+    /// Idle sessions ended to make room in a full session table.
+    sessions_evicted,
+    /// Authenticated inits refused because the session table was full of
+    /// sessions that are wanted.
+    handshake_refused_full,
     /// Endpoint changes (roaming) of peers.
     peers_roamed,
     /// Packets on a replaced session from another address than the peer's

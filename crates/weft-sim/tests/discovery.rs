@@ -83,7 +83,11 @@ fn assert_nothing_lost(sim: &Sim, flows: &[weft_sim::FlowId]) {
 #[test]
 fn nodes_that_know_one_bootstrap_peer_reach_every_other_with_a_bounded_neighbourhood() {
     let mut sim = new_sim(71);
-    let neighbours = NeighbourConfig { max: 4, random: 1 };
+    let neighbours = NeighbourConfig {
+        max: 4,
+        random: 1,
+        ..NeighbourConfig::default()
+    };
     let hosts = build(&mut sim, 16, neighbours, |_| 0);
     assert!(
         run_until_checked(&mut sim, secs(20), ms(100), |s| joined(s, &hosts, 4)),
@@ -143,7 +147,16 @@ fn without_a_neighbourhood_every_session_is_made_on_demand_and_nothing_is_lost()
     let mut sim = new_sim(75);
     // No picks: the only sessions are those that traffic asks for, so every
     // destination must be looked up (no link state to learn it from).
-    let hosts = build(&mut sim, 8, NeighbourConfig { max: 0, random: 0 }, |_| 0);
+    let hosts = build(
+        &mut sim,
+        8,
+        NeighbourConfig {
+            max: 0,
+            random: 0,
+            ..NeighbourConfig::default()
+        },
+        |_| 0,
+    );
     assert!(run_until_checked(&mut sim, secs(20), ms(100), |s| joined(
         s, &hosts, 3
     )));
@@ -228,7 +241,16 @@ fn lookups_by_name_id_and_address_and_the_unknown_gets_icmp_unreachable() {
 #[test]
 fn losing_the_bootstrap_node_changes_nothing() {
     let mut sim = new_sim(73);
-    let hosts = build(&mut sim, 10, NeighbourConfig { max: 3, random: 1 }, |_| 0);
+    let hosts = build(
+        &mut sim,
+        10,
+        NeighbourConfig {
+            max: 3,
+            random: 1,
+            ..NeighbourConfig::default()
+        },
+        |_| 0,
+    );
     assert!(run_until_checked(&mut sim, secs(20), ms(100), |s| joined(
         s, &hosts, 3
     )));
@@ -243,7 +265,16 @@ fn losing_the_bootstrap_node_changes_nothing() {
 #[test]
 fn a_failed_neighbour_link_is_routed_around_through_the_neighbourhood() {
     let mut sim = new_sim(74);
-    let hosts = build(&mut sim, 12, NeighbourConfig { max: 4, random: 1 }, |_| 0);
+    let hosts = build(
+        &mut sim,
+        12,
+        NeighbourConfig {
+            max: 4,
+            random: 1,
+            ..NeighbourConfig::default()
+        },
+        |_| 0,
+    );
     assert!(run_until_checked(&mut sim, secs(20), ms(100), |s| joined(
         s, &hosts, 4
     )));
@@ -314,4 +345,75 @@ fn a_peer_configured_by_name_and_found_in_the_dht_has_one_slot() {
         .filter(|p| p.name.as_deref() == Some("n3"))
         .collect();
     assert_eq!(entries.len(), 1, "{entries:#?}");
+}
+
+/// Sessions are bounded: a session nobody wants any more (no configured
+/// peer, no picked neighbour, no data for two minutes) lapses when it
+/// expires instead of being rekeyed for ever, and a node whose table is full
+/// ends its longest idle session to accept a new one. Here n0 allows 3
+/// sessions; seven nodes talk to it one after the other, 45 s apart, and
+/// each gets through; n0 never holds more than 3 sessions and ends idle ones
+/// to make room; when the talking stops, every session lapses.
+#[test]
+fn idle_sessions_lapse_and_a_full_table_makes_room_for_a_new_caller() {
+    let mut sim = new_sim(77);
+    let neighbours = NeighbourConfig {
+        max: 0,
+        random: 0,
+        max_sessions: 3,
+    };
+    let hosts = build(&mut sim, 8, neighbours, |_| 0);
+    assert!(run_until_checked(&mut sim, secs(20), ms(100), |s| joined(
+        s, &hosts, 3
+    )));
+    // Records settle first (a node's own endpoints come from what others
+    // see of it).
+    sim.run_for(secs(5));
+    let server = hosts[0];
+    let mut flows = Vec::new();
+    let mut most = 0;
+    for &caller in &hosts[1..] {
+        let spec = FlowSpec::new(caller, server)
+            .with_start(sim.elapsed())
+            .with_count(5)
+            .with_interval(ms(20));
+        flows.push(sim.start_flow(&spec).unwrap());
+        // Callers 45 s apart: the fourth finds three sessions, the oldest
+        // idle for two minutes (it lapses only at three), and takes its
+        // place.
+        for _ in 0..45 {
+            sim.run_for(secs(1));
+            let now = sim.now();
+            let held = sim
+                .node(server)
+                .unwrap()
+                .peers(now)
+                .iter()
+                .filter(|p| p.state == weft_core::SessionState::Established)
+                .count();
+            most = most.max(held);
+        }
+    }
+    assert_nothing_lost(&sim, &flows);
+    assert!(most <= 3, "n0 held {most} sessions (bound 3)");
+    assert!(counter(&sim, server, "sessions_evicted") > 0);
+    // Silence: every session lapses within the idle time plus a session's
+    // lifetime.
+    sim.run_for(secs(120 + 180 + 10));
+    let now = sim.now();
+    for &h in &hosts {
+        let established = sim
+            .node(h)
+            .unwrap()
+            .peers(now)
+            .iter()
+            .filter(|p| p.state == weft_core::SessionState::Established)
+            .count();
+        assert_eq!(
+            established,
+            0,
+            "{} still holds {established} sessions",
+            sim.name(h)
+        );
+    }
 }

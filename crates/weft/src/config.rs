@@ -58,6 +58,8 @@ pub const DEFAULT_DNS_PORT: u16 = 53;
 pub const DEFAULT_NEIGHBOURS_MAX: usize = 16;
 /// Of those, long random links when the config names no number.
 pub const DEFAULT_NEIGHBOURS_RANDOM: usize = 4;
+/// Sessions at most when the config names no number.
+pub const DEFAULT_MAX_SESSIONS: usize = 1024;
 /// Where the HTTP API and network map listen when `[api] listen` is not set.
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:4880";
 /// The API's token file when `[api] token_file` is not set (beside the
@@ -212,6 +214,9 @@ pub struct NeighbourSection {
     pub max: usize,
     /// Of which long random links (the rest are the nearest in latency).
     pub random: usize,
+    /// Sessions at most, of every kind (see
+    /// `weft_core::NeighbourConfig::max_sessions`).
+    pub max_sessions: usize,
 }
 
 /// `[dns]`.
@@ -232,6 +237,7 @@ impl Default for NeighbourSection {
         Self {
             max: DEFAULT_NEIGHBOURS_MAX,
             random: DEFAULT_NEIGHBOURS_RANDOM,
+            max_sessions: DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -428,6 +434,7 @@ impl Config {
             neighbours: NeighbourConfig {
                 max: self.neighbours.max,
                 random: self.neighbours.random,
+                max_sessions: self.neighbours.max_sessions,
             },
             multicast: self.multicast.config.clone(),
             qos: self.qos.clone(),
@@ -621,6 +628,10 @@ level = "{DEFAULT_LOG_LEVEL}"
 # Of those, this many are long random links; the others are the nearest in
 # latency.
 # random = {DEFAULT_NEIGHBOURS_RANDOM}
+# Sessions at most, of every kind. Sessions nobody uses (no configured peer,
+# no neighbour, no data for two minutes) lapse; when the table is full, a
+# new caller takes the place of the longest idle one, or is refused.
+# max_sessions = {DEFAULT_MAX_SESSIONS}
 
 # [dns]
 # Answer DNS queries for NAME.weft (A and AAAA) from the nodes' records, so
@@ -1257,6 +1268,7 @@ struct RawDht {
 struct RawNeighbours {
     max: Option<Spanned<i64>>,
     random: Option<Spanned<i64>>,
+    max_sessions: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1722,6 +1734,14 @@ impl RawNeighbours {
             count_in(source, &self.max, "neighbours.max", 0, 4096)?.unwrap_or(neighbours.max);
         neighbours.random = count_in(source, &self.random, "neighbours.random", 0, 4096)?
             .unwrap_or(neighbours.random);
+        neighbours.max_sessions = count_in(
+            source,
+            &self.max_sessions,
+            "neighbours.max_sessions",
+            1,
+            1 << 20,
+        )?
+        .unwrap_or(neighbours.max_sessions);
         if neighbours.random > neighbours.max {
             let (span, key) = match (&self.random, &self.max) {
                 (Some(v), _) => (v.span(), "neighbours.random"),
@@ -2371,9 +2391,31 @@ mod tests {
     #[test]
     fn neighbours_section_is_checked() {
         let config = parse(&format!("{MINIMAL}[neighbours]\nmax = 8\nrandom = 2\n")).unwrap();
-        assert_eq!(config.neighbours, NeighbourSection { max: 8, random: 2 });
-        let config = parse(&format!("{MINIMAL}[neighbours]\nmax = 0\nrandom = 0\n")).unwrap();
-        assert_eq!(config.neighbours, NeighbourSection { max: 0, random: 0 });
+        assert_eq!(
+            config.neighbours,
+            NeighbourSection {
+                max: 8,
+                random: 2,
+                max_sessions: DEFAULT_MAX_SESSIONS
+            }
+        );
+        let config = parse(&format!(
+            "{MINIMAL}[neighbours]\nmax = 0\nrandom = 0\nmax_sessions = 64\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.neighbours,
+            NeighbourSection {
+                max: 0,
+                random: 0,
+                max_sessions: 64
+            }
+        );
+        let message = error(&format!("{MINIMAL}[neighbours]\nmax_sessions = 0\n"));
+        assert!(
+            message.contains("neighbours.max_sessions: 0 is out of range"),
+            "{message}"
+        );
         let message = error(&format!("{MINIMAL}[neighbours]\nmax = 5000\n"));
         assert!(
             message.starts_with("/etc/weft/weft.toml:6:7: neighbours.max: 5000 is out of range"),

@@ -52,7 +52,7 @@ const SET_ASIDE_FOR: Duration = Duration::from_secs(60);
 /// DHT and neighbourhood state of a node.
 pub(super) struct Discovery {
     pub(super) dht: Dht,
-    config: NeighbourConfig,
+    pub(super) config: NeighbourConfig,
     /// Lookups the daemon asked for (their ends become events).
     user_lookups: BTreeSet<LookupId>,
     /// Destinations waiting for their lookups, with their packets.

@@ -271,10 +271,12 @@ impl Node {
         let via = match kind {
             QueuedKind::Ip { metric, flow } => {
                 p.bytes_out += payload as u64;
+                p.last_data = Some(now);
                 p.packets_out += 1;
                 Via::Route(metric, flow)
             }
             QueuedKind::Multicast => {
+                p.last_data = Some(now);
                 p.monitor.mark_active(now, &self.routing.config);
                 Via::Direct
             }
