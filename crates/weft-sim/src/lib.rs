@@ -85,7 +85,7 @@ pub use net::{
 };
 pub use packet::{BuildPacketError, UdpDatagram, parse_udp, set_dscp, udp_packet};
 pub use sim::{
-    CaptureId, Captured, DEFAULT_UNIX_TIME, HostId, LinkChange, SEED_ENV, Sim, SimError, SimStats,
-    SimTime, TunDelivery, UNDERLAY_PORT, seed_from_env,
+    CaptureId, Captured, DEFAULT_UNIX_TIME, HostId, HostTraffic, LinkChange, SEED_ENV, Sim,
+    SimError, SimStats, SimTime, TunDelivery, UNDERLAY_PORT, seed_from_env,
 };
 pub use snapshot::{BLESS_ENV, SnapshotError, check_snapshot, snapshot_line};

@@ -118,6 +118,19 @@ impl From<NodeError> for SimError {
     }
 }
 
+/// Datagrams and UDP payload bytes a host sent and received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostTraffic {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Their bytes.
+    pub sent_bytes: u64,
+    /// Datagrams received (delivered to the host's node).
+    pub received: u64,
+    /// Their bytes.
+    pub received_bytes: u64,
+}
+
 /// Counters of the simulator itself (links count their own drops).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SimStats {
@@ -192,6 +205,8 @@ struct Host {
     last_wake: Option<Duration>,
     tun: Vec<TunDelivery>,
     events: Vec<(Duration, Event)>,
+    /// UDP payload bytes this host sent and received, for benchmarks.
+    traffic: HostTraffic,
 }
 
 struct Capture {
@@ -394,6 +409,7 @@ impl Sim {
             last_wake: None,
             tun: Vec::new(),
             events: Vec::new(),
+            traffic: HostTraffic::default(),
         });
         self.addresses.insert(address, id);
         self.drain(id);
@@ -777,6 +793,12 @@ impl Sim {
         &self.captures[capture.0].items
     }
 
+    /// What the host has sent and received so far (all datagrams, UDP
+    /// payload bytes).
+    pub fn traffic(&self, host: HostId) -> HostTraffic {
+        self.hosts[host.0].traffic
+    }
+
     /// Hands an IP packet to the host's node now, as if read from its TUN.
     pub fn inject_tun(&mut self, host: HostId, packet: &[u8]) {
         self.schedule_tun(self.now, host, packet.to_vec());
@@ -921,6 +943,9 @@ impl Sim {
             state.stats.delivered += 1;
         }
         self.stats.datagrams_delivered += 1;
+        let traffic = &mut self.hosts[host.0].traffic;
+        traffic.received_bytes += bytes.len() as u64;
+        traffic.received += 1;
         self.mix(&[1]);
         self.mix(&(host.0 as u64).to_be_bytes());
         self.mix(&bytes);
@@ -1065,6 +1090,9 @@ impl Sim {
     fn send(&mut self, host: HostId, to: SocketAddr, bytes: Vec<u8>) {
         self.stats.datagrams_sent += 1;
         self.stats.largest_datagram = self.stats.largest_datagram.max(bytes.len());
+        let traffic = &mut self.hosts[host.0].traffic;
+        traffic.sent_bytes += bytes.len() as u64;
+        traffic.sent += 1;
         let from = self.hosts[host.0].address;
         let Some(&target) = self.addresses.get(&to) else {
             self.stats.dropped_no_host += 1;

@@ -115,8 +115,8 @@ impl Default for RoutingConfig {
             probe_down: Duration::from_millis(250),
             active_for: Duration::from_secs(1),
             min_link_timeout: Duration::from_millis(150),
-            lsa_refresh: Duration::from_secs(10),
-            lsa_lifetime: Duration::from_secs(35),
+            lsa_refresh: Duration::from_secs(30),
+            lsa_lifetime: Duration::from_secs(95),
             hold_down: Duration::from_secs(1),
             relaying: true,
         }

@@ -1,0 +1,184 @@
+//! `scale-bench`: whole `weft_core::Node`s at scale, measured.
+//!
+//! Builds N complete nodes (sessions, link monitors, routing, DHT,
+//! multicast and QoS all on, default `[neighbours]`), each bootstrapping
+//! from one earlier node chosen at random, over the simulator's default
+//! underlay; lets them settle; then measures, with no data traffic, every
+//! datagram each node sends and receives (probes, keepalives, link state,
+//! membership, DHT maintenance: all of it) over a window, and samples the
+//! sessions each node holds. Then it starts traffic between random pairs
+//! (sessions on demand) and reports how many delivered every packet.
+//!
+//! Prints one Markdown table row per run; `bench/scale.sh` runs several N
+//! and records them in docs/BENCHMARKS.md. Figures are from whole nodes in
+//! virtual time, not from real daemons.
+
+#![allow(clippy::print_stdout)] // a benchmark prints its table
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+use weft_core::{NeighbourConfig, SessionState};
+use weft_sim::{FlowSpec, HostId, NodeSpec, Sim, add_node, mesh_ipv4, test_ca};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Whole weft nodes at scale in the simulator: idle control traffic, sessions, reachability"
+)]
+struct Args {
+    /// Nodes.
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    /// Seed of the simulator and of the choices here.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulated seconds to settle before measuring.
+    #[arg(long, default_value_t = 60)]
+    settle: u64,
+    /// Simulated seconds of idle traffic measured.
+    #[arg(long, default_value_t = 30)]
+    window: u64,
+    /// Random pairs that exchange traffic after the window.
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Print the table's header first.
+    #[arg(long)]
+    header: bool,
+}
+
+fn main() {
+    let args = Args::parse();
+    #[allow(clippy::disallowed_methods)] // a benchmark measures its own wall time
+    let wall = Instant::now();
+    #[allow(clippy::disallowed_methods)] // the simulator needs a base instant
+    let mut sim = Sim::new(Instant::now(), args.seed);
+    let mut rng = ChaCha20Rng::seed_from_u64(args.seed);
+    let ca = match test_ca(1, sim.unix_time()) {
+        Ok(ca) => ca,
+        Err(error) => return eprintln!("test CA: {error}"),
+    };
+    let mut hosts: Vec<HostId> = Vec::new();
+    for i in 0..args.nodes {
+        let mut spec = NodeSpec::new(&sim, &format!("n{i}"), i as u64);
+        spec.ipv4 = Some(mesh_ipv4(i % 60_000));
+        spec.neighbours = NeighbourConfig::default();
+        if i > 0 {
+            let at = (rng.next_u64() % i as u64) as usize;
+            spec.bootstrap = vec![sim.address(hosts[at])];
+        }
+        match add_node(&mut sim, &ca, &spec) {
+            Ok(host) => hosts.push(host),
+            Err(error) => return eprintln!("node {i}: {error}"),
+        }
+        // Joins spread over the first ten seconds.
+        sim.run_for(Duration::from_millis(10_000 / args.nodes.max(1) as u64));
+    }
+    sim.run_for(Duration::from_secs(args.settle));
+
+    let before: Vec<_> = hosts.iter().map(|&h| sim.traffic(h)).collect();
+    let counted =
+        |sim: &Sim, name: &str| -> u64 { hosts.iter().filter_map(|&h| sim.counter(h, name)).sum() };
+    let lsa_before = counted(&sim, "lsa_tx_bytes");
+    let probe_before = counted(&sim, "probe_tx_bytes");
+    let mut peak_sessions = vec![0usize; hosts.len()];
+    for _ in 0..args.window {
+        sim.run_for(Duration::from_secs(1));
+        let now = sim.now();
+        for (i, &h) in hosts.iter().enumerate() {
+            if let Some(node) = sim.node(h) {
+                let held = node
+                    .peers(now)
+                    .iter()
+                    .filter(|p| p.state == SessionState::Established)
+                    .count();
+                peak_sessions[i] = peak_sessions[i].max(held);
+            }
+        }
+    }
+    let window = args.window.max(1) as f64;
+    let mut sent: Vec<f64> = hosts
+        .iter()
+        .zip(&before)
+        .map(|(&h, b)| (sim.traffic(h).sent_bytes - b.sent_bytes) as f64 / window)
+        .collect();
+    let all_sent: f64 = sent.iter().sum::<f64>() * window;
+    let share = |bytes: u64| 100.0 * bytes as f64 / all_sent.max(1.0);
+    let lsa_share = share(counted(&sim, "lsa_tx_bytes") - lsa_before);
+    let probe_share = share(counted(&sim, "probe_tx_bytes") - probe_before);
+    let mut received: Vec<f64> = hosts
+        .iter()
+        .zip(&before)
+        .map(|(&h, b)| (sim.traffic(h).received_bytes - b.received_bytes) as f64 / window)
+        .collect();
+
+    let mut flows = Vec::new();
+    let start = sim.elapsed();
+    for _ in 0..args.pairs {
+        let a = hosts[(rng.next_u64() % hosts.len() as u64) as usize];
+        let mut b = a;
+        while b == a && hosts.len() > 1 {
+            b = hosts[(rng.next_u64() % hosts.len() as u64) as usize];
+        }
+        let spec = FlowSpec::new(a, b)
+            .with_start(start)
+            .with_count(10)
+            .with_interval(Duration::from_millis(100));
+        if let Ok(flow) = sim.start_flow(&spec) {
+            flows.push(flow);
+        }
+    }
+    sim.run_for(Duration::from_secs(10));
+    let whole = flows
+        .iter()
+        .filter(|&&f| sim.flow(f).arrived.iter().all(Option::is_some))
+        .count();
+    let first_packet: Vec<Duration> = flows
+        .iter()
+        .filter_map(|&f| {
+            let report = sim.flow(f);
+            Some(report.arrived.first().copied()?? - *report.sent.first()?)
+        })
+        .collect();
+
+    if args.header {
+        println!(
+            "| nodes | control sent per node, B/s: mean / p99 / max | of which link state / probes | received: mean / max | sessions per node (peak): mean / max | pairs whole | first packet of a new pair: median / max | simulated s | wall s |"
+        );
+        println!("| ---: | --- | --- | --- | --- | --- | --- | ---: | ---: |");
+    }
+    let sessions: Vec<f64> = peak_sessions.iter().map(|&s| s as f64).collect();
+    let mut first_ms: Vec<f64> = first_packet.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    println!(
+        "| {} | {:.0} / {:.0} / {:.0} | {:.0} % / {:.0} % | {:.0} / {:.0} | {:.1} / {:.0} | {whole}/{} | {:.0} ms / {:.0} ms | {:.0} | {:.1} |",
+        args.nodes,
+        mean(&sent),
+        percentile(&mut sent, 0.99),
+        percentile(&mut sent, 1.0),
+        lsa_share,
+        probe_share,
+        mean(&received),
+        percentile(&mut received, 1.0),
+        mean(&sessions),
+        sessions.iter().copied().fold(0.0, f64::max),
+        flows.len(),
+        percentile(&mut first_ms, 0.5),
+        percentile(&mut first_ms, 1.0),
+        sim.elapsed().as_secs_f64(),
+        wall.elapsed().as_secs_f64(),
+    );
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let at = ((values.len() - 1) as f64 * q).round() as usize;
+    values[at.min(values.len() - 1)]
+}
