@@ -270,6 +270,19 @@ impl Certificate {
     pub fn not_after(&self) -> u64 {
         self.body.not_after
     }
+
+    /// The fingerprint of the CA that issued it (see
+    /// [`CaCertificate::fingerprint`]), as the certificate names it.
+    pub fn issuer(&self) -> [u8; 32] {
+        self.body.issuer
+    }
+
+    /// The BLAKE3 hash of the encoded certificate (body and signature):
+    /// names this one certificate, not the key it certifies, so a renewed
+    /// certificate has another fingerprint.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        *blake3::hash(&self.bytes).as_bytes()
+    }
 }
 
 impl fmt::Debug for Certificate {
@@ -344,6 +357,11 @@ impl CaCertificate {
     /// BLAKE3 fingerprint of the CA key; node certificates name it.
     pub fn fingerprint(&self) -> [u8; 32] {
         blake3::derive_key(FINGERPRINT_CONTEXT, &self.body.ed25519)
+    }
+
+    /// Start of validity, unix seconds.
+    pub fn not_before(&self) -> u64 {
+        self.body.not_before
     }
 
     /// End of validity, unix seconds.
