@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dht;
+pub mod firewall;
 mod identity;
 mod link;
 pub mod mcast;
