@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use crate::dht::{Dht, DhtConfig, LookupError, LookupId, LookupTrace, NodeRecord, Target};
+use crate::firewall::{Firewall, FirewallConfig, FirewallConfigError};
 use crate::identity::{
     CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, SecretKey,
 };
@@ -46,9 +47,11 @@ use crate::timer::TimerKind;
 use crate::wire::{self, DATA_HEADER_LEN, Frame, HandshakePayload, Packet, SessionIndex};
 
 mod discovery;
+mod firewall;
 mod icmp;
 mod multicast;
 mod qos;
+mod reject;
 mod routing;
 mod topology;
 
@@ -106,6 +109,9 @@ pub struct NodeConfig {
     pub multicast: MulticastConfig,
     /// Traffic classes, classification rules, egress shaping.
     pub qos: QosConfig,
+    /// Who may talk to whom: rules and connection tracking (off by
+    /// default).
+    pub firewall: FirewallConfig,
 }
 
 /// The bounded neighbourhood: sessions this node opens on its own to DHT
@@ -162,6 +168,9 @@ pub enum NodeError {
     /// The QoS settings are inconsistent.
     #[error("qos: {0}")]
     Qos(#[from] QosConfigError),
+    /// The firewall settings cannot be used.
+    #[error("firewall: {0}")]
+    Firewall(#[from] FirewallConfigError),
 }
 
 /// Something the daemon or a test may want to know.
@@ -353,6 +362,7 @@ pub struct Node {
     discovery: Discovery,
     multicast: MulticastState,
     qos: QosState,
+    firewall: Firewall,
 }
 
 /// Link state and routes: see the `routing` submodule.
@@ -505,8 +515,10 @@ impl Node {
             neighbours,
             multicast,
             qos,
+            firewall,
         } = config;
         let qos = QosState::new(now, qos)?;
+        let firewall = Firewall::new(&firewall, &ca)?;
         let initial_groups = multicast.groups.clone();
         if certificate.public_key() != secret_key.public() {
             return Err(NodeError::CertificateKeyMismatch);
@@ -569,6 +581,7 @@ impl Node {
                 u64::try_from(unix_time.as_micros()).unwrap_or(u64::MAX),
             ),
             qos,
+            firewall,
         };
         let own = node.node_id();
         node.routing.by_prefix.insert(prefix(&own), own);
@@ -1313,6 +1326,10 @@ impl Node {
                 if !self.source_belongs_to(peer, packet) {
                     self.stats.rx_spoofed_source += 1;
                     trace!("dropping packet with a source address that is not the peer's");
+                    self.return_buffer(buf);
+                    return;
+                }
+                if !self.admit_inbound(now, peer, packet) {
                     self.return_buffer(buf);
                     return;
                 }

@@ -121,4 +121,11 @@ counters! {
     /// session had ended while they waited (drops inside the scheduler are
     /// counted per class by `Node::qos_stats`).
     tx_qos_no_session,
+    /// IP packets from peers (unicast and multicast) the firewall dropped
+    /// or rejected (per rule: `Node::firewall_stats`).
+    firewall_inbound_dropped,
+    /// IP packets to peers or groups the firewall dropped or rejected.
+    firewall_outbound_dropped,
+    /// TCP resets and ICMP errors sent for packets the firewall rejected.
+    firewall_rejected,
 }

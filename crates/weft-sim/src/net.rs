@@ -13,6 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use weft_core::dht::DhtConfig;
+use weft_core::firewall::FirewallConfig;
 use weft_core::mcast::MulticastConfig;
 use weft_core::qos::QosConfig;
 use weft_core::{
@@ -124,6 +125,8 @@ pub struct NodeSpec {
     pub multicast: MulticastConfig,
     /// Traffic classes, classification rules and egress shaping.
     pub qos: QosConfig,
+    /// Firewall rules and connection tracking (off by default).
+    pub firewall: FirewallConfig,
 }
 
 impl NodeSpec {
@@ -145,6 +148,7 @@ impl NodeSpec {
             neighbours: NeighbourConfig::default(),
             multicast: MulticastConfig::default(),
             qos: QosConfig::default(),
+            firewall: FirewallConfig::default(),
         }
     }
 
@@ -171,6 +175,7 @@ impl NodeSpec {
             neighbours: self.neighbours,
             multicast: self.multicast.clone(),
             qos: self.qos.clone(),
+            firewall: self.firewall.clone(),
         })
     }
 }
