@@ -56,7 +56,10 @@ pub const DEFAULT_NEIGHBOURS_RANDOM: usize = 4;
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:4880";
 /// Largest `[dht] k` accepted: buckets and lookups grow with it.
 pub const MAX_DHT_K: usize = 256;
+mod firewall;
 mod qos;
+
+pub use firewall::FirewallSection;
 
 /// Largest `[multicast] fanout` accepted.
 pub const MAX_FANOUT: usize = 1024;
@@ -96,6 +99,9 @@ pub struct Config {
     pub qos: QosConfig,
     /// `[api]`: the local HTTP/JSON API, `/metrics` and the network map.
     pub api: ApiSection,
+    /// `[firewall]`: rules for traffic from and to peers (off without the
+    /// section; see `config/firewall.rs`).
+    pub firewall: FirewallSection,
 }
 
 /// `[api]`.
@@ -344,6 +350,7 @@ impl Config {
                 ),
             ));
         }
+        self.firewall.check_with_ca(&self.file, &ca)?;
         let peers = self
             .peers
             .iter()
@@ -368,6 +375,7 @@ impl Config {
             },
             multicast: self.multicast.config.clone(),
             qos: self.qos.clone(),
+            firewall: self.firewall.config.clone(),
         })
     }
 
@@ -624,6 +632,45 @@ level = "{DEFAULT_LOG_LEVEL}"
 # name = "b"
 # rate = "5mbit"
 
+# [firewall]
+# Who may reach this node, and whom it may reach: ordered rules on the peer's
+# certificate name, groups and CA, its overlay address, protocol and port.
+# Without this section the firewall is off and every member of the CA may
+# reach every port. With it, inbound traffic no rule allows is dropped,
+# outbound traffic is allowed, and the replies of every allowed connection
+# pass (stateful).
+# enabled = true
+# inbound_default = "drop"
+# outbound_default = "allow"
+# Flows tracked at once; when full, the one closest to expiry makes room.
+# conntrack_max = 65536
+# Idle timeouts: answered TCP, UDP (and other protocols) and ICMP flows, and
+# flows the other side has not answered yet.
+# tcp_timeout = "1h"
+# udp_timeout = "3m"
+# icmp_timeout = "30s"
+# unreplied_timeout = "30s"
+#
+# Rules are tried in order and the first match decides: action "allow" (the
+# default), "drop", or "reject" (a TCP reset or an ICMP error at once). Every
+# field given must match; a list matches when any entry does, except groups,
+# which the peer must all hold. port is the destination port: this node's
+# for inbound, the peer's for outbound.
+# [[firewall.inbound]]
+# name = "ping"
+# proto = "icmp"
+# icmp_type = "echo-request"
+# [[firewall.inbound]]
+# name = "postgres-from-app"
+# proto = "tcp"
+# port = 5432
+# group = "app"
+# [[firewall.outbound]]
+# action = "reject"
+# proto = "tcp"
+# port = [25, "465-587"]
+# cidr = "198.19.0.0/16"
+
 # Pinned paths: traffic to the destination always goes through these nodes,
 # in order (at most {max_intermediates}), whatever the measurements say. The same
 # as `weft route pin b via c` once the node is up.
@@ -840,6 +887,7 @@ struct RawConfig {
     qos: qos::RawQos,
     #[serde(default)]
     api: RawApi,
+    firewall: Option<firewall::RawFirewall>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1090,6 +1138,7 @@ impl RawConfig {
         let multicast = self.multicast.check(source)?;
         let qos = self.qos.check(source)?;
         let api = self.api.check(source)?;
+        let firewall = firewall::RawFirewall::check(self.firewall.as_ref(), source)?;
         Ok(Config {
             file: source.file.to_owned(),
             node,
@@ -1106,6 +1155,7 @@ impl RawConfig {
             multicast,
             qos,
             api,
+            firewall,
         })
     }
 }
@@ -1866,6 +1916,9 @@ mod tests {
         );
         assert_eq!(config.multicast.config.fanout, DEFAULT_FANOUT);
         assert!(config.multicast.routes);
+        assert!(config.firewall.config.enabled);
+        assert_eq!(config.firewall.config.inbound.len(), 2);
+        assert_eq!(config.firewall.config.outbound.len(), 1);
         assert_eq!(
             config.multicast.config.rules,
             [GroupRule {
