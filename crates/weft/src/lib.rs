@@ -11,6 +11,7 @@
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod firewall;
 pub mod group;
 pub mod lookup;
 pub mod ping;

@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::firewall::FirewallInfo;
 use crate::group::MulticastInfo;
 
 /// How long the client waits for the daemon to answer.
@@ -64,6 +65,10 @@ pub struct StatusArgs {
     /// status object gains a `qos` member.
     #[arg(long)]
     pub qos: bool,
+    /// Show every firewall rule with the packets it decided (the JSON
+    /// always has them, under `firewall`).
+    #[arg(long)]
+    pub firewall: bool,
 }
 
 /// The status object of a running node.
@@ -93,6 +98,9 @@ pub struct NodeStatus {
     /// The node's multicast groups (absent from daemons before them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multicast: Option<MulticastInfo>,
+    /// The node's firewall (absent from daemons before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallInfo>,
 }
 
 /// The `dht` object of [`NodeStatus`].
@@ -188,7 +196,14 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         }
         emit(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
     } else {
-        let mut text = render_table(&request_status(&socket)?);
+        let status = request_status(&socket)?;
+        let mut text = render_table(&status);
+        if args.firewall
+            && let Some(firewall) = &status.firewall
+        {
+            text.push('\n');
+            text.push_str(&crate::firewall::render_rules(firewall));
+        }
         if args.qos {
             text.push('\n');
             text.push_str(&crate::qos::render_table(&crate::qos::request_qos(
@@ -322,6 +337,11 @@ pub fn render_table(status: &NodeStatus) -> String {
             },
             multicast.groups
         ));
+    }
+    if let Some(firewall) = &status.firewall
+        && firewall.enabled
+    {
+        out.push_str(&crate::firewall::render_line(firewall));
     }
     if status.peers.is_empty() {
         out.push_str("no peers\n");
@@ -481,6 +501,7 @@ mod tests {
             stats: BTreeMap::new(),
             dht: None,
             multicast: None,
+            firewall: None,
         }
     }
 

@@ -63,6 +63,7 @@ use weft_core::dht::{LookupError, LookupId, LookupTrace, NodeRecord, Target};
 use weft_core::{Event, LinkHealth, Node, NodeConfig, NodeId, RouteError, SessionState};
 
 use crate::config::{Config, DEFAULT_DNS_PORT, DnsSection, PinSection};
+use crate::firewall::FirewallInfo;
 use crate::group::{GroupInfo, MulticastInfo, TreeInfo};
 use crate::lookup::LookupInfo;
 use crate::pki;
@@ -763,6 +764,7 @@ impl EventLoop {
             stats,
             dht: Some(dht),
             multicast: Some(multicast),
+            firewall: Some(FirewallInfo::from_core(&node.firewall_stats())),
         }
     }
 }
