@@ -279,13 +279,13 @@ mod tests {
     use super::*;
 
     fn key(protocol: u8, port: u16) -> FlowKey {
-        FlowKey {
+        FlowKey::new(
             protocol,
-            local: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)),
-            remote: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2)),
-            local_port: port,
-            remote_port: 80,
-        }
+            IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2)),
+            port,
+            80,
+        )
     }
 
     fn table(max_entries: usize) -> Conntrack {

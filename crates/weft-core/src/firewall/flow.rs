@@ -40,14 +40,51 @@ impl Direction {
 }
 
 /// A flow as this node sees it. Ports are the TCP/UDP/SCTP/DCCP ports, the
-/// ICMP echo identifier (as `local_port`), or zero.
+/// ICMP echo identifier (as `local_port`), or zero. Addresses are kept as
+/// integers (IPv4 mapped into IPv6, told apart by `v6`), so the connection
+/// table compares keys as a few machine words: the lookup is the firewall's
+/// cost per packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct FlowKey {
+    remote: u128,
+    local: u128,
+    remote_port: u16,
+    local_port: u16,
     pub(crate) protocol: u8,
-    pub(crate) local: IpAddr,
-    pub(crate) remote: IpAddr,
-    pub(crate) local_port: u16,
-    pub(crate) remote_port: u16,
+    v6: bool,
+}
+
+impl FlowKey {
+    pub(crate) fn new(
+        protocol: u8,
+        local: IpAddr,
+        remote: IpAddr,
+        local_port: u16,
+        remote_port: u16,
+    ) -> FlowKey {
+        FlowKey {
+            remote: as_u128(remote),
+            local: as_u128(local),
+            remote_port,
+            local_port,
+            protocol,
+            v6: remote.is_ipv6(),
+        }
+    }
+
+    /// Whether the flow is between these two addresses.
+    fn is_between(&self, local: IpAddr, remote: IpAddr) -> bool {
+        self.local == as_u128(local)
+            && self.remote == as_u128(remote)
+            && self.v6 == remote.is_ipv6()
+    }
+}
+
+fn as_u128(address: IpAddr) -> u128 {
+    match address {
+        IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+        IpAddr::V6(a) => u128::from(a),
+    }
 }
 
 /// TCP flag bits (RFC 9293).
@@ -165,7 +202,7 @@ impl View {
         let quoted = packet.get(info.transport?.checked_add(8)?..)?;
         let quoted_info = PacketInfo::parse(quoted)?;
         let key = View::new(direction.reverse(), &quoted_info, quoted).key?;
-        (key.local == self.local && key.remote == self.remote).then_some(key)
+        key.is_between(self.local, self.remote).then_some(key)
     }
 }
 
@@ -191,13 +228,7 @@ fn icmp_kind(version: u8, icmp_type: u8) -> IcmpKind {
 }
 
 fn flow(protocol: u8, local: IpAddr, remote: IpAddr, local_port: u16, remote_port: u16) -> FlowKey {
-    FlowKey {
-        protocol,
-        local,
-        remote,
-        local_port,
-        remote_port,
-    }
+    FlowKey::new(protocol, local, remote, local_port, remote_port)
 }
 
 /// Multicast or limited broadcast: not one host at the other end.
