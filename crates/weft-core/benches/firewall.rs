@@ -90,7 +90,7 @@ fn check(firewall: &mut Firewall, now: Instant, packet: &[u8], peer: &Certificat
 
 /// The first packet of a flow: 20 rules tried, the flow inserted (the
 /// table is large enough never to evict).
-#[divan::bench]
+#[divan::bench(sample_count = 500, sample_size = 64)]
 fn new_flow_20_rules(bencher: Bencher) {
     let (mut firewall, peer) = fixture(true, 1 << 22);
     let packets: Vec<Vec<u8>> = (0..u16::MAX)
@@ -111,7 +111,7 @@ fn new_flow_20_rules(bencher: Bencher) {
 
 /// A packet of one of 10,000 tracked flows, a different one each time
 /// (cold caches: the worst case of many concurrent flows).
-#[divan::bench]
+#[divan::bench(sample_count = 500, sample_size = 64)]
 fn tracked_flow_among_10000(bencher: Bencher) {
     let (mut firewall, peer) = fixture(true, 65_536);
     let now = Instant::now();
@@ -131,7 +131,7 @@ fn tracked_flow_among_10000(bencher: Bencher) {
 }
 
 /// One busy flow, in a table of 10,000 flows (its entry stays in cache).
-#[divan::bench]
+#[divan::bench(sample_count = 500, sample_size = 64)]
 fn busy_flow_among_10000(bencher: Bencher) {
     let (mut firewall, peer) = fixture(true, 65_536);
     let now = Instant::now();
