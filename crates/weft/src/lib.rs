@@ -8,6 +8,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cert;
 pub mod config;
 pub mod daemon;
 pub mod demo;

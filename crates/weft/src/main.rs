@@ -20,6 +20,9 @@ enum Command {
     /// Manage the network CA.
     #[command(subcommand)]
     Ca(weft::pki::CaCommand),
+    /// Inspect certificates.
+    #[command(subcommand)]
+    Cert(weft::cert::CertCommand),
     /// Run a node.
     Up {
         /// The node's config file.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => weft::pki::init(&args),
         Command::Ca(command) => weft::pki::ca(&command),
+        Command::Cert(command) => weft::cert::run(&command),
         Command::Up { config } => weft::daemon::run(&config),
         Command::Status(args) => weft::status::run(&args),
         Command::Qos(args) => weft::qos::run(&args),

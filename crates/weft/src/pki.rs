@@ -94,6 +94,26 @@ pub enum CaCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Re-sign a node's certificate: the same key, name, addresses and
+    /// groups, valid from now for --days (the node uses it once restarted).
+    Renew {
+        /// The CA key file written by `weft ca init`.
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// The certificate to renew (it may have expired already).
+        #[arg(long)]
+        certificate: PathBuf,
+        /// Validity in days from now.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+        /// Where to write the new certificate (the old file itself, with
+        /// --force).
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// What `weft ca sign` is asked to do.
@@ -223,8 +243,72 @@ pub fn ca(command: &CaCommand) -> anyhow::Result<ExitCode> {
                     .unwrap_or_default()
             );
         }
+        CaCommand::Renew {
+            ca_key,
+            certificate,
+            days,
+            out,
+            force,
+        } => {
+            let renewed = renew(ca_key, certificate, *days, out, *force)?;
+            println!(
+                "Wrote {}: '{}', node id {}, valid until {}",
+                out.display(),
+                renewed.name(),
+                renewed.node_id().short(),
+                crate::cert::utc(renewed.not_after())
+            );
+            println!("Restart the node (weft up) for it to present the new certificate.");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-signs the certificate in `certificate` with the CA in `ca_key`: same
+/// key, name, overlay IPv4 and groups, valid from now for `days`; writes it
+/// to `out`. Refuses a certificate this CA did not sign (renewing it here
+/// would move the node to another network without anyone asking).
+pub fn renew(
+    ca_key: &Path,
+    certificate: &Path,
+    days: u64,
+    out: &Path,
+    force: bool,
+) -> anyhow::Result<Certificate> {
+    refuse_existing(&[out.to_owned()], force)?;
+    let ca = read_ca_secret(ca_key)?;
+    let text = std::fs::read_to_string(certificate)
+        .with_context(|| format!("cannot read certificate {}", certificate.display()))?;
+    let old = Certificate::from_pem(&text)
+        .with_context(|| format!("{} is not a weft node certificate", certificate.display()))?;
+    old.verify_issuer(ca.certificate()).with_context(|| {
+        format!(
+            "{} was not signed by the CA in {}",
+            certificate.display(),
+            ca_key.display()
+        )
+    })?;
+    let renewed = issue(
+        &ca,
+        old.public_key(),
+        old.name(),
+        old.ipv4(),
+        old.groups(),
+        days,
+    )?;
+    write_file(out, renewed.to_pem().as_bytes(), Secret::No, force)?;
+    Ok(renewed)
+}
+
+fn read_ca_secret(ca_key: &Path) -> anyhow::Result<CaSecret> {
+    let text = std::fs::read_to_string(ca_key)
+        .with_context(|| format!("cannot read CA key {}", ca_key.display()))?;
+    CaSecret::from_pem(&text).with_context(|| {
+        format!(
+            "{} is not a weft CA key (written by `weft ca init`)",
+            ca_key.display()
+        )
+    })
 }
 
 /// Creates a node key pair in `dir`: `node.key` (mode 0600), `node.pub` and a
@@ -275,14 +359,7 @@ pub fn create_ca(dir: &Path, name: &str, days: u64, force: bool) -> anyhow::Resu
 /// `request.ca_key` and writes the certificate to `request.out`.
 pub fn sign(request: &SignRequest) -> anyhow::Result<Certificate> {
     refuse_existing(std::slice::from_ref(&request.out), request.force)?;
-    let ca_text = std::fs::read_to_string(&request.ca_key)
-        .with_context(|| format!("cannot read CA key {}", request.ca_key.display()))?;
-    let ca = CaSecret::from_pem(&ca_text).with_context(|| {
-        format!(
-            "{} is not a weft CA key (written by `weft ca init`)",
-            request.ca_key.display()
-        )
-    })?;
+    let ca = read_ca_secret(&request.ca_key)?;
     let public_text = std::fs::read_to_string(&request.public_key)
         .with_context(|| format!("cannot read public key {}", request.public_key.display()))?;
     let public_key = PublicKey::from_pem(&public_text).with_context(|| {
@@ -437,7 +514,8 @@ fn write_file(path: &Path, contents: &[u8], secret: Secret, force: bool) -> anyh
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

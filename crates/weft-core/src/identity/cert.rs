@@ -216,6 +216,16 @@ impl Certificate {
     /// Checks that `ca` issued this certificate and that it is valid at
     /// `unix_now`.
     pub fn verify(&self, ca: &CaCertificate, unix_now: u64) -> Result<(), CertError> {
+        self.verify_issuer(ca)?;
+        // A certificate is only as valid as the CA that issued it.
+        check_validity(ca.body.not_before, ca.body.not_after, unix_now)?;
+        check_validity(self.body.not_before, self.body.not_after, unix_now)
+    }
+
+    /// Checks only that `ca` issued and signed this certificate, whatever
+    /// its validity period (to renew an expired certificate, or to say why
+    /// one is refused).
+    pub fn verify_issuer(&self, ca: &CaCertificate) -> Result<(), CertError> {
         let trusted = ca.fingerprint();
         if self.body.issuer != trusted {
             return Err(CertError::WrongCa {
@@ -228,9 +238,7 @@ impl Certificate {
         if !verify_signature(&ca.body.ed25519, body, signature) {
             return Err(CertError::BadSignature);
         }
-        // A certificate is only as valid as the CA that issued it.
-        check_validity(ca.body.not_before, ca.body.not_after, unix_now)?;
-        check_validity(self.body.not_before, self.body.not_after, unix_now)
+        Ok(())
     }
 
     /// The node's name.
