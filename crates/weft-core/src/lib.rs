@@ -41,8 +41,9 @@ pub use identity::{
     verify_signature,
 };
 pub use node::{
-    Event, GroupError, GroupStatus, LinkHealth, NeighbourConfig, Node, NodeConfig, NodeError,
-    PeerConfig, PeerStatus, SessionState, TopologyLink, TopologyNode, TopologyStatus, TreeStatus,
+    CERTIFICATE_WARNING_MAX, Event, GroupError, GroupStatus, LinkHealth, NeighbourConfig, Node,
+    NodeConfig, NodeError, PeerConfig, PeerStatus, SessionState, TopologyLink, TopologyNode,
+    TopologyStatus, TreeStatus, warning_window,
 };
 pub use route::{Hop, MAX_INTERMEDIATES, Metric, RouteError, RouteStatus, RoutingConfig};
 pub use session::SessionConfig;

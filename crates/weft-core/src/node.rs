@@ -47,6 +47,7 @@ use crate::timer::TimerKind;
 use crate::wire::{self, DATA_HEADER_LEN, Frame, HandshakePayload, Packet, SessionIndex};
 
 mod discovery;
+mod expiry;
 mod firewall;
 mod icmp;
 mod multicast;
@@ -56,6 +57,8 @@ mod routing;
 mod topology;
 
 use discovery::Discovery;
+use expiry::ExpiryWarning;
+pub use expiry::{MAX_WARNING as CERTIFICATE_WARNING_MAX, warning_window};
 use multicast::MulticastState;
 pub use multicast::{GroupError, GroupStatus, TreeStatus};
 use qos::QosState;
@@ -263,6 +266,16 @@ pub enum Event {
         /// Its certificate name.
         name: String,
     },
+    /// This node's own certificate expires soon (or has expired:
+    /// `remaining` is zero): renew it before peers refuse the node. Sent
+    /// when the warning window opens (see [`warning_window`]), daily, and
+    /// at expiry.
+    CertificateExpiring {
+        /// End of validity, unix seconds.
+        not_after: u64,
+        /// Time left.
+        remaining: Duration,
+    },
     /// A peer's endpoint moved (roaming); the session follows it.
     PeerRoamed {
         /// The peer.
@@ -363,6 +376,7 @@ pub struct Node {
     multicast: MulticastState,
     qos: QosState,
     firewall: Firewall,
+    expiry: ExpiryWarning,
 }
 
 /// Link state and routes: see the `routing` submodule.
@@ -542,6 +556,12 @@ impl Node {
                 contacts.push(endpoint);
             }
         }
+        let expiry = ExpiryWarning::new(
+            now,
+            unix_time.as_secs(),
+            certificate.not_before(),
+            certificate.not_after(),
+        );
         let mut node = Self {
             secret: secret_key,
             certificate,
@@ -582,6 +602,7 @@ impl Node {
             ),
             qos,
             firewall,
+            expiry,
         };
         let own = node.node_id();
         node.routing.by_prefix.insert(prefix(&own), own);
@@ -815,6 +836,9 @@ impl Node {
         if self.qos.next_send.is_some_and(|at| at <= now) {
             self.qos_drain(now);
         }
+        if let Some(event) = self.expiry.on_timeout(now) {
+            push_event(&mut self.events, &mut self.stats, event);
+        }
         self.after_input(now);
     }
 
@@ -908,6 +932,7 @@ impl Node {
         consider(self.discovery.select_due, TimerKind::Neighbours);
         consider(self.multicast.deadline(), TimerKind::Multicast);
         consider(self.qos.next_send, TimerKind::Qos);
+        consider(self.expiry.deadline(), TimerKind::Certificate);
         earliest
     }
 

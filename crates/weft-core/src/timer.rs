@@ -26,4 +26,6 @@ pub enum TimerKind {
     Multicast,
     /// The egress shapers let queued data leave again (QoS scheduler).
     Qos,
+    /// This node's certificate expires soon: warn.
+    Certificate,
 }

@@ -101,6 +101,10 @@ pub struct NodeStatus {
     /// The node's firewall (absent from daemons before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firewall: Option<FirewallInfo>,
+    /// When the node's certificate expires, unix seconds (absent from
+    /// daemons before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_not_after: Option<u64>,
 }
 
 /// The `dht` object of [`NodeStatus`].
@@ -343,6 +347,23 @@ pub fn render_table(status: &NodeStatus) -> String {
     {
         out.push_str(&crate::firewall::render_line(firewall));
     }
+    if let Some(not_after) = status.certificate_not_after
+        && let Ok(now) = crate::pki::unix_now()
+        && not_after < now + weft_core::CERTIFICATE_WARNING_MAX.as_secs()
+    {
+        out.push_str(&if not_after <= now {
+            format!(
+                "certificate EXPIRED at {}: renew it (weft ca renew) and restart the node\n",
+                crate::cert::utc(not_after)
+            )
+        } else {
+            format!(
+                "certificate expires in {} ({}): renew it (weft ca renew) and restart the node\n",
+                crate::cert::human_duration(not_after - now),
+                crate::cert::utc(not_after)
+            )
+        });
+    }
     if status.peers.is_empty() {
         out.push_str("no peers\n");
         return out;
@@ -502,6 +523,7 @@ mod tests {
             dht: None,
             multicast: None,
             firewall: None,
+            certificate_not_after: None,
         }
     }
 
@@ -529,6 +551,19 @@ mod tests {
         ] {
             assert!(lines[2].contains(cell), "{cell} missing: {table}");
         }
+    }
+
+    #[test]
+    fn a_certificate_close_to_expiry_is_announced() {
+        let now = crate::pki::unix_now().unwrap();
+        let mut status = status();
+        status.certificate_not_after = Some(now + 30 * 86_400);
+        assert!(!render_table(&status).contains("certificate"));
+        status.certificate_not_after = Some(now + 3 * 86_400 + 60);
+        let table = render_table(&status);
+        assert!(table.contains("certificate expires in 3 days ("), "{table}");
+        status.certificate_not_after = Some(now - 10);
+        assert!(render_table(&status).contains("certificate EXPIRED at"));
     }
 
     #[test]

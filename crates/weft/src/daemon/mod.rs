@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, error, info, trace, warn};
 use weft_core::dht::{LookupError, LookupId, LookupTrace, NodeRecord, Target};
 use weft_core::{Event, LinkHealth, Node, NodeConfig, NodeId, RouteError, SessionState};
 
@@ -485,6 +485,21 @@ impl EventLoop {
                 result,
                 trace,
             } => self.lookup_done(now, id, &target, &result, &trace),
+            Event::CertificateExpiring {
+                not_after,
+                remaining,
+            } => {
+                let at = crate::cert::utc(not_after);
+                if remaining.is_zero() {
+                    error!(expired = %at, "this node's certificate has expired: peers refuse new sessions; renew it (weft ca renew) and restart the node");
+                } else {
+                    warn!(
+                        expires = %at,
+                        left = %crate::cert::human_duration(remaining.as_secs()),
+                        "this node's certificate expires soon; renew it (weft ca renew) and restart the node"
+                    );
+                }
+            }
             Event::GroupJoined { group, node, name } => {
                 if node == self.node.node_id() {
                     info!(%group, "joined multicast group");
@@ -765,6 +780,7 @@ impl EventLoop {
             dht: Some(dht),
             multicast: Some(multicast),
             firewall: Some(FirewallInfo::from_core(&node.firewall_stats())),
+            certificate_not_after: Some(node.certificate().not_after()),
         }
     }
 }

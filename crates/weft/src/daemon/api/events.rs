@@ -195,6 +195,21 @@ fn describe(event: &Event) -> Option<(&'static str, String, serde_json::Value)> 
             format!("{name} moved from {from} to {to}"),
             json!({ "peer": name, "node_id": peer.to_string(), "from": from, "to": to }),
         ),
+        Event::CertificateExpiring {
+            not_after,
+            remaining,
+        } => (
+            "certificate_expiring",
+            if remaining.is_zero() {
+                "this node's certificate has expired".to_owned()
+            } else {
+                format!(
+                    "this node's certificate expires in {}",
+                    crate::cert::human_duration(remaining.as_secs())
+                )
+            },
+            json!({ "not_after": not_after, "remaining_secs": remaining.as_secs() }),
+        ),
         Event::LookupDone { .. } => return None,
     })
 }

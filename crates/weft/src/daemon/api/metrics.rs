@@ -23,6 +23,9 @@
 //! - QoS per class (label `class`): `qos_class_<name>` for each of the
 //!   core's `ClassStats::metrics()` (counters end in `_total`), and
 //!   `qos_uplink_rate_bps`, `qos_uplink_limit_bps`;
+//! - `certificate_expiry_timestamp_seconds`: when the node's certificate
+//!   expires (alert on `weft_certificate_expiry_timestamp_seconds - time()
+//!   < 7 * 86400`);
 //! - firewall (when it is on): `firewall_rule_packets_total` (labels
 //!   `direction`, `rule` = the rule's name or place or `default`, `action`),
 //!   `firewall_tracked_packets_total`, `firewall_related_packets_total`,
@@ -278,6 +281,15 @@ pub(super) fn render(snapshot: &Snapshot, hub: &EventHub) -> String {
     if let Some(firewall) = status.firewall.as_ref().filter(|f| f.enabled) {
         register_firewall(&mut registry, firewall);
     }
+    if let Some(not_after) = status.certificate_not_after {
+        let gauge = Gauge::<f64, AtomicU64>::default();
+        gauge.set(as_f64(not_after));
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When this node's certificate expires (unix seconds): alert well before it",
+            gauge,
+        );
+    }
 
     let qos = &snapshot.qos;
     let uplink_rate = Gauge::<f64, AtomicU64>::default();
@@ -472,6 +484,7 @@ mod tests {
                 ..DhtInfo::default()
             }),
             multicast: None,
+            certificate_not_after: Some(1_800_000_000),
             firewall: Some(FirewallInfo {
                 enabled: true,
                 inbound: crate::firewall::FirewallDirectionInfo {
@@ -530,6 +543,7 @@ mod tests {
             "weft_firewall_rule_packets_total{direction=\"inbound\",rule=\"default\",action=\"drop\"} 6",
             "weft_firewall_rule_packets_total{direction=\"outbound\",rule=\"default\",action=\"allow\"} 3",
             "weft_firewall_tracked_packets_total 40",
+            "weft_certificate_expiry_timestamp_seconds 1800000000.0",
             "weft_firewall_conntrack_entries 3.0",
             "weft_firewall_conntrack_max 65536.0",
             "# EOF",
