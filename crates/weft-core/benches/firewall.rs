@@ -102,7 +102,7 @@ fn new_flow_20_rules(bencher: Bencher) {
         let packet = &packets[next % packets.len()];
         // Each packet only once per table: a fresh firewall every lap.
         next += 1;
-        if next % packets.len() == 0 {
+        if next.is_multiple_of(packets.len()) {
             firewall = fixture(true, 1 << 22).0;
         }
         black_box(check(&mut firewall, now, packet, &peer))
