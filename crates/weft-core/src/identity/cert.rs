@@ -376,6 +376,12 @@ impl CaCertificate {
     pub fn not_after(&self) -> u64 {
         self.body.not_after
     }
+
+    /// The CA's Ed25519 public key (what its other signed objects are
+    /// checked with).
+    pub(super) fn key(&self) -> &[u8; 32] {
+        &self.body.ed25519
+    }
 }
 
 impl fmt::Debug for CaCertificate {
@@ -420,6 +426,12 @@ impl CaSecret {
     /// The CA certificate.
     pub fn certificate(&self) -> &CaCertificate {
         &self.certificate
+    }
+
+    /// Signs `body` (for the CA's other signed objects).
+    pub(super) fn sign_bytes(&self, body: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.key.sign(body).to_bytes()
     }
 
     /// Signs a node certificate.
