@@ -43,8 +43,8 @@ pub use identity::{
 };
 pub use node::{
     CERTIFICATE_WARNING_MAX, Event, GroupError, GroupStatus, LinkHealth, NeighbourConfig, Node,
-    NodeConfig, NodeError, PeerConfig, PeerStatus, SessionState, TopologyLink, TopologyNode,
-    TopologyStatus, TreeStatus, warning_window,
+    NodeConfig, NodeError, PeerConfig, PeerStatus, RevocationConfig, SessionState, TopologyLink,
+    TopologyNode, TopologyStatus, TreeStatus, warning_window,
 };
 pub use route::{Hop, MAX_INTERMEDIATES, Metric, RouteError, RouteStatus, RoutingConfig};
 pub use session::SessionConfig;

@@ -32,7 +32,7 @@ use tracing::{debug, trace};
 use crate::dht::{Dht, DhtConfig, LookupError, LookupId, LookupTrace, NodeRecord, Target};
 use crate::firewall::{Firewall, FirewallConfig, FirewallConfigError};
 use crate::identity::{
-    CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, SecretKey,
+    CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, RevocationError, SecretKey,
 };
 use crate::link::{LinkMonitor, Transition};
 use crate::mcast::MulticastConfig;
@@ -53,6 +53,7 @@ mod icmp;
 mod multicast;
 mod qos;
 mod reject;
+mod revocation;
 mod routing;
 mod topology;
 
@@ -62,6 +63,8 @@ pub use expiry::{MAX_WARNING as CERTIFICATE_WARNING_MAX, warning_window};
 use multicast::MulticastState;
 pub use multicast::{GroupError, GroupStatus, TreeStatus};
 use qos::QosState;
+pub use revocation::RevocationConfig;
+use revocation::RevocationState;
 pub use topology::{TopologyLink, TopologyNode, TopologyStatus};
 
 /// Size of a probe or its answer as a UDP payload: header, frame kind, id,
@@ -115,6 +118,8 @@ pub struct NodeConfig {
     /// Who may talk to whom: rules and connection tracking (off by
     /// default).
     pub firewall: FirewallConfig,
+    /// Revoked certificates: a CA-signed list and a local blocklist.
+    pub revocation: RevocationConfig,
 }
 
 /// The bounded neighbourhood: sessions this node opens on its own to DHT
@@ -174,6 +179,9 @@ pub enum NodeError {
     /// The firewall settings cannot be used.
     #[error("firewall: {0}")]
     Firewall(#[from] FirewallConfigError),
+    /// The revocation list is not the network CA's.
+    #[error("revocation list: {0}")]
+    Revocation(#[from] RevocationError),
 }
 
 /// Something the daemon or a test may want to know.
@@ -276,6 +284,23 @@ pub enum Event {
         /// Time left.
         remaining: Duration,
     },
+    /// A newer revocation list was installed (from the operator, or from
+    /// a peer), and the sessions it revokes ended.
+    RevocationsUpdated {
+        /// Its version.
+        version: u64,
+        /// What it revokes, in entries.
+        entries: usize,
+        /// The peer it came from (`None`: the operator).
+        from: Option<String>,
+    },
+    /// A session ended because the peer's certificate is revoked.
+    PeerRevoked {
+        /// The peer.
+        peer: NodeId,
+        /// Its certificate name.
+        name: String,
+    },
     /// A peer's endpoint moved (roaming); the session follows it.
     PeerRoamed {
         /// The peer.
@@ -377,6 +402,7 @@ pub struct Node {
     qos: QosState,
     firewall: Firewall,
     expiry: ExpiryWarning,
+    revocation: RevocationState,
 }
 
 /// Link state and routes: see the `routing` submodule.
@@ -530,9 +556,14 @@ impl Node {
             multicast,
             qos,
             firewall,
+            revocation,
         } = config;
         let qos = QosState::new(now, qos)?;
         let firewall = Firewall::new(&firewall, &ca)?;
+        if let Some(list) = &revocation.list {
+            list.verify(&ca)?;
+        }
+        let revocation = RevocationState::new(revocation);
         let initial_groups = multicast.groups.clone();
         if certificate.public_key() != secret_key.public() {
             return Err(NodeError::CertificateKeyMismatch);
@@ -603,6 +634,7 @@ impl Node {
             qos,
             firewall,
             expiry,
+            revocation,
         };
         let own = node.node_id();
         node.routing.by_prefix.insert(prefix(&own), own);
@@ -839,6 +871,9 @@ impl Node {
         if let Some(event) = self.expiry.on_timeout(now) {
             push_event(&mut self.events, &mut self.stats, event);
         }
+        if self.revocation.deadline().is_some_and(|at| at <= now) {
+            self.revocation_timers(now);
+        }
         self.after_input(now);
     }
 
@@ -933,6 +968,7 @@ impl Node {
         consider(self.multicast.deadline(), TimerKind::Multicast);
         consider(self.qos.next_send, TimerKind::Qos);
         consider(self.expiry.deadline(), TimerKind::Certificate);
+        consider(self.revocation.deadline(), TimerKind::Revocation);
         earliest
     }
 
@@ -1107,6 +1143,9 @@ impl Node {
                 Err(error) => return self.reject_handshake(from, &error),
             };
         let certificate = received.certificate.clone();
+        if self.refuse_revoked(from, &certificate) {
+            return;
+        }
         let Some(peer) = self.peer_for_certificate(&certificate) else {
             self.stats.handshake_rejected_unexpected_peer += 1;
             return self.reject(
@@ -1224,6 +1263,9 @@ impl Node {
                 Ok(done) => done,
                 Err(error) => return self.reject_handshake(from, &error),
             };
+        if self.refuse_revoked(from, &certificate) {
+            return;
+        }
         if !self.certificate_fits_peer(peer, &certificate) {
             self.stats.handshake_rejected_unexpected_peer += 1;
             return self.reject(
@@ -1435,6 +1477,22 @@ impl Node {
                 self.on_membership(now, peer, &record_buf);
                 self.return_buffer(record_buf);
             }
+            Ok(Frame::RevocationOffer { version }) => {
+                self.return_buffer(buf);
+                self.on_revocation_offer(now, peer, version);
+            }
+            Ok(Frame::RevocationChunk {
+                version,
+                index,
+                count,
+                data,
+            }) => {
+                let mut data_buf = self.take_buffer();
+                data_buf.extend_from_slice(data);
+                self.return_buffer(buf);
+                self.on_revocation_chunk(now, peer, version, index, count, &data_buf);
+                self.return_buffer(data_buf);
+            }
             Err(error) => {
                 self.stats.rx_bad_frame += 1;
                 trace!(%error, "dropping undecodable frame");
@@ -1469,6 +1527,7 @@ impl Node {
         self.stats.handshakes_completed += 1;
         if first {
             self.sync_link_state(now, peer);
+            self.offer_revocations(now, peer);
         }
         let p = &self.peers[peer];
         if let Some(id) = p.node_id {

@@ -28,4 +28,7 @@ pub enum TimerKind {
     Qos,
     /// This node's certificate expires soon: warn.
     Certificate,
+    /// Offer the revocation list to the peers again, or give up on a
+    /// reassembly.
+    Revocation,
 }

@@ -77,6 +77,7 @@ impl Mesh {
                     multicast: weft_core::mcast::MulticastConfig::default(),
                     qos: weft_core::qos::QosConfig::default(),
                     firewall: weft_core::firewall::FirewallConfig::default(),
+                    revocation: weft_core::RevocationConfig::default(),
                 };
                 Node::new(now, Duration::from_secs(UNIX_START), [i as u8; 32], config).unwrap()
             })

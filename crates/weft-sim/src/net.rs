@@ -18,7 +18,7 @@ use weft_core::mcast::MulticastConfig;
 use weft_core::qos::QosConfig;
 use weft_core::{
     CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, NeighbourConfig, NodeConfig,
-    PeerConfig, RoutingConfig, SecretKey, SessionConfig,
+    PeerConfig, RevocationConfig, RoutingConfig, SecretKey, SessionConfig,
 };
 
 use crate::link::LinkConfig;
@@ -129,6 +129,8 @@ pub struct NodeSpec {
     pub qos: QosConfig,
     /// Firewall rules and connection tracking (off by default).
     pub firewall: FirewallConfig,
+    /// A revocation list and blocklist (none by default).
+    pub revocation: RevocationConfig,
 }
 
 impl NodeSpec {
@@ -152,6 +154,7 @@ impl NodeSpec {
             multicast: MulticastConfig::default(),
             qos: QosConfig::default(),
             firewall: FirewallConfig::default(),
+            revocation: RevocationConfig::default(),
         }
     }
 
@@ -179,6 +182,7 @@ impl NodeSpec {
             multicast: self.multicast.clone(),
             qos: self.qos.clone(),
             firewall: self.firewall.clone(),
+            revocation: self.revocation.clone(),
         })
     }
 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use weft_core::{CaCertificate, Certificate};
+use weft_core::{CaCertificate, Certificate, RevocationList};
 
 use crate::config::public_key_base64;
 use crate::pki::{hex, unix_now};
@@ -142,6 +142,11 @@ pub fn inspect(file: &Path, ca: Option<&Path>, unix_now: u64) -> anyhow::Result<
             .with_context(|| format!("{} is not a readable node certificate", file.display()))?;
         return Ok(node_info(&certificate, ca.as_ref(), unix_now));
     }
+    if text.contains("-----BEGIN WEFT REVOCATION LIST-----") {
+        let list = RevocationList::from_pem(&text)
+            .with_context(|| format!("{} is not a readable revocation list", file.display()))?;
+        return Ok(list_info(&list, ca.as_ref()));
+    }
     if text.contains("-----BEGIN WEFT CA CERTIFICATE-----") {
         let certificate = CaCertificate::from_pem(&text)
             .with_context(|| format!("{} is not a readable CA certificate", file.display()))?;
@@ -208,6 +213,41 @@ fn ca_info(certificate: &CaCertificate, ca: Option<&CaCertificate>, unix_now: u6
             };
             verification(ca, result)
         }),
+    }
+}
+
+fn list_info(list: &RevocationList, ca: Option<&CaCertificate>) -> CertInfo {
+    let issuer = hex(&list.issuer());
+    let mut revoked: Vec<String> = list
+        .node_ids()
+        .iter()
+        .map(|id| format!("node-id {id}"))
+        .collect();
+    revoked.extend(
+        list.certificates()
+            .iter()
+            .map(|f| format!("certificate {}", hex(f))),
+    );
+    revoked.extend(list.names().iter().map(|n| format!("name {n}")));
+    CertInfo {
+        kind: "revocation_list",
+        name: match ca {
+            Some(ca) if ca.fingerprint() == list.issuer() => ca.name().to_owned(),
+            _ => format!("CA {}", &issuer[..16]),
+        },
+        node_id: None,
+        overlay_ipv6: None,
+        overlay_ipv4: None,
+        groups: None,
+        public_key: None,
+        not_before: list.issued_at(),
+        not_after: None,
+        expires_in_secs: None,
+        issuer,
+        fingerprint: hex(&list.fingerprint()),
+        version: Some(list.version()),
+        revoked: Some(revoked),
+        verification: ca.map(|ca| verification(ca, list.verify(ca))),
     }
 }
 

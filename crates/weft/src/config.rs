@@ -27,7 +27,7 @@ use weft_core::mcast::{DEFAULT_FANOUT, GroupRule, MulticastConfig, is_carried, p
 use weft_core::qos::QosConfig;
 use weft_core::{
     CaCertificate, Certificate, MAX_INTERMEDIATES, NeighbourConfig, NodeConfig, PeerConfig,
-    PublicKey, RoutingConfig, SecretKey, SessionConfig,
+    PublicKey, RevocationConfig, RevocationList, RoutingConfig, SecretKey, SessionConfig,
 };
 
 /// Smallest TUN MTU: IPv6 requires every link to carry 1280-byte packets.
@@ -57,9 +57,11 @@ pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:4880";
 /// Largest `[dht] k` accepted: buckets and lookups grow with it.
 pub const MAX_DHT_K: usize = 256;
 mod firewall;
+mod pki;
 mod qos;
 
 pub use firewall::FirewallSection;
+pub use pki::{PkiSection, parse_fingerprint};
 
 /// Largest `[multicast] fanout` accepted.
 pub const MAX_FANOUT: usize = 1024;
@@ -102,6 +104,9 @@ pub struct Config {
     /// `[firewall]`: rules for traffic from and to peers (off without the
     /// section; see `config/firewall.rs`).
     pub firewall: FirewallSection,
+    /// `[pki]`: a revocation list file and a blocklist of certificate
+    /// fingerprints (see `config/pki.rs`).
+    pub pki: PkiSection,
 }
 
 /// `[api]`.
@@ -351,6 +356,27 @@ impl Config {
             ));
         }
         self.firewall.check_with_ca(&self.file, &ca)?;
+        let list = match &self.pki.revocations {
+            None => None,
+            Some(at) => {
+                let list = self.read_file(at, RevocationList::from_pem)?;
+                list.verify(&ca).map_err(|error| {
+                    self.error_at(
+                        at,
+                        format!(
+                            "{} is not usable under the CA in {}: {error}",
+                            at.path.display(),
+                            self.node.ca.path.display()
+                        ),
+                    )
+                })?;
+                Some(list)
+            }
+        };
+        let revocation = RevocationConfig {
+            list,
+            blocklist: self.pki.blocklist.clone(),
+        };
         let peers = self
             .peers
             .iter()
@@ -376,6 +402,7 @@ impl Config {
             multicast: self.multicast.config.clone(),
             qos: self.qos.clone(),
             firewall: self.firewall.config.clone(),
+            revocation,
         })
     }
 
@@ -671,6 +698,15 @@ level = "{DEFAULT_LOG_LEVEL}"
 # port = [25, "465-587"]
 # cidr = "198.19.0.0/16"
 
+# [pki]
+# A revocation list from the CA (`weft ca revoke`): this node refuses the
+# certificates it names, ends their sessions, and passes the list on to its
+# peers, which do the same; a newer version from anyone replaces it.
+# revocations = "revocations.crl"
+# Certificate fingerprints (as `weft cert print` shows them) that this node
+# alone refuses.
+# blocklist = ["8c6cbc1f0a3e1c1b0f9d2e7a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c"]
+
 # Pinned paths: traffic to the destination always goes through these nodes,
 # in order (at most {max_intermediates}), whatever the measurements say. The same
 # as `weft route pin b via c` once the node is up.
@@ -888,6 +924,8 @@ struct RawConfig {
     #[serde(default)]
     api: RawApi,
     firewall: Option<firewall::RawFirewall>,
+    #[serde(default)]
+    pki: pki::RawPki,
 }
 
 #[derive(Deserialize, Default)]
@@ -1139,6 +1177,7 @@ impl RawConfig {
         let qos = self.qos.check(source)?;
         let api = self.api.check(source)?;
         let firewall = firewall::RawFirewall::check(self.firewall.as_ref(), source)?;
+        let pki = self.pki.check(source, base)?;
         Ok(Config {
             file: source.file.to_owned(),
             node,
@@ -1156,6 +1195,7 @@ impl RawConfig {
             qos,
             api,
             firewall,
+            pki,
         })
     }
 }
@@ -1829,6 +1869,12 @@ fn is_node_ref(text: &str) -> bool {
     is_dns_label(text) || (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// Whether `name` can be a certificate name or group (a DNS label, as the
+/// CA signs them).
+pub(crate) fn is_certificate_label(name: &str) -> bool {
+    is_dns_label(name)
+}
+
 fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
@@ -1919,6 +1965,8 @@ mod tests {
         assert!(config.firewall.config.enabled);
         assert_eq!(config.firewall.config.inbound.len(), 2);
         assert_eq!(config.firewall.config.outbound.len(), 1);
+        assert!(config.pki.revocations.is_some());
+        assert_eq!(config.pki.blocklist.len(), 1);
         assert_eq!(
             config.multicast.config.rules,
             [GroupRule {

@@ -105,6 +105,9 @@ pub struct NodeStatus {
     /// daemons before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_not_after: Option<u64>,
+    /// The version of the revocation list the node holds (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_version: Option<u64>,
 }
 
 /// The `dht` object of [`NodeStatus`].
@@ -524,6 +527,7 @@ mod tests {
             multicast: None,
             firewall: None,
             certificate_not_after: None,
+            revocation_version: None,
         }
     }
 

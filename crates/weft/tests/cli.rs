@@ -564,3 +564,120 @@ fn ca_renew_resigns_the_same_key_with_a_new_validity() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn ca_revoke_writes_the_next_version_of_a_list_that_nodes_load() {
+    let dir = TempDir::new("revoke");
+    let (ca_key, ca_crt, node_crt) = signed_node(&dir, "testnet", "30");
+    let (_, other_ca, foreign_crt) = signed_node(&dir, "othernet", "30");
+    let list = dir.path().join("revocations.crl");
+    let revoke = |extra: &[&str]| {
+        let mut args = vec!["ca", "revoke", "--ca-key", ca_key.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", list.to_str().unwrap()]);
+        weft(&args)
+    };
+    let first = revoke(&[
+        "--certificate",
+        node_crt.to_str().unwrap(),
+        "--name",
+        "old-db",
+    ]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("version 1"), "{}", stdout(&first));
+    let id = "ab".repeat(32);
+    let second = revoke(&["--node-id", &id]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(stdout(&second).contains("version 2"), "{}", stdout(&second));
+
+    let print = weft(&[
+        "cert",
+        "print",
+        list.to_str().unwrap(),
+        "--json",
+        "--ca",
+        ca_crt.to_str().unwrap(),
+    ]);
+    assert!(print.status.success(), "{}", stderr(&print));
+    let value: serde_json::Value = serde_json::from_slice(&print.stdout).unwrap();
+    assert_eq!(value["kind"], "revocation_list");
+    assert_eq!(value["version"], 2);
+    assert_eq!(value["name"], "testnet");
+    let cert = Certificate::from_pem(&std::fs::read_to_string(&node_crt).unwrap()).unwrap();
+    let fingerprint: String = cert
+        .fingerprint()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        value["revoked"],
+        serde_json::json!([
+            format!("node-id {id}"),
+            format!("certificate {fingerprint}"),
+            "name old-db"
+        ])
+    );
+    assert_eq!(value["verification"]["ok"], true);
+    let wrong = weft(&[
+        "cert",
+        "print",
+        list.to_str().unwrap(),
+        "--ca",
+        other_ca.to_str().unwrap(),
+    ]);
+    assert_eq!(wrong.status.code(), Some(1));
+
+    // Nothing to revoke, or another CA's certificate: refused.
+    let empty = revoke(&[]);
+    assert!(!empty.status.success());
+    assert!(
+        stderr(&empty).contains("say what to revoke"),
+        "{}",
+        stderr(&empty)
+    );
+    let foreign = revoke(&["--certificate", foreign_crt.to_str().unwrap()]);
+    assert!(!foreign.status.success());
+    assert!(
+        stderr(&foreign).contains("was not signed by the CA"),
+        "{}",
+        stderr(&foreign)
+    );
+
+    // A node names the list in [pki]; a list of another CA points there.
+    let node_dir = dir.path().join("a-testnet");
+    std::fs::copy(&ca_crt, node_dir.join("ca.crt")).unwrap();
+    let config_file = node_dir.join("weft.toml");
+    let mut text = std::fs::read_to_string(&config_file).unwrap();
+    text.push_str(&format!(
+        "\n[pki]\nrevocations = {:?}\n",
+        list.to_str().unwrap()
+    ));
+    std::fs::write(&config_file, &text).unwrap();
+    let config = Config::load(&config_file).unwrap();
+    let node_config = config.node_config(weft::pki::unix_now().unwrap()).unwrap();
+    assert_eq!(node_config.revocation.list.unwrap().version(), 2);
+    let foreign_list = dir.path().join("othernet.crl");
+    let other_key = dir.path().join("othernet/ca.key");
+    let made = weft(&[
+        "ca",
+        "revoke",
+        "--ca-key",
+        other_key.to_str().unwrap(),
+        "--name",
+        "x",
+        "--out",
+        foreign_list.to_str().unwrap(),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let text = text.replace(list.to_str().unwrap(), foreign_list.to_str().unwrap());
+    std::fs::write(&config_file, &text).unwrap();
+    let config = Config::load(&config_file).unwrap();
+    let error = config
+        .node_config(weft::pki::unix_now().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("pki.revocations") && error.contains("issued by another CA"),
+        "{error}"
+    );
+}

@@ -485,6 +485,20 @@ impl EventLoop {
                 result,
                 trace,
             } => self.lookup_done(now, id, &target, &result, &trace),
+            Event::RevocationsUpdated {
+                version,
+                entries,
+                from,
+            } => info!(
+                version,
+                entries,
+                from = from.as_deref().unwrap_or("config"),
+                "revocation list installed"
+            ),
+            Event::PeerRevoked { peer, name } => {
+                self.established.remove(&peer);
+                warn!(peer = %name, node_id = %peer.short(), "certificate revoked; session ended");
+            }
             Event::CertificateExpiring {
                 not_after,
                 remaining,
@@ -781,6 +795,7 @@ impl EventLoop {
             multicast: Some(multicast),
             firewall: Some(FirewallInfo::from_core(&node.firewall_stats())),
             certificate_not_after: Some(node.certificate().not_after()),
+            revocation_version: node.revocation_list().map(|l| l.version()),
         }
     }
 }

@@ -210,6 +210,25 @@ fn describe(event: &Event) -> Option<(&'static str, String, serde_json::Value)> 
             },
             json!({ "not_after": not_after, "remaining_secs": remaining.as_secs() }),
         ),
+        Event::RevocationsUpdated {
+            version,
+            entries,
+            from,
+        } => (
+            "revocations_updated",
+            format!(
+                "revocation list version {version} ({entries} entries) installed{}",
+                from.as_ref()
+                    .map(|f| format!(", from {f}"))
+                    .unwrap_or_default()
+            ),
+            json!({ "version": version, "entries": entries, "from": from }),
+        ),
+        Event::PeerRevoked { peer, name } => (
+            "peer_revoked",
+            format!("{name}'s certificate is revoked; session ended"),
+            json!({ "peer": name, "node_id": peer.to_string() }),
+        ),
         Event::LookupDone { .. } => return None,
     })
 }

@@ -25,7 +25,7 @@
 //!   `qos_uplink_rate_bps`, `qos_uplink_limit_bps`;
 //! - `certificate_expiry_timestamp_seconds`: when the node's certificate
 //!   expires (alert on `weft_certificate_expiry_timestamp_seconds - time()
-//!   < 7 * 86400`);
+//!   < 7 * 86400`); `revocation_list_version` when the node holds one;
 //! - firewall (when it is on): `firewall_rule_packets_total` (labels
 //!   `direction`, `rule` = the rule's name or place or `default`, `action`),
 //!   `firewall_tracked_packets_total`, `firewall_related_packets_total`,
@@ -290,6 +290,15 @@ pub(super) fn render(snapshot: &Snapshot, hub: &EventHub) -> String {
             gauge,
         );
     }
+    if let Some(version) = status.revocation_version {
+        let gauge = Gauge::<f64, AtomicU64>::default();
+        gauge.set(as_f64(version));
+        registry.register(
+            "revocation_list_version",
+            "Version of the revocation list this node holds (every node should reach the newest)",
+            gauge,
+        );
+    }
 
     let qos = &snapshot.qos;
     let uplink_rate = Gauge::<f64, AtomicU64>::default();
@@ -485,6 +494,7 @@ mod tests {
             }),
             multicast: None,
             certificate_not_after: Some(1_800_000_000),
+            revocation_version: Some(3),
             firewall: Some(FirewallInfo {
                 enabled: true,
                 inbound: crate::firewall::FirewallDirectionInfo {
@@ -544,6 +554,7 @@ mod tests {
             "weft_firewall_rule_packets_total{direction=\"outbound\",rule=\"default\",action=\"allow\"} 3",
             "weft_firewall_tracked_packets_total 40",
             "weft_certificate_expiry_timestamp_seconds 1800000000.0",
+            "weft_revocation_list_version 3.0",
             "weft_firewall_conntrack_entries 3.0",
             "weft_firewall_conntrack_max 65536.0",
             "# EOF",
