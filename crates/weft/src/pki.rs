@@ -117,7 +117,7 @@ pub enum CaCommand {
     },
     /// Revoke certificates: writes the next version of a CA-signed
     /// revocation list with these added. Give it to one node
-    /// ([pki] revocations); the nodes pass it on to each other.
+    /// (`[pki] revocations`); the nodes pass it on to each other.
     Revoke {
         /// The CA key file written by `weft ca init`.
         #[arg(long)]
