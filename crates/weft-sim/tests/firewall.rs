@@ -258,3 +258,49 @@ fn multicast_is_delivered_by_group_rules_at_each_member() {
         0
     );
 }
+
+#[test]
+fn an_outbound_reject_resets_the_local_application_over_ipv4_and_ipv6() {
+    let mut sim = new_sim(75);
+    let no_smtp = FirewallConfig {
+        outbound: vec![Rule {
+            name: Some("no-smtp".into()),
+            action: Action::Reject,
+            protocol: Some(Protocol::Tcp),
+            ports: vec![PortMatch::Range(PortRange::single(25))],
+            ..Rule::default()
+        }],
+        ..FirewallConfig::enabled()
+    };
+    let mesh = MeshBuilder::new(2)
+        .with_node_firewall(0, no_smtp)
+        .build(&mut sim)
+        .unwrap();
+    let [a, b] = [mesh.hosts[0], mesh.hosts[1]];
+    converge(&mut sim, &mesh.hosts, secs(10));
+    let v6 = |sim: &Sim, host: HostId, port: u16| {
+        SocketAddr::new(IpAddr::V6(sim.overlay_ipv6(host)), port)
+    };
+    let (before_a, before_b) = (sim.tun(a).len(), sim.tun(b).len());
+    for (from, to) in [
+        (address(&sim, a, 40000), address(&sim, b, 25)),
+        (v6(&sim, a, 40001), v6(&sim, b, 25)),
+    ] {
+        let syn = tcp_packet(from, to, 7000, 0, SYN).unwrap();
+        sim.inject_tun(a, &syn);
+    }
+    sim.run_for(secs(1));
+    let resets = segments(&sim, a, before_a);
+    assert_eq!(resets.len(), 2, "{resets:?}");
+    for reset in &resets {
+        assert_eq!(reset.source.port(), 25, "from the refused destination");
+        assert_eq!(reset.flags, RST | ACK);
+        assert_eq!(reset.ack, 7001);
+    }
+    assert!(resets[1].source.is_ipv6());
+    assert_eq!(segments(&sim, b, before_b).len(), 0, "nothing left a");
+    let stats = sim.node(a).unwrap().firewall_stats();
+    assert_eq!(stats.outbound.rules[0].packets, 2);
+    assert_eq!(counter(&sim, a, "firewall_outbound_dropped"), 2);
+    assert_eq!(counter(&sim, a, "firewall_rejected"), 2);
+}
