@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use weft_core::{Event, RevocationList, RevocationTemplate};
-use weft_sim::{HostId, MeshBuilder, NodeSpec, Sim, add_node, test_ca};
+use weft_sim::{HostId, MeshBuilder, NodeSpec, Sim, add_node, peer_config, test_ca};
 
 use common::{converge, counter, new_sim, secs};
 
@@ -199,4 +199,30 @@ fn lost_pieces_are_sent_again_by_the_periodic_offer() {
             .map(|&h| version_at(&sim, h))
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn a_blocklisted_certificate_is_refused_by_that_node_only() {
+    let mut sim = new_sim(85);
+    let ca = test_ca(1, sim.unix_time()).unwrap();
+    let blocked_spec = NodeSpec::new(&sim, "n1", 1);
+    let blocked_certificate = blocked_spec.config(&ca).unwrap().certificate;
+    let mut strict = NodeSpec::new(&sim, "n0", 0);
+    strict.revocation.blocklist = vec![blocked_certificate.fingerprint()];
+    let n0 = add_node(&mut sim, &ca, &strict).unwrap();
+    let mut blocked_spec = blocked_spec;
+    blocked_spec.peers = vec![peer_config(&sim, n0)];
+    let n1 = add_node(&mut sim, &ca, &blocked_spec).unwrap();
+    let mut other = NodeSpec::new(&sim, "n2", 2);
+    other.peers = vec![peer_config(&sim, n0), peer_config(&sim, n1)];
+    let n2 = add_node(&mut sim, &ca, &other).unwrap();
+    sim.run_for(secs(10));
+    assert!(sim.established(n2, n0) && sim.established(n0, n2));
+    assert!(sim.established(n2, n1), "the blocklist is n0's alone");
+    assert!(!sim.established(n1, n0) && !sim.established(n0, n1));
+    assert!(counter(&sim, n0, "handshake_rejected_revoked") > 0);
+    let rejected = sim.events(n0).iter().any(|(_, e)| {
+        matches!(e, Event::HandshakeRejected { reason, .. } if reason.contains("'n1' is revoked"))
+    });
+    assert!(rejected);
 }
