@@ -120,6 +120,22 @@ fn a_revocation_given_to_one_node_spreads_and_shuts_the_revoked_node_out() {
             assert!(sim.established(a, b), "members keep their sessions");
         }
     }
+    // Its link-state record is refused too: no route goes through it.
+    for &host in members {
+        let node = sim.node(host).unwrap();
+        for route in node.routes(sim.now()) {
+            if route.destination == sim.node_id(revoked) {
+                continue;
+            }
+            let names: Vec<&str> = route.path.iter().map(|h| h.name.as_str()).collect();
+            assert!(
+                !names.contains(&"n3"),
+                "{} routes to {} via {names:?}",
+                sim.name(host),
+                route.name
+            );
+        }
+    }
     let refused: u64 = members
         .iter()
         .map(|&h| counter(&sim, h, "handshake_rejected_revoked"))
