@@ -182,17 +182,36 @@ fn main() -> std::io::Result<()> {
     HandshakePayload {
         timestamp: UNIX_START * 1_000_000_000,
         certificate: fixture.a.certificate.to_bytes(),
+        padding: 16,
     }
     .emit(&mut payload);
     wire_seeds.push(("handshake_payload".into(), payload));
     wire_seeds.push(("membership_record".into(), membership.clone()));
-    wire_seeds.push(("unknown_version".into(), vec![0x24, 0, 0, 0, 1, 2, 3, 4]));
-    wire_seeds.push(("unknown_type".into(), vec![0x13, 0, 0, 0, 1, 2, 3, 4]));
+    wire_seeds.push(("unknown_version".into(), vec![0x14, 0, 0, 0, 1, 2, 3, 4]));
+    wire_seeds.push(("unknown_type".into(), vec![0x2e, 0, 0, 0, 1, 2, 3, 4]));
     let wire_seeds: Vec<(&str, Vec<u8>)> = wire_seeds
         .iter()
         .map(|(n, b)| (n.as_str(), b.clone()))
         .collect();
     write("wire_packet", &wire_seeds)?;
+
+    // handshake_init: every selector (certificate, static key, source,
+    // burst) with an old, a current and the largest timestamp.
+    let mut init_seeds = Vec::new();
+    for selector in [0u8, 1, 2, 3, 4, 12, 20, 28] {
+        for (t, timestamp) in [0, UNIX_START * 1_000_000_000, u64::MAX].into_iter().enumerate() {
+            let mut input = vec![selector, 1];
+            input.extend_from_slice(&timestamp.to_be_bytes());
+            input.extend_from_slice(&[0x42; 64]);
+            input.extend_from_slice(&[0; 96]);
+            init_seeds.push((format!("init_{selector}_{t}"), input));
+        }
+    }
+    let init_seeds: Vec<(&str, Vec<u8>)> = init_seeds
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.clone()))
+        .collect();
+    write("handshake_init", &init_seeds)?;
 
     // certificate: binary and PEM forms of every kind of key and certificate,
     // and a revocation list.

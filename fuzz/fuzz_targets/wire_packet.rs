@@ -47,10 +47,26 @@ fuzz_target!(|data: &[u8]| {
 fn check_packet(data: &[u8], packet: Packet<'_>) {
     let mut out = Vec::new();
     match packet {
-        Packet::HandshakeInit { sender, noise } => {
+        Packet::HandshakeInit {
+            sender,
+            noise,
+            flags,
+            signature,
+            mac1,
+            mac2,
+        } => {
             wire::emit_handshake_init(&mut out, sender);
             out.extend_from_slice(noise);
+            out.push(flags);
+            out.extend_from_slice(signature);
+            out.extend_from_slice(mac1);
+            out.extend_from_slice(mac2);
         }
+        Packet::CookieReply {
+            receiver,
+            nonce,
+            sealed,
+        } => wire::emit_cookie_reply(&mut out, receiver, nonce, sealed),
         Packet::HandshakeResponse {
             sender,
             receiver,

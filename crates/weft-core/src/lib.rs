@@ -47,7 +47,7 @@ pub use node::{
     TopologyNode, TopologyStatus, TreeStatus, warning_window,
 };
 pub use route::{Hop, MAX_INTERMEDIATES, Metric, RouteError, RouteStatus, RoutingConfig};
-pub use session::SessionConfig;
+pub use session::{HandshakeKeys, SessionConfig};
 pub use stats::Stats;
 pub use timer::TimerKind;
 pub use wire::TUNNEL_OVERHEAD;

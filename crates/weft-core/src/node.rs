@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use crate::dht::{Dht, DhtConfig, LookupError, LookupId, LookupTrace, NodeRecord, Target};
 use crate::firewall::{Firewall, FirewallConfig, FirewallConfigError};
@@ -40,7 +40,9 @@ use crate::qos::{QosConfig, QosConfigError};
 use crate::rng::SharedRng;
 use crate::route::{Graph, LinkStateDb, Metric, RouteTable, RoutingConfig};
 use crate::session::{
-    AwaitingResponse, HandshakeError, InitReceived, OpenError, SessionConfig, Transport,
+    Admission, AwaitingResponse, HandshakeError, HandshakeKeys, INIT_OVERHEAD, InitGuard,
+    InitReceived, InitSeal, OpenError, RESPONSE_OVERHEAD, Refusal, SessionConfig, SignedInit,
+    Transport, peek_init, verify_init,
 };
 use crate::stats::Stats;
 use crate::timer::TimerKind;
@@ -86,6 +88,18 @@ const MAX_POOL: usize = 1024;
 const MIN_CROSSING_WINDOW: Duration = Duration::from_millis(50);
 /// Capacity of a fresh buffer: a full-size datagram without reallocation.
 const BUFFER_CAPACITY: usize = 2048;
+/// What an init is padded for when the responder's certificate is not
+/// known yet: a certificate with a long name and a few groups.
+const TYPICAL_CERTIFICATE_LEN: usize = 320;
+/// A session replaced by a newer one that came from elsewhere is made
+/// current again once the newer one has been silent this long (its holder,
+/// a second host with the same key, is gone).
+const DUPLICATE_SILENCE: Duration = Duration::from_secs(2);
+/// A duplicate key is logged at most this often per peer.
+const DUPLICATE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// A cookie from a responder is used for this long (its secret changes
+/// every two minutes; a stale cookie only earns a new cookie reply).
+const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
 
 /// What a node is and whom it talks to.
 #[derive(Debug, Clone)]
@@ -190,7 +204,8 @@ pub enum NodeError {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A session with a peer was established (or replaced by a rekey).
+    /// A session with a peer was established where there was none (a rekey
+    /// that replaces a session is not reported).
     SessionEstablished {
         /// The peer.
         peer: NodeId,
@@ -386,6 +401,8 @@ pub struct Node {
     unix_start: Duration,
     last_timestamp: u64,
     rng: SharedRng,
+    /// The gate in front of handshake inits (MACs, cookies, rate limits).
+    guard: InitGuard,
     peers: Vec<Peer>,
     by_index: BTreeMap<SessionIndex, usize>,
     by_id: BTreeMap<NodeId, usize>,
@@ -424,6 +441,8 @@ struct RoutingState {
     /// This node's own record must be (re)sent by then.
     lsa_due: Option<Instant>,
     last_lsa: Option<Instant>,
+    /// Bounds on signing and passing on records (`route::brake`).
+    brake: crate::route::Brake,
     /// What this node last advertised, per neighbour: (RTT µs, loss).
     advertised: BTreeMap<NodeId, (u32, f32)>,
 }
@@ -455,6 +474,9 @@ struct Peer {
     previous: Option<Transport>,
     next: Option<Transport>,
     pending: Option<AwaitingResponse>,
+    /// The last cookie this peer sent us (under load it asks for mac2),
+    /// and when.
+    cookie: Option<([u8; wire::COOKIE_LEN], Instant)>,
     handshake_attempts: u32,
     handshake_due: Option<Instant>,
     last_init_timestamp: u64,
@@ -464,6 +486,8 @@ struct Peer {
     monitor: LinkMonitor,
     /// From the config (not a DHT pick, on-demand or inbound peer).
     configured: bool,
+    /// When a duplicate of this node's key was last logged.
+    duplicate_logged: Option<Instant>,
     queue: VecDeque<Vec<u8>>,
     handshakes: u64,
     bytes_in: u64,
@@ -487,6 +511,7 @@ impl Peer {
             previous: None,
             next: None,
             pending: None,
+            cookie: None,
             handshake_attempts: 0,
             handshake_due: None,
             last_init_timestamp: 0,
@@ -495,6 +520,7 @@ impl Peer {
             last_handshake: None,
             monitor: LinkMonitor::new(),
             configured: false,
+            duplicate_logged: None,
             queue: VecDeque::new(),
             handshakes: 0,
             bytes_in: 0,
@@ -593,6 +619,7 @@ impl Node {
             certificate.not_before(),
             certificate.not_after(),
         );
+        let guard = InitGuard::new(HandshakeKeys::new(&ca));
         let mut node = Self {
             secret: secret_key,
             certificate,
@@ -602,6 +629,7 @@ impl Node {
             unix_start: unix_time,
             last_timestamp: 0,
             rng,
+            guard,
             peers: Vec::new(),
             by_index: BTreeMap::new(),
             by_id: BTreeMap::new(),
@@ -624,6 +652,7 @@ impl Node {
                 recompute_at: None,
                 lsa_due: None,
                 last_lsa: None,
+                brake: crate::route::Brake::default(),
                 advertised: BTreeMap::new(),
             },
             discovery: Discovery::new(dht, neighbours),
@@ -774,9 +803,25 @@ impl Node {
             }
         };
         match packet {
-            Packet::HandshakeInit { sender, noise } => {
-                self.on_handshake_init(now, source, sender, noise)
+            Packet::HandshakeInit {
+                sender,
+                noise,
+                flags,
+                signature,
+                ..
+            } => {
+                let init = SignedInit {
+                    datagram,
+                    flags,
+                    signature,
+                };
+                self.on_handshake_init(now, source, sender, noise, &init)
             }
+            Packet::CookieReply {
+                receiver,
+                nonce,
+                sealed,
+            } => self.on_cookie_reply(now, source, receiver, nonce, sealed),
             Packet::HandshakeResponse {
                 sender,
                 receiver,
@@ -1094,11 +1139,40 @@ impl Node {
         let local = self.new_index();
         let timestamp = self.next_timestamp(now);
         let mut buf = self.take_buffer();
+        let p = &self.peers[peer];
+        // Pad the init to the size of the response it asks for (which the
+        // responder may not send to an unproven address otherwise): the
+        // peer's certificate when known, else a typical one.
+        let their_certificate = p
+            .certificate
+            .as_ref()
+            .map_or(TYPICAL_CERTIFICATE_LEN, |c| c.to_bytes().len());
+        let own = self.certificate.to_bytes().len();
+        let padding = (their_certificate + RESPONSE_OVERHEAD).saturating_sub(own + INIT_OVERHEAD);
         let payload = HandshakePayload {
             timestamp,
             certificate: self.certificate.to_bytes(),
+            padding,
         };
-        match AwaitingResponse::start(now, &self.rng, &self.secret, &payload, local, &mut buf) {
+        let cookie = p
+            .cookie
+            .as_ref()
+            .filter(|(_, at)| now.saturating_duration_since(*at) < COOKIE_LIFETIME)
+            .map(|(cookie, _)| cookie);
+        let seal = InitSeal {
+            responder: p.node_id,
+            keys: self.guard.keys(),
+            cookie,
+        };
+        match AwaitingResponse::start(
+            now,
+            &self.rng,
+            &self.secret,
+            &payload,
+            local,
+            &seal,
+            &mut buf,
+        ) {
             Ok(pending) => {
                 self.stats.handshakes_initiated += 1;
                 if let Some(old) = self.peers[peer].pending.replace(pending) {
@@ -1128,24 +1202,79 @@ impl Node {
         p.handshake_due = Some(now + backoff + jitter);
     }
 
+    /// An init: through the guard (MACs, cookie, rate), then the cheap
+    /// replay check, then the certificate and the signature; only an init
+    /// that passed all of them changes anything (PROTOCOL §3.5).
     fn on_handshake_init(
         &mut self,
         now: Instant,
         source: Source,
         sender: SessionIndex,
         noise: &[u8],
+        init: &SignedInit<'_>,
     ) {
         let from = self.source_address(source);
+        let direct = match source {
+            Source::Direct(from) => Some(from),
+            Source::Relayed(_) => None,
+        };
+        let response_len =
+            RESPONSE_OVERHEAD + wire::PAYLOAD_FIXED_LEN + self.certificate.to_bytes().len();
+        let larger_response = response_len > init.datagram.len();
+        match self
+            .guard
+            .admit(now, &self.rng, direct, init.datagram, larger_response)
+        {
+            Admission::Admit => {}
+            Admission::SendCookie => {
+                if let Some(to) = direct {
+                    self.send_cookie_reply(now, to, sender, init.datagram);
+                }
+                return;
+            }
+            Admission::Drop(Refusal::Mac1) => {
+                self.stats.handshake_rejected_mac1 += 1;
+                trace!("handshake init with a bad mac1");
+                return;
+            }
+            Admission::Drop(Refusal::RateLimited) => {
+                self.stats.handshake_rate_limited += 1;
+                trace!("handshake init over its source's rate");
+                return;
+            }
+        }
+        let view = match peek_init(noise) {
+            Ok(view) => view,
+            Err(error) => return self.reject_handshake(from, &error),
+        };
+        // The cheap replay check, before any public-key work: the
+        // timestamp of the last init that proved its sender.
+        let claimed = NodeId::from_static_key(&view.static_key);
+        let known = self.by_id.get(&claimed).copied();
+        if let Some(peer) = known
+            && view.payload.timestamp <= self.peers[peer].last_init_timestamp
+        {
+            self.stats.handshake_rejected_replay += 1;
+            trace!("handshake init replayed");
+            return;
+        }
         let unix_now = self.unix_now(now);
+        let known_certificate = known.and_then(|peer| self.peers[peer].certificate.as_ref());
+        let own_id = self.node_id();
+        let certificate =
+            match verify_init(&view, init, &own_id, &self.ca, unix_now, known_certificate) {
+                Ok(certificate) => certificate,
+                Err(error) => return self.reject_handshake(from, &error),
+            };
         let received =
-            match InitReceived::read(&self.rng, &self.secret, noise, sender, &self.ca, unix_now) {
+            match InitReceived::read(&self.rng, &self.secret, noise, sender, &certificate) {
                 Ok(received) => received,
                 Err(error) => return self.reject_handshake(from, &error),
             };
-        let certificate = received.certificate.clone();
         if self.refuse_revoked(from, &certificate) {
             return;
         }
+        let their_timestamp = view.payload.timestamp;
         let Some(peer) = self.peer_for_certificate(&certificate) else {
             self.stats.handshake_rejected_unexpected_peer += 1;
             return self.reject(
@@ -1153,11 +1282,14 @@ impl Node {
                 format!("'{}' is this node's own name or key", certificate.name()),
             );
         };
-        if received.timestamp <= self.peers[peer].last_init_timestamp {
+        if their_timestamp <= self.peers[peer].last_init_timestamp {
             self.stats.handshake_rejected_replay += 1;
             trace!("handshake init replayed");
             return;
         }
+        // From here the init is known to be the certificate holder's and
+        // new: its timestamp is recorded even if ours goes on instead.
+        self.peers[peer].last_init_timestamp = their_timestamp;
         // Both sides called at once (their init crossed ours on the way):
         // keep one handshake, the one of the node with the larger id, so
         // that one side is the initiator and the two do not end up sending
@@ -1187,13 +1319,13 @@ impl Node {
             trace!("crossing handshake init: ours goes on");
             return;
         }
-        let their_timestamp = received.timestamp;
         let local = self.new_index();
         let timestamp = self.next_timestamp(now);
         let mut buf = self.take_buffer();
         let payload = HandshakePayload {
             timestamp,
             certificate: self.certificate.to_bytes(),
+            padding: 0,
         };
         let transport = match received.respond(now, &payload, local, &mut buf) {
             Ok(transport) => transport,
@@ -1203,11 +1335,10 @@ impl Node {
             }
         };
         self.bind_identity(peer, certificate);
+        // The endpoint stays: it moves only with the first transport
+        // packet of the new session, which proves the initiator holds the
+        // session's keys (and so its static key) and is where it says.
         let p = &mut self.peers[peer];
-        p.last_init_timestamp = their_timestamp;
-        if let Source::Direct(from) = source {
-            p.endpoint = Some(from);
-        }
         if let Some(old) = p.next.replace(transport) {
             self.by_index.remove(&old.local);
         }
@@ -1329,7 +1460,10 @@ impl Node {
             return;
         }
         let range = match transport.open(counter, &mut buf) {
-            Ok(range) => range,
+            Ok(range) => {
+                transport.last_received = Some(now);
+                range
+            }
             Err(error) => {
                 match error {
                     OpenError::Replayed => self.stats.rx_replayed += 1,
@@ -1342,9 +1476,10 @@ impl Node {
         };
         if slot == Slot::Next {
             // The initiator has proven it holds the keys: the new session
-            // becomes current. Over the direct path, the init came in and
-            // this confirmation answers our response: the link works both
-            // ways.
+            // becomes current, at the endpoint this packet came from. Over
+            // the direct path, the init came in and this confirmation
+            // answers our response: the link works both ways.
+            self.follow_endpoint(peer, source);
             if let Source::Direct(_) = source {
                 let transition = self.peers[peer].monitor.on_direct_handshake(now, None);
                 self.on_link_transition(now, peer, transition);
@@ -1354,9 +1489,66 @@ impl Node {
                 self.flush_queue(now, peer);
             }
         }
+        self.peers[peer].last_received = Some(now);
+        if slot == Slot::Previous {
+            self.on_previous_session(now, peer, source);
+        } else {
+            self.follow_endpoint(peer, source);
+        }
+        self.on_frame(now, peer, source, buf, range);
+    }
+
+    /// A packet on the session a newer one replaced. From the peer's
+    /// endpoint it is one still in flight across a rekey. From elsewhere,
+    /// two hosts answer for one node (one holds a copy of its key): while
+    /// the newer session still speaks, the endpoint stays with it (packets
+    /// on the older one never move it, so the endpoint does not flip with
+    /// every packet) and the duplicate is counted and logged; once the
+    /// newer session has been silent for [`DUPLICATE_SILENCE`], its holder
+    /// is gone and the older session, which still speaks, becomes current
+    /// again.
+    fn on_previous_session(&mut self, now: Instant, peer: usize, source: Source) {
+        let Source::Direct(from) = source else {
+            return;
+        };
         let p = &mut self.peers[peer];
-        p.last_received = Some(now);
-        // Only a packet straight from the underlay says where the peer is.
+        if p.endpoint == Some(from) {
+            return;
+        }
+        let newer_speaks = p
+            .current
+            .as_ref()
+            .and_then(|t| t.last_received)
+            .is_some_and(|at| now.saturating_duration_since(at) < DUPLICATE_SILENCE);
+        if newer_speaks {
+            self.stats.duplicate_identity += 1;
+            let due = p
+                .duplicate_logged
+                .is_none_or(|at| now >= at + DUPLICATE_LOG_INTERVAL);
+            if due {
+                p.duplicate_logged = Some(now);
+                warn!(
+                    peer = %p.name(),
+                    "two hosts hold this node's key: one answers at its endpoint, one elsewhere; the newer session keeps the endpoint"
+                );
+            }
+            return;
+        }
+        if let Some(older) = p.previous.take() {
+            if let Some(newer) = p.current.replace(older) {
+                p.previous = Some(newer);
+            }
+            self.stats.sessions_restored += 1;
+            debug!(peer = %p.name(), "the newer session fell silent: back to the older one");
+            self.follow_endpoint(peer, source);
+        }
+    }
+
+    /// Moves the peer's endpoint to where an authenticated packet came
+    /// from (roaming). Only a packet straight from the underlay says where
+    /// the peer is.
+    fn follow_endpoint(&mut self, peer: usize, source: Source) {
+        let p = &mut self.peers[peer];
         if let Source::Direct(from) = source
             && p.endpoint != Some(from)
         {
@@ -1377,7 +1569,6 @@ impl Node {
             }
             self.peers[peer].endpoint = Some(from);
         }
-        self.on_frame(now, peer, source, buf, range);
     }
 
     fn on_frame(
@@ -1530,7 +1721,11 @@ impl Node {
             self.offer_revocations(now, peer);
         }
         let p = &self.peers[peer];
-        if let Some(id) = p.node_id {
+        if !first {
+            // A rekey, or the second of two crossed handshakes: the peer
+            // was reachable all along, which is no news.
+            debug!(peer = %p.name(), initiator, "session replaced");
+        } else if let Some(id) = p.node_id {
             let name = p.name();
             debug!(peer = %name, initiator, "session established");
             push_event(
@@ -1625,8 +1820,80 @@ impl Node {
         self.transmits.push_back((destination, buf));
     }
 
+    /// Answers an init from an unproven address with a cookie: fewer bytes
+    /// than the init, and no public-key work.
+    fn send_cookie_reply(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        receiver: SessionIndex,
+        datagram: &[u8],
+    ) {
+        let Some(mac1) = datagram
+            .len()
+            .checked_sub(2 * wire::MAC_LEN)
+            .and_then(|at| datagram.get(at..at + wire::MAC_LEN))
+            .and_then(|mac| <[u8; wire::MAC_LEN]>::try_from(mac).ok())
+        else {
+            return;
+        };
+        let cookie = self.guard.cookie(now, &self.rng, to);
+        let (nonce, sealed) = self.guard.keys().seal_cookie(&self.rng, &mac1, &cookie);
+        let mut buf = self.take_buffer();
+        wire::emit_cookie_reply(&mut buf, receiver, &nonce, &sealed);
+        self.stats.handshake_cookies_sent += 1;
+        trace!("under load: answering an init with a cookie");
+        self.queue_transmit(now, to, buf);
+    }
+
+    /// A cookie reply to an init of ours: keep the cookie and, if that init
+    /// had none, send the init again at once with mac2.
+    fn on_cookie_reply(
+        &mut self,
+        now: Instant,
+        source: Source,
+        receiver: SessionIndex,
+        nonce: &[u8; wire::COOKIE_NONCE_LEN],
+        sealed: &[u8; wire::COOKIE_LEN + wire::TAG_LEN],
+    ) {
+        let Source::Direct(_) = source else {
+            self.stats.rx_bad_cookie_reply += 1;
+            return;
+        };
+        let Some(&peer) = self.by_index.get(&receiver) else {
+            self.stats.rx_unknown_session += 1;
+            return;
+        };
+        let Some(pending) = self.peers[peer]
+            .pending
+            .as_ref()
+            .filter(|p| p.local == receiver)
+        else {
+            self.stats.rx_unknown_session += 1;
+            return;
+        };
+        let Some(cookie) = self.guard.keys().open_cookie(&pending.mac1, nonce, sealed) else {
+            self.stats.rx_bad_cookie_reply += 1;
+            return;
+        };
+        let retry = !pending.had_cookie;
+        self.stats.handshake_cookies_received += 1;
+        self.peers[peer].cookie = Some((cookie, now));
+        if retry {
+            debug!(peer = %self.peers[peer].name(), "peer is under load: retrying with its cookie");
+            // The retry keeps the backoff of the attempt it replaces.
+            let p = &mut self.peers[peer];
+            p.handshake_attempts = p.handshake_attempts.saturating_sub(1);
+            self.start_handshake(now, peer);
+        }
+    }
+
     fn reject_handshake(&mut self, from: SocketAddr, error: &HandshakeError) {
         let reason = match error {
+            HandshakeError::Signature => {
+                self.stats.handshake_rejected_init_signature += 1;
+                "init not signed by its certificate's holder".to_owned()
+            }
             HandshakeError::Noise => {
                 self.stats.handshake_rejected_malformed += 1;
                 "unreadable Noise message".to_owned()

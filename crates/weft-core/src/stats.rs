@@ -40,6 +40,21 @@ counters! {
     handshake_rejected_malformed,
     /// Handshake inits rejected as replays (timestamp not newer).
     handshake_rejected_replay,
+    /// Handshake inits dropped for a wrong mac1 (not from someone who
+    /// knows the network), before any other work.
+    handshake_rejected_mac1,
+    /// Handshake inits whose signature is not their certificate holder's
+    /// (a forger holding only the public certificate).
+    handshake_rejected_init_signature,
+    /// Handshake inits dropped under load: their source used up its rate.
+    handshake_rate_limited,
+    /// Cookie replies sent (under load, or a response larger than the
+    /// init, to an init without a valid mac2).
+    handshake_cookies_sent,
+    /// Cookie replies received and accepted from peers under load.
+    handshake_cookies_received,
+    /// Cookie replies that did not open (forged, stale or relayed).
+    rx_bad_cookie_reply,
     /// Handshake inits dropped because ours to the same peer crossed them
     /// and ours goes on (the larger node id's handshake wins).
     handshake_crossed,
@@ -81,6 +96,12 @@ counters! {
     peers_lost,
     /// Endpoint changes (roaming) of peers.
     peers_roamed,
+    /// Packets on a replaced session from another address than the peer's
+    /// while the newer session still speaks: two hosts hold one key.
+    duplicate_identity,
+    /// Replaced sessions made current again because the newer one fell
+    /// silent (the second holder of a key went away).
+    sessions_restored,
     /// Packets with no path to their peer (no route, link down, no endpoint).
     tx_no_path,
     /// Packets this node forwarded for others (as a relay).
@@ -102,6 +123,14 @@ counters! {
     lsa_rejected,
     /// Link-state bytes sent (records, as UDP payload before sealing).
     lsa_tx_bytes,
+    /// Records of others held back by the forwarding brake (a newer one of
+    /// the same origin came within 250 ms of the last passed on).
+    lsa_held,
+    /// Times this node's own record had to wait for the origination brake.
+    lsa_originate_deferred,
+    /// Links left out of this node's records because a record must fit
+    /// one control datagram (`wire::max_links`), summed over records.
+    lsa_links_capped,
     /// Route changes (any destination, any metric).
     path_changes,
     /// Multicast packets this node sent as a source.

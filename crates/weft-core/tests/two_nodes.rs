@@ -23,6 +23,7 @@ struct Pair {
     nodes: [Node; 2],
     addrs: [SocketAddr; 2],
     delivered: [Vec<Vec<u8>>; 2],
+    established_events: [usize; 2],
 }
 
 fn node(
@@ -86,6 +87,7 @@ impl Pair {
             nodes: [a, b],
             addrs,
             delivered: [Vec::new(), Vec::new()],
+            established_events: [0, 0],
         }
     }
 
@@ -104,7 +106,11 @@ impl Pair {
                 while self.nodes[i].poll_tun(&mut buf) {
                     self.delivered[i].push(buf.clone());
                 }
-                while self.nodes[i].poll_event().is_some() {}
+                while let Some(event) = self.nodes[i].poll_event() {
+                    if let weft_core::Event::SessionEstablished { .. } = event {
+                        self.established_events[i] += 1;
+                    }
+                }
             }
             if !moved {
                 return;
@@ -246,4 +252,28 @@ fn deadlines_always_move_forward_over_ten_minutes() {
             peer.handshakes
         );
     }
+}
+
+/// "Session established" is news once per session: the handshakes of the
+/// start (which may cross) and every rekey over ten minutes report nothing
+/// more (the events API and the map's timeline showed it twice in a row).
+#[test]
+fn a_session_is_reported_established_once_across_rekeys() {
+    let mut pair = Pair::new();
+    pair.advance(Duration::ZERO);
+    let before = pair.nodes[1].stats().handshakes_completed;
+    let a = Ipv4Addr::new(198, 19, 0, 1);
+    let b = Ipv4Addr::new(198, 19, 0, 2);
+    for _ in 0..600 {
+        let next = pair.now + Duration::from_secs(1);
+        while pair.now < next {
+            let left = next - pair.now;
+            pair.advance(left);
+        }
+        let now = pair.now;
+        pair.nodes[0].handle_tun_packet(now, &udp_v4(a, b, b"tick"));
+        pair.settle();
+    }
+    assert!(pair.nodes[1].stats().handshakes_completed >= before + 4);
+    assert_eq!(pair.established_events, [1, 1]);
 }

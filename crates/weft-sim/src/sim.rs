@@ -129,6 +129,11 @@ pub struct SimStats {
     pub datagrams_delivered: u64,
     /// Datagrams to an address no host held.
     pub dropped_no_host: u64,
+    /// The largest datagram any node sent (UDP payload bytes).
+    pub largest_datagram: usize,
+    /// Bytes of those datagrams, by address (what nodes sent to, say, a
+    /// spoofed or an attacker's address).
+    pub bytes_to_nobody: BTreeMap<SocketAddr, u64>,
     /// Datagrams that arrived at a crashed host.
     pub dropped_host_down: u64,
     /// Timers a node asked for again at the same instant after it had just
@@ -1059,9 +1064,11 @@ impl Sim {
 
     fn send(&mut self, host: HostId, to: SocketAddr, bytes: Vec<u8>) {
         self.stats.datagrams_sent += 1;
+        self.stats.largest_datagram = self.stats.largest_datagram.max(bytes.len());
         let from = self.hosts[host.0].address;
         let Some(&target) = self.addresses.get(&to) else {
             self.stats.dropped_no_host += 1;
+            *self.stats.bytes_to_nobody.entry(to).or_default() += bytes.len() as u64;
             trace!(%to, "datagram to an address nobody holds");
             return;
         };

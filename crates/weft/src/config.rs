@@ -45,6 +45,12 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:4800";
 pub const DEFAULT_TUN_NAME: &str = "weft0";
 /// Log filter when the config names none.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// The config file every command uses when given neither `--config` nor
+/// [`CONFIG_ENV`] (where the Debian package puts it).
+pub const DEFAULT_CONFIG: &str = "/etc/weft/weft.toml";
+/// The environment variable that names the config file when `--config`
+/// does not.
+pub const CONFIG_ENV: &str = "WEFT_CONFIG";
 /// Port of the DNS responder when `[dns] listen` names none (or names an
 /// address without a port).
 pub const DEFAULT_DNS_PORT: u16 = 53;
@@ -54,6 +60,20 @@ pub const DEFAULT_NEIGHBOURS_MAX: usize = 16;
 pub const DEFAULT_NEIGHBOURS_RANDOM: usize = 4;
 /// Where the HTTP API and network map listen when `[api] listen` is not set.
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:4880";
+/// The API's token file when `[api] token_file` is not set (beside the
+/// config file).
+pub const DEFAULT_API_TOKEN_FILE: &str = "api.token";
+/// API connections open at once when `[api] max_connections` is not set.
+pub const DEFAULT_API_MAX_CONNECTIONS: usize = 64;
+/// Largest `[api] max_connections` accepted (each may hold a file
+/// descriptor and a few tens of KiB).
+pub const MAX_API_CONNECTIONS: usize = 4096;
+/// How long an API connection may go without a request when `[api]
+/// idle_timeout` is not set.
+pub const DEFAULT_API_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// The user the daemon runs as when `[daemon] user` is not set, if it
+/// exists.
+pub const DEFAULT_DAEMON_USER: &str = "weft";
 /// Largest `[dht] k` accepted: buckets and lookups grow with it.
 pub const MAX_DHT_K: usize = 256;
 mod firewall;
@@ -107,6 +127,32 @@ pub struct Config {
     /// `[pki]`: a revocation list file and a blocklist of certificate
     /// fingerprints (see `config/pki.rs`).
     pub pki: PkiSection,
+    /// `[daemon]`: the user the daemon runs as once it is set up.
+    pub daemon: DaemonSection,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonSection {
+    /// The user to switch to after start-up; `None`: [`DEFAULT_DAEMON_USER`]
+    /// if it exists, else stay root. `root` stays root. Either way every
+    /// capability is dropped (see `daemon/privilege.rs`).
+    pub user: Option<Located<String>>,
+    /// The group to switch to; `None`: the user's primary group.
+    pub group: Option<Located<String>>,
+}
+
+/// A config value with where it was written, for mistakes only found once
+/// the daemon runs (a user that does not exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// The dotted key, e.g. `daemon.user`.
+    pub key: &'static str,
+    /// 1-based line and column of the value.
+    line: usize,
+    column: usize,
 }
 
 /// `[api]`.
@@ -116,17 +162,34 @@ pub struct ApiSection {
     pub enabled: bool,
     /// Where it listens (TCP).
     pub listen: SocketAddr,
-    /// Whether `listen` may be a non-loopback address. The API has no
-    /// authentication, so serving it beyond this host must be asked for.
+    /// Whether `listen` may be a non-loopback address. The API is plain
+    /// HTTP (its token would cross the network in clear), so serving it
+    /// beyond this host must be asked for.
     pub allow_remote: bool,
+    /// The file holding the API's bearer token (created at start if
+    /// missing); relative paths are resolved against the config file's
+    /// directory.
+    pub token_file: PathBuf,
+    /// Whether `/metrics` answers loopback clients without the token.
+    pub public_metrics: bool,
+    /// Connections open at once, at most.
+    pub max_connections: usize,
+    /// A connection without a request in flight for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ApiSection {
+    /// The defaults, with the token file not yet resolved against a
+    /// config directory.
     fn default() -> Self {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 4880)),
             allow_remote: false,
+            token_file: PathBuf::from(DEFAULT_API_TOKEN_FILE),
+            public_metrics: false,
+            max_connections: DEFAULT_API_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_API_IDLE_TIMEOUT,
         }
     }
 }
@@ -406,6 +469,28 @@ impl Config {
         })
     }
 
+    /// Refuses a secret key file that other users may read or write (any
+    /// group or other permission bit), as ssh refuses such private keys:
+    /// the key is the node's identity in the network. The error names the
+    /// `chmod` that fixes it.
+    pub fn check_key_permissions(&self) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let at = &self.node.key;
+        let metadata = std::fs::metadata(&at.path)
+            .map_err(|e| self.error_at(at, format!("cannot read {}: {e}", at.path.display())))?;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            return Ok(());
+        }
+        Err(self.error_at(
+            at,
+            format!(
+                "the secret key {path} is accessible by other users (mode {mode:04o}); run `chmod 600 {path}` (or start with --allow-exposed-key to accept it)",
+                path = at.path.display()
+            ),
+        ))
+    }
+
     fn read_file<T, E: fmt::Display>(
         &self,
         at: &ConfigPath,
@@ -423,6 +508,18 @@ impl Config {
             line: at.line,
             column: at.column,
             key: at.key.to_owned(),
+            message,
+        }
+    }
+
+    /// An error about `value` of this config, pointing at where it was
+    /// written.
+    pub fn error_at_value<T>(&self, value: &Located<T>, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            line: value.line,
+            column: value.column,
+            key: value.key.to_owned(),
             message,
         }
     }
@@ -598,11 +695,31 @@ level = "{DEFAULT_LOG_LEVEL}"
 
 # [api]
 # The local HTTP/JSON API (/api/v1/..., described in docs/openapi.yaml),
-# Prometheus metrics at /metrics and the live network map at /. It has no
-# authentication: it listens on loopback unless allow_remote is set.
+# Prometheus metrics at /metrics and the live network map at /. Every request
+# needs the token in token_file (`Authorization: Bearer TOKEN`; `weft map`
+# prints the map's URL with it). The daemon creates the file at start if it
+# is missing: mode 0640, owner root, group weft if that group exists. It is
+# plain HTTP, so it listens on loopback unless allow_remote is set.
 # enabled = true
 # listen = "{DEFAULT_API_LISTEN}"
 # allow_remote = false
+# token_file = "{DEFAULT_API_TOKEN_FILE}"
+# Serve /metrics to loopback clients without the token (Prometheus can send
+# the token too: authorization {{ credentials_file: ... }}).
+# public_metrics = false
+# Connections open at once; beyond it the one idle the longest is closed.
+# max_connections = {DEFAULT_API_MAX_CONNECTIONS}
+# A connection without a request in flight for this long is closed.
+# idle_timeout = "15s"
+
+# [daemon]
+# Once the TUN device, sockets and routes are set up, the daemon drops every
+# capability and switches to this user (and group: by default the user's
+# primary group). Default: "weft" if that user exists (useradd --system
+# weft); if it does not, the daemon stays root without capabilities and
+# says so. "root" stays root without capabilities.
+# user = "weft"
+# group = "weft"
 
 # [qos]
 # Quality of service: every data packet is put in a class; realtime goes
@@ -778,6 +895,112 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Checks a log filter (`[log] level`, or `RUST_LOG`): comma-separated
+/// directives, each a level (`error`, `warn`, `info`, `debug`, `trace`,
+/// `off`) or `TARGET=LEVEL` (`weft=debug`). tracing's own syntax also takes
+/// a bare word as a target at every level, so that a mistyped level such as
+/// `verbose` silently turns off every log line but those of a module named
+/// `verbose`: a bare word must be a level here (`weft=trace` says the
+/// other thing).
+pub fn check_log_filter(text: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |word: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word.trim()));
+    let help = "use error, warn, info, debug, trace or off, or TARGET=LEVEL such as weft=debug";
+    if text.trim().is_empty() {
+        return Err(format!("empty log filter ({help})"));
+    }
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match directive.rsplit_once('=') {
+            Some((target, level)) => {
+                if target.trim().is_empty() {
+                    return Err(format!("'{directive}' names no target ({help})"));
+                }
+                if !is_level(level) {
+                    return Err(format!(
+                        "'{level}' in '{directive}' is not a log level ({help})"
+                    ));
+                }
+            }
+            // A span filter (`[span]`) selects spans at every level.
+            None if directive.starts_with('[') => {}
+            None if !is_level(directive) => {
+                return Err(format!("'{directive}' is not a log level ({help})"));
+            }
+            None => {}
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(drop)
+        .map_err(|e| format!("'{text}' is not a log filter: {e}"))
+}
+
+/// Where a command finds the node's config: `explicit` (`--config`), else
+/// the file [`CONFIG_ENV`] names, else [`DEFAULT_CONFIG`].
+pub fn locate(explicit: Option<&Path>) -> ConfigLocation {
+    locate_with(explicit, std::env::var_os(CONFIG_ENV))
+}
+
+/// [`locate`] with the environment variable's value given.
+pub fn locate_with(explicit: Option<&Path>, env: Option<std::ffi::OsString>) -> ConfigLocation {
+    match (explicit, env) {
+        (Some(path), _) => ConfigLocation {
+            path: path.to_owned(),
+            from: ConfigFrom::Flag,
+        },
+        (None, Some(path)) if !path.is_empty() => ConfigLocation {
+            path: PathBuf::from(path),
+            from: ConfigFrom::Environment,
+        },
+        (None, _) => ConfigLocation {
+            path: PathBuf::from(DEFAULT_CONFIG),
+            from: ConfigFrom::Default,
+        },
+    }
+}
+
+/// A config file and why it was chosen (see [`locate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigLocation {
+    /// The file.
+    pub path: PathBuf,
+    /// Where its name came from.
+    pub from: ConfigFrom,
+}
+
+/// Where the name of the config file came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFrom {
+    /// `--config`.
+    Flag,
+    /// The [`CONFIG_ENV`] environment variable.
+    Environment,
+    /// Neither: [`DEFAULT_CONFIG`].
+    Default,
+}
+
+impl ConfigLocation {
+    /// Reads and checks the file; a file that is missing and was not named
+    /// by `--config` says where its name came from and how to name another.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        match Config::load(&self.path) {
+            Err(ConfigError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && self.from != ConfigFrom::Flag =>
+            {
+                let why = match self.from {
+                    ConfigFrom::Environment => format!("named by ${CONFIG_ENV}"),
+                    _ => format!("the default; ${CONFIG_ENV} is not set"),
+                };
+                anyhow::bail!(
+                    "no config file at {} ({why}): say which node with --config FILE (or --socket PATH for commands that ask a running node), or set {CONFIG_ENV}",
+                    self.path.display()
+                )
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
 /// The text being parsed, to turn byte offsets into line and column and to
 /// name the key at an offset.
 struct Source<'a> {
@@ -926,6 +1149,49 @@ struct RawConfig {
     firewall: Option<firewall::RawFirewall>,
     #[serde(default)]
     pki: pki::RawPki,
+    #[serde(default)]
+    daemon: RawDaemon,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+}
+
+impl RawDaemon {
+    fn check(&self, source: &Source<'_>) -> Result<DaemonSection, ConfigError> {
+        let name = |value: &Option<Spanned<String>>, key: &'static str| {
+            let Some(value) = value else {
+                return Ok(None);
+            };
+            let text = value.get_ref();
+            let valid = !text.is_empty()
+                && text.len() <= 32
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid {
+                return Err(source.error(
+                    &value.span(),
+                    key,
+                    format!("'{text}' is not a user or group name"),
+                ));
+            }
+            let (line, column) = source.line_column(value.span().start);
+            Ok(Some(Located {
+                value: text.clone(),
+                key,
+                line,
+                column,
+            }))
+        };
+        Ok(DaemonSection {
+            user: name(&self.user, "daemon.user")?,
+            group: name(&self.group, "daemon.group")?,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -934,10 +1200,14 @@ struct RawApi {
     enabled: Option<bool>,
     listen: Option<Spanned<String>>,
     allow_remote: Option<bool>,
+    token_file: Option<Spanned<String>>,
+    public_metrics: Option<bool>,
+    max_connections: Option<Spanned<i64>>,
+    idle_timeout: Option<Spanned<String>>,
 }
 
 impl RawApi {
-    fn check(&self, source: &Source<'_>) -> Result<ApiSection, ConfigError> {
+    fn check(&self, source: &Source<'_>, base: &Path) -> Result<ApiSection, ConfigError> {
         let defaults = ApiSection::default();
         let allow_remote = self.allow_remote.unwrap_or(defaults.allow_remote);
         let listen = match &self.listen {
@@ -950,17 +1220,48 @@ impl RawApi {
                         &text.span(),
                         "api.listen",
                         format!(
-                            "{address} is not a loopback address; the API has no authentication, so set api.allow_remote = true to serve it beyond this host"
+                            "{address} is not a loopback address; the API is plain HTTP and its token would cross the network in clear, so set api.allow_remote = true to serve it beyond this host"
                         ),
                     ));
                 }
                 address
             }
         };
+        let token_file = match &self.token_file {
+            None => base.join(&defaults.token_file),
+            Some(value) if value.get_ref().trim().is_empty() => {
+                return Err(source.error(&value.span(), "api.token_file", "empty path"));
+            }
+            Some(value) => base.join(value.get_ref()),
+        };
+        let max_connections = match &self.max_connections {
+            None => defaults.max_connections,
+            Some(value) => usize::try_from(*value.get_ref())
+                .ok()
+                .filter(|n| (1..=MAX_API_CONNECTIONS).contains(n))
+                .ok_or_else(|| {
+                    source.error(
+                        &value.span(),
+                        "api.max_connections",
+                        format!("must be 1 to {MAX_API_CONNECTIONS}"),
+                    )
+                })?,
+        };
+        let mut idle_timeout = defaults.idle_timeout;
+        positive_duration(
+            source,
+            &self.idle_timeout,
+            "api.idle_timeout",
+            &mut idle_timeout,
+        )?;
         Ok(ApiSection {
             enabled: self.enabled.unwrap_or(defaults.enabled),
             listen,
             allow_remote,
+            token_file,
+            public_metrics: self.public_metrics.unwrap_or(defaults.public_metrics),
+            max_connections,
+            idle_timeout,
         })
     }
 }
@@ -1125,13 +1426,8 @@ impl RawConfig {
         let log = LogSection {
             level: match &self.log.level {
                 Some(value) => {
-                    tracing_subscriber::EnvFilter::try_new(value.get_ref()).map_err(|e| {
-                        source.error(
-                            &value.span(),
-                            "log.level",
-                            format!("'{}' is not a log filter: {e}", value.get_ref()),
-                        )
-                    })?;
+                    check_log_filter(value.get_ref())
+                        .map_err(|m| source.error(&value.span(), "log.level", m))?;
                     value.get_ref().clone()
                 }
                 None => DEFAULT_LOG_LEVEL.to_owned(),
@@ -1175,7 +1471,8 @@ impl RawConfig {
         let dns = self.dns.check(source)?;
         let multicast = self.multicast.check(source)?;
         let qos = self.qos.check(source)?;
-        let api = self.api.check(source)?;
+        let api = self.api.check(source, base)?;
+        let daemon = self.daemon.check(source)?;
         let firewall = firewall::RawFirewall::check(self.firewall.as_ref(), source)?;
         let pki = self.pki.check(source, base)?;
         Ok(Config {
@@ -1196,6 +1493,7 @@ impl RawConfig {
             api,
             firewall,
             pki,
+            daemon,
         })
     }
 }
@@ -2243,7 +2541,16 @@ mod tests {
     #[test]
     fn api_section_is_checked() {
         let config = parse(MINIMAL).unwrap();
-        assert_eq!(config.api, ApiSection::default());
+        assert_eq!(
+            config.api,
+            ApiSection {
+                token_file: PathBuf::from("/etc/weft/api.token"),
+                ..ApiSection::default()
+            }
+        );
+        assert_eq!(config.api.max_connections, 64);
+        assert_eq!(config.api.idle_timeout, Duration::from_secs(15));
+        assert!(!config.api.public_metrics);
         assert_eq!(
             config.api.listen,
             DEFAULT_API_LISTEN.parse::<SocketAddr>().unwrap()
@@ -2266,6 +2573,51 @@ mod tests {
         assert!(config.api.allow_remote);
         let message = error(&format!("{MINIMAL}[api]\nlisten = \"localhost\"\n"));
         assert!(message.contains("api.listen:"), "{message}");
+        let config = parse(&format!(
+            "{MINIMAL}[api]\ntoken_file = \"/run/weft/token\"\npublic_metrics = true\nmax_connections = 8\nidle_timeout = \"2s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.api.token_file, Path::new("/run/weft/token"));
+        assert!(config.api.public_metrics);
+        assert_eq!(config.api.max_connections, 8);
+        assert_eq!(config.api.idle_timeout, Duration::from_secs(2));
+        for (line, key) in [
+            ("max_connections = 0", "api.max_connections"),
+            ("max_connections = 100000", "api.max_connections"),
+            ("idle_timeout = \"0s\"", "api.idle_timeout"),
+            ("token_file = \"\"", "api.token_file"),
+        ] {
+            let message = error(&format!("{MINIMAL}[api]\n{line}\n"));
+            assert!(
+                message.starts_with("/etc/weft/weft.toml:6:") && message.contains(key),
+                "{line}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn daemon_section_names_a_user_and_group_with_their_position() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.daemon, DaemonSection::default());
+        let config = parse(&format!(
+            "{MINIMAL}[daemon]\nuser = \"nobody\"\ngroup = \"nogroup\"\n"
+        ))
+        .unwrap();
+        let user = config.daemon.user.clone().unwrap();
+        assert_eq!(user.value, "nobody");
+        assert_eq!(config.daemon.group.as_ref().unwrap().value, "nogroup");
+        let later = config.error_at_value(&user, "no such user".into());
+        assert_eq!(
+            later.to_string(),
+            "/etc/weft/weft.toml:6:8: daemon.user: no such user"
+        );
+        let message = error(&format!("{MINIMAL}[daemon]\nuser = \"a b\"\n"));
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:6:8: daemon.user:"),
+            "{message}"
+        );
+        let message = error(&format!("{MINIMAL}[daemon]\nuid = 5\n"));
+        assert!(message.contains("daemon"), "{message}");
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //! `qos` makes h0's underlay a 20 Mbit/s bottleneck and times a realtime
 //! stream through it under a bulk iperf3 transfer, without and with weft's
 //! QoS, then a capped class (see `demo/qos.rs`; needs iperf3).
+//! Every phase that cuts a link restores it before it ends, and before each
+//! phase of the tour the demo waits until every direct link is up again and
+//! prints the overlay's state: links, and paths that go through a relay
+//! (see `demo/state.rs`).
 //! After the scenario the overlay stays up for `--duration` seconds, or,
 //! without it, until Ctrl-C when run in a terminal (not at all otherwise,
 //! as in tests and scripts), so the user can keep watching the map; Ctrl-C
@@ -33,6 +37,7 @@ mod failover;
 mod map;
 mod multicast;
 mod qos;
+mod state;
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -227,8 +232,9 @@ fn demo(
         Scenario::Tour => {
             let mut ok = overlay(&testbed, interrupted)?;
             if n >= 3 {
+                ok &= state::settle(&testbed, "before failover")?;
                 println!(
-                    "\nNext, failover: the h0-h1 link is cut; on the map the link turns grey and the path to h1 moves through another node{}",
+                    "\nNext, failover: the h0-h1 link is cut, then restored; on the map the link turns grey and the path to h1 moves through another node, and back{}",
                     map_url("destination=h1")
                 );
                 linger(PAUSE, interrupted);
@@ -239,13 +245,15 @@ fn demo(
                 ok &= failover::run(&testbed, &plan, interrupted)?;
             }
             if n >= 4 {
+                ok &= state::settle(&testbed, "before multicast")?;
                 println!(
-                    "\nNext, multicast: pick the group 239.1.2.3 on the map to see its tree{}",
+                    "\nNext, multicast: pick the group 239.1.2.3 on the map to see its tree; a link of the tree is cut, then restored{}",
                     map_url("group=239.1.2.3")
                 );
                 linger(PAUSE, interrupted);
                 ok &= multicast::run(&testbed, interrupted)?;
                 if crate::testbed::have_iperf3() {
+                    ok &= state::settle(&testbed, "before QoS")?;
                     println!("\nNext, QoS{}", map_url(""));
                     linger(PAUSE, interrupted);
                     ok &= qos::run(&testbed, interrupted)?;
@@ -260,6 +268,8 @@ fn demo(
         // Returned above, before the sessions are awaited.
         Scenario::Discovery => bail!("the discovery scenario runs on its own"),
     };
+    // What the user watches on the map from here on.
+    let ok = state::settle(&testbed, "now")? && ok;
     if let Some(proxy) = &proxy {
         keep_up(args, proxy, interrupted);
     }

@@ -3,6 +3,8 @@
 //! A thin shell around `weft-core`: tokio drivers for the UDP socket and
 //! the TUN device, the TOML config, the local control socket, and the
 //! commands that talk to a running node. No protocol decisions live here.
+//! `up` checks a node's config before `daemon` runs it; `manual` renders
+//! the man pages and shell completions; `report` prints errors.
 //! `testbed` builds real multi-host overlays in network namespaces for the
 //! tests and `weft demo`.
 
@@ -15,9 +17,13 @@ pub mod demo;
 pub mod firewall;
 pub mod group;
 pub mod lookup;
+pub mod manual;
+pub mod map;
 pub mod ping;
 pub mod pki;
 pub mod qos;
+pub mod report;
 pub mod routes;
 pub mod status;
 pub mod testbed;
+pub mod up;

@@ -207,6 +207,32 @@ pub fn run(args: &LookupArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
+/// Asks the node at `socket` to find `target` (a name, `NAME.weft`, a node
+/// id or an overlay address) and returns its record; a failed lookup is an
+/// error carrying the daemon's reason.
+pub fn find(socket: &std::path::Path, target: &str) -> anyhow::Result<RecordInfo> {
+    let response = request_raw(
+        socket,
+        &serde_json::json!({ "command": "lookup", "target": target }),
+        LOOKUP_TIMEOUT,
+    )?;
+    let record = response
+        .get("lookup")
+        .and_then(|lookup| lookup.get("record"))
+        .filter(|record| !record.is_null());
+    match record {
+        Some(record) => serde_json::from_value(record.clone())
+            .context("the daemon's record is not in the expected form"),
+        None => {
+            let error = response
+                .get("error")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("no reason given");
+            bail!("cannot find '{target}' in the network: {error}")
+        }
+    }
+}
+
 /// The lookup as `weft lookup` prints it: the record, then a table of the
 /// queries.
 pub fn render_lookup(info: &LookupInfo) -> String {

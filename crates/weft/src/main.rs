@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// weft: an encrypted overlay network that routes around failures.
 #[derive(Parser, Debug)]
@@ -23,14 +23,13 @@ enum Command {
     /// Inspect certificates.
     #[command(subcommand)]
     Cert(weft::cert::CertCommand),
-    /// Run a node.
-    Up {
-        /// The node's config file.
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    /// Run a node (or, with --check-config, check that it could start).
+    Up(weft::up::UpArgs),
     /// Show the running node's peers.
     Status(weft::status::StatusArgs),
+    /// Print the URL of the running node's network map, with the API's
+    /// token (or the token alone, for scripts).
+    Map(weft::map::MapArgs),
     /// Show the running node's traffic classes and rate limits: rates,
     /// queue depths, queueing delays and drops.
     Qos(weft::qos::QosArgs),
@@ -48,12 +47,25 @@ enum Command {
     /// Join and leave multicast groups, list them, show their trees.
     #[command(subcommand)]
     Group(weft::group::GroupCommand),
-    /// Send ICMP echo requests (through the overlay when the target is an
-    /// overlay address) and report round-trip times.
+    /// Send ICMP echo requests to an address or a node's name (through the
+    /// overlay when it is an overlay address) and report round-trip times.
     Ping(weft::ping::PingArgs),
     /// Bring up a small overlay on this machine in network namespaces and
     /// show it working (needs root).
     Demo(weft::demo::DemoArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish,
+    /// powershell), e.g. `weft completions bash > /etc/bash_completion.d/weft`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page weft(1), or with --dir write every page
+    /// (weft.1, weft-up.1, weft-status.1, ...) into a directory.
+    Man {
+        /// Write all pages into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,8 +74,9 @@ fn main() -> ExitCode {
         Command::Init(args) => weft::pki::init(&args),
         Command::Ca(command) => weft::pki::ca(&command),
         Command::Cert(command) => weft::cert::run(&command),
-        Command::Up { config } => weft::daemon::run(&config),
+        Command::Up(args) => weft::up::run(&args),
         Command::Status(args) => weft::status::run(&args),
+        Command::Map(args) => weft::map::run(&args),
         Command::Qos(args) => weft::qos::run(&args),
         Command::Routes(args) => weft::routes::run_routes(&args),
         Command::Route(command) => weft::routes::run_route(&command),
@@ -72,12 +85,35 @@ fn main() -> ExitCode {
         Command::Group(command) => weft::group::run(&command),
         Command::Ping(args) => weft::ping::run(&args),
         Command::Demo(args) => weft::demo::run(&args),
+        Command::Completions { shell } => {
+            weft::manual::completions(shell, Cli::command(), &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => man(dir),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("weft: {error:#}");
+            eprintln!("weft: {}", weft::report::render(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+fn man(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    match dir {
+        Some(dir) => {
+            weft::manual::write_man_pages(Cli::command(), &dir)
+                .with_context(|| format!("cannot write the manual pages into {}", dir.display()))?;
+        }
+        None => {
+            let pages =
+                weft::manual::man_pages(Cli::command()).context("cannot render the manual page")?;
+            if let Some((_, text)) = pages.first() {
+                weft::status::emit(&String::from_utf8_lossy(text))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -33,8 +33,20 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// Arguments of `weft ping`.
 #[derive(clap::Args, Debug)]
 pub struct PingArgs {
-    /// Address to ping (an overlay IPv4 or IPv6 address).
-    pub target: std::net::IpAddr,
+    /// What to ping: an IP address (an overlay address goes through the
+    /// overlay), or a node's name (`db1` or `db1.weft`) or node id, which
+    /// the running node looks up.
+    pub target: String,
+    /// Ping a named node's overlay IPv6 address even if it has an IPv4 one.
+    #[arg(long, short = '6')]
+    pub ipv6: bool,
+    /// The node's config file, to find the control socket that names are
+    /// looked up through [default: $WEFT_CONFIG, else /etc/weft/weft.toml].
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// That control socket, instead of the one the config names.
+    #[arg(long)]
+    pub socket: Option<std::path::PathBuf>,
     /// Number of echo requests.
     #[arg(long, short, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub count: u32,
@@ -152,10 +164,15 @@ pub fn run(args: &PingArgs) -> anyhow::Result<ExitCode> {
         deadline: args.deadline_ms.map(Duration::from_millis),
     };
     let text = !args.json;
+    let target = resolve_target(args)?;
     if text {
-        println!("PING {}: {PAYLOAD_LEN} data bytes", args.target);
+        if target.to_string() == args.target {
+            println!("PING {target}: {PAYLOAD_LEN} data bytes");
+        } else {
+            println!("PING {} ({target}): {PAYLOAD_LEN} data bytes", args.target);
+        }
     }
-    let report = ping(args.target, &options, |outcome| {
+    let report = ping(target, &options, |outcome| {
         if !text {
             return;
         }
@@ -163,12 +180,12 @@ pub fn run(args: &PingArgs) -> anyhow::Result<ExitCode> {
             Outcome::Reply(reply) => println!(
                 "{} bytes from {}: icmp_seq={} time={:.3} ms",
                 reply.bytes,
-                args.target,
+                target,
                 reply.sequence,
                 millis(reply.rtt)
             ),
             Outcome::Timeout { sequence, .. } => {
-                println!("no reply from {} for icmp_seq={sequence}", args.target)
+                println!("no reply from {target} for icmp_seq={sequence}")
             }
             Outcome::SendError {
                 sequence, error, ..
@@ -194,6 +211,30 @@ pub fn run(args: &PingArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// The address to ping: the target itself if it is an IP address, else the
+/// overlay address of the node it names, as the running node finds it
+/// (IPv4 if the node's certificate has one, unless `--ipv6`).
+fn resolve_target(args: &PingArgs) -> anyhow::Result<IpAddr> {
+    if let Ok(address) = args.target.parse::<IpAddr>() {
+        return Ok(address);
+    }
+    let control = crate::status::ControlArgs {
+        config: args.config.clone(),
+        socket: args.socket.clone(),
+    };
+    let socket = control.socket().with_context(|| {
+        format!(
+            "'{}' is not an IP address, so the running node must look it up",
+            args.target
+        )
+    })?;
+    let record = crate::lookup::find(&socket, &args.target)?;
+    Ok(match record.overlay_ipv4 {
+        Some(ipv4) if !args.ipv6 => IpAddr::V4(ipv4),
+        _ => IpAddr::V6(record.overlay_ipv6),
     })
 }
 
@@ -615,13 +656,13 @@ mod tests {
             deadline: None,
         };
         let Ok(report) = ping(IpAddr::from([127, 0, 0, 1]), &options, |_| {}) else {
-            eprintln!("skipping: no ICMP socket");
+            crate::testbed::skip("no ICMP socket");
             return;
         };
         assert_eq!(report.sent, 2);
         assert_eq!(report.received, 2);
         if std::net::UdpSocket::bind("[::1]:0").is_err() {
-            eprintln!("skipping the IPv6 part: no ::1 here");
+            crate::testbed::skip("the IPv6 part: no ::1 here");
             return;
         }
         let report = ping("::1".parse().unwrap(), &options, |_| {}).unwrap();
@@ -645,7 +686,7 @@ mod tests {
             }
         });
         let Ok(report) = result else {
-            eprintln!("skipping: no ICMP socket");
+            crate::testbed::skip("no ICMP socket");
             return;
         };
         assert!((5..100).contains(&report.sent), "{report:?}");
@@ -675,7 +716,7 @@ mod tests {
         };
         let start = now();
         let Ok(report) = ping(IpAddr::from([127, 0, 0, 1]), &options, |_| {}) else {
-            eprintln!("skipping: no ICMP socket");
+            crate::testbed::skip("no ICMP socket");
             return;
         };
         assert!(start.elapsed() < Duration::from_secs(5));

@@ -47,6 +47,15 @@ pub struct InitArgs {
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
+    /// Write only `node.key` and `node.pub`, leaving `weft.toml` alone
+    /// (the one a package installed, or your own).
+    #[arg(long)]
+    pub key_only: bool,
+    /// Write nothing; print a commented example config for a node whose
+    /// files live beside it (what the Debian package installs as
+    /// /etc/weft/weft.toml).
+    #[arg(long, conflicts_with_all = ["key_only", "force"])]
+    pub print_example: bool,
 }
 
 /// `weft ca` subcommands.
@@ -189,15 +198,30 @@ pub struct SignRequest {
 /// Runs `weft init`.
 #[allow(clippy::print_stdout)]
 pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
-    let secret = create_node_key(&args.dir, args.force)?;
+    if args.print_example {
+        crate::status::emit(&packaged_config()?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = &args.dir;
+    let secret = if args.key_only {
+        let secret = create_key_pair(dir, args.force)?;
+        println!(
+            "Wrote {} (secret, mode 0600) and {}",
+            dir.join(NODE_KEY_FILE).display(),
+            dir.join(NODE_PUB_FILE).display(),
+        );
+        secret
+    } else {
+        let secret = create_node_key(dir, args.force)?;
+        println!(
+            "Wrote {} (secret, mode 0600), {} and {}",
+            dir.join(NODE_KEY_FILE).display(),
+            dir.join(NODE_PUB_FILE).display(),
+            dir.join(CONFIG_FILE).display()
+        );
+        secret
+    };
     let id = secret.node_id();
-    println!(
-        "Wrote {} (secret, mode 0600), {} and {}",
-        dir.join(NODE_KEY_FILE).display(),
-        dir.join(NODE_PUB_FILE).display(),
-        dir.join(CONFIG_FILE).display()
-    );
     println!("Node id:      {id}");
     println!("Overlay IPv6: {}", id.overlay_ipv6());
     println!();
@@ -464,12 +488,19 @@ pub fn revoke(request: &RevokeRequest) -> anyhow::Result<RevocationList> {
 fn read_ca_secret(ca_key: &Path) -> anyhow::Result<CaSecret> {
     let text = std::fs::read_to_string(ca_key)
         .with_context(|| format!("cannot read CA key {}", ca_key.display()))?;
-    CaSecret::from_pem(&text).with_context(|| {
-        format!(
-            "{} is not a weft CA key (written by `weft ca init`)",
-            ca_key.display()
-        )
-    })
+    // The PEM error alone: the core's wraps it as "certificate text", which
+    // misleads when what is missing is the key block.
+    CaSecret::from_pem(&text)
+        .map_err(|error| match error {
+            CertError::Pem(pem) => anyhow::Error::new(pem),
+            other => anyhow::Error::new(other),
+        })
+        .with_context(|| {
+            format!(
+                "{} is not a weft CA key (written by `weft ca init`)",
+                ca_key.display()
+            )
+        })
 }
 
 /// Creates a node key pair in `dir`: `node.key` (mode 0600), `node.pub` and a
@@ -495,6 +526,52 @@ pub fn create_node_key(dir: &Path, force: bool) -> anyhow::Result<SecretKey> {
         force,
     )?;
     Ok(secret)
+}
+
+/// Creates only the key pair in `dir`: `node.key` (mode 0600) and
+/// `node.pub`. Refuses to replace either unless `force`.
+pub fn create_key_pair(dir: &Path, force: bool) -> anyhow::Result<SecretKey> {
+    let files = [NODE_KEY_FILE, NODE_PUB_FILE].map(|f| dir.join(f));
+    refuse_existing(&files, force)?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    let secret = new_secret_key()?;
+    let [key, public] = files;
+    write_file(&key, secret.to_pem().as_bytes(), Secret::Yes, force)?;
+    write_file(
+        &public,
+        secret.public().to_pem().as_bytes(),
+        Secret::No,
+        force,
+    )?;
+    Ok(secret)
+}
+
+/// The commented config of [`config::example_config`] for no node in
+/// particular: the lines about one node's id and key give way to where the
+/// keys are and what to do next. The Debian package installs it as
+/// `/etc/weft/weft.toml`.
+pub fn packaged_config() -> anyhow::Result<String> {
+    const HEADER: &str = "\
+# weft node config. Paths are relative to this file's directory; every
+# `weft` command reads this file unless --config or WEFT_CONFIG names another.
+#
+# This node's keys are node.key (secret, mode 0600) and node.pub beside this
+# file; the Debian package writes them when it is installed (`weft init
+# --dir /etc/weft --key-only` writes new ones). To join a network:
+#   1. have the network's CA sign node.pub:
+#        weft ca sign --ca-key ca.key --public-key node.pub --name NAME --out node.crt
+#   2. put node.crt and the CA's ca.crt beside this file;
+#   3. name peers ([[peers]]) or a bootstrap endpoint ([dht]) below;
+#   4. check and start: weft up --check-config && systemctl enable --now weft
+";
+    // Any key will do: only the header, replaced here, depends on it.
+    let example = config::example_config(&new_secret_key()?.public());
+    let body = example
+        .find("\n[node]\n")
+        .map(|at| &example[at..])
+        .context("the example config has no [node] table")?;
+    Ok(format!("{HEADER}{body}"))
 }
 
 /// Creates a network CA in `dir`: `ca.key` (mode 0600, the signing key and

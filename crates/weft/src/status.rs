@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::locate;
 use crate::firewall::FirewallInfo;
 use crate::group::MulticastInfo;
 
@@ -30,24 +30,25 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_RESPONSE: u64 = 16 << 20;
 
 /// Which running node to talk to: every command that asks the daemon
-/// takes these.
+/// takes these. Without either, the node configured in `$WEFT_CONFIG` or
+/// else `/etc/weft/weft.toml` (see [`crate::config::locate`]).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ControlArgs {
-    /// The node's config file (to find its control socket).
+    /// The node's config file, to find its control socket [default:
+    /// $WEFT_CONFIG, else /etc/weft/weft.toml].
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// The control socket, instead of `--config`.
+    /// The control socket, instead of the one the config names.
     #[arg(long)]
     pub socket: Option<PathBuf>,
 }
 
 impl ControlArgs {
-    /// The control socket: `--socket`, or the one `--config` names.
+    /// The control socket: `--socket`, or the one the config names.
     pub fn socket(&self) -> anyhow::Result<PathBuf> {
-        match (&self.socket, &self.config) {
-            (Some(socket), _) => Ok(socket.clone()),
-            (None, Some(config)) => Ok(Config::load(config)?.control.socket),
-            (None, None) => bail!("say which node: --config FILE or --socket PATH"),
+        match &self.socket {
+            Some(socket) => Ok(socket.clone()),
+            None => Ok(locate(self.config.as_deref()).load()?.control.socket),
         }
     }
 }
@@ -224,7 +225,7 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// Writes a command's output to stdout. A closed pipe (`weft routes |
 /// head`) ends the output quietly instead of panicking as `print!` would.
-pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
+pub fn emit(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
@@ -271,18 +272,7 @@ pub fn request_raw(
 ) -> anyhow::Result<serde_json::Value> {
     let mut stream = match UnixStream::connect(socket) {
         Ok(stream) => stream,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            bail!(
-                "is the daemon running? no control socket at {} ({e})",
-                socket.display()
-            )
-        }
-        Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", socket.display())),
+        Err(e) => bail!(connect_error(socket, &e)),
     };
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -302,6 +292,26 @@ pub fn request_raw(
         );
     }
     serde_json::from_str(&answer).context("the daemon's answer is not JSON")
+}
+
+/// What a failed connection to the control socket means, in the
+/// operator's terms.
+fn connect_error(socket: &Path, error: &std::io::Error) -> String {
+    let socket = socket.display();
+    match error.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("is the daemon running? no control socket at {socket} ({error})")
+        }
+        // The file is there but nobody listens: a daemon that was killed
+        // (or crashed) left it behind.
+        std::io::ErrorKind::ConnectionRefused => format!(
+            "the control socket {socket} is stale: the daemon is not running (it left the socket behind when it stopped); start it with `weft up` or `systemctl start weft`"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "cannot connect to the control socket {socket}: permission denied ({error}); it is open to root and to the user the daemon runs as only: use sudo"
+        ),
+        _ => format!("cannot connect to the control socket {socket}: {error}"),
+    }
 }
 
 /// The status as the text `weft status` prints: a line about the node,

@@ -8,7 +8,9 @@
 //!
 //! chromedriver and Chromium run inside h0's network namespace (`ip netns
 //! exec`), where the daemon's API listens on 127.0.0.1:4880; the test
-//! talks to chromedriver on a connection opened inside that namespace.
+//! talks to chromedriver on a connection opened inside that namespace. The
+//! browser opens the map as a user would, with the URL `weft map` prints
+//! (the API's token in it, traded for a cookie by the page).
 //! They are started in their own process group and stopped by it (session
 //! closed first, then SIGTERM, then SIGKILL after a deadline), also when
 //! the test panics.
@@ -262,7 +264,7 @@ fn wait_for_map(
 #[test]
 fn the_map_shows_the_overlay_and_a_cut_link() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     if !program_exists("chromedriver") || !program_exists("chromium") {
@@ -271,7 +273,7 @@ fn the_map_shows_the_overlay_and_a_cut_link() {
             std::env::var("CI").as_deref() != Ok("true"),
             "CI: {message}"
         );
-        eprintln!("skipping: {message}");
+        weft::testbed::skip("{message}");
         return;
     }
     let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));
@@ -288,9 +290,10 @@ fn the_map_shows_the_overlay_and_a_cut_link() {
     }
     let h0 = testbed.host(0);
     let driver = Driver::start(h0).expect("starting chromedriver and chromium");
+    let token = h0.api_token().unwrap();
     driver
         .navigate(&format!(
-            "http://127.0.0.1:4880/?destination=h1&group={GROUP}"
+            "http://127.0.0.1:4880/?token={token}&destination=h1&group={GROUP}"
         ))
         .unwrap();
 
@@ -311,6 +314,14 @@ fn the_map_shows_the_overlay_and_a_cut_link() {
                     .as_array()
                     .is_some_and(|links| links.iter().any(|link| link["tree"] == true))
         },
+    );
+    // The page traded the token for a cookie: it is gone from the URL.
+    let href = driver
+        .eval_json("return JSON.stringify(window.location.href);")
+        .unwrap();
+    assert!(
+        href.as_str().is_some_and(|h| !h.contains("token=")),
+        "{href}"
     );
     let before = driver.screenshot("weft-map.png").unwrap();
     eprintln!("map of the overlay: {}", before.display());

@@ -358,9 +358,414 @@ fn bad_duration_in_routing_names_file_line_and_key() {
     );
 }
 
+#[test]
+fn an_error_says_its_cause_once() {
+    let dir = TempDir::new("twice");
+    let output = weft(&["up", "--config", dir.path().to_str().unwrap()]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert_eq!(
+        error.matches("Is a directory (os error 21)").count(),
+        1,
+        "{error}"
+    );
+}
+
+#[test]
+fn a_file_without_a_ca_key_is_reported_as_missing_the_key_block() {
+    let dir = TempDir::new("cakey");
+    let d = dir.path().to_str().unwrap();
+    assert!(weft(&["init", "--dir", d]).status.success());
+    let not_a_key = dir.path().join("ca.key");
+    std::fs::write(&not_a_key, "hello\n").unwrap();
+    let output = weft(&[
+        "ca",
+        "sign",
+        "--ca-key",
+        not_a_key.to_str().unwrap(),
+        "--public-key",
+        &format!("{d}/node.pub"),
+        "--name",
+        "a",
+        "--out",
+        &format!("{d}/node.crt"),
+    ]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert_eq!(
+        error
+            .matches("no '-----BEGIN WEFT CA SECRET KEY-----' block found")
+            .count(),
+        1,
+        "{error}"
+    );
+    assert!(!error.contains("certificate"), "{error}");
+}
+
+#[test]
+fn a_stale_control_socket_is_called_stale() {
+    let dir = TempDir::new("stale");
+    let socket = dir.path().join("weft.sock");
+    // Bound and closed: the file stays, nobody listens, as after a daemon
+    // was killed.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let output = weft(&["status", "--socket", socket.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains(&format!(
+            "the control socket {} is stale: the daemon is not running",
+            socket.display()
+        )),
+        "{error}"
+    );
+}
+
+/// Runs `weft` with `env` set (and `WEFT_CONFIG` and `RUST_LOG` removed
+/// unless `env` sets them).
+fn weft_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+    command
+        .args(args)
+        .env_remove("WEFT_CONFIG")
+        .env_remove("RUST_LOG");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn commands_find_the_node_through_weft_config() {
+    let dir = TempDir::new("env-config");
+    let socket = dir.path().join("ctl.sock");
+    let file = dir.path().join("weft.toml");
+    std::fs::write(
+        &file,
+        format!("{NODE}[control]\nsocket = \"{}\"\n", socket.display()),
+    )
+    .unwrap();
+    for args in [
+        &["status"][..],
+        &["qos"],
+        &["routes"],
+        &["trace", "b"],
+        &["lookup", "b"],
+        &["group", "list"],
+        &["ping", "b"],
+    ] {
+        let output = weft_env(args, &[("WEFT_CONFIG", file.to_str().unwrap())]);
+        assert!(!output.status.success(), "{args:?}");
+        let error = stderr(&output);
+        assert!(
+            error.contains(&format!("no control socket at {}", socket.display())),
+            "{args:?}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_config_says_where_its_name_came_from() {
+    let output = weft_env(
+        &["status"],
+        &[("WEFT_CONFIG", "/nonexistent/weft-test/weft.toml")],
+    );
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error
+            .contains("no config file at /nonexistent/weft-test/weft.toml (named by $WEFT_CONFIG)"),
+        "{error}"
+    );
+    assert!(error.contains("--config FILE"), "{error}");
+
+    if Path::new(weft::config::DEFAULT_CONFIG).exists() {
+        weft::testbed::skip("the default-config part: /etc/weft/weft.toml exists here");
+        return;
+    }
+    let output = weft_env(&["routes"], &[]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains(
+            "no config file at /etc/weft/weft.toml (the default; $WEFT_CONFIG is not set)"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn ping_takes_names_and_finds_them_through_the_node() {
+    let dir = TempDir::new("ping-name");
+    let socket = dir.path().join("weft.sock");
+    let file = dir.path().join("weft.toml");
+    std::fs::write(
+        &file,
+        format!("{NODE}[control]\nsocket = \"{}\"\n", socket.display()),
+    )
+    .unwrap();
+    for target in ["db1", "db1.weft"] {
+        let output = weft(&["ping", target, "--config", file.to_str().unwrap()]);
+        assert!(!output.status.success());
+        let error = stderr(&output);
+        assert!(!error.contains("invalid IP address"), "{target}: {error}");
+        assert!(
+            error.contains(&format!("no control socket at {}", socket.display())),
+            "{target}: {error}"
+        );
+    }
+
+    // A stand-in daemon that answers one lookup with a record whose overlay
+    // IPv4 address is the loopback address.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let daemon = std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = String::new();
+        BufReader::new(&stream).read_line(&mut request).unwrap();
+        let answer = serde_json::json!({
+            "ok": true,
+            "lookup": {
+                "target": "db1.weft",
+                "record": {
+                    "name": "db1",
+                    "node_id": "00".repeat(32),
+                    "overlay_ipv6": "::1",
+                    "overlay_ipv4": "127.0.0.1",
+                    "endpoints": [],
+                    "groups": [],
+                    "expires_in_secs": 3600,
+                    "sequence": 1
+                },
+                "hops": 0,
+                "elapsed_ms": 0.1,
+                "queries": []
+            }
+        });
+        stream.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        serde_json::from_str::<serde_json::Value>(&request).unwrap()
+    });
+    let output = weft(&[
+        "ping",
+        "db1.weft",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--count",
+        "1",
+    ]);
+    let request = daemon.join().unwrap();
+    assert_eq!(
+        request,
+        serde_json::json!({ "command": "lookup", "target": "db1.weft" })
+    );
+    let error = stderr(&output);
+    if error.contains("cannot open an ICMP socket") {
+        weft::testbed::skip("the ping part: no ICMP socket");
+        return;
+    }
+    assert!(output.status.success(), "{error}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("PING db1.weft (127.0.0.1)"), "{text}");
+    assert!(text.contains("1 received"), "{text}");
+}
+
+/// A node directory with a CA, keys, a signed certificate and the CA's
+/// certificate beside `weft.toml`, whose control socket is in the directory.
+fn signed_node(tag: &str) -> TempDir {
+    let dir = TempDir::new(tag);
+    let d = dir.path().to_str().unwrap();
+    assert!(
+        weft(&["ca", "init", "--dir", &format!("{d}/ca")])
+            .status
+            .success()
+    );
+    assert!(weft(&["init", "--dir", d]).status.success());
+    let sign = weft(&[
+        "ca",
+        "sign",
+        "--ca-key",
+        &format!("{d}/ca/ca.key"),
+        "--public-key",
+        &format!("{d}/node.pub"),
+        "--name",
+        "db-1",
+        "--out",
+        &format!("{d}/node.crt"),
+    ]);
+    assert!(sign.status.success(), "{}", stderr(&sign));
+    std::fs::copy(dir.path().join("ca/ca.crt"), dir.path().join("ca.crt")).unwrap();
+    let config = dir.path().join("weft.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let socket = dir.path().join("weft.sock");
+    std::fs::write(
+        &config,
+        text.replace(
+            "socket = \"/run/weft/weft0.sock\"",
+            &format!("socket = \"{}\"", socket.display()),
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn an_unknown_log_level_is_a_config_error() {
+    let (error, file) = up_error(&format!("{NODE}\n[log]\nlevel = \"verbose\"\n"));
+    assert!(
+        error.contains(&format!(
+            "{file}:7:9: log.level: 'verbose' is not a log level"
+        )),
+        "{error}"
+    );
+    let (error, _) = up_error(&format!("{NODE}\n[log]\nlevel = \"weft=loud,info\"\n"));
+    assert!(
+        error.contains("log.level: 'loud' in 'weft=loud' is not a log level"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_unknown_level_in_rust_log_stops_the_daemon_before_it_starts() {
+    let dir = signed_node("rustlog");
+    let config = dir.path().join("weft.toml");
+    let output = weft_env(
+        &["up", "--check-config", "--config", config.to_str().unwrap()],
+        &[("RUST_LOG", "verbose")],
+    );
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains("RUST_LOG: 'verbose' is not a log level"),
+        "{error}"
+    );
+    let output = weft_env(
+        &["up", "--check-config", "--config", config.to_str().unwrap()],
+        &[("RUST_LOG", "weft=debug,warn")],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn a_secret_key_other_users_can_read_is_refused_unless_allowed() {
+    let dir = signed_node("keymode");
+    let config = dir.path().join("weft.toml");
+    let key = dir.path().join("node.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = weft(&["up", "--check-config", "--config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(error.contains("node.key"), "{error}");
+    assert!(error.contains("mode 0644"), "{error}");
+    assert!(
+        error.contains(&format!("chmod 600 {}", key.display())),
+        "{error}"
+    );
+
+    let output = weft(&[
+        "up",
+        "--check-config",
+        "--allow-exposed-key",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn check_config_reads_every_file_and_says_what_the_node_would_be() {
+    let dir = signed_node("check");
+    let config = dir.path().join("weft.toml");
+    let output = weft(&["up", "--check-config", "--config", config.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains(": ok: node db-1 (id "), "{text}");
+
+    std::fs::remove_file(dir.path().join("ca.crt")).unwrap();
+    let output = weft(&["up", "--check-config", "--config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("node.ca: cannot read"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, expect) in [
+        ("bash", "complete -F _weft"),
+        ("zsh", "#compdef weft"),
+        ("fish", "complete -c weft"),
+    ] {
+        let output = weft(&["completions", shell]);
+        assert!(output.status.success(), "{shell}: {}", stderr(&output));
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains(expect), "{shell}: {text}");
+        assert!(text.contains("check-config"), "{shell}: no weft up flags");
+    }
+}
+
+#[test]
+fn man_pages_cover_every_subcommand() {
+    let output = weft(&["man"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.starts_with(".ie \\n(.g .ds Aq") || text.contains(".TH weft 1"),
+        "{text}"
+    );
+    assert!(text.contains("WEFT_CONFIG"), "{text}");
+
+    let dir = TempDir::new("man");
+    let output = weft(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for page in [
+        "weft.1",
+        "weft-up.1",
+        "weft-status.1",
+        "weft-ca-sign.1",
+        "weft-group-join.1",
+        "weft-completions.1",
+    ] {
+        assert!(dir.path().join(page).exists(), "{page}");
+    }
+    let up = std::fs::read_to_string(dir.path().join("weft-up.1")).unwrap();
+    assert!(up.contains("check\\-config"), "{up}");
+}
+
+#[test]
+fn init_can_write_only_keys_and_print_the_packaged_example() {
+    let dir = TempDir::new("keyonly");
+    let d = dir.path().to_str().unwrap();
+    let example = weft(&["init", "--print-example"]);
+    assert!(example.status.success(), "{}", stderr(&example));
+    let text = String::from_utf8_lossy(&example.stdout).into_owned();
+    assert!(!text.contains("This node: id"), "{text}");
+    std::fs::write(dir.path().join("weft.toml"), &text).unwrap();
+    let config = Config::load(&dir.path().join("weft.toml")).unwrap();
+    assert_eq!(config.node.key.path, dir.path().join("node.key"));
+
+    let keys = weft(&["init", "--dir", d, "--key-only"]);
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("weft.toml")).unwrap(),
+        text
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join("node.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let again = weft(&["init", "--dir", d, "--key-only"]);
+    assert!(!again.status.success());
+}
+
 /// A CA in `dir/ca` and a node `a` with a certificate valid `days` days,
 /// made with the CLI; returns the paths of ca.key, ca.crt and node.crt.
-fn signed_node(dir: &TempDir, ca_name: &str, days: &str) -> (PathBuf, PathBuf, PathBuf) {
+fn ca_and_node(dir: &TempDir, ca_name: &str, days: &str) -> (PathBuf, PathBuf, PathBuf) {
     let d = dir.path().to_str().unwrap();
     let ca_dir = format!("{d}/{ca_name}");
     let ca = weft(&["ca", "init", "--dir", &ca_dir, "--name", ca_name]);
@@ -402,8 +807,8 @@ fn stdout(output: &Output) -> String {
 #[test]
 fn cert_print_shows_a_node_certificate_and_whether_it_verifies() {
     let dir = TempDir::new("print");
-    let (_, ca_crt, node_crt) = signed_node(&dir, "testnet", "30");
-    let (_, other_ca, _) = signed_node(&dir, "othernet", "30");
+    let (_, ca_crt, node_crt) = ca_and_node(&dir, "testnet", "30");
+    let (_, other_ca, _) = ca_and_node(&dir, "othernet", "30");
     let cert = Certificate::from_pem(&std::fs::read_to_string(&node_crt).unwrap()).unwrap();
     let ca = CaCertificate::from_pem(&std::fs::read_to_string(&ca_crt).unwrap()).unwrap();
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -472,7 +877,7 @@ fn cert_print_shows_a_node_certificate_and_whether_it_verifies() {
 #[test]
 fn cert_print_reads_ca_certificates_and_ca_keys() {
     let dir = TempDir::new("printca");
-    let (ca_key, ca_crt, _) = signed_node(&dir, "testnet", "30");
+    let (ca_key, ca_crt, _) = ca_and_node(&dir, "testnet", "30");
     let ca = CaCertificate::from_pem(&std::fs::read_to_string(&ca_crt).unwrap()).unwrap();
     for file in [&ca_crt, &ca_key] {
         let output = weft(&[
@@ -504,7 +909,7 @@ fn cert_print_reads_ca_certificates_and_ca_keys() {
 #[test]
 fn ca_renew_resigns_the_same_key_with_a_new_validity() {
     let dir = TempDir::new("renew");
-    let (ca_key, ca_crt, node_crt) = signed_node(&dir, "testnet", "1");
+    let (ca_key, ca_crt, node_crt) = ca_and_node(&dir, "testnet", "1");
     let old = Certificate::from_pem(&std::fs::read_to_string(&node_crt).unwrap()).unwrap();
     let args = |out: &Path, force: bool| {
         let mut args = vec![
@@ -551,7 +956,7 @@ fn ca_renew_resigns_the_same_key_with_a_new_validity() {
     assert_ne!(new.fingerprint(), old.fingerprint());
 
     // Another CA's certificate is not renewed here.
-    let (_, _, foreign) = signed_node(&dir, "othernet", "30");
+    let (_, _, foreign) = ca_and_node(&dir, "othernet", "30");
     let out = dir.path().join("foreign-renewed.crt");
     let mut foreign_args = args(&out, false);
     foreign_args[5] = foreign.display().to_string();
@@ -568,8 +973,8 @@ fn ca_renew_resigns_the_same_key_with_a_new_validity() {
 #[test]
 fn ca_revoke_writes_the_next_version_of_a_list_that_nodes_load() {
     let dir = TempDir::new("revoke");
-    let (ca_key, ca_crt, node_crt) = signed_node(&dir, "testnet", "30");
-    let (_, other_ca, foreign_crt) = signed_node(&dir, "othernet", "30");
+    let (ca_key, ca_crt, node_crt) = ca_and_node(&dir, "testnet", "30");
+    let (_, other_ca, foreign_crt) = ca_and_node(&dir, "othernet", "30");
     let list = dir.path().join("revocations.crl");
     let revoke = |extra: &[&str]| {
         let mut args = vec!["ca", "revoke", "--ca-key", ca_key.to_str().unwrap()];

@@ -7,16 +7,22 @@
 //! trees); `/metrics` is valid Prometheus text with the per-peer, drop,
 //! DHT and QoS families; the topology lists every node and link; and when
 //! the h0–h1 underlay is cut (blackhole routes, no nftables needed) the
-//! event stream reports it and the topology shows the link down. Needs
-//! root (prints a notice and passes without). Every wait has a deadline;
-//! the test bed removes its namespaces also when the test panics.
+//! event stream reports it and the topology shows the link down. A second
+//! test, on one daemon, checks that the API needs its token (401 without,
+//! a cookie for a browser from `?token=`), closes idle connections after
+//! `idle_timeout`, and that a storm of idle connections neither takes the
+//! daemon's descriptors and memory nor stops the API and `weft status`
+//! from answering. Needs root (prints a notice and passes without). Every
+//! wait has a deadline; the test bed removes its namespaces also when the
+//! test panics.
 
 #![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
 
 #[path = "support/http.rs"]
 mod http;
 
-use std::net::SocketAddr;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use weft::testbed::{Host, Testbed, TestbedOptions, is_root};
@@ -31,14 +37,21 @@ fn api_address() -> SocketAddr {
     weft::config::ApiSection::default().listen
 }
 
-/// GET `path` from `host`'s API.
+/// GET `path` from `host`'s API with its token.
 fn get(host: &Host, path: &str) -> http::Reply {
-    let stream = host
-        .enter(|| http::connect(api_address()))
-        .unwrap()
-        .unwrap();
-    http::request(stream, "GET", path, None)
+    try_get(host, path, &[("Authorization", &bearer(host))])
         .unwrap_or_else(|e| panic!("GET {path} on {}: {e:#}", host.name()))
+}
+
+/// GET `path` from `host`'s API with `headers` (no token unless given).
+fn try_get(host: &Host, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<http::Reply> {
+    let stream = host.enter(|| http::connect(api_address()))??;
+    http::request_with_headers(stream, headers, "GET", path, None)
+}
+
+/// `Bearer TOKEN` with `host`'s API token.
+fn bearer(host: &Host) -> String {
+    format!("Bearer {}", host.api_token().unwrap())
 }
 
 /// GET `path` as JSON, asserting status 200.
@@ -115,7 +128,7 @@ fn check_metrics(text: &str) {
 #[test]
 fn api_answers_agrees_with_the_cli_and_streams_a_cut() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));
@@ -309,7 +322,8 @@ fn api_answers_agrees_with_the_cli_and_streams_a_cut() {
 
     // Cut h0-h1: the stream reports it and the topology shows it.
     let stream = h0.enter(|| http::connect(api_address())).unwrap().unwrap();
-    let mut events = http::SseStream::open(stream, "/api/v1/events").unwrap();
+    let mut events =
+        http::SseStream::open(stream, "/api/v1/events", &h0.api_token().unwrap()).unwrap();
     let cut_at = now();
     testbed.blackhole_pair(0, 1).unwrap();
     let deadline = cut_at + CUT_TIMEOUT;
@@ -385,7 +399,7 @@ impl Drop for DemoProcess {
 fn the_demo_serves_h0s_map_on_the_root_namespaces_loopback() {
     use std::io::BufRead;
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
@@ -438,18 +452,37 @@ fn the_demo_serves_h0s_map_on_the_root_namespaces_loopback() {
         "{}",
         output.join("\n")
     );
-    let address: SocketAddr = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
+    let (base, token) = url
+        .split_once("/?token=")
+        .unwrap_or_else(|| panic!("no token in the map URL {url}"));
+    let address: SocketAddr = base.trim_start_matches("http://").parse().unwrap();
     assert!(address.ip().is_loopback());
-    let get_root =
-        |path: &str| http::request(http::connect(address).unwrap(), "GET", path, None).unwrap();
+    let get_root = |path: &str| {
+        http::request_with_token(http::connect(address).unwrap(), token, "GET", path, None).unwrap()
+    };
     let topology = get_root("/api/v1/topology").json().unwrap();
     assert_eq!(topology["this_node"], "h0", "{topology}");
     assert_eq!(names(&topology["nodes"], "name"), ["h0", "h1"]);
-    let page = get_root("/");
+    // A browser opening the printed URL gets a cookie, through the relay.
+    let opened = http::request_for_host(
+        http::connect(address).unwrap(),
+        &address.to_string(),
+        "GET",
+        &format!("/?token={token}"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(opened.status, 303, "{}", opened.body);
+    let cookie = opened.header("set-cookie").unwrap();
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let page = http::request_with_headers(
+        http::connect(address).unwrap(),
+        &[("Cookie", &pair)],
+        "GET",
+        "/",
+        None,
+    )
+    .unwrap();
     assert_eq!(page.status, 200);
     assert!(page.body.contains("map.js"));
     // Ctrl-C ends the watching phase normally.
@@ -470,4 +503,238 @@ fn the_demo_serves_h0s_map_on_the_root_namespaces_loopback() {
         text.contains("all namespaces, links, daemons and files removed"),
         "{text}"
     );
+}
+
+/// The idle timeout of the second test (short, so it runs quickly).
+const IDLE: Duration = Duration::from_secs(2);
+/// `[api] max_connections` by default.
+const MAX_CONNECTIONS: usize = weft::config::DEFAULT_API_MAX_CONNECTIONS;
+/// Idle connections the storm opens (fewer if this process may not hold
+/// that many descriptors).
+const STORM: usize = 2000;
+
+/// Open descriptors of process `pid`.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Resident memory of process `pid`, bytes.
+fn resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// This process's soft limit of open descriptors.
+fn descriptor_limit() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace()
+        .nth(3)
+        .unwrap()
+        .parse()
+        .unwrap_or(usize::MAX)
+}
+
+/// Whether the server closed `stream` (end of stream or reset), without
+/// waiting.
+fn closed_by_server(mut stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    !matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Reads from `stream` until the server closes it; how long that took.
+fn time_until_closed(mut stream: TcpStream) -> Duration {
+    stream.set_read_timeout(Some(IDLE * 5)).unwrap();
+    let started = now();
+    let mut byte = [0u8; 1];
+    let read = stream.read(&mut byte);
+    assert!(
+        matches!(&read, Ok(0))
+            || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the idle connection was not closed: {read:?}"
+    );
+    now().saturating_duration_since(started)
+}
+
+#[test]
+fn the_api_needs_its_token_and_survives_a_storm_of_idle_connections() {
+    if !is_root() {
+        eprintln!("skipping: network namespace tests need root");
+        return;
+    }
+    let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));
+    options.extra_config = format!("[api]\nidle_timeout = \"{}s\"\n", IDLE.as_secs());
+    let testbed = Testbed::new(1, options).expect("building the test bed");
+    let h0 = testbed.host(0);
+    testbed
+        .wait_until(ESTABLISH_TIMEOUT, "h0's API to answer", || {
+            let token = h0.api_token()?;
+            let reply = try_get(
+                h0,
+                "/api/v1/node",
+                &[("Authorization", &format!("Bearer {token}"))],
+            )?;
+            Ok(reply.status == 200)
+        })
+        .unwrap();
+    let token = h0.api_token().unwrap();
+    let token_file = h0.dir().join(weft::config::DEFAULT_API_TOKEN_FILE);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&token_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o640, "{}", token_file.display());
+
+    // Without the token, or with another, nothing but 401.
+    for path in [
+        "/api/v1/node",
+        "/api/v1/peers",
+        "/metrics",
+        "/",
+        "/map.js",
+        "/nothing",
+    ] {
+        let reply = try_get(h0, path, &[]).unwrap();
+        assert_eq!(reply.status, 401, "{path}: {}", reply.body);
+        assert!(
+            reply
+                .header("www-authenticate")
+                .is_some_and(|v| v.starts_with("Bearer"))
+        );
+        let wrong = format!("Bearer {}", "0".repeat(token.len()));
+        assert_eq!(
+            try_get(h0, path, &[("Authorization", &wrong)])
+                .unwrap()
+                .status,
+            401,
+            "{path}"
+        );
+        let cookie = format!("weft_token_4880={}", "0".repeat(token.len()));
+        assert_eq!(
+            try_get(h0, path, &[("Cookie", &cookie)]).unwrap().status,
+            401,
+            "{path}"
+        );
+    }
+    assert_eq!(try_get(h0, "/?token=nonsense", &[]).unwrap().status, 401);
+    // With it, answers.
+    assert_eq!(get(h0, "/api/v1/node").json().unwrap()["name"], "h0");
+    // A browser's way: the URL's token becomes a cookie and leaves the URL.
+    let opened = try_get(h0, &format!("/?token={token}&destination=h1"), &[]).unwrap();
+    assert_eq!(opened.status, 303, "{}", opened.body);
+    assert_eq!(opened.header("location"), Some("/?destination=h1"));
+    let cookie = opened.header("set-cookie").unwrap();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    let pair = cookie.split(';').next().unwrap();
+    assert_eq!(
+        pair,
+        format!("weft_token={token}"),
+        "no port in Host: localhost"
+    );
+    let page = try_get(h0, "/?destination=h1", &[("Cookie", pair)]).unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("map.js"));
+    let metrics = get(h0, "/metrics").body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("weft_api_unauthorized_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // Idle connections are closed after the idle timeout: one that sends
+    // nothing, and one that stops in the middle of its request's head.
+    let (silent, partial) = h0
+        .enter(|| {
+            let silent = http::connect(api_address())?;
+            let mut partial = http::connect(api_address())?;
+            std::io::Write::write_all(
+                &mut partial,
+                b"GET /api/v1/node HTTP/1.1\r\nHost: localhost\r\n",
+            )?;
+            anyhow::Ok((silent, partial))
+        })
+        .unwrap()
+        .unwrap();
+    let partial = std::thread::spawn(move || time_until_closed(partial));
+    let silent = time_until_closed(silent);
+    let partial = partial.join().unwrap();
+    for (what, after) in [("silent", silent), ("partial", partial)] {
+        assert!(
+            after >= IDLE - Duration::from_millis(300) && after <= IDLE + Duration::from_secs(3),
+            "the {what} connection was closed after {after:?}, not about {IDLE:?}"
+        );
+    }
+
+    // An open event stream is busy: neither idle nor evicted by the storm.
+    let stream = h0.enter(|| http::connect(api_address())).unwrap().unwrap();
+    let mut events = http::SseStream::open(stream, "/api/v1/events", &token).unwrap();
+
+    // The storm.
+    let pid = h0.daemon_pid().unwrap();
+    let files_before = open_files(pid);
+    let memory_before = resident(pid);
+    let storm = STORM.min(descriptor_limit().saturating_sub(200));
+    let idle: Vec<TcpStream> = h0
+        .enter(|| {
+            (0..storm)
+                .map(|_| http::connect(api_address()))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .unwrap()
+        .unwrap();
+    let mut most_files = 0;
+    let mut most_memory = 0;
+    testbed
+        .wait_until(
+            CONVERGE_TIMEOUT,
+            "the daemon to close all but the connection limit",
+            || {
+                most_files = most_files.max(open_files(pid));
+                most_memory = most_memory.max(resident(pid));
+                let closed = idle.iter().filter(|s| closed_by_server(s)).count();
+                Ok(closed >= storm - MAX_CONNECTIONS
+                    && open_files(pid) <= files_before + MAX_CONNECTIONS)
+            },
+        )
+        .unwrap();
+    // During the storm, the control socket and the API answer.
+    assert_eq!(h0.status().unwrap()["name"], "h0");
+    assert_eq!(get(h0, "/api/v1/node").status, 200);
+    let during = open_files(pid);
+    assert!(
+        during <= files_before + MAX_CONNECTIONS + 2,
+        "{during} descriptors open during the storm (before: {files_before})"
+    );
+    assert!(
+        events.next(now() + Duration::from_millis(500)).is_ok(),
+        "the event stream was closed by the storm"
+    );
+    drop(idle);
+    testbed
+        .wait_until(
+            CONVERGE_TIMEOUT,
+            "descriptors and memory back after the storm",
+            || Ok(open_files(pid) <= files_before && resident(pid) <= memory_before + (8 << 20)),
+        )
+        .unwrap();
+    eprintln!(
+        "storm of {storm} idle connections: descriptors {files_before} before, at most {most_files} during, {} after; resident memory {:.1} MB before, at most {:.1} MB during, {:.1} MB after",
+        open_files(pid),
+        memory_before as f64 / 1e6,
+        most_memory as f64 / 1e6,
+        resident(pid) as f64 / 1e6,
+    );
+    assert_eq!(get(h0, "/api/v1/node").status, 200);
+    assert_eq!(h0.status().unwrap()["name"], "h0");
+    assert!(events.next(now() + Duration::from_millis(200)).is_ok());
 }

@@ -1,7 +1,8 @@
 //! The README's first command, `weft demo`, and its discovery and multicast
 //! scenarios run end to end as a newcomer would run them (as root: they
 //! build network namespaces), and exit 0: every pair reached, every
-//! multicast member served and the non-member not.
+//! multicast member served and the non-member not, and every link a phase
+//! cut restored by the end.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -26,13 +27,22 @@ fn demo(args: &[&str]) -> (bool, String) {
 #[test]
 fn the_default_demo_reaches_every_pair() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     let (ok, text) = demo(&["--nodes", "3"]);
     assert!(ok, "{text}");
     assert!(
         text.contains("every node reached every other one"),
+        "{text}"
+    );
+    // The failover phase cuts h0-h1 and must leave it restored.
+    assert!(
+        text.contains("the overlay before failover: all 3 direct links up"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the overlay now: all 3 direct links up"),
         "{text}"
     );
     assert!(
@@ -44,7 +54,7 @@ fn the_default_demo_reaches_every_pair() {
 #[test]
 fn the_discovery_demo_finds_every_node_from_one_bootstrap_and_survives_its_loss() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     let (ok, text) = demo(&["--scenario", "discovery", "--nodes", "4"]);
@@ -61,7 +71,7 @@ fn the_discovery_demo_finds_every_node_from_one_bootstrap_and_survives_its_loss(
 #[test]
 fn the_multicast_demo_shows_the_tree_and_delivers_to_members_only() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     let (ok, text) = demo(&["--scenario", "multicast", "--nodes", "5"]);
@@ -80,6 +90,15 @@ fn the_multicast_demo_shows_the_tree_and_delivers_to_members_only() {
     }
     assert!(text.contains("h4    no      0"), "{text}");
     assert!(text.contains("delivery went on after the cut"), "{text}");
+    // The cut tree link is restored, so the overlay is whole afterwards.
+    assert!(
+        text.contains("link (blackhole routes removed): both ends see it up again"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the overlay now: all 10 direct links up"),
+        "{text}"
+    );
     assert!(
         text.contains("all namespaces, links, daemons and files removed"),
         "{text}"

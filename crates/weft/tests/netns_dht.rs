@@ -69,11 +69,11 @@ fn have_ping() -> bool {
 #[test]
 fn eight_nodes_from_one_bootstrap_reach_each_other_by_name() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     if !have_ping() {
-        eprintln!("skipping: ping is not installed (run scripts/install-test-deps.sh as root)");
+        weft::testbed::skip("ping is not installed (run scripts/install-test-deps.sh as root)");
         return;
     }
     let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));

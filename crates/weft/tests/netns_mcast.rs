@@ -83,7 +83,7 @@ fn now() -> Instant {
 #[test]
 fn udp_multicast_reaches_every_member_once_and_resumes_after_a_tree_link_cut() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));

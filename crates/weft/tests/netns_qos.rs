@@ -55,7 +55,7 @@ const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(60);
 #[test]
 fn realtime_stays_fast_under_a_saturating_bulk_transfer_and_a_capped_class_keeps_its_rate() {
     if !is_root() {
-        eprintln!("skipping: network namespace tests need root");
+        weft::testbed::skip("network namespace tests need root");
         return;
     }
     if !have_iperf3() {
@@ -63,7 +63,7 @@ fn realtime_stays_fast_under_a_saturating_bulk_transfer_and_a_capped_class_keeps
             std::env::var("CI").as_deref() != Ok("true"),
             "iperf3 is missing (scripts/install-test-deps.sh installs it)"
         );
-        eprintln!("skipping: iperf3 is not installed (scripts/install-test-deps.sh)");
+        weft::testbed::skip("iperf3 is not installed (scripts/install-test-deps.sh)");
         return;
     }
     let testbed = Testbed::new(3, TestbedOptions::new(env!("CARGO_BIN_EXE_weft")))

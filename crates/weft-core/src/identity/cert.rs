@@ -29,9 +29,10 @@ pub enum CertError {
     /// The bytes are not a certificate of a version we know.
     #[error("malformed certificate: {0}")]
     Malformed(&'static str),
-    /// The PEM armour is wrong.
+    /// The PEM armour is wrong. The cause is in the message and not also a
+    /// `source()`, so that error reports do not print it twice.
     #[error("certificate text: {0}")]
-    Pem(#[from] PemError),
+    Pem(PemError),
     /// Issued by another CA than the one this network trusts.
     #[error("certificate was issued by another CA (issuer {issuer}, trusted {trusted})")]
     WrongCa {
@@ -70,6 +71,12 @@ pub enum CertError {
         /// Why.
         reason: String,
     },
+}
+
+impl From<PemError> for CertError {
+    fn from(error: PemError) -> Self {
+        Self::Pem(error)
+    }
 }
 
 /// An IPv4 address with its prefix length, as `198.19.0.1/16`.
@@ -217,9 +224,7 @@ impl Certificate {
     /// `unix_now`.
     pub fn verify(&self, ca: &CaCertificate, unix_now: u64) -> Result<(), CertError> {
         self.verify_issuer(ca)?;
-        // A certificate is only as valid as the CA that issued it.
-        check_validity(ca.body.not_before, ca.body.not_after, unix_now)?;
-        check_validity(self.body.not_before, self.body.not_after, unix_now)
+        self.verify_validity(ca, unix_now)
     }
 
     /// Checks only that `ca` issued and signed this certificate, whatever
@@ -239,6 +244,22 @@ impl Certificate {
             return Err(CertError::BadSignature);
         }
         Ok(())
+    }
+
+    /// The checks of [`Certificate::verify`] without the CA signature: for
+    /// the very bytes of a certificate verified before, whose signature
+    /// cannot have changed (the issuer and times still can matter).
+    pub fn verify_validity(&self, ca: &CaCertificate, unix_now: u64) -> Result<(), CertError> {
+        let trusted = ca.fingerprint();
+        if self.body.issuer != trusted {
+            return Err(CertError::WrongCa {
+                issuer: super::hex(&self.body.issuer[..8]),
+                trusted: super::hex(&trusted[..8]),
+            });
+        }
+        // A certificate is only as valid as the CA that issued it.
+        check_validity(ca.body.not_before, ca.body.not_after, unix_now)?;
+        check_validity(self.body.not_before, self.body.not_after, unix_now)
     }
 
     /// The node's name.

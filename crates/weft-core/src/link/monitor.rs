@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::RttEstimator;
+use super::min_rtt::MinRtt;
 use crate::node::LinkHealth;
 use crate::route::RoutingConfig;
 
@@ -48,6 +49,8 @@ pub(crate) enum Transition {
 pub(crate) struct LinkMonitor {
     health: LinkHealth,
     rtt: RttEstimator,
+    /// The windowed minimum, for routes.
+    min_rtt: MinRtt,
     /// Probes sent and not yet answered or judged lost: (id, sent at).
     outstanding: VecDeque<(u64, Instant)>,
     /// Probes judged lost (timed out) whose answers may still come: they
@@ -76,6 +79,7 @@ impl LinkMonitor {
         Self {
             health: LinkHealth::Unknown,
             rtt: RttEstimator::default(),
+            min_rtt: MinRtt::default(),
             outstanding: VecDeque::new(),
             late: VecDeque::new(),
             misses: 0,
@@ -95,6 +99,13 @@ impl LinkMonitor {
 
     pub(crate) fn rtt(&self) -> Option<Duration> {
         self.rtt.smoothed()
+    }
+
+    /// The RTT routes use: the smallest sample of the last ten seconds
+    /// (`min_rtt`), so that the link's own traffic does not count against
+    /// it. Falls back to the smoothed RTT before any probe was answered.
+    pub(crate) fn path_rtt(&self, now: Instant) -> Option<Duration> {
+        self.min_rtt.peek(now).or_else(|| self.rtt.smoothed())
     }
 
     /// Share of recent probes lost, 0 to 1.
@@ -168,6 +179,7 @@ impl LinkMonitor {
         self.answered_sent = Some(self.answered_sent.map_or(sent, |a| a.max(sent)));
         let rtt = now.saturating_duration_since(sent);
         self.rtt.sample(rtt);
+        self.min_rtt.sample(now, rtt);
         // Up first, so that the outage it ends is set aside without this
         // answer.
         let transition = self.set_up(Some(now));
@@ -182,7 +194,9 @@ impl LinkMonitor {
     fn on_late_pong(&mut self, now: Instant, id: u64) -> Option<Transition> {
         let position = self.late.iter().position(|(probe, _)| *probe == id)?;
         let (_, sent) = self.late.remove(position)?;
-        self.rtt.sample(now.saturating_duration_since(sent));
+        let rtt = now.saturating_duration_since(sent);
+        self.rtt.sample(rtt);
+        self.min_rtt.sample(now, rtt);
         self.answered_sent = Some(self.answered_sent.map_or(sent, |a| a.max(sent)));
         let transition = self.set_up(Some(now));
         self.misses = 0;

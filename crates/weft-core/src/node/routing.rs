@@ -7,7 +7,10 @@
 //!   loss each) and floods it to its neighbours when a link goes up or down,
 //!   when a link's metrics move noticeably (at most every
 //!   [`DRIFT_INTERVAL`]), and every `lsa_refresh`; neighbours flood what is
-//!   new to them on. A new neighbour gets the whole database.
+//!   new to them on. A new neighbour gets the whole database. Both are
+//!   braked (`route::brake`): a node signs at most 4 records a second after
+//!   a burst of 8, and passes on at most one record per origin every
+//!   250 ms, the newest of those that came meanwhile.
 //! - Routes: recomputed when links or records change and every
 //!   [`RECOMPUTE_INTERVAL`]; see `route` for metrics and hysteresis.
 //! - Forwarding: a packet for a peer goes along its pinned path if the pin's
@@ -467,7 +470,7 @@ impl Node {
     /// quarter and 1 ms, or loss by five points).
     pub(super) fn check_advertised(&mut self, now: Instant, peer: usize) {
         let p = &self.peers[peer];
-        let (Some(id), Some(rtt)) = (p.node_id, p.monitor.rtt()) else {
+        let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
             return;
         };
         let (rtt, loss) = (rtt_us(rtt), p.monitor.loss());
@@ -509,6 +512,10 @@ impl Node {
                 .lsdb
                 .next_expiry()
                 .map(|at| (at, TimerKind::LinkState)),
+            self.routing
+                .brake
+                .next_release()
+                .map(|at| (at, TimerKind::LinkState)),
             self.routing.recompute_at.map(|at| (at, TimerKind::Route)),
         ]
         .into_iter()
@@ -518,13 +525,26 @@ impl Node {
     pub(super) fn routing_timers(&mut self, now: Instant) {
         if self.routing.lsdb.expire(now) {
             self.routing.dirty = true;
+            let lsdb = &self.routing.lsdb;
+            self.routing.brake.retain(|id| lsdb.get(id).is_some());
+        }
+        for held in self.routing.brake.release(now) {
+            self.flood(now, &held.record, Some(held.from));
         }
         let refresh_due = self
             .routing
             .last_lsa
             .is_some_and(|last| now >= last + self.routing.config.lsa_refresh);
         if refresh_due || self.routing.lsa_due.is_some_and(|due| due <= now) {
-            self.originate_lsa(now);
+            if self.routing.brake.may_originate(now) {
+                self.originate_lsa(now);
+            } else {
+                // Out of tokens (this node's links change faster than the
+                // brake allows): the record waits for the next token and
+                // then says everything at once.
+                self.stats.lsa_originate_deferred += 1;
+                self.routing.lsa_due = Some(self.routing.brake.next_origination(now));
+            }
         }
         if self.routing.recompute_at.is_some_and(|at| at <= now) {
             self.routing.dirty = true;
@@ -555,23 +575,35 @@ impl Node {
 
     /// Signs this node's record of its links and floods it.
     fn originate_lsa(&mut self, now: Instant) {
-        let mut links = Vec::new();
-        let mut advertised = std::collections::BTreeMap::new();
+        let mut candidates: Vec<(NodeId, LinkEntry, f32)> = Vec::new();
         for p in &self.peers {
-            let (Some(id), Some(rtt)) = (p.node_id, p.monitor.rtt()) else {
+            let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
                 continue;
             };
             if !p.monitor.settled() {
                 continue;
             }
             let loss = p.monitor.loss();
-            links.push(LinkEntry {
+            let entry = LinkEntry {
                 neighbour: prefix(&id),
                 rtt_us: rtt_us(rtt),
                 loss: (loss.clamp(0.0, 1.0) * f32::from(u16::MAX)) as u16,
-            });
-            advertised.insert(id, (rtt_us(rtt), loss));
+            };
+            candidates.push((id, entry, loss));
         }
+        // A record must fit one datagram: past the limit, the best links
+        // (least loss, then lowest RTT) are advertised, the rest are not.
+        let limit = crate::wire::max_links(self.certificate.to_bytes().len());
+        if candidates.len() > limit {
+            candidates.sort_by_key(|(id, l, _)| (l.loss, l.rtt_us, *id));
+            self.stats.lsa_links_capped += (candidates.len() - limit) as u64;
+            candidates.truncate(limit);
+        }
+        let links: Vec<LinkEntry> = candidates.iter().map(|(_, l, _)| *l).collect();
+        let advertised: std::collections::BTreeMap<NodeId, (u32, f32)> = candidates
+            .iter()
+            .map(|(id, l, loss)| (*id, (l.rtt_us, *loss)))
+            .collect();
         let sequence = self.next_timestamp(now);
         let lifetime = self
             .routing
@@ -711,7 +743,11 @@ impl Node {
             self.bind_identity(peer, certificate);
         }
         self.routing.dirty = true;
-        self.flood(now, record, Some(from));
+        if self.routing.brake.forward(now, origin, record, from) {
+            self.flood(now, record, Some(from));
+        } else {
+            self.stats.lsa_held += 1;
+        }
     }
 
     /// Builds the graph from this node's links and the records, and updates
@@ -725,7 +761,9 @@ impl Node {
         let own = self.node_id();
         let mut graph = crate::route::Graph::default();
         for (index, p) in self.peers.iter().enumerate() {
-            let (Some(id), Some(rtt)) = (p.node_id, p.monitor.rtt()) else {
+            // The windowed minimum: a link's own traffic queues its probes
+            // and must not make a relay look faster (link::min_rtt).
+            let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
                 continue;
             };
             if p.monitor.settled() && p.endpoint.is_some() && self.usable_current(now, index) {

@@ -26,6 +26,7 @@
 //!   removes itself from the list, which holds at most
 //!   [`MAX_INTERMEDIATES`] nodes.
 
+mod brake;
 mod lsdb;
 mod paths;
 mod table;
@@ -33,6 +34,7 @@ mod table;
 use std::fmt;
 use std::time::Duration;
 
+pub(crate) use brake::Brake;
 pub(crate) use lsdb::{LinkStateDb, LsaError, verify as verify_lsa};
 pub(crate) use paths::{Graph, LinkQuality, compute_paths};
 pub(crate) use table::RouteTable;

@@ -1,26 +1,44 @@
-//! The Noise IX handshake, one round trip, certificates in the payloads.
+//! The Noise IX handshake, one round trip, certificates in the payloads,
+//! the init signed by the initiator (PROTOCOL §3).
 //!
 //! Initiator: `AwaitingResponse::start` writes message 1 (`e, s` and its
-//! payload); `read_response` reads message 2 and yields the session.
-//! Responder: `InitReceived::read` reads message 1 and checks the
-//! initiator's certificate; the node then decides (tie-break, replay of the
-//! timestamp) and calls `respond`, which writes message 2 and yields the
-//! session. A certificate must be issued by the network's CA, be valid now,
-//! and certify exactly the Noise static key that the handshake proved.
+//! payload) and seals it (`cookie::seal_init`: signature, mac1, mac2);
+//! `read_response` reads message 2 and yields the session.
+//! Responder, cheapest step first: the node's `guard` checks the MACs;
+//! [`peek_init`] reads the static key and payload that IX message 1 carries
+//! in clear, with no public-key work, so the node can refuse a replayed
+//! timestamp for the price of a comparison; [`verify_init`] checks the
+//! certificate and the init's signature (Ed25519); only then does
+//! `InitReceived::read` hand the message to Noise, and `respond` (three
+//! Diffie-Hellman operations) write message 2 and yield the session, which
+//! the initiator's first transport packet confirms. A certificate must be
+//! issued by the network's CA, be valid now, and certify exactly the Noise
+//! static key of the handshake.
 
 use std::time::Instant;
 
 use snow::HandshakeState;
 
 use super::Transport;
-use crate::identity::{CaCertificate, CertError, Certificate, SecretKey};
+use super::cookie::{HandshakeKeys, init_signature_is_valid, seal_init};
+use crate::identity::{CaCertificate, CertError, Certificate, NodeId, SecretKey};
 use crate::rng::{SeededResolver, SharedRng};
-use crate::wire::{self, DecodeError, HandshakePayload, SessionIndex};
+use crate::wire::{
+    self, COOKIE_LEN, DecodeError, HandshakePayload, INIT_SIGNATURE_LEN, INIT_TRAILER_LEN, MAC_LEN,
+    SessionIndex,
+};
 
 /// The Noise protocol name.
 pub(crate) const NOISE_PARAMS: &str = "Noise_IX_25519_ChaChaPoly_BLAKE2s";
-const PROLOGUE: &[u8] = b"weft wire v1";
+const PROLOGUE: &[u8] = b"weft wire v2";
 const MAX_NOISE_MESSAGE: usize = 65_535;
+const KEY_LEN: usize = 32;
+/// Header and Noise overhead of an init around its payload: the outer
+/// header (8), `e` and `s` in clear (64) and the trailer.
+pub(crate) const INIT_OVERHEAD: usize = 8 + 2 * KEY_LEN + INIT_TRAILER_LEN;
+/// The same for a response: header (12), `e` (32), encrypted `s` (48) and
+/// the payload's tag (16).
+pub(crate) const RESPONSE_OVERHEAD: usize = 12 + KEY_LEN + (KEY_LEN + 16) + 16;
 
 /// Why a handshake message was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,12 +49,93 @@ pub(crate) enum HandshakeError {
     Payload(DecodeError),
     /// The certificate is unacceptable.
     Certificate(CertError),
+    /// The init's signature is not the certificate holder's.
+    Signature,
+}
+
+/// What IX message 1 says in clear, read without public-key work.
+pub(crate) struct InitView<'a> {
+    /// The initiator's Noise static key.
+    pub(crate) static_key: [u8; KEY_LEN],
+    /// Its payload (timestamp, certificate).
+    pub(crate) payload: HandshakePayload<'a>,
+}
+
+/// Reads IX message 1 (`e, s`, payload: all in clear, as no key exists yet
+/// when they are written) without touching Noise. Total.
+pub(crate) fn peek_init(noise: &[u8]) -> Result<InitView<'_>, HandshakeError> {
+    let (Some(static_key), Some(payload)) =
+        (noise.get(KEY_LEN..2 * KEY_LEN), noise.get(2 * KEY_LEN..))
+    else {
+        return Err(HandshakeError::Noise);
+    };
+    let static_key: [u8; KEY_LEN] = static_key.try_into().map_err(|_| HandshakeError::Noise)?;
+    let payload = HandshakePayload::decode(payload).map_err(HandshakeError::Payload)?;
+    Ok(InitView {
+        static_key,
+        payload,
+    })
+}
+
+/// The init as the node found it, for [`verify_init`].
+pub(crate) struct SignedInit<'a> {
+    /// The whole datagram.
+    pub(crate) datagram: &'a [u8],
+    /// Its flags.
+    pub(crate) flags: u8,
+    /// Its signature.
+    pub(crate) signature: &'a [u8; INIT_SIGNATURE_LEN],
+}
+
+/// Checks the initiator's certificate and the init's signature: after this
+/// the init is known to come from the certificate's holder (though it may
+/// be a replay: the node compares the timestamp). `known` is a certificate
+/// of the same node verified before: the same bytes skip the CA signature.
+pub(crate) fn verify_init(
+    view: &InitView<'_>,
+    init: &SignedInit<'_>,
+    own_id: &NodeId,
+    ca: &CaCertificate,
+    unix_now: u64,
+    known: Option<&Certificate>,
+) -> Result<Certificate, HandshakeError> {
+    let certificate =
+        Certificate::from_bytes(view.payload.certificate).map_err(HandshakeError::Certificate)?;
+    if view.static_key != certificate.public_key().x25519 {
+        return Err(HandshakeError::Certificate(CertError::KeyMismatch));
+    }
+    let seen = known.is_some_and(|k| k.to_bytes() == certificate.to_bytes());
+    if seen {
+        certificate.verify_validity(ca, unix_now)
+    } else {
+        certificate.verify(ca, unix_now)
+    }
+    .map_err(HandshakeError::Certificate)?;
+    let ed25519 = certificate.public_key().ed25519;
+    if !init_signature_is_valid(init.datagram, init.flags, own_id, &ed25519, init.signature) {
+        return Err(HandshakeError::Signature);
+    }
+    Ok(certificate)
 }
 
 pub(crate) struct AwaitingResponse {
     state: HandshakeState,
     pub(crate) local: SessionIndex,
     pub(crate) started: Instant,
+    /// The init's mac1, which a cookie reply to it is bound to.
+    pub(crate) mac1: [u8; MAC_LEN],
+    /// Whether the init carried a mac2 (a cookie of the responder's).
+    pub(crate) had_cookie: bool,
+}
+
+/// Who an init is for and what proves it.
+pub(crate) struct InitSeal<'a> {
+    /// The responder's node id, when known: the signature binds it.
+    pub(crate) responder: Option<NodeId>,
+    /// The network's MAC keys.
+    pub(crate) keys: &'a HandshakeKeys,
+    /// A cookie from the responder, for mac2.
+    pub(crate) cookie: Option<&'a [u8; COOKIE_LEN]>,
 }
 
 impl AwaitingResponse {
@@ -47,6 +146,7 @@ impl AwaitingResponse {
         secret: &SecretKey,
         payload: &HandshakePayload<'_>,
         local: SessionIndex,
+        seal: &InitSeal<'_>,
         out: &mut Vec<u8>,
     ) -> Result<Self, HandshakeError> {
         let mut state = builder(rng, secret)?
@@ -54,10 +154,13 @@ impl AwaitingResponse {
             .map_err(|_| HandshakeError::Noise)?;
         wire::emit_handshake_init(out, local);
         write_noise(&mut state, payload, out)?;
+        let mac1 = seal_init(out, secret, seal.responder, seal.keys, seal.cookie);
         Ok(Self {
             state,
             local,
             started: now,
+            mac1,
+            had_cookie: seal.cookie.is_some(),
         })
     }
 
@@ -87,35 +190,30 @@ impl AwaitingResponse {
 
 pub(crate) struct InitReceived {
     state: HandshakeState,
-    pub(crate) certificate: Certificate,
-    pub(crate) timestamp: u64,
     remote: SessionIndex,
 }
 
 impl InitReceived {
-    /// Reads message 1 and checks the initiator's certificate.
+    /// Hands message 1, already verified (`verify_init`), to Noise, whose
+    /// view of the initiator's static key must be `certificate`'s.
     pub(crate) fn read(
         rng: &SharedRng,
         secret: &SecretKey,
         noise: &[u8],
         remote: SessionIndex,
-        ca: &CaCertificate,
-        unix_now: u64,
+        certificate: &Certificate,
     ) -> Result<Self, HandshakeError> {
         let mut state = builder(rng, secret)?
             .build_responder()
             .map_err(|_| HandshakeError::Noise)?;
         let mut payload = vec![0u8; MAX_NOISE_MESSAGE];
-        let len = state
+        state
             .read_message(noise, &mut payload)
             .map_err(|_| HandshakeError::Noise)?;
-        let (certificate, timestamp) = verify_peer(&state, &payload[..len], ca, unix_now)?;
-        Ok(Self {
-            state,
-            certificate,
-            timestamp,
-            remote,
-        })
+        if state.get_remote_static() != Some(&certificate.public_key().x25519[..]) {
+            return Err(HandshakeError::Certificate(CertError::KeyMismatch));
+        }
+        Ok(Self { state, remote })
     }
 
     /// Writes the response packet to `out` and yields the session, which
@@ -212,25 +310,57 @@ mod tests {
     ) -> Result<(Transport, Transport), HandshakeError> {
         let rng = SharedRng::from_seed([9; 32]);
         let now = Instant::now();
+        let keys = HandshakeKeys::new(ca);
         let mut init = Vec::new();
         let pa = HandshakePayload {
             timestamp: 1,
             certificate: a.cert.to_bytes(),
+            padding: 0,
         };
-        let pending =
-            AwaitingResponse::start(now, &rng, &a.secret, &pa, SessionIndex(10), &mut init)?;
-        let wire::Packet::HandshakeInit { sender, noise } = wire::Packet::decode(&init).unwrap()
+        let seal = InitSeal {
+            responder: Some(b.secret.node_id()),
+            keys: &keys,
+            cookie: None,
+        };
+        let pending = AwaitingResponse::start(
+            now,
+            &rng,
+            &a.secret,
+            &pa,
+            SessionIndex(10),
+            &seal,
+            &mut init,
+        )?;
+        assert!(keys.mac1_is_valid(&init));
+        let wire::Packet::HandshakeInit {
+            sender,
+            noise,
+            flags,
+            signature,
+            ..
+        } = wire::Packet::decode(&init).unwrap()
         else {
             panic!("not an init");
         };
-        let received = InitReceived::read(&rng, &b.secret, noise, sender, ca, 100)?;
-        assert_eq!(received.certificate.name(), a.cert.name());
+        let view = peek_init(noise)?;
+        assert_eq!(view.payload.timestamp, 1);
+        let signed = SignedInit {
+            datagram: &init,
+            flags,
+            signature,
+        };
+        let certificate = verify_init(&view, &signed, &b.secret.node_id(), ca, 100, None)?;
+        assert_eq!(certificate.name(), a.cert.name());
+        let received = InitReceived::read(&rng, &b.secret, noise, sender, &certificate)?;
         let mut resp = Vec::new();
         let pb = HandshakePayload {
             timestamp: 1,
             certificate: b.cert.to_bytes(),
+            padding: 0,
         };
         let tb = received.respond(now, &pb, SessionIndex(20), &mut resp)?;
+        assert_eq!(resp.len(), RESPONSE_OVERHEAD + pb.encoded_len());
+        assert_eq!(init.len(), INIT_OVERHEAD + pa.encoded_len());
         let wire::Packet::HandshakeResponse {
             sender,
             receiver,
@@ -289,5 +419,97 @@ mod tests {
             run(&a, &b, ca.certificate()),
             Err(HandshakeError::Certificate(CertError::KeyMismatch))
         ));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test needs some base instant; only offsets matter
+mod forgery_tests {
+    use super::*;
+    use crate::identity::{CaSecret, CertificateTemplate};
+
+    /// An attacker holds a member's certificate (public) but not its keys:
+    /// whatever init it writes with that certificate fails the signature.
+    #[test]
+    fn an_init_with_someone_elses_certificate_fails_its_signature() {
+        let ca = CaSecret::new([1; 32], "net", 0, 1000).unwrap();
+        let victim = SecretKey::from_random([2; 64]);
+        let cert = ca
+            .sign(&CertificateTemplate {
+                name: "a".into(),
+                public_key: victim.public(),
+                ipv4: None,
+                groups: vec![],
+                not_before: 0,
+                not_after: 1000,
+            })
+            .unwrap();
+        let attacker = SecretKey::from_random([6; 64]);
+        let responder = SecretKey::from_random([3; 64]).node_id();
+        let keys = HandshakeKeys::new(ca.certificate());
+        let rng = SharedRng::from_seed([9; 32]);
+        let payload = HandshakePayload {
+            timestamp: u64::MAX,
+            certificate: cert.to_bytes(),
+            padding: 0,
+        };
+        let mut init = Vec::new();
+        let seal = InitSeal {
+            responder: Some(responder),
+            keys: &keys,
+            cookie: None,
+        };
+        AwaitingResponse::start(
+            Instant::now(),
+            &rng,
+            &attacker,
+            &payload,
+            SessionIndex(1),
+            &seal,
+            &mut init,
+        )
+        .unwrap();
+        // Put the victim's static key where the attacker's went, as a
+        // forger would, and re-seal what it can (mac1 is public).
+        let wire::Packet::HandshakeInit {
+            noise,
+            flags,
+            signature,
+            ..
+        } = wire::Packet::decode(&init).unwrap()
+        else {
+            panic!("not an init");
+        };
+        let mut noise = noise.to_vec();
+        noise[32..64].copy_from_slice(&victim.public().x25519);
+        let mut forged = Vec::new();
+        wire::emit_handshake_init(&mut forged, SessionIndex(1));
+        forged.extend_from_slice(&noise);
+        forged.push(flags);
+        forged.extend_from_slice(signature);
+        forged.extend_from_slice(&[0; 2 * MAC_LEN]);
+        let view = peek_init(&noise).unwrap();
+        let wire::Packet::HandshakeInit {
+            flags, signature, ..
+        } = wire::Packet::decode(&forged).unwrap()
+        else {
+            panic!("not an init");
+        };
+        let signed = SignedInit {
+            datagram: &forged,
+            flags,
+            signature,
+        };
+        assert_eq!(
+            verify_init(&view, &signed, &responder, ca.certificate(), 100, None).err(),
+            Some(HandshakeError::Signature)
+        );
+    }
+
+    #[test]
+    fn peek_never_panics_on_short_or_odd_messages() {
+        for len in 0..80 {
+            let _ = peek_init(&vec![0xff; len]);
+        }
     }
 }

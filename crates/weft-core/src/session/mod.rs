@@ -11,14 +11,27 @@
 //! Limits follow WireGuard's defaults: the initiator rekeys after
 //! [`SessionConfig::rekey_after_time`] or [`SessionConfig::rekey_after_messages`];
 //! a session is unusable after `reject_after_*`.
+//!
+//! IX's first message proves nothing, so the init is also signed by the
+//! initiator and guarded by MACs and cookies (`cookie`, `guard`): nothing a
+//! forger can send changes a session, a timestamp or an endpoint, and
+//! nothing it can send costs the responder public-key work beyond a small
+//! budget.
 
+mod cookie;
+mod guard;
 mod handshake;
 mod replay;
 mod transport;
 
 use std::time::Duration;
 
-pub(crate) use handshake::{AwaitingResponse, HandshakeError, InitReceived};
+pub use cookie::HandshakeKeys;
+pub(crate) use guard::{Admission, InitGuard, Refusal};
+pub(crate) use handshake::{
+    AwaitingResponse, HandshakeError, INIT_OVERHEAD, InitReceived, InitSeal, RESPONSE_OVERHEAD,
+    SignedInit, peek_init, verify_init,
+};
 pub(crate) use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 pub(crate) use transport::{OpenError, Transport};
 

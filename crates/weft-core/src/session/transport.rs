@@ -33,6 +33,8 @@ pub(crate) struct Transport {
     /// Whether the peer has proven it holds the keys (the responder waits
     /// for the first packet from the initiator before sending).
     pub(crate) confirmed: bool,
+    /// When a packet last opened on this session.
+    pub(crate) last_received: Option<Instant>,
 }
 
 impl Transport {
@@ -59,6 +61,7 @@ impl Transport {
             created: now,
             initiator,
             confirmed: initiator,
+            last_received: None,
         }
     }
 

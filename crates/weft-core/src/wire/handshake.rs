@@ -1,14 +1,18 @@
 //! The payload each side puts inside its Noise handshake message.
 //!
-//! `[payload version (1)][timestamp (8)][certificate length (2)][certificate]`.
+//! `[payload version (2)][timestamp (8)][certificate length (2)][certificate][padding]`.
 //! The timestamp is the sender's wall clock in nanoseconds since the unix
 //! epoch, strictly increasing per sender; a responder rejects an init whose
 //! timestamp is not newer than the last one it accepted from that node, so a
-//! captured init cannot be replayed.
+//! captured init cannot be replayed. The padding is zero bytes: an initiator
+//! pads its init so that the response it asks for is not larger (no
+//! amplification, PROTOCOL §3.4).
 
 use super::{DecodeError, read_u16, read_u64};
 
-const PAYLOAD_VERSION: u8 = 1;
+const PAYLOAD_VERSION: u8 = 2;
+/// Bytes of a payload besides the certificate and the padding.
+pub const PAYLOAD_FIXED_LEN: usize = 11;
 
 /// A decoded handshake payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +21,8 @@ pub struct HandshakePayload<'a> {
     pub timestamp: u64,
     /// The sender's encoded certificate.
     pub certificate: &'a [u8],
+    /// Zero bytes after the certificate.
+    pub padding: usize,
 }
 
 impl<'a> HandshakePayload<'a> {
@@ -33,12 +39,14 @@ impl<'a> HandshakePayload<'a> {
         let certificate = bytes
             .get(11..11 + len)
             .ok_or(DecodeError::Truncated("handshake certificate"))?;
-        if bytes.len() != 11 + len {
+        let padding = &bytes[11 + len..];
+        if padding.iter().any(|&b| b != 0) {
             return Err(DecodeError::Reserved);
         }
         Ok(Self {
             timestamp,
             certificate,
+            padding: padding.len(),
         })
     }
 
@@ -50,6 +58,12 @@ impl<'a> HandshakePayload<'a> {
         out.extend_from_slice(&self.timestamp.to_be_bytes());
         out.extend_from_slice(&(len as u16).to_be_bytes());
         out.extend_from_slice(&self.certificate[..len]);
+        out.resize(out.len() + self.padding, 0);
+    }
+
+    /// Length of the encoded payload.
+    pub fn encoded_len(&self) -> usize {
+        PAYLOAD_FIXED_LEN + self.certificate.len().min(u16::MAX as usize) + self.padding
     }
 }
 
@@ -62,11 +76,13 @@ mod tests {
         let payload = HandshakePayload {
             timestamp: 42,
             certificate: b"cert",
+            padding: 3,
         };
         let mut out = Vec::new();
         payload.emit(&mut out);
+        assert_eq!(out.len(), payload.encoded_len());
         assert_eq!(HandshakePayload::decode(&out), Ok(payload));
-        out.push(0);
+        out.push(1);
         assert_eq!(HandshakePayload::decode(&out), Err(DecodeError::Reserved));
         assert!(HandshakePayload::decode(&out[..5]).is_err());
     }

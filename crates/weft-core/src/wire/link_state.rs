@@ -13,6 +13,22 @@ use super::{DecodeError, HOP_LEN, read_u16, read_u32};
 /// Bytes per link entry.
 pub const LINK_ENTRY_LEN: usize = HOP_LEN + 4 + 2;
 const SIGNATURE_LEN: usize = 64;
+/// Bytes of a record besides its certificate and links: version,
+/// certificate length, sequence, lifetime, link count, signature.
+const FIXED_LEN: usize = 1 + 2 + 8 + 2 + 2 + SIGNATURE_LEN;
+/// The largest UDP payload of any control datagram: the IPv6 minimum MTU,
+/// so that no control message needs a path MTU larger than every IPv6 path
+/// has (a record rides alone in a data packet: header, kind, tag).
+pub const MAX_CONTROL_DATAGRAM: usize = 1280;
+
+/// How many links a record whose origin has a certificate of
+/// `certificate_len` bytes may list, so that the record, sealed in a data
+/// packet, fits [`MAX_CONTROL_DATAGRAM`]. With a typical certificate (about
+/// 250 bytes) that is 41 links.
+pub fn max_links(certificate_len: usize) -> usize {
+    MAX_CONTROL_DATAGRAM.saturating_sub(super::TUNNEL_OVERHEAD + FIXED_LEN + certificate_len)
+        / LINK_ENTRY_LEN
+}
 
 /// One advertised link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +123,32 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_record_with_the_most_links_fits_a_control_datagram() {
+        for cert_len in [0usize, 100, 250, 600, 1100, 1200, 2000] {
+            let links = vec![
+                LinkEntry {
+                    neighbour: [1; HOP_LEN],
+                    rtt_us: 1,
+                    loss: 0
+                };
+                max_links(cert_len)
+            ];
+            let mut out = Vec::new();
+            LinkStateRecord::emit_unsigned(&mut out, &vec![7; cert_len], 1, 1, &links);
+            out.extend_from_slice(&[0; SIGNATURE_LEN]);
+            if !links.is_empty() {
+                assert!(out.len() + crate::wire::TUNNEL_OVERHEAD <= MAX_CONTROL_DATAGRAM);
+                // One more link would not fit.
+                assert!(
+                    out.len() + LINK_ENTRY_LEN + crate::wire::TUNNEL_OVERHEAD
+                        > MAX_CONTROL_DATAGRAM
+                );
+            }
+        }
+        assert_eq!(max_links(250), 41);
+    }
 
     #[test]
     fn record_round_trips() {

@@ -142,13 +142,15 @@ pub(super) struct ControlSocket {
     /// Device and inode of the socket file we made, so that we never remove
     /// a file someone else put there since.
     identity: (u64, u64),
+    /// The socket's directory, if the daemon made it.
+    made_directory: Option<PathBuf>,
 }
 
 impl ControlSocket {
     /// Binds the socket at `path` and starts serving it. Requests arrive
     /// on the returned receiver. Must be called inside the tokio runtime.
     pub(super) fn start(path: &Path) -> anyhow::Result<(Self, mpsc::Receiver<Request>)> {
-        prepare_directory(path)?;
+        let made_directory = prepare_directory(path)?;
         remove_stale(path)?;
         // Bind with a umask that leaves the socket private from the first
         // moment, then set the mode explicitly too.
@@ -169,6 +171,7 @@ impl ControlSocket {
                 path: path.to_owned(),
                 requests: sender,
                 identity: (metadata.dev(), metadata.ino()),
+                made_directory,
             },
             receiver,
         ))
@@ -181,26 +184,44 @@ impl ControlSocket {
     pub(super) fn requests(&self) -> mpsc::Sender<Request> {
         self.requests.clone()
     }
+
+    /// The socket's directory if the daemon made it (and may hand it to
+    /// the user it drops to, who must remove the socket when it stops).
+    pub(super) fn made_directory(&self) -> Option<&Path> {
+        self.made_directory.as_deref()
+    }
 }
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
         let ours = std::fs::symlink_metadata(&self.path)
             .is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
-        if ours && let Err(e) = std::fs::remove_file(&self.path) {
-            tracing::warn!(error = %e, path = %self.path.display(), "cannot remove the control socket");
+        if !ours {
+            return;
+        }
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            // After dropping root, the daemon may not write to a directory
+            // it did not make; the socket is stale and the next start
+            // replaces it.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                tracing::info!(path = %self.path.display(), "the control socket stays (its directory is not the daemon user's); the next start replaces it");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %self.path.display(), "cannot remove the control socket");
+            }
         }
     }
 }
 
 /// Creates missing parent directories with mode 0700; existing ones are
-/// left as they are.
-fn prepare_directory(path: &Path) -> anyhow::Result<()> {
+/// left as they are. The socket's directory, if it was made here.
+fn prepare_directory(path: &Path) -> anyhow::Result<Option<PathBuf>> {
     let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
-        return Ok(());
+        return Ok(None);
     };
     if parent.exists() {
-        return Ok(());
+        return Ok(None);
     }
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -211,7 +232,8 @@ fn prepare_directory(path: &Path) -> anyhow::Result<()> {
                 "cannot create the control socket's directory {}",
                 parent.display()
             )
-        })
+        })?;
+    Ok(Some(parent.to_owned()))
 }
 
 /// Removes a socket file left by a daemon that is gone; refuses if a daemon

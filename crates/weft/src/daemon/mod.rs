@@ -33,18 +33,25 @@
 //! event is recorded in its event hub (stream and ring buffer) before it is
 //! logged.
 //!
+//! Start-up does everything that needs root first (TUN, sockets, routes,
+//! the resolver, the API's token), then `privilege.rs` switches to the
+//! daemon's user and drops every capability before the loop runs.
+//!
 //! Files: `udp.rs` (batched socket I/O), `tun.rs` (the interface, platform
 //! choice), `control.rs` (the unix control socket), `api/` (the HTTP API
 //! and network map), `dns.rs` (the DNS
 //! responder's sockets and codec), `multicast.rs` (the TUN's multicast
-//! routes).
+//! routes), `privilege.rs` (dropping root).
 
 mod api;
 mod control;
 mod dns;
 mod multicast;
+mod privilege;
 mod tun;
 mod udp;
+
+pub(crate) use api::read_token;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -97,6 +104,7 @@ const RESOLVECTL_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     init_logging(&config.log.level);
+    let privileges = privilege::Plan::new(&config)?;
     warn_if_key_is_exposed(&config.node.key.path);
     let unix_now = pki::unix_now()?;
     let node_config = config.node_config(unix_now)?;
@@ -110,11 +118,12 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(serve(&config, node_config, seed, unix_now))
+    runtime.block_on(serve(&config, node_config, seed, unix_now, privileges))
 }
 
-/// Secret keys readable by other users are a mistake worth a warning (as
-/// ssh does), though not worth refusing to start.
+/// Secret keys readable by other users are refused before the daemon
+/// starts (`up.rs`) unless `--allow-exposed-key` accepts them; accepted,
+/// they still earn a warning in the log.
 fn warn_if_key_is_exposed(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(metadata) = std::fs::metadata(path)
@@ -151,6 +160,7 @@ async fn serve(
     node_config: NodeConfig,
     seed: [u8; 32],
     unix_now: u64,
+    privileges: privilege::Plan,
 ) -> anyhow::Result<ExitCode> {
     #[allow(clippy::disallowed_methods)] // the driver is where time enters
     let now = Instant::now();
@@ -193,9 +203,11 @@ async fn serve(
     let (control, requests) = ControlSocket::start(&config.control.socket)?;
     let hub = Arc::new(api::EventHub::new());
     let api = api::start(&config.api, control.requests(), Arc::clone(&hub));
-    let (dns, dns_requests) = start_dns(&config.dns, tun.name(), &node);
+    let (dns, dns_requests) = start_dns(&config.dns, tun.name(), &node).await;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let privileges = privilege::drop_privileges(privileges, control.made_directory())
+        .context("cannot drop privileges")?;
     info!(
         name = node.name(),
         node_id = %node.node_id(),
@@ -206,6 +218,7 @@ async fn serve(
         mtu = config.tun.mtu,
         peers = config.peers.len(),
         control = %config.control.socket.display(),
+        user = %privileges.user,
         "weft node up"
     );
     let shutdown = async {
@@ -947,10 +960,11 @@ fn accept_local_source(tun: &str) {
 
 /// Starts the DNS responder per `[dns]` (on the TUN's overlay addresses
 /// unless the config names others) and, if asked, points the system
-/// resolver at it for `.weft`. Failures are logged, not fatal: the overlay
-/// works without names. The receiver gets the queries for the event loop;
-/// it is closed when DNS is off.
-fn start_dns(
+/// resolver at it for `.weft` (awaited: it needs the start-up's
+/// privileges). Failures are logged, not fatal: the overlay works without
+/// names. The receiver gets the queries for the event loop; it is closed
+/// when DNS is off.
+async fn start_dns(
     config: &DnsSection,
     tun: &str,
     node: &Node,
@@ -981,7 +995,7 @@ fn start_dns(
         "DNS responder for .weft names up"
     );
     if config.configure_resolver {
-        tokio::spawn(configure_resolver(tun.to_owned(), addresses));
+        configure_resolver(tun.to_owned(), addresses).await;
     }
     (Some(server), receiver)
 }

@@ -223,9 +223,16 @@ mod platform {
 
     fn explain(error: io::Error, name: &str) -> anyhow::Error {
         let hint = match error.raw_os_error() {
-            Some(libc::EPERM | libc::EACCES) => {
-                " (creating a TUN interface needs root or CAP_NET_ADMIN)"
-            }
+            // Refused either opening the device (its mode, or a cgroup
+            // device policy such as systemd's DevicePolicy=closed) or at
+            // TUNSETIFF (no CAP_NET_ADMIN): opening it again tells which.
+            Some(libc::EPERM | libc::EACCES) => &permission_hint(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(TUN_DEVICE)
+                    .map(drop),
+            ),
             Some(libc::EBUSY) => {
                 " (an interface of that name is in use: another node, or pick another tun.name)"
             }
@@ -235,6 +242,40 @@ mod platform {
             _ => "",
         };
         anyhow::Error::new(error).context(format!("cannot create TUN interface '{name}'{hint}"))
+    }
+
+    const TUN_DEVICE: &str = "/dev/net/tun";
+
+    /// Why a TUN interface could not be made, given whether this process
+    /// can open the TUN device itself.
+    fn permission_hint(device_opens: io::Result<()>) -> String {
+        match device_opens {
+            Ok(()) => " (creating a TUN interface needs CAP_NET_ADMIN: run as root, or grant it, as the Debian package's unit does with AmbientCapabilities=CAP_NET_ADMIN)".to_owned(),
+            Err(open) => {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(TUN_DEVICE).map_or_else(
+                    |e| format!("cannot stat it: {e}"),
+                    |m| format!("mode {:04o}", m.permissions().mode() & 0o7777),
+                );
+                format!(
+                    " (this process cannot open {TUN_DEVICE}: {open}; it is {mode}, normally 0666; under systemd the unit needs DeviceAllow={TUN_DEVICE} rw)"
+                )
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_device_that_opens_points_at_the_capability_one_that_does_not_at_the_device() {
+            assert!(permission_hint(Ok(())).contains("CAP_NET_ADMIN"));
+            let hint = permission_hint(Err(io::Error::from_raw_os_error(libc::EACCES)));
+            assert!(hint.contains("cannot open /dev/net/tun"), "{hint}");
+            assert!(hint.contains("DeviceAllow"), "{hint}");
+            assert!(!hint.contains("CAP_NET_ADMIN"), "{hint}");
+        }
     }
 }
 

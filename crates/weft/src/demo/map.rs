@@ -11,7 +11,9 @@
 //! unchanged both ways (the event stream too). Bounded: at most
 //! [`MAX_CONNECTIONS`] relayed connections at once (more are closed at
 //! once), every socket has a read timeout so each relay thread notices the
-//! stop flag within [`POLL`], and dropping the proxy stops it.
+//! stop flag within [`POLL`], and dropping the proxy stops it. The API
+//! needs h0's token: [`MapProxy::url`] carries it (the page trades it for a
+//! cookie, which the relay passes on like every other byte).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -34,14 +36,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// See the module doc.
 pub(super) struct MapProxy {
     address: SocketAddr,
+    /// h0's API token.
+    token: String,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl MapProxy {
     /// Listens on 127.0.0.1:`port` (or a free port if that is taken) and
-    /// relays to `host`'s API.
+    /// relays to `host`'s API (whose daemon must be up: it made the token).
     pub(super) fn start(host: &Host, port: u16) -> anyhow::Result<Self> {
+        let token = host.api_token()?;
         let listener = TcpListener::bind(("127.0.0.1", port))
             .or_else(|_| TcpListener::bind(("127.0.0.1", 0)))
             .context("cannot listen on 127.0.0.1 for the map")?;
@@ -55,17 +60,19 @@ impl MapProxy {
         };
         Ok(Self {
             address,
+            token,
             stop,
             thread: Some(thread),
         })
     }
 
-    /// The map's URL in the root namespace, with a query (may be empty).
+    /// The map's URL in the root namespace with the token and a query
+    /// (may be empty).
     pub(super) fn url(&self, query: &str) -> String {
         if query.is_empty() {
-            format!("http://{}/", self.address)
+            format!("http://{}/?token={}", self.address, self.token)
         } else {
-            format!("http://{}/?{query}", self.address)
+            format!("http://{}/?token={}&{query}", self.address, self.token)
         }
     }
 }

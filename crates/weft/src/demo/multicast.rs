@@ -11,11 +11,13 @@
 //! member and the non-member received. Then it cuts a link of the tree
 //! (blackhole routes, as the failover scenario does) while h0 streams
 //! again, and shows the new tree, the counts, and each member's longest
-//! silence.
+//! silence; then it restores the link and waits until both ends see it up
+//! again, so that what runs next finds the overlay whole.
 //!
 //! It returns whether every member got every datagram of the first stream
-//! exactly once, the non-member none, and the second stream went on after
-//! the cut (its last datagram reached every member, no duplicates).
+//! exactly once, the non-member none, the second stream went on after the
+//! cut (its last datagram reached every member, no duplicates), and the
+//! link came back.
 
 #![allow(clippy::print_stdout)] // a CLI command: stdout is its output
 
@@ -170,6 +172,17 @@ pub(super) fn run(testbed: &Testbed, interrupted: &AtomicBool) -> anyhow::Result
         .collect();
     print!("{}", render_columns(&header(true), &rows));
     ok &= all_resumed && outsider_socket.count() == 0;
+    testbed.unblackhole_pair(a, b)?;
+    let restored = wait_link_up(testbed, a, b).is_ok();
+    println!(
+        "\nrestored the {parent}–{child} link (blackhole routes removed): {}",
+        if restored {
+            "both ends see it up again"
+        } else {
+            "it did not come back up in time"
+        }
+    );
+    ok &= restored;
     println!("{}", explanation());
     if ok {
         println!(
@@ -202,6 +215,29 @@ fn wait_routes(testbed: &Testbed) -> anyhow::Result<()> {
         }
         Ok(true)
     })
+}
+
+/// Waits until hosts `a` and `b` each see their direct link up.
+fn wait_link_up(testbed: &Testbed, a: usize, b: usize) -> anyhow::Result<()> {
+    let (host_a, host_b) = (testbed.host(a), testbed.host(b));
+    testbed.wait_until(
+        super::state::SETTLE_TIMEOUT,
+        "the restored link to come back up",
+        || {
+            for (host, other) in [(host_a, host_b), (host_b, host_a)] {
+                let status = crate::status::request_status(host.socket_path())?;
+                let up = status.peers.iter().any(|p| {
+                    p.name.as_deref() == Some(other.name())
+                        && p.state == "established"
+                        && p.link == "up"
+                });
+                if !up {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )
 }
 
 /// Waits until datagram `last` reached every member.

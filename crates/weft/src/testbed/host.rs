@@ -93,6 +93,15 @@ impl Host {
         &self.log
     }
 
+    /// The token of the daemon's HTTP API (the file the daemon makes at
+    /// start beside its config, `[api] token_file`'s default).
+    pub fn api_token(&self) -> anyhow::Result<String> {
+        let path = self.dir.join(crate::config::DEFAULT_API_TOKEN_FILE);
+        crate::daemon::read_token(&path)
+            .map(|token| token.as_str().to_owned())
+            .with_context(|| format!("{}: the API token", self.name))
+    }
+
     /// `program` run inside this host's namespace (`ip netns exec NS program`).
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut command = Command::new("ip");

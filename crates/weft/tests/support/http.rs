@@ -24,10 +24,20 @@ pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) content_type: String,
+    /// Every header, names in lower case, in order.
+    pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: String,
 }
 
 impl Reply {
+    /// The first header named `name` (any case).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The body as JSON, or an error that shows it.
     pub(crate) fn json(&self) -> anyhow::Result<serde_json::Value> {
         serde_json::from_str(&self.body)
@@ -56,15 +66,59 @@ pub(crate) fn request(
 
 /// [`request`] with another `Host` header.
 pub(crate) fn request_for_host(
-    mut stream: TcpStream,
+    stream: TcpStream,
     host: &str,
     method: &str,
     path: &str,
     body: Option<&str>,
 ) -> anyhow::Result<Reply> {
+    request_with(stream, host, &[], method, path, body)
+}
+
+/// [`request`] with `headers` too.
+pub(crate) fn request_with_headers(
+    stream: TcpStream,
+    headers: &[(&str, &str)],
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<Reply> {
+    request_with(stream, "localhost", headers, method, path, body)
+}
+
+/// [`request`] with the API's token as a bearer header.
+pub(crate) fn request_with_token(
+    stream: TcpStream,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<Reply> {
+    let authorization = format!("Bearer {token}");
+    request_with_headers(
+        stream,
+        &[("Authorization", &authorization)],
+        method,
+        path,
+        body,
+    )
+}
+
+fn request_with(
+    mut stream: TcpStream,
+    host: &str,
+    headers: &[(&str, &str)],
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<Reply> {
     let body = body.unwrap_or("");
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: */*\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;
@@ -99,6 +153,12 @@ pub(crate) fn request_for_host(
             .map(|(_, value)| value.trim().to_owned())
     };
     let content_type = header("content-type").unwrap_or_default();
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
     let mut raw = Vec::new();
     match header("content-length").and_then(|n| n.parse::<usize>().ok()) {
         Some(length) => {
@@ -120,6 +180,7 @@ pub(crate) fn request_for_host(
     Ok(Reply {
         status,
         content_type,
+        headers,
         body,
     })
 }
@@ -158,10 +219,11 @@ pub(crate) struct SseStream {
 }
 
 impl SseStream {
-    /// Sends the request on `stream` and reads the answer's header.
-    pub(crate) fn open(mut stream: TcpStream, path: &str) -> anyhow::Result<Self> {
+    /// Sends the request on `stream` with the API's `token` and reads the
+    /// answer's header.
+    pub(crate) fn open(mut stream: TcpStream, path: &str, token: &str) -> anyhow::Result<Self> {
         stream.write_all(
-            format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+            format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n")
                 .as_bytes(),
         )?;
         let mut reader = BufReader::new(stream);

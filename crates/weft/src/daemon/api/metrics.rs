@@ -32,7 +32,10 @@
 //!   `firewall_conntrack_entries`, `firewall_conntrack_max`,
 //!   `firewall_conntrack_evicted_total`, `firewall_conntrack_expired_total`;
 //!   its drops are also in `drops_total` (`firewall_inbound_dropped`,
-//!   `firewall_outbound_dropped`).
+//!   `firewall_outbound_dropped`);
+//! - the API itself: `api_connections` (open now),
+//!   `api_connections_closed_total` (label `reason` = idle/evicted/refused,
+//!   see `connections.rs`) and `api_unauthorized_total`.
 
 use std::sync::atomic::AtomicU64;
 
@@ -43,8 +46,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::Snapshot;
+use super::connections::ConnectionStats;
 use super::events::EventHub;
 use crate::firewall::FirewallInfo;
+
+/// The API's own figures.
+pub(super) struct ApiFigures {
+    pub(super) connections: ConnectionStats,
+    /// Requests refused for want of the token.
+    pub(super) unauthorized: u64,
+}
 
 type Labels = Vec<(String, String)>;
 type Counters = Family<Labels, Counter>;
@@ -105,7 +116,7 @@ fn as_f64(value: u64) -> f64 {
 }
 
 /// Renders the snapshot as Prometheus text.
-pub(super) fn render(snapshot: &Snapshot, hub: &EventHub) -> String {
+pub(super) fn render(snapshot: &Snapshot, hub: &EventHub, api: &ApiFigures) -> String {
     let mut registry = Registry::with_prefix("weft");
     let counters = |registry: &mut Registry, name: &str, help: &str| -> Counters {
         let family = Counters::default();
@@ -348,6 +359,31 @@ pub(super) fn render(snapshot: &Snapshot, hub: &EventHub) -> String {
         }
     }
 
+    let open = Gauge::<f64, AtomicU64>::default();
+    open.set(as_f64(api.connections.open));
+    registry.register("api_connections", "Open HTTP API connections", open);
+    let closed = counters(
+        &mut registry,
+        "api_connections_closed",
+        "HTTP API connections the daemon closed, by reason (idle, evicted for a new one, refused when all were busy)",
+    );
+    for (reason, count) in [
+        ("idle", api.connections.closed_idle),
+        ("evicted", api.connections.evicted),
+        ("refused", api.connections.refused),
+    ] {
+        closed
+            .get_or_create(&labels(&[("reason", reason)]))
+            .inc_by(count);
+    }
+    let unauthorized = Counter::<u64>::default();
+    unauthorized.inc_by(api.unauthorized);
+    registry.register(
+        "api_unauthorized",
+        "HTTP API requests refused without the token",
+        unauthorized,
+    );
+
     let mut out = String::new();
     if let Err(error) = encode(&mut out, &registry) {
         // Writing into a String does not fail; say so if it ever does.
@@ -529,7 +565,15 @@ mod tests {
             from: vec!["c".into()],
             to: vec!["b".into(), "c".into()],
         });
-        let text = render(&Snapshot { status, qos }, &hub);
+        let api = ApiFigures {
+            connections: ConnectionStats {
+                open: 3,
+                evicted: 2,
+                ..ConnectionStats::default()
+            },
+            unauthorized: 5,
+        };
+        let text = render(&Snapshot { status, qos }, &hub, &api);
         for line in [
             "weft_peer_bytes_total{peer=\"b\",direction=\"in\"} 10",
             "weft_peer_packets_total{peer=\"c\",direction=\"out\"} 2",
@@ -557,6 +601,10 @@ mod tests {
             "weft_revocation_list_version 3.0",
             "weft_firewall_conntrack_entries 3.0",
             "weft_firewall_conntrack_max 65536.0",
+            "weft_api_connections 3.0",
+            "weft_api_connections_closed_total{reason=\"evicted\"} 2",
+            "weft_api_connections_closed_total{reason=\"idle\"} 0",
+            "weft_api_unauthorized_total 5",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no '{line}' in:\n{text}");

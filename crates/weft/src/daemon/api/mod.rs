@@ -8,10 +8,14 @@
 //! requests the control socket sends (`control::Command`), answered by the
 //! same code, so `weft status` and `/api/v1/node` never disagree. Handlers
 //! never touch the node; each waits at most [`TIMEOUT`] (a lookup
-//! [`LOOKUP_TIMEOUT`]). It is read-only and has no authentication: it
+//! [`LOOKUP_TIMEOUT`]). It is read-only. Every request needs the token of
+//! `[api] token_file` (`auth.rs`: a bearer header, or a cookie a browser
+//! gets from `?token=`), since any local user can reach a TCP port. It
 //! listens on loopback unless `[api] allow_remote` says otherwise (checked
 //! with the config), and without `allow_remote` it also refuses requests
-//! whose `Host` is not a loopback name (DNS rebinding).
+//! whose `Host` is not a loopback name (DNS rebinding). Connections are
+//! bounded in number and idle time (`connections.rs`), so a local user
+//! cannot use up the daemon's descriptors or memory.
 //!
 //! The listener is `[api] listen`, or, when the environment variable
 //! `WEFT_API_FD` names an inherited file descriptor, that already bound,
@@ -27,16 +31,19 @@
 //! `/events/recent`; `/metrics`; `/`, `/map.js`, `/map.css`,
 //! `/openapi.yaml`.
 
+mod auth;
+mod connections;
 mod events;
 mod metrics;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response as HttpResponse};
@@ -51,6 +58,9 @@ use weft_core::{LinkHealth, Metric, NodeId, TopologyStatus};
 use super::control::{Command, Request, Response};
 use crate::config::{ApiSection, parse_group};
 use crate::status::NodeStatus;
+use auth::ApiToken;
+pub(crate) use auth::read_token;
+use connections::{ApiListener, Peer, Registry};
 pub(super) use events::EventHub;
 
 /// Longest a handler waits for the event loop.
@@ -163,10 +173,18 @@ struct AppState {
     /// `[api] allow_remote`: without it, only requests naming a loopback
     /// host are served.
     allow_remote: bool,
+    token: ApiToken,
+    /// `[api] public_metrics`: loopback clients get `/metrics` without it.
+    public_metrics: bool,
+    /// Requests refused for want of the token.
+    unauthorized: Arc<AtomicU64>,
+    connections: Arc<Registry>,
 }
 
-/// Starts the API per `[api]` (or on the socket `WEFT_API_FD` names);
-/// `None` when it is off or has no listener (logged).
+/// Starts the API per `[api]` (or on the socket `WEFT_API_FD` names),
+/// with the token of `[api] token_file` (made if missing); `None` when it
+/// is off or has no listener or token (logged). Needs the privileges of
+/// start-up (the token file, a port below 1024).
 pub(super) fn start(
     config: &ApiSection,
     requests: mpsc::Sender<Request>,
@@ -175,6 +193,13 @@ pub(super) fn start(
     if !config.enabled {
         return None;
     }
+    let token = match ApiToken::load_or_create(&config.token_file) {
+        Ok(token) => token,
+        Err(error) => {
+            warn!(error = %format!("{error:#}"), "no API token: the HTTP API and network map are off");
+            return None;
+        }
+    };
     let listener = match listener(config) {
         Ok(listener) => listener,
         Err(error) => {
@@ -183,18 +208,31 @@ pub(super) fn start(
         }
     };
     let address = listener.local_addr().ok();
+    let connections = Arc::new(Registry::new(config.max_connections, config.idle_timeout));
     let router = router(AppState {
         requests,
         hub,
         allow_remote: config.allow_remote,
+        token,
+        public_metrics: config.public_metrics,
+        unauthorized: Arc::new(AtomicU64::new(0)),
+        connections: Arc::clone(&connections),
     });
+    let listener = ApiListener::new(listener, connections);
     let task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).await {
+        let service = router.into_make_service_with_connect_info::<Peer>();
+        if let Err(error) = axum::serve(listener, service).await {
             warn!(%error, "the HTTP API stopped");
         }
     });
     if let Some(address) = address {
-        info!(url = %format!("http://{address}/"), "HTTP API and network map up");
+        info!(
+            url = %format!("http://{address}/"),
+            token_file = %config.token_file.display(),
+            max_connections = config.max_connections,
+            idle_timeout = ?config.idle_timeout,
+            "HTTP API and network map up (`weft map` prints the map's URL with its token)"
+        );
     }
     Some(ApiServer { task })
 }
@@ -298,13 +336,33 @@ fn router(state: AppState) -> Router {
     for (path, handler) in routes() {
         router = router.route(path, handler);
     }
+    // Layers run from the last added inwards: the Host check, then the
+    // token, then marking the connection busy (so requests without the
+    // token never keep a connection from being idle).
     router
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn(mark_busy))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             loopback_hosts_only,
         ))
         .with_state(state)
+}
+
+/// Marks the request's connection busy while it is answered (see
+/// `connections.rs`).
+async fn mark_busy(request: axum::extract::Request, next: axum::middleware::Next) -> HttpResponse {
+    let busy = request
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|ConnectInfo(peer)| peer.busy());
+    let response = next.run(request).await;
+    drop(busy);
+    response
 }
 
 /// Refuses requests whose `Host` is not a loopback name or address unless
@@ -556,7 +614,14 @@ async fn metrics_text(State(state): State<AppState>) -> HttpResponse {
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
-            metrics::render(&snapshot, &state.hub),
+            metrics::render(
+                &snapshot,
+                &state.hub,
+                &metrics::ApiFigures {
+                    connections: state.connections.stats(),
+                    unauthorized: state.unauthorized.load(Ordering::Relaxed),
+                },
+            ),
         )
             .into_response(),
         Err(response) => response,
@@ -569,27 +634,33 @@ async fn events_recent(State(state): State<AppState>) -> HttpResponse {
 
 /// The event stream: each event as an SSE `message` whose data is the
 /// event's JSON and whose id is its sequence number; a subscriber that fell
-/// behind gets a `lagged` event with how many it missed.
+/// behind gets a `lagged` event with how many it missed. The connection
+/// counts as busy while the stream is open.
 async fn events_stream(
     State(state): State<AppState>,
+    extensions: axum::http::Extensions,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let receiver = state.hub.subscribe();
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let sse = match receiver.recv().await {
-            Ok(event) => {
-                let data = serde_json::to_string(&*event).unwrap_or_default();
-                SseEvent::default()
-                    .id(event.seq.to_string())
-                    .event(event.kind)
-                    .data(data)
-            }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                SseEvent::default().event("lagged").data(missed.to_string())
-            }
-            Err(broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok(sse), receiver))
-    });
+    let busy = extensions
+        .get::<ConnectInfo<Peer>>()
+        .map(|ConnectInfo(peer)| peer.busy());
+    let stream =
+        futures_util::stream::unfold((receiver, busy), |(mut receiver, busy)| async move {
+            let sse = match receiver.recv().await {
+                Ok(event) => {
+                    let data = serde_json::to_string(&*event).unwrap_or_default();
+                    SseEvent::default()
+                        .id(event.seq.to_string())
+                        .event(event.kind)
+                        .data(data)
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    SseEvent::default().event("lagged").data(missed.to_string())
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((Ok(sse), (receiver, busy)))
+        });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
