@@ -360,6 +360,9 @@ pub fn render_table(status: &NodeStatus) -> String {
     {
         out.push_str(&crate::firewall::render_line(firewall));
     }
+    if let Some(version) = status.revocation_version {
+        out.push_str(&format!("revocation list version {version}\n"));
+    }
     if let Some(not_after) = status.certificate_not_after
         && let Ok(now) = crate::pki::unix_now()
         && not_after < now + weft_core::CERTIFICATE_WARNING_MAX.as_secs()
@@ -565,6 +568,14 @@ mod tests {
         ] {
             assert!(lines[2].contains(cell), "{cell} missing: {table}");
         }
+    }
+
+    #[test]
+    fn the_revocation_list_held_is_shown() {
+        let mut status = status();
+        assert!(!render_table(&status).contains("revocation"));
+        status.revocation_version = Some(4);
+        assert!(render_table(&status).contains("revocation list version 4"));
     }
 
     #[test]
