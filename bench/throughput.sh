@@ -39,6 +39,8 @@ Usage: bench/throughput.sh [options]   (as root)
                       tool's own default: weft's config default, 1420 for WireGuard)
   --boringtun-threads N   boringtun worker threads (default: its own default, 4)
   --weft-bin PATH     use this weft binary instead of building one
+  --weft-append FILE  append this TOML to both weft configs (e.g. a
+                      [firewall] section, to measure its cost)
   --rev REV           build weft from this commit (git archive into
                       /tmp/weft-bench-src) instead of the working tree, which
                       may hold someone's half-done edits
@@ -61,6 +63,7 @@ ONLY="raw,weft,weft-no-offload,wireguard-go,boringtun"
 MTU=""
 BT_THREADS=""
 WEFT_BIN=""
+WEFT_APPEND=""
 REV=""
 SKIP_INSTALL=0
 OUT=""
@@ -77,6 +80,7 @@ while (($#)); do
     --mtu) MTU="$2"; shift 2 ;;
     --boringtun-threads) BT_THREADS="$2"; shift 2 ;;
     --weft-bin) WEFT_BIN="$2"; shift 2 ;;
+    --weft-append) WEFT_APPEND="$(realpath "$2")"; shift 2 ;;
     --rev) REV="$2"; shift 2 ;;
     --skip-install) SKIP_INSTALL=1; shift ;;
     --out) OUT="$2"; shift 2 ;;
@@ -373,6 +377,10 @@ bench_weft() {
       sed -i -e "s|^offload = .*|offload = $offload|" "$d/$n/weft.toml"
     fi
     printf '\n[[peers]]\nname = "%s"\nendpoint = "%s:4800"\n' "$peer" "$other_ip" >>"$d/$n/weft.toml"
+    if [[ -n "$WEFT_APPEND" ]]; then
+      printf '\n' >>"$d/$n/weft.toml"
+      cat "$WEFT_APPEND" >>"$d/$n/weft.toml"
+    fi
   done
   start_in "$NS_A" "$d/a/weft.log" "$WEFT_BIN" up --config "$d/a/weft.toml"
   start_in "$NS_B" "$d/b/weft.log" "$WEFT_BIN" up --config "$d/b/weft.toml"

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use weft_core::wire::{Frame, HandshakePayload, MembershipRecord};
-use weft_core::{CaCertificate, Node, NodeConfig, PeerConfig, SessionConfig};
+use weft_core::{
+    CaCertificate, Node, NodeConfig, PeerConfig, RevocationList, RevocationTemplate, SessionConfig,
+};
 use weft_fuzz::{
     A_ADDR, A_IPV4, B_IPV4, Fixture, Harness, Identity, UNIX_START, advance, base_instant, chunk,
     ipv4_packet, ipv6_packet, op,
@@ -211,7 +213,19 @@ fn main() -> std::io::Result<()> {
         .collect();
     write("handshake_init", &init_seeds)?;
 
-    // certificate: binary and PEM forms of every kind of key and certificate.
+    // certificate: binary and PEM forms of every kind of key and certificate,
+    // and a revocation list.
+    let revocations = RevocationList::sign(
+        &fixture.ca,
+        &RevocationTemplate {
+            version: 2,
+            issued_at: UNIX_START,
+            node_ids: vec![fixture.c.certificate.node_id()],
+            certificates: vec![fixture.x.certificate.fingerprint()],
+            names: vec!["old".into()],
+        },
+    )
+    .expect("seed revocation list");
     let cert_seeds: Vec<(&str, Vec<u8>)> = vec![
         ("node_cert", fixture.a.certificate.to_bytes().to_vec()),
         (
@@ -234,8 +248,60 @@ fn main() -> std::io::Result<()> {
         ),
         ("secret_key_pem", fixture.a.secret.to_pem().into_bytes()),
         ("ca_secret_pem", fixture.ca.to_pem().into_bytes()),
+        ("revocation_list", revocations.to_bytes().to_vec()),
+        ("revocation_list_pem", revocations.to_pem().into_bytes()),
     ];
     write("certificate", &cert_seeds)?;
+
+    // firewall: records [control][len][packet] (control bit 0: outbound).
+    let record = |outbound: bool, advance: u8, packet: &[u8]| {
+        let mut out = vec![(advance << 1) | u8::from(outbound)];
+        out.push(u8::try_from(packet.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(&packet[..packet.len().min(255)]);
+        out
+    };
+    let tcp =
+        |src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, sport: u16, dport: u16, flags: u8| {
+            let mut p = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+            p.extend_from_slice(&src.octets());
+            p.extend_from_slice(&dst.octets());
+            p.extend_from_slice(&sport.to_be_bytes());
+            p.extend_from_slice(&dport.to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+            p
+        };
+    let udp_out = ipv4_packet(A_IPV4, B_IPV4, b"query");
+    let mut unreachable = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 1, 0, 0];
+    unreachable.extend_from_slice(&B_IPV4.octets());
+    unreachable.extend_from_slice(&A_IPV4.octets());
+    unreachable.extend_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
+    unreachable.extend_from_slice(&udp_out[..28]);
+    let firewall_seeds: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "tcp_connection",
+            [
+                record(false, 0, &tcp(B_IPV4, A_IPV4, 40000, 22, 0x02)),
+                record(true, 0, &tcp(A_IPV4, B_IPV4, 22, 40000, 0x12)),
+                record(false, 1, &tcp(B_IPV4, A_IPV4, 40000, 22, 0x11)),
+                record(true, 1, &tcp(A_IPV4, B_IPV4, 22, 40000, 0x11)),
+            ]
+            .concat(),
+        ),
+        (
+            "udp_and_its_error",
+            [record(true, 0, &udp_out), record(false, 2, &unreachable)].concat(),
+        ),
+        (
+            "refused_port_and_expiry",
+            [
+                record(false, 0, &tcp(B_IPV4, A_IPV4, 40001, 2000, 0x02)),
+                record(true, 0, &udp_out),
+                record(false, 127, &ipv4_packet(B_IPV4, A_IPV4, b"late")),
+            ]
+            .concat(),
+        ),
+    ];
+    write("firewall", &firewall_seeds)?;
 
     // mcast: kernel reports captured from a Linux TUN (see weft-core's
     // mcast::report tests), then graph descriptions for the tree builder.
@@ -295,6 +361,8 @@ fn first_init(me: &Identity, ca: &CaCertificate, unix_time: u64) -> Vec<u8> {
         neighbours: weft_core::NeighbourConfig::default(),
         multicast: weft_core::mcast::MulticastConfig::default(),
         qos: weft_core::qos::QosConfig::default(),
+        firewall: weft_core::firewall::FirewallConfig::default(),
+        revocation: weft_core::RevocationConfig::default(),
     };
     let now = base_instant();
     let mut node = Node::new(

@@ -1,12 +1,12 @@
-//! Fuzzes the certificate and key decoders: binary certificates, and every
-//! PEM reader on the input as (lossy) UTF-8 text. Decoders are total; a
-//! certificate that decodes keeps its exact bytes and can be verified
-//! without panicking.
+//! Fuzzes the certificate, revocation list and key decoders: binary
+//! certificates and lists, and every PEM reader on the input as (lossy)
+//! UTF-8 text. Decoders are total; a certificate or list that decodes keeps
+//! its exact bytes and can be verified without panicking.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weft_core::{CaCertificate, CaSecret, Certificate, PublicKey, SecretKey};
+use weft_core::{CaCertificate, CaSecret, Certificate, PublicKey, RevocationList, SecretKey};
 use weft_fuzz::{Fixture, UNIX_START};
 
 fuzz_target!(|data: &[u8]| {
@@ -32,7 +32,18 @@ fuzz_target!(|data: &[u8]| {
             "CA certificate PEM does not round-trip"
         );
     }
+    if let Ok(list) = RevocationList::from_bytes(data) {
+        assert_eq!(list.to_bytes(), data, "revocation list changed its bytes");
+        let _ = list.verify(fixture.ca_certificate());
+        let again = RevocationList::from_pem(&list.to_pem());
+        assert_eq!(
+            again.as_ref(),
+            Ok(&list),
+            "revocation list PEM does not round-trip"
+        );
+    }
     let text = String::from_utf8_lossy(data);
+    let _ = RevocationList::from_pem(&text);
     let _ = Certificate::from_pem(&text);
     let _ = CaCertificate::from_pem(&text);
     let _ = PublicKey::from_pem(&text);

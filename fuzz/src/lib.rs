@@ -151,6 +151,8 @@ pub fn node(me: &Identity, seed: u8, peer: &str, endpoint: Option<SocketAddr>) -
         neighbours: weft_core::NeighbourConfig::default(),
         multicast: weft_core::mcast::MulticastConfig::default(),
         qos: weft_core::qos::QosConfig::default(),
+        firewall: weft_core::firewall::FirewallConfig::default(),
+        revocation: weft_core::RevocationConfig::default(),
     };
     // The certificate is the node's own, valid at UNIX_START, and the peer
     // entry is named: Node::new accepts this config.

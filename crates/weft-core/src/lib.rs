@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dht;
+pub mod firewall;
 mod identity;
 mod link;
 pub mod mcast;
@@ -35,13 +36,15 @@ mod timer;
 pub mod wire;
 
 pub use identity::{
-    CaCertificate, CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, NodeId,
-    OVERLAY_PREFIX, OVERLAY_PREFIX_LEN, PemError, PublicKey, SecretKey, is_overlay_ipv6,
-    verify_signature,
+    CaCertificate, CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net,
+    MAX_REVOCATION_LIST_BYTES, MAX_REVOCATIONS, NodeId, OVERLAY_PREFIX, OVERLAY_PREFIX_LEN,
+    PemError, PublicKey, RevocationError, RevocationList, RevocationTemplate, SecretKey,
+    is_overlay_ipv6, verify_signature,
 };
 pub use node::{
-    Event, GroupError, GroupStatus, LinkHealth, NeighbourConfig, Node, NodeConfig, NodeError,
-    PeerConfig, PeerStatus, SessionState, TopologyLink, TopologyNode, TopologyStatus, TreeStatus,
+    CERTIFICATE_WARNING_MAX, Event, GroupError, GroupStatus, LinkHealth, NeighbourConfig, Node,
+    NodeConfig, NodeError, PeerConfig, PeerStatus, RevocationConfig, SessionState, TopologyLink,
+    TopologyNode, TopologyStatus, TreeStatus, warning_window,
 };
 pub use route::{Hop, MAX_INTERMEDIATES, Metric, RouteError, RouteStatus, RoutingConfig};
 pub use session::{HandshakeKeys, SessionConfig};

@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace, warn};
 
 use crate::dht::{Dht, DhtConfig, LookupError, LookupId, LookupTrace, NodeRecord, Target};
+use crate::firewall::{Firewall, FirewallConfig, FirewallConfigError};
 use crate::identity::{
-    CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, SecretKey,
+    CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, RevocationError, SecretKey,
 };
 use crate::link::{LinkMonitor, Transition};
 use crate::mcast::MulticastConfig;
@@ -48,16 +49,24 @@ use crate::timer::TimerKind;
 use crate::wire::{self, DATA_HEADER_LEN, Frame, HandshakePayload, Packet, SessionIndex};
 
 mod discovery;
+mod expiry;
+mod firewall;
 mod icmp;
 mod multicast;
 mod qos;
+mod reject;
+mod revocation;
 mod routing;
 mod topology;
 
 use discovery::Discovery;
+use expiry::ExpiryWarning;
+pub use expiry::{MAX_WARNING as CERTIFICATE_WARNING_MAX, warning_window};
 use multicast::MulticastState;
 pub use multicast::{GroupError, GroupStatus, TreeStatus};
 use qos::QosState;
+pub use revocation::RevocationConfig;
+use revocation::RevocationState;
 pub use topology::{TopologyLink, TopologyNode, TopologyStatus};
 
 /// Size of a probe or its answer as a UDP payload: header, frame kind, id,
@@ -123,6 +132,11 @@ pub struct NodeConfig {
     pub multicast: MulticastConfig,
     /// Traffic classes, classification rules, egress shaping.
     pub qos: QosConfig,
+    /// Who may talk to whom: rules and connection tracking (off by
+    /// default).
+    pub firewall: FirewallConfig,
+    /// Revoked certificates: a CA-signed list and a local blocklist.
+    pub revocation: RevocationConfig,
 }
 
 /// The bounded neighbourhood: sessions this node opens on its own to DHT
@@ -189,6 +203,12 @@ pub enum NodeError {
     /// The QoS settings are inconsistent.
     #[error("qos: {0}")]
     Qos(#[from] QosConfigError),
+    /// The firewall settings cannot be used.
+    #[error("firewall: {0}")]
+    Firewall(#[from] FirewallConfigError),
+    /// The revocation list is not the network CA's.
+    #[error("revocation list: {0}")]
+    Revocation(#[from] RevocationError),
 }
 
 /// Something the daemon or a test may want to know.
@@ -279,6 +299,33 @@ pub enum Event {
         group: IpAddr,
         /// The former member.
         node: NodeId,
+        /// Its certificate name.
+        name: String,
+    },
+    /// This node's own certificate expires soon (or has expired:
+    /// `remaining` is zero): renew it before peers refuse the node. Sent
+    /// when the warning window opens (see [`warning_window`]), daily, and
+    /// at expiry.
+    CertificateExpiring {
+        /// End of validity, unix seconds.
+        not_after: u64,
+        /// Time left.
+        remaining: Duration,
+    },
+    /// A newer revocation list was installed (from the operator, or from
+    /// a peer), and the sessions it revokes ended.
+    RevocationsUpdated {
+        /// Its version.
+        version: u64,
+        /// What it revokes, in entries.
+        entries: usize,
+        /// The peer it came from (`None`: the operator).
+        from: Option<String>,
+    },
+    /// A session ended because the peer's certificate is revoked.
+    PeerRevoked {
+        /// The peer.
+        peer: NodeId,
         /// Its certificate name.
         name: String,
     },
@@ -383,6 +430,9 @@ pub struct Node {
     discovery: Discovery,
     multicast: MulticastState,
     qos: QosState,
+    firewall: Firewall,
+    expiry: ExpiryWarning,
+    revocation: RevocationState,
 }
 
 /// Link state and routes: see the `routing` submodule.
@@ -547,8 +597,15 @@ impl Node {
             neighbours,
             multicast,
             qos,
+            firewall,
+            revocation,
         } = config;
         let qos = QosState::new(now, qos)?;
+        let firewall = Firewall::new(&firewall, &ca)?;
+        if let Some(list) = &revocation.list {
+            list.verify(&ca)?;
+        }
+        let revocation = RevocationState::new(revocation);
         let initial_groups = multicast.groups.clone();
         if certificate.public_key() != secret_key.public() {
             return Err(NodeError::CertificateKeyMismatch);
@@ -572,6 +629,12 @@ impl Node {
                 contacts.push(endpoint);
             }
         }
+        let expiry = ExpiryWarning::new(
+            now,
+            unix_time.as_secs(),
+            certificate.not_before(),
+            certificate.not_after(),
+        );
         let guard = InitGuard::new(HandshakeKeys::new(&ca));
         let mut node = Self {
             secret: secret_key,
@@ -614,6 +677,9 @@ impl Node {
                 u64::try_from(unix_time.as_micros()).unwrap_or(u64::MAX),
             ),
             qos,
+            firewall,
+            expiry,
+            revocation,
         };
         let own = node.node_id();
         node.routing.by_prefix.insert(prefix(&own), own);
@@ -863,6 +929,12 @@ impl Node {
         if self.qos.next_send.is_some_and(|at| at <= now) {
             self.qos_drain(now);
         }
+        if let Some(event) = self.expiry.on_timeout(now) {
+            push_event(&mut self.events, &mut self.stats, event);
+        }
+        if self.revocation.deadline().is_some_and(|at| at <= now) {
+            self.revocation_timers(now);
+        }
         self.after_input(now);
     }
 
@@ -956,6 +1028,8 @@ impl Node {
         consider(self.discovery.select_due, TimerKind::Neighbours);
         consider(self.multicast.deadline(), TimerKind::Multicast);
         consider(self.qos.next_send, TimerKind::Qos);
+        consider(self.expiry.deadline(), TimerKind::Certificate);
+        consider(self.revocation.deadline(), TimerKind::Revocation);
         earliest
     }
 
@@ -1268,6 +1342,9 @@ impl Node {
                 Ok(received) => received,
                 Err(error) => return self.reject_handshake(from, &error),
             };
+        if self.refuse_revoked(from, &certificate) {
+            return;
+        }
         let their_timestamp = view.payload.timestamp;
         let Some(peer) = self.peer_for_certificate(&certificate) else {
             self.stats.handshake_rejected_unexpected_peer += 1;
@@ -1393,6 +1470,9 @@ impl Node {
                 Ok(done) => done,
                 Err(error) => return self.reject_handshake(from, &error),
             };
+        if self.refuse_revoked(from, &certificate) {
+            return;
+        }
         if !self.certificate_fits_peer(peer, &certificate) {
             self.stats.handshake_rejected_unexpected_peer += 1;
             return self.reject(
@@ -1583,6 +1663,10 @@ impl Node {
                     self.return_buffer(buf);
                     return;
                 }
+                if !self.admit_inbound(now, peer, packet) {
+                    self.return_buffer(buf);
+                    return;
+                }
                 if self.tun_out.len() >= MAX_TUN_OUT {
                     self.stats.tun_queue_full += 1;
                     self.return_buffer(buf);
@@ -1663,6 +1747,22 @@ impl Node {
                 self.on_membership(now, peer, &record_buf);
                 self.return_buffer(record_buf);
             }
+            Ok(Frame::RevocationOffer { version }) => {
+                self.return_buffer(buf);
+                self.on_revocation_offer(now, peer, version);
+            }
+            Ok(Frame::RevocationChunk {
+                version,
+                index,
+                count,
+                data,
+            }) => {
+                let mut data_buf = self.take_buffer();
+                data_buf.extend_from_slice(data);
+                self.return_buffer(buf);
+                self.on_revocation_chunk(now, peer, version, index, count, &data_buf);
+                self.return_buffer(data_buf);
+            }
             Err(error) => {
                 self.stats.rx_bad_frame += 1;
                 trace!(%error, "dropping undecodable frame");
@@ -1697,6 +1797,7 @@ impl Node {
         self.stats.handshakes_completed += 1;
         if first {
             self.sync_link_state(now, peer);
+            self.offer_revocations(now, peer);
         }
         let p = &self.peers[peer];
         if !first {

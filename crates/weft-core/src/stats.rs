@@ -34,6 +34,8 @@ counters! {
     handshake_rejected_key_mismatch,
     /// Handshakes rejected: certificate name or key is not the configured peer's.
     handshake_rejected_unexpected_peer,
+    /// Handshakes rejected: the certificate is revoked (list or blocklist).
+    handshake_rejected_revoked,
     /// Handshakes rejected: unreadable Noise message, payload or certificate.
     handshake_rejected_malformed,
     /// Handshake inits rejected as replays (timestamp not newer).
@@ -155,4 +157,20 @@ counters! {
     /// session had ended while they waited (drops inside the scheduler are
     /// counted per class by `Node::qos_stats`).
     tx_qos_no_session,
+    /// IP packets from peers (unicast and multicast) the firewall dropped
+    /// or rejected (per rule: `Node::firewall_stats`).
+    firewall_inbound_dropped,
+    /// IP packets to peers or groups the firewall dropped or rejected.
+    firewall_outbound_dropped,
+    /// TCP resets and ICMP errors sent for packets the firewall rejected.
+    firewall_rejected,
+    /// Sessions ended because a newer revocation list revokes the peer.
+    sessions_revoked,
+    /// Newer revocation lists received from peers and installed.
+    revocation_lists_received,
+    /// Revocation lists (or pieces) refused: malformed, another CA's, bad
+    /// signature.
+    revocation_rejected,
+    /// Revocation list pieces sent to peers.
+    revocation_chunks_sent,
 }

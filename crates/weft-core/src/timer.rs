@@ -26,4 +26,9 @@ pub enum TimerKind {
     Multicast,
     /// The egress shapers let queued data leave again (QoS scheduler).
     Qos,
+    /// This node's certificate expires soon: warn.
+    Certificate,
+    /// Offer the revocation list to the peers again, or give up on a
+    /// reassembly.
+    Revocation,
 }

@@ -71,6 +71,8 @@ fn config(ca: &CaSecret, seed: u8, name: &str, ip: [u8; 4], peers: Vec<PeerConfi
         neighbours: weft_core::NeighbourConfig::default(),
         multicast: weft_core::mcast::MulticastConfig::default(),
         qos: weft_core::qos::QosConfig::default(),
+        firewall: weft_core::firewall::FirewallConfig::default(),
+        revocation: weft_core::RevocationConfig::default(),
     }
 }
 

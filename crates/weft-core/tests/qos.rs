@@ -76,6 +76,8 @@ fn node(
         neighbours: weft_core::NeighbourConfig::default(),
         multicast: weft_core::mcast::MulticastConfig::default(),
         qos,
+        firewall: weft_core::firewall::FirewallConfig::default(),
+        revocation: weft_core::RevocationConfig::default(),
     };
     Node::new(now, Duration::from_secs(UNIX_START), [seed; 32], config).unwrap()
 }

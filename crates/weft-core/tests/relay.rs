@@ -76,6 +76,8 @@ impl Mesh {
                     neighbours: weft_core::NeighbourConfig::default(),
                     multicast: weft_core::mcast::MulticastConfig::default(),
                     qos: weft_core::qos::QosConfig::default(),
+                    firewall: weft_core::firewall::FirewallConfig::default(),
+                    revocation: weft_core::RevocationConfig::default(),
                 };
                 Node::new(now, Duration::from_secs(UNIX_START), [i as u8; 32], config).unwrap()
             })

@@ -83,7 +83,10 @@ pub use net::{
     BuildError, Endpoints, Mesh, MeshBuilder, NodeSpec, OVERLAY_IPV4_PREFIX_LEN, add_node,
     mesh_ipv4, peer_config, sign, test_ca, test_secret_key,
 };
-pub use packet::{BuildPacketError, UdpDatagram, parse_udp, set_dscp, udp_packet};
+pub use packet::{
+    BuildPacketError, TcpSegment, UdpDatagram, parse_tcp, parse_udp, set_dscp, tcp_packet,
+    udp_packet,
+};
 pub use sim::{
     CaptureId, Captured, DEFAULT_UNIX_TIME, HostId, HostTraffic, LinkChange, SEED_ENV, Sim,
     SimError, SimStats, SimTime, TunDelivery, UNDERLAY_PORT, seed_from_env,

@@ -13,11 +13,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use weft_core::dht::DhtConfig;
+use weft_core::firewall::FirewallConfig;
 use weft_core::mcast::MulticastConfig;
 use weft_core::qos::QosConfig;
 use weft_core::{
     CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, NeighbourConfig, NodeConfig,
-    PeerConfig, RoutingConfig, SecretKey, SessionConfig,
+    PeerConfig, RevocationConfig, RoutingConfig, SecretKey, SessionConfig,
 };
 
 use crate::link::LinkConfig;
@@ -104,6 +105,8 @@ pub struct NodeSpec {
     pub key_index: u64,
     /// Overlay IPv4 address in the certificate.
     pub ipv4: Option<Ipv4Net>,
+    /// Groups in the certificate.
+    pub groups: Vec<String>,
     /// Certificate validity, unix seconds.
     pub not_before: u64,
     /// Certificate validity end, unix seconds.
@@ -124,6 +127,10 @@ pub struct NodeSpec {
     pub multicast: MulticastConfig,
     /// Traffic classes, classification rules and egress shaping.
     pub qos: QosConfig,
+    /// Firewall rules and connection tracking (off by default).
+    pub firewall: FirewallConfig,
+    /// A revocation list and blocklist (none by default).
+    pub revocation: RevocationConfig,
 }
 
 impl NodeSpec {
@@ -135,6 +142,7 @@ impl NodeSpec {
             name: name.to_owned(),
             key_index,
             ipv4: None,
+            groups: Vec::new(),
             not_before: now.saturating_sub(VALID_BEFORE),
             not_after: now + VALID_AFTER,
             peers: Vec::new(),
@@ -145,20 +153,22 @@ impl NodeSpec {
             neighbours: NeighbourConfig::default(),
             multicast: MulticastConfig::default(),
             qos: QosConfig::default(),
+            firewall: FirewallConfig::default(),
+            revocation: RevocationConfig::default(),
         }
     }
 
     /// The node config, with a certificate signed by `ca`.
     pub fn config(&self, ca: &CaSecret) -> Result<NodeConfig, CertError> {
         let secret_key = test_secret_key(self.key_index);
-        let certificate = sign(
-            ca,
-            &secret_key,
-            &self.name,
-            self.ipv4,
-            self.not_before,
-            self.not_after,
-        )?;
+        let certificate = ca.sign(&CertificateTemplate {
+            name: self.name.clone(),
+            public_key: secret_key.public(),
+            ipv4: self.ipv4,
+            groups: self.groups.clone(),
+            not_before: self.not_before,
+            not_after: self.not_after,
+        })?;
         Ok(NodeConfig {
             secret_key,
             certificate,
@@ -171,6 +181,8 @@ impl NodeSpec {
             neighbours: self.neighbours,
             multicast: self.multicast.clone(),
             qos: self.qos.clone(),
+            firewall: self.firewall.clone(),
+            revocation: self.revocation.clone(),
         })
     }
 }
@@ -255,6 +267,8 @@ pub struct MeshBuilder {
     multicast: MulticastConfig,
     qos: QosConfig,
     node_qos: Vec<(usize, QosConfig)>,
+    node_groups: Vec<(usize, Vec<String>)>,
+    node_firewall: Vec<(usize, FirewallConfig)>,
 }
 
 impl MeshBuilder {
@@ -270,6 +284,8 @@ impl MeshBuilder {
             multicast: MulticastConfig::default(),
             qos: QosConfig::default(),
             node_qos: Vec::new(),
+            node_groups: Vec::new(),
+            node_firewall: Vec::new(),
         }
     }
 
@@ -311,6 +327,21 @@ impl MeshBuilder {
         self
     }
 
+    /// Certificate groups of mesh node `index`.
+    pub fn with_node_groups(mut self, index: usize, groups: &[&str]) -> Self {
+        self.node_groups.retain(|(i, _)| *i != index);
+        self.node_groups
+            .push((index, groups.iter().map(|g| (*g).to_owned()).collect()));
+        self
+    }
+
+    /// The firewall of mesh node `index` (the others have none).
+    pub fn with_node_firewall(mut self, index: usize, firewall: FirewallConfig) -> Self {
+        self.node_firewall.retain(|(i, _)| *i != index);
+        self.node_firewall.push((index, firewall));
+        self
+    }
+
     /// Sets the simulator's default link before the nodes start.
     pub fn with_link(mut self, link: LinkConfig) -> Self {
         self.link = Some(link);
@@ -341,6 +372,14 @@ impl MeshBuilder {
                     .iter()
                     .find(|(index, _)| *index == i)
                     .map_or_else(|| self.qos.clone(), |(_, qos)| qos.clone());
+                if let Some((_, groups)) = self.node_groups.iter().find(|(index, _)| *index == i) {
+                    spec.groups = groups.clone();
+                }
+                if let Some((_, firewall)) =
+                    self.node_firewall.iter().find(|(index, _)| *index == i)
+                {
+                    spec.firewall = firewall.clone();
+                }
                 spec
             })
             .collect();

@@ -27,7 +27,7 @@ use weft_core::mcast::{DEFAULT_FANOUT, GroupRule, MulticastConfig, is_carried, p
 use weft_core::qos::QosConfig;
 use weft_core::{
     CaCertificate, Certificate, MAX_INTERMEDIATES, NeighbourConfig, NodeConfig, PeerConfig,
-    PublicKey, RoutingConfig, SecretKey, SessionConfig,
+    PublicKey, RevocationConfig, RevocationList, RoutingConfig, SecretKey, SessionConfig,
 };
 
 /// Smallest TUN MTU: IPv6 requires every link to carry 1280-byte packets.
@@ -78,7 +78,12 @@ pub const DEFAULT_API_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_DAEMON_USER: &str = "weft";
 /// Largest `[dht] k` accepted: buckets and lookups grow with it.
 pub const MAX_DHT_K: usize = 256;
+mod firewall;
+mod pki;
 mod qos;
+
+pub use firewall::FirewallSection;
+pub use pki::{PkiSection, parse_fingerprint};
 
 /// Largest `[multicast] fanout` accepted.
 pub const MAX_FANOUT: usize = 1024;
@@ -118,6 +123,12 @@ pub struct Config {
     pub qos: QosConfig,
     /// `[api]`: the local HTTP/JSON API, `/metrics` and the network map.
     pub api: ApiSection,
+    /// `[firewall]`: rules for traffic from and to peers (off without the
+    /// section; see `config/firewall.rs`).
+    pub firewall: FirewallSection,
+    /// `[pki]`: a revocation list file and a blocklist of certificate
+    /// fingerprints (see `config/pki.rs`).
+    pub pki: PkiSection,
     /// `[daemon]`: the user the daemon runs as once it is set up.
     pub daemon: DaemonSection,
 }
@@ -413,6 +424,28 @@ impl Config {
                 ),
             ));
         }
+        self.firewall.check_with_ca(&self.file, &ca)?;
+        let list = match &self.pki.revocations {
+            None => None,
+            Some(at) => {
+                let list = self.read_file(at, RevocationList::from_pem)?;
+                list.verify(&ca).map_err(|error| {
+                    self.error_at(
+                        at,
+                        format!(
+                            "{} is not usable under the CA in {}: {error}",
+                            at.path.display(),
+                            self.node.ca.path.display()
+                        ),
+                    )
+                })?;
+                Some(list)
+            }
+        };
+        let revocation = RevocationConfig {
+            list,
+            blocklist: self.pki.blocklist.clone(),
+        };
         let peers = self
             .peers
             .iter()
@@ -438,6 +471,8 @@ impl Config {
             },
             multicast: self.multicast.config.clone(),
             qos: self.qos.clone(),
+            firewall: self.firewall.config.clone(),
+            revocation,
         })
     }
 
@@ -751,6 +786,54 @@ level = "{DEFAULT_LOG_LEVEL}"
 # [[qos.peers]]
 # name = "b"
 # rate = "5mbit"
+
+# [firewall]
+# Who may reach this node, and whom it may reach: ordered rules on the peer's
+# certificate name, groups and CA, its overlay address, protocol and port.
+# Without this section the firewall is off and every member of the CA may
+# reach every port. With it, inbound traffic no rule allows is dropped,
+# outbound traffic is allowed, and the replies of every allowed connection
+# pass (stateful).
+# enabled = true
+# inbound_default = "drop"
+# outbound_default = "allow"
+# Flows tracked at once; when full, the one closest to expiry makes room.
+# conntrack_max = 65536
+# Idle timeouts: answered TCP, UDP (and other protocols) and ICMP flows, and
+# flows the other side has not answered yet.
+# tcp_timeout = "1h"
+# udp_timeout = "3m"
+# icmp_timeout = "30s"
+# unreplied_timeout = "30s"
+#
+# Rules are tried in order and the first match decides: action "allow" (the
+# default), "drop", or "reject" (a TCP reset or an ICMP error at once). Every
+# field given must match; a list matches when any entry does, except groups,
+# which the peer must all hold. port is the destination port: this node's
+# for inbound, the peer's for outbound.
+# [[firewall.inbound]]
+# name = "ping"
+# proto = "icmp"
+# icmp_type = "echo-request"
+# [[firewall.inbound]]
+# name = "postgres-from-app"
+# proto = "tcp"
+# port = 5432
+# group = "app"
+# [[firewall.outbound]]
+# action = "reject"
+# proto = "tcp"
+# port = [25, "465-587"]
+# cidr = "198.19.0.0/16"
+
+# [pki]
+# A revocation list from the CA (`weft ca revoke`): this node refuses the
+# certificates it names, ends their sessions, and passes the list on to its
+# peers, which do the same; a newer version from anyone replaces it.
+# revocations = "revocations.crl"
+# Certificate fingerprints (as `weft cert print` shows them) that this node
+# alone refuses.
+# blocklist = ["8c6cbc1f0a3e1c1b0f9d2e7a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c"]
 
 # Pinned paths: traffic to the destination always goes through these nodes,
 # in order (at most {max_intermediates}), whatever the measurements say. The same
@@ -1074,6 +1157,9 @@ struct RawConfig {
     qos: qos::RawQos,
     #[serde(default)]
     api: RawApi,
+    firewall: Option<firewall::RawFirewall>,
+    #[serde(default)]
+    pki: pki::RawPki,
     #[serde(default)]
     daemon: RawDaemon,
 }
@@ -1399,6 +1485,8 @@ impl RawConfig {
         let qos = self.qos.check(source)?;
         let api = self.api.check(source, base)?;
         let daemon = self.daemon.check(source)?;
+        let firewall = firewall::RawFirewall::check(self.firewall.as_ref(), source)?;
+        let pki = self.pki.check(source, base)?;
         Ok(Config {
             file: source.file.to_owned(),
             node,
@@ -1415,6 +1503,8 @@ impl RawConfig {
             multicast,
             qos,
             api,
+            firewall,
+            pki,
             daemon,
         })
     }
@@ -2097,6 +2187,12 @@ fn is_node_ref(text: &str) -> bool {
     is_dns_label(text) || (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// Whether `name` can be a certificate name or group (a DNS label, as the
+/// CA signs them).
+pub(crate) fn is_certificate_label(name: &str) -> bool {
+    is_dns_label(name)
+}
+
 fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
@@ -2184,6 +2280,11 @@ mod tests {
         );
         assert_eq!(config.multicast.config.fanout, DEFAULT_FANOUT);
         assert!(config.multicast.routes);
+        assert!(config.firewall.config.enabled);
+        assert_eq!(config.firewall.config.inbound.len(), 2);
+        assert_eq!(config.firewall.config.outbound.len(), 1);
+        assert!(config.pki.revocations.is_some());
+        assert_eq!(config.pki.blocklist.len(), 1);
         assert_eq!(
             config.multicast.config.rules,
             [GroupRule {

@@ -10,9 +10,11 @@
 
 #![deny(unsafe_code)]
 
+pub mod cert;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod firewall;
 pub mod group;
 pub mod lookup;
 pub mod manual;

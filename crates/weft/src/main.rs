@@ -20,6 +20,9 @@ enum Command {
     /// Manage the network CA.
     #[command(subcommand)]
     Ca(weft::pki::CaCommand),
+    /// Inspect certificates.
+    #[command(subcommand)]
+    Cert(weft::cert::CertCommand),
     /// Run a node (or, with --check-config, check that it could start).
     Up(weft::up::UpArgs),
     /// Show the running node's peers.
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => weft::pki::init(&args),
         Command::Ca(command) => weft::pki::ca(&command),
+        Command::Cert(command) => weft::cert::run(&command),
         Command::Up(args) => weft::up::run(&args),
         Command::Status(args) => weft::status::run(&args),
         Command::Map(args) => weft::map::run(&args),

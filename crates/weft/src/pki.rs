@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use ring::rand::{SecureRandom, SystemRandom};
 use weft_core::{
-    CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, PublicKey, SecretKey,
+    CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net, NodeId, PublicKey,
+    RevocationList, RevocationTemplate, SecretKey,
 };
 
 use crate::config;
@@ -103,6 +104,74 @@ pub enum CaCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Re-sign a node's certificate: the same key, name, addresses and
+    /// groups, valid from now for --days (the node uses it once restarted).
+    Renew {
+        /// The CA key file written by `weft ca init`.
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// The certificate to renew (it may have expired already).
+        #[arg(long)]
+        certificate: PathBuf,
+        /// Validity in days from now.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+        /// Where to write the new certificate (the old file itself, with
+        /// --force).
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke certificates: writes the next version of a CA-signed
+    /// revocation list with these added. Give it to one node
+    /// (`[pki] revocations`); the nodes pass it on to each other.
+    Revoke {
+        /// The CA key file written by `weft ca init`.
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// Revoke every certificate of this node id (64 hex digits, as
+        /// `weft cert print` shows); repeatable.
+        #[arg(long = "node-id", value_name = "ID")]
+        node_ids: Vec<String>,
+        /// Revoke this certificate only (a renewed one of the same key
+        /// stays valid); repeatable.
+        #[arg(long = "certificate", value_name = "FILE")]
+        certificates: Vec<PathBuf>,
+        /// Revoke every certificate with this name; repeatable.
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// The current list, extended by this one (default: --out, if it
+        /// exists).
+        #[arg(long)]
+        list: Option<PathBuf>,
+        /// Where to write the new list.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite --out when it is not the list being extended.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// What `weft ca revoke` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RevokeRequest {
+    /// The CA key file.
+    pub ca_key: PathBuf,
+    /// Node ids to revoke (hex).
+    pub node_ids: Vec<String>,
+    /// Certificate files to revoke.
+    pub certificates: Vec<PathBuf>,
+    /// Names to revoke.
+    pub names: Vec<String>,
+    /// The list to extend (default: `out`, if it exists).
+    pub list: Option<PathBuf>,
+    /// The file to write.
+    pub out: PathBuf,
+    /// Overwrite `out` when it is not the list being extended.
+    pub force: bool,
 }
 
 /// What `weft ca sign` is asked to do.
@@ -247,8 +316,191 @@ pub fn ca(command: &CaCommand) -> anyhow::Result<ExitCode> {
                     .unwrap_or_default()
             );
         }
+        CaCommand::Revoke {
+            ca_key,
+            node_ids,
+            certificates,
+            names,
+            list,
+            out,
+            force,
+        } => {
+            let list = revoke(&RevokeRequest {
+                ca_key: ca_key.clone(),
+                node_ids: node_ids.clone(),
+                certificates: certificates.clone(),
+                names: names.clone(),
+                list: list.clone(),
+                out: out.clone(),
+                force: *force,
+            })?;
+            println!(
+                "Wrote {}: revocation list version {}, {} node ids, {} certificates, {} names",
+                out.display(),
+                list.version(),
+                list.node_ids().len(),
+                list.certificates().len(),
+                list.names().len()
+            );
+            println!(
+                "Give it to any node ([pki] revocations = \"{}\" and restart it, or copy it over the file a node already names); the nodes pass it on.",
+                out.display()
+            );
+        }
+        CaCommand::Renew {
+            ca_key,
+            certificate,
+            days,
+            out,
+            force,
+        } => {
+            let renewed = renew(ca_key, certificate, *days, out, *force)?;
+            println!(
+                "Wrote {}: '{}', node id {}, valid until {}",
+                out.display(),
+                renewed.name(),
+                renewed.node_id().short(),
+                crate::cert::utc(renewed.not_after())
+            );
+            println!("Restart the node (weft up) for it to present the new certificate.");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-signs the certificate in `certificate` with the CA in `ca_key`: same
+/// key, name, overlay IPv4 and groups, valid from now for `days`; writes it
+/// to `out`. Refuses a certificate this CA did not sign (renewing it here
+/// would move the node to another network without anyone asking).
+pub fn renew(
+    ca_key: &Path,
+    certificate: &Path,
+    days: u64,
+    out: &Path,
+    force: bool,
+) -> anyhow::Result<Certificate> {
+    refuse_existing(&[out.to_owned()], force)?;
+    let ca = read_ca_secret(ca_key)?;
+    let text = std::fs::read_to_string(certificate)
+        .with_context(|| format!("cannot read certificate {}", certificate.display()))?;
+    let old = Certificate::from_pem(&text)
+        .with_context(|| format!("{} is not a weft node certificate", certificate.display()))?;
+    old.verify_issuer(ca.certificate()).with_context(|| {
+        format!(
+            "{} was not signed by the CA in {}",
+            certificate.display(),
+            ca_key.display()
+        )
+    })?;
+    let renewed = issue(
+        &ca,
+        old.public_key(),
+        old.name(),
+        old.ipv4(),
+        old.groups(),
+        days,
+    )?;
+    write_file(out, renewed.to_pem().as_bytes(), Secret::No, force)?;
+    Ok(renewed)
+}
+
+/// Writes the next version of a revocation list: the one `request.list`
+/// (or `request.out`, if it exists) holds, signed by the same CA, plus the
+/// entries of `request`.
+pub fn revoke(request: &RevokeRequest) -> anyhow::Result<RevocationList> {
+    if request.node_ids.is_empty() && request.certificates.is_empty() && request.names.is_empty() {
+        bail!("say what to revoke: --node-id ID, --certificate FILE or --name NAME");
+    }
+    let ca = read_ca_secret(&request.ca_key)?;
+    let base_path = request
+        .list
+        .clone()
+        .or_else(|| request.out.exists().then(|| request.out.clone()));
+    let replaces_base = base_path.as_ref().is_some_and(|b| *b == request.out);
+    if !replaces_base {
+        refuse_existing(std::slice::from_ref(&request.out), request.force)?;
+    }
+    let base = match &base_path {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read revocation list {}", path.display()))?;
+            let list = RevocationList::from_pem(&text)
+                .with_context(|| format!("{} is not a weft revocation list", path.display()))?;
+            list.verify(ca.certificate()).with_context(|| {
+                format!(
+                    "{} was not signed by the CA in {}",
+                    path.display(),
+                    request.ca_key.display()
+                )
+            })?;
+            Some(list)
+        }
+    };
+    let mut template = RevocationTemplate {
+        version: base.as_ref().map_or(0, RevocationList::version) + 1,
+        issued_at: unix_now()?,
+        ..RevocationTemplate::default()
+    };
+    if let Some(base) = &base {
+        template.node_ids = base.node_ids();
+        template.certificates = base.certificates().to_vec();
+        template.names = base.names().to_vec();
+    }
+    for text in &request.node_ids {
+        let bytes = config::parse_fingerprint(text)
+            .with_context(|| format!("--node-id {text}: not a node id (64 hex digits)"))?;
+        template.node_ids.push(NodeId::from_bytes(bytes));
+    }
+    for path in &request.certificates {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read certificate {}", path.display()))?;
+        let certificate = Certificate::from_pem(&text)
+            .with_context(|| format!("{} is not a weft node certificate", path.display()))?;
+        certificate
+            .verify_issuer(ca.certificate())
+            .with_context(|| {
+                format!(
+                    "{} was not signed by the CA in {}",
+                    path.display(),
+                    request.ca_key.display()
+                )
+            })?;
+        template.certificates.push(certificate.fingerprint());
+    }
+    for name in &request.names {
+        if !crate::config::is_certificate_label(name) {
+            bail!("--name {name}: not a certificate name (a-z, 0-9 and '-', at most 63)");
+        }
+        template.names.push(name.clone());
+    }
+    let list = RevocationList::sign(&ca, &template)
+        .map_err(|e| anyhow::anyhow!("cannot sign the revocation list: {e}"))?;
+    write_file(
+        &request.out,
+        list.to_pem().as_bytes(),
+        Secret::No,
+        replaces_base || request.force,
+    )?;
+    Ok(list)
+}
+
+fn read_ca_secret(ca_key: &Path) -> anyhow::Result<CaSecret> {
+    let text = std::fs::read_to_string(ca_key)
+        .with_context(|| format!("cannot read CA key {}", ca_key.display()))?;
+    // The PEM error alone: the core's wraps it as "certificate text", which
+    // misleads when what is missing is the key block.
+    CaSecret::from_pem(&text)
+        .map_err(|error| match error {
+            CertError::Pem(pem) => anyhow::Error::new(pem),
+            other => anyhow::Error::new(other),
+        })
+        .with_context(|| {
+            format!(
+                "{} is not a weft CA key (written by `weft ca init`)",
+                ca_key.display()
+            )
+        })
 }
 
 /// Creates a node key pair in `dir`: `node.key` (mode 0600), `node.pub` and a
@@ -345,21 +597,7 @@ pub fn create_ca(dir: &Path, name: &str, days: u64, force: bool) -> anyhow::Resu
 /// `request.ca_key` and writes the certificate to `request.out`.
 pub fn sign(request: &SignRequest) -> anyhow::Result<Certificate> {
     refuse_existing(std::slice::from_ref(&request.out), request.force)?;
-    let ca_text = std::fs::read_to_string(&request.ca_key)
-        .with_context(|| format!("cannot read CA key {}", request.ca_key.display()))?;
-    // The PEM error alone: the core's wraps it as "certificate text", which
-    // misleads when what is missing is the key block.
-    let ca = CaSecret::from_pem(&ca_text)
-        .map_err(|error| match error {
-            CertError::Pem(pem) => anyhow::Error::new(pem),
-            other => anyhow::Error::new(other),
-        })
-        .with_context(|| {
-            format!(
-                "{} is not a weft CA key (written by `weft ca init`)",
-                request.ca_key.display()
-            )
-        })?;
+    let ca = read_ca_secret(&request.ca_key)?;
     let public_text = std::fs::read_to_string(&request.public_key)
         .with_context(|| format!("cannot read public key {}", request.public_key.display()))?;
     let public_key = PublicKey::from_pem(&public_text).with_context(|| {
@@ -514,7 +752,8 @@ fn write_file(path: &Path, contents: &[u8], secret: Secret, force: bool) -> anyh
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

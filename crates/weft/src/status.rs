@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::locate;
+use crate::firewall::FirewallInfo;
 use crate::group::MulticastInfo;
 
 /// How long the client waits for the daemon to answer.
@@ -65,6 +66,10 @@ pub struct StatusArgs {
     /// status object gains a `qos` member.
     #[arg(long)]
     pub qos: bool,
+    /// Show every firewall rule with the packets it decided (the JSON
+    /// always has them, under `firewall`).
+    #[arg(long)]
+    pub firewall: bool,
 }
 
 /// The status object of a running node.
@@ -94,6 +99,16 @@ pub struct NodeStatus {
     /// The node's multicast groups (absent from daemons before them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multicast: Option<MulticastInfo>,
+    /// The node's firewall (absent from daemons before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallInfo>,
+    /// When the node's certificate expires, unix seconds (absent from
+    /// daemons before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_not_after: Option<u64>,
+    /// The version of the revocation list the node holds (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_version: Option<u64>,
 }
 
 /// The `dht` object of [`NodeStatus`].
@@ -189,7 +204,14 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         }
         emit(&format!("{}\n", serde_json::to_string_pretty(&status)?))?;
     } else {
-        let mut text = render_table(&request_status(&socket)?);
+        let status = request_status(&socket)?;
+        let mut text = render_table(&status);
+        if args.firewall
+            && let Some(firewall) = &status.firewall
+        {
+            text.push('\n');
+            text.push_str(&crate::firewall::render_rules(firewall));
+        }
         if args.qos {
             text.push('\n');
             text.push_str(&crate::qos::render_table(&crate::qos::request_qos(
@@ -332,6 +354,31 @@ pub fn render_table(status: &NodeStatus) -> String {
             },
             multicast.groups
         ));
+    }
+    if let Some(firewall) = &status.firewall
+        && firewall.enabled
+    {
+        out.push_str(&crate::firewall::render_line(firewall));
+    }
+    if let Some(version) = status.revocation_version {
+        out.push_str(&format!("revocation list version {version}\n"));
+    }
+    if let Some(not_after) = status.certificate_not_after
+        && let Ok(now) = crate::pki::unix_now()
+        && not_after < now + weft_core::CERTIFICATE_WARNING_MAX.as_secs()
+    {
+        out.push_str(&if not_after <= now {
+            format!(
+                "certificate EXPIRED at {}: renew it (weft ca renew) and restart the node\n",
+                crate::cert::utc(not_after)
+            )
+        } else {
+            format!(
+                "certificate expires in {} ({}): renew it (weft ca renew) and restart the node\n",
+                crate::cert::human_duration(not_after - now),
+                crate::cert::utc(not_after)
+            )
+        });
     }
     if status.peers.is_empty() {
         out.push_str("no peers\n");
@@ -491,6 +538,9 @@ mod tests {
             stats: BTreeMap::new(),
             dht: None,
             multicast: None,
+            firewall: None,
+            certificate_not_after: None,
+            revocation_version: None,
         }
     }
 
@@ -518,6 +568,27 @@ mod tests {
         ] {
             assert!(lines[2].contains(cell), "{cell} missing: {table}");
         }
+    }
+
+    #[test]
+    fn the_revocation_list_held_is_shown() {
+        let mut status = status();
+        assert!(!render_table(&status).contains("revocation"));
+        status.revocation_version = Some(4);
+        assert!(render_table(&status).contains("revocation list version 4"));
+    }
+
+    #[test]
+    fn a_certificate_close_to_expiry_is_announced() {
+        let now = crate::pki::unix_now().unwrap();
+        let mut status = status();
+        status.certificate_not_after = Some(now + 30 * 86_400);
+        assert!(!render_table(&status).contains("certificate"));
+        status.certificate_not_after = Some(now + 3 * 86_400 + 60);
+        let table = render_table(&status);
+        assert!(table.contains("certificate expires in 3 days ("), "{table}");
+        status.certificate_not_after = Some(now - 10);
+        assert!(render_table(&status).contains("certificate EXPIRED at"));
     }
 
     #[test]

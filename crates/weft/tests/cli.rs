@@ -762,3 +762,327 @@ fn init_can_write_only_keys_and_print_the_packaged_example() {
     let again = weft(&["init", "--dir", d, "--key-only"]);
     assert!(!again.status.success());
 }
+
+/// A CA in `dir/ca` and a node `a` with a certificate valid `days` days,
+/// made with the CLI; returns the paths of ca.key, ca.crt and node.crt.
+fn ca_and_node(dir: &TempDir, ca_name: &str, days: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let d = dir.path().to_str().unwrap();
+    let ca_dir = format!("{d}/{ca_name}");
+    let ca = weft(&["ca", "init", "--dir", &ca_dir, "--name", ca_name]);
+    assert!(ca.status.success(), "{}", stderr(&ca));
+    let node_dir = format!("{d}/a-{ca_name}");
+    let node = weft(&["init", "--dir", &node_dir]);
+    assert!(node.status.success(), "{}", stderr(&node));
+    let out = PathBuf::from(format!("{node_dir}/node.crt"));
+    let sign = weft(&[
+        "ca",
+        "sign",
+        "--ca-key",
+        &format!("{ca_dir}/ca.key"),
+        "--public-key",
+        &format!("{node_dir}/node.pub"),
+        "--name",
+        "db-1",
+        "--ipv4",
+        "198.19.0.1/16",
+        "--groups",
+        "db,ops",
+        "--days",
+        days,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(sign.status.success(), "{}", stderr(&sign));
+    (
+        PathBuf::from(format!("{ca_dir}/ca.key")),
+        PathBuf::from(format!("{ca_dir}/ca.crt")),
+        out,
+    )
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn cert_print_shows_a_node_certificate_and_whether_it_verifies() {
+    let dir = TempDir::new("print");
+    let (_, ca_crt, node_crt) = ca_and_node(&dir, "testnet", "30");
+    let (_, other_ca, _) = ca_and_node(&dir, "othernet", "30");
+    let cert = Certificate::from_pem(&std::fs::read_to_string(&node_crt).unwrap()).unwrap();
+    let ca = CaCertificate::from_pem(&std::fs::read_to_string(&ca_crt).unwrap()).unwrap();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+
+    let text = weft(&["cert", "print", node_crt.to_str().unwrap()]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    let text = stdout(&text);
+    for expected in [
+        "node certificate".to_owned(),
+        "db-1".to_owned(),
+        cert.node_id().to_string(),
+        cert.node_id().overlay_ipv6().to_string(),
+        "198.19.0.1/16".to_owned(),
+        "db, ops".to_owned(),
+        hex(&ca.fingerprint()),
+        hex(&cert.fingerprint()),
+    ] {
+        assert!(text.contains(&expected), "no {expected:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("(expires in 29 days)") || text.contains("(expires in 30 days)"),
+        "{text}"
+    );
+    assert!(!text.contains("verifies"), "{text}");
+
+    // Against its CA: verifies; as JSON, every field.
+    let json = weft(&[
+        "cert",
+        "print",
+        node_crt.to_str().unwrap(),
+        "--json",
+        "--ca",
+        ca_crt.to_str().unwrap(),
+    ]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["kind"], "node");
+    assert_eq!(value["name"], "db-1");
+    assert_eq!(value["node_id"], cert.node_id().to_string());
+    assert_eq!(value["overlay_ipv4"], "198.19.0.1/16");
+    assert_eq!(value["groups"], serde_json::json!(["db", "ops"]));
+    assert_eq!(value["not_after"], cert.not_after());
+    assert_eq!(value["issuer"], hex(&ca.fingerprint()));
+    assert_eq!(value["fingerprint"], hex(&cert.fingerprint()));
+    assert_eq!(value["verification"]["ok"], true);
+    assert_eq!(value["verification"]["ca"], "testnet");
+
+    // Against another CA: says why, and exits with status 1.
+    let wrong = weft(&[
+        "cert",
+        "print",
+        node_crt.to_str().unwrap(),
+        "--ca",
+        other_ca.to_str().unwrap(),
+    ]);
+    assert_eq!(wrong.status.code(), Some(1));
+    let text = stdout(&wrong);
+    assert!(
+        text.contains("verifies")
+            && text.contains("NO, under CA 'othernet'")
+            && text.contains("issued by another CA"),
+        "{text}"
+    );
+}
+
+#[test]
+fn cert_print_reads_ca_certificates_and_ca_keys() {
+    let dir = TempDir::new("printca");
+    let (ca_key, ca_crt, _) = ca_and_node(&dir, "testnet", "30");
+    let ca = CaCertificate::from_pem(&std::fs::read_to_string(&ca_crt).unwrap()).unwrap();
+    for file in [&ca_crt, &ca_key] {
+        let output = weft(&[
+            "cert",
+            "print",
+            file.to_str().unwrap(),
+            "--json",
+            "--ca",
+            ca_crt.to_str().unwrap(),
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(value["kind"], "ca");
+        assert_eq!(value["name"], "testnet");
+        assert_eq!(value["not_after"], ca.not_after());
+        assert_eq!(value["verification"]["ok"], true);
+    }
+    let garbage = dir.path().join("garbage.txt");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let output = weft(&["cert", "print", garbage.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("holds no weft certificate"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn ca_renew_resigns_the_same_key_with_a_new_validity() {
+    let dir = TempDir::new("renew");
+    let (ca_key, ca_crt, node_crt) = ca_and_node(&dir, "testnet", "1");
+    let old = Certificate::from_pem(&std::fs::read_to_string(&node_crt).unwrap()).unwrap();
+    let args = |out: &Path, force: bool| {
+        let mut args = vec![
+            "ca".to_owned(),
+            "renew".to_owned(),
+            "--ca-key".to_owned(),
+            ca_key.display().to_string(),
+            "--certificate".to_owned(),
+            node_crt.display().to_string(),
+            "--days".to_owned(),
+            "90".to_owned(),
+            "--out".to_owned(),
+            out.display().to_string(),
+        ];
+        if force {
+            args.push("--force".to_owned());
+        }
+        args
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        weft(&args)
+    };
+    // In place only with --force, as every other command.
+    let refused = run(args(&node_crt, false));
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    let renewed = run(args(&node_crt, true));
+    assert!(renewed.status.success(), "{}", stderr(&renewed));
+    assert!(
+        stdout(&renewed).contains("Restart the node"),
+        "{}",
+        stdout(&renewed)
+    );
+
+    let new = Certificate::from_pem(&std::fs::read_to_string(&node_crt).unwrap()).unwrap();
+    let ca = CaCertificate::from_pem(&std::fs::read_to_string(&ca_crt).unwrap()).unwrap();
+    new.verify(&ca, weft::pki::unix_now().unwrap()).unwrap();
+    assert_eq!(new.public_key(), old.public_key());
+    assert_eq!(new.name(), old.name());
+    assert_eq!(new.ipv4(), old.ipv4());
+    assert_eq!(new.groups(), old.groups());
+    assert!(new.not_after() >= old.not_after() + 88 * 86_400);
+    assert_ne!(new.fingerprint(), old.fingerprint());
+
+    // Another CA's certificate is not renewed here.
+    let (_, _, foreign) = ca_and_node(&dir, "othernet", "30");
+    let out = dir.path().join("foreign-renewed.crt");
+    let mut foreign_args = args(&out, false);
+    foreign_args[5] = foreign.display().to_string();
+    let refused = run(foreign_args);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("was not signed by the CA"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn ca_revoke_writes_the_next_version_of_a_list_that_nodes_load() {
+    let dir = TempDir::new("revoke");
+    let (ca_key, ca_crt, node_crt) = ca_and_node(&dir, "testnet", "30");
+    let (_, other_ca, foreign_crt) = ca_and_node(&dir, "othernet", "30");
+    let list = dir.path().join("revocations.crl");
+    let revoke = |extra: &[&str]| {
+        let mut args = vec!["ca", "revoke", "--ca-key", ca_key.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", list.to_str().unwrap()]);
+        weft(&args)
+    };
+    let first = revoke(&[
+        "--certificate",
+        node_crt.to_str().unwrap(),
+        "--name",
+        "old-db",
+    ]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("version 1"), "{}", stdout(&first));
+    let id = "ab".repeat(32);
+    let second = revoke(&["--node-id", &id]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(stdout(&second).contains("version 2"), "{}", stdout(&second));
+
+    let print = weft(&[
+        "cert",
+        "print",
+        list.to_str().unwrap(),
+        "--json",
+        "--ca",
+        ca_crt.to_str().unwrap(),
+    ]);
+    assert!(print.status.success(), "{}", stderr(&print));
+    let value: serde_json::Value = serde_json::from_slice(&print.stdout).unwrap();
+    assert_eq!(value["kind"], "revocation_list");
+    assert_eq!(value["version"], 2);
+    assert_eq!(value["name"], "testnet");
+    let cert = Certificate::from_pem(&std::fs::read_to_string(&node_crt).unwrap()).unwrap();
+    let fingerprint: String = cert
+        .fingerprint()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        value["revoked"],
+        serde_json::json!([
+            format!("node-id {id}"),
+            format!("certificate {fingerprint}"),
+            "name old-db"
+        ])
+    );
+    assert_eq!(value["verification"]["ok"], true);
+    let wrong = weft(&[
+        "cert",
+        "print",
+        list.to_str().unwrap(),
+        "--ca",
+        other_ca.to_str().unwrap(),
+    ]);
+    assert_eq!(wrong.status.code(), Some(1));
+
+    // Nothing to revoke, or another CA's certificate: refused.
+    let empty = revoke(&[]);
+    assert!(!empty.status.success());
+    assert!(
+        stderr(&empty).contains("say what to revoke"),
+        "{}",
+        stderr(&empty)
+    );
+    let foreign = revoke(&["--certificate", foreign_crt.to_str().unwrap()]);
+    assert!(!foreign.status.success());
+    assert!(
+        stderr(&foreign).contains("was not signed by the CA"),
+        "{}",
+        stderr(&foreign)
+    );
+
+    // A node names the list in [pki]; a list of another CA points there.
+    let node_dir = dir.path().join("a-testnet");
+    std::fs::copy(&ca_crt, node_dir.join("ca.crt")).unwrap();
+    let config_file = node_dir.join("weft.toml");
+    let mut text = std::fs::read_to_string(&config_file).unwrap();
+    text.push_str(&format!(
+        "\n[pki]\nrevocations = {:?}\n",
+        list.to_str().unwrap()
+    ));
+    std::fs::write(&config_file, &text).unwrap();
+    let config = Config::load(&config_file).unwrap();
+    let node_config = config.node_config(weft::pki::unix_now().unwrap()).unwrap();
+    assert_eq!(node_config.revocation.list.unwrap().version(), 2);
+    let foreign_list = dir.path().join("othernet.crl");
+    let other_key = dir.path().join("othernet/ca.key");
+    let made = weft(&[
+        "ca",
+        "revoke",
+        "--ca-key",
+        other_key.to_str().unwrap(),
+        "--name",
+        "x",
+        "--out",
+        foreign_list.to_str().unwrap(),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let text = text.replace(list.to_str().unwrap(), foreign_list.to_str().unwrap());
+    std::fs::write(&config_file, &text).unwrap();
+    let config = Config::load(&config_file).unwrap();
+    let error = config
+        .node_config(weft::pki::unix_now().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("pki.revocations") && error.contains("issued by another CA"),
+        "{error}"
+    );
+}

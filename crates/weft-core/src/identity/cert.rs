@@ -223,6 +223,14 @@ impl Certificate {
     /// Checks that `ca` issued this certificate and that it is valid at
     /// `unix_now`.
     pub fn verify(&self, ca: &CaCertificate, unix_now: u64) -> Result<(), CertError> {
+        self.verify_issuer(ca)?;
+        self.verify_validity(ca, unix_now)
+    }
+
+    /// Checks only that `ca` issued and signed this certificate, whatever
+    /// its validity period (to renew an expired certificate, or to say why
+    /// one is refused).
+    pub fn verify_issuer(&self, ca: &CaCertificate) -> Result<(), CertError> {
         let trusted = ca.fingerprint();
         if self.body.issuer != trusted {
             return Err(CertError::WrongCa {
@@ -235,7 +243,7 @@ impl Certificate {
         if !verify_signature(&ca.body.ed25519, body, signature) {
             return Err(CertError::BadSignature);
         }
-        self.verify_validity(ca, unix_now)
+        Ok(())
     }
 
     /// The checks of [`Certificate::verify`] without the CA signature: for
@@ -290,6 +298,19 @@ impl Certificate {
     /// End of validity, unix seconds.
     pub fn not_after(&self) -> u64 {
         self.body.not_after
+    }
+
+    /// The fingerprint of the CA that issued it (see
+    /// [`CaCertificate::fingerprint`]), as the certificate names it.
+    pub fn issuer(&self) -> [u8; 32] {
+        self.body.issuer
+    }
+
+    /// The BLAKE3 hash of the encoded certificate (body and signature):
+    /// names this one certificate, not the key it certifies, so a renewed
+    /// certificate has another fingerprint.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        *blake3::hash(&self.bytes).as_bytes()
     }
 }
 
@@ -367,9 +388,20 @@ impl CaCertificate {
         blake3::derive_key(FINGERPRINT_CONTEXT, &self.body.ed25519)
     }
 
+    /// Start of validity, unix seconds.
+    pub fn not_before(&self) -> u64 {
+        self.body.not_before
+    }
+
     /// End of validity, unix seconds.
     pub fn not_after(&self) -> u64 {
         self.body.not_after
+    }
+
+    /// The CA's Ed25519 public key (what its other signed objects are
+    /// checked with).
+    pub(super) fn key(&self) -> &[u8; 32] {
+        &self.body.ed25519
     }
 }
 
@@ -415,6 +447,12 @@ impl CaSecret {
     /// The CA certificate.
     pub fn certificate(&self) -> &CaCertificate {
         &self.certificate
+    }
+
+    /// Signs `body` (for the CA's other signed objects).
+    pub(super) fn sign_bytes(&self, body: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.key.sign(body).to_bytes()
     }
 
     /// Signs a node certificate.

@@ -10,6 +10,7 @@
 
 mod cert;
 mod pem;
+mod revocation;
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -19,6 +20,10 @@ use snow::resolvers::{CryptoResolver, DefaultResolver};
 
 pub use cert::{CaCertificate, CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net};
 pub use pem::PemError;
+pub use revocation::{
+    MAX_ENTRIES as MAX_REVOCATIONS, MAX_LIST_BYTES as MAX_REVOCATION_LIST_BYTES, RevocationError,
+    RevocationList, RevocationTemplate,
+};
 
 /// The overlay's IPv6 prefix (a ULA, RFC 4193): `fd77:6566::/32`.
 pub const OVERLAY_PREFIX: Ipv6Addr = Ipv6Addr::new(0xfd77, 0x6566, 0, 0, 0, 0, 0, 0);

@@ -11,6 +11,7 @@ pub(crate) const NODE_PUBLIC_KEY: &str = "WEFT NODE PUBLIC KEY";
 pub(crate) const NODE_CERTIFICATE: &str = "WEFT NODE CERTIFICATE";
 pub(crate) const CA_SECRET_KEY: &str = "WEFT CA SECRET KEY";
 pub(crate) const CA_CERTIFICATE: &str = "WEFT CA CERTIFICATE";
+pub(crate) const REVOCATION_LIST: &str = "WEFT REVOCATION LIST";
 
 /// Why PEM text could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]

@@ -124,7 +124,9 @@ fn prefix_len(prefix: (IpAddr, u8)) -> u8 {
     prefix.1.min(width(prefix.0))
 }
 
-fn prefix_matches(prefix: (IpAddr, u8), addr: IpAddr) -> bool {
+/// Whether `addr` lies in `prefix` (same family only; a length beyond the
+/// address's width counts as the full width).
+pub(crate) fn prefix_matches(prefix: (IpAddr, u8), addr: IpAddr) -> bool {
     let len = u32::from(prefix_len(prefix));
     match (prefix.0, addr) {
         (IpAddr::V4(p), IpAddr::V4(a)) => {

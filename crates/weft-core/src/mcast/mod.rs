@@ -19,6 +19,7 @@ mod window;
 use std::net::IpAddr;
 use std::time::Duration;
 
+pub(crate) use config::prefix_matches;
 pub use config::{GroupRule, MulticastConfig, parse_prefix};
 pub use report::{GroupReport, ReportError, parse_reports};
 pub use tree::{

@@ -1,14 +1,18 @@
-//! ICMP "destination unreachable" errors written back to the TUN.
+//! ICMP "destination unreachable" errors the node writes.
 //!
 //! When a packet's overlay destination cannot be found (its DHT lookup
 //! failed), the application that sent it should learn so at once instead of
 //! waiting for its own timeout: the node answers with ICMPv4 type 3 code 1
 //! (host unreachable, RFC 792) or ICMPv6 type 1 code 3 (address unreachable,
 //! RFC 4443), from this node's overlay address, quoting the start of the
-//! offending packet as those RFCs ask. Errors are never sent about ICMP
-//! errors, fragments other than the first, or multicast packets.
+//! offending packet as those RFCs ask. When the firewall rejects a packet
+//! that is not TCP, the answer is "communication administratively
+//! prohibited" (ICMPv4 3/13, RFC 1812 §5.2.7.1; ICMPv6 1/1), from the
+//! rejected packet's destination, so it reads as the destination's refusal.
+//! Errors are never sent about ICMP errors, fragments other than the first,
+//! or multicast packets.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// ICMPv6 errors must fit the IPv6 minimum MTU.
 const IPV6_MIN_MTU: usize = 1280;
@@ -23,13 +27,25 @@ pub(super) fn unreachable(
 ) -> bool {
     out.clear();
     match packet.first().map(|b| b >> 4) {
-        Some(4) => from4.is_some_and(|from| unreachable_v4(packet, from, out)),
-        Some(6) => unreachable_v6(packet, from6, out),
+        Some(4) => from4.is_some_and(|from| error_v4(packet, from, 1, out)),
+        Some(6) => error_v6(packet, from6, 3, out),
         _ => false,
     }
 }
 
-fn unreachable_v4(packet: &[u8], from: Ipv4Addr, out: &mut Vec<u8>) -> bool {
+/// The "administratively prohibited" error for `packet` (whose
+/// destination is `destination`), from that destination; `None` when none
+/// may be sent.
+pub(super) fn prohibited(packet: &[u8], destination: IpAddr, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    match destination {
+        IpAddr::V4(from) => error_v4(packet, from, 13, out),
+        IpAddr::V6(from) => error_v6(packet, from, 1, out),
+    }
+}
+
+/// ICMPv4 destination unreachable (type 3) with `code`.
+fn error_v4(packet: &[u8], from: Ipv4Addr, code: u8, out: &mut Vec<u8>) -> bool {
     if packet.len() < 20 {
         return false;
     }
@@ -62,15 +78,16 @@ fn unreachable_v4(packet: &[u8], from: Ipv4Addr, out: &mut Vec<u8>) -> bool {
     out.extend_from_slice(&source.octets());
     let checksum = internet_checksum(&[&out[..20]]);
     out[10..12].copy_from_slice(&checksum.to_be_bytes());
-    // ICMP: type 3 (destination unreachable), code 1 (host unreachable).
-    out.extend_from_slice(&[3, 1, 0, 0, 0, 0, 0, 0]);
+    // ICMP: type 3 (destination unreachable).
+    out.extend_from_slice(&[3, code, 0, 0, 0, 0, 0, 0]);
     out.extend_from_slice(quoted);
     let checksum = internet_checksum(&[&out[20..]]);
     out[22..24].copy_from_slice(&checksum.to_be_bytes());
     true
 }
 
-fn unreachable_v6(packet: &[u8], from: Ipv6Addr, out: &mut Vec<u8>) -> bool {
+/// ICMPv6 destination unreachable (type 1) with `code`.
+fn error_v6(packet: &[u8], from: Ipv6Addr, code: u8, out: &mut Vec<u8>) -> bool {
     if packet.len() < 40 {
         return false;
     }
@@ -90,8 +107,8 @@ fn unreachable_v6(packet: &[u8], from: Ipv6Addr, out: &mut Vec<u8>) -> bool {
     out.extend_from_slice(&[58, 64]);
     out.extend_from_slice(&from.octets());
     out.extend_from_slice(&source.octets());
-    // ICMPv6: type 1 (destination unreachable), code 3 (address unreachable).
-    out.extend_from_slice(&[1, 3, 0, 0, 0, 0, 0, 0]);
+    // ICMPv6: type 1 (destination unreachable).
+    out.extend_from_slice(&[1, code, 0, 0, 0, 0, 0, 0]);
     out.extend_from_slice(quoted);
     let length = (payload_len as u32).to_be_bytes();
     let pseudo_tail = [0, 0, 0, 58];
@@ -102,7 +119,7 @@ fn unreachable_v6(packet: &[u8], from: Ipv6Addr, out: &mut Vec<u8>) -> bool {
 
 /// The RFC 1071 ones'-complement sum over the concatenation of `parts`
 /// (each but the last of even length).
-fn internet_checksum(parts: &[&[u8]]) -> u16 {
+pub(super) fn internet_checksum(parts: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;
     for part in parts {
         let mut chunks = part.chunks_exact(2);
@@ -147,6 +164,18 @@ mod tests {
         assert_eq!(internet_checksum(&[&out[..20]]), 0);
         assert_eq!(internet_checksum(&[&out[20..]]), 0);
         assert_eq!(&out[28..], &packet[..28]);
+    }
+
+    #[test]
+    fn a_prohibited_error_comes_from_the_rejected_destination() {
+        let packet = udp_v4([198, 19, 0, 2], [198, 19, 0, 1]);
+        let mut out = Vec::new();
+        let destination = IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1));
+        assert!(prohibited(&packet, destination, &mut out));
+        assert_eq!(&out[12..16], &[198, 19, 0, 1]);
+        assert_eq!(&out[16..20], &[198, 19, 0, 2]);
+        assert_eq!((out[20], out[21]), (3, 13));
+        assert_eq!(internet_checksum(&[&out[20..]]), 0);
     }
 
     #[test]

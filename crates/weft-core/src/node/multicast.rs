@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use super::{Event, Node, Via, ip_destination, ip_source, prefix, push_event};
+use crate::firewall::Direction;
 use crate::identity::NodeId;
 use crate::mcast::{
     DuplicateWindow, GroupReport, MAX_MULTICAST_HOPS, MulticastConfig, TREE_COST_EXPONENT,
@@ -357,6 +358,9 @@ impl Node {
             self.stats.mcast_denied += 1;
             return true;
         }
+        if !self.admit_multicast(now, Direction::Outbound, None, packet) {
+            return true;
+        }
         let own = self.node_id();
         if self.members_of(group, own).is_empty() {
             self.stats.mcast_no_members += 1;
@@ -421,7 +425,9 @@ impl Node {
             self.stats.mcast_duplicates += 1;
             return;
         }
-        if self.multicast.joined.contains(&group) {
+        if self.multicast.joined.contains(&group)
+            && self.admit_multicast(now, Direction::Inbound, Some(&origin), packet)
+        {
             let mut buf = self.take_buffer();
             buf.extend_from_slice(packet);
             self.stats.mcast_delivered += 1;

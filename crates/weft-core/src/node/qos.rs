@@ -33,8 +33,8 @@ use std::time::Instant;
 use super::{Node, Via, flow_hash};
 use crate::identity::{Certificate, NodeId};
 use crate::qos::{
-    ClassId, Classifier, Context, Dropped, Party, PeerSlot, QosConfig, QosConfigError, QosStats,
-    Scheduler,
+    ClassId, Classifier, Context, Dropped, PacketInfo, Party, PeerSlot, QosConfig, QosConfigError,
+    QosStats, Scheduler,
 };
 use crate::route::Metric;
 use crate::wire::{DATA_HEADER_LEN, Frame, TAG_LEN};
@@ -161,14 +161,32 @@ impl Node {
         self.qos_drain(now);
     }
 
-    /// Classifies an IP packet for `peer` and queues it (the caller drains).
+    /// Passes an IP packet for `peer` through the outbound firewall,
+    /// classifies it and queues it (the caller drains). The header is
+    /// parsed once, for both.
     pub(super) fn enqueue_ip(&mut self, now: Instant, peer: usize, packet: &[u8]) {
+        let info = PacketInfo::parse(packet);
+        if !self.admit_outbound(now, peer, info.as_ref(), packet) {
+            return;
+        }
+        self.enqueue_parsed(now, peer, packet, info.as_ref());
+    }
+
+    /// Classifies an IP packet for `peer` whose header walk is `info` and
+    /// queues it, past the firewall (the caller drains).
+    pub(super) fn enqueue_parsed(
+        &mut self,
+        now: Instant,
+        peer: usize,
+        packet: &[u8],
+        info: Option<&PacketInfo>,
+    ) {
         let class = {
             let context = Context {
                 source: Some(party(&self.certificate)),
                 destination: self.peers[peer].certificate.as_ref().map(party),
             };
-            self.qos.classifier.classify(packet, &context)
+            self.qos.classifier.classify_info(info, &context)
         };
         let metric = Metric::from(self.qos.classifier.metric(class));
         let mut frame = self.take_buffer();

@@ -698,6 +698,14 @@ impl Node {
                 return;
             }
         };
+        // A revoked node's record is neither stored nor passed on, so no
+        // route goes through it (its links expire from the others' records
+        // as they end their sessions with it).
+        if self.is_revoked(&verified.certificate) {
+            self.stats.lsa_rejected += 1;
+            debug!("link-state record of a revoked node");
+            return;
+        }
         let origin = verified.origin;
         if origin == self.node_id() {
             return;

@@ -12,6 +12,12 @@
 //! (any byte string gives an answer, never a panic), read IPv4 and IPv6
 //! headers, walk at most [`MAX_EXTENSION_HEADERS`] IPv6 extension headers,
 //! take ports only from the first fragment, and do not allocate.
+//!
+//! [`PacketInfo`] is the one IP header walk of the data path: the firewall
+//! reads it too (addresses, the transport header's offset for TCP flags and
+//! ICMP types), so a packet is parsed once and both decide on the result.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::config::{ClassId, PathMetric, QosConfig, QosConfigError};
 
@@ -166,6 +172,16 @@ pub struct PacketInfo {
     pub src_port: Option<u16>,
     /// Destination port, likewise.
     pub dst_port: Option<u16>,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Offset of the upper-layer header in the packet, when `protocol` is
+    /// known and this is the first fragment (or no fragment); the header
+    /// itself may be truncated.
+    pub transport: Option<usize>,
+    /// A fragment other than the first: no upper-layer header.
+    pub trailing_fragment: bool,
 }
 
 impl PacketInfo {
@@ -193,12 +209,17 @@ fn parse_ipv4(p: &[u8]) -> Option<PacketInfo> {
     } else {
         (None, None)
     };
+    let address = |at: usize| IpAddr::V4(Ipv4Addr::new(p[at], p[at + 1], p[at + 2], p[at + 3]));
     Some(PacketInfo {
         version: 4,
         dscp,
         protocol: Some(protocol),
         src_port,
         dst_port,
+        src: address(12),
+        dst: address(16),
+        transport: (fragment_offset == 0).then_some(header_len),
+        trailing_fragment: fragment_offset != 0,
     })
 }
 
@@ -207,17 +228,29 @@ fn parse_ipv6(p: &[u8]) -> Option<PacketInfo> {
         return None;
     }
     let dscp = ((p[0] & 0x0f) << 2) | (p[1] >> 6);
+    let address = |at: usize| {
+        let mut octets = [0u8; 16];
+        octets.copy_from_slice(&p[at..at + 16]);
+        IpAddr::V6(Ipv6Addr::from(octets))
+    };
     let mut info = PacketInfo {
         version: 6,
         dscp,
         protocol: None,
         src_port: None,
         dst_port: None,
+        src: address(8),
+        dst: address(24),
+        transport: None,
+        trailing_fragment: false,
     };
     if let Some((protocol, offset, first_fragment)) = upper_layer(p) {
         info.protocol = Some(protocol);
         if first_fragment {
             (info.src_port, info.dst_port) = ports(protocol, p, offset);
+            info.transport = Some(offset);
+        } else {
+            info.trailing_fragment = true;
         }
     }
     Some(info)
@@ -550,6 +583,10 @@ mod tests {
                 protocol: Some(17),
                 src_port: Some(5004),
                 dst_port: Some(5006),
+                src: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1)),
+                dst: IpAddr::V4(Ipv4Addr::new(198, 19, 0, 2)),
+                transport: Some(20),
+                trailing_fragment: false,
             }
         );
         let icmp = PacketInfo::parse(&ipv4(0, 1, &[8, 0, 0, 0])).unwrap();
@@ -599,6 +636,10 @@ mod tests {
                 protocol: Some(17),
                 src_port: Some(5004),
                 dst_port: Some(5006),
+                src: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                dst: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                transport: Some(40),
+                trailing_fragment: false,
             }
         );
         let chained = ipv6(10, &[0, 60, 43, 44, 51, 60], 6, &ports(40000, 443));

@@ -3,7 +3,7 @@
 //! A frame is one kind byte and a body. Unknown kinds are an error, so an
 //! older node drops (and counts) frames a newer one invents.
 
-use super::{DecodeError, read_u64};
+use super::{DecodeError, read_u16, read_u64};
 
 /// Frame kind byte values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +25,10 @@ pub enum FrameKind {
     Multicast = 7,
     /// A signed membership record (see [`super::MembershipRecord`]).
     Membership = 8,
+    /// The version of the revocation list the sender holds.
+    RevocationOffer = 9,
+    /// One piece of a revocation list.
+    RevocationChunk = 10,
 }
 
 /// Length of a hop in a relay frame: the first 16 bytes of a node id.
@@ -39,6 +43,11 @@ pub const MAX_MULTICAST_HOPS: u8 = 16;
 /// Bytes a multicast frame puts before its IP packet: kind, origin,
 /// sequence number, hops.
 pub const MULTICAST_HEADER_LEN: usize = 1 + HOP_LEN + 8 + 1;
+/// Most pieces a revocation list is sent in.
+pub const MAX_REVOCATION_CHUNKS: u16 = 64;
+/// Bytes of a revocation list per piece (the last may be shorter): a
+/// chunk frame stays well under the overlay MTU even through two relays.
+pub const REVOCATION_CHUNK_LEN: usize = 1024;
 
 /// A decoded frame, borrowing its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +94,23 @@ pub enum Frame<'a> {
     },
     /// A membership record, still to be verified.
     Membership(&'a [u8]),
+    /// "I hold revocation list `version`" (0: none).
+    RevocationOffer {
+        /// The list's version.
+        version: u64,
+    },
+    /// Piece `index` of `count` of revocation list `version`.
+    RevocationChunk {
+        /// The list's version.
+        version: u64,
+        /// This piece's place, below `count`.
+        index: u16,
+        /// Pieces in all, 1 to [`MAX_REVOCATION_CHUNKS`].
+        count: u16,
+        /// Bytes `index * REVOCATION_CHUNK_LEN..` of the list, at most
+        /// [`REVOCATION_CHUNK_LEN`], at least one.
+        data: &'a [u8],
+    },
 }
 
 impl<'a> Frame<'a> {
@@ -169,6 +195,35 @@ impl<'a> Frame<'a> {
                 }
                 Ok(Frame::Membership(body))
             }
+            k if k == FrameKind::RevocationOffer as u8 => {
+                exact(body, 8, "revocation offer")?;
+                Ok(Frame::RevocationOffer {
+                    version: read_u64(body, 0).ok_or(DecodeError::Truncated("revocation offer"))?,
+                })
+            }
+            k if k == FrameKind::RevocationChunk as u8 => {
+                let truncated = DecodeError::Truncated("revocation chunk");
+                let version = read_u64(body, 0).ok_or(truncated)?;
+                let index = read_u16(body, 8).ok_or(truncated)?;
+                let count = read_u16(body, 10).ok_or(truncated)?;
+                let data = &body[12.min(body.len())..];
+                if data.is_empty() {
+                    return Err(truncated);
+                }
+                if count == 0
+                    || count > MAX_REVOCATION_CHUNKS
+                    || index >= count
+                    || data.len() > REVOCATION_CHUNK_LEN
+                {
+                    return Err(DecodeError::Invalid("revocation chunk"));
+                }
+                Ok(Frame::RevocationChunk {
+                    version,
+                    index,
+                    count,
+                    data,
+                })
+            }
             other => Err(DecodeError::UnknownType {
                 what: "frame",
                 value: other,
@@ -218,6 +273,22 @@ impl<'a> Frame<'a> {
                 out.push(FrameKind::Membership as u8);
                 out.extend_from_slice(record);
             }
+            Frame::RevocationOffer { version } => {
+                out.push(FrameKind::RevocationOffer as u8);
+                out.extend_from_slice(&version.to_be_bytes());
+            }
+            Frame::RevocationChunk {
+                version,
+                index,
+                count,
+                data,
+            } => {
+                out.push(FrameKind::RevocationChunk as u8);
+                out.extend_from_slice(&version.to_be_bytes());
+                out.extend_from_slice(&index.to_be_bytes());
+                out.extend_from_slice(&count.to_be_bytes());
+                out.extend_from_slice(data);
+            }
         }
     }
 }
@@ -261,6 +332,13 @@ mod tests {
                 packet: b"x",
             },
             Frame::Membership(b"record"),
+            Frame::RevocationOffer { version: 7 },
+            Frame::RevocationChunk {
+                version: u64::MAX,
+                index: MAX_REVOCATION_CHUNKS - 1,
+                count: MAX_REVOCATION_CHUNKS,
+                data: &[9; REVOCATION_CHUNK_LEN],
+            },
         ] {
             let mut out = Vec::new();
             frame.emit(&mut out);
@@ -276,6 +354,37 @@ mod tests {
             frame.emit(&mut out);
             assert_eq!(Frame::decode(&out), Ok(frame));
         }
+    }
+
+    #[test]
+    fn revocation_chunks_out_of_bounds_are_errors() {
+        let chunk = |index: u16, count: u16, len: usize| {
+            let mut out = vec![FrameKind::RevocationChunk as u8];
+            out.extend_from_slice(&1u64.to_be_bytes());
+            out.extend_from_slice(&index.to_be_bytes());
+            out.extend_from_slice(&count.to_be_bytes());
+            out.extend(std::iter::repeat_n(0u8, len));
+            out
+        };
+        let invalid = Err(DecodeError::Invalid("revocation chunk"));
+        assert_eq!(Frame::decode(&chunk(1, 1, 5)), invalid);
+        assert_eq!(Frame::decode(&chunk(0, 0, 5)), invalid);
+        assert_eq!(
+            Frame::decode(&chunk(0, MAX_REVOCATION_CHUNKS + 1, 5)),
+            invalid
+        );
+        assert_eq!(
+            Frame::decode(&chunk(0, 1, REVOCATION_CHUNK_LEN + 1)),
+            invalid
+        );
+        assert_eq!(
+            Frame::decode(&chunk(0, 1, 0)),
+            Err(DecodeError::Truncated("revocation chunk"))
+        );
+        assert_eq!(
+            Frame::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+            Err(DecodeError::TrailingBytes("revocation offer"))
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use dht::{
 };
 pub use frame::{
     Frame, FrameKind, HOP_LEN, MAX_MULTICAST_HOPS, MAX_RELAY_HOPS, MAX_RELAY_OVERHEAD,
-    MULTICAST_HEADER_LEN,
+    MAX_REVOCATION_CHUNKS, MULTICAST_HEADER_LEN, REVOCATION_CHUNK_LEN,
 };
 pub use handshake::{HandshakePayload, PAYLOAD_FIXED_LEN};
 pub use link_state::{LINK_ENTRY_LEN, LinkEntry, LinkStateRecord, MAX_CONTROL_DATAGRAM, max_links};

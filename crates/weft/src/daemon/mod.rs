@@ -65,11 +65,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, error, info, trace, warn};
 use weft_core::dht::{LookupError, LookupId, LookupTrace, NodeRecord, Target};
 use weft_core::{Event, LinkHealth, Node, NodeConfig, NodeId, RouteError, SessionState};
 
 use crate::config::{Config, DEFAULT_DNS_PORT, DnsSection, PinSection};
+use crate::firewall::FirewallInfo;
 use crate::group::{GroupInfo, MulticastInfo, TreeInfo};
 use crate::lookup::LookupInfo;
 use crate::pki;
@@ -497,6 +498,35 @@ impl EventLoop {
                 result,
                 trace,
             } => self.lookup_done(now, id, &target, &result, &trace),
+            Event::RevocationsUpdated {
+                version,
+                entries,
+                from,
+            } => info!(
+                version,
+                entries,
+                from = from.as_deref().unwrap_or("config"),
+                "revocation list installed"
+            ),
+            Event::PeerRevoked { peer, name } => {
+                self.established.remove(&peer);
+                warn!(peer = %name, node_id = %peer.short(), "certificate revoked; session ended");
+            }
+            Event::CertificateExpiring {
+                not_after,
+                remaining,
+            } => {
+                let at = crate::cert::utc(not_after);
+                if remaining.is_zero() {
+                    error!(expired = %at, "this node's certificate has expired: peers refuse new sessions; renew it (weft ca renew) and restart the node");
+                } else {
+                    warn!(
+                        expires = %at,
+                        left = %crate::cert::human_duration(remaining.as_secs()),
+                        "this node's certificate expires soon; renew it (weft ca renew) and restart the node"
+                    );
+                }
+            }
             Event::GroupJoined { group, node, name } => {
                 if node == self.node.node_id() {
                     info!(%group, "joined multicast group");
@@ -776,6 +806,9 @@ impl EventLoop {
             stats,
             dht: Some(dht),
             multicast: Some(multicast),
+            firewall: Some(FirewallInfo::from_core(&node.firewall_stats())),
+            certificate_not_after: Some(node.certificate().not_after()),
+            revocation_version: node.revocation_list().map(|l| l.version()),
         }
     }
 }

@@ -161,6 +161,12 @@ impl Host {
         Ok(String::from_utf8_lossy(&stdout).into_owned())
     }
 
+    /// What `weft status ARGS` prints (e.g. `--firewall`).
+    pub fn status_with(&self, args: &[&str]) -> anyhow::Result<String> {
+        let (_, stdout) = self.weft_status(args)?;
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
+    }
+
     /// Runs `weft status [args] --socket ...` with a deadline; its standard
     /// output, or an error with its standard error.
     fn weft_status(&self, args: &[&str]) -> anyhow::Result<(Command, Vec<u8>)> {

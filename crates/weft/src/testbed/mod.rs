@@ -94,6 +94,11 @@ pub struct TestbedOptions {
     pub foreign_ca_hosts: BTreeSet<usize>,
     /// TOML appended to every config (e.g. a `[session]` table).
     pub extra_config: String,
+    /// TOML appended to host `i`'s config only, after `extra_config` (e.g.
+    /// a `[firewall]`).
+    pub host_config: BTreeMap<usize, String>,
+    /// Certificate groups of host `i` (`weft ca sign --groups`).
+    pub groups: BTreeMap<usize, Vec<String>>,
     /// `(i, j) -> address`: host `i`'s config names this endpoint for peer
     /// `j` instead of `j`'s underlay address.
     pub endpoint_overrides: BTreeMap<(usize, usize), SocketAddr>,
@@ -120,6 +125,8 @@ impl TestbedOptions {
             log_level: "info".to_owned(),
             foreign_ca_hosts: BTreeSet::new(),
             extra_config: String::new(),
+            host_config: BTreeMap::new(),
+            groups: BTreeMap::new(),
             endpoint_overrides: BTreeMap::new(),
             impairment_relays: Vec::new(),
             cancel: None,
@@ -384,13 +391,16 @@ impl Testbed {
                 fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
                 self.weft(&["init", "--dir"], &dir)?;
                 let ipv4 = format!("{}/16", overlay_ipv4(i));
-                run(std::process::Command::new(&self.options.weft_binary)
-                    .args(["ca", "sign", "--ca-key"])
+                let mut sign = std::process::Command::new(&self.options.weft_binary);
+                sign.args(["ca", "sign", "--ca-key"])
                     .arg(ca.join("ca.key"))
                     .arg("--public-key")
                     .arg(dir.join("node.pub"))
-                    .args(["--name", &name, "--ipv4", &ipv4, "--out"])
-                    .arg(dir.join("node.crt")))?;
+                    .args(["--name", &name, "--ipv4", &ipv4]);
+                if let Some(groups) = self.options.groups.get(&i) {
+                    sign.args(["--groups", &groups.join(",")]);
+                }
+                run(sign.arg("--out").arg(dir.join("node.crt")))?;
                 fs::copy(ca.join("ca.crt"), dir.join("ca.crt")).context("copying ca.crt")?;
                 Ok(())
             })?;
@@ -639,6 +649,11 @@ fn config_text(
     if !options.extra_config.is_empty() {
         text.push('\n');
         text.push_str(&options.extra_config);
+        text.push('\n');
+    }
+    if let Some(extra) = options.host_config.get(&i) {
+        text.push('\n');
+        text.push_str(extra);
         text.push('\n');
     }
     text

@@ -195,6 +195,40 @@ fn describe(event: &Event) -> Option<(&'static str, String, serde_json::Value)> 
             format!("{name} moved from {from} to {to}"),
             json!({ "peer": name, "node_id": peer.to_string(), "from": from, "to": to }),
         ),
+        Event::CertificateExpiring {
+            not_after,
+            remaining,
+        } => (
+            "certificate_expiring",
+            if remaining.is_zero() {
+                "this node's certificate has expired".to_owned()
+            } else {
+                format!(
+                    "this node's certificate expires in {}",
+                    crate::cert::human_duration(remaining.as_secs())
+                )
+            },
+            json!({ "not_after": not_after, "remaining_secs": remaining.as_secs() }),
+        ),
+        Event::RevocationsUpdated {
+            version,
+            entries,
+            from,
+        } => (
+            "revocations_updated",
+            format!(
+                "revocation list version {version} ({entries} entries) installed{}",
+                from.as_ref()
+                    .map(|f| format!(", from {f}"))
+                    .unwrap_or_default()
+            ),
+            json!({ "version": version, "entries": entries, "from": from }),
+        ),
+        Event::PeerRevoked { peer, name } => (
+            "peer_revoked",
+            format!("{name}'s certificate is revoked; session ended"),
+            json!({ "peer": name, "node_id": peer.to_string() }),
+        ),
         Event::LookupDone { .. } => return None,
     })
 }

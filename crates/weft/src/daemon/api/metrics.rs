@@ -23,6 +23,16 @@
 //! - QoS per class (label `class`): `qos_class_<name>` for each of the
 //!   core's `ClassStats::metrics()` (counters end in `_total`), and
 //!   `qos_uplink_rate_bps`, `qos_uplink_limit_bps`;
+//! - `certificate_expiry_timestamp_seconds`: when the node's certificate
+//!   expires (alert on `weft_certificate_expiry_timestamp_seconds - time()
+//!   < 7 * 86400`); `revocation_list_version` when the node holds one;
+//! - firewall (when it is on): `firewall_rule_packets_total` (labels
+//!   `direction`, `rule` = the rule's name or place or `default`, `action`),
+//!   `firewall_tracked_packets_total`, `firewall_related_packets_total`,
+//!   `firewall_conntrack_entries`, `firewall_conntrack_max`,
+//!   `firewall_conntrack_evicted_total`, `firewall_conntrack_expired_total`;
+//!   its drops are also in `drops_total` (`firewall_inbound_dropped`,
+//!   `firewall_outbound_dropped`);
 //! - the API itself: `api_connections` (open now),
 //!   `api_connections_closed_total` (label `reason` = idle/evicted/refused,
 //!   see `connections.rs`) and `api_unauthorized_total`.
@@ -38,6 +48,7 @@ use prometheus_client::registry::Registry;
 use super::Snapshot;
 use super::connections::ConnectionStats;
 use super::events::EventHub;
+use crate::firewall::FirewallInfo;
 
 /// The API's own figures.
 pub(super) struct ApiFigures {
@@ -75,6 +86,8 @@ const DROPS: &[&str] = &[
     "mcast_no_members",
     "udp_send_errors",
     "tun_write_errors",
+    "firewall_inbound_dropped",
+    "firewall_outbound_dropped",
 ];
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -276,6 +289,28 @@ pub(super) fn render(snapshot: &Snapshot, hub: &EventHub, api: &ApiFigures) -> S
         }
     }
 
+    if let Some(firewall) = status.firewall.as_ref().filter(|f| f.enabled) {
+        register_firewall(&mut registry, firewall);
+    }
+    if let Some(not_after) = status.certificate_not_after {
+        let gauge = Gauge::<f64, AtomicU64>::default();
+        gauge.set(as_f64(not_after));
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When this node's certificate expires (unix seconds): alert well before it",
+            gauge,
+        );
+    }
+    if let Some(version) = status.revocation_version {
+        let gauge = Gauge::<f64, AtomicU64>::default();
+        gauge.set(as_f64(version));
+        registry.register(
+            "revocation_list_version",
+            "Version of the revocation list this node holds (every node should reach the newest)",
+            gauge,
+        );
+    }
+
     let qos = &snapshot.qos;
     let uplink_rate = Gauge::<f64, AtomicU64>::default();
     uplink_rate.set(as_f64(qos.rate_bps));
@@ -357,6 +392,79 @@ pub(super) fn render(snapshot: &Snapshot, hub: &EventHub, api: &ApiFigures) -> S
     out
 }
 
+/// The firewall's families (see the module doc).
+fn register_firewall(registry: &mut Registry, firewall: &FirewallInfo) {
+    let rules = Counters::default();
+    registry.register(
+        "firewall_rule_packets",
+        "Packets a firewall rule (or a direction's default) decided: flows allowed to start, or packets dropped or rejected",
+        rules.clone(),
+    );
+    for (direction, info) in [
+        ("inbound", &firewall.inbound),
+        ("outbound", &firewall.outbound),
+    ] {
+        for rule in &info.rules {
+            rules
+                .get_or_create(&labels(&[
+                    ("direction", direction),
+                    ("rule", &rule.rule),
+                    ("action", &rule.action),
+                ]))
+                .inc_by(rule.packets);
+        }
+        rules
+            .get_or_create(&labels(&[
+                ("direction", direction),
+                ("rule", "default"),
+                ("action", &info.default_action),
+            ]))
+            .inc_by(info.default_packets);
+    }
+    for (name, help, value) in [
+        (
+            "firewall_tracked_packets",
+            "Packets the firewall passed as part of a tracked flow",
+            firewall.tracked_packets,
+        ),
+        (
+            "firewall_related_packets",
+            "ICMP errors the firewall passed as related to a tracked flow",
+            firewall.related_packets,
+        ),
+        (
+            "firewall_conntrack_evicted",
+            "Flows evicted from the full connection table",
+            firewall.conntrack_evicted,
+        ),
+        (
+            "firewall_conntrack_expired",
+            "Flows removed from the connection table after their timeout",
+            firewall.conntrack_expired,
+        ),
+    ] {
+        let counter = Counter::<u64>::default();
+        counter.inc_by(value);
+        registry.register(name, help, counter);
+    }
+    for (name, help, value) in [
+        (
+            "firewall_conntrack_entries",
+            "Flows in the connection table",
+            firewall.conntrack_entries,
+        ),
+        (
+            "firewall_conntrack_max",
+            "Bound of the connection table",
+            firewall.conntrack_max,
+        ),
+    ] {
+        let gauge = Gauge::<f64, AtomicU64>::default();
+        gauge.set(as_f64(u64::try_from(value).unwrap_or(u64::MAX)));
+        registry.register(name, help, gauge);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -400,6 +508,7 @@ mod tests {
             ("handshake_rejected_wrong_ca", 1),
             ("rx_replayed", 7),
             ("mcast_delivered", 9),
+            ("firewall_inbound_dropped", 8),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -420,6 +529,33 @@ mod tests {
                 ..DhtInfo::default()
             }),
             multicast: None,
+            certificate_not_after: Some(1_800_000_000),
+            revocation_version: Some(3),
+            firewall: Some(FirewallInfo {
+                enabled: true,
+                inbound: crate::firewall::FirewallDirectionInfo {
+                    default_action: "drop".into(),
+                    default_packets: 6,
+                    dropped: 8,
+                    rules: vec![crate::firewall::FirewallRuleInfo {
+                        rule: "no-telnet".into(),
+                        action: "reject".into(),
+                        packets: 2,
+                    }],
+                },
+                outbound: crate::firewall::FirewallDirectionInfo {
+                    default_action: "allow".into(),
+                    default_packets: 3,
+                    dropped: 0,
+                    rules: Vec::new(),
+                },
+                tracked_packets: 40,
+                related_packets: 0,
+                conntrack_entries: 3,
+                conntrack_max: 65_536,
+                conntrack_evicted: 0,
+                conntrack_expired: 1,
+            }),
         };
         let hub = EventHub::new();
         hub.record(&Event::PathChanged {
@@ -450,12 +586,21 @@ mod tests {
             "weft_peer_handshakes_total{peer=\"b\"} 3",
             "weft_handshake_rejected_total{reason=\"wrong_ca\"} 1",
             "weft_drops_total{reason=\"rx_replayed\"} 7",
+            "weft_drops_total{reason=\"firewall_inbound_dropped\"} 8",
             "weft_handshakes_completed_total 4",
             "weft_mcast_delivered_total 9",
             "weft_dht_lookups_total{result=\"ok\"} 5",
             "weft_dht_contacts 2.0",
             "weft_qos_class_sent_packets_total{class=\"realtime\"} 0",
             "weft_qos_class_depth_packets{class=\"bulk\"} 0.0",
+            "weft_firewall_rule_packets_total{direction=\"inbound\",rule=\"no-telnet\",action=\"reject\"} 2",
+            "weft_firewall_rule_packets_total{direction=\"inbound\",rule=\"default\",action=\"drop\"} 6",
+            "weft_firewall_rule_packets_total{direction=\"outbound\",rule=\"default\",action=\"allow\"} 3",
+            "weft_firewall_tracked_packets_total 40",
+            "weft_certificate_expiry_timestamp_seconds 1800000000.0",
+            "weft_revocation_list_version 3.0",
+            "weft_firewall_conntrack_entries 3.0",
+            "weft_firewall_conntrack_max 65536.0",
             "weft_api_connections 3.0",
             "weft_api_connections_closed_total{reason=\"evicted\"} 2",
             "weft_api_connections_closed_total{reason=\"idle\"} 0",
