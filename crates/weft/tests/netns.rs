@@ -581,5 +581,6 @@ fn weft_data_payload(packet: &[u8], from: Ipv4Addr, to: Ipv4Addr) -> Option<&[u8
         return None;
     }
     let payload = &udp[8..];
-    (payload.first() == Some(&0x14)).then_some(payload)
+    // A data packet of the wire version this build speaks (type 4).
+    (payload.first() == Some(&((weft_core::wire::VERSION << 4) | 4))).then_some(payload)
 }
