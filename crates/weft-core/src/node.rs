@@ -139,6 +139,28 @@ pub struct NodeConfig {
     pub revocation: RevocationConfig,
 }
 
+impl NodeConfig {
+    /// A node with these keys, certificate and CA, no static peers and
+    /// every other setting at its default.
+    pub fn new(secret_key: SecretKey, certificate: Certificate, ca: CaCertificate) -> Self {
+        Self {
+            secret_key,
+            certificate,
+            ca,
+            peers: Vec::new(),
+            session: SessionConfig::default(),
+            routing: RoutingConfig::default(),
+            dht: DhtConfig::default(),
+            bootstrap: Vec::new(),
+            neighbours: NeighbourConfig::default(),
+            multicast: MulticastConfig::default(),
+            qos: QosConfig::default(),
+            firewall: FirewallConfig::default(),
+            revocation: RevocationConfig::default(),
+        }
+    }
+}
+
 /// The bounded neighbourhood: sessions this node opens on its own to DHT
 /// contacts so that routing has links to work with. Configured peers are
 /// always neighbours and count against `max`; sessions that others open and

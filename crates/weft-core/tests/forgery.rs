@@ -14,10 +14,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::udp_v4;
-use weft_core::wire::{self, HandshakePayload, SessionIndex};
+use weft_core::wire::{self, SessionIndex};
 use weft_core::{
     CaSecret, Certificate, CertificateTemplate, HandshakeKeys, Node, NodeConfig, PeerConfig,
-    RoutingConfig, SecretKey, SessionConfig, SessionState,
+    SecretKey, SessionState,
 };
 
 const UNIX_START: u64 = 1_800_000_000;
@@ -59,21 +59,9 @@ fn config(ca: &CaSecret, seed: u8, name: &str, ip: [u8; 4], peers: Vec<PeerConfi
             not_after: UNIX_START + 86_400,
         })
         .unwrap();
-    NodeConfig {
-        secret_key: secret,
-        certificate,
-        ca: ca.certificate().clone(),
-        peers,
-        session: SessionConfig::default(),
-        routing: RoutingConfig::default(),
-        dht: weft_core::dht::DhtConfig::default(),
-        bootstrap: Vec::new(),
-        neighbours: weft_core::NeighbourConfig::default(),
-        multicast: weft_core::mcast::MulticastConfig::default(),
-        qos: weft_core::qos::QosConfig::default(),
-        firewall: weft_core::firewall::FirewallConfig::default(),
-        revocation: weft_core::RevocationConfig::default(),
-    }
+    let mut config = NodeConfig::new(secret, certificate, ca.certificate().clone());
+    config.peers = peers;
+    config
 }
 
 fn peer(name: &str, endpoint: SocketAddr) -> PeerConfig {
@@ -227,23 +215,14 @@ impl Net {
     /// right (its own key's), a valid mac1. `pad` makes it as long as a
     /// genuine one.
     fn forged_init(&self, victim: usize, timestamp: u64, sender: u32, pad: usize) -> Vec<u8> {
-        let cert = &self.certs[victim];
-        let mut out = Vec::new();
-        wire::emit_handshake_init(&mut out, SessionIndex(sender));
-        out.extend_from_slice(&[0x5a; 32]); // ephemeral key
-        out.extend_from_slice(&cert.public_key().x25519);
-        HandshakePayload {
-            timestamp,
-            certificate: cert.to_bytes(),
-            padding: pad,
-        }
-        .emit(&mut out);
-        out.push(wire::INIT_FLAG_BOUND);
         let attacker = SecretKey::from_random([99; 64]);
-        out.extend_from_slice(&attacker.sign(&out));
-        out.extend_from_slice(&[0; 2 * wire::MAC_LEN]);
-        self.keys.write_mac1(&mut out);
-        out
+        self.keys.forge_init(
+            &self.certs[victim],
+            &attacker,
+            timestamp,
+            SessionIndex(sender),
+            pad,
+        )
     }
 
     /// Delivers `datagram` to node `to` as if from `from`.

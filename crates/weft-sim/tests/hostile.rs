@@ -16,7 +16,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{ms, new_sim, secs};
-use weft_core::wire::{self, HandshakePayload, SessionIndex};
+use weft_core::wire::SessionIndex;
 use weft_core::{HandshakeKeys, SecretKey};
 use weft_sim::{FlowSpec, MeshBuilder};
 
@@ -117,7 +117,13 @@ fn a_member_network_shrugs_off_a_minute_of_forged_replayed_and_random_datagrams(
                         1 => sim.unix_wall_clock().as_nanos() as u64,
                         _ => u64::MAX,
                     };
-                    forged_init(&keys, &forger, cert, timestamp, dice.next() as u32)
+                    keys.forge_init(
+                        cert,
+                        &forger,
+                        timestamp,
+                        SessionIndex(dice.next() as u32),
+                        300,
+                    )
                 }
             };
             if from == attacker {
@@ -173,28 +179,4 @@ fn a_member_network_shrugs_off_a_minute_of_forged_replayed_and_random_datagrams(
         .sum();
     assert_eq!(roamed, 0);
     assert!(attacks > 11_000, "only {attacks} attacks sent");
-}
-
-fn forged_init(
-    keys: &HandshakeKeys,
-    forger: &SecretKey,
-    victim: &weft_core::Certificate,
-    timestamp: u64,
-    sender: u32,
-) -> Vec<u8> {
-    let mut out = Vec::new();
-    wire::emit_handshake_init(&mut out, SessionIndex(sender));
-    out.extend_from_slice(&[0x5a; 32]);
-    out.extend_from_slice(&victim.public_key().x25519);
-    HandshakePayload {
-        timestamp,
-        certificate: victim.to_bytes(),
-        padding: 300,
-    }
-    .emit(&mut out);
-    out.push(0);
-    out.extend_from_slice(&forger.sign(&out));
-    out.extend_from_slice(&[0; 2 * wire::MAC_LEN]);
-    keys.write_mac1(&mut out);
-    out
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use weft::testbed::{PORT, Testbed, TestbedOptions, is_root};
-use weft_core::wire::{self, HandshakePayload, SessionIndex};
+use weft_core::wire::SessionIndex;
 use weft_core::{CaCertificate, Certificate, HandshakeKeys, SecretKey};
 
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -79,21 +79,7 @@ fn forged_and_flooded_inits_move_block_and_tax_nothing() {
     let roamed_before = b.stat("peers_roamed").unwrap();
     let forger = SecretKey::from_random([0x66; 64]);
     let forge = |timestamp: u64, sender: u32| {
-        let mut out = Vec::new();
-        wire::emit_handshake_init(&mut out, SessionIndex(sender));
-        out.extend_from_slice(&[0x5a; 32]);
-        out.extend_from_slice(&a_cert.public_key().x25519);
-        HandshakePayload {
-            timestamp,
-            certificate: a_cert.to_bytes(),
-            padding: 300,
-        }
-        .emit(&mut out);
-        out.push(wire::INIT_FLAG_BOUND);
-        out.extend_from_slice(&forger.sign(&out));
-        out.extend_from_slice(&[0; 2 * wire::MAC_LEN]);
-        keys.write_mac1(&mut out);
-        out
+        keys.forge_init(&a_cert, &forger, timestamp, SessionIndex(sender), 300)
     };
     #[allow(clippy::disallowed_methods)] // the attacker forges a current timestamp
     let wall_ns = std::time::SystemTime::now()

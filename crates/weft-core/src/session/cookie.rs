@@ -61,6 +61,36 @@ impl HandshakeKeys {
         }
     }
 
+    /// An init as anyone who holds only public information can write it:
+    /// `certificate`'s static key and certificate, a made-up ephemeral key,
+    /// `timestamp`, `padding` zero bytes, a valid mac1, and a signature by
+    /// `signer`, which verifies only if `signer` holds the certificate's
+    /// keys. For tests and tools that attack a node.
+    pub fn forge_init(
+        &self,
+        certificate: &crate::identity::Certificate,
+        signer: &SecretKey,
+        timestamp: u64,
+        sender: crate::wire::SessionIndex,
+        padding: usize,
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        crate::wire::emit_handshake_init(&mut out, sender);
+        out.extend_from_slice(&[0x5a; 32]);
+        out.extend_from_slice(&certificate.public_key().x25519);
+        crate::wire::HandshakePayload {
+            timestamp,
+            certificate: certificate.to_bytes(),
+            padding,
+        }
+        .emit(&mut out);
+        out.push(INIT_FLAG_BOUND);
+        out.extend_from_slice(&signer.sign(&out));
+        out.extend_from_slice(&[0; 2 * MAC_LEN]);
+        self.write_mac1(&mut out);
+        out
+    }
+
     /// Overwrites the mac1 of the init `datagram` with the valid one (and
     /// zeroes its mac2), as anyone who knows the network can.
     pub fn write_mac1(&self, datagram: &mut [u8]) {
@@ -222,13 +252,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Fixtures shared by the session module's tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
     use crate::identity::CaSecret;
-    use crate::wire::{self, Packet, SessionIndex};
+    use crate::wire::{self, SessionIndex};
 
-    fn keys() -> HandshakeKeys {
+    /// The MAC keys of a fixed test network.
+    pub(crate) fn keys() -> HandshakeKeys {
         HandshakeKeys::new(
             CaSecret::new([1; 32], "net", 0, 1000)
                 .unwrap()
@@ -236,13 +268,27 @@ mod tests {
         )
     }
 
-    fn init(secret: &SecretKey, responder: Option<NodeId>, cookie: Option<&[u8; 32]>) -> Vec<u8> {
+    /// An init-shaped datagram (100 bytes stand for the Noise message)
+    /// sealed by `secret`, for `responder`, with `cookie`'s mac2.
+    pub(crate) fn init(
+        secret: &SecretKey,
+        responder: Option<NodeId>,
+        cookie: Option<&[u8; 32]>,
+    ) -> Vec<u8> {
         let mut out = Vec::new();
         wire::emit_handshake_init(&mut out, SessionIndex(5));
         out.extend_from_slice(&[0xab; 100]);
         seal_init(&mut out, secret, responder, &keys(), cookie);
         out
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{init, keys};
+    use super::*;
+    use crate::identity::CaSecret;
+    use crate::wire::Packet;
 
     #[test]
     fn a_sealed_init_verifies_and_any_flipped_bit_breaks_mac1() {

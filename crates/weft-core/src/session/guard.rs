@@ -206,30 +206,11 @@ impl Bucket {
 #[allow(clippy::disallowed_methods)] // a test needs some base instant; only offsets matter
 mod tests {
     use super::*;
-    use crate::identity::{CaSecret, SecretKey};
-    use crate::session::cookie::seal_init;
-    use crate::wire::{self, SessionIndex};
-
-    fn keys() -> HandshakeKeys {
-        HandshakeKeys::new(
-            CaSecret::new([1; 32], "net", 0, 1000)
-                .unwrap()
-                .certificate(),
-        )
-    }
+    use crate::identity::SecretKey;
+    use crate::session::cookie::test_support::keys;
 
     fn init(cookie: Option<&[u8; 32]>) -> Vec<u8> {
-        let mut out = Vec::new();
-        wire::emit_handshake_init(&mut out, SessionIndex(5));
-        out.extend_from_slice(&[0xab; 100]);
-        seal_init(
-            &mut out,
-            &SecretKey::from_random([3; 64]),
-            None,
-            &keys(),
-            cookie,
-        );
-        out
+        crate::session::cookie::test_support::init(&SecretKey::from_random([3; 64]), None, cookie)
     }
 
     fn addr(last: u8) -> SocketAddr {
