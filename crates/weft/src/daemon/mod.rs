@@ -755,6 +755,7 @@ impl EventLoop {
                 .to_owned(),
                 loss: loss_rate(p.loss),
                 via: p.via,
+                configured: p.configured,
             })
             .collect();
         let mut stats: std::collections::BTreeMap<String, u64> = node
