@@ -4,11 +4,12 @@
 //! while the daemon keeps running on its old config.
 //!
 //! Three daemons in network namespaces, full mesh; h0 pings h1 every 20 ms
-//! throughout. h0's config file is rewritten three times: the bulk class's
+//! throughout. h0's config file is rewritten four times: the bulk class's
 //! rate from 5 to 8 Mbit/s and h2 left out of `[[peers]]`; h2 put back;
-//! then another listen port, which must be refused. Needs root; without it
-//! the test prints why and passes. Every wait has a deadline; the test bed
-//! removes namespaces and daemons also when the test panics.
+//! the rate at 9 Mbit/s, read on SIGHUP; then another listen port, which
+//! must be refused. Needs root; without it the test prints why and passes.
+//! Every wait has a deadline; the test bed removes namespaces and daemons
+//! also when the test panics.
 
 #![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
 
@@ -85,6 +86,18 @@ fn reload_changes_a_class_rate_and_the_peers_while_a_ping_runs_with_no_loss() {
     assert_eq!(peer(h0, "h2")["configured"], true);
     assert_eq!(peer(h0, "h2")["state"], "established");
 
+    // SIGHUP does the same as `weft reload` (what systemctl reload sends).
+    let rate_9 = original.replace("rate = \"5mbit\"", "rate = \"9mbit\"");
+    std::fs::write(h0.config_path(), &rate_9).unwrap();
+    let pid = h0.daemon_pid().expect("h0's daemon runs");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    testbed
+        .wait_until(Duration::from_secs(10), "the rate set by SIGHUP", || {
+            Ok(bulk_rate(h0) == Some(9_000_000))
+        })
+        .unwrap();
+
     // A new listen address is refused, and nothing else changes with it.
     let listen = format!("{}:{}", h0.underlay_addr(), weft::testbed::PORT);
     let moved = original.replace(
@@ -101,7 +114,7 @@ fn reload_changes_a_class_rate_and_the_peers_while_a_ping_runs_with_no_loss() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "{stdout}");
     assert!(stdout.contains("refused: node.listen"), "{stdout}");
-    assert_eq!(bulk_rate(h0), Some(8_000_000));
+    assert_eq!(bulk_rate(h0), Some(9_000_000));
 
     // Another second of pings after the last reload; none lost, and the
     // session with h1 is the one from before.
