@@ -16,6 +16,12 @@
 //! and link state) waits and is tried again whenever the node learns of a
 //! session, a link or a path.
 //!
+//! SIGHUP and the control command `reload` re-read the config file
+//! (`reload.rs` says what may change at run time); the loop applies the
+//! changes through the core's commands (peers, QoS, groups, pins) and the
+//! log filter's reload handle, all or nothing, and keeps the config it
+//! runs with.
+//!
 //! Lookups (`weft lookup`, and DNS queries for `NAME.weft` from the DNS
 //! responder) start `Node::lookup`; the loop keeps who waits for which
 //! lookup (bounded, each with a deadline a little after the DHT's own
@@ -41,7 +47,8 @@
 //! choice), `control.rs` (the unix control socket), `api/` (the HTTP API
 //! and network map), `dns.rs` (the DNS
 //! responder's sockets and codec), `multicast.rs` (the TUN's multicast
-//! routes), `privilege.rs` (dropping root).
+//! routes), `privilege.rs` (dropping root), `reload.rs` (what a config
+//! reload may change).
 
 mod api;
 mod control;
