@@ -42,9 +42,10 @@ pub use identity::{
     is_overlay_ipv6, verify_signature,
 };
 pub use node::{
-    CERTIFICATE_WARNING_MAX, Event, GroupError, GroupStatus, LinkHealth, NeighbourConfig, Node,
-    NodeConfig, NodeError, PeerConfig, PeerStatus, RevocationConfig, SessionState, TopologyLink,
-    TopologyNode, TopologyStatus, TreeStatus, warning_window,
+    AddPeerError, CERTIFICATE_WARNING_MAX, Event, GroupError, GroupStatus, LinkHealth,
+    NeighbourConfig, Node, NodeConfig, NodeError, PeerConfig, PeerStatus, RemovePeerError,
+    RevocationConfig, SessionState, TopologyLink, TopologyNode, TopologyStatus, TreeStatus,
+    warning_window,
 };
 pub use route::{Hop, MAX_INTERMEDIATES, Metric, RouteError, RouteStatus, RoutingConfig};
 pub use session::{HandshakeKeys, SessionConfig};

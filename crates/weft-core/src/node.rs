@@ -48,6 +48,7 @@ use crate::stats::Stats;
 use crate::timer::TimerKind;
 use crate::wire::{self, DATA_HEADER_LEN, Frame, HandshakePayload, Packet, SessionIndex};
 
+mod configured;
 mod discovery;
 mod expiry;
 mod firewall;
@@ -59,6 +60,7 @@ mod revocation;
 mod routing;
 mod topology;
 
+pub use configured::{AddPeerError, RemovePeerError};
 use discovery::Discovery;
 use expiry::ExpiryWarning;
 pub use expiry::{MAX_WARNING as CERTIFICATE_WARNING_MAX, warning_window};
@@ -411,6 +413,8 @@ pub struct PeerStatus {
     /// Names of the intermediate nodes that latency-sensitive traffic to
     /// it goes through; empty when it goes direct.
     pub via: Vec<String>,
+    /// Whether it is a configured peer (its session is kept up).
+    pub configured: bool,
 }
 
 /// Health of a direct link, from probes.
@@ -817,6 +821,7 @@ impl Node {
                 link: p.monitor.health(),
                 loss: p.monitor.loss(),
                 via: self.via_names(now, p),
+                configured: p.configured,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));

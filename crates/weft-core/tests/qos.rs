@@ -277,3 +277,35 @@ fn a_new_session_is_confirmed_at_once_while_its_first_data_waits() {
     assert_eq!(pair.nodes[0].qos_stats(now).depth_packets, 1);
     assert_eq!(pair.nodes[1].peers(now)[0].state, SessionState::Established);
 }
+
+#[test]
+fn new_qos_settings_carry_queued_packets_and_bad_ones_change_nothing() {
+    // 100 kbit/s: of five packets of 1,000 bytes at most one leaves at
+    // once; the rest wait in the shaper.
+    let shaped = QosConfig {
+        uplink_bps: Some(100_000),
+        ..QosConfig::default()
+    };
+    let mut pair = Pair::new(shaped.clone());
+    let now = pair.now;
+    for _ in 0..5 {
+        pair.nodes[0].handle_tun_packet(now, &udp_v4(A, B, &[7u8; 1000]));
+    }
+    pair.settle();
+    let waiting = pair.nodes[0].qos_stats(now).depth_packets;
+    assert!(waiting >= 4, "{waiting} packets waiting");
+
+    let bad = QosConfig {
+        default_class: "no-such-class".into(),
+        ..QosConfig::default()
+    };
+    assert!(pair.nodes[0].set_qos(now, bad).is_err());
+    assert_eq!(pair.nodes[0].qos_config(), &shaped);
+    assert_eq!(pair.nodes[0].qos_stats(now).depth_packets, waiting);
+
+    pair.nodes[0].set_qos(now, QosConfig::default()).unwrap();
+    pair.settle();
+    assert_eq!(pair.nodes[0].qos_config(), &QosConfig::default());
+    assert_eq!(pair.nodes[0].qos_stats(now).depth_packets, 0);
+    assert_eq!(pair.delivered[1].len(), 5);
+}

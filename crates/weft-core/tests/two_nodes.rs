@@ -12,8 +12,8 @@ use common::udp_v4;
 use std::time::{Duration, Instant};
 
 use weft_core::{
-    CaSecret, CertificateTemplate, Node, NodeConfig, PeerConfig, RoutingConfig, SecretKey,
-    SessionConfig, SessionState,
+    AddPeerError, CaSecret, CertificateTemplate, Node, NodeConfig, PeerConfig, RoutingConfig,
+    SecretKey, SessionConfig, SessionState,
 };
 
 const UNIX_START: u64 = 1_800_000_000;
@@ -276,4 +276,68 @@ fn a_session_is_reported_established_once_across_rekeys() {
     }
     assert!(pair.nodes[1].stats().handshakes_completed >= before + 4);
     assert_eq!(pair.established_events, [1, 1]);
+}
+
+#[test]
+fn a_peer_removed_and_added_again_keeps_its_session_and_a_new_one_is_called() {
+    let mut pair = Pair::new();
+    pair.advance(Duration::ZERO);
+    let now = pair.now;
+    let b = PeerConfig {
+        name: Some("b".into()),
+        ..PeerConfig::default()
+    };
+    let before = pair.nodes[0].peers(now)[0].clone();
+    assert_eq!(before.state, SessionState::Established);
+    assert!(before.configured);
+
+    pair.nodes[0].remove_peer(&b).unwrap();
+    assert_eq!(
+        pair.nodes[0].remove_peer(&b),
+        Err(weft_core::RemovePeerError::NotConfigured("b".into()))
+    );
+    let removed = pair.nodes[0].peers(now)[0].clone();
+    assert!(!removed.configured);
+    assert_eq!(removed.state, SessionState::Established);
+
+    pair.nodes[0].add_peer(now, b.clone()).unwrap();
+    assert_eq!(
+        pair.nodes[0].add_peer(now, b),
+        Err(AddPeerError::AlreadyConfigured("b".into()))
+    );
+    let added = pair.nodes[0].peers(now)[0].clone();
+    assert!(added.configured);
+    assert_eq!(added.handshakes, before.handshakes);
+    let me = PeerConfig {
+        name: Some("a".into()),
+        ..PeerConfig::default()
+    };
+    assert_eq!(
+        pair.nodes[0].add_peer(now, me),
+        Err(AddPeerError::SelfAsPeer("a".into()))
+    );
+    assert_eq!(
+        pair.nodes[0].add_peer(now, PeerConfig::default()),
+        Err(AddPeerError::WithoutIdentity)
+    );
+
+    let c: SocketAddr = "198.18.0.3:4800".parse().unwrap();
+    pair.nodes[0]
+        .add_peer(
+            now,
+            PeerConfig {
+                name: Some("c".into()),
+                public_key: None,
+                endpoint: Some(c),
+            },
+        )
+        .unwrap();
+    assert_eq!(pair.nodes[0].poll_timeout().map(|(at, _)| at), Some(now));
+    pair.nodes[0].handle_timeout(now);
+    let mut buf = Vec::new();
+    let mut destinations = Vec::new();
+    while let Some(to) = pair.nodes[0].poll_transmit(&mut buf) {
+        destinations.push(to);
+    }
+    assert!(destinations.contains(&c), "{destinations:?}");
 }

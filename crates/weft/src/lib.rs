@@ -22,6 +22,7 @@ pub mod map;
 pub mod ping;
 pub mod pki;
 pub mod qos;
+pub mod reload;
 pub mod report;
 pub mod routes;
 pub mod status;

@@ -33,6 +33,9 @@ enum Command {
     /// Show the running node's traffic classes and rate limits: rates,
     /// queue depths, queueing delays and drops.
     Qos(weft::qos::QosArgs),
+    /// Re-read the running node's config file: apply peers, QoS, multicast
+    /// groups, pins and log level; refuse what needs a restart.
+    Reload(weft::reload::ReloadArgs),
     /// Show the running node's routing table: the path to every other node
     /// under each metric.
     Routes(weft::routes::RoutesArgs),
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Status(args) => weft::status::run(&args),
         Command::Map(args) => weft::map::run(&args),
         Command::Qos(args) => weft::qos::run(&args),
+        Command::Reload(args) => weft::reload::run(&args),
         Command::Routes(args) => weft::routes::run_routes(&args),
         Command::Route(command) => weft::routes::run_route(&command),
         Command::Trace(args) => weft::routes::run_trace(&args),

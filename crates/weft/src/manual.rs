@@ -89,11 +89,11 @@ fn extra_sections() -> Roff {
         ),
         (
             "/run/weft/weft0.sock",
-            "The control socket that status, routes, trace, lookup, group and qos talk to ([control] socket).",
+            "The control socket that status, routes, trace, lookup, group, qos and reload talk to ([control] socket).",
         ),
         (
             "/usr/lib/systemd/system/weft.service",
-            "The systemd unit of the Debian package: the daemon runs as the user weft with CAP_NET_ADMIN only.",
+            "The systemd unit of the Debian package: the daemon runs as the user weft with CAP_NET_ADMIN only; systemctl reload weft sends it SIGHUP, which re-reads the config as weft reload does.",
         ),
     ] {
         roff.control("TP", NO_ARGS);

@@ -181,6 +181,10 @@ pub struct PeerInfo {
     /// through; empty when it goes direct.
     #[serde(default)]
     pub via: Vec<String>,
+    /// Whether it is a configured peer (`[[peers]]`), whose session the
+    /// node keeps up.
+    #[serde(default)]
+    pub configured: bool,
 }
 
 fn unknown() -> String {
@@ -534,6 +538,7 @@ mod tests {
                 link: "up".into(),
                 loss: 0.25,
                 via: vec!["c".into()],
+                configured: true,
             }],
             stats: BTreeMap::new(),
             dht: None,

@@ -279,6 +279,7 @@ fn routing_commands_without_a_daemon_say_so() {
         &["route", "pin", "b", "via", "c,d", "--socket", socket],
         &["route", "pin", "b", "--via", "c,d", "--socket", socket],
         &["route", "unpin", "b", "--socket", socket],
+        &["reload", "--socket", socket],
     ] {
         let output = weft(args);
         assert!(!output.status.success(), "{args:?}");
@@ -725,6 +726,7 @@ fn man_pages_cover_every_subcommand() {
         "weft-status.1",
         "weft-ca-sign.1",
         "weft-group-join.1",
+        "weft-reload.1",
         "weft-completions.1",
     ] {
         assert!(dir.path().join(page).exists(), "{page}");

@@ -125,6 +125,37 @@ impl Node {
         &self.qos.config
     }
 
+    /// Replaces the QoS settings (classes, rules, uplink and peer rates)
+    /// at run time. Packets already queued move to the new queues: into the
+    /// class of the same name, else the new default class, and into their
+    /// peer's lane if that peer still has a rate limit; those the new
+    /// queues cannot hold are dropped and counted there. Counters and rate
+    /// meters start again from zero, and buckets start full. On an error
+    /// nothing changes.
+    pub fn set_qos(&mut self, now: Instant, config: QosConfig) -> Result<(), QosConfigError> {
+        let mut next = QosState::new(now, config)?;
+        let fallback = next.config.class_id(&next.config.default_class);
+        for queued in self.qos.scheduler.take_queued() {
+            let Some(class) = next.config.class_id(&queued.class).or(fallback) else {
+                recycle(&mut self.pool, queued.item.frame);
+                continue;
+            };
+            let slot = queued
+                .peer
+                .as_deref()
+                .and_then(|name| next.scheduler.peer_slot(name));
+            if let Err(dropped) = next
+                .scheduler
+                .enqueue(now, class, slot, queued.item, queued.len)
+            {
+                recycle(&mut self.pool, dropped.item.frame);
+            }
+        }
+        self.qos = next;
+        self.qos_drain(now);
+        Ok(())
+    }
+
     /// Per-class and per-peer QoS counters, rates and queue depths.
     pub fn qos_stats(&self, now: Instant) -> QosStats {
         self.qos.scheduler.stats(now)

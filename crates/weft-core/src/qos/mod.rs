@@ -70,6 +70,7 @@ pub use config::{
     QosConfigError, RateLimit, parse_bps,
 };
 pub use scheduler::{
-    DropReason, Dropped, PEER_LANE_MIN_BYTES, PEER_LANE_TIME, PeerSlot, QUANTUM_BYTES, Scheduler,
+    DropReason, Dropped, PEER_LANE_MIN_BYTES, PEER_LANE_TIME, PeerSlot, QUANTUM_BYTES, Requeued,
+    Scheduler,
 };
 pub use stats::{ClassStats, PeerStats, QosStats, RATE_WINDOW};

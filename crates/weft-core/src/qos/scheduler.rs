@@ -157,6 +157,19 @@ struct ClassCounters {
     dropped_aqm_bytes: u64,
 }
 
+/// A packet taken out of a scheduler by [`Scheduler::take_queued`].
+#[derive(Debug)]
+pub struct Requeued<T> {
+    /// The name of the class it was queued in.
+    pub class: String,
+    /// The rate-limited peer whose lane held it (`None`: the shared lane).
+    pub peer: Option<String>,
+    /// The packet.
+    pub item: T,
+    /// Its length on the wire, as given to `enqueue`.
+    pub len: usize,
+}
+
 #[derive(Debug)]
 struct Lane<T> {
     queue: LaneQueue<T>,
@@ -370,6 +383,42 @@ impl<T> Scheduler<T> {
             self.round.push_back(class.index());
         }
         Ok(())
+    }
+
+    /// Empties every queue, in class order and, within a class, lane by
+    /// lane in arrival order: each item with its class's name, its
+    /// rate-limited peer's name (`None` for the shared lane) and its
+    /// length. Counters stay; the depths go to zero. Used to carry queued
+    /// packets into a scheduler built from new settings.
+    pub fn take_queued(&mut self) -> Vec<Requeued<T>> {
+        let mut taken = Vec::new();
+        for class in &mut self.classes {
+            for (lane_index, lane) in class.lanes.iter_mut().enumerate() {
+                let peer = lane_index
+                    .checked_sub(1)
+                    .and_then(|i| self.peers.get_mut(i));
+                let peer_name = peer.as_ref().map(|p| p.name.clone());
+                if let Some(peer) = peer {
+                    peer.depth_packets = 0;
+                    peer.depth_bytes = 0;
+                }
+                lane.queue.bytes = 0;
+                for entry in lane.queue.entries.drain(..) {
+                    taken.push(Requeued {
+                        class: class.name.clone(),
+                        peer: peer_name.clone(),
+                        item: entry.item,
+                        len: entry.len,
+                    });
+                }
+            }
+            class.depth_packets = 0;
+            class.depth_bytes = 0;
+            class.in_round = false;
+            class.deficit = 0;
+        }
+        self.round.clear();
+        taken
     }
 
     /// The packet to send now, if the shapers allow one; packets the AQM

@@ -324,6 +324,43 @@ fn changing_the_uplink_rescales_shares_and_keeps_the_queue() {
 }
 
 #[test]
+fn taking_the_queued_packets_empties_every_lane_and_names_class_and_peer() {
+    let t0 = Instant::now();
+    let config = QosConfig {
+        peer_rates: vec![("slow".into(), 8_000)],
+        ..shaped(1_000)
+    };
+    let mut s: Scheduler<u32> = Scheduler::new(t0, &config).unwrap();
+    let slow = s.peer_slot("slow");
+    s.enqueue(t0, id(&config, "bulk"), None, 1, 100).unwrap();
+    s.enqueue(t0, id(&config, "interactive"), slow, 2, 200)
+        .unwrap();
+    s.enqueue(t0, id(&config, "bulk"), None, 3, 300).unwrap();
+
+    let taken: Vec<(String, Option<String>, u32, usize)> = s
+        .take_queued()
+        .into_iter()
+        .map(|r| (r.class, r.peer, r.item, r.len))
+        .collect();
+
+    assert_eq!(
+        taken,
+        vec![
+            ("interactive".into(), Some("slow".into()), 2, 200),
+            ("bulk".into(), None, 1, 100),
+            ("bulk".into(), None, 3, 300),
+        ]
+    );
+    assert!(s.is_empty());
+    assert_eq!(s.queued_bytes(), 0);
+    assert_eq!(s.dequeue(t0), None);
+    let stats = s.stats(t0);
+    assert_eq!(stats.depth_packets, 0);
+    s.enqueue(t0, id(&config, "bulk"), None, 4, 100).unwrap();
+    assert_eq!(drain(&mut s, t0), vec![4]);
+}
+
+#[test]
 fn realtime_classes_are_served_in_configuration_order() {
     let t0 = Instant::now();
     let mut config = QosConfig::default();

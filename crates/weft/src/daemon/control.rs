@@ -21,6 +21,9 @@
 //!   `{"ok":true,"tree":<tree>}` (`source` defaults to the asked node)
 //! - `{"command":"qos"}` → `{"ok":true,"qos":<qos>}` (classes, rates,
 //!   queues, delays and drops; `qos::QosInfo`)
+//! - `{"command":"reload"}` → `{"ok":true,"reload":{"applied":[...],"refused":[...]}}`
+//!   (re-reads the config file; `reload::ReloadInfo`), or
+//!   `{"ok":false,"error":"..."}` when the file is invalid
 //! - `{"command":"topology"}` → `{"ok":true,"topology":<topology>}` (every
 //!   node and link this node knows; `api::TopologyInfo`)
 //!
@@ -59,6 +62,7 @@ use crate::config::parse_group;
 use crate::group::{GroupInfo, TreeInfo};
 use crate::lookup::LookupInfo;
 use crate::qos::QosInfo;
+use crate::reload::ReloadInfo;
 use crate::routes::RouteInfo;
 use crate::status::NodeStatus;
 
@@ -83,6 +87,8 @@ pub(super) struct Request {
 pub(super) enum Command {
     /// The node's status object.
     Status,
+    /// Re-read the config file and apply what may change at run time.
+    Reload,
     /// Every route.
     Routes,
     /// Pin the path to `destination` through `via`.
@@ -128,6 +134,8 @@ pub(super) enum Response {
     Tree(Box<TreeInfo>),
     Topology(Box<TopologyInfo>),
     Snapshot(Box<Snapshot>),
+    /// What a reload applied and refused.
+    Reload(Box<ReloadInfo>),
     /// The command was carried out.
     Done,
     /// The command was refused, and why.
@@ -355,6 +363,7 @@ fn parse(line: &str) -> Result<Command, String> {
     };
     match command {
         "status" => Ok(Command::Status),
+        "reload" => Ok(Command::Reload),
         "routes" => Ok(Command::Routes),
         "route_pin" => Ok(Command::RoutePin {
             destination: destination()?,
@@ -400,7 +409,7 @@ fn parse(line: &str) -> Result<Command, String> {
                 .map(str::to_owned),
         }),
         other => Err(format!(
-            "unknown command '{other}' (known: status, routes, route_pin, route_unpin, trace, lookup, group_join, group_leave, groups, tree, topology, qos)"
+            "unknown command '{other}' (known: status, reload, routes, route_pin, route_unpin, trace, lookup, group_join, group_leave, groups, tree, topology, qos)"
         )),
     }
 }
@@ -416,6 +425,7 @@ async fn ask(command: Command, requests: &mpsc::Sender<Request>) -> serde_json::
         Ok(Response::Trace(trace)) => serde_json::json!({ "ok": true, "trace": trace }),
         Ok(Response::Groups(groups)) => serde_json::json!({ "ok": true, "groups": groups }),
         Ok(Response::Qos(qos)) => serde_json::json!({ "ok": true, "qos": qos }),
+        Ok(Response::Reload(reload)) => serde_json::json!({ "ok": true, "reload": reload }),
         Ok(Response::Tree(tree)) => serde_json::json!({ "ok": true, "tree": tree }),
         Ok(Response::Topology(topology)) => {
             serde_json::json!({ "ok": true, "topology": topology })

@@ -16,6 +16,12 @@
 //! and link state) waits and is tried again whenever the node learns of a
 //! session, a link or a path.
 //!
+//! SIGHUP and the control command `reload` re-read the config file
+//! (`reload.rs` says what may change at run time); the loop applies the
+//! changes through the core's commands (peers, QoS, groups, pins) and the
+//! log filter's reload handle, all or nothing, and keeps the config it
+//! runs with.
+//!
 //! Lookups (`weft lookup`, and DNS queries for `NAME.weft` from the DNS
 //! responder) start `Node::lookup`; the loop keeps who waits for which
 //! lookup (bounded, each with a deadline a little after the DHT's own
@@ -41,13 +47,15 @@
 //! choice), `control.rs` (the unix control socket), `api/` (the HTTP API
 //! and network map), `dns.rs` (the DNS
 //! responder's sockets and codec), `multicast.rs` (the TUN's multicast
-//! routes), `privilege.rs` (dropping root).
+//! routes), `privilege.rs` (dropping root), `reload.rs` (what a config
+//! reload may change).
 
 mod api;
 mod control;
 mod dns;
 mod multicast;
 mod privilege;
+mod reload;
 mod tun;
 mod udp;
 
@@ -75,6 +83,7 @@ use crate::group::{GroupInfo, MulticastInfo, TreeInfo};
 use crate::lookup::LookupInfo;
 use crate::pki;
 use crate::qos::QosInfo;
+use crate::reload::ReloadInfo;
 use crate::routes::{RouteInfo, loss_rate};
 use crate::status::{DhtInfo, NodeStatus, PeerInfo};
 use control::{Command, ControlSocket, Request, Response};
@@ -100,10 +109,15 @@ const LOOKUP_GRACE: Duration = Duration::from_secs(5);
 /// Longest `resolvectl` may take.
 const RESOLVECTL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs a node until SIGINT or SIGTERM.
+/// The handle that changes the log filter at run time (`log.level` on a
+/// reload).
+type LogFilter =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Runs a node until SIGINT or SIGTERM; SIGHUP reloads its config.
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
-    init_logging(&config.log.level);
+    let log_filter = init_logging(&config.log.level);
     let privileges = privilege::Plan::new(&config)?;
     warn_if_key_is_exposed(&config.node.key.path);
     let unix_now = pki::unix_now()?;
@@ -118,7 +132,14 @@ pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    runtime.block_on(serve(&config, node_config, seed, unix_now, privileges))
+    runtime.block_on(serve(
+        config,
+        node_config,
+        seed,
+        unix_now,
+        privileges,
+        log_filter,
+    ))
 }
 
 /// Secret keys readable by other users are refused before the daemon
@@ -137,30 +158,42 @@ fn warn_if_key_is_exposed(path: &Path) {
     }
 }
 
-fn init_logging(level: &str) {
-    use tracing_subscriber::EnvFilter;
+/// Installs the log subscriber; the filter comes from `RUST_LOG` if set,
+/// else from `level`. The handle to change it is returned only in the
+/// second case: a filter set in `RUST_LOG` is the operator's and stays.
+fn init_logging(level: &str) -> Option<LogFilter> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
     let from_env = std::env::var_os("RUST_LOG").map(|_| EnvFilter::try_from_default_env());
-    let (filter, env_error) = match from_env {
-        Some(Ok(filter)) => (filter, None),
-        Some(Err(e)) => (EnvFilter::new(level), Some(e)),
-        None => (EnvFilter::new(level), None),
+    let (filter, env_error, from_config) = match from_env {
+        Some(Ok(filter)) => (filter, None, false),
+        Some(Err(e)) => (EnvFilter::new(level), Some(e), true),
+        None => (EnvFilter::new(level), None, true),
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let (filter, handle) = reload::Layer::new(filter);
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .try_init()
+        .is_ok();
     if let Some(e) = env_error {
         warn!(error = %e, "RUST_LOG is not a valid filter; using the config's log.level");
     }
+    (installed && from_config).then_some(handle)
 }
 
 async fn serve(
-    config: &Config,
+    config: Config,
     node_config: NodeConfig,
     seed: [u8; 32],
     unix_now: u64,
     privileges: privilege::Plan,
+    log_filter: Option<LogFilter>,
 ) -> anyhow::Result<ExitCode> {
     #[allow(clippy::disallowed_methods)] // the driver is where time enters
     let now = Instant::now();
@@ -206,6 +239,7 @@ async fn serve(
     let (dns, dns_requests) = start_dns(&config.dns, tun.name(), &node).await;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let privileges = privilege::drop_privileges(privileges, control.made_directory())
         .context("cannot drop privileges")?;
     info!(
@@ -245,6 +279,9 @@ async fn serve(
         lookups: Lookups::new(config.dht.config.lookup_timeout + LOOKUP_GRACE),
         fanout: config.multicast.config.fanout,
         hub,
+        hangup,
+        log_filter,
+        config,
     };
     let result = event_loop.run(shutdown).await;
     drop(api);
@@ -284,6 +321,12 @@ struct EventLoop {
     fanout: usize,
     /// Events for the HTTP API's stream and ring buffer.
     hub: Arc<api::EventHub>,
+    /// SIGHUP: reload the config.
+    hangup: tokio::signal::unix::Signal,
+    /// Changes the log filter on a reload; `None` when `RUST_LOG` set it.
+    log_filter: Option<LogFilter>,
+    /// The config the node runs with (the last reload's, if any).
+    config: Config,
 }
 
 impl EventLoop {
@@ -297,6 +340,7 @@ impl EventLoop {
             }
             let mut request = None;
             let mut dns_query = None;
+            let mut hung_up = false;
             tokio::select! {
                 signal = &mut shutdown => {
                     info!(signal, "stopping");
@@ -313,9 +357,15 @@ impl EventLoop {
                     None => self.dns_open = false,
                 },
                 () = &mut timer, if deadline.is_some() => {}
+                _ = self.hangup.recv() => hung_up = true,
             }
             #[allow(clippy::disallowed_methods)] // the driver is where time enters
             let now = Instant::now();
+            if hung_up {
+                info!("SIGHUP: reloading the config");
+                let _ = self.reload(now);
+                self.drain(now).await?;
+            }
             self.turn(now, deadline, request, dns_query).await?;
         }
     }
@@ -547,6 +597,10 @@ impl EventLoop {
     fn answer(&mut self, now: Instant, request: Request) {
         let response = match request.command {
             Command::Status => Response::Status(Box::new(self.status(now))),
+            Command::Reload => match self.reload(now) {
+                Ok(info) => Response::Reload(Box::new(info)),
+                Err(error) => Response::Refused(error),
+            },
             Command::Qos => Response::Qos(Box::new(QosInfo::from_core(
                 &self.node.qos_stats(now),
                 self.node.qos_config(),
@@ -644,6 +698,109 @@ impl EventLoop {
         };
         // The client may have gone; nothing to do then.
         let _ = request.reply.send(response);
+    }
+
+    /// Re-reads the config file and applies what may change at run time
+    /// (peers, QoS, multicast groups, pins, log level), all or nothing:
+    /// if anything changed that needs a restart, nothing is applied and
+    /// the report lists it under `refused`. An unreadable or invalid file
+    /// is an error; the running config stays in both cases.
+    fn reload(&mut self, now: Instant) -> Result<ReloadInfo, String> {
+        let file = self.config.file.clone();
+        let new = match Config::load(&file) {
+            Ok(new) => new,
+            Err(error) => {
+                warn!(error = %error, "config reload refused; the running config stays");
+                return Err(format!("{error}; the running config stays"));
+            }
+        };
+        let refused = reload::refused(&self.config, &new);
+        if !refused.is_empty() {
+            for reason in &refused {
+                warn!(%reason, "config reload refused; the running config stays");
+            }
+            return Ok(ReloadInfo {
+                applied: Vec::new(),
+                refused,
+            });
+        }
+        let mut applied = Vec::new();
+        let (old_peers, new_peers) = (reload::peers(&self.config), reload::peers(&new));
+        for peer in reload::missing(&old_peers, &new_peers) {
+            match self.node.remove_peer(peer) {
+                Ok(()) => applied.push(format!("peers: {} removed", reload::label(peer))),
+                Err(error) => applied.push(format!("peers: {error}")),
+            }
+        }
+        for peer in reload::missing(&new_peers, &old_peers) {
+            match self.node.add_peer(now, peer.clone()) {
+                Ok(()) => applied.push(format!("peers: {} added", reload::label(peer))),
+                Err(error) => applied.push(format!("peers: {error}")),
+            }
+        }
+        if new.qos != self.config.qos {
+            match self.node.set_qos(now, new.qos.clone()) {
+                Ok(()) => applied.push("qos: new classes, rules and rates".to_owned()),
+                Err(error) => applied.push(format!("qos: not applied: {error}")),
+            }
+        }
+        let (old_groups, new_groups) = (reload::groups(&self.config), reload::groups(&new));
+        for &group in reload::missing(old_groups, new_groups) {
+            match self.node.leave_group(now, group) {
+                Ok(()) => applied.push(format!("multicast.groups: left {group}")),
+                Err(error) => applied.push(format!("multicast.groups: {group}: {error}")),
+            }
+        }
+        for &group in reload::missing(new_groups, old_groups) {
+            match self.node.join_group(now, group) {
+                Ok(()) => applied.push(format!("multicast.groups: joined {group}")),
+                Err(error) => applied.push(format!("multicast.groups: {group}: {error}")),
+            }
+        }
+        for pin in reload::missing(&self.config.pins, &new.pins) {
+            self.pending_pins.retain(|p| p != pin);
+            // A pin that never applied has nothing to undo.
+            let _ = self.node.unpin_route(now, &pin.destination);
+            applied.push(format!("pins: {} unpinned", pin.destination));
+        }
+        for pin in reload::missing(&new.pins, &self.config.pins) {
+            match apply_pin(&mut self.node, now, pin) {
+                PinOutcome::Applied => applied.push(format!("pins: {} pinned", pin.destination)),
+                PinOutcome::Pending => {
+                    self.pending_pins.push(pin.clone());
+                    applied.push(format!(
+                        "pins: {} waits until its nodes are known",
+                        pin.destination
+                    ));
+                }
+                PinOutcome::Refused(error) => {
+                    applied.push(format!("pins: {}: not pinned: {error}", pin.destination));
+                }
+            }
+        }
+        if new.log.level != self.config.log.level {
+            let level = &new.log.level;
+            match &self.log_filter {
+                Some(handle) => match handle.reload(tracing_subscriber::EnvFilter::new(level)) {
+                    Ok(()) => applied.push(format!("log.level: {level}")),
+                    Err(error) => applied.push(format!("log.level: not applied: {error}")),
+                },
+                None => applied.push(format!(
+                    "log.level: {level} not applied: RUST_LOG sets the filter"
+                )),
+            }
+        }
+        for change in &applied {
+            info!(%change, "config reloaded");
+        }
+        if applied.is_empty() {
+            info!("config reloaded; nothing changed");
+        }
+        self.config = new;
+        Ok(ReloadInfo {
+            applied,
+            refused: Vec::new(),
+        })
     }
 
     /// A DNS query for node `name`: joins a lookup of that name under way
@@ -755,6 +912,7 @@ impl EventLoop {
                 .to_owned(),
                 loss: loss_rate(p.loss),
                 via: p.via,
+                configured: p.configured,
             })
             .collect();
         let mut stats: std::collections::BTreeMap<String, u64> = node

@@ -188,6 +188,16 @@ impl Host {
         Ok((command, output.stdout))
     }
 
+    /// Runs `weft reload --config CONFIG` inside this host's namespace
+    /// (the daemon re-reads its config file) with a deadline: its exit
+    /// status, standard output and standard error, whether it succeeded or
+    /// not.
+    pub fn reload(&self) -> anyhow::Result<std::process::Output> {
+        let mut command = self.weft();
+        command.arg("reload").arg("--config").arg(&self.config);
+        run_with_timeout(&mut command, STATUS_TIMEOUT)
+    }
+
     /// Sends one control request (`{"command": ...}`) to the daemon and
     /// returns its whole answer; `{"ok":false}` becomes an error.
     pub fn request(&self, request: &serde_json::Value) -> anyhow::Result<serde_json::Value> {

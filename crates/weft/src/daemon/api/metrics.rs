@@ -493,6 +493,7 @@ mod tests {
             link: "up".into(),
             loss: 0.25,
             via: via.iter().map(|v| (*v).to_owned()).collect(),
+            configured: true,
         }
     }
 

@@ -1,0 +1,117 @@
+//! `weft reload`: asks the running daemon to read its config file again.
+//!
+//! The daemon re-reads the file it was started with (the same as SIGHUP,
+//! or `systemctl reload weft`) and answers with a [`ReloadInfo`]: what it
+//! applied and what it refused. Settings that need a restart (keys and
+//! certificate files, the listen address, the TUN interface, the control
+//! socket, the API, ...) are refused by key, and then nothing is applied:
+//! the running config stays as it was. An invalid file is refused whole.
+//! The command exits non-zero whenever anything was refused.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::status::{ControlArgs, emit, request};
+
+/// Arguments of `weft reload`.
+#[derive(clap::Args, Debug)]
+#[command(
+    long_about = "Re-read the running node's config file (the file it was started with; \
+the same as SIGHUP or `systemctl reload weft`).\n\n\
+Applied without dropping sessions: [[peers]] (added peers are called, removed ones are no \
+longer kept up and lapse when idle), [qos], the [multicast] groups, [[pins]] and [log] level.\n\n\
+Refused, naming the key, when changed: node.key, node.certificate, node.ca, node.listen, \
+tun.*, control.socket, [api], [dns], [session], [routing], [dht], [neighbours], [firewall], \
+[pki], [daemon] and the other [multicast] settings; these need a restart. If anything is \
+refused, or the file is invalid, nothing is applied and the running config stays.\n\n\
+Exits non-zero when anything was refused."
+)]
+pub struct ReloadArgs {
+    /// Which node.
+    #[command(flatten)]
+    pub target: ControlArgs,
+    /// Print the daemon's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The daemon's answer to a reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadInfo {
+    /// Each change applied, e.g. `qos: new settings`.
+    pub applied: Vec<String>,
+    /// Each change refused, naming its key and why.
+    pub refused: Vec<String>,
+}
+
+/// Runs `weft reload`.
+pub fn run(args: &ReloadArgs) -> anyhow::Result<ExitCode> {
+    let socket = args.target.socket()?;
+    let response = request(&socket, &serde_json::json!({ "command": "reload" }))?;
+    let value = response
+        .get("reload")
+        .cloned()
+        .context("the daemon's answer has no reload report")?;
+    let info: ReloadInfo = serde_json::from_value(value)
+        .context("the daemon's reload report is not in the expected form")?;
+    if args.json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&info)?))?;
+    } else {
+        emit(&render(&info))?;
+    }
+    Ok(if info.refused.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The report as lines for a terminal.
+pub fn render(info: &ReloadInfo) -> String {
+    let mut text = String::new();
+    if info.refused.is_empty() {
+        if info.applied.is_empty() {
+            text.push_str("reloaded: nothing changed\n");
+        }
+        for change in &info.applied {
+            text.push_str(&format!("applied: {change}\n"));
+        }
+    } else {
+        for reason in &info.refused {
+            text.push_str(&format!("refused: {reason}\n"));
+        }
+        text.push_str("nothing was applied; the running config stays\n");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_reload_says_nothing_was_applied() {
+        let info = ReloadInfo {
+            applied: vec![],
+            refused: vec!["node.listen: needs a restart".into()],
+        };
+        assert_eq!(
+            render(&info),
+            "refused: node.listen: needs a restart\nnothing was applied; the running config stays\n"
+        );
+    }
+
+    #[test]
+    fn an_applied_reload_lists_each_change() {
+        let info = ReloadInfo {
+            applied: vec!["qos: new settings".into(), "log.level: debug".into()],
+            refused: vec![],
+        };
+        assert_eq!(
+            render(&info),
+            "applied: qos: new settings\napplied: log.level: debug\n"
+        );
+    }
+}
