@@ -2133,7 +2133,7 @@ impl Node {
 
     /// Name and address conflicts this node has seen between certificates
     /// (bounded by [`MAX_CONFLICTS`](crate::MAX_CONFLICTS)), with the node
-    /// that holds each under the rule of docs/PROTOCOL.md §9.4.
+    /// that holds each under the rule of docs/PROTOCOL.md §9.3.
     pub fn conflicts(&self) -> Vec<ClaimConflict> {
         self.conflicts.list()
     }

@@ -1,7 +1,7 @@
 //! Conflicting claims: a CA that signs one name, or one overlay IPv4
 //! address, for two keys. Every node detects the conflict (counts it once,
 //! lists it) and resolves it alike: the certificate issued first holds the
-//! name or address (docs/PROTOCOL.md §9.4), whichever certificate it met
+//! name or address (docs/PROTOCOL.md §9.3), whichever certificate it met
 //! first or last.
 //!
 //! Deterministic from the seed (override with `WEFT_SIM_SEED`).

@@ -2,7 +2,7 @@
 //! so the CA refuses to give a name or overlay IPv4 address to a second key.
 //!
 //! Certificates alone cannot tell a node that its CA signed one name twice;
-//! the nodes resolve such conflicts by a rule (docs/PROTOCOL.md §9.4), but
+//! the nodes resolve such conflicts by a rule (docs/PROTOCOL.md §9.3), but
 //! the mistake is cheapest to stop where it is made. The ledger is a text
 //! file beside the CA key (`ca.key` → `ca.ledger`), one line per signed
 //! certificate:

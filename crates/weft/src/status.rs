@@ -110,7 +110,7 @@ pub struct NodeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_version: Option<u64>,
     /// Names and overlay IPv4 addresses two node ids claim (the CA signed
-    /// them twice), with the node that holds each (docs/PROTOCOL.md §9.4).
+    /// them twice), with the node that holds each (docs/PROTOCOL.md §9.3).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<ConflictInfo>,
 }

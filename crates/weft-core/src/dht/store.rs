@@ -17,7 +17,7 @@ use super::record::SignedRecord;
 use super::{Key, Target};
 use crate::identity::NodeId;
 
-/// The order of the claim rule (docs/PROTOCOL.md §9.4): the earlier
+/// The order of the claim rule (docs/PROTOCOL.md §9.3): the earlier
 /// certificate, then the smaller node id, holds a contested name or address.
 pub(crate) fn claim_order(record: &SignedRecord) -> (u64, NodeId) {
     (

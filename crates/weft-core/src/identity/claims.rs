@@ -5,7 +5,7 @@
 //! the certificates alone cannot reveal: each verifies. Every node applies
 //! the same rule wherever two such certificates meet (sessions, link state,
 //! DHT records), so all nodes agree on who holds the name or address
-//! (docs/PROTOCOL.md §9.4): the certificate with the earlier `not_before`
+//! (docs/PROTOCOL.md §9.3): the certificate with the earlier `not_before`
 //! wins; on a tie, the smaller node id. The loser keeps its node id and
 //! overlay IPv6 address (bound to its key, they cannot conflict) but not
 //! the contested name or IPv4 address. The rule holds until the winner's
