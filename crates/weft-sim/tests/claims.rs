@@ -13,7 +13,8 @@ mod common;
 
 use std::net::{IpAddr, SocketAddr};
 
-use weft_core::{Claim, Metric};
+use weft_core::dht::Target;
+use weft_core::{Claim, Event, Metric};
 use weft_sim::{HostId, NodeSpec, Sim, add_node, mesh_ipv4, test_ca, udp_packet};
 
 use common::{counter, ms, new_sim, run_until_checked, secs};
@@ -104,6 +105,40 @@ fn every_node_gives_a_doubly_signed_name_and_address_to_the_first_certificate() 
             .find(|x| x.claim == Claim::Ipv4(mesh_ipv4(1).addr))
             .unwrap();
         assert_eq!((address.winner, address.loser), (b_id, id(&sim, d)));
+    }
+
+    // DHT lookups (what the DNS answers from): the holder, everywhere.
+    let targets = [
+        (Target::Name("c".into()), c_id),
+        (Target::Ipv4(mesh_ipv4(1).addr), b_id),
+    ];
+    let mut asked = Vec::new();
+    for &h in &hosts {
+        for (target, holder) in &targets {
+            let id = sim
+                .with_node(h, |node, now| node.lookup(now, target.clone()))
+                .unwrap();
+            asked.push((h, id, target.clone(), *holder));
+        }
+    }
+    sim.run_for(secs(12));
+    for (h, id, target, holder) in asked {
+        let result = sim
+            .events(h)
+            .iter()
+            .find_map(|(_, e)| match e {
+                Event::LookupDone {
+                    id: done, result, ..
+                } if *done == id => Some(result.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{} got no answer for {target:?}", sim.name(h)));
+        assert_eq!(
+            result.unwrap().node_id(),
+            holder,
+            "{} looks up {target:?}",
+            sim.name(h)
+        );
     }
 
     // The address: packets to b's IPv4 reach b, from every other node.
