@@ -2087,8 +2087,13 @@ impl Node {
     /// Counts and logs (once each) the names and IPv4 addresses that
     /// `certificate` claims along with another node's certificate.
     fn note_claims(&mut self, certificate: &Certificate) {
+        // A revoked certificate holds nothing, so it conflicts with nothing.
+        if self.is_revoked(certificate) {
+            return;
+        }
         let others = std::iter::once(&self.certificate)
-            .chain(self.peers.iter().filter_map(|p| p.certificate.as_ref()));
+            .chain(self.peers.iter().filter_map(|p| p.certificate.as_ref()))
+            .filter(|c| !self.is_revoked(c));
         let found: Vec<ClaimConflict> = others
             .flat_map(|other| conflicts_between(certificate, other))
             .collect();
