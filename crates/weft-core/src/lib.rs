@@ -36,10 +36,10 @@ mod timer;
 pub mod wire;
 
 pub use identity::{
-    CaCertificate, CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net,
-    MAX_REVOCATION_LIST_BYTES, MAX_REVOCATIONS, NodeId, OVERLAY_PREFIX, OVERLAY_PREFIX_LEN,
-    PemError, PublicKey, RevocationError, RevocationList, RevocationTemplate, SecretKey,
-    is_overlay_ipv6, verify_signature,
+    CaCertificate, CaSecret, CertError, Certificate, CertificateTemplate, Claim, ClaimConflict,
+    Ipv4Net, MAX_CONFLICTS, MAX_REVOCATION_LIST_BYTES, MAX_REVOCATIONS, NodeId, OVERLAY_PREFIX,
+    OVERLAY_PREFIX_LEN, PemError, PublicKey, RevocationError, RevocationList, RevocationTemplate,
+    SecretKey, conflicts_between, is_overlay_ipv6, prevails, verify_signature,
 };
 pub use node::{
     AddPeerError, CERTIFICATE_WARNING_MAX, Event, GroupError, GroupStatus, LinkHealth,

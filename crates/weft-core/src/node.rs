@@ -32,7 +32,8 @@ use tracing::{debug, trace, warn};
 use crate::dht::{Dht, DhtConfig, LookupError, LookupId, LookupTrace, NodeRecord, Target};
 use crate::firewall::{Firewall, FirewallConfig, FirewallConfigError};
 use crate::identity::{
-    CaCertificate, CertError, Certificate, Ipv4Net, NodeId, PublicKey, RevocationError, SecretKey,
+    CaCertificate, CertError, Certificate, ClaimConflict, ConflictLog, Ipv4Net, NodeId, PublicKey,
+    RevocationError, SecretKey, conflicts_between, prevails,
 };
 use crate::link::{LinkMonitor, Transition};
 use crate::mcast::MulticastConfig;
@@ -459,6 +460,8 @@ pub struct Node {
     firewall: Firewall,
     expiry: ExpiryWarning,
     revocation: RevocationState,
+    /// Names and IPv4 addresses claimed by two node ids.
+    conflicts: ConflictLog,
 }
 
 /// Link state and routes: see the `routing` submodule.
@@ -706,6 +709,7 @@ impl Node {
             firewall,
             expiry,
             revocation,
+            conflicts: ConflictLog::default(),
         };
         let own = node.node_id();
         node.routing.by_prefix.insert(prefix(&own), own);
@@ -2070,28 +2074,87 @@ impl Node {
 
     fn bind_identity(&mut self, peer: usize, certificate: Certificate) {
         let id = certificate.node_id();
+        if self.peers[peer].certificate.as_ref() != Some(&certificate) {
+            self.note_claims(&certificate);
+        }
         self.by_id.insert(id, peer);
         self.by_ipv6.insert(id.overlay_ipv6(), peer);
-        if let Some(old) = self.peers[peer].certificate.as_ref().and_then(|c| c.ipv4()) {
-            self.by_ipv4.remove(&old.addr);
-        }
-        if let Some(net) = certificate.ipv4() {
-            self.by_ipv4.insert(net.addr, peer);
-        }
+        let old = self.peers[peer].certificate.as_ref().and_then(|c| c.ipv4());
+        let new = certificate.ipv4();
         let p = &mut self.peers[peer];
         p.node_id = Some(id);
         p.certificate = Some(certificate);
+        for net in old.into_iter().chain(new) {
+            self.rebind_ipv4(net.addr);
+        }
+    }
+
+    /// Counts and logs (once each) the names and IPv4 addresses that
+    /// `certificate` claims along with another node's certificate.
+    fn note_claims(&mut self, certificate: &Certificate) {
+        // A revoked certificate holds nothing, so it conflicts with nothing.
+        if self.is_revoked(certificate) {
+            return;
+        }
+        let others = std::iter::once(&self.certificate)
+            .chain(self.peers.iter().filter_map(|p| p.certificate.as_ref()))
+            .filter(|c| !self.is_revoked(c));
+        let found: Vec<ClaimConflict> = others
+            .flat_map(|other| conflicts_between(certificate, other))
+            .collect();
+        for conflict in found {
+            if self.conflicts.note(conflict.clone()) {
+                self.stats.claim_conflicts += 1;
+                warn!(
+                    claim = %conflict.claim,
+                    winner = %conflict.winner.short(),
+                    loser = %conflict.loser.short(),
+                    "two nodes claim one name or address: the CA signed it twice"
+                );
+            }
+        }
+    }
+
+    /// Points `addr` at the peer whose certificate holds it under the claim
+    /// rule (`identity::claims`), among the certificates not revoked; none
+    /// when this node's own certificate holds it.
+    fn rebind_ipv4(&mut self, addr: Ipv4Addr) {
+        let holder = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.certificate.as_ref().map(|c| (i, c)))
+            .filter(|(_, c)| c.ipv4().is_some_and(|n| n.addr == addr))
+            .filter(|(_, c)| !self.is_revoked(c))
+            .min_by_key(|(_, c)| (c.not_before(), c.node_id()));
+        let own_holds = |c: &Certificate| {
+            self.certificate.ipv4().is_some_and(|n| n.addr == addr)
+                && prevails(&self.certificate, c)
+        };
+        match holder {
+            Some((peer, c)) if !own_holds(c) => {
+                self.by_ipv4.insert(addr, peer);
+            }
+            Some(_) | None => {
+                self.by_ipv4.remove(&addr);
+            }
+        }
+    }
+
+    /// Name and address conflicts this node has seen between certificates
+    /// (bounded by [`MAX_CONFLICTS`](crate::MAX_CONFLICTS)), with the node
+    /// that holds each under the rule of docs/PROTOCOL.md §9.3.
+    pub fn conflicts(&self) -> Vec<ClaimConflict> {
+        self.conflicts.list()
     }
 
     fn source_belongs_to(&self, peer: usize, packet: &[u8]) -> bool {
         let p = &self.peers[peer];
         match ip_source(packet) {
             Some(IpAddr::V6(src)) => p.node_id.is_some_and(|id| id.owns_ipv6(&src)),
-            Some(IpAddr::V4(src)) => p
-                .certificate
-                .as_ref()
-                .and_then(|c| c.ipv4())
-                .is_some_and(|n| n.addr == src),
+            // The address must be the peer's and held by it under the claim
+            // rule: a losing claimant cannot send as the winner.
+            Some(IpAddr::V4(src)) => self.by_ipv4.get(&src) == Some(&peer),
             None => false,
         }
     }

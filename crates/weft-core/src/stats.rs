@@ -104,6 +104,9 @@ counters! {
     /// Packets on a replaced session from another address than the peer's
     /// while the newer session still speaks: two hosts hold one key.
     duplicate_identity,
+    /// Conflicting claims seen: two node ids whose certificates carry one
+    /// name or one overlay IPv4 address (each conflict once).
+    claim_conflicts,
     /// Replaced sessions made current again because the newer one fell
     /// silent (the second holder of a key went away).
     sessions_restored,

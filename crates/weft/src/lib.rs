@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod demo;
 pub mod firewall;
 pub mod group;
+pub mod ledger;
 pub mod lookup;
 pub mod manual;
 pub mod map;

@@ -20,7 +20,7 @@ use weft_core::{
     RevocationList, RevocationTemplate, SecretKey,
 };
 
-use crate::config;
+use crate::{config, ledger};
 
 /// File names `weft init` writes.
 pub const NODE_KEY_FILE: &str = "node.key";
@@ -103,6 +103,10 @@ pub enum CaCommand {
         /// Overwrite an existing certificate file.
         #[arg(long)]
         force: bool,
+        /// Sign even though the CA's ledger (`ca.ledger` beside the key)
+        /// shows this name or IPv4 address signed for another key.
+        #[arg(long)]
+        force_claim: bool,
     },
     /// Re-sign a node's certificate: the same key, name, addresses and
     /// groups, valid from now for --days (the node uses it once restarted).
@@ -193,6 +197,8 @@ pub struct SignRequest {
     pub out: PathBuf,
     /// Overwrite `out` if it exists.
     pub force: bool,
+    /// Sign a name or IPv4 address the ledger shows signed for another key.
+    pub force_claim: bool,
 }
 
 /// Runs `weft init`.
@@ -285,6 +291,7 @@ pub fn ca(command: &CaCommand) -> anyhow::Result<ExitCode> {
             days,
             out,
             force,
+            force_claim,
         } => {
             let ipv4 = match ipv4 {
                 Some(text) => Some(
@@ -302,6 +309,7 @@ pub fn ca(command: &CaCommand) -> anyhow::Result<ExitCode> {
                 days: *days,
                 out: out.clone(),
                 force: *force,
+                force_claim: *force_claim,
             };
             let certificate = sign(&request)?;
             println!(
@@ -401,6 +409,8 @@ pub fn renew(
         days,
     )?;
     write_file(out, renewed.to_pem().as_bytes(), Secret::No, force)?;
+    // The same key keeps its name and address: recorded, never refused.
+    ledger::record(&ledger::path_for(ca_key), &renewed)?;
     Ok(renewed)
 }
 
@@ -584,6 +594,14 @@ pub fn create_ca(dir: &Path, name: &str, days: u64, force: bool) -> anyhow::Resu
         .with_context(|| format!("cannot create directory {}", dir.display()))?;
     let [key, cert] = files;
     write_file(&key, ca.to_pem().as_bytes(), Secret::Yes, force)?;
+    // A new CA has signed nothing: an old CA's ledger would block names
+    // its certificates no longer hold.
+    let ledger = ledger::path_for(&key);
+    match std::fs::remove_file(&ledger) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", ledger.display())),
+    }
     write_file(
         &cert,
         ca.certificate().to_pem().as_bytes(),
@@ -606,6 +624,15 @@ pub fn sign(request: &SignRequest) -> anyhow::Result<Certificate> {
             request.public_key.display()
         )
     })?;
+    let ledger = ledger::path_for(&request.ca_key);
+    ledger::check(
+        &ledger,
+        &public_key.node_id(),
+        &request.name,
+        request.ipv4,
+        unix_now()?,
+        request.force_claim,
+    )?;
     let certificate = issue(
         &ca,
         public_key,
@@ -620,6 +647,7 @@ pub fn sign(request: &SignRequest) -> anyhow::Result<Certificate> {
         Secret::No,
         request.force,
     )?;
+    ledger::record(&ledger, &certificate)?;
     Ok(certificate)
 }
 

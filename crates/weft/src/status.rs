@@ -109,6 +109,39 @@ pub struct NodeStatus {
     /// The version of the revocation list the node holds (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_version: Option<u64>,
+    /// Names and overlay IPv4 addresses two node ids claim (the CA signed
+    /// them twice), with the node that holds each (docs/PROTOCOL.md §9.3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<ConflictInfo>,
+}
+
+/// One conflicting claim in [`NodeStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictInfo {
+    /// `name` or `ipv4`.
+    pub kind: String,
+    /// The contested name or address.
+    pub value: String,
+    /// The node id (hex) that holds it.
+    pub winner: String,
+    /// The node id (hex) that claims it too and does not get it.
+    pub loser: String,
+}
+
+impl ConflictInfo {
+    /// The status form of a core conflict.
+    pub fn from_core(conflict: &weft_core::ClaimConflict) -> Self {
+        let (kind, value) = match &conflict.claim {
+            weft_core::Claim::Name(name) => ("name", name.clone()),
+            weft_core::Claim::Ipv4(addr) => ("ipv4", addr.to_string()),
+        };
+        Self {
+            kind: kind.to_owned(),
+            value,
+            winner: conflict.winner.to_string(),
+            loser: conflict.loser.to_string(),
+        }
+    }
 }
 
 /// The `dht` object of [`NodeStatus`].
@@ -367,6 +400,15 @@ pub fn render_table(status: &NodeStatus) -> String {
     if let Some(version) = status.revocation_version {
         out.push_str(&format!("revocation list version {version}\n"));
     }
+    for c in &status.conflicts {
+        out.push_str(&format!(
+            "CONFLICT {} {} claimed by two nodes: {} holds it, {} does not (the CA signed it twice; revoke one)\n",
+            c.kind,
+            c.value,
+            c.winner.get(..16).unwrap_or(&c.winner),
+            c.loser.get(..16).unwrap_or(&c.loser)
+        ));
+    }
     if let Some(not_after) = status.certificate_not_after
         && let Ok(now) = crate::pki::unix_now()
         && not_after < now + weft_core::CERTIFICATE_WARNING_MAX.as_secs()
@@ -546,7 +588,27 @@ mod tests {
             firewall: None,
             certificate_not_after: None,
             revocation_version: None,
+            conflicts: Vec::new(),
         }
+    }
+
+    #[test]
+    fn conflicting_claims_are_shown_and_round_trip() {
+        let mut status = status();
+        assert!(!render_table(&status).contains("CONFLICT"));
+        status.conflicts.push(ConflictInfo {
+            kind: "name".into(),
+            value: "c".into(),
+            winner: "22".repeat(32),
+            loser: "33".repeat(32),
+        });
+        let table = render_table(&status);
+        assert!(
+            table.contains("CONFLICT name c claimed by two nodes: 2222222222222222 holds it, 3333333333333333 does not"),
+            "{table}"
+        );
+        let json = serde_json::to_string(&status).unwrap();
+        assert_eq!(serde_json::from_str::<NodeStatus>(&json).unwrap(), status);
     }
 
     #[test]

@@ -249,6 +249,71 @@ fn signing_bad_names_and_addresses_fails_clearly() {
 }
 
 #[test]
+fn the_ca_refuses_a_name_or_address_it_signed_for_another_key_unless_forced() {
+    let dir = TempDir::new("ledger");
+    let d = dir.path().to_str().unwrap();
+    assert!(weft(&["ca", "init", "--dir", d]).status.success());
+    for node in ["a", "b"] {
+        assert!(
+            weft(&["init", "--dir", &format!("{d}/{node}")])
+                .status
+                .success()
+        );
+    }
+    let sign = |node: &str, name: &str, ipv4: &str, extra: &[&str]| {
+        let mut args = vec![
+            "ca".to_owned(),
+            "sign".into(),
+            "--ca-key".into(),
+            format!("{d}/ca.key"),
+            "--public-key".into(),
+            format!("{d}/{node}/node.pub"),
+            "--name".into(),
+            name.into(),
+            "--ipv4".into(),
+            ipv4.into(),
+            "--out".into(),
+            format!("{d}/{node}/node.crt"),
+            "--force".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        weft(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let first = sign("a", "c", "198.19.0.3/16", &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // The same key again (a changed group, a lost file): allowed.
+    let again = sign("a", "c", "198.19.0.3/16", &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+
+    let same_name = sign("b", "c", "198.19.0.4/16", &[]);
+    assert!(!same_name.status.success());
+    let error = stderr(&same_name);
+    assert!(
+        error.contains("already signed the name 'c' for another key")
+            && error.contains("--force-claim"),
+        "{error}"
+    );
+    let same_address = sign("b", "d", "198.19.0.3/16", &[]);
+    assert!(!same_address.status.success());
+    let error = stderr(&same_address);
+    assert!(
+        error.contains("already signed the IPv4 address 198.19.0.3 for another key ('c'"),
+        "{error}"
+    );
+    assert!(!dir.path().join("b/node.crt").exists(), "nothing written");
+
+    let forced = sign("b", "c", "198.19.0.3/16", &["--force-claim"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    let ledger = std::fs::read_to_string(dir.path().join("ca.ledger")).unwrap();
+    let lines: Vec<&str> = ledger.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 3, "{ledger}");
+    assert!(
+        lines.iter().all(|l| l.contains(" c 198.19.0.3/16 ")),
+        "{ledger}"
+    );
+}
+
+#[test]
 fn status_without_a_daemon_says_so() {
     let dir = TempDir::new("status");
     let socket = dir.path().join("weft.sock");

@@ -708,11 +708,21 @@ impl Dht {
     }
 
     fn find_local(&self, target: &Target, unix: u64) -> Option<&Arc<SignedRecord>> {
-        if target.matches(&self.own.record) {
+        let contested = matches!(target, Target::Name(_) | Target::Ipv4(_));
+        if target.matches(&self.own.record) && !contested {
             return Some(&self.own);
         }
+        let own = target.matches(&self.own.record).then_some(&self.own);
         let stored = self.store.find(target, unix);
         let cached = self.cache.find(target, unix);
+        if contested {
+            // Another node's certificate may carry this node's name or
+            // address too: the claim rule decides, here as everywhere.
+            return [own, stored, cached]
+                .into_iter()
+                .flatten()
+                .min_by_key(|r| super::store::claim_order(r));
+        }
         match (stored, cached) {
             (Some(s), Some(c)) => Some(if c.record.sequence > s.record.sequence {
                 c

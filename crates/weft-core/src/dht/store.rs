@@ -6,13 +6,25 @@
 //! only under a key they belong to) and as the cache of lookup results.
 //! IPv6 lookups match by prefix: the key of an IPv6 target is the 96 id bits
 //! of the address, zero-padded, and the records whose node id starts with
-//! those bits are found by a range over the id keys.
+//! those bits are found by a range over the id keys. Under a name or IPv4
+//! key, the record whose certificate holds the claim is found, not the
+//! newest (`identity::claims`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::record::SignedRecord;
 use super::{Key, Target};
+use crate::identity::NodeId;
+
+/// The order of the claim rule (docs/PROTOCOL.md §9.3): the earlier
+/// certificate, then the smaller node id, holds a contested name or address.
+pub(crate) fn claim_order(record: &SignedRecord) -> (u64, NodeId) {
+    (
+        record.record.certificate.not_before(),
+        record.record.node_id(),
+    )
+}
 
 /// Records of distinct nodes under one key, at most (name collisions after
 /// re-keying, nothing more in practice).
@@ -108,12 +120,20 @@ impl RecordMap {
                     .filter(usable)
                     .max_by_key(|r| r.record.sequence)
             }
-            Target::Id(_) | Target::Name(_) | Target::Ipv4(_) => self
+            Target::Id(_) => self
                 .map
                 .get(&target.key())?
                 .iter()
                 .filter(usable)
                 .max_by_key(|r| r.record.sequence),
+            // Records of two nodes under one name or IPv4 address: the
+            // claim rule picks the holder, as every node does.
+            Target::Name(_) | Target::Ipv4(_) => self
+                .map
+                .get(&target.key())?
+                .iter()
+                .filter(usable)
+                .min_by_key(|r| claim_order(r)),
         }
     }
 

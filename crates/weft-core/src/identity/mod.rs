@@ -9,6 +9,7 @@
 //! addresses and groups in [`Certificate`]s.
 
 mod cert;
+mod claims;
 mod pem;
 mod revocation;
 
@@ -19,6 +20,8 @@ use snow::params::DHChoice;
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 
 pub use cert::{CaCertificate, CaSecret, CertError, Certificate, CertificateTemplate, Ipv4Net};
+pub(crate) use claims::ConflictLog;
+pub use claims::{Claim, ClaimConflict, MAX_CONFLICTS, conflicts_between, prevails};
 pub use pem::PemError;
 pub use revocation::{
     MAX_ENTRIES as MAX_REVOCATIONS, MAX_LIST_BYTES as MAX_REVOCATION_LIST_BYTES, RevocationError,

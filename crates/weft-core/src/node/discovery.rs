@@ -178,6 +178,10 @@ impl Node {
         result: Result<NodeRecord, LookupError>,
         trace: LookupTrace,
     ) {
+        // A record found by name or address may be another claimant's.
+        if let Ok(record) = &result {
+            self.note_claims(&record.certificate);
+        }
         if let Some(destination) = self.discovery.by_lookup.remove(&id) {
             let waiting = self.discovery.on_demand.remove(&destination);
             let packets = waiting.map(|w| w.packets).unwrap_or_default();

@@ -342,6 +342,13 @@ impl Node {
             self.return_buffer(buf);
         }
         self.stop_probing(now, peer);
+        // Names and addresses it claimed pass to the next claimant.
+        if let Some(c) = self.peers[peer].certificate.clone() {
+            self.conflicts.forget(&c.node_id());
+            if let Some(net) = c.ipv4() {
+                self.rebind_ipv4(net.addr);
+            }
+        }
         if !had_session {
             return;
         }

@@ -843,15 +843,19 @@ impl Node {
     /// A node by certificate name or by (a prefix of at least 4 digits of)
     /// its hex node id.
     pub(super) fn resolve(&self, name: &str) -> Result<NodeId, RouteError> {
-        if name == self.name() {
-            return Ok(self.node_id());
+        // Two certificates may carry one name (a CA mistake): the claim
+        // rule picks the one every node picks.
+        let claimants = std::iter::once(&self.certificate)
+            .chain(self.peers.iter().filter_map(|p| p.certificate.as_ref()))
+            .filter(|c| c.name() == name && !self.is_revoked(c));
+        if let Some(winner) = claimants.min_by_key(|c| (c.not_before(), c.node_id())) {
+            return Ok(winner.node_id());
         }
-        let by_name = self.peers.iter().find_map(|p| {
-            let matches = p.certificate.as_ref().map(|c| c.name()) == Some(name)
-                || (p.certificate.is_none() && p.configured_name.as_deref() == Some(name));
+        let configured = self.peers.iter().find_map(|p| {
+            let matches = p.certificate.is_none() && p.configured_name.as_deref() == Some(name);
             if matches { p.node_id } else { None }
         });
-        if let Some(id) = by_name {
+        if let Some(id) = configured {
             return Ok(id);
         }
         let hex = name.to_ascii_lowercase();

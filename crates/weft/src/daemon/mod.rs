@@ -967,6 +967,11 @@ impl EventLoop {
             firewall: Some(FirewallInfo::from_core(&node.firewall_stats())),
             certificate_not_after: Some(node.certificate().not_after()),
             revocation_version: node.revocation_list().map(|l| l.version()),
+            conflicts: node
+                .conflicts()
+                .iter()
+                .map(crate::status::ConflictInfo::from_core)
+                .collect(),
         }
     }
 }

@@ -532,6 +532,7 @@ mod tests {
             multicast: None,
             certificate_not_after: Some(1_800_000_000),
             revocation_version: Some(3),
+            conflicts: Vec::new(),
             firewall: Some(FirewallInfo {
                 enabled: true,
                 inbound: crate::firewall::FirewallDirectionInfo {
