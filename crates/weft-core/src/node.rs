@@ -748,6 +748,13 @@ impl Node {
         if duplicate {
             return Err(NodeError::DuplicatePeer(label));
         }
+        self.push_configured_peer(now, config, node_id);
+        Ok(())
+    }
+
+    /// Adds a new slot for a configured peer, calling it at once if its
+    /// endpoint is known.
+    fn push_configured_peer(&mut self, now: Instant, config: PeerConfig, node_id: Option<NodeId>) {
         let index = self.peers.len();
         let mut peer = Peer::new(config.name, node_id, config.endpoint);
         peer.configured = true;
@@ -760,7 +767,6 @@ impl Node {
             self.routing.by_prefix.insert(prefix(&id), id);
         }
         self.peers.push(peer);
-        Ok(())
     }
 
     /// This node's id.

@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use super::{Node, Peer, PeerConfig, prefix};
+use super::{Node, PeerConfig};
 
 /// Why [`Node::add_peer`] refused a peer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -53,18 +53,7 @@ impl Node {
             return Err(AddPeerError::SelfAsPeer(label));
         }
         let Some(index) = self.find_peer(&config) else {
-            let index = self.peers.len();
-            let mut peer = Peer::new(config.name, node_id, config.endpoint);
-            peer.configured = true;
-            if config.endpoint.is_some() {
-                peer.handshake_due = Some(now);
-            }
-            if let Some(id) = node_id {
-                self.by_id.insert(id, index);
-                self.by_ipv6.insert(id.overlay_ipv6(), index);
-                self.routing.by_prefix.insert(prefix(&id), id);
-            }
-            self.peers.push(peer);
+            self.push_configured_peer(now, config, node_id);
             return Ok(());
         };
         let p = &mut self.peers[index];
