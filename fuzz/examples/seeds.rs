@@ -154,7 +154,7 @@ fn main() -> std::io::Result<()> {
     MembershipRecord::emit_signed(
         &mut membership,
         &fixture.a.secret,
-        fixture.a.certificate.to_bytes(),
+        &fixture.a.certificate.fingerprint(),
         UNIX_START * 1_000_000_000,
         35,
         &groups,
@@ -172,6 +172,10 @@ fn main() -> std::io::Result<()> {
             packet: &to_group,
         },
         Frame::Membership(&membership),
+        Frame::CertificateRequest {
+            fingerprint: fixture.b.certificate.fingerprint(),
+        },
+        Frame::Certificate(fixture.b.certificate.to_bytes()),
     ];
     for (i, frame) in frames.iter().enumerate() {
         let mut out = Vec::new();

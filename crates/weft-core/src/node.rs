@@ -49,6 +49,7 @@ use crate::stats::Stats;
 use crate::timer::TimerKind;
 use crate::wire::{self, DATA_HEADER_LEN, Frame, HandshakePayload, Packet, SessionIndex};
 
+mod certificates;
 mod configured;
 mod discovery;
 mod expiry;
@@ -462,6 +463,8 @@ pub struct Node {
     revocation: RevocationState,
     /// Names and IPv4 addresses claimed by two node ids.
     conflicts: ConflictLog,
+    /// Certificates by fingerprint, for records that name them.
+    certificates: certificates::Certificates,
 }
 
 /// Link state and routes: see the `routing` submodule.
@@ -482,6 +485,10 @@ struct RoutingState {
     recompute_at: Option<Instant>,
     /// This node's own record must be (re)sent by then.
     lsa_due: Option<Instant>,
+    /// Why it is due: a link went up or down, or a link's metrics drifted
+    /// (counted by cause when it is signed; neither means refresh).
+    lsa_for_change: bool,
+    lsa_for_drift: bool,
     last_lsa: Option<Instant>,
     /// Bounds on signing and passing on records (`route::brake`).
     brake: crate::route::Brake,
@@ -685,6 +692,7 @@ impl Node {
             events: VecDeque::new(),
             pool: Vec::new(),
             stats: Stats::default(),
+            certificates: certificates::Certificates::default(),
             routing: RoutingState {
                 config: routing,
                 lsdb: LinkStateDb::default(),
@@ -696,6 +704,8 @@ impl Node {
                 last_recompute: None,
                 recompute_at: None,
                 lsa_due: None,
+                lsa_for_change: false,
+                lsa_for_drift: false,
                 last_lsa: None,
                 brake: crate::route::Brake::default(),
                 advertised: BTreeMap::new(),
@@ -1788,6 +1798,17 @@ impl Node {
                 self.return_buffer(buf);
                 self.on_revocation_offer(now, peer, version);
             }
+            Ok(Frame::CertificateRequest { fingerprint }) => {
+                self.return_buffer(buf);
+                self.on_certificate_request(now, peer, &fingerprint);
+            }
+            Ok(Frame::Certificate(bytes)) => {
+                let mut cert_buf = self.take_buffer();
+                cert_buf.extend_from_slice(bytes);
+                self.return_buffer(buf);
+                self.on_certificate(now, &cert_buf);
+                self.return_buffer(cert_buf);
+            }
             Ok(Frame::RevocationChunk {
                 version,
                 index,
@@ -2087,6 +2108,7 @@ impl Node {
         self.by_ipv6.insert(id.overlay_ipv6(), peer);
         let old = self.peers[peer].certificate.as_ref().and_then(|c| c.ipv4());
         let new = certificate.ipv4();
+        self.certificates.insert(certificate.clone());
         let p = &mut self.peers[peer];
         p.node_id = Some(id);
         p.certificate = Some(certificate);

@@ -125,6 +125,17 @@ counters! {
     probe_rx_bytes,
     /// Link-state records this node signed.
     lsa_originated,
+    /// ... of which because one of its links went up or down, or a new
+    /// neighbour came (they may also carry drift).
+    lsa_originated_change,
+    /// ... of which because a link's RTT or loss moved noticeably.
+    lsa_originated_drift,
+    /// ... of which only because the last one was `lsa_refresh` old.
+    lsa_originated_refresh,
+    /// Direct links that came up (a neighbour's link monitor settled).
+    links_up,
+    /// Direct links that went down (probes lost, or the session ended).
+    links_down,
     /// New link-state records accepted from others.
     lsa_received,
     /// Link-state records refused (malformed, bad certificate or signature).
@@ -136,6 +147,22 @@ counters! {
     lsa_held,
     /// Times this node's own record had to wait for the origination brake.
     lsa_originate_deferred,
+    /// Certificates asked of neighbours for records that named one this
+    /// node did not hold.
+    certificates_requested,
+    /// Certificates received as asked and held (the CA signed them).
+    certificates_received,
+    /// Certificates sent to neighbours that asked.
+    certificates_sent,
+    /// Certificate answers refused: unreadable, or not the CA's.
+    certificates_rejected,
+    /// Certificates received that nobody asked for (dropped).
+    certificates_unsolicited,
+    /// Requests for a certificate this node does not hold.
+    certificate_requests_unknown,
+    /// Records dropped because too many already waited for their
+    /// certificates.
+    records_waiting_dropped,
     /// Links left out of this node's records because a record must fit
     /// one control datagram (`wire::max_links`), summed over records.
     lsa_links_capped,

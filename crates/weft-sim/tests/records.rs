@@ -1,10 +1,14 @@
 //! Control messages fit one datagram, whatever the neighbourhood: in a full
 //! mesh larger than a link-state record can list (each node has more
-//! sessions than `wire::max_links` allows for its certificate), every node
-//! still gets every other node's record and no node ever sends a datagram
-//! over `wire::MAX_CONTROL_DATAGRAM` bytes. Before records were capped, a
-//! node with more than about 54 sessions signed a record larger than a
-//! datagram and link state stopped spreading.
+//! sessions than `wire::MAX_LINKS`), every node still gets every other
+//! node's record and no node ever sends a datagram over
+//! `wire::MAX_CONTROL_DATAGRAM` bytes. Before records were capped, a node
+//! with more than about 54 sessions signed a record larger than a datagram
+//! and link state stopped spreading.
+//!
+//! Records name their origin's certificate by fingerprint: a node that
+//! gets a record of a node it never had a session with fetches the
+//! certificate from the neighbour that passed the record on.
 
 #![allow(clippy::disallowed_methods)] // Instant::now: one base per test; everything after is virtual
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
@@ -12,19 +16,14 @@
 mod common;
 
 use common::{new_sim, secs};
-use weft_core::wire::{MAX_CONTROL_DATAGRAM, max_links};
+use weft_core::wire::{MAX_CONTROL_DATAGRAM, MAX_LINKS};
 use weft_sim::MeshBuilder;
 
 #[test]
 fn a_full_mesh_larger_than_a_record_spreads_every_record_in_datagrams_that_fit() {
     let mut sim = new_sim(41);
-    let certificate_len = {
-        // The mesh's certificates are all alike in size; size it from one.
-        let probe = MeshBuilder::new(1).build(&mut sim).unwrap();
-        sim.config(probe.hosts[0]).certificate.to_bytes().len()
-    };
-    let limit = max_links(certificate_len);
-    let n = limit + 4;
+    let limit = MAX_LINKS;
+    let n = limit + 2;
     let mesh = MeshBuilder::new(n).build(&mut sim).unwrap();
     let hosts = mesh.hosts.clone();
     assert!(sim.run_until_condition(secs(30), |s| s.all_established(&hosts)));
@@ -35,8 +34,7 @@ fn a_full_mesh_larger_than_a_record_spreads_every_record_in_datagrams_that_fit()
         let node = sim.node(h).unwrap();
         let topology = node.topology(now);
         let known = topology.nodes.iter().filter(|t| t.advertised).count();
-        // Its own and every other mesh node's record (the probe host of
-        // the sizing step is not in this mesh).
+        // Its own and every other mesh node's record.
         assert!(known >= n, "{} holds {known} records of {n}", sim.name(h));
         assert_eq!(node.stats().lsa_rejected, 0);
         capped += node.stats().lsa_links_capped;
@@ -49,5 +47,54 @@ fn a_full_mesh_larger_than_a_record_spreads_every_record_in_datagrams_that_fit()
     assert!(
         largest <= MAX_CONTROL_DATAGRAM,
         "a {largest}-byte datagram (limit {MAX_CONTROL_DATAGRAM}, {limit} links a record)"
+    );
+}
+
+#[test]
+fn records_of_nodes_beyond_the_neighbours_verify_with_fetched_certificates() {
+    let mut sim = new_sim(42);
+    let n = 5;
+    let mesh = MeshBuilder::new(n).build(&mut sim).unwrap();
+    let hosts = mesh.hosts.clone();
+    // A chain: n0 - n1 - n2 - n3 - n4; no other pair can reach each other,
+    // so n0 never has a session with n2, n3 or n4 and never sees their
+    // certificates in a handshake.
+    for a in 0..n {
+        for b in a + 2..n {
+            sim.cut(hosts[a], hosts[b]);
+        }
+    }
+    let ends = (hosts[0], hosts[n - 1]);
+    let far_known = |sim: &weft_sim::Sim| {
+        let now = sim.now();
+        let topology = sim.node(ends.0).unwrap().topology(now);
+        topology.nodes.iter().filter(|t| t.advertised).count() >= n
+    };
+    assert!(
+        sim.run_until_condition(secs(30), far_known),
+        "n0 never held the records of all {n} nodes"
+    );
+    let mut requested = 0;
+    let mut received = 0;
+    for &h in &hosts {
+        let node = sim.node(h).unwrap();
+        let stats = node.stats();
+        assert_eq!(stats.lsa_rejected, 0, "{}", sim.name(h));
+        assert_eq!(stats.certificates_rejected, 0, "{}", sim.name(h));
+        requested += stats.certificates_requested;
+        received += stats.certificates_received;
+        assert!(node.certificates_held() <= n, "{}", sim.name(h));
+    }
+    assert!(
+        received > 0 && requested >= received,
+        "{requested} asked, {received} received"
+    );
+    // n0 holds the certificates of n1 (from their handshake) and of n2,
+    // n3 and n4, fetched.
+    let n0 = sim.node(ends.0).unwrap();
+    assert!(
+        n0.certificates_held() >= n - 1,
+        "{} held",
+        n0.certificates_held()
     );
 }

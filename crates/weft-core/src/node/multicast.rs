@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
+use super::certificates::RecordKind;
 use super::{Event, Node, Via, ip_destination, ip_source, prefix, push_event};
 use crate::firewall::Direction;
 use crate::identity::NodeId;
@@ -624,7 +625,7 @@ impl Node {
         MembershipRecord::emit_signed(
             &mut record,
             &self.secret,
-            self.certificate.to_bytes(),
+            &self.certificate.fingerprint(),
             sequence,
             LIFETIME.as_secs() as u16,
             &groups,
@@ -660,8 +661,31 @@ impl Node {
 
     /// A membership record from neighbour `from`.
     pub(super) fn on_membership(&mut self, now: Instant, from: usize, record: &[u8]) {
+        let fingerprint = match MembershipRecord::decode(record) {
+            Ok(decoded) => *decoded.certificate,
+            Err(error) => {
+                self.stats.lsa_rejected += 1;
+                debug!(%error, "membership record refused");
+                return;
+            }
+        };
+        let Some(certificate) =
+            self.certificate_for_record(now, &fingerprint, RecordKind::Membership, from, record)
+        else {
+            return;
+        };
+        // The same record again (it floods in from every neighbour): no
+        // signature to check.
+        if self
+            .multicast
+            .records
+            .get(&certificate.node_id())
+            .is_some_and(|m| m.bytes.as_slice() == record)
+        {
+            return;
+        }
         let unix_now = self.unix_now(now);
-        let verified = match verify_membership(record, &self.ca, unix_now) {
+        let verified = match verify_membership(record, &certificate, &self.ca, unix_now) {
             Ok(verified) => verified,
             Err(error) => {
                 self.stats.lsa_rejected += 1;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
+use super::certificates::RecordKind;
 use super::{Event, Node, Peer, Source, Transition, Via, prefix, push_event};
 use crate::identity::NodeId;
 use crate::node::LinkHealth;
@@ -451,10 +452,12 @@ impl Node {
             let name = p.name();
             let event = match transition {
                 Transition::Up => {
+                    self.stats.links_up += 1;
                     debug!(peer = %name, "direct link up");
                     Event::LinkUp { peer: id, name }
                 }
                 Transition::Down => {
+                    self.stats.links_down += 1;
                     debug!(peer = %name, "direct link down");
                     Event::LinkDown { peer: id, name }
                 }
@@ -463,6 +466,7 @@ impl Node {
         }
         self.routing.dirty = true;
         self.routing.urgent = true;
+        self.routing.lsa_for_change = true;
         self.schedule_lsa(now, CHANGE_INTERVAL);
     }
 
@@ -482,6 +486,7 @@ impl Node {
             }
         };
         if moved {
+            self.routing.lsa_for_drift = true;
             self.schedule_lsa(now, DRIFT_INTERVAL);
             self.routing.dirty = true;
         }
@@ -593,7 +598,7 @@ impl Node {
         }
         // A record must fit one datagram: past the limit, the best links
         // (least loss, then lowest RTT) are advertised, the rest are not.
-        let limit = crate::wire::max_links(self.certificate.to_bytes().len());
+        let limit = crate::wire::MAX_LINKS;
         if candidates.len() > limit {
             candidates.sort_by_key(|(id, l, _)| (l.loss, l.rtt_us, *id));
             self.stats.lsa_links_capped += (candidates.len() - limit) as u64;
@@ -614,7 +619,7 @@ impl Node {
         let mut record = self.take_buffer();
         LinkStateRecord::emit_unsigned(
             &mut record,
-            self.certificate.to_bytes(),
+            &self.certificate.fingerprint(),
             sequence,
             lifetime,
             &links,
@@ -635,6 +640,14 @@ impl Node {
         self.routing.last_lsa = Some(now);
         self.routing.lsa_due = None;
         self.stats.lsa_originated += 1;
+        match (
+            std::mem::take(&mut self.routing.lsa_for_change),
+            std::mem::take(&mut self.routing.lsa_for_drift),
+        ) {
+            (true, _) => self.stats.lsa_originated_change += 1,
+            (false, true) => self.stats.lsa_originated_drift += 1,
+            (false, false) => self.stats.lsa_originated_refresh += 1,
+        }
         trace!(links = links.len(), "advertising links");
         self.flood(now, &record, None);
         self.return_buffer(record);
@@ -665,6 +678,7 @@ impl Node {
             return;
         }
         self.sync_membership(now, peer);
+        self.routing.lsa_for_change = true;
         self.schedule_lsa(now, CHANGE_INTERVAL);
         let records: Vec<Vec<u8>> = self
             .routing
@@ -683,13 +697,29 @@ impl Node {
         if self.routing.lsdb.holds(record) {
             return;
         }
+        let fingerprint = match LinkStateRecord::decode(record) {
+            Ok(decoded) => *decoded.certificate,
+            Err(error) => {
+                self.stats.lsa_rejected += 1;
+                trace!(%error, "malformed link-state record");
+                return;
+            }
+        };
+        let Some(certificate) =
+            self.certificate_for_record(now, &fingerprint, RecordKind::LinkState, from, record)
+        else {
+            return;
+        };
         let unix_now = self.unix_now(now);
-        let verified = match verify_lsa(record, &self.ca, unix_now) {
+        let verified = match verify_lsa(record, &certificate, &self.ca, unix_now) {
             Ok(verified) => verified,
             Err(error) => {
                 self.stats.lsa_rejected += 1;
                 match error {
                     LsaError::Malformed(e) => trace!(%e, "malformed link-state record"),
+                    LsaError::OtherCertificate => {
+                        debug!("link-state record names another certificate")
+                    }
                     LsaError::Certificate(e) => {
                         debug!(%e, "link-state record with a bad certificate")
                     }

@@ -16,6 +16,8 @@ use crate::wire::{DecodeError, LinkEntry, LinkStateRecord};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LsaError {
     Malformed(DecodeError),
+    /// The record names another certificate than the one given.
+    OtherCertificate,
     Certificate(CertError),
     BadSignature,
 }
@@ -30,16 +32,21 @@ pub(crate) struct VerifiedLsa {
     pub(crate) links: Vec<LinkEntry>,
 }
 
-/// Checks a record's layout, certificate and signature.
+/// Checks a record's layout, that it names `certificate` (one whose CA
+/// signature was verified when the node took it in), that the certificate
+/// is valid now, and the signature.
 pub(crate) fn verify(
     bytes: &[u8],
+    certificate: &Certificate,
     ca: &CaCertificate,
     unix_now: u64,
 ) -> Result<VerifiedLsa, LsaError> {
     let record = LinkStateRecord::decode(bytes).map_err(LsaError::Malformed)?;
-    let certificate = Certificate::from_bytes(record.certificate).map_err(LsaError::Certificate)?;
+    if *record.certificate != certificate.fingerprint() {
+        return Err(LsaError::OtherCertificate);
+    }
     certificate
-        .verify(ca, unix_now)
+        .verify_validity(ca, unix_now)
         .map_err(LsaError::Certificate)?;
     if !verify_signature(
         &certificate.public_key().ed25519,
@@ -53,7 +60,7 @@ pub(crate) fn verify(
         lifetime: Duration::from_secs(u64::from(record.lifetime_secs)),
         links: record.links().collect(),
         sequence: record.sequence,
-        certificate,
+        certificate: certificate.clone(),
     })
 }
 
@@ -129,24 +136,27 @@ mod tests {
     use super::*;
     use crate::identity::{CaSecret, CertificateTemplate, SecretKey};
 
+    fn certified(ca: &CaSecret, key: &SecretKey) -> Certificate {
+        ca.sign(&CertificateTemplate {
+            name: "a".into(),
+            public_key: key.public(),
+            ipv4: None,
+            groups: vec![],
+            not_before: 0,
+            not_after: 1_000,
+        })
+        .unwrap()
+    }
+
     fn signed_record(ca: &CaSecret, key: &SecretKey, sequence: u64) -> Vec<u8> {
-        let cert = ca
-            .sign(&CertificateTemplate {
-                name: "a".into(),
-                public_key: key.public(),
-                ipv4: None,
-                groups: vec![],
-                not_before: 0,
-                not_after: 1_000,
-            })
-            .unwrap();
+        let cert = certified(ca, key);
         let links = [LinkEntry {
             neighbour: [3; 16],
             rtt_us: 1000,
             loss: 0,
         }];
         let mut out = Vec::new();
-        LinkStateRecord::emit_unsigned(&mut out, cert.to_bytes(), sequence, 30, &links);
+        LinkStateRecord::emit_unsigned(&mut out, &cert.fingerprint(), sequence, 30, &links);
         let signature = key.sign(&out);
         out.extend_from_slice(&signature);
         out
@@ -158,11 +168,12 @@ mod tests {
         let key = SecretKey::from_random([2; 64]);
         let now = Instant::now();
         let mut db = LinkStateDb::default();
+        let cert = certified(&ca, &key);
         let r2 = signed_record(&ca, &key, 2);
         let r1 = signed_record(&ca, &key, 1);
-        assert!(db.insert(now, verify(&r2, ca.certificate(), 10).unwrap(), &r2));
-        assert!(!db.insert(now, verify(&r1, ca.certificate(), 10).unwrap(), &r1));
-        assert!(!db.insert(now, verify(&r2, ca.certificate(), 10).unwrap(), &r2));
+        assert!(db.insert(now, verify(&r2, &cert, ca.certificate(), 10).unwrap(), &r2));
+        assert!(!db.insert(now, verify(&r1, &cert, ca.certificate(), 10).unwrap(), &r1));
+        assert!(!db.insert(now, verify(&r2, &cert, ca.certificate(), 10).unwrap(), &r2));
         assert_eq!(db.get(&key.node_id()).unwrap().sequence, 2);
         assert!(db.holds(&r2) && !db.holds(&r1), "only the stored bytes");
         assert!(!db.expire(now + Duration::from_secs(29)));
@@ -174,21 +185,27 @@ mod tests {
     fn forged_and_foreign_records_are_refused() {
         let ca = CaSecret::new([1; 32], "net", 0, 1_000).unwrap();
         let key = SecretKey::from_random([2; 64]);
+        let cert = certified(&ca, &key);
         let mut record = signed_record(&ca, &key, 1);
         let last = record.len() - 70;
         record[last] ^= 1; // a link's RTT, under the signature
         assert_eq!(
-            verify(&record, ca.certificate(), 10).unwrap_err(),
+            verify(&record, &cert, ca.certificate(), 10).unwrap_err(),
             LsaError::BadSignature
+        );
+        let other_cert = certified(&ca, &SecretKey::from_random([3; 64]));
+        assert_eq!(
+            verify(&record, &other_cert, ca.certificate(), 10).unwrap_err(),
+            LsaError::OtherCertificate
         );
         let other = CaSecret::new([9; 32], "evil", 0, 1_000).unwrap();
         let foreign = signed_record(&other, &key, 1);
         assert!(matches!(
-            verify(&foreign, ca.certificate(), 10),
+            verify(&foreign, &certified(&other, &key), ca.certificate(), 10),
             Err(LsaError::Certificate(CertError::WrongCa { .. }))
         ));
         assert!(matches!(
-            verify(b"\x01", ca.certificate(), 10),
+            verify(b"\x02", &cert, ca.certificate(), 10),
             Err(LsaError::Malformed(_))
         ));
     }

@@ -29,7 +29,15 @@ pub enum FrameKind {
     RevocationOffer = 9,
     /// One piece of a revocation list.
     RevocationChunk = 10,
+    /// "Send me the certificate with this fingerprint" (a record named it).
+    CertificateRequest = 16,
+    /// A certificate, answering a request.
+    Certificate = 17,
 }
+
+/// Largest certificate a [`Frame::Certificate`] carries: with the tunnel
+/// overhead it stays within a control datagram.
+pub const MAX_CERTIFICATE_FRAME: usize = super::MAX_CONTROL_DATAGRAM - super::TUNNEL_OVERHEAD - 1;
 
 /// Length of a hop in a relay frame: the first 16 bytes of a node id.
 pub const HOP_LEN: usize = 16;
@@ -111,6 +119,14 @@ pub enum Frame<'a> {
         /// [`REVOCATION_CHUNK_LEN`], at least one.
         data: &'a [u8],
     },
+    /// Asks for the certificate with this fingerprint.
+    CertificateRequest {
+        /// BLAKE3 of the encoded certificate.
+        fingerprint: [u8; super::FINGERPRINT_LEN],
+    },
+    /// An encoded certificate (not yet verified), at most
+    /// [`MAX_CERTIFICATE_FRAME`] bytes.
+    Certificate(&'a [u8]),
 }
 
 impl<'a> Frame<'a> {
@@ -224,6 +240,21 @@ impl<'a> Frame<'a> {
                     data,
                 })
             }
+            k if k == FrameKind::CertificateRequest as u8 => {
+                exact(body, super::FINGERPRINT_LEN, "certificate request")?;
+                let fingerprint = <[u8; super::FINGERPRINT_LEN]>::try_from(body)
+                    .map_err(|_| DecodeError::Truncated("certificate request"))?;
+                Ok(Frame::CertificateRequest { fingerprint })
+            }
+            k if k == FrameKind::Certificate as u8 => {
+                if body.is_empty() {
+                    return Err(DecodeError::Truncated("certificate frame"));
+                }
+                if body.len() > MAX_CERTIFICATE_FRAME {
+                    return Err(DecodeError::Invalid("certificate frame length"));
+                }
+                Ok(Frame::Certificate(body))
+            }
             other => Err(DecodeError::UnknownType {
                 what: "frame",
                 value: other,
@@ -289,6 +320,14 @@ impl<'a> Frame<'a> {
                 out.extend_from_slice(&count.to_be_bytes());
                 out.extend_from_slice(data);
             }
+            Frame::CertificateRequest { fingerprint } => {
+                out.push(FrameKind::CertificateRequest as u8);
+                out.extend_from_slice(fingerprint);
+            }
+            Frame::Certificate(bytes) => {
+                out.push(FrameKind::Certificate as u8);
+                out.extend_from_slice(bytes);
+            }
         }
     }
 }
@@ -319,6 +358,10 @@ mod tests {
                 inner: b"abcd",
             },
             Frame::LinkState(b"record"),
+            Frame::CertificateRequest {
+                fingerprint: [9; super::super::FINGERPRINT_LEN],
+            },
+            Frame::Certificate(b"certificate bytes"),
             Frame::Multicast {
                 origin: [3; HOP_LEN],
                 seq: 0x0102_0304_0506_0708,

@@ -1,34 +1,30 @@
 //! Link-state records: what a node says about its direct links.
 //!
-//! `[version (1) = 1][certificate length (2)][certificate][sequence (8)]
+//! `[version (1) = 2][certificate fingerprint (32)][sequence (8)]
 //! [lifetime seconds (2)][link count (2)][links][signature (64)]`, each link
-//! `[neighbour node id prefix (16)][smoothed RTT µs (4)][loss (2)]` with loss
-//! in 1/65535ths. The signature is the origin's Ed25519 signature over every
-//! byte before it; the certificate inside says whose key that is. Parsing
-//! here checks only the layout: verification is the receiver's.
+//! `[neighbour node id prefix (16)][RTT µs (4)][loss (2)]` with loss in
+//! 1/65535ths. The signature is the origin's Ed25519 signature over every
+//! byte before it; the certificate the fingerprint names says whose key
+//! that is. Parsing here checks only the layout: verification is the
+//! receiver's, with the certificate it holds or fetches.
 
-use super::record_head::RecordHead;
+use super::record_head::{FINGERPRINT_LEN, HEAD_LEN, RecordHead};
 use super::{DecodeError, HOP_LEN, read_u16, read_u32};
 
 /// Bytes per link entry.
 pub const LINK_ENTRY_LEN: usize = HOP_LEN + 4 + 2;
 const SIGNATURE_LEN: usize = 64;
-/// Bytes of a record besides its certificate and links: version,
-/// certificate length, sequence, lifetime, link count, signature.
-const FIXED_LEN: usize = 1 + 2 + 8 + 2 + 2 + SIGNATURE_LEN;
+/// Bytes of a record besides its links: the head and the signature.
+const FIXED_LEN: usize = HEAD_LEN + SIGNATURE_LEN;
 /// The largest UDP payload of any control datagram: the IPv6 minimum MTU,
 /// so that no control message needs a path MTU larger than every IPv6 path
 /// has (a record rides alone in a data packet: header, kind, tag).
 pub const MAX_CONTROL_DATAGRAM: usize = 1280;
 
-/// How many links a record whose origin has a certificate of
-/// `certificate_len` bytes may list, so that the record, sealed in a data
-/// packet, fits [`MAX_CONTROL_DATAGRAM`]. With a typical certificate (about
-/// 250 bytes) that is 41 links.
-pub fn max_links(certificate_len: usize) -> usize {
-    MAX_CONTROL_DATAGRAM.saturating_sub(super::TUNNEL_OVERHEAD + FIXED_LEN + certificate_len)
-        / LINK_ENTRY_LEN
-}
+/// How many links a record may list, so that the record, sealed in a data
+/// packet, fits [`MAX_CONTROL_DATAGRAM`]: 51.
+pub const MAX_LINKS: usize =
+    (MAX_CONTROL_DATAGRAM - super::TUNNEL_OVERHEAD - FIXED_LEN) / LINK_ENTRY_LEN;
 
 /// One advertised link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +40,8 @@ pub struct LinkEntry {
 /// A parsed, not yet verified, link-state record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkStateRecord<'a> {
-    /// The origin's encoded certificate.
-    pub certificate: &'a [u8],
+    /// The fingerprint of the origin's certificate.
+    pub certificate: &'a [u8; FINGERPRINT_LEN],
     /// Newer records have larger sequence numbers.
     pub sequence: u64,
     /// Seconds the record stays valid after it arrives.
@@ -60,7 +56,7 @@ pub struct LinkStateRecord<'a> {
 impl<'a> LinkStateRecord<'a> {
     /// Parses a record. Total.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let head = RecordHead::decode(bytes, "link-state record", "link-state certificate")?;
+        let head = RecordHead::decode(bytes, "link-state record")?;
         let (certificate, sequence, lifetime_secs, count) = (
             head.certificate,
             head.sequence,
@@ -103,7 +99,7 @@ impl<'a> LinkStateRecord<'a> {
     /// 64-byte signature over `out[start..]`.
     pub fn emit_unsigned(
         out: &mut Vec<u8>,
-        certificate: &[u8],
+        certificate: &[u8; FINGERPRINT_LEN],
         sequence: u64,
         lifetime_secs: u16,
         links: &[LinkEntry],
@@ -126,28 +122,21 @@ mod tests {
 
     #[test]
     fn a_record_with_the_most_links_fits_a_control_datagram() {
-        for cert_len in [0usize, 100, 250, 600, 1100, 1200, 2000] {
-            let links = vec![
-                LinkEntry {
-                    neighbour: [1; HOP_LEN],
-                    rtt_us: 1,
-                    loss: 0
-                };
-                max_links(cert_len)
-            ];
-            let mut out = Vec::new();
-            LinkStateRecord::emit_unsigned(&mut out, &vec![7; cert_len], 1, 1, &links);
-            out.extend_from_slice(&[0; SIGNATURE_LEN]);
-            if !links.is_empty() {
-                assert!(out.len() + crate::wire::TUNNEL_OVERHEAD <= MAX_CONTROL_DATAGRAM);
-                // One more link would not fit.
-                assert!(
-                    out.len() + LINK_ENTRY_LEN + crate::wire::TUNNEL_OVERHEAD
-                        > MAX_CONTROL_DATAGRAM
-                );
-            }
-        }
-        assert_eq!(max_links(250), 41);
+        let links = vec![
+            LinkEntry {
+                neighbour: [1; HOP_LEN],
+                rtt_us: 1,
+                loss: 0
+            };
+            MAX_LINKS
+        ];
+        let mut out = Vec::new();
+        LinkStateRecord::emit_unsigned(&mut out, &[7; FINGERPRINT_LEN], 1, 1, &links);
+        out.extend_from_slice(&[0; SIGNATURE_LEN]);
+        assert!(out.len() + crate::wire::TUNNEL_OVERHEAD <= MAX_CONTROL_DATAGRAM);
+        // One more link would not fit.
+        assert!(out.len() + LINK_ENTRY_LEN + crate::wire::TUNNEL_OVERHEAD > MAX_CONTROL_DATAGRAM);
+        assert_eq!(MAX_LINKS, 51);
     }
 
     #[test]
@@ -165,11 +154,11 @@ mod tests {
             },
         ];
         let mut out = Vec::new();
-        LinkStateRecord::emit_unsigned(&mut out, b"cert", 42, 35, &links);
+        LinkStateRecord::emit_unsigned(&mut out, &[3; FINGERPRINT_LEN], 42, 35, &links);
         let signed_len = out.len();
         out.extend_from_slice(&[9u8; 64]);
         let record = LinkStateRecord::decode(&out).unwrap();
-        assert_eq!(record.certificate, b"cert");
+        assert_eq!(record.certificate, &[3; FINGERPRINT_LEN]);
         assert_eq!(record.sequence, 42);
         assert_eq!(record.lifetime_secs, 35);
         assert_eq!(record.signed, &out[..signed_len]);

@@ -1,7 +1,7 @@
 //! Membership records: the multicast groups a node has joined, signed by it.
 //!
 //! ```text
-//! [version (1) = 1][certificate length (2)][certificate][sequence (8)]
+//! [version (1) = 2][certificate fingerprint (32)][sequence (8)]
 //! [lifetime seconds (2)][group count (2)][groups][signature (64)]
 //! ```
 //!
@@ -9,21 +9,21 @@
 //! address, or family 6 and a 16-byte IPv6 address. At most
 //! [`MAX_MEMBERSHIP_GROUPS`] groups. The sequence number is the origin's
 //! unix time in nanoseconds when it made the record: the largest wins. The
-//! signature is the origin's Ed25519 signature (by the key in its
-//! certificate) over the 32-byte BLAKE3 `derive_key` hash, context
+//! signature is the origin's Ed25519 signature (by the key in the
+//! certificate the fingerprint names) over the 32-byte BLAKE3 `derive_key` hash, context
 //! [`MEMBERSHIP_CONTEXT`], of every byte before it, so that no link-state
 //! record (signed over its raw bytes, with the same first fields) can be
 //! replayed as a membership record, nor the reverse.
 //!
 //! [`MembershipRecord::decode`] checks the layout only and is total;
-//! [`verify`] also checks the certificate against the CA and the signature
-//! (as `route::lsdb` does for link state).
+//! [`verify`] also checks, given the certificate the fingerprint names, its
+//! validity and the signature (as `route::lsdb` does for link state).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use super::DecodeError;
-use super::record_head::RecordHead;
+use super::record_head::{FINGERPRINT_LEN, RecordHead};
 use crate::identity::{CaCertificate, CertError, Certificate, NodeId, SecretKey, verify_signature};
 use crate::mcast::is_carried;
 
@@ -39,8 +39,8 @@ const FAMILY_IPV6: u8 = 6;
 /// A parsed, not yet verified, membership record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MembershipRecord<'a> {
-    /// The origin's encoded certificate.
-    pub certificate: &'a [u8],
+    /// The fingerprint of the origin's certificate.
+    pub certificate: &'a [u8; FINGERPRINT_LEN],
     /// Newer records have larger sequence numbers.
     pub sequence: u64,
     /// Seconds the record stays valid after it arrives.
@@ -55,7 +55,7 @@ pub struct MembershipRecord<'a> {
 impl<'a> MembershipRecord<'a> {
     /// Parses a record. Total.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let head = RecordHead::decode(bytes, "membership record", "membership certificate")?;
+        let head = RecordHead::decode(bytes, "membership record")?;
         let (certificate, sequence, lifetime_secs, count) = (
             head.certificate,
             head.sequence,
@@ -122,7 +122,7 @@ impl<'a> MembershipRecord<'a> {
     /// [`MembershipRecord::emit_signed`].
     pub fn emit_unsigned(
         out: &mut Vec<u8>,
-        certificate: &[u8],
+        certificate: &[u8; FINGERPRINT_LEN],
         sequence: u64,
         lifetime_secs: u16,
         groups: &[IpAddr],
@@ -143,12 +143,12 @@ impl<'a> MembershipRecord<'a> {
         }
     }
 
-    /// Appends a whole record signed with `key` (whose certificate is
-    /// `certificate`).
+    /// Appends a whole record signed with `key` (whose certificate has the
+    /// fingerprint `certificate`).
     pub fn emit_signed(
         out: &mut Vec<u8>,
         key: &SecretKey,
-        certificate: &[u8],
+        certificate: &[u8; FINGERPRINT_LEN],
         sequence: u64,
         lifetime_secs: u16,
         groups: &[IpAddr],
@@ -171,7 +171,10 @@ pub enum MembershipError {
     /// The layout is wrong.
     #[error("malformed membership record: {0}")]
     Malformed(DecodeError),
-    /// The certificate does not decode, is not the CA's, or is not valid now.
+    /// The record names another certificate than the one given.
+    #[error("membership record names another certificate")]
+    OtherCertificate,
+    /// The certificate is not the CA's, or is not valid now.
     #[error("membership record certificate: {0}")]
     Certificate(CertError),
     /// The certificate's key did not sign the record.
@@ -195,18 +198,21 @@ pub struct VerifiedMembership {
     pub groups: Vec<IpAddr>,
 }
 
-/// Checks a record's layout, certificate (issued by `ca`, valid at
-/// `unix_now`) and signature.
+/// Checks a record's layout, that it names `certificate` (one whose CA
+/// signature was verified when it was stored), that the certificate is of
+/// `ca` and valid at `unix_now`, and the signature.
 pub fn verify(
     bytes: &[u8],
+    certificate: &Certificate,
     ca: &CaCertificate,
     unix_now: u64,
 ) -> Result<VerifiedMembership, MembershipError> {
     let record = MembershipRecord::decode(bytes).map_err(MembershipError::Malformed)?;
-    let certificate =
-        Certificate::from_bytes(record.certificate).map_err(MembershipError::Certificate)?;
+    if *record.certificate != certificate.fingerprint() {
+        return Err(MembershipError::OtherCertificate);
+    }
     certificate
-        .verify(ca, unix_now)
+        .verify_validity(ca, unix_now)
         .map_err(MembershipError::Certificate)?;
     if !verify_signature(
         &certificate.public_key().ed25519,
@@ -223,7 +229,7 @@ pub fn verify(
         lifetime: Duration::from_secs(u64::from(record.lifetime_secs)),
         sequence: record.sequence,
         groups,
-        certificate,
+        certificate: certificate.clone(),
     })
 }
 
@@ -255,19 +261,19 @@ mod tests {
     fn record_round_trips() {
         let groups = [ip("239.1.2.3"), ip("ff3e::8000:1"), ip("224.0.0.251")];
         let mut out = vec![0xaa];
-        MembershipRecord::emit_unsigned(&mut out, b"cert", 42, 35, &groups);
+        MembershipRecord::emit_unsigned(&mut out, &[3; FINGERPRINT_LEN], 42, 35, &groups);
         let signed_len = out.len();
         out.extend_from_slice(&[9u8; 64]);
         let record = MembershipRecord::decode(&out[1..]).unwrap();
-        assert_eq!(record.certificate, b"cert");
+        assert_eq!(record.certificate, &[3; FINGERPRINT_LEN]);
         assert_eq!(record.sequence, 42);
         assert_eq!(record.lifetime_secs, 35);
         assert_eq!(record.signed, &out[1..signed_len]);
         assert_eq!(record.signature, &[9u8; 64]);
         assert_eq!(record.groups().collect::<Vec<_>>(), groups);
-        // Layout: version, cert length, cert, sequence, lifetime, count.
-        assert_eq!(&out[1..8], &[1, 0, 4, b'c', b'e', b'r', b't']);
-        assert_eq!(&out[16..22], &[0, 35, 0, 3, 4, 239]);
+        // Layout: version, fingerprint, sequence, lifetime, count.
+        assert_eq!(&out[1..4], &[2, 3, 3]);
+        assert_eq!(&out[42..48], &[0, 35, 0, 3, 4, 239]);
         assert!(MembershipRecord::decode(&out[1..out.len() - 1]).is_err());
         out.push(0);
         assert!(MembershipRecord::decode(&out[1..]).is_err());
@@ -276,9 +282,9 @@ mod tests {
     #[test]
     fn bad_families_and_counts_are_errors() {
         let mut out = Vec::new();
-        MembershipRecord::emit_unsigned(&mut out, b"c", 1, 1, &[ip("239.1.2.3")]);
+        MembershipRecord::emit_unsigned(&mut out, &[1; FINGERPRINT_LEN], 1, 1, &[ip("239.1.2.3")]);
         out.extend_from_slice(&[0u8; 64]);
-        let family_at = 1 + 2 + 1 + 8 + 2 + 2;
+        let family_at = 1 + FINGERPRINT_LEN + 8 + 2 + 2;
         out[family_at] = 5;
         assert_eq!(
             MembershipRecord::decode(&out),
@@ -292,7 +298,7 @@ mod tests {
         );
         let many = vec![ip("239.1.2.3"); MAX_MEMBERSHIP_GROUPS + 5];
         let mut out = Vec::new();
-        MembershipRecord::emit_unsigned(&mut out, b"c", 1, 1, &many);
+        MembershipRecord::emit_unsigned(&mut out, &[1; FINGERPRINT_LEN], 1, 1, &many);
         out.extend_from_slice(&[0u8; 64]);
         assert_eq!(
             MembershipRecord::decode(&out).unwrap().groups().count(),
@@ -312,8 +318,8 @@ mod tests {
             ip("239.1.2.3"),
         ];
         let mut out = Vec::new();
-        MembershipRecord::emit_signed(&mut out, &key, cert.to_bytes(), 7, 35, &groups);
-        let verified = verify(&out, ca.certificate(), 10).unwrap();
+        MembershipRecord::emit_signed(&mut out, &key, &cert.fingerprint(), 7, 35, &groups);
+        let verified = verify(&out, &cert, ca.certificate(), 10).unwrap();
         assert_eq!(verified.origin, key.node_id());
         assert_eq!(verified.certificate, cert);
         assert_eq!(verified.sequence, 7);
@@ -322,44 +328,52 @@ mod tests {
     }
 
     #[test]
-    fn forged_foreign_expired_and_link_state_records_are_refused() {
+    fn forged_foreign_expired_misnamed_and_link_state_records_are_refused() {
         let ca = CaSecret::new([1; 32], "net", 0, 1_000).unwrap();
         let key = SecretKey::from_random([2; 64]);
         let cert = certified(&ca, &key);
+        let fingerprint = cert.fingerprint();
         let mut out = Vec::new();
-        MembershipRecord::emit_signed(&mut out, &key, cert.to_bytes(), 7, 35, &[ip("239.1.2.3")]);
+        MembershipRecord::emit_signed(&mut out, &key, &fingerprint, 7, 35, &[ip("239.1.2.3")]);
         let mut forged = out.clone();
         let group_at = forged.len() - 64 - 1;
         forged[group_at] ^= 1; // the group's last byte, under the signature
         assert_eq!(
-            verify(&forged, ca.certificate(), 10),
+            verify(&forged, &cert, ca.certificate(), 10),
             Err(MembershipError::BadSignature)
         );
         assert!(matches!(
-            verify(&out, ca.certificate(), 2_000),
+            verify(&out, &cert, ca.certificate(), 2_000),
             Err(MembershipError::Certificate(_))
         ));
+        // Another certificate than the one the record names.
+        let other_key = SecretKey::from_random([3; 64]);
+        let other_cert = certified(&ca, &other_key);
+        assert_eq!(
+            verify(&out, &other_cert, ca.certificate(), 10),
+            Err(MembershipError::OtherCertificate)
+        );
         let other = CaSecret::new([9; 32], "evil", 0, 1_000).unwrap();
         let foreign = certified(&other, &key);
         let mut out = Vec::new();
-        MembershipRecord::emit_signed(&mut out, &key, foreign.to_bytes(), 7, 35, &[]);
+        MembershipRecord::emit_signed(&mut out, &key, &foreign.fingerprint(), 7, 35, &[]);
         assert!(matches!(
-            verify(&out, ca.certificate(), 10),
+            verify(&out, &foreign, ca.certificate(), 10),
             Err(MembershipError::Certificate(CertError::WrongCa { .. }))
         ));
         assert!(matches!(
-            verify(b"\x01", ca.certificate(), 10),
+            verify(b"\x02", &cert, ca.certificate(), 10),
             Err(MembershipError::Malformed(_))
         ));
         // A link-state record without links has a membership record's
         // layout; its signature (over the raw bytes) does not pass.
         let mut lsa = Vec::new();
-        LinkStateRecord::emit_unsigned(&mut lsa, cert.to_bytes(), u64::MAX, 35, &[]);
+        LinkStateRecord::emit_unsigned(&mut lsa, &fingerprint, u64::MAX, 35, &[]);
         let signature = key.sign(&lsa);
         lsa.extend_from_slice(&signature);
         assert!(MembershipRecord::decode(&lsa).is_ok());
         assert_eq!(
-            verify(&lsa, ca.certificate(), 10),
+            verify(&lsa, &cert, ca.certificate(), 10),
             Err(MembershipError::BadSignature)
         );
     }
@@ -385,7 +399,7 @@ mod tests {
                 .chain(v6.into_iter().map(|o| IpAddr::V6(Ipv6Addr::from(o))))
                 .collect();
             let mut out = Vec::new();
-            MembershipRecord::emit_unsigned(&mut out, b"certificate", 3, 35, &groups);
+            MembershipRecord::emit_unsigned(&mut out, &[5; FINGERPRINT_LEN], 3, 35, &groups);
             out.extend_from_slice(&[0u8; 64]);
             let record = MembershipRecord::decode(&out).unwrap();
             prop_assert_eq!(record.groups().collect::<Vec<_>>(), groups);

@@ -32,15 +32,16 @@ pub use dht::{
     RecordFields, SIGNATURE_LEN, datagram_digest, is_label, record_digest,
 };
 pub use frame::{
-    Frame, FrameKind, HOP_LEN, MAX_MULTICAST_HOPS, MAX_RELAY_HOPS, MAX_RELAY_OVERHEAD,
-    MAX_REVOCATION_CHUNKS, MULTICAST_HEADER_LEN, REVOCATION_CHUNK_LEN,
+    Frame, FrameKind, HOP_LEN, MAX_CERTIFICATE_FRAME, MAX_MULTICAST_HOPS, MAX_RELAY_HOPS,
+    MAX_RELAY_OVERHEAD, MAX_REVOCATION_CHUNKS, MULTICAST_HEADER_LEN, REVOCATION_CHUNK_LEN,
 };
 pub use handshake::{HandshakePayload, PAYLOAD_FIXED_LEN};
-pub use link_state::{LINK_ENTRY_LEN, LinkEntry, LinkStateRecord, MAX_CONTROL_DATAGRAM, max_links};
+pub use link_state::{LINK_ENTRY_LEN, LinkEntry, LinkStateRecord, MAX_CONTROL_DATAGRAM, MAX_LINKS};
 pub use membership::{
     MAX_MEMBERSHIP_GROUPS, MEMBERSHIP_CONTEXT, MembershipError, MembershipRecord,
     VerifiedMembership, membership_digest, verify as verify_membership,
 };
+pub use record_head::FINGERPRINT_LEN;
 
 /// The wire version this code speaks. Version 2 signs and MACs handshake
 /// inits and adds the cookie reply; a version-1 node's packets are dropped

@@ -81,6 +81,21 @@ fn main() {
     let counted =
         |sim: &Sim, name: &str| -> u64 { hosts.iter().filter_map(|&h| sim.counter(h, name)).sum() };
     let lsa_before = counted(&sim, "lsa_tx_bytes");
+    // What makes records and sessions change at idle, summed over nodes
+    // for the window (printed to stderr, beside the table).
+    const CAUSES: [&str; 10] = [
+        "lsa_originated_change",
+        "lsa_originated_drift",
+        "lsa_originated_refresh",
+        "lsa_held",
+        "links_up",
+        "links_down",
+        "handshakes_completed",
+        "handshake_timeouts",
+        "peers_lost",
+        "sessions_evicted",
+    ];
+    let causes_before: Vec<u64> = CAUSES.iter().map(|c| counted(&sim, c)).collect();
     let probe_before = counted(&sim, "probe_tx_bytes");
     let mut peak_sessions = vec![0usize; hosts.len()];
     for _ in 0..args.window {
@@ -98,6 +113,17 @@ fn main() {
         }
     }
     let window = args.window.max(1) as f64;
+    let causes: Vec<String> = CAUSES
+        .iter()
+        .zip(&causes_before)
+        .map(|(c, b)| format!("{c} {}", counted(&sim, c) - b))
+        .collect();
+    eprintln!(
+        "{} nodes, idle window of {} s, summed over nodes: {}",
+        args.nodes,
+        args.window,
+        causes.join(", ")
+    );
     let mut sent: Vec<f64> = hosts
         .iter()
         .zip(&before)
