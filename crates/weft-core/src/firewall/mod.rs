@@ -50,8 +50,10 @@
 //!   next ICMP error about it), as if that flow's first packet came again
 //!   from the same peer: still allowed, it goes on as before; no longer
 //!   allowed, its entry goes (`conntrack_closed_by_reload`) and the packet
-//!   meets the rules like the first packet of a new flow, so a reply to a
-//!   connection that may no longer be opened is dropped. This is what
+//!   meets its own direction's rules like the first packet of a new flow
+//!   (a client's next packet to a port no longer served is dropped; a
+//!   server's own packets to the client pass only if the outbound rules
+//!   would let this node open that flow). This is what
 //!   Nebula does: a reload never widens what an established connection
 //!   may do, and never cuts one the new rules still allow. Counters: a
 //!   rule keeps its count if the new rules hold the same rule under the
