@@ -57,6 +57,7 @@ mod icmp;
 mod multicast;
 mod qos;
 mod reject;
+mod renewal;
 mod revocation;
 mod routing;
 mod topology;
@@ -68,6 +69,7 @@ pub use expiry::{MAX_WARNING as CERTIFICATE_WARNING_MAX, warning_window};
 use multicast::MulticastState;
 pub use multicast::{GroupError, GroupStatus, TreeStatus};
 use qos::QosState;
+pub use renewal::SetCertificateError;
 pub use revocation::RevocationConfig;
 use revocation::RevocationState;
 pub use topology::{TopologyLink, TopologyNode, TopologyStatus};
@@ -416,6 +418,9 @@ pub struct PeerStatus {
     pub via: Vec<String>,
     /// Whether it is a configured peer (its session is kept up).
     pub configured: bool,
+    /// When the certificate its session carries expires (unix seconds),
+    /// once known: a renewed one shows here after the next handshake.
+    pub certificate_not_after: Option<u64>,
 }
 
 /// Health of a direct link, from probes.
@@ -832,6 +837,7 @@ impl Node {
                 loss: p.monitor.loss(),
                 via: self.via_names(now, p),
                 configured: p.configured,
+                certificate_not_after: p.certificate.as_ref().map(Certificate::not_after),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));

@@ -487,7 +487,7 @@ impl Node {
         }
     }
 
-    fn schedule_lsa(&mut self, now: Instant, spacing: Duration) {
+    pub(super) fn schedule_lsa(&mut self, now: Instant, spacing: Duration) {
         let earliest = self
             .routing
             .last_lsa
