@@ -218,6 +218,10 @@ pub struct PeerInfo {
     /// node keeps up.
     #[serde(default)]
     pub configured: bool,
+    /// When the certificate of its session expires, unix seconds (once
+    /// known; a renewed one shows after the next handshake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_not_after: Option<u64>,
 }
 
 fn unknown() -> String {
@@ -581,6 +585,7 @@ mod tests {
                 loss: 0.25,
                 via: vec!["c".into()],
                 configured: true,
+                certificate_not_after: None,
             }],
             stats: BTreeMap::new(),
             dht: None,

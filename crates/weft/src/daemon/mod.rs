@@ -913,6 +913,7 @@ impl EventLoop {
                 loss: loss_rate(p.loss),
                 via: p.via,
                 configured: p.configured,
+                certificate_not_after: p.certificate_not_after,
             })
             .collect();
         let mut stats: std::collections::BTreeMap<String, u64> = node
