@@ -779,6 +779,11 @@ impl Node {
         self.secret.node_id()
     }
 
+    /// The network's CA, the only issuer this node trusts.
+    pub fn ca(&self) -> &CaCertificate {
+        &self.ca
+    }
+
     /// This node's certificate name.
     pub fn name(&self) -> &str {
         self.certificate.name()

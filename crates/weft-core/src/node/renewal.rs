@@ -73,17 +73,16 @@ pub enum SetCertificateError {
 }
 
 impl Node {
-    /// Adopts `certificate`, a renewal of this node's own (see the module
-    /// doc for what it must keep and how peers learn it). Returns the
-    /// groups left because the new certificate may not join them. The same
-    /// certificate again changes nothing; on an error nothing changes.
-    pub fn set_certificate(
-        &mut self,
+    /// Whether [`Node::set_certificate`] would adopt `certificate` at
+    /// `now` (the same certificate again passes); changes nothing, so a
+    /// caller can check everything before it changes anything.
+    pub fn check_certificate(
+        &self,
         now: Instant,
-        certificate: Certificate,
-    ) -> Result<Vec<IpAddr>, SetCertificateError> {
-        if certificate == self.certificate {
-            return Ok(Vec::new());
+        certificate: &Certificate,
+    ) -> Result<(), SetCertificateError> {
+        if *certificate == self.certificate {
+            return Ok(());
         }
         if certificate.public_key() != self.secret.public() {
             return Err(SetCertificateError::OtherKey {
@@ -91,8 +90,7 @@ impl Node {
                 own: self.node_id().short(),
             });
         }
-        let unix_now = self.unix_now(now);
-        certificate.verify(&self.ca, unix_now)?;
+        certificate.verify(&self.ca, self.unix_now(now))?;
         if certificate.name() != self.certificate.name() {
             return Err(SetCertificateError::OtherName {
                 running: self.certificate.name().to_owned(),
@@ -103,12 +101,29 @@ impl Node {
             let show = |c: &Certificate| c.ipv4().map_or("none".to_owned(), |n| n.to_string());
             return Err(SetCertificateError::OtherIpv4 {
                 running: show(&self.certificate),
-                new: show(&certificate),
+                new: show(certificate),
             });
         }
-        if self.is_revoked(&certificate) {
+        if self.is_revoked(certificate) {
             return Err(SetCertificateError::Revoked);
         }
+        Ok(())
+    }
+
+    /// Adopts `certificate`, a renewal of this node's own (see the module
+    /// doc for what it must keep and how peers learn it). Returns the
+    /// groups left because the new certificate may not join them. The same
+    /// certificate again changes nothing; on an error nothing changes.
+    pub fn set_certificate(
+        &mut self,
+        now: Instant,
+        certificate: Certificate,
+    ) -> Result<Vec<IpAddr>, SetCertificateError> {
+        self.check_certificate(now, &certificate)?;
+        if certificate == self.certificate {
+            return Ok(Vec::new());
+        }
+        let unix_now = self.unix_now(now);
         info!(
             not_after = certificate.not_after(),
             "adopting the renewed certificate"
