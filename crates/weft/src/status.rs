@@ -419,12 +419,12 @@ pub fn render_table(status: &NodeStatus) -> String {
     {
         out.push_str(&if not_after <= now {
             format!(
-                "certificate EXPIRED at {}: renew it (weft ca renew) and restart the node\n",
+                "certificate EXPIRED at {}: renew it (weft ca renew) and reload the node (weft reload)\n",
                 crate::cert::utc(not_after)
             )
         } else {
             format!(
-                "certificate expires in {} ({}): renew it (weft ca renew) and restart the node\n",
+                "certificate expires in {} ({}): renew it (weft ca renew) and reload the node (weft reload)\n",
                 crate::cert::human_duration(not_after - now),
                 crate::cert::utc(not_after)
             )
