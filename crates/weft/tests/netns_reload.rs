@@ -1,7 +1,11 @@
 //! Real-host config reload: `weft reload` changes a QoS class's rate and
 //! the peer list of a running daemon while a ping runs through it, without
 //! losing a ping or redoing a handshake, and refuses a new listen address
-//! while the daemon keeps running on its old config.
+//! while the daemon keeps running on its old config. A second test changes
+//! a firewall rule (what passes changes, while a ping on another allowed
+//! path loses nothing) and adopts a renewed certificate (no session
+//! dropped; the node and its peer show the new expiry), and refuses a
+//! certificate for another key.
 //!
 //! Three daemons in network namespaces, full mesh; h0 pings h1 every 20 ms
 //! throughout. h0's config file is rewritten four times: the bulk class's
@@ -12,9 +16,11 @@
 //! also when the test panics.
 
 #![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
+#![allow(clippy::disallowed_methods)] // real time: pings are sent and answered by real hosts
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use weft::testbed::{Host, Testbed, TestbedOptions, is_root};
 
@@ -138,6 +144,186 @@ fn reload_changes_a_class_rate_and_the_peers_while_a_ping_runs_with_no_loss() {
     );
     assert_eq!(peer(h0, "h1")["handshakes"].as_u64().unwrap(), handshakes);
     assert_eq!(peer(h0, "h1")["state"], "established");
+}
+
+/// h1 answers pings from h0 and h2, each by a rule of its own.
+const PING_H0: &str = "[[firewall.inbound]]\nname = \"ping-h0\"\nproto = \"icmp\"\nhost = \"h0\"\n";
+const PING_H2: &str = "[[firewall.inbound]]\nname = \"ping-h2\"\nproto = \"icmp\"\nhost = \"h2\"\n";
+
+#[test]
+fn reload_changes_a_firewall_rule_and_adopts_a_renewed_certificate_without_losing_a_ping() {
+    if !is_root() {
+        weft::testbed::skip("network namespace tests need root");
+        return;
+    }
+    let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));
+    options
+        .host_config
+        .insert(1, format!("[firewall]\n{PING_H0}{PING_H2}"));
+    let testbed = Testbed::new(3, options).expect("building the test bed");
+    testbed
+        .wait_established(ESTABLISH_TIMEOUT)
+        .expect("sessions");
+    let (h0, h1, h2) = (testbed.host(0), testbed.host(1), testbed.host(2));
+    let h1_config = std::fs::read_to_string(h1.config_path()).unwrap();
+    let target = IpAddr::V4(h1.overlay_ipv4().unwrap());
+    let handshakes = peer(h1, "h0")["handshakes"].as_u64().unwrap();
+
+    // h0 pings h1 throughout: the allowed path that must lose nothing.
+    let steady = h0.ping_stream(target, INTERVAL, STREAM_LIMIT);
+    let probed = h2.ping_stream(target, INTERVAL, STREAM_LIMIT);
+    testbed
+        .wait_until(Duration::from_secs(10), "both pings answered", || {
+            Ok(steady.replies() >= 25 && probed.replies() >= 25)
+        })
+        .unwrap();
+
+    // h2's rule goes: its ping flow, tracked, is judged again and closed.
+    let without_h2 = h1_config.replace(PING_H2, "");
+    assert_ne!(without_h2, h1_config);
+    std::fs::write(h1.config_path(), &without_h2).unwrap();
+    let stdout = reload(h1, true);
+    assert!(stdout.contains("applied: firewall: 1 inbound"), "{stdout}");
+    let cut = Instant::now();
+    testbed
+        .wait_until(Duration::from_secs(10), "h2's pings go unanswered", || {
+            Ok(known_after(&probed, cut) >= 10)
+        })
+        .unwrap();
+    assert_eq!(probed.replies_sent_after(cut), 0);
+    let firewall = &h1.status().unwrap()["firewall"];
+    assert_eq!(firewall["conntrack_closed_by_reload"], 1, "{firewall}");
+    let rules = firewall["inbound"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "{firewall}");
+    assert_eq!(rules[0]["rule"], "ping-h0");
+    assert_eq!(
+        rules[0]["packets"], 1,
+        "h0's one flow, counted before the reload"
+    );
+
+    // The rule back: h2's pings pass again.
+    std::fs::write(h1.config_path(), &h1_config).unwrap();
+    let stdout = reload(h1, true);
+    assert!(stdout.contains("applied: firewall: 2 inbound"), "{stdout}");
+    let back = Instant::now();
+    testbed
+        .wait_until(Duration::from_secs(10), "h2's pings answered again", || {
+            Ok(probed.replies_sent_after(back) >= 10)
+        })
+        .unwrap();
+    drop(probed.stop().unwrap());
+
+    // A renewed certificate (30 days instead of the test bed's year).
+    let before = h0.status().unwrap()["certificate_not_after"]
+        .as_u64()
+        .unwrap();
+    let certificate = h0.dir().join("node.crt");
+    let renewed = h0.dir().join("renewed.crt");
+    let ca_key = testbed.dir().join("ca").join("ca.key");
+    weft(&[
+        "ca".as_ref(),
+        "renew".as_ref(),
+        "--ca-key".as_ref(),
+        ca_key.as_os_str(),
+        "--certificate".as_ref(),
+        certificate.as_os_str(),
+        "--days".as_ref(),
+        "30".as_ref(),
+        "--out".as_ref(),
+        renewed.as_os_str(),
+    ]);
+
+    // A certificate of another key is refused, and the node keeps its own.
+    std::fs::copy(testbed.host(2).dir().join("node.crt"), &certificate).unwrap();
+    let stdout = reload(h0, false);
+    assert!(
+        stdout.contains("refused: node.certificate: ")
+            && stdout.contains("not for this node's key")
+            && stdout.contains("nothing was applied"),
+        "{stdout}"
+    );
+    assert_eq!(
+        h0.status().unwrap()["certificate_not_after"].as_u64(),
+        Some(before)
+    );
+
+    std::fs::copy(&renewed, &certificate).unwrap();
+    let stdout = reload(h0, true);
+    assert!(
+        stdout.contains("applied: node.certificate: renewed"),
+        "{stdout}"
+    );
+    let after = h0.status().unwrap()["certificate_not_after"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        after < before && after > before - 340 * 86_400,
+        "{before} -> {after}"
+    );
+    testbed
+        .wait_until(
+            Duration::from_secs(10),
+            "h1 has h0's renewed certificate",
+            || Ok(peer(h1, "h0")["certificate_not_after"].as_u64() == Some(after)),
+        )
+        .unwrap();
+
+    // Another second of pings after the last reload; none lost, and the
+    // session with h1 is the one from before, rekeyed to carry the new
+    // certificate.
+    let replies = steady.replies();
+    testbed
+        .wait_until(Duration::from_secs(10), "replies after the reloads", || {
+            Ok(steady.replies() >= replies + 50)
+        })
+        .unwrap();
+    let record = steady.stop().unwrap();
+    let lost: Vec<u32> = record
+        .probes
+        .iter()
+        .filter(|p| p.rtt.is_none())
+        .map(|p| p.seq)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "lost pings {lost:?}\n{}",
+        testbed.log_tails()
+    );
+    assert_eq!(peer(h1, "h0")["state"], "established");
+    assert!(peer(h1, "h0")["handshakes"].as_u64().unwrap() > handshakes);
+    assert_eq!(h1.stat("peers_lost").unwrap(), 0);
+}
+
+/// Runs `weft reload` on `host`, expecting success or failure; its output.
+fn reload(host: &Host, succeeds: bool) -> String {
+    let output = host.reload().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.success(),
+        succeeds,
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Runs the `weft` CLI outside the namespaces (the CA's commands).
+fn weft(args: &[&std::ffi::OsStr]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "weft {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Pings of `stream` sent after `time` whose fate is known (answered, or
+/// unanswered for `REPLY_TIMEOUT`).
+fn known_after(stream: &weft::testbed::PingStream, time: Instant) -> usize {
+    stream.probes().iter().filter(|p| p.sent > time).count()
 }
 
 /// The bulk class's rate limit in `weft qos --json`.
