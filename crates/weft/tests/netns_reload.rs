@@ -18,6 +18,9 @@
 #![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
 #![allow(clippy::disallowed_methods)] // real time: pings are sent and answered by real hosts
 
+#[path = "support/http.rs"]
+mod http;
+
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -217,6 +220,7 @@ fn reload_changes_a_firewall_rule_and_adopts_a_renewed_certificate_without_losin
     let before = h0.status().unwrap()["certificate_not_after"]
         .as_u64()
         .unwrap();
+    assert_eq!(expiry_gauge(h0), Some(before));
     let certificate = h0.dir().join("node.crt");
     let renewed = h0.dir().join("renewed.crt");
     let ca_key = testbed.dir().join("ca").join("ca.key");
@@ -260,6 +264,7 @@ fn reload_changes_a_firewall_rule_and_adopts_a_renewed_certificate_without_losin
         after < before && after > before - 340 * 86_400,
         "{before} -> {after}"
     );
+    assert_eq!(expiry_gauge(h0), Some(after), "/metrics follows");
     testbed
         .wait_until(
             Duration::from_secs(10),
@@ -292,6 +297,26 @@ fn reload_changes_a_firewall_rule_and_adopts_a_renewed_certificate_without_losin
     assert_eq!(peer(h1, "h0")["state"], "established");
     assert!(peer(h1, "h0")["handshakes"].as_u64().unwrap() > handshakes);
     assert_eq!(h1.stat("peers_lost").unwrap(), 0);
+}
+
+/// `weft_certificate_expiry_timestamp_seconds` in `host`'s `/metrics`.
+fn expiry_gauge(host: &Host) -> Option<u64> {
+    let token = format!("Bearer {}", host.api_token().unwrap());
+    let address = weft::config::ApiSection::default().listen;
+    let stream = host.enter(|| http::connect(address)).unwrap().unwrap();
+    let reply = http::request_with_headers(
+        stream,
+        &[("Authorization", &token)],
+        "GET",
+        "/metrics",
+        None,
+    )
+    .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body.lines().find_map(|line| {
+        let value = line.strip_prefix("weft_certificate_expiry_timestamp_seconds ")?;
+        value.trim().parse::<f64>().ok().map(|v| v as u64)
+    })
 }
 
 /// Runs `weft reload` on `host`, expecting success or failure; its output.
