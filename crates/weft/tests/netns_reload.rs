@@ -1,19 +1,26 @@
-//! Real-host config reload: `weft reload` changes a QoS class's rate and
-//! the peer list of a running daemon while a ping runs through it, without
-//! losing a ping or redoing a handshake, and refuses a new listen address
-//! while the daemon keeps running on its old config. A second test changes
-//! a firewall rule (what passes changes, while a ping on another allowed
-//! path loses nothing) and adopts a renewed certificate (no session
-//! dropped; the node and its peer show the new expiry), and refuses a
-//! certificate for another key.
+//! Real-host config reload, three daemons in network namespaces, full
+//! mesh, with h0 pinging h1 every 20 ms throughout each test.
 //!
-//! Three daemons in network namespaces, full mesh; h0 pings h1 every 20 ms
-//! throughout. h0's config file is rewritten four times: the bulk class's
-//! rate from 5 to 8 Mbit/s and h2 left out of `[[peers]]`; h2 put back;
-//! the rate at 9 Mbit/s, read on SIGHUP; then another listen port, which
-//! must be refused. Needs root; without it the test prints why and passes.
-//! Every wait has a deadline; the test bed removes namespaces and daemons
-//! also when the test panics.
+//! The first test rewrites h0's config four times: the bulk class's rate
+//! from 5 to 8 Mbit/s and h2 left out of `[[peers]]`; h2 put back; the
+//! rate at 9 Mbit/s, read on SIGHUP; then another listen port, which must
+//! be refused while the daemon keeps its config. No ping is lost and no
+//! handshake with h1 is redone.
+//!
+//! The second test runs h1 with a firewall that answers pings from h0 and
+//! from h2, each by a rule of its own, while h2 pings h1 too. Reloads on
+//! h1 remove h2's rule (h2's tracked ping flow is closed at once and
+//! counted) and put it back; blocklist h2 (their session ends) and unlist
+//! it (h1 calls it again); on h0 a certificate of another key is refused
+//! and a renewed one (`weft ca renew`) adopted: the status and the
+//! `/metrics` gauge show its expiry, and h1 learns it by a rekey; last, a
+//! revocation list of h2's certificate given to h1 is installed and
+//! reaches h0. h0's ping to h1 loses nothing throughout and no session
+//! between them is lost.
+//!
+//! Needs root; without it the tests print why and pass. Every wait has a
+//! deadline; the test bed removes namespaces and daemons also when the
+//! test panics.
 
 #![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
 #![allow(clippy::disallowed_methods)] // real time: pings are sent and answered by real hosts
@@ -21,6 +28,7 @@
 #[path = "support/http.rs"]
 mod http;
 
+use std::ffi::OsStr;
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -216,6 +224,40 @@ fn reload_changes_a_firewall_rule_and_adopts_a_renewed_certificate_without_losin
         .unwrap();
     drop(probed.stop().unwrap());
 
+    // h2 blocklisted on h1: their session ends at once.
+    let h2_certificate = weft_core::Certificate::from_pem(
+        &std::fs::read_to_string(h2.dir().join("node.crt")).unwrap(),
+    )
+    .unwrap();
+    let fingerprint: String = h2_certificate
+        .fingerprint()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(
+        h1.config_path(),
+        format!("{h1_config}\n[pki]\nblocklist = [\"{fingerprint}\"]\n"),
+    )
+    .unwrap();
+    let stdout = reload(h1, true);
+    assert!(
+        stdout.contains("applied: pki.blocklist: 1 entries; 1 sessions ended"),
+        "{stdout}"
+    );
+    assert_ne!(peer(h1, "h2")["state"], "established");
+    // Unlisted again: h1 calls h2, a configured peer, at once.
+    std::fs::write(h1.config_path(), &h1_config).unwrap();
+    let stdout = reload(h1, true);
+    assert!(
+        stdout.contains("applied: pki.blocklist: 0 entries"),
+        "{stdout}"
+    );
+    testbed
+        .wait_until(Duration::from_secs(10), "h1 and h2 connected again", || {
+            Ok(peer(h1, "h2")["state"] == "established")
+        })
+        .unwrap();
+
     // A renewed certificate (30 days instead of the test bed's year).
     let before = h0.status().unwrap()["certificate_not_after"]
         .as_u64()
@@ -224,7 +266,7 @@ fn reload_changes_a_firewall_rule_and_adopts_a_renewed_certificate_without_losin
     let certificate = h0.dir().join("node.crt");
     let renewed = h0.dir().join("renewed.crt");
     let ca_key = testbed.dir().join("ca").join("ca.key");
-    weft(&[
+    weft([
         "ca".as_ref(),
         "renew".as_ref(),
         "--ca-key".as_ref(),
@@ -271,6 +313,37 @@ fn reload_changes_a_firewall_rule_and_adopts_a_renewed_certificate_without_losin
             "h1 has h0's renewed certificate",
             || Ok(peer(h1, "h0")["certificate_not_after"].as_u64() == Some(after)),
         )
+        .unwrap();
+
+    // A revocation list given to h1 by a reload: installed, h2's session
+    // ends, and h0 gets the list from h1.
+    let list = testbed.dir().join("revocations.crl");
+    let h2_file = h2.dir().join("node.crt");
+    weft([
+        "ca".as_ref(),
+        "revoke".as_ref(),
+        "--ca-key".as_ref(),
+        ca_key.as_os_str(),
+        "--certificate".as_ref(),
+        h2_file.as_os_str(),
+        "--out".as_ref(),
+        list.as_os_str(),
+    ]);
+    std::fs::write(
+        h1.config_path(),
+        format!("{h1_config}\n[pki]\nrevocations = \"{}\"\n", list.display()),
+    )
+    .unwrap();
+    let stdout = reload(h1, true);
+    assert!(
+        stdout.contains("applied: pki.revocations: version 1 installed"),
+        "{stdout}"
+    );
+    assert_ne!(peer(h1, "h2")["state"], "established");
+    testbed
+        .wait_until(Duration::from_secs(10), "h0 holds the list", || {
+            Ok(h0.status()?["revocation_version"] == 1)
+        })
         .unwrap();
 
     // Another second of pings after the last reload; none lost, and the
@@ -333,9 +406,10 @@ fn reload(host: &Host, succeeds: bool) -> String {
 }
 
 /// Runs the `weft` CLI outside the namespaces (the CA's commands).
-fn weft(args: &[&std::ffi::OsStr]) {
+fn weft<'a>(args: impl IntoIterator<Item = &'a OsStr>) {
+    let args: Vec<&OsStr> = args.into_iter().collect();
     let output = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
+        .args(&args)
         .output()
         .unwrap();
     assert!(

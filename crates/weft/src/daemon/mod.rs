@@ -232,6 +232,8 @@ async fn serve(
         let now = Instant::now();
         node.set_endpoints(now, vec![listen]);
     }
+    // At start the list held is the file's, if the config names one.
+    let node_revocation_version = node.revocation_list().map(RevocationList::version);
     let tun = Tun::create(&config.tun, node.overlay_ipv6(), node.overlay_ipv4())?;
     accept_local_source(tun.name());
     multicast::prepare(tun.name(), config.multicast.routes).await;
@@ -283,6 +285,7 @@ async fn serve(
         hub,
         hangup,
         log_filter,
+        revocation_file_version: config.pki.revocations.as_ref().and(node_revocation_version),
         config,
     };
     let result = event_loop.run(shutdown).await;
@@ -329,6 +332,10 @@ struct EventLoop {
     log_filter: Option<LogFilter>,
     /// The config the node runs with (the last reload's, if any).
     config: Config,
+    /// The version of the list in the `[pki] revocations` file when it was
+    /// last read (at start or by a reload), so that a reload reports a
+    /// change of the file and not every time a peer's newer list is held.
+    revocation_file_version: Option<u64>,
 }
 
 impl EventLoop {
@@ -850,17 +857,20 @@ impl EventLoop {
                 .map_or(0, RevocationList::version);
             let named_anew = self.config.pki.revocations.as_ref().map(|at| &at.path)
                 != new.pki.revocations.as_ref().map(|at| &at.path);
+            let file_changed = named_anew || self.revocation_file_version != Some(version);
+            self.revocation_file_version = Some(version);
             match self.node.set_revocations(now, list) {
                 Ok(true) => applied.push(format!(
                     "pki.revocations: version {version} installed and passed on to peers"
                 )),
-                Ok(false) if named_anew || version != held => applied.push(format!(
+                Ok(false) if file_changed => applied.push(format!(
                     "pki.revocations: version {version} is not newer than the version {held} held; kept {held}"
                 )),
                 Ok(false) => {}
                 Err(error) => applied.push(format!("pki.revocations: not applied: {error}")),
             }
         } else if self.config.pki.revocations.is_some() {
+            self.revocation_file_version = None;
             applied.push(
                 "pki.revocations: no file named any more; the list held stays (lists only get newer)"
                     .to_owned(),
