@@ -235,6 +235,32 @@ fn a_renewed_certificate_is_adopted_without_a_new_session_and_the_peer_learns_it
 }
 
 #[test]
+fn expiry_warnings_follow_the_renewed_certificate() {
+    // Both certificates end a day after the start: the warning window is
+    // a quarter of that, so both would warn 18 hours in. a renews for 30
+    // days (a 7-day window) and stays quiet; b, not renewed, warns.
+    let mut pair = Pair::new(FirewallConfig::default());
+    let now = pair.now;
+    let renewed = pair.ids[0].certificate(&pair.ca, UNIX_START + 30 * DAY);
+    pair.nodes[0].set_certificate(now, renewed).unwrap();
+    pair.run_for(Duration::from_secs(19 * 3600));
+    let warnings = |events: &[Event]| {
+        events
+            .iter()
+            .filter_map(|e| {
+                if let Event::CertificateExpiring { not_after, .. } = e {
+                    Some(*not_after)
+                } else {
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(warnings(&pair.events[0]), []);
+    assert_eq!(warnings(&pair.events[1]), [UNIX_START + DAY]);
+}
+
+#[test]
 fn a_certificate_for_another_key_ca_name_or_address_or_out_of_date_is_refused() {
     let mut pair = Pair::new(FirewallConfig::default());
     let now = pair.now;
