@@ -16,11 +16,13 @@
 //! and link state) waits and is tried again whenever the node learns of a
 //! session, a link or a path.
 //!
-//! SIGHUP and the control command `reload` re-read the config file
-//! (`reload.rs` says what may change at run time); the loop applies the
-//! changes through the core's commands (peers, QoS, groups, pins) and the
-//! log filter's reload handle, all or nothing, and keeps the config it
-//! runs with.
+//! SIGHUP and the control command `reload` re-read the config file and
+//! the certificate, CA and revocation list files it names (`reload.rs`
+//! says what may change at run time and checks it all first); the loop
+//! applies the changes through the core's commands (a renewed certificate,
+//! the multicast policy, firewall, revocation list and blocklist, peers,
+//! QoS, groups, pins) and the log filter's reload handle, all or nothing,
+//! and keeps the config it runs with.
 //!
 //! Lookups (`weft lookup`, and DNS queries for `NAME.weft` from the DNS
 //! responder) start `Node::lookup`; the loop keeps who waits for which
