@@ -2098,6 +2098,15 @@ impl Node {
         self.by_ipv6.insert(id.overlay_ipv6(), peer);
         let old = self.peers[peer].certificate.as_ref().and_then(|c| c.ipv4());
         let new = certificate.ipv4();
+        // A peer whose certificate now says other things (a renewal with
+        // other groups) may no longer be allowed the flows its old one was:
+        // the firewall judges every tracked flow again at its next packet.
+        let judged_on = self.peers[peer].certificate.as_ref();
+        if judged_on
+            .is_some_and(|c| c.name() != certificate.name() || c.groups() != certificate.groups())
+        {
+            self.firewall.judge_flows_again();
+        }
         let p = &mut self.peers[peer];
         p.node_id = Some(id);
         p.certificate = Some(certificate);

@@ -43,8 +43,9 @@ impl Identity {
         }
     }
 
+    /// A certificate in group `app`.
     fn certificate(&self, ca: &CaSecret, not_after: u64) -> Certificate {
-        sign(ca, &self.secret, self.name, self.ip, not_after)
+        sign_with_groups(ca, &self.secret, self.name, self.ip, not_after, &["app"])
     }
 }
 
@@ -55,11 +56,22 @@ fn sign(
     ip: Ipv4Addr,
     not_after: u64,
 ) -> Certificate {
+    sign_with_groups(ca, secret, name, ip, not_after, &[])
+}
+
+fn sign_with_groups(
+    ca: &CaSecret,
+    secret: &SecretKey,
+    name: &str,
+    ip: Ipv4Addr,
+    not_after: u64,
+    groups: &[&str],
+) -> Certificate {
     ca.sign(&CertificateTemplate {
         name: name.into(),
         public_key: secret.public(),
         ipv4: Some(format!("{ip}/16").parse().unwrap()),
-        groups: vec![],
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
         not_before: UNIX_START - 10,
         not_after,
     })
@@ -331,6 +343,25 @@ fn new_firewall_rules_close_a_flow_they_no_longer_allow_and_keep_the_session() {
     let rule = &pair.nodes[1].firewall_stats().inbound.rules[0];
     assert_eq!((rule.label.as_str(), rule.packets), ("app", 1));
     assert_eq!(pair.nodes[1].peers(pair.now)[0].handshakes, 1);
+}
+
+#[test]
+fn a_peer_renewed_out_of_a_group_loses_the_flows_that_group_allowed() {
+    let mut firewall = udp_port_2000();
+    firewall.inbound[0].groups = vec!["app".into()];
+    let mut pair = Pair::new(firewall);
+    assert!(pair.a_to_b());
+    let now = pair.now;
+    let a = &pair.ids[0];
+    let renewed = sign_with_groups(&pair.ca, &a.secret, "a", A_IP, UNIX_START + 30 * DAY, &[]);
+    pair.nodes[0].set_certificate(now, renewed).unwrap();
+    pair.settle();
+    assert!(
+        !pair.a_to_b(),
+        "b judges a's flow again by its new certificate"
+    );
+    assert_eq!(pair.nodes[1].firewall_stats().conntrack_closed_by_reload, 1);
+    assert_eq!(pair.state(1), SessionState::Established);
 }
 
 #[test]

@@ -35,7 +35,8 @@ pub struct FirewallInfo {
     pub conntrack_evicted: u64,
     /// Flows that timed out.
     pub conntrack_expired: u64,
-    /// Tracked flows that new rules (a reload) no longer allowed.
+    /// Tracked flows that, judged again, the rules no longer allowed
+    /// (after a reload of the rules, or a peer's new certificate).
     #[serde(default)]
     pub conntrack_closed_by_reload: u64,
 }
@@ -154,7 +155,7 @@ pub fn render_rules(info: &FirewallInfo) -> String {
     ));
     if info.conntrack_closed_by_reload > 0 {
         out.push_str(&format!(
-            "{} tracked flows closed because reloaded rules no longer allow them\n",
+            "{} tracked flows closed because, judged again (rules reloaded, or a peer's new certificate), the rules no longer allow them\n",
             info.conntrack_closed_by_reload
         ));
     }

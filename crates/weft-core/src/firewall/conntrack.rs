@@ -168,13 +168,18 @@ impl Conntrack {
     /// evicts at once (counted), new timeouts apply from each entry's next
     /// packet.
     pub(crate) fn new_rules(&mut self, config: ConntrackConfig) {
-        self.generation += 1;
+        self.new_generation();
         self.config = config;
         while self.entries.len() > self.config.max_entries {
             if !self.evict_one() {
                 break;
             }
         }
+    }
+
+    /// Every entry becomes stale until the rules judge it again.
+    pub(crate) fn new_generation(&mut self) {
+        self.generation += 1;
     }
 
     /// Forgets every flow (the firewall was turned off).

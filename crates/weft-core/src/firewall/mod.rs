@@ -61,7 +61,9 @@
 //!   from zero; a default keeps its count if its action stays; the table's
 //!   counters go on. Turning the firewall off forgets every flow; turning
 //!   it on starts with an empty table, so every flow is then judged as
-//!   new at its next packet.
+//!   new at its next packet. The same judging again follows a peer's new
+//!   certificate with another name or other groups (a renewal), through
+//!   [`Firewall::judge_flows_again`].
 //! - **Cost.** Per packet of a tracked flow: one map lookup in a table of
 //!   at most `max_entries` flows and a bounded sweep; rules run only for
 //!   the first packet of a flow. No allocation per packet except a new
@@ -235,7 +237,8 @@ pub struct FirewallStats {
     pub conntrack_evicted: u64,
     /// Flows removed after their timeout.
     pub conntrack_expired: u64,
-    /// Tracked flows that new rules (a reload) no longer allowed.
+    /// Tracked flows that, judged again, the rules no longer allowed
+    /// (after new rules, or a peer's new certificate).
     pub conntrack_closed_by_reload: u64,
 }
 
@@ -370,6 +373,13 @@ impl Firewall {
             self.conntrack.clear();
         }
         Ok(())
+    }
+
+    /// Makes the current rules judge every tracked flow again at its next
+    /// packet, as after a reload: a peer's certificate changed, and rules
+    /// on its name or groups may no longer allow what they did.
+    pub fn judge_flows_again(&mut self) {
+        self.conntrack.new_generation();
     }
 
     /// Whether the firewall filters at all.

@@ -445,7 +445,7 @@ fn register_firewall(registry: &mut Registry, firewall: &FirewallInfo) {
         ),
         (
             "firewall_conntrack_closed_by_reload",
-            "Tracked flows that new firewall rules (a config reload) no longer allowed",
+            "Tracked flows that the firewall rules, judged again after a reload or a peer's new certificate, no longer allowed",
             firewall.conntrack_closed_by_reload,
         ),
     ] {
