@@ -44,8 +44,8 @@ pub use identity::{
 pub use node::{
     AddPeerError, CERTIFICATE_WARNING_MAX, Event, GroupError, GroupStatus, LinkHealth,
     NeighbourConfig, Node, NodeConfig, NodeError, PeerConfig, PeerStatus, RemovePeerError,
-    RevocationConfig, SessionState, TopologyLink, TopologyNode, TopologyStatus, TreeStatus,
-    warning_window,
+    RevocationConfig, SessionState, SetCertificateError, TopologyLink, TopologyNode,
+    TopologyStatus, TreeStatus, warning_window,
 };
 pub use route::{Hop, MAX_INTERMEDIATES, Metric, RouteError, RouteStatus, RoutingConfig};
 pub use session::{HandshakeKeys, SessionConfig};

@@ -58,6 +58,7 @@ mod icmp;
 mod multicast;
 mod qos;
 mod reject;
+mod renewal;
 mod revocation;
 mod routing;
 mod topology;
@@ -69,6 +70,7 @@ pub use expiry::{MAX_WARNING as CERTIFICATE_WARNING_MAX, warning_window};
 use multicast::MulticastState;
 pub use multicast::{GroupError, GroupStatus, TreeStatus};
 use qos::QosState;
+pub use renewal::SetCertificateError;
 pub use revocation::RevocationConfig;
 use revocation::RevocationState;
 pub use topology::{TopologyLink, TopologyNode, TopologyStatus};
@@ -417,6 +419,9 @@ pub struct PeerStatus {
     pub via: Vec<String>,
     /// Whether it is a configured peer (its session is kept up).
     pub configured: bool,
+    /// When the certificate its session carries expires (unix seconds),
+    /// once known: a renewed one shows here after the next handshake.
+    pub certificate_not_after: Option<u64>,
 }
 
 /// Health of a direct link, from probes.
@@ -784,6 +789,11 @@ impl Node {
         self.secret.node_id()
     }
 
+    /// The network's CA, the only issuer this node trusts.
+    pub fn ca(&self) -> &CaCertificate {
+        &self.ca
+    }
+
     /// This node's certificate name.
     pub fn name(&self) -> &str {
         self.certificate.name()
@@ -842,6 +852,7 @@ impl Node {
                 loss: p.monitor.loss(),
                 via: self.via_names(now, p),
                 configured: p.configured,
+                certificate_not_after: p.certificate.as_ref().map(Certificate::not_after),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));
@@ -2109,6 +2120,15 @@ impl Node {
         let old = self.peers[peer].certificate.as_ref().and_then(|c| c.ipv4());
         let new = certificate.ipv4();
         self.certificates.insert(certificate.clone());
+        // A peer whose certificate now says other things (a renewal with
+        // other groups) may no longer be allowed the flows its old one was:
+        // the firewall judges every tracked flow again at its next packet.
+        let judged_on = self.peers[peer].certificate.as_ref();
+        if judged_on
+            .is_some_and(|c| c.name() != certificate.name() || c.groups() != certificate.groups())
+        {
+            self.firewall.judge_flows_again();
+        }
         let p = &mut self.peers[peer];
         p.node_id = Some(id);
         p.certificate = Some(certificate);

@@ -1,7 +1,8 @@
 //! Overlay multicast at the node level: members get every packet of a
 //! group exactly once and non-members none; trees respect the fan-out
 //! bound; a cut tree link is repaired within a second; leaving stops
-//! delivery.
+//! delivery; a policy changed at run time (a config reload on every node)
+//! drops a member it no longer admits while the others lose nothing.
 //!
 //! Deterministic from the seed (override with `WEFT_SIM_SEED`).
 
@@ -13,7 +14,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use weft_core::mcast::MulticastConfig;
+use weft_core::mcast::{GroupRule, MulticastConfig};
 use weft_core::{GroupError, RoutingConfig};
 use weft_sim::{HostId, MeshBuilder, Sim, parse_udp, udp_packet};
 
@@ -287,4 +288,77 @@ fn ipv6_groups_are_carried_too() {
         assert_eq!(count(m), 20, "{}", sim.name(m));
     }
     assert_eq!(count(hosts[1]), 0, "no member");
+}
+
+#[test]
+fn a_reloaded_policy_drops_a_member_it_no_longer_admits_and_the_others_lose_nothing() {
+    let mut sim = new_sim(84);
+    let mut builder = MeshBuilder::new(6)
+        .with_routing(RoutingConfig::default())
+        .with_multicast(MulticastConfig {
+            fanout: 2,
+            ..MulticastConfig::default()
+        });
+    for i in 1..=4 {
+        builder = builder.with_node_groups(i, &["media"]);
+    }
+    let hosts = builder.build(&mut sim).unwrap().hosts;
+    converge(&mut sim, &hosts, secs(10));
+    let (source, admitted, dropped) = (hosts[0], &hosts[1..5], hosts[5]);
+    for &m in &hosts[1..] {
+        join(&mut sim, m, IpAddr::V4(GROUP)).unwrap();
+    }
+    sim.run_for(secs(1));
+    assert_eq!(tree_from(&mut sim, source).members.len(), 5);
+
+    // 300 datagrams over 3 s; a second in, every node reloads a policy
+    // that lets only holders of "media" join 239/8.
+    stream(&mut sim, source, 300, ms(10));
+    sim.run_for(secs(1));
+    let rules = vec![GroupRule {
+        groups: (IpAddr::V4(Ipv4Addr::new(239, 0, 0, 0)), 8),
+        members: vec!["media".into()],
+        senders: Vec::new(),
+    }];
+    let change = sim.elapsed();
+    for &h in &hosts {
+        let left = sim
+            .with_node(h, |node, now| {
+                node.set_multicast_policy(now, 2, rules.clone())
+            })
+            .unwrap();
+        let expected: &[IpAddr] = if h == dropped {
+            &[IpAddr::V4(GROUP)]
+        } else {
+            &[]
+        };
+        assert_eq!(left, expected, "{}", sim.name(h));
+    }
+    sim.run_for(secs(3));
+
+    let tree = tree_from(&mut sim, source);
+    assert_eq!(tree.members.len(), 4, "{tree:?}");
+    assert!(!tree.members.contains(&sim.name(dropped).to_owned()));
+    for &m in admitted {
+        let mut seqs: Vec<u32> = received(&sim, m).iter().map(|(s, _)| *s).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..300).collect::<Vec<_>>(), "{}", sim.name(m));
+    }
+    let late = received(&sim, dropped)
+        .iter()
+        .filter(|(_, at)| *at > change)
+        .count();
+    assert_eq!(
+        late, 0,
+        "nothing reaches the dropped member after the change"
+    );
+    assert!(
+        !received(&sim, dropped).is_empty(),
+        "it was a member before"
+    );
+    let duplicates: u64 = hosts
+        .iter()
+        .map(|&h| counter(&sim, h, "mcast_duplicates"))
+        .sum();
+    assert_eq!(duplicates, 0);
 }

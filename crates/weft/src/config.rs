@@ -395,6 +395,44 @@ impl Config {
         raw.check(&source, base)
     }
 
+    /// The certificate and CA files, read again (a config reload): each
+    /// parsed, with errors that point at `node.certificate` or `node.ca`.
+    /// Whether they fit the node is for the node to say.
+    pub fn read_certificate_and_ca(&self) -> Result<(Certificate, CaCertificate), ConfigError> {
+        let certificate = self.read_file(&self.node.certificate, Certificate::from_pem)?;
+        let ca = self.read_file(&self.node.ca, CaCertificate::from_pem)?;
+        Ok((certificate, ca))
+    }
+
+    /// Checks the firewall rules against the CA they must name, with
+    /// errors that point at the rule.
+    pub fn check_firewall(&self, ca: &CaCertificate) -> Result<(), ConfigError> {
+        self.firewall.check_with_ca(&self.file, ca)
+    }
+
+    /// The revocation list file of `pki.revocations`, read and checked
+    /// against `ca`; `None` when the config names none.
+    pub fn revocation_list(
+        &self,
+        ca: &CaCertificate,
+    ) -> Result<Option<RevocationList>, ConfigError> {
+        let Some(at) = &self.pki.revocations else {
+            return Ok(None);
+        };
+        let list = self.read_file(at, RevocationList::from_pem)?;
+        list.verify(ca).map_err(|error| {
+            self.error_at(
+                at,
+                format!(
+                    "{} is not usable under the CA in {}: {error}",
+                    at.path.display(),
+                    self.node.ca.path.display()
+                ),
+            )
+        })?;
+        Ok(Some(list))
+    }
+
     /// Reads the key, certificate and CA files and builds the core's config.
     /// Checks that the certificate is for this key and valid under the CA at
     /// `unix_now`, so that those mistakes point at the config too.
@@ -424,24 +462,8 @@ impl Config {
                 ),
             ));
         }
-        self.firewall.check_with_ca(&self.file, &ca)?;
-        let list = match &self.pki.revocations {
-            None => None,
-            Some(at) => {
-                let list = self.read_file(at, RevocationList::from_pem)?;
-                list.verify(&ca).map_err(|error| {
-                    self.error_at(
-                        at,
-                        format!(
-                            "{} is not usable under the CA in {}: {error}",
-                            at.path.display(),
-                            self.node.ca.path.display()
-                        ),
-                    )
-                })?;
-                Some(list)
-            }
-        };
+        self.check_firewall(&ca)?;
+        let list = self.revocation_list(&ca)?;
         let revocation = RevocationConfig {
             list,
             blocklist: self.pki.blocklist.clone(),

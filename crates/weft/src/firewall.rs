@@ -35,6 +35,10 @@ pub struct FirewallInfo {
     pub conntrack_evicted: u64,
     /// Flows that timed out.
     pub conntrack_expired: u64,
+    /// Tracked flows that, judged again, the rules no longer allowed
+    /// (after a reload of the rules, or a peer's new certificate).
+    #[serde(default)]
+    pub conntrack_closed_by_reload: u64,
 }
 
 /// One direction of [`FirewallInfo`].
@@ -74,6 +78,7 @@ impl FirewallInfo {
             conntrack_max: stats.conntrack_max,
             conntrack_evicted: stats.conntrack_evicted,
             conntrack_expired: stats.conntrack_expired,
+            conntrack_closed_by_reload: stats.conntrack_closed_by_reload,
         }
     }
 }
@@ -148,6 +153,12 @@ pub fn render_rules(info: &FirewallInfo) -> String {
         info.conntrack_evicted,
         info.conntrack_expired
     ));
+    if info.conntrack_closed_by_reload > 0 {
+        out.push_str(&format!(
+            "{} tracked flows closed because, judged again (rules reloaded, or a peer's new certificate), the rules no longer allow them\n",
+            info.conntrack_closed_by_reload
+        ));
+    }
     out
 }
 
@@ -187,6 +198,7 @@ mod tests {
             conntrack_max: 65_536,
             conntrack_evicted: 0,
             conntrack_expired: 7,
+            conntrack_closed_by_reload: 0,
         })
     }
 

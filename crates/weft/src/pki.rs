@@ -109,7 +109,8 @@ pub enum CaCommand {
         force_claim: bool,
     },
     /// Re-sign a node's certificate: the same key, name, addresses and
-    /// groups, valid from now for --days (the node uses it once restarted).
+    /// groups, valid from now for --days (a running node adopts it on `weft reload`
+    /// once it is at the path of its `node.certificate`).
     Renew {
         /// The CA key file written by `weft ca init`.
         #[arg(long)]
@@ -351,7 +352,7 @@ pub fn ca(command: &CaCommand) -> anyhow::Result<ExitCode> {
                 list.names().len()
             );
             println!(
-                "Give it to any node ([pki] revocations = \"{}\" and restart it, or copy it over the file a node already names); the nodes pass it on.",
+                "Give it to any node ([pki] revocations = \"{}\", or copy it over the file a node already names, then weft reload); the nodes pass it on.",
                 out.display()
             );
         }
@@ -370,7 +371,9 @@ pub fn ca(command: &CaCommand) -> anyhow::Result<ExitCode> {
                 renewed.node_id().short(),
                 crate::cert::utc(renewed.not_after())
             );
-            println!("Restart the node (weft up) for it to present the new certificate.");
+            println!(
+                "Put it where the node's node.certificate points and run weft reload there (or send the daemon SIGHUP): the node adopts it without dropping a session."
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,11 +2,13 @@
 //!
 //! The daemon re-reads the file it was started with (the same as SIGHUP,
 //! or `systemctl reload weft`) and answers with a [`ReloadInfo`]: what it
-//! applied and what it refused. Settings that need a restart (keys and
-//! certificate files, the listen address, the TUN interface, the control
-//! socket, the API, ...) are refused by key, and then nothing is applied:
-//! the running config stays as it was. An invalid file is refused whole.
-//! The command exits non-zero whenever anything was refused.
+//! applied and what it refused. Settings that need a restart (the key and
+//! CA files, the listen address, the TUN interface, the control socket,
+//! the API, ...) are refused by key, and so is a change the node would
+//! not take (a certificate that is not a renewal of its own, firewall
+//! rules naming another CA, ...); then nothing is applied: the running
+//! config stays as it was. An invalid file is refused whole. The command
+//! exits non-zero whenever anything was refused.
 
 use std::process::ExitCode;
 
@@ -21,11 +23,19 @@ use crate::status::{ControlArgs, emit, request};
     long_about = "Re-read the running node's config file (the file it was started with; \
 the same as SIGHUP or `systemctl reload weft`).\n\n\
 Applied without dropping sessions: [[peers]] (added peers are called, removed ones are no \
-longer kept up and lapse when idle), [qos], the [multicast] groups, [[pins]] and [log] level.\n\n\
-Refused, naming the key, when changed: node.key, node.certificate, node.ca, node.listen, \
-tun.*, control.socket, [api], [dns], [session], [routing], [dht], [neighbours], [firewall], \
-[pki], [daemon] and the other [multicast] settings; these need a restart. If anything is \
-refused, or the file is invalid, nothing is applied and the running config stays.\n\n\
+longer kept up and lapse when idle), [qos], [multicast] groups, rules and fan-out (members \
+the rules no longer admit drop out, trees are rebuilt), [firewall] (new flows meet the new \
+rules; a tracked flow is judged again at its next packet and closed if they no longer allow \
+it), [pki] revocations (a newer list is installed and passed on) and blocklist (sessions \
+with blocked nodes end at once), a renewed certificate in the node.certificate file (same \
+key, CA, name and address; peers get it by a handshake at once), [[pins]] and [log] level.\n\n\
+Refused, naming the key, when changed: node.key, node.ca (path or contents), node.listen, \
+tun.*, control.socket, [api], [dns], [session], [routing], [dht], [neighbours], \
+multicast.routes and [daemon]; these need a restart. Also refused: a certificate for another \
+key, CA, name or address, or one not valid now; firewall rules naming another CA; a \
+revocation list the CA did not sign; configured groups the multicast rules forbid this node. \
+If anything is refused, or the file is invalid, nothing is applied and the running config \
+stays.\n\n\
 Exits non-zero when anything was refused."
 )]
 pub struct ReloadArgs {

@@ -218,6 +218,10 @@ pub struct PeerInfo {
     /// node keeps up.
     #[serde(default)]
     pub configured: bool,
+    /// When the certificate of its session expires, unix seconds (once
+    /// known; a renewed one shows after the next handshake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_not_after: Option<u64>,
 }
 
 fn unknown() -> String {
@@ -415,12 +419,12 @@ pub fn render_table(status: &NodeStatus) -> String {
     {
         out.push_str(&if not_after <= now {
             format!(
-                "certificate EXPIRED at {}: renew it (weft ca renew) and restart the node\n",
+                "certificate EXPIRED at {}: renew it (weft ca renew) and reload the node (weft reload)\n",
                 crate::cert::utc(not_after)
             )
         } else {
             format!(
-                "certificate expires in {} ({}): renew it (weft ca renew) and restart the node\n",
+                "certificate expires in {} ({}): renew it (weft ca renew) and reload the node (weft reload)\n",
                 crate::cert::human_duration(not_after - now),
                 crate::cert::utc(not_after)
             )
@@ -581,6 +585,7 @@ mod tests {
                 loss: 0.25,
                 via: vec!["c".into()],
                 configured: true,
+                certificate_not_after: None,
             }],
             stats: BTreeMap::new(),
             dht: None,

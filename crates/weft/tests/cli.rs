@@ -1007,7 +1007,7 @@ fn ca_renew_resigns_the_same_key_with_a_new_validity() {
     let renewed = run(args(&node_crt, true));
     assert!(renewed.status.success(), "{}", stderr(&renewed));
     assert!(
-        stdout(&renewed).contains("Restart the node"),
+        stdout(&renewed).contains("run weft reload there"),
         "{}",
         stdout(&renewed)
     );

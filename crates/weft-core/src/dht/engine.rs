@@ -324,6 +324,16 @@ impl Dht {
         self.own_changed(now);
     }
 
+    /// This node's certificate, renewed (same key): the own record is
+    /// signed again with it and republished.
+    pub fn set_certificate(&mut self, now: Instant, certificate: Certificate) {
+        if certificate == self.certificate {
+            return;
+        }
+        self.certificate = certificate;
+        self.own_changed(now);
+    }
+
     /// The groups this node advertises in its record. Republishes on change.
     pub fn set_groups(&mut self, now: Instant, groups: Vec<String>) {
         if groups == self.groups {

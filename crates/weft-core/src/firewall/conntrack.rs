@@ -24,6 +24,14 @@
 //! new flows pushes out its own kind before it touches an answered
 //! connection, and only then the longest idle one.
 //!
+//! New rules (a config reload, [`super::Firewall::reconfigure`]) do not
+//! empty the table: they start a new generation. An entry of an older
+//! generation is reported as [`Track::Stale`] at its next packet (without
+//! being refreshed), with what the rules need to judge its first packet
+//! again ([`Opening`]); the firewall then keeps it for the new generation
+//! or removes it. So the cost of a reload is spread over the flows that
+//! are still used, and flows nobody uses any more just expire.
+//!
 //! Expiry is lazy and needs no timer: an entry past its deadline counts as
 //! absent, and every packet first removes up to [`SWEEP_BUDGET`] expired
 //! entries. The expiry index keeps each entry under the deadline it had
@@ -75,10 +83,41 @@ impl Default for ConntrackConfig {
     }
 }
 
+/// What [`Conntrack::track`] found for a packet's flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Track {
+    /// Tracked, live and of the current rules: the flow was refreshed.
+    Live,
+    /// Not tracked (or expired, or a new TCP connection on a closing one).
+    Absent,
+    /// Tracked and live, but allowed by rules that have been replaced: the
+    /// rules must judge it again. Nothing was refreshed.
+    Stale {
+        /// Which way the flow's first packet crossed.
+        origin: Direction,
+        /// What the rules saw of that packet.
+        opening: Opening,
+    },
+}
+
+/// What the rules saw of a flow's first packet beyond its [`FlowKey`], so
+/// that new rules can judge the flow again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Opening {
+    /// The packet's destination port.
+    pub(crate) dst_port: Option<u16>,
+    /// Its ICMP type, if it was ICMP.
+    pub(crate) icmp_type: Option<u8>,
+    /// Whether it was a fragment after the first.
+    pub(crate) trailing_fragment: bool,
+}
+
 /// The connection table. See the module doc.
 #[derive(Debug, Clone)]
 pub(crate) struct Conntrack {
     config: ConntrackConfig,
+    /// The rules' generation: entries of an older one are stale.
+    generation: u64,
     entries: BTreeMap<FlowKey, Entry>,
     /// `(deadline when indexed, flow)`, one item per entry.
     index: BTreeSet<(Instant, FlowKey)>,
@@ -93,6 +132,9 @@ struct Entry {
     fin_origin: bool,
     fin_reply: bool,
     closing: bool,
+    /// The rules' generation that allowed it (or last judged it again).
+    generation: u64,
+    opening: Opening,
     expires: Instant,
     /// The deadline this entry is filed under in the index (never later
     /// than `expires`).
@@ -103,6 +145,7 @@ impl Conntrack {
     pub(crate) fn new(config: ConntrackConfig) -> Self {
         Self {
             config,
+            generation: 0,
             entries: BTreeMap::new(),
             index: BTreeSet::new(),
             evicted: 0,
@@ -120,18 +163,44 @@ impl Conntrack {
         self.config.max_entries
     }
 
-    /// A packet of flow `key` crossing in `direction`: true (and the flow
-    /// refreshed) when the flow is tracked and live.
+    /// New rules: every entry becomes stale until the rules judge it
+    /// again. `config` replaces the size and timeouts: a smaller bound
+    /// evicts at once (counted), new timeouts apply from each entry's next
+    /// packet.
+    pub(crate) fn new_rules(&mut self, config: ConntrackConfig) {
+        self.new_generation();
+        self.config = config;
+        while self.entries.len() > self.config.max_entries {
+            if !self.evict_one() {
+                break;
+            }
+        }
+    }
+
+    /// Every entry becomes stale until the rules judge it again.
+    pub(crate) fn new_generation(&mut self) {
+        self.generation += 1;
+    }
+
+    /// Forgets every flow (the firewall was turned off).
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.index.clear();
+    }
+
+    /// A packet of flow `key` crossing in `direction`: [`Track::Live`] (and
+    /// the flow refreshed) when the flow is tracked, live and of the
+    /// current rules.
     pub(crate) fn track(
         &mut self,
         now: Instant,
         key: &FlowKey,
         direction: Direction,
         tcp_flags: u8,
-    ) -> bool {
+    ) -> Track {
         let config = self.config;
         let Some(entry) = self.entries.get_mut(key) else {
-            return false;
+            return Track::Absent;
         };
         let reopened =
             entry.closing && key.protocol == TCP && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
@@ -139,7 +208,13 @@ impl Conntrack {
             let indexed = entry.indexed;
             self.entries.remove(key);
             self.index.remove(&(indexed, *key));
-            return false;
+            return Track::Absent;
+        }
+        if entry.generation != self.generation {
+            return Track::Stale {
+                origin: entry.origin,
+                opening: entry.opening,
+            };
         }
         if direction != entry.origin {
             entry.replied = true;
@@ -167,13 +242,42 @@ impl Conntrack {
             self.index.remove(&(old, *key));
             self.index.insert((expires, *key));
         }
-        true
+        Track::Live
     }
 
     /// Whether flow `key` is tracked and live (for ICMP errors about it;
-    /// does not refresh it).
+    /// does not refresh it): [`Track::Live`], [`Track::Stale`] if the
+    /// current rules have not judged it yet, or [`Track::Absent`].
+    pub(crate) fn lookup(&self, now: Instant, key: &FlowKey) -> Track {
+        match self.entries.get(key) {
+            Some(e) if e.expires <= now => Track::Absent,
+            None => Track::Absent,
+            Some(e) if e.generation != self.generation => Track::Stale {
+                origin: e.origin,
+                opening: e.opening,
+            },
+            Some(_) => Track::Live,
+        }
+    }
+
+    /// Whether flow `key` is tracked and live, whatever rules allowed it.
+    #[cfg(test)]
     pub(crate) fn contains(&self, now: Instant, key: &FlowKey) -> bool {
-        self.entries.get(key).is_some_and(|e| e.expires > now)
+        self.lookup(now, key) != Track::Absent
+    }
+
+    /// The current rules judged the stale flow `key` again and keep it.
+    pub(crate) fn confirm(&mut self, key: &FlowKey) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.generation = self.generation;
+        }
+    }
+
+    /// Stops tracking `key` (the current rules no longer allow it).
+    pub(crate) fn remove(&mut self, key: &FlowKey) {
+        if let Some(entry) = self.entries.remove(key) {
+            self.index.remove(&(entry.indexed, *key));
+        }
     }
 
     /// Starts tracking `key`, whose first packet crossed in `direction`.
@@ -184,6 +288,7 @@ impl Conntrack {
         key: FlowKey,
         direction: Direction,
         tcp_flags: u8,
+        opening: Opening,
     ) {
         if let Some(old) = self.entries.remove(&key) {
             self.index.remove(&(old.indexed, key));
@@ -199,6 +304,8 @@ impl Conntrack {
             fin_origin: false,
             fin_reply: false,
             closing: key.protocol == TCP && tcp_flags & TCP_RST != 0,
+            generation: self.generation,
+            opening,
             expires: now,
             indexed: now,
         };
@@ -301,17 +408,28 @@ mod tests {
     }
 
     const S: Duration = Duration::from_secs(1);
+    const OPENING: Opening = Opening {
+        dst_port: Some(80),
+        icmp_type: None,
+        trailing_fragment: false,
+    };
 
     #[test]
     fn an_unanswered_flow_expires_after_the_unreplied_timeout() {
         let t0 = start();
         let mut table = table(16);
-        table.insert(t0, key(17, 1), Direction::Outbound, 0);
-        assert!(table.track(t0 + 29 * S, &key(17, 1), Direction::Outbound, 0));
+        table.insert(t0, key(17, 1), Direction::Outbound, 0, OPENING);
+        assert_eq!(
+            table.track(t0 + 29 * S, &key(17, 1), Direction::Outbound, 0),
+            Track::Live
+        );
         // The refresh at 29 s moved the deadline to 59 s.
         assert!(table.contains(t0 + 58 * S, &key(17, 1)));
         assert!(!table.contains(t0 + 59 * S, &key(17, 1)));
-        assert!(!table.track(t0 + 59 * S, &key(17, 1), Direction::Inbound, 0));
+        assert_eq!(
+            table.track(t0 + 59 * S, &key(17, 1), Direction::Inbound, 0),
+            Track::Absent
+        );
         assert_eq!(table.len(), 0, "an expired flow met by a packet is removed");
     }
 
@@ -319,12 +437,18 @@ mod tests {
     fn an_answer_gives_the_protocol_timeout() {
         let t0 = start();
         let mut table = table(16);
-        table.insert(t0, key(17, 1), Direction::Outbound, 0);
-        assert!(table.track(t0 + S, &key(17, 1), Direction::Inbound, 0));
+        table.insert(t0, key(17, 1), Direction::Outbound, 0, OPENING);
+        assert_eq!(
+            table.track(t0 + S, &key(17, 1), Direction::Inbound, 0),
+            Track::Live
+        );
         assert!(table.contains(t0 + S + 179 * S, &key(17, 1)));
         assert!(!table.contains(t0 + S + 180 * S, &key(17, 1)));
-        table.insert(t0, key(6, 2), Direction::Inbound, TCP_SYN);
-        assert!(table.track(t0, &key(6, 2), Direction::Outbound, TCP_SYN | TCP_ACK));
+        table.insert(t0, key(6, 2), Direction::Inbound, TCP_SYN, OPENING);
+        assert_eq!(
+            table.track(t0, &key(6, 2), Direction::Outbound, TCP_SYN | TCP_ACK),
+            Track::Live
+        );
         assert!(table.contains(t0 + 3599 * S, &key(6, 2)));
         assert!(!table.contains(t0 + 3600 * S, &key(6, 2)));
     }
@@ -333,19 +457,31 @@ mod tests {
     fn tcp_closes_after_fins_both_ways_or_a_rst() {
         let t0 = start();
         let mut table = table(16);
-        table.insert(t0, key(6, 1), Direction::Outbound, TCP_SYN);
-        assert!(table.track(t0, &key(6, 1), Direction::Inbound, TCP_SYN | TCP_ACK));
-        assert!(table.track(t0, &key(6, 1), Direction::Outbound, TCP_FIN | TCP_ACK));
+        table.insert(t0, key(6, 1), Direction::Outbound, TCP_SYN, OPENING);
+        assert_eq!(
+            table.track(t0, &key(6, 1), Direction::Inbound, TCP_SYN | TCP_ACK),
+            Track::Live
+        );
+        assert_eq!(
+            table.track(t0, &key(6, 1), Direction::Outbound, TCP_FIN | TCP_ACK),
+            Track::Live
+        );
         assert!(
             table.contains(t0 + 60 * S, &key(6, 1)),
             "one FIN: still open"
         );
-        assert!(table.track(t0, &key(6, 1), Direction::Inbound, TCP_FIN | TCP_ACK));
+        assert_eq!(
+            table.track(t0, &key(6, 1), Direction::Inbound, TCP_FIN | TCP_ACK),
+            Track::Live
+        );
         assert!(table.contains(t0 + 9 * S, &key(6, 1)));
         assert!(!table.contains(t0 + 10 * S, &key(6, 1)));
 
-        table.insert(t0, key(6, 2), Direction::Outbound, TCP_SYN);
-        assert!(table.track(t0, &key(6, 2), Direction::Inbound, TCP_RST | TCP_ACK));
+        table.insert(t0, key(6, 2), Direction::Outbound, TCP_SYN, OPENING);
+        assert_eq!(
+            table.track(t0, &key(6, 2), Direction::Inbound, TCP_RST | TCP_ACK),
+            Track::Live
+        );
         assert!(!table.contains(t0 + 10 * S, &key(6, 2)));
         // The closing entry is filed under its shorter deadline at once.
         table.sweep(t0 + 10 * S, 16);
@@ -353,12 +489,51 @@ mod tests {
     }
 
     #[test]
+    fn new_rules_make_every_flow_stale_until_judged_again() {
+        let t0 = start();
+        let mut table = table(4);
+        for port in 1..=3 {
+            table.insert(t0, key(17, port), Direction::Outbound, 0, OPENING);
+        }
+        table.new_rules(ConntrackConfig {
+            max_entries: 2,
+            ..ConntrackConfig::default()
+        });
+        assert_eq!(table.len(), 2, "the smaller bound evicts at once");
+        assert_eq!(table.evicted, 1);
+        let stale = Track::Stale {
+            origin: Direction::Outbound,
+            opening: OPENING,
+        };
+        assert_eq!(
+            table.track(t0 + S, &key(17, 2), Direction::Inbound, 0),
+            stale
+        );
+        assert_eq!(table.lookup(t0 + S, &key(17, 3)), stale);
+        table.confirm(&key(17, 2));
+        assert_eq!(
+            table.track(t0 + S, &key(17, 2), Direction::Inbound, 0),
+            Track::Live
+        );
+        table.remove(&key(17, 3));
+        assert_eq!(table.lookup(t0 + S, &key(17, 3)), Track::Absent);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.index.len(), 1);
+    }
+
+    #[test]
     fn a_syn_on_a_closing_flow_goes_back_to_the_rules() {
         let t0 = start();
         let mut table = table(16);
-        table.insert(t0, key(6, 1), Direction::Outbound, TCP_SYN);
-        assert!(table.track(t0, &key(6, 1), Direction::Inbound, TCP_RST));
-        assert!(!table.track(t0 + S, &key(6, 1), Direction::Outbound, TCP_SYN));
+        table.insert(t0, key(6, 1), Direction::Outbound, TCP_SYN, OPENING);
+        assert_eq!(
+            table.track(t0, &key(6, 1), Direction::Inbound, TCP_RST),
+            Track::Live
+        );
+        assert_eq!(
+            table.track(t0 + S, &key(6, 1), Direction::Outbound, TCP_SYN),
+            Track::Absent
+        );
         assert_eq!(table.len(), 0);
     }
 
@@ -368,12 +543,12 @@ mod tests {
         let mut table = table(3);
         // Two answered TCP flows and one unanswered: the unanswered one
         // goes first though it is the newest.
-        table.insert(t0, key(6, 1), Direction::Outbound, TCP_SYN);
+        table.insert(t0, key(6, 1), Direction::Outbound, TCP_SYN, OPENING);
         table.track(t0, &key(6, 1), Direction::Inbound, TCP_SYN | TCP_ACK);
-        table.insert(t0 + S, key(6, 2), Direction::Outbound, TCP_SYN);
+        table.insert(t0 + S, key(6, 2), Direction::Outbound, TCP_SYN, OPENING);
         table.track(t0 + S, &key(6, 2), Direction::Inbound, TCP_SYN | TCP_ACK);
-        table.insert(t0 + 2 * S, key(17, 3), Direction::Outbound, 0);
-        table.insert(t0 + 3 * S, key(17, 4), Direction::Outbound, 0);
+        table.insert(t0 + 2 * S, key(17, 3), Direction::Outbound, 0, OPENING);
+        table.insert(t0 + 3 * S, key(17, 4), Direction::Outbound, 0, OPENING);
         assert_eq!(table.len(), 3);
         assert_eq!(table.evicted, 1);
         assert!(!table.contains(t0 + 3 * S, &key(17, 3)));
@@ -385,12 +560,12 @@ mod tests {
         let mut table = table(2);
         // Both are filed under their unanswered deadline (30 s) and then
         // answered: the index is stale for both.
-        table.insert(t0, key(6, 1), Direction::Outbound, TCP_SYN);
+        table.insert(t0, key(6, 1), Direction::Outbound, TCP_SYN, OPENING);
         table.track(t0, &key(6, 1), Direction::Inbound, TCP_SYN | TCP_ACK);
-        table.insert(t0 + S, key(6, 2), Direction::Outbound, TCP_SYN);
+        table.insert(t0 + S, key(6, 2), Direction::Outbound, TCP_SYN, OPENING);
         table.track(t0 + S, &key(6, 2), Direction::Inbound, TCP_SYN | TCP_ACK);
         table.track(t0 + 5 * S, &key(6, 1), Direction::Outbound, TCP_ACK);
-        table.insert(t0 + 6 * S, key(17, 3), Direction::Outbound, 0);
+        table.insert(t0 + 6 * S, key(17, 3), Direction::Outbound, 0, OPENING);
         assert_eq!(table.len(), 2);
         assert!(table.contains(t0 + 6 * S, &key(6, 1)));
         assert!(!table.contains(t0 + 6 * S, &key(6, 2)));
@@ -402,7 +577,7 @@ mod tests {
         let t0 = start();
         let mut table = table(64);
         for port in 0..10 {
-            table.insert(t0, key(17, port), Direction::Outbound, 0);
+            table.insert(t0, key(17, port), Direction::Outbound, 0, OPENING);
         }
         table.track(t0 + 20 * S, &key(17, 0), Direction::Outbound, 0);
         table.sweep(t0 + 30 * S, 4);
@@ -432,10 +607,10 @@ mod tests {
                 let k = key(17, port);
                 let direction = if inbound { Direction::Inbound } else { Direction::Outbound };
                 let live = table.contains(now, &k);
-                let tracked = table.track(now, &k, direction, 0);
+                let tracked = table.track(now, &k, direction, 0) == Track::Live;
                 prop_assert_eq!(live, tracked);
                 if !tracked && insert {
-                    table.insert(now, k, direction, 0);
+                    table.insert(now, k, direction, 0, OPENING);
                 }
                 if tracked || insert {
                     last_seen.insert(k, now);

@@ -9,8 +9,9 @@
 //! Total: any bytes give a view; fields a truncated packet lacks are
 //! absent.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
+use super::conntrack::Opening;
 use crate::qos::PacketInfo;
 
 /// Which way a packet crosses the firewall.
@@ -77,6 +78,14 @@ impl FlowKey {
         self.local == as_u128(local)
             && self.remote == as_u128(remote)
             && self.v6 == remote.is_ipv6()
+    }
+}
+
+fn from_u128(address: u128, v6: bool) -> IpAddr {
+    let address = Ipv6Addr::from(address);
+    match address.to_ipv4_mapped() {
+        Some(v4) if !v6 => IpAddr::V4(v4),
+        _ => IpAddr::V6(address),
     }
 }
 
@@ -179,6 +188,32 @@ impl View {
             icmp_type,
             tcp_flags,
             key,
+        }
+    }
+
+    /// What the rules saw of this packet beyond its flow, kept with the
+    /// flow it opens.
+    pub(crate) fn opening(&self) -> Opening {
+        Opening {
+            dst_port: self.dst_port,
+            icmp_type: self.icmp_type,
+            trailing_fragment: self.trailing_fragment,
+        }
+    }
+
+    /// The view the rules had of the first packet of the tracked flow
+    /// `key` (the rules of the direction it crossed judge it again).
+    pub(crate) fn of_opening(key: &FlowKey, opening: Opening) -> View {
+        View {
+            version: if key.v6 { 6 } else { 4 },
+            protocol: Some(key.protocol),
+            local: from_u128(key.local, key.v6),
+            remote: from_u128(key.remote, key.v6),
+            dst_port: opening.dst_port,
+            trailing_fragment: opening.trailing_fragment,
+            icmp_type: opening.icmp_type,
+            tcp_flags: 0,
+            key: Some(*key),
         }
     }
 

@@ -44,6 +44,26 @@
 //!   expiry without timers.
 //! - **Counted.** Every rule counts the packets it decided, as does each
 //!   direction's default; [`FirewallStats`] has them all, labelled.
+//! - **New rules at run time** ([`Firewall::reconfigure`], a config
+//!   reload). New rules decide every new flow at once. A flow already
+//!   tracked is judged again by the new rules at its next packet (or the
+//!   next ICMP error about it), as if that flow's first packet came again
+//!   from the same peer: still allowed, it goes on as before; no longer
+//!   allowed, its entry goes (`conntrack_closed_by_reload`) and the packet
+//!   meets its own direction's rules like the first packet of a new flow
+//!   (a client's next packet to a port no longer served is dropped; a
+//!   server's own packets to the client pass only if the outbound rules
+//!   would let this node open that flow). This is what
+//!   Nebula does: a reload never widens what an established connection
+//!   may do, and never cuts one the new rules still allow. Counters: a
+//!   rule keeps its count if the new rules hold the same rule under the
+//!   same label (an unnamed rule's label is its place), else it starts
+//!   from zero; a default keeps its count if its action stays; the table's
+//!   counters go on. Turning the firewall off forgets every flow; turning
+//!   it on starts with an empty table, so every flow is then judged as
+//!   new at its next packet. The same judging again follows a peer's new
+//!   certificate with another name or other groups (a renewal), through
+//!   [`Firewall::judge_flows_again`].
 //! - **Cost.** Per packet of a tracked flow: one map lookup in a table of
 //!   at most `max_entries` flows and a bounded sweep; rules run only for
 //!   the first packet of a flow. No allocation per packet except a new
@@ -58,12 +78,13 @@ mod tests;
 use std::time::Instant;
 
 pub use conntrack::{ConntrackConfig, MAX_CONNTRACK_ENTRIES, SWEEP_BUDGET, TCP_CLOSING_TIMEOUT};
+
+use conntrack::{Conntrack, Opening, Track};
 pub use flow::Direction;
 pub use rule::{Action, IcmpType, PortMatch, Protocol, Rule};
 
-use conntrack::Conntrack;
-use flow::View;
 pub(crate) use flow::is_group;
+use flow::{FlowKey, View};
 use rule::CompiledRule;
 
 use crate::identity::{CaCertificate, Certificate};
@@ -216,25 +237,61 @@ pub struct FirewallStats {
     pub conntrack_evicted: u64,
     /// Flows removed after their timeout.
     pub conntrack_expired: u64,
+    /// Tracked flows that, judged again, the rules no longer allowed
+    /// (after new rules, or a peer's new certificate).
+    pub conntrack_closed_by_reload: u64,
 }
 
 /// Rules of one direction with their counters.
 #[derive(Debug, Clone)]
 struct RuleSet {
     rules: Vec<CompiledRule>,
+    /// The rules as configured, to tell which stay on a reload.
+    sources: Vec<Rule>,
     packets: Vec<u64>,
     default: Action,
     default_packets: u64,
 }
 
 impl RuleSet {
-    fn new(rules: Vec<CompiledRule>, default: Action) -> Self {
+    fn new(rules: Vec<CompiledRule>, sources: &[Rule], default: Action) -> Self {
         Self {
             packets: vec![0; rules.len()],
             rules,
+            sources: sources.to_vec(),
             default,
             default_packets: 0,
         }
+    }
+
+    /// Takes over the counters of `old` for the rules that stay: the same
+    /// rule under the same label, each old rule's count given once; and
+    /// the default's if its action stays.
+    fn carry_counters(&mut self, old: &RuleSet) {
+        let mut given = vec![false; old.rules.len()];
+        for (i, (rule, source)) in self.rules.iter().zip(&self.sources).enumerate() {
+            let same = (0..old.rules.len()).find(|&j| {
+                !given[j] && old.rules[j].label == rule.label && old.sources[j] == *source
+            });
+            if let Some(j) = same {
+                given[j] = true;
+                self.packets[i] = old.packets[j];
+            }
+        }
+        if self.default == old.default {
+            self.default_packets = old.default_packets;
+        }
+    }
+
+    /// Whether the rules allow `view` (a tracked flow's first packet,
+    /// judged again). Counts nothing: the flow was counted when it began.
+    fn allows(&self, view: &View, peer: Option<&Certificate>) -> bool {
+        let action = self
+            .rules
+            .iter()
+            .find(|r| r.matches(view, peer))
+            .map_or(self.default, |r| r.action);
+        action == Action::Allow
     }
 
     fn decide(&mut self, view: &View, peer: Option<&Certificate>) -> Action {
@@ -277,36 +334,52 @@ pub struct Firewall {
     conntrack: Conntrack,
     tracked: u64,
     related: u64,
+    closed_by_reload: u64,
 }
 
 impl Firewall {
     /// Checks `config` and compiles its rules. `ca` is the CA this node
     /// trusts: rules naming a CA must name it.
     pub fn new(config: &FirewallConfig, ca: &CaCertificate) -> Result<Self, FirewallConfigError> {
-        let table = config.conntrack;
-        if !(1..=MAX_CONNTRACK_ENTRIES).contains(&table.max_entries) {
-            return Err(FirewallConfigError::TableSize(table.max_entries));
-        }
-        for (value, name) in [
-            (table.tcp_timeout, "tcp_timeout"),
-            (table.udp_timeout, "udp_timeout"),
-            (table.icmp_timeout, "icmp_timeout"),
-            (table.unreplied_timeout, "unreplied_timeout"),
-        ] {
-            if value.is_zero() {
-                return Err(FirewallConfigError::ZeroTimeout(name));
-            }
-        }
-        let inbound = CompiledRule::compile_all("inbound", &config.inbound, ca)?;
-        let outbound = CompiledRule::compile_all("outbound", &config.outbound, ca)?;
+        let (inbound, outbound) = compile(config, ca)?;
         Ok(Self {
             enabled: config.enabled,
-            inbound: RuleSet::new(inbound, config.inbound_default),
-            outbound: RuleSet::new(outbound, config.outbound_default),
-            conntrack: Conntrack::new(table),
+            inbound,
+            outbound,
+            conntrack: Conntrack::new(config.conntrack),
             tracked: 0,
             related: 0,
+            closed_by_reload: 0,
         })
+    }
+
+    /// Replaces the rules, defaults and table settings at run time (a
+    /// config reload); see "New rules at run time" in the module doc for
+    /// what happens to tracked flows and counters. On an error nothing
+    /// changes.
+    pub fn reconfigure(
+        &mut self,
+        config: &FirewallConfig,
+        ca: &CaCertificate,
+    ) -> Result<(), FirewallConfigError> {
+        let (mut inbound, mut outbound) = compile(config, ca)?;
+        inbound.carry_counters(&self.inbound);
+        outbound.carry_counters(&self.outbound);
+        self.inbound = inbound;
+        self.outbound = outbound;
+        self.enabled = config.enabled;
+        self.conntrack.new_rules(config.conntrack);
+        if !self.enabled {
+            self.conntrack.clear();
+        }
+        Ok(())
+    }
+
+    /// Makes the current rules judge every tracked flow again at its next
+    /// packet, as after a reload: a peer's certificate changed, and rules
+    /// on its name or groups may no longer allow what they did.
+    pub fn judge_flows_again(&mut self) {
+        self.conntrack.new_generation();
     }
 
     /// Whether the firewall filters at all.
@@ -330,17 +403,28 @@ impl Firewall {
         }
         self.conntrack.sweep(now, SWEEP_BUDGET);
         let view = View::new(direction, info, packet);
-        if let Some(key) = &view.key
-            && self.conntrack.track(now, key, direction, view.tcp_flags)
-        {
-            self.tracked += 1;
-            return Verdict::Pass;
+        if let Some(key) = &view.key {
+            let mut found = self.conntrack.track(now, key, direction, view.tcp_flags);
+            if let Track::Stale { origin, opening } = found
+                && self.judge_again(key, origin, opening, peer)
+            {
+                found = self.conntrack.track(now, key, direction, view.tcp_flags);
+            }
+            if found == Track::Live {
+                self.tracked += 1;
+                return Verdict::Pass;
+            }
         }
-        if let Some(key) = view.related(direction, info, packet)
-            && self.conntrack.contains(now, &key)
-        {
-            self.related += 1;
-            return Verdict::Pass;
+        if let Some(key) = view.related(direction, info, packet) {
+            let live = match self.conntrack.lookup(now, &key) {
+                Track::Live => true,
+                Track::Stale { origin, opening } => self.judge_again(&key, origin, opening, peer),
+                Track::Absent => false,
+            };
+            if live {
+                self.related += 1;
+                return Verdict::Pass;
+            }
         }
         let rules = match direction {
             Direction::Inbound => &mut self.inbound,
@@ -349,7 +433,8 @@ impl Firewall {
         match rules.decide(&view, peer) {
             Action::Allow => {
                 if let Some(key) = view.key {
-                    self.conntrack.insert(now, key, direction, view.tcp_flags);
+                    self.conntrack
+                        .insert(now, key, direction, view.tcp_flags, view.opening());
                 }
                 Verdict::Pass
             }
@@ -371,6 +456,58 @@ impl Firewall {
             conntrack_max: self.conntrack.capacity(),
             conntrack_evicted: self.conntrack.evicted,
             conntrack_expired: self.conntrack.expired,
+            conntrack_closed_by_reload: self.closed_by_reload,
         }
     }
+
+    /// The current rules judge the tracked flow `key`, allowed by earlier
+    /// rules, as they would its first packet (which crossed in `origin`)
+    /// from `peer`: kept if they allow it, removed (and counted) if not.
+    fn judge_again(
+        &mut self,
+        key: &FlowKey,
+        origin: Direction,
+        opening: Opening,
+        peer: Option<&Certificate>,
+    ) -> bool {
+        let rules = match origin {
+            Direction::Inbound => &self.inbound,
+            Direction::Outbound => &self.outbound,
+        };
+        if rules.allows(&View::of_opening(key, opening), peer) {
+            self.conntrack.confirm(key);
+            true
+        } else {
+            self.conntrack.remove(key);
+            self.closed_by_reload += 1;
+            false
+        }
+    }
+}
+
+/// Checks `config` and compiles its rules, inbound and outbound.
+fn compile(
+    config: &FirewallConfig,
+    ca: &CaCertificate,
+) -> Result<(RuleSet, RuleSet), FirewallConfigError> {
+    let table = config.conntrack;
+    if !(1..=MAX_CONNTRACK_ENTRIES).contains(&table.max_entries) {
+        return Err(FirewallConfigError::TableSize(table.max_entries));
+    }
+    for (value, name) in [
+        (table.tcp_timeout, "tcp_timeout"),
+        (table.udp_timeout, "udp_timeout"),
+        (table.icmp_timeout, "icmp_timeout"),
+        (table.unreplied_timeout, "unreplied_timeout"),
+    ] {
+        if value.is_zero() {
+            return Err(FirewallConfigError::ZeroTimeout(name));
+        }
+    }
+    let inbound = CompiledRule::compile_all("inbound", &config.inbound, ca)?;
+    let outbound = CompiledRule::compile_all("outbound", &config.outbound, ca)?;
+    Ok((
+        RuleSet::new(inbound, &config.inbound, config.inbound_default),
+        RuleSet::new(outbound, &config.outbound, config.outbound_default),
+    ))
 }

@@ -291,6 +291,150 @@ fn the_first_matching_rule_decides_and_is_counted() {
 }
 
 #[test]
+fn new_rules_keep_the_flows_they_still_allow_and_close_the_others() {
+    let f = Fixture::new();
+    let mut config = FirewallConfig::enabled();
+    config.inbound = vec![
+        Rule {
+            name: Some("ssh".into()),
+            ..tcp_port(22)
+        },
+        Rule {
+            name: Some("web".into()),
+            ..tcp_port(80)
+        },
+    ];
+    let mut firewall = f.firewall(config.clone());
+    let peer = f.cert("b", &[]);
+    let now = f.now;
+    // Two inbound connections, both answered.
+    for port in [22, 80] {
+        let syn = build::tcp(REMOTE, LOCAL, 40000, port, SYN);
+        let syn_ack = build::tcp(LOCAL, REMOTE, port, 40000, SYN | ACK);
+        assert_eq!(
+            check(&mut firewall, now, Inbound, &syn, Some(&peer)),
+            Verdict::Pass
+        );
+        assert_eq!(
+            check(&mut firewall, now, Outbound, &syn_ack, Some(&peer)),
+            Verdict::Pass
+        );
+    }
+
+    // ssh is no longer served.
+    config.inbound.remove(0);
+    firewall.reconfigure(&config, f.ca.certificate()).unwrap();
+    let later = now + Duration::from_secs(1);
+    let web = build::tcp(REMOTE, LOCAL, 40000, 80, ACK);
+    let ssh = build::tcp(REMOTE, LOCAL, 40000, 22, ACK);
+    assert_eq!(
+        check(&mut firewall, later, Inbound, &web, Some(&peer)),
+        Verdict::Pass,
+        "a flow the new rules allow goes on"
+    );
+    assert_eq!(
+        check(&mut firewall, later, Inbound, &ssh, Some(&peer)),
+        Verdict::Drop,
+        "a flow they do not allow is closed at its next packet"
+    );
+    assert_eq!(
+        check(&mut firewall, later, Inbound, &ssh, Some(&peer)),
+        Verdict::Drop
+    );
+    let stats = firewall.stats();
+    assert_eq!(stats.conntrack_closed_by_reload, 1);
+    assert_eq!(stats.conntrack_entries, 1);
+    // The rule that stayed kept its count; the default counted the two
+    // ssh packets judged as new after the close.
+    let counts: Vec<(&str, u64)> = stats
+        .inbound
+        .rules
+        .iter()
+        .map(|r| (r.label.as_str(), r.packets))
+        .collect();
+    assert_eq!(counts, [("web", 1)]);
+    assert_eq!(stats.inbound.default_packets, 2);
+    assert_eq!(stats.tracked, 3, "two replies before, one web packet after");
+}
+
+#[test]
+fn a_flow_judged_again_is_judged_with_its_peer_and_first_packet() {
+    let f = Fixture::new();
+    let mut config = FirewallConfig::enabled();
+    let mut ping = Rule {
+        protocol: Some(Protocol::Icmp),
+        icmp_types: vec![IcmpType::EchoRequest],
+        groups: vec!["ops".into()],
+        ..Rule::default()
+    };
+    config.inbound = vec![ping.clone()];
+    let mut firewall = f.firewall(config.clone());
+    let ops = f.cert("b", &["ops"]);
+    let now = f.now;
+    let request = build::icmp(REMOTE, LOCAL, 8, 7);
+    let reply = build::icmp(LOCAL, REMOTE, 0, 7);
+    assert_eq!(
+        check(&mut firewall, now, Inbound, &request, Some(&ops)),
+        Verdict::Pass
+    );
+    // The same rule under another label: its count starts again, and the
+    // flow, still allowed (an echo request from a member of ops), goes on,
+    // even at a reply.
+    ping.name = Some("ping".into());
+    config.inbound = vec![ping];
+    firewall.reconfigure(&config, f.ca.certificate()).unwrap();
+    assert_eq!(firewall.stats().inbound.rules[0].packets, 0);
+    assert_eq!(
+        check(&mut firewall, now, Outbound, &reply, Some(&ops)),
+        Verdict::Pass
+    );
+    assert_eq!(firewall.stats().conntrack_closed_by_reload, 0);
+    // Turning the firewall off forgets the flows; on again, it starts
+    // empty and the rules decide afresh.
+    config.enabled = false;
+    firewall.reconfigure(&config, f.ca.certificate()).unwrap();
+    assert_eq!(firewall.stats().conntrack_entries, 0);
+    config.enabled = true;
+    firewall.reconfigure(&config, f.ca.certificate()).unwrap();
+    let stranger = f.cert("c", &[]);
+    assert_eq!(
+        check(&mut firewall, now, Inbound, &request, Some(&stranger)),
+        Verdict::Drop
+    );
+}
+
+#[test]
+fn a_refused_reconfiguration_changes_nothing() {
+    let f = Fixture::new();
+    let mut config = FirewallConfig::enabled();
+    config.inbound = vec![tcp_port(22)];
+    let mut firewall = f.firewall(config.clone());
+    let peer = f.cert("b", &[]);
+    let syn = build::tcp(REMOTE, LOCAL, 40000, 22, SYN);
+    assert_eq!(
+        check(&mut firewall, f.now, Inbound, &syn, Some(&peer)),
+        Verdict::Pass
+    );
+    let mut bad = config.clone();
+    bad.inbound = vec![Rule {
+        cas: vec!["othernet".into()],
+        ..tcp_port(22)
+    }];
+    assert!(matches!(
+        firewall.reconfigure(&bad, f.ca.certificate()),
+        Err(FirewallConfigError::Rule { .. })
+    ));
+    let stats = firewall.stats();
+    assert_eq!(stats.inbound.rules[0].packets, 1);
+    assert_eq!(stats.conntrack_entries, 1);
+    assert_eq!(
+        check(&mut firewall, f.now, Inbound, &syn, Some(&peer)),
+        Verdict::Pass
+    );
+    assert_eq!(firewall.stats().tracked, 1);
+}
+
+#[test]
 fn peer_conditions_follow_the_certificate() {
     let f = Fixture::new();
     let mut config = FirewallConfig::enabled();

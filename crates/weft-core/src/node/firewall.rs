@@ -22,7 +22,7 @@ use std::time::Instant;
 use tracing::trace;
 
 use super::{Node, icmp, reject};
-use crate::firewall::{Direction, FirewallStats, Verdict};
+use crate::firewall::{Direction, FirewallConfig, FirewallConfigError, FirewallStats, Verdict};
 use crate::identity::NodeId;
 use crate::qos::PacketInfo;
 
@@ -31,6 +31,15 @@ impl Node {
     /// table.
     pub fn firewall_stats(&self) -> FirewallStats {
         self.firewall.stats()
+    }
+
+    /// Replaces the firewall's settings at run time (a config reload).
+    /// New flows meet the new rules at once; a tracked flow is judged again
+    /// at its next packet and kept only if the new rules allow it; rules
+    /// that stay keep their counters (see [`crate::firewall`], "New rules
+    /// at run time"). On an error nothing changes.
+    pub fn set_firewall(&mut self, config: &FirewallConfig) -> Result<(), FirewallConfigError> {
+        self.firewall.reconfigure(config, &self.ca)
     }
 
     /// Whether an IP packet that `peer`'s session carried may go to the

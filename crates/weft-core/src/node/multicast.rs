@@ -32,8 +32,8 @@ use super::{Event, Node, Via, ip_destination, ip_source, prefix, push_event};
 use crate::firewall::Direction;
 use crate::identity::NodeId;
 use crate::mcast::{
-    DuplicateWindow, GroupReport, MAX_MULTICAST_HOPS, MulticastConfig, TREE_COST_EXPONENT,
-    Topology, Tree, build_tree, is_carried, parse_reports, tree_cost,
+    DuplicateWindow, GroupReport, GroupRule, MAX_MULTICAST_HOPS, MulticastConfig,
+    TREE_COST_EXPONENT, Topology, Tree, build_tree, is_carried, parse_reports, tree_cost,
 };
 use crate::qos::ClassId;
 use crate::wire::{Frame, MembershipRecord, verify_membership};
@@ -115,6 +115,8 @@ struct Membership {
     received: Instant,
     groups: BTreeSet<IpAddr>,
     bytes: Vec<u8>,
+    /// The certificate the record names (verified with it).
+    certificate: crate::identity::Certificate,
 }
 
 /// Multicast state of a node.
@@ -264,6 +266,104 @@ impl Node {
         }
         self.after_input(now);
         Ok(())
+    }
+
+    /// Replaces who may join and send to which groups (`rules`) and the
+    /// trees' `fanout` at run time (a config reload). What the policy
+    /// decides is decided again at once: this node leaves the groups its
+    /// own certificate may no longer join (returned, each also reported as
+    /// [`Event::GroupLeft`]), every member's last record is read again
+    /// under the new rules, so members no longer allowed drop out of the
+    /// groups (also [`Event::GroupLeft`]), and every tree is rebuilt (the
+    /// old ones are still forwarded along for the usual grace time).
+    /// Packets are checked against the new rules from now on, at sources
+    /// and at every node they pass. Trees agree between nodes only when
+    /// they run the same policy: change it on every node.
+    pub fn set_multicast_policy(
+        &mut self,
+        now: Instant,
+        fanout: usize,
+        rules: Vec<GroupRule>,
+    ) -> Vec<IpAddr> {
+        self.multicast.config.fanout = fanout;
+        self.multicast.config.rules = rules;
+        let left = self.leave_forbidden_groups(now);
+        self.recheck_memberships(now);
+        self.multicast.retire_trees(now);
+        self.after_input(now);
+        left
+    }
+
+    /// Leaves the groups this node's own certificate may not join under
+    /// the current policy (after the policy or the certificate changed);
+    /// returns them.
+    pub(super) fn leave_forbidden_groups(&mut self, now: Instant) -> Vec<IpAddr> {
+        let forbidden: Vec<IpAddr> = self
+            .multicast
+            .joined
+            .iter()
+            .filter(|g| {
+                !self
+                    .multicast
+                    .config
+                    .may_join(**g, self.certificate.groups())
+            })
+            .copied()
+            .collect();
+        for &group in &forbidden {
+            // Joined groups are carried ones: leaving cannot fail.
+            let _ = self.leave_group(now, group);
+        }
+        forbidden
+    }
+
+    /// This node's certificate changed: groups it may no longer join are
+    /// left (returned), and the membership record, which carries the
+    /// certificate, is sent again soon if this node has one out.
+    pub(super) fn own_certificate_changed(&mut self, now: Instant) -> Vec<IpAddr> {
+        let left = self.leave_forbidden_groups(now);
+        if self.multicast.last.is_some() {
+            self.multicast.due = Some(self.multicast.due.map_or(now, |d| d.min(now)));
+        }
+        left
+    }
+
+    /// Reads every member's last record again under the current policy:
+    /// the groups it lists that the member may join now count, the others
+    /// not (changes are announced); a record that no longer verifies (its
+    /// certificate expired) goes.
+    fn recheck_memberships(&mut self, now: Instant) {
+        let unix_now = self.unix_now(now);
+        let origins: Vec<NodeId> = self.multicast.records.keys().copied().collect();
+        for origin in origins {
+            let Some(membership) = self.multicast.records.get(&origin) else {
+                continue;
+            };
+            let verified = verify_membership(
+                &membership.bytes,
+                &membership.certificate,
+                &self.ca,
+                unix_now,
+            )
+            .ok();
+            let allowed: BTreeSet<IpAddr> = verified
+                .iter()
+                .flat_map(|v| {
+                    v.groups.iter().take(MAX_GROUPS).filter(|g| {
+                        is_carried(**g)
+                            && self.multicast.config.may_join(**g, v.certificate.groups())
+                    })
+                })
+                .copied()
+                .collect();
+            let old = membership.groups.clone();
+            if verified.is_none() {
+                self.multicast.records.remove(&origin);
+            } else if let Some(membership) = self.multicast.records.get_mut(&origin) {
+                membership.groups = allowed.clone();
+            }
+            self.announce_membership_diff(origin, &old, &allowed);
+        }
     }
 
     /// Every group known, with its members.
@@ -741,6 +841,7 @@ impl Node {
                 received: now,
                 groups,
                 bytes: record.to_vec(),
+                certificate: verified.certificate,
             },
         );
         self.flood_membership(now, record, Some(from));

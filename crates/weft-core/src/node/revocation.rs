@@ -134,6 +134,50 @@ impl Node {
         Ok(true)
     }
 
+    /// The local blocklist: fingerprints of certificates refused whatever
+    /// any list says.
+    pub fn blocklist(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.revocation.blocklist.iter()
+    }
+
+    /// Replaces the local blocklist at run time (a config reload). Sessions
+    /// and handshakes with peers whose certificate it now lists end at once,
+    /// as a revocation ends them ([`Event::PeerRevoked`]); a certificate it
+    /// no longer lists may open sessions again (unless the list revokes
+    /// it), and gets back the IPv4 address it holds. Returns how many
+    /// sessions ended.
+    pub fn set_blocklist(&mut self, now: Instant, blocklist: Vec<[u8; 32]>) -> u64 {
+        let blocklist: BTreeSet<[u8; 32]> = blocklist.into_iter().collect();
+        let unblocked: Vec<[u8; 32]> = self
+            .revocation
+            .blocklist
+            .difference(&blocklist)
+            .copied()
+            .collect();
+        self.revocation.blocklist = blocklist;
+        let before = self.stats.sessions_revoked;
+        for peer in 0..self.peers.len() {
+            let Some(certificate) = self.peers[peer].certificate.clone() else {
+                continue;
+            };
+            if self.is_revoked(&certificate) {
+                self.end_revoked(now, peer);
+            } else if unblocked.contains(&certificate.fingerprint()) {
+                if let Some(net) = certificate.ipv4() {
+                    self.rebind_ipv4(net.addr);
+                }
+                // A configured peer is called again.
+                let p = &mut self.peers[peer];
+                let idle = p.current.is_none() && p.pending.is_none() && p.handshake_due.is_none();
+                if p.configured && idle && p.endpoint.is_some() {
+                    p.handshake_due = Some(now);
+                }
+            }
+        }
+        self.after_input(now);
+        self.stats.sessions_revoked - before
+    }
+
     /// Whether `certificate` is revoked by the list or the blocklist.
     pub(super) fn is_revoked(&self, certificate: &Certificate) -> bool {
         self.revocation

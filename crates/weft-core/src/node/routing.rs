@@ -492,7 +492,7 @@ impl Node {
         }
     }
 
-    fn schedule_lsa(&mut self, now: Instant, spacing: Duration) {
+    pub(super) fn schedule_lsa(&mut self, now: Instant, spacing: Duration) {
         let earliest = self
             .routing
             .last_lsa

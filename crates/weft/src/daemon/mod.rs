@@ -16,11 +16,13 @@
 //! and link state) waits and is tried again whenever the node learns of a
 //! session, a link or a path.
 //!
-//! SIGHUP and the control command `reload` re-read the config file
-//! (`reload.rs` says what may change at run time); the loop applies the
-//! changes through the core's commands (peers, QoS, groups, pins) and the
-//! log filter's reload handle, all or nothing, and keeps the config it
-//! runs with.
+//! SIGHUP and the control command `reload` re-read the config file and
+//! the certificate, CA and revocation list files it names (`reload.rs`
+//! says what may change at run time and checks it all first); the loop
+//! applies the changes through the core's commands (a renewed certificate,
+//! the multicast policy, firewall, revocation list and blocklist, peers,
+//! QoS, groups, pins) and the log filter's reload handle, all or nothing,
+//! and keeps the config it runs with.
 //!
 //! Lookups (`weft lookup`, and DNS queries for `NAME.weft` from the DNS
 //! responder) start `Node::lookup`; the loop keeps who waits for which
@@ -75,7 +77,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, trace, warn};
 use weft_core::dht::{LookupError, LookupId, LookupTrace, NodeRecord, Target};
-use weft_core::{Event, LinkHealth, Node, NodeConfig, NodeId, RouteError, SessionState};
+use weft_core::{
+    Event, LinkHealth, Node, NodeConfig, NodeId, RevocationList, RouteError, SessionState,
+};
 
 use crate::config::{Config, DEFAULT_DNS_PORT, DnsSection, PinSection};
 use crate::firewall::FirewallInfo;
@@ -230,6 +234,8 @@ async fn serve(
         let now = Instant::now();
         node.set_endpoints(now, vec![listen]);
     }
+    // At start the list held is the file's, if the config names one.
+    let node_revocation_version = node.revocation_list().map(RevocationList::version);
     let tun = Tun::create(&config.tun, node.overlay_ipv6(), node.overlay_ipv4())?;
     accept_local_source(tun.name());
     multicast::prepare(tun.name(), config.multicast.routes).await;
@@ -281,6 +287,7 @@ async fn serve(
         hub,
         hangup,
         log_filter,
+        revocation_file_version: config.pki.revocations.as_ref().and(node_revocation_version),
         config,
     };
     let result = event_loop.run(shutdown).await;
@@ -327,6 +334,10 @@ struct EventLoop {
     log_filter: Option<LogFilter>,
     /// The config the node runs with (the last reload's, if any).
     config: Config,
+    /// The version of the list in the `[pki] revocations` file when it was
+    /// last read (at start or by a reload), so that a reload reports a
+    /// change of the file and not every time a peer's newer list is held.
+    revocation_file_version: Option<u64>,
 }
 
 impl EventLoop {
@@ -568,12 +579,12 @@ impl EventLoop {
             } => {
                 let at = crate::cert::utc(not_after);
                 if remaining.is_zero() {
-                    error!(expired = %at, "this node's certificate has expired: peers refuse new sessions; renew it (weft ca renew) and restart the node");
+                    error!(expired = %at, "this node's certificate has expired: peers refuse new sessions; renew it (weft ca renew) and reload the node (weft reload)");
                 } else {
                     warn!(
                         expires = %at,
                         left = %crate::cert::human_duration(remaining.as_secs()),
-                        "this node's certificate expires soon; renew it (weft ca renew) and restart the node"
+                        "this node's certificate expires soon; renew it (weft ca renew) and reload the node (weft reload)"
                     );
                 }
             }
@@ -701,10 +712,12 @@ impl EventLoop {
     }
 
     /// Re-reads the config file and applies what may change at run time
-    /// (peers, QoS, multicast groups, pins, log level), all or nothing:
-    /// if anything changed that needs a restart, nothing is applied and
-    /// the report lists it under `refused`. An unreadable or invalid file
-    /// is an error; the running config stays in both cases.
+    /// (a renewed certificate, the multicast policy, firewall, revocation
+    /// list and blocklist, peers, QoS, multicast groups, pins, log level),
+    /// all or nothing: if anything changed that needs a restart, or the
+    /// node would refuse a change (`reload::prepare`), nothing is applied
+    /// and the report lists it under `refused`. An unreadable or invalid
+    /// file is an error; the running config stays in both cases.
     fn reload(&mut self, now: Instant) -> Result<ReloadInfo, String> {
         let file = self.config.file.clone();
         let new = match Config::load(&file) {
@@ -714,8 +727,15 @@ impl EventLoop {
                 return Err(format!("{error}; the running config stays"));
             }
         };
-        let refused = reload::refused(&self.config, &new);
-        if !refused.is_empty() {
+        let mut refused = reload::refused(&self.config, &new);
+        let prepared = match reload::prepare(&self.node, now, &new) {
+            Ok(prepared) => Some(prepared),
+            Err(reasons) => {
+                refused.extend(reasons);
+                None
+            }
+        };
+        let Some(prepared) = prepared.filter(|_| refused.is_empty()) else {
             for reason in &refused {
                 warn!(%reason, "config reload refused; the running config stays");
             }
@@ -723,8 +743,10 @@ impl EventLoop {
                 applied: Vec::new(),
                 refused,
             });
-        }
+        };
         let mut applied = Vec::new();
+        self.apply_pki(now, &new, prepared, &mut applied);
+        self.apply_policies(now, &new, &mut applied);
         let (old_peers, new_peers) = (reload::peers(&self.config), reload::peers(&new));
         for peer in reload::missing(&old_peers, &new_peers) {
             match self.node.remove_peer(peer) {
@@ -801,6 +823,108 @@ impl EventLoop {
             applied,
             refused: Vec::new(),
         })
+    }
+
+    /// A reload's certificate, revocation list and blocklist (checked by
+    /// `reload::prepare`).
+    fn apply_pki(
+        &mut self,
+        now: Instant,
+        new: &Config,
+        prepared: reload::Prepared,
+        applied: &mut Vec<String>,
+    ) {
+        if let Some(certificate) = prepared.certificate {
+            let not_after = certificate.not_after();
+            match self.node.set_certificate(now, certificate) {
+                Ok(left) => {
+                    applied.push(format!(
+                        "node.certificate: renewed, valid until {}; peers get it by a handshake now",
+                        crate::cert::utc(not_after)
+                    ));
+                    for group in left {
+                        applied.push(format!(
+                            "multicast: left {group}: the renewed certificate may not join it"
+                        ));
+                    }
+                }
+                Err(error) => applied.push(format!("node.certificate: not applied: {error}")),
+            }
+        }
+        if let Some(list) = prepared.revocations {
+            let version = list.version();
+            let held = self
+                .node
+                .revocation_list()
+                .map_or(0, RevocationList::version);
+            let named_anew = self.config.pki.revocations.as_ref().map(|at| &at.path)
+                != new.pki.revocations.as_ref().map(|at| &at.path);
+            let file_changed = named_anew || self.revocation_file_version != Some(version);
+            self.revocation_file_version = Some(version);
+            match self.node.set_revocations(now, list) {
+                Ok(true) => applied.push(format!(
+                    "pki.revocations: version {version} installed and passed on to peers"
+                )),
+                Ok(false) if file_changed => applied.push(format!(
+                    "pki.revocations: version {version} is not newer than the version {held} held; kept {held}"
+                )),
+                Ok(false) => {}
+                Err(error) => applied.push(format!("pki.revocations: not applied: {error}")),
+            }
+        } else if self.config.pki.revocations.is_some() {
+            self.revocation_file_version = None;
+            applied.push(
+                "pki.revocations: no file named any more; the list held stays (lists only get newer)"
+                    .to_owned(),
+            );
+        }
+        if new.pki.blocklist != self.config.pki.blocklist {
+            let ended = self.node.set_blocklist(now, new.pki.blocklist.clone());
+            applied.push(format!(
+                "pki.blocklist: {} entries; {ended} sessions ended",
+                new.pki.blocklist.len()
+            ));
+        }
+    }
+
+    /// A reload's multicast policy and firewall.
+    fn apply_policies(&mut self, now: Instant, new: &Config, applied: &mut Vec<String>) {
+        let (old_policy, new_policy) = (&self.config.multicast.config, &new.multicast.config);
+        if old_policy.fanout != new_policy.fanout || old_policy.rules != new_policy.rules {
+            let left =
+                self.node
+                    .set_multicast_policy(now, new_policy.fanout, new_policy.rules.clone());
+            if old_policy.rules != new_policy.rules {
+                applied.push(format!(
+                    "multicast.rules: {} rules; members judged again, trees rebuilt",
+                    new_policy.rules.len()
+                ));
+            }
+            if old_policy.fanout != new_policy.fanout {
+                applied.push(format!(
+                    "multicast.fanout: {}; trees rebuilt",
+                    new_policy.fanout
+                ));
+                self.fanout = new_policy.fanout;
+            }
+            for group in left {
+                applied.push(format!(
+                    "multicast: left {group}: the rules no longer let this node join it"
+                ));
+            }
+        }
+        let firewall = &new.firewall.config;
+        if *firewall != self.config.firewall.config {
+            match self.node.set_firewall(firewall) {
+                Ok(()) if firewall.enabled => applied.push(format!(
+                    "firewall: {} inbound and {} outbound rules; tracked flows are judged again at their next packet",
+                    firewall.inbound.len(),
+                    firewall.outbound.len()
+                )),
+                Ok(()) => applied.push("firewall: off; tracked flows forgotten".to_owned()),
+                Err(error) => applied.push(format!("firewall: not applied: {error}")),
+            }
+        }
     }
 
     /// A DNS query for node `name`: joins a lookup of that name under way
@@ -913,6 +1037,7 @@ impl EventLoop {
                 loss: loss_rate(p.loss),
                 via: p.via,
                 configured: p.configured,
+                certificate_not_after: p.certificate_not_after,
             })
             .collect();
         let mut stats: std::collections::BTreeMap<String, u64> = node

@@ -12,9 +12,10 @@
 //! certificate and CA files, the API's token file and listener, and the
 //! control socket. At run time the daemon only reads and writes the
 //! descriptors it already holds (TUN, UDP, TCP and unix listeners and
-//! their connections) and, on a reload, its config file (which must stay
-//! readable by the daemon's user), runs no program and changes no route or
-//! address;
+//! their connections) and, on a reload, its config file and the
+//! certificate, CA and revocation list files it names (which must stay
+//! readable by the daemon's user; the key file is not read again), runs no
+//! program and changes no route or address;
 //! the TUN device and its routes go away by themselves when its descriptor
 //! is closed. So it keeps **no capability**. Should a run-time need appear
 //! (routes changed while running), keep just that capability: set

@@ -30,7 +30,8 @@
 //!   `direction`, `rule` = the rule's name or place or `default`, `action`),
 //!   `firewall_tracked_packets_total`, `firewall_related_packets_total`,
 //!   `firewall_conntrack_entries`, `firewall_conntrack_max`,
-//!   `firewall_conntrack_evicted_total`, `firewall_conntrack_expired_total`;
+//!   `firewall_conntrack_evicted_total`, `firewall_conntrack_expired_total`,
+//!   `firewall_conntrack_closed_by_reload_total`;
 //!   its drops are also in `drops_total` (`firewall_inbound_dropped`,
 //!   `firewall_outbound_dropped`);
 //! - the API itself: `api_connections` (open now),
@@ -442,6 +443,11 @@ fn register_firewall(registry: &mut Registry, firewall: &FirewallInfo) {
             "Flows removed from the connection table after their timeout",
             firewall.conntrack_expired,
         ),
+        (
+            "firewall_conntrack_closed_by_reload",
+            "Tracked flows that the firewall rules, judged again after a reload or a peer's new certificate, no longer allowed",
+            firewall.conntrack_closed_by_reload,
+        ),
     ] {
         let counter = Counter::<u64>::default();
         counter.inc_by(value);
@@ -494,6 +500,7 @@ mod tests {
             loss: 0.25,
             via: via.iter().map(|v| (*v).to_owned()).collect(),
             configured: true,
+            certificate_not_after: None,
         }
     }
 
@@ -557,6 +564,7 @@ mod tests {
                 conntrack_max: 65_536,
                 conntrack_evicted: 0,
                 conntrack_expired: 1,
+                conntrack_closed_by_reload: 0,
             }),
         };
         let hub = EventHub::new();
