@@ -737,6 +737,7 @@ impl Node {
         for group in initial_groups {
             node.join_group(now, group)?;
         }
+        node.sync_dht_revocations();
         node.after_input(now);
         Ok(node)
     }

@@ -141,6 +141,24 @@ fn a_revocation_given_to_one_node_spreads_and_shuts_the_revoked_node_out() {
         .map(|&h| counter(&sim, h, "handshake_rejected_revoked"))
         .sum();
     assert!(refused > 0, "n3 keeps calling and is refused");
+    // The DHT neither holds, serves nor finds its record any more.
+    let target = weft_core::dht::Target::Name("n3".into());
+    let lookup = sim
+        .with_node(hosts[1], |node, now| node.lookup(now, target.clone()))
+        .unwrap();
+    let asked = sim.elapsed();
+    let done = |s: &Sim| {
+        s.events(hosts[1]).iter().find_map(|(_, e)| match e {
+            Event::LookupDone { id, result, .. } if *id == lookup => Some(result.is_ok()),
+            _ => None,
+        })
+    };
+    assert!(sim.run_until_condition(asked + secs(30), |s| done(s).is_some()));
+    assert_eq!(
+        done(&sim),
+        Some(false),
+        "a member still finds n3 in the DHT"
+    );
     let received: u64 = members
         .iter()
         .map(|&h| counter(&sim, h, "revocation_lists_received"))

@@ -141,6 +141,27 @@ pub struct Dht {
     /// Replay filter: requests seen in the last two clock-skew windows.
     recent_requests: BTreeSet<u64>,
     recent_order: VecDeque<(Instant, u64)>,
+    /// What the node revokes: records and datagrams of these certificates
+    /// are refused, held records of them dropped (PROTOCOL §14.4).
+    revoked: Revoked,
+}
+
+/// The certificates a node refuses: the CA's newest list it holds and its
+/// own blocklist of fingerprints.
+#[derive(Debug, Clone, Default)]
+pub struct Revoked {
+    /// The revocation list, if any.
+    pub list: Option<crate::identity::RevocationList>,
+    /// Certificate fingerprints refused by this node alone.
+    pub blocklist: BTreeSet<[u8; 32]>,
+}
+
+impl Revoked {
+    /// Whether `certificate` is refused.
+    pub fn revokes(&self, certificate: &Certificate) -> bool {
+        (!self.blocklist.is_empty() && self.blocklist.contains(&certificate.fingerprint()))
+            || self.list.as_ref().is_some_and(|l| l.revokes(certificate))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,6 +284,7 @@ impl Dht {
             publish_wanted: false,
             recent_requests: BTreeSet::new(),
             recent_order: VecDeque::new(),
+            revoked: Revoked::default(),
         };
         dht.maintenance_next = now + dht.tick();
         dht
@@ -341,6 +363,21 @@ impl Dht {
         }
         self.groups = groups;
         self.own_changed(now);
+    }
+
+    /// Replaces what this node revokes: records of revoked certificates are
+    /// dropped from the store and the cache at once and refused from now
+    /// on (stored, served or found), and datagrams signed by them are
+    /// dropped, so a revoked node drops out of the routing table as its
+    /// entries go unanswered.
+    pub fn set_revoked(&mut self, revoked: Revoked) {
+        let before = self.store.len() + self.cache.len();
+        self.store
+            .retain(|r| !revoked.revokes(&r.record.certificate));
+        self.cache
+            .retain(|r| !revoked.revokes(&r.record.certificate));
+        self.stats.records_revoked += (before - self.store.len() - self.cache.len()) as u64;
+        self.revoked = revoked;
     }
 
     /// Starts a lookup. A target answered by the own record or a cached one
@@ -428,6 +465,11 @@ impl Dht {
             return;
         };
         let certificate = &member.certificate;
+        if self.revoked.revokes(certificate) {
+            self.stats.rejected += 1;
+            tracing::trace!("dht datagram of a revoked node");
+            return;
+        }
         let sender = certificate.node_id();
         let expected_ok = !response
             || self
@@ -656,7 +698,10 @@ impl Dht {
                     _ => None,
                 };
                 match SignedRecord::verify(record, &mut self.certs, unix) {
-                    Ok(record) if target.as_ref().is_some_and(|t| t.matches(&record.record)) => {
+                    Ok(record)
+                        if target.as_ref().is_some_and(|t| t.matches(&record.record))
+                            && !self.revoked.revokes(&record.record.certificate) =>
+                    {
                         found = Some(record.shared());
                     }
                     Ok(_) | Err(_) => self.stats.records_rejected += 1,
@@ -691,6 +736,10 @@ impl Dht {
         };
         if record.record.node_id() == self.id {
             // The own record is answered from `own`, never from the store.
+            return false;
+        }
+        if self.revoked.revokes(&record.record.certificate) {
+            self.stats.records_revoked += 1;
             return false;
         }
         if !record_keys(&record.record).contains(&key) {
@@ -1619,6 +1668,65 @@ mod tests {
             dht.handle_timeout(at);
         }
         assert_eq!(dht.stored_records(), 0);
+    }
+
+    #[test]
+    fn a_revoked_nodes_records_are_dropped_refused_and_its_datagrams_ignored() {
+        let now = Instant::now();
+        let ca = ca(1);
+        let (a, b, c) = (member(&ca, 1), member(&ca, 2), member(&ca, 3));
+        let mut dht = engine(now, &ca, &a);
+        let name_key = Target::Name("m2".into()).key();
+        let store = |from: &Member, bytes: &[u8], txid: u64| {
+            datagram(
+                from,
+                txid,
+                UNIX,
+                &DhtMessage::Store {
+                    key: name_key,
+                    record: bytes,
+                },
+            )
+        };
+        let r1 = SignedRecord::sign(&b.secret, &b.cert, UNIX * 1000, UNIX + 600, &[b.addr], &[]);
+        dht.handle_datagram(now, b.addr, &store(&b, &r1.bytes, 1));
+        assert_eq!(dht.stored_records(), 1);
+        let _ = sent(&mut dht);
+
+        // b is blocklisted: its record goes at once.
+        let mut revoked = Revoked::default();
+        revoked.blocklist.insert(b.cert.fingerprint());
+        dht.set_revoked(revoked);
+        assert_eq!(dht.stored_records(), 0);
+        assert!(dht.cached(now, &Target::Name("m2".into())).is_none());
+        assert_eq!(dht.stats().records_revoked, 1);
+
+        // b's own datagrams are dropped unanswered.
+        let rejected = dht.stats().rejected;
+        let r2 = SignedRecord::sign(
+            &b.secret,
+            &b.cert,
+            UNIX * 1000 + 1,
+            UNIX + 600,
+            &[b.addr],
+            &[],
+        );
+        dht.handle_datagram(now, b.addr, &store(&b, &r2.bytes, 2));
+        assert_eq!(dht.stats().rejected, rejected + 1);
+        assert!(sent(&mut dht).is_empty());
+
+        // Another member storing b's record is refused too.
+        dht.handle_datagram(now, c.addr, &store(&c, &r2.bytes, 3));
+        let acks: Vec<bool> = sent(&mut dht)
+            .into_iter()
+            .filter_map(|(_, m, _)| match m {
+                DhtMessage::StoreAck { stored, .. } => Some(stored),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acks, [false]);
+        assert_eq!(dht.stored_records(), 0);
+        assert_eq!(dht.stats().records_revoked, 2);
     }
 
     #[test]

@@ -45,7 +45,7 @@ use crate::identity::{Certificate, NodeId, is_overlay_ipv6};
 use crate::wire::is_label;
 
 pub use certs::CertificateCache;
-pub use engine::Dht;
+pub use engine::{Dht, Revoked};
 
 /// BLAKE3 `derive_key` context of the key a name is stored under.
 pub const NAME_KEY_CONTEXT: &str = "weft dht name v1";
@@ -242,6 +242,9 @@ pub struct DhtStats {
     pub records_stored: u64,
     /// Records refused (forged, stale, misplaced, expired).
     pub records_rejected: u64,
+    /// Records of revoked certificates refused or dropped from the store
+    /// and cache.
+    pub records_revoked: u64,
     /// Requests or datagrams dropped because a bound was reached (pending
     /// queries, running lookups, transmit queue).
     pub dropped: u64,

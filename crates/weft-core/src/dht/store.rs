@@ -137,6 +137,18 @@ impl RecordMap {
         }
     }
 
+    /// Keeps only the records `keep` accepts.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&SignedRecord) -> bool) {
+        let mut removed = 0;
+        self.map.retain(|_, held| {
+            let before = held.len();
+            held.retain(|r| keep(r));
+            removed += before - held.len();
+            !held.is_empty()
+        });
+        self.len -= removed;
+    }
+
     /// Drops records that have expired (or whose certificate has).
     pub(crate) fn purge(&mut self, unix_now: u64) {
         let mut removed = 0;

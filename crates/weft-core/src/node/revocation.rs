@@ -155,6 +155,7 @@ impl Node {
             .copied()
             .collect();
         self.revocation.blocklist = blocklist;
+        self.sync_dht_revocations();
         let before = self.stats.sessions_revoked;
         for peer in 0..self.peers.len() {
             let Some(certificate) = self.peers[peer].certificate.clone() else {
@@ -176,6 +177,15 @@ impl Node {
         }
         self.after_input(now);
         self.stats.sessions_revoked - before
+    }
+
+    /// Gives the DHT what this node revokes, so it neither keeps, serves
+    /// nor finds revoked nodes' records.
+    pub(super) fn sync_dht_revocations(&mut self) {
+        self.discovery.dht.set_revoked(crate::dht::Revoked {
+            list: self.revocation.list.clone(),
+            blocklist: self.revocation.blocklist.clone(),
+        });
     }
 
     /// Whether `certificate` is revoked by the list or the blocklist.
@@ -340,6 +350,7 @@ impl Node {
     fn install_revocations(&mut self, now: Instant, list: RevocationList, from: Option<usize>) {
         let (version, entries) = (list.version(), list.len());
         self.revocation.list = Some(list);
+        self.sync_dht_revocations();
         self.revocation.asked = None;
         self.revocation.offer_due = Some(now + OFFER_INTERVAL);
         let from = from.map(|peer| self.peers[peer].name());
