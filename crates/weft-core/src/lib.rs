@@ -42,7 +42,7 @@ pub use identity::{
     SecretKey, conflicts_between, is_overlay_ipv6, prevails, verify_signature,
 };
 pub use node::{
-    AddPeerError, CERTIFICATE_WARNING_MAX, Event, GroupError, GroupStatus, LinkHealth,
+    AddPeerError, CandidateTry, LocalAddress, PathKind, CERTIFICATE_WARNING_MAX, Event, GroupError, GroupStatus, LinkHealth,
     NeighbourConfig, Node, NodeConfig, NodeError, PeerConfig, PeerStatus, RemovePeerError,
     RevocationConfig, SessionState, TopologyLink, TopologyNode, TopologyStatus, TreeStatus,
     warning_window,

@@ -55,6 +55,7 @@ mod expiry;
 mod firewall;
 mod icmp;
 mod multicast;
+mod nat;
 mod qos;
 mod reject;
 mod revocation;
@@ -67,6 +68,8 @@ use expiry::ExpiryWarning;
 pub use expiry::{MAX_WARNING as CERTIFICATE_WARNING_MAX, warning_window};
 use multicast::MulticastState;
 pub use multicast::{GroupError, GroupStatus, TreeStatus};
+use nat::{NatState, PeerNat};
+pub use nat::{CandidateTry, LocalAddress, PathKind};
 use qos::QosState;
 pub use revocation::RevocationConfig;
 use revocation::RevocationState;
@@ -416,6 +419,11 @@ pub struct PeerStatus {
     pub via: Vec<String>,
     /// Whether it is a configured peer (its session is kept up).
     pub configured: bool,
+    /// How packets to it travel now: direct (via its LAN or a punched
+    /// hole, or to a known endpoint) or relayed (through `via`).
+    pub path: PathKind,
+    /// The candidates tried in the last attempt to punch a direct path.
+    pub candidates_tried: Vec<CandidateTry>,
 }
 
 /// Health of a direct link, from probes.
@@ -462,6 +470,8 @@ pub struct Node {
     revocation: RevocationState,
     /// Names and IPv4 addresses claimed by two node ids.
     conflicts: ConflictLog,
+    /// This node's endpoint candidates (NAT traversal).
+    nat: NatState,
 }
 
 /// Link state and routes: see the `routing` submodule.
@@ -538,6 +548,8 @@ struct Peer {
     bytes_out: u64,
     packets_in: u64,
     packets_out: u64,
+    /// Candidates, punching and path kind (NAT traversal).
+    nat: PeerNat,
 }
 
 impl Peer {
@@ -572,6 +584,7 @@ impl Peer {
             bytes_out: 0,
             packets_in: 0,
             packets_out: 0,
+            nat: PeerNat::default(),
         }
     }
 
@@ -710,6 +723,7 @@ impl Node {
             expiry,
             revocation,
             conflicts: ConflictLog::default(),
+            nat: NatState::default(),
         };
         let own = node.node_id();
         node.routing.by_prefix.insert(prefix(&own), own);
@@ -804,7 +818,8 @@ impl Node {
         let mut out: Vec<PeerStatus> = self
             .peers
             .iter()
-            .map(|p| PeerStatus {
+            .enumerate()
+            .map(|(index, p)| PeerStatus {
                 node_id: p.node_id,
                 name: Some(p.name()).filter(|n| !n.is_empty()),
                 overlay_ipv6: p.node_id.map(|id| id.overlay_ipv6()),
@@ -832,6 +847,8 @@ impl Node {
                 loss: p.monitor.loss(),
                 via: self.via_names(now, p),
                 configured: p.configured,
+                path: self.path_kind(now, index),
+                candidates_tried: self.candidates_tried(index),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));
@@ -948,6 +965,7 @@ impl Node {
         for peer in 0..self.peers.len() {
             self.peer_timers(now, peer);
         }
+        self.nat_after_timers();
         self.routing_timers(now);
         if self
             .discovery
@@ -1013,7 +1031,9 @@ impl Node {
                 earliest = Some((at, kind));
             }
         };
-        for peer in &self.peers {
+        consider(self.nat_changed_at(), TimerKind::Nat);
+        for (index, peer) in self.peers.iter().enumerate() {
+            consider(self.nat_deadline(index), TimerKind::Nat);
             consider(peer.handshake_due, TimerKind::HandshakeRetry);
             consider(
                 peer.monitor.poll_timeout(&self.routing.config),
@@ -1095,6 +1115,7 @@ impl Node {
             debug!(peer = %self.peers[peer].name(), "rekeying on session age");
             self.start_handshake(now, peer);
         }
+        self.nat_timers(now, peer);
         if !self.usable_current(now, peer) {
             self.stop_probing(now, peer);
             return;
@@ -1526,6 +1547,7 @@ impl Node {
             // A handshake over the direct path proves the link both ways.
             let p = &mut self.peers[peer];
             p.endpoint = Some(from);
+            p.nat.heard_from = Some(from);
             let rtt = Some(now.saturating_duration_since(started));
             let transition = p.monitor.on_direct_handshake(now, rtt);
             self.on_link_transition(now, peer, transition);
@@ -1603,6 +1625,7 @@ impl Node {
             }
         }
         self.peers[peer].last_received = Some(now);
+        self.nat_heard(peer, source);
         if slot == Slot::Previous {
             self.on_previous_session(now, peer, source);
         } else {
@@ -1733,7 +1756,11 @@ impl Node {
             }
             Ok(Frame::Pong { id }) => {
                 self.return_buffer(buf);
-                if let Source::Direct(_) = source {
+                if let Source::Direct(from) = source
+                    && self.on_punch_pong(now, peer, id, from)
+                {
+                    self.stats.probe_rx_bytes += PROBE_DATAGRAM_LEN;
+                } else if let Source::Direct(_) = source {
                     self.stats.probe_rx_bytes += PROBE_DATAGRAM_LEN;
                     let config = &self.routing.config;
                     let transition = self.peers[peer].monitor.on_pong(now, id, config);
@@ -1800,6 +1827,14 @@ impl Node {
                 self.on_revocation_chunk(now, peer, version, index, count, &data_buf);
                 self.return_buffer(data_buf);
             }
+            Ok(Frame::Observed(endpoint)) => {
+                self.return_buffer(buf);
+                self.on_observed(now, peer, endpoint);
+            }
+            Ok(Frame::Candidates { call, list }) => {
+                self.return_buffer(buf);
+                self.on_candidates(now, peer, call, &list);
+            }
             Err(error) => {
                 self.stats.rx_bad_frame += 1;
                 trace!(%error, "dropping undecodable frame");
@@ -1836,6 +1871,7 @@ impl Node {
             self.sync_link_state(now, peer);
             self.offer_revocations(now, peer);
         }
+        self.nat_session_installed(now, peer, first);
         let p = &self.peers[peer];
         if !first {
             // A rekey, or the second of two crossed handshakes: the peer

@@ -446,6 +446,7 @@ impl Node {
         let Some(transition) = transition else {
             return;
         };
+        self.nat_link_changed(now, peer, transition == Transition::Up);
         let p = &self.peers[peer];
         if let Some(id) = p.node_id {
             let name = p.name();

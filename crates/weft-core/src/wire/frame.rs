@@ -3,6 +3,8 @@
 //! A frame is one kind byte and a body. Unknown kinds are an error, so an
 //! older node drops (and counts) frames a newer one invents.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use super::{DecodeError, read_u16, read_u64};
 
 /// Frame kind byte values.
@@ -29,6 +31,10 @@ pub enum FrameKind {
     RevocationOffer = 9,
     /// One piece of a revocation list.
     RevocationChunk = 10,
+    /// The address and port the sender saw the receiver's packet come from.
+    Observed = 11,
+    /// The sender's endpoint candidates, and whether it asks to be called.
+    Candidates = 12,
 }
 
 /// Length of a hop in a relay frame: the first 16 bytes of a node id.
@@ -48,6 +54,50 @@ pub const MAX_REVOCATION_CHUNKS: u16 = 64;
 /// Bytes of a revocation list per piece (the last may be shorter): a
 /// chunk frame stays well under the overlay MTU even through two relays.
 pub const REVOCATION_CHUNK_LEN: usize = 1024;
+
+/// Most endpoint candidates a candidates frame lists.
+pub const MAX_CANDIDATES: usize = 8;
+/// Flag bit of a candidates frame: the sender is probing the receiver's
+/// candidates now and asks it to probe back ("call me").
+const CANDIDATES_CALL: u8 = 1;
+
+/// Where a candidate endpoint comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum CandidateKind {
+    /// An address of one of the sender's own interfaces (its LAN, or a
+    /// public address the host holds itself), with its listening port.
+    Local = 1,
+    /// An address at which others see the sender (its NAT's mapping).
+    Reflexive = 2,
+}
+
+/// Up to [`MAX_CANDIDATES`] endpoints, inline (frames do not allocate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CandidateList {
+    entries: [(CandidateKind, SocketAddr); MAX_CANDIDATES],
+    len: usize,
+}
+
+impl CandidateList {
+    /// The first [`MAX_CANDIDATES`] of `entries`, in order.
+    pub fn new(entries: &[(CandidateKind, SocketAddr)]) -> Self {
+        let mut list = Self {
+            entries: [(CandidateKind::Local, SocketAddr::from(([0, 0, 0, 0], 0))); MAX_CANDIDATES],
+            len: 0,
+        };
+        for entry in entries.iter().take(MAX_CANDIDATES) {
+            list.entries[list.len] = *entry;
+            list.len += 1;
+        }
+        list
+    }
+
+    /// The candidates, most preferred first.
+    pub fn as_slice(&self) -> &[(CandidateKind, SocketAddr)] {
+        &self.entries[..self.len]
+    }
+}
 
 /// A decoded frame, borrowing its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +160,17 @@ pub enum Frame<'a> {
         /// Bytes `index * REVOCATION_CHUNK_LEN..` of the list, at most
         /// [`REVOCATION_CHUNK_LEN`], at least one.
         data: &'a [u8],
+    },
+    /// "Your packet came from this address and port" (the receiver's
+    /// reflexive endpoint as the sender sees it).
+    Observed(SocketAddr),
+    /// The sender's endpoint candidates, most preferred first.
+    Candidates {
+        /// The sender is probing the receiver's candidates now and asks it
+        /// to probe the sender's at once.
+        call: bool,
+        /// At most [`MAX_CANDIDATES`] endpoints.
+        list: CandidateList,
     },
 }
 
@@ -224,6 +285,49 @@ impl<'a> Frame<'a> {
                     data,
                 })
             }
+            k if k == FrameKind::Observed as u8 => {
+                let (endpoint, rest) = read_endpoint(body, "observed frame")?;
+                if !rest.is_empty() {
+                    return Err(DecodeError::TrailingBytes("observed frame"));
+                }
+                Ok(Frame::Observed(endpoint))
+            }
+            k if k == FrameKind::Candidates as u8 => {
+                let truncated = DecodeError::Truncated("candidates frame");
+                let (&flags, rest) = body.split_first().ok_or(truncated)?;
+                let (&count, mut rest) = rest.split_first().ok_or(truncated)?;
+                if flags & !CANDIDATES_CALL != 0 {
+                    return Err(DecodeError::Reserved);
+                }
+                if usize::from(count) > MAX_CANDIDATES {
+                    return Err(DecodeError::Invalid("candidate count"));
+                }
+                let mut list = CandidateList::new(&[]);
+                for _ in 0..count {
+                    let (&kind, after) = rest.split_first().ok_or(truncated)?;
+                    let kind = match kind {
+                        k if k == CandidateKind::Local as u8 => CandidateKind::Local,
+                        k if k == CandidateKind::Reflexive as u8 => CandidateKind::Reflexive,
+                        other => {
+                            return Err(DecodeError::UnknownType {
+                                what: "candidate kind",
+                                value: other,
+                            });
+                        }
+                    };
+                    let (endpoint, after) = read_endpoint(after, "candidates frame")?;
+                    list.entries[list.len] = (kind, endpoint);
+                    list.len += 1;
+                    rest = after;
+                }
+                if !rest.is_empty() {
+                    return Err(DecodeError::TrailingBytes("candidates frame"));
+                }
+                Ok(Frame::Candidates {
+                    call: flags & CANDIDATES_CALL != 0,
+                    list,
+                })
+            }
             other => Err(DecodeError::UnknownType {
                 what: "frame",
                 value: other,
@@ -289,8 +393,68 @@ impl<'a> Frame<'a> {
                 out.extend_from_slice(&count.to_be_bytes());
                 out.extend_from_slice(data);
             }
+            Frame::Observed(endpoint) => {
+                out.push(FrameKind::Observed as u8);
+                emit_endpoint(out, endpoint);
+            }
+            Frame::Candidates { call, list } => {
+                out.push(FrameKind::Candidates as u8);
+                out.push(if *call { CANDIDATES_CALL } else { 0 });
+                out.push(list.len as u8);
+                for (kind, endpoint) in list.as_slice() {
+                    out.push(*kind as u8);
+                    emit_endpoint(out, endpoint);
+                }
+            }
         }
     }
+}
+
+/// An endpoint: family (1) = 4 or 6, address (4 or 16), port (u16), as in
+/// DHT datagrams.
+fn read_endpoint<'b>(
+    bytes: &'b [u8],
+    what: &'static str,
+) -> Result<(SocketAddr, &'b [u8]), DecodeError> {
+    let (&family, rest) = bytes.split_first().ok_or(DecodeError::Truncated(what))?;
+    let len = match family {
+        4 => 4,
+        6 => 16,
+        other => {
+            return Err(DecodeError::UnknownType {
+                what: "address family",
+                value: other,
+            });
+        }
+    };
+    if rest.len() < len + 2 {
+        return Err(DecodeError::Truncated(what));
+    }
+    let ip = if len == 4 {
+        let mut octets = [0u8; 4];
+        octets.copy_from_slice(&rest[..4]);
+        IpAddr::V4(Ipv4Addr::from(octets))
+    } else {
+        let mut octets = [0u8; 16];
+        octets.copy_from_slice(&rest[..16]);
+        IpAddr::V6(Ipv6Addr::from(octets))
+    };
+    let port = read_u16(rest, len).ok_or(DecodeError::Truncated(what))?;
+    Ok((SocketAddr::new(ip, port), &rest[len + 2..]))
+}
+
+fn emit_endpoint(out: &mut Vec<u8>, endpoint: &SocketAddr) {
+    match endpoint.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&endpoint.port().to_be_bytes());
 }
 
 /// Fixed-size bodies must be exactly their size: one frame, one encoding.
@@ -349,6 +513,28 @@ mod tests {
             Frame::Keepalive,
             Frame::Ping { id: 9 },
             Frame::Pong { id: u64::MAX },
+            Frame::Observed(SocketAddr::from(([198, 18, 0, 1], 4800))),
+            Frame::Observed(SocketAddr::from((Ipv6Addr::LOCALHOST, 1))),
+            Frame::Candidates {
+                call: true,
+                list: CandidateList::new(&[]),
+            },
+            Frame::Candidates {
+                call: false,
+                list: CandidateList::new(
+                    &[(
+                        CandidateKind::Reflexive,
+                        SocketAddr::from(([198, 18, 1, 2], 4800)),
+                    ); 9],
+                ),
+            },
+            Frame::Candidates {
+                call: false,
+                list: CandidateList::new(&[
+                    (CandidateKind::Local, SocketAddr::from(([198, 18, 1, 2], 4800))),
+                    (CandidateKind::Reflexive, SocketAddr::from((Ipv6Addr::LOCALHOST, 9))),
+                ]),
+            },
         ] {
             let mut out = Vec::new();
             frame.emit(&mut out);
@@ -384,6 +570,49 @@ mod tests {
         assert_eq!(
             Frame::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
             Err(DecodeError::TrailingBytes("revocation offer"))
+        );
+    }
+
+    #[test]
+    fn bad_observed_and_candidates_frames_are_errors() {
+        assert_eq!(
+            Frame::decode(&[11, 4, 1, 2, 3]),
+            Err(DecodeError::Truncated("observed frame"))
+        );
+        assert_eq!(
+            Frame::decode(&[11, 4, 1, 2, 3, 4, 0, 1, 0]),
+            Err(DecodeError::TrailingBytes("observed frame"))
+        );
+        assert_eq!(
+            Frame::decode(&[11, 5, 1, 2, 3, 4, 0, 1]),
+            Err(DecodeError::UnknownType {
+                what: "address family",
+                value: 5
+            })
+        );
+        assert_eq!(Frame::decode(&[12, 2, 0]), Err(DecodeError::Reserved));
+        assert_eq!(
+            Frame::decode(&[12, 0, 9]),
+            Err(DecodeError::Invalid("candidate count"))
+        );
+        assert_eq!(
+            Frame::decode(&[12, 0, 1]),
+            Err(DecodeError::Truncated("candidates frame"))
+        );
+        assert_eq!(
+            Frame::decode(&[12, 0, 0, 4]),
+            Err(DecodeError::TrailingBytes("candidates frame"))
+        );
+        assert_eq!(
+            Frame::decode(&[12]),
+            Err(DecodeError::Truncated("candidates frame"))
+        );
+        assert_eq!(
+            Frame::decode(&[12, 0, 1, 3, 4, 1, 2, 3, 4, 0, 1]),
+            Err(DecodeError::UnknownType {
+                what: "candidate kind",
+                value: 3
+            })
         );
     }
 

@@ -32,7 +32,7 @@ pub use dht::{
     RecordFields, SIGNATURE_LEN, datagram_digest, is_label, record_digest,
 };
 pub use frame::{
-    Frame, FrameKind, HOP_LEN, MAX_MULTICAST_HOPS, MAX_RELAY_HOPS, MAX_RELAY_OVERHEAD,
+    CandidateKind, CandidateList, Frame, FrameKind, MAX_CANDIDATES, HOP_LEN, MAX_MULTICAST_HOPS, MAX_RELAY_HOPS, MAX_RELAY_OVERHEAD,
     MAX_REVOCATION_CHUNKS, MULTICAST_HEADER_LEN, REVOCATION_CHUNK_LEN,
 };
 pub use handshake::{HandshakePayload, PAYLOAD_FIXED_LEN};
