@@ -448,8 +448,7 @@ impl Node {
             self.send_candidates(now, peer, false);
         }
         let p = &self.peers[peer];
-        if p.monitor.health() != LinkHealth::Up && p.nat.punch.is_none() && self.has_targets(peer)
-        {
+        if p.monitor.health() != LinkHealth::Up && p.nat.punch.is_none() && self.has_targets(peer) {
             self.start_punch(now, peer, false);
         }
     }
@@ -641,7 +640,11 @@ fn same_subnet(a: IpAddr, b: IpAddr, prefix_len: u8) -> bool {
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
             let len = u32::from(prefix_len.min(128));
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             u128::from(a) & mask == u128::from(b) & mask
         }
         (IpAddr::V4(_), IpAddr::V6(_)) | (IpAddr::V6(_), IpAddr::V4(_)) => false,
@@ -682,7 +685,10 @@ mod tests {
             "own address"
         );
         assert_eq!(
-            nat.rank(CandidateKind::Reflexive, SocketAddr::from(([127, 0, 0, 1], 1))),
+            nat.rank(
+                CandidateKind::Reflexive,
+                SocketAddr::from(([127, 0, 0, 1], 1))
+            ),
             None
         );
     }
@@ -696,7 +702,11 @@ mod tests {
         assert!(nat.note_observed(now, a, endpoint));
         assert!(!nat.note_observed(now, a, endpoint));
         for i in 0..20u8 {
-            nat.note_observed(now, NodeId::from_bytes([i + 2; 32]), SocketAddr::from(([203, 0, 113, i], 1)));
+            nat.note_observed(
+                now,
+                NodeId::from_bytes([i + 2; 32]),
+                SocketAddr::from(([203, 0, 113, i], 1)),
+            );
         }
         assert!(nat.reflexive.len() <= MAX_REFLEXIVE);
         assert!(nat.candidates().len() <= MAX_CANDIDATES);
@@ -708,6 +718,10 @@ mod tests {
         assert!(same_subnet(a, IpAddr::from([198, 18, 10, 200]), 24));
         assert!(!same_subnet(a, IpAddr::from([198, 18, 11, 1]), 24));
         assert!(same_subnet(a, IpAddr::from([198, 19, 0, 0]), 15));
-        assert!(!same_subnet(a, IpAddr::from(std::net::Ipv6Addr::LOCALHOST), 0));
+        assert!(!same_subnet(
+            a,
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            0
+        ));
     }
 }

@@ -531,8 +531,14 @@ mod tests {
             Frame::Candidates {
                 call: false,
                 list: CandidateList::new(&[
-                    (CandidateKind::Local, SocketAddr::from(([198, 18, 1, 2], 4800))),
-                    (CandidateKind::Reflexive, SocketAddr::from((Ipv6Addr::LOCALHOST, 9))),
+                    (
+                        CandidateKind::Local,
+                        SocketAddr::from(([198, 18, 1, 2], 4800)),
+                    ),
+                    (
+                        CandidateKind::Reflexive,
+                        SocketAddr::from((Ipv6Addr::LOCALHOST, 9)),
+                    ),
                 ]),
             },
         ] {

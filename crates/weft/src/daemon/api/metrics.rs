@@ -205,10 +205,10 @@ pub(super) fn render(snapshot: &Snapshot, hub: &EventHub, api: &ApiFigures) -> S
                 0.0
             });
         peer_handshakes.get_or_create(&l).inc_by(peer.handshakes);
-        let kind = if peer.via.is_empty() {
-            "direct"
-        } else {
-            "relayed"
+        let kind = match peer.path.as_str() {
+            "direct" | "direct-lan" | "punched" | "relayed" | "none" => peer.path.as_str(),
+            _ if peer.via.is_empty() => "direct",
+            _ => "relayed",
         };
         let via = peer.via.join(",");
         peer_path
@@ -231,9 +231,24 @@ pub(super) fn render(snapshot: &Snapshot, hub: &EventHub, api: &ApiFigures) -> S
         "drops",
         "Packets dropped or refused, by reason (the node's counter names)",
     );
+    let punches = counters(
+        &mut registry,
+        "nat_punches",
+        "Attempts to punch a direct path through NATs, by outcome (attempted counts every start)",
+    );
     let mut others: Vec<(String, u64)> = Vec::new();
     for (name, &value) in &status.stats {
-        if let Some(reason) = name.strip_prefix("handshake_rejected_") {
+        let outcome = match name.as_str() {
+            "punch_attempts" => Some("attempted"),
+            "punch_succeeded" => Some("succeeded"),
+            "punch_failed" => Some("failed"),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            punches
+                .get_or_create(&labels(&[("outcome", outcome)]))
+                .inc_by(value);
+        } else if let Some(reason) = name.strip_prefix("handshake_rejected_") {
             rejected
                 .get_or_create(&labels(&[("reason", reason)]))
                 .inc_by(value);
@@ -494,6 +509,8 @@ mod tests {
             loss: 0.25,
             via: via.iter().map(|v| (*v).to_owned()).collect(),
             configured: true,
+            path: if via.is_empty() { "direct" } else { "relayed" }.into(),
+            candidates_tried: Vec::new(),
         }
     }
 
