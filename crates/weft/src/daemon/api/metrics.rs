@@ -550,6 +550,7 @@ mod tests {
             certificate_not_after: Some(1_800_000_000),
             revocation_version: Some(3),
             conflicts: Vec::new(),
+            candidates: Vec::new(),
             firewall: Some(FirewallInfo {
                 enabled: true,
                 inbound: crate::firewall::FirewallDirectionInfo {
