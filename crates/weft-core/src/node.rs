@@ -1688,6 +1688,7 @@ impl Node {
         if let Source::Direct(from) = source
             && p.endpoint != Some(from)
         {
+            p.monitor.path_moved();
             if let (Some(old), Some(id)) = (p.endpoint, p.node_id) {
                 self.stats.peers_roamed += 1;
                 let name = p.name();

@@ -141,6 +141,20 @@ impl LinkMonitor {
         was_up.then_some(Transition::Down)
     }
 
+    /// The neighbour's endpoint moved (roaming, or a punched path): probes
+    /// still out went to the old address and say nothing of the new path,
+    /// nor does the loss measured on the old one. Health stays until the
+    /// new path answers or fails.
+    pub(crate) fn path_moved(&mut self) {
+        self.outstanding.clear();
+        self.late.clear();
+        self.misses = 0;
+        self.first_miss = None;
+        self.answered_sent = None;
+        self.history = 0;
+        self.outcomes = 0;
+    }
+
     /// Traffic is using the link: probe at the active rate for a while.
     pub(crate) fn mark_active(&mut self, now: Instant, config: &RoutingConfig) {
         let was_active = self.is_active(now, config);

@@ -114,7 +114,9 @@ pub enum PathKind {
     Direct,
     /// Straight to an address in one of this node's own subnets.
     DirectLan,
-    /// Straight to an endpoint that hole punching found.
+    /// Straight through the peer's NAT: to an address at which others
+    /// see it (not one of its own), opened by both sides sending to each
+    /// other (hole punching).
     Punched,
     /// Through other nodes (`PeerStatus::via`).
     Relayed,
@@ -323,9 +325,17 @@ impl Node {
             // Straight to an endpoint that does not answer: the last resort.
             return PathKind::Direct;
         }
+        // Through the peer's NAT: at an address others see it at rather
+        // than one of its own, or found by punching.
+        let through_nat = p.nat.punched
+            || (p
+                .nat
+                .candidates
+                .contains(&(CandidateKind::Reflexive, endpoint))
+                && !p.nat.candidates.contains(&(CandidateKind::Local, endpoint)));
         if self.nat.on_lan(endpoint.ip()) {
             PathKind::DirectLan
-        } else if p.nat.punched {
+        } else if through_nat {
             PathKind::Punched
         } else {
             PathKind::Direct

@@ -120,6 +120,9 @@ pub struct TestbedOptions {
     /// one listens on the wildcard address, and the others' configs name
     /// it without an endpoint: it cannot be reached before it calls.
     pub nats: Vec<NatRouter>,
+    /// `(i, j)`: host `i`'s config does not list host `j` at all (it
+    /// learns of it from link state or the DHT, as of any member).
+    pub unlisted: BTreeSet<(usize, usize)>,
 }
 
 impl TestbedOptions {
@@ -139,6 +142,7 @@ impl TestbedOptions {
             bootstrap: None,
             dht_tuning: String::new(),
             nats: Vec::new(),
+            unlisted: BTreeSet::new(),
         }
     }
 }
@@ -613,6 +617,7 @@ fn endpoints(options: &TestbedOptions, n: usize, i: usize) -> BTreeMap<usize, So
             endpoints.insert(to, address);
         }
     }
+    endpoints.retain(|&j, _| !options.unlisted.contains(&(i, j)));
     endpoints
 }
 
@@ -664,7 +669,8 @@ fn config_text(
             );
         }
         // Hosts behind a NAT have no endpoint anyone could name.
-        for j in (0..n).filter(|&j| j != i && !endpoints.contains_key(&j)) {
+        let unlisted = |j: usize| options.unlisted.contains(&(i, j));
+        for j in (0..n).filter(|&j| j != i && !endpoints.contains_key(&j) && !unlisted(j)) {
             let _ = write!(text, "\n[[peers]]\nname = \"h{j}\"\n");
         }
     }
@@ -777,7 +783,10 @@ mod tests {
         let text = config_text(&options, 3, 0, socket, &endpoints(&options, 3, 0));
         let value: toml::Table = text.parse().unwrap();
         let peers = value["peers"].as_array().unwrap();
-        let h1 = peers.iter().find(|p| p["name"].as_str() == Some("h1")).unwrap();
+        let h1 = peers
+            .iter()
+            .find(|p| p["name"].as_str() == Some("h1"))
+            .unwrap();
         assert!(h1.get("endpoint").is_none(), "{text}");
         assert_eq!(host_ipv4(&options, 1).to_string(), "198.18.1.2");
         assert_eq!(nat_wan_ipv4(0).to_string(), "198.18.0.201");

@@ -27,12 +27,18 @@
 
 use std::fs;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use anyhow::Context;
 
-use super::command::run;
+use super::command::{now, run};
 use super::netns::{add_namespace, delete_namespace, ip, step};
 use super::{Testbed, TestbedOptions};
+
+/// How long a rebooted router's old links may take to disappear.
+const GONE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between checks for them.
+const GONE_POLL: Duration = Duration::from_millis(20);
 
 /// How a NAT router maps its hosts' ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +93,19 @@ impl Testbed {
     /// and are built again, so every mapping it held is forgotten.
     pub fn reboot_nat(&self, k: usize) -> anyhow::Result<()> {
         delete_namespace(&self.nat_netns(k))?;
+        // The kernel tears the namespace's veth pairs down asynchronously:
+        // the router's bridge port must be gone before it is made again.
+        let Some(bridge) = &self.bridge else {
+            anyhow::bail!("the test bed has no bridge");
+        };
+        let port = format!("n{k}");
+        let deadline = now() + GONE_TIMEOUT;
+        while run(ip().args(["-n", bridge, "link", "show", &port])).is_ok() {
+            if now() >= deadline {
+                anyhow::bail!("{port} still exists {GONE_TIMEOUT:?} after its router went");
+            }
+            std::thread::sleep(GONE_POLL);
+        }
         self.build_nat(k)
     }
 
@@ -156,7 +175,13 @@ impl Testbed {
                 run(ip().args(["-n", &host.netns, "link", "set", "u0", "up"]))?;
                 let gateway = nat_gateway_ipv4(k).to_string();
                 run(ip().args([
-                    "-n", &host.netns, "route", "add", "default", "via", &gateway,
+                    "-n",
+                    &host.netns,
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &gateway,
                 ]))?;
             }
             Ok(())
