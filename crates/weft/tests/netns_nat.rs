@@ -163,6 +163,29 @@ fn wait_direct_route(testbed: &Testbed) {
         .unwrap_or_else(|error| panic!("{error:#}\n{}", both_views(testbed)));
 }
 
+/// Waits until h1 and h2 tried a direct path to each other and failed:
+/// probes to a known endpoint went unanswered (link `down`), or a
+/// punching attempt to the other's candidates got no answer.
+fn wait_direct_failed(testbed: &Testbed) {
+    testbed
+        .wait_until(
+            PUNCH_FAIL_TIMEOUT,
+            "direct attempts to fail both ways",
+            || {
+                for (host, peer) in [(1, "h2"), (2, "h1")] {
+                    let host = testbed.host(host);
+                    let down =
+                        peer_entry(host, peer)?.is_some_and(|p| p["link"].as_str() == Some("down"));
+                    if !down && host.stat("punch_failed")? == 0 {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            },
+        )
+        .unwrap_or_else(|error| panic!("{error:#}\n{}", both_views(testbed)));
+}
+
 /// Replies to the pings sent in the last `window`.
 fn recent_replies(stream: &PingStream, window: Duration) -> usize {
     let since = now() - window;
@@ -265,11 +288,7 @@ fn symmetric_against_a_port_restricted_nat_stays_relayed() {
         return;
     };
     let (stream, _) = start_stream(&testbed);
-    testbed
-        .wait_until(PUNCH_FAIL_TIMEOUT, "a failed punching attempt", || {
-            Ok(testbed.host(1).stat("punch_failed")? >= 1)
-        })
-        .unwrap_or_else(|error| panic!("{error:#}\n{}", both_views(&testbed)));
+    wait_direct_failed(&testbed);
     assert_eq!(
         path_of(testbed.host(1), "h2").unwrap().as_deref(),
         Some("relayed"),
@@ -278,12 +297,6 @@ fn symmetric_against_a_port_restricted_nat_stays_relayed() {
     );
     let h1 = peer_entry(testbed.host(1), "h2").unwrap().unwrap();
     assert_eq!(h1["via"], serde_json::json!(["h0"]), "{h1:#}");
-    assert!(
-        h1["candidates_tried"]
-            .as_array()
-            .is_some_and(|c| !c.is_empty()),
-        "{h1:#}"
-    );
     assert!(recent_replies(&stream, Duration::from_secs(2)) >= 50);
     stream.stop().unwrap();
 }
@@ -302,11 +315,7 @@ fn both_symmetric_stay_relayed_with_traffic_from_the_first_packet() {
     // The first packets wait for the session (made through h0) and then
     // go: none of the first few is lost.
     let answered_early = probes.iter().take(5).filter(|p| p.rtt.is_some()).count();
-    testbed
-        .wait_until(PUNCH_FAIL_TIMEOUT, "a failed punching attempt", || {
-            Ok(testbed.host(1).stat("punch_failed")? >= 1)
-        })
-        .unwrap_or_else(|error| panic!("{error:#}\n{}", both_views(&testbed)));
+    wait_direct_failed(&testbed);
     wait_both_paths(&testbed, "relayed", Duration::from_secs(5));
     assert!(recent_replies(&stream, Duration::from_secs(2)) >= 50);
     let record = stream.stop().unwrap();

@@ -529,12 +529,17 @@ impl Node {
         );
     }
 
-    /// The peer's candidates this node may try, best first.
+    /// The peer's candidates this node may try, best first. The current
+    /// endpoint is left out: the link's own probes go there already (at
+    /// four a second while it is down), so a link cut between two hosts
+    /// that need no NAT traversal costs no punching.
     fn targets(&self, peer: usize) -> Vec<(u8, CandidateKind, SocketAddr)> {
-        let mut out: Vec<(u8, CandidateKind, SocketAddr)> = self.peers[peer]
+        let p = &self.peers[peer];
+        let mut out: Vec<(u8, CandidateKind, SocketAddr)> = p
             .nat
             .candidates
             .iter()
+            .filter(|(_, endpoint)| p.endpoint != Some(*endpoint))
             .filter_map(|&(kind, endpoint)| Some((self.nat.rank(kind, endpoint)?, kind, endpoint)))
             .collect();
         out.sort();
