@@ -1833,8 +1833,9 @@ impl Node {
                 self.on_observed(now, peer, endpoint);
             }
             Ok(Frame::Candidates { call, list }) => {
+                let candidates = list.iter().take(wire::MAX_CANDIDATES).collect();
                 self.return_buffer(buf);
-                self.on_candidates(now, peer, call, &list);
+                self.on_candidates(now, peer, call, candidates);
             }
             Err(error) => {
                 self.stats.rx_bad_frame += 1;

@@ -443,9 +443,9 @@ impl Node {
         now: Instant,
         peer: usize,
         call: bool,
-        list: &CandidateList,
+        candidates: Vec<(CandidateKind, SocketAddr)>,
     ) {
-        self.peers[peer].nat.candidates = list.as_slice().to_vec();
+        self.peers[peer].nat.candidates = candidates;
         if !call {
             return;
         }
@@ -518,15 +518,17 @@ impl Node {
     }
 
     fn send_candidates(&mut self, now: Instant, peer: usize, call: bool) {
-        let candidates = self.nat.candidates();
-        let list = CandidateList::new(&candidates);
+        let mut bytes = self.take_buffer();
+        CandidateList::encode(&self.nat.candidates(), &mut bytes);
         self.peers[peer].nat.candidates_sent = Some(now);
-        self.send_frame(
-            now,
-            peer,
-            Frame::Candidates { call, list },
-            Via::Route(Metric::Latency, 0),
-        );
+        // Encoded here, so it decodes.
+        if let Ok(list) = CandidateList::decode(&bytes) {
+            let frame = Frame::Candidates { call, list };
+            if let Some(sealed) = self.seal_frame(now, peer, &frame) {
+                self.emit(now, peer, sealed, Via::Route(Metric::Latency, 0));
+            }
+        }
+        self.return_buffer(bytes);
     }
 
     /// The peer's candidates this node may try, best first. The current
@@ -709,6 +711,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // a base instant; only offsets matter
     fn reflexive_endpoints_are_bounded_and_a_reporter_counts_once() {
         let mut nat = NatState::default();
         let now = Instant::now();

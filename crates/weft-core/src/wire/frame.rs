@@ -72,31 +72,73 @@ pub enum CandidateKind {
     Reflexive = 2,
 }
 
-/// Up to [`MAX_CANDIDATES`] endpoints, inline (frames do not allocate).
+/// Up to [`MAX_CANDIDATES`] candidates as they travel: a count, then each
+/// candidate's kind and endpoint. Borrowed and checked whole when decoded
+/// (frames do not allocate); [`CandidateList::iter`] reads them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CandidateList {
-    entries: [(CandidateKind, SocketAddr); MAX_CANDIDATES],
-    len: usize,
+pub struct CandidateList<'a> {
+    /// The count byte and the entries, known to be well formed.
+    bytes: &'a [u8],
 }
 
-impl CandidateList {
-    /// The first [`MAX_CANDIDATES`] of `entries`, in order.
-    pub fn new(entries: &[(CandidateKind, SocketAddr)]) -> Self {
-        let mut list = Self {
-            entries: [(CandidateKind::Local, SocketAddr::from(([0, 0, 0, 0], 0))); MAX_CANDIDATES],
-            len: 0,
-        };
-        for entry in entries.iter().take(MAX_CANDIDATES) {
-            list.entries[list.len] = *entry;
-            list.len += 1;
+impl<'a> CandidateList<'a> {
+    /// Writes the first [`MAX_CANDIDATES`] of `entries` to `out`, as a
+    /// candidates frame carries them (read back with
+    /// [`CandidateList::decode`]).
+    pub fn encode(entries: &[(CandidateKind, SocketAddr)], out: &mut Vec<u8>) {
+        let entries = &entries[..entries.len().min(MAX_CANDIDATES)];
+        out.push(entries.len() as u8);
+        for (kind, endpoint) in entries {
+            out.push(*kind as u8);
+            emit_endpoint(out, endpoint);
         }
-        list
+    }
+
+    /// Checks a count and its entries, all of `bytes`. Total.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let truncated = DecodeError::Truncated("candidates frame");
+        let (&count, mut rest) = bytes.split_first().ok_or(truncated)?;
+        if usize::from(count) > MAX_CANDIDATES {
+            return Err(DecodeError::Invalid("candidate count"));
+        }
+        for _ in 0..count {
+            let (_, _, after) = read_candidate(rest)?;
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes("candidates frame"));
+        }
+        Ok(Self { bytes })
     }
 
     /// The candidates, most preferred first.
-    pub fn as_slice(&self) -> &[(CandidateKind, SocketAddr)] {
-        &self.entries[..self.len]
+    pub fn iter(&self) -> impl Iterator<Item = (CandidateKind, SocketAddr)> + 'a {
+        let mut rest = self.bytes.get(1..).unwrap_or_default();
+        std::iter::from_fn(move || {
+            let (kind, endpoint, after) = read_candidate(rest).ok()?;
+            rest = after;
+            Some((kind, endpoint))
+        })
     }
+}
+
+/// One candidate: kind (1), endpoint.
+fn read_candidate(bytes: &[u8]) -> Result<(CandidateKind, SocketAddr, &[u8]), DecodeError> {
+    let (&kind, after) = bytes
+        .split_first()
+        .ok_or(DecodeError::Truncated("candidates frame"))?;
+    let kind = match kind {
+        k if k == CandidateKind::Local as u8 => CandidateKind::Local,
+        k if k == CandidateKind::Reflexive as u8 => CandidateKind::Reflexive,
+        other => {
+            return Err(DecodeError::UnknownType {
+                what: "candidate kind",
+                value: other,
+            });
+        }
+    };
+    let (endpoint, after) = read_endpoint(after, "candidates frame")?;
+    Ok((kind, endpoint, after))
 }
 
 /// A decoded frame, borrowing its body.
@@ -170,7 +212,7 @@ pub enum Frame<'a> {
         /// to probe the sender's at once.
         call: bool,
         /// At most [`MAX_CANDIDATES`] endpoints.
-        list: CandidateList,
+        list: CandidateList<'a>,
     },
 }
 
@@ -293,39 +335,15 @@ impl<'a> Frame<'a> {
                 Ok(Frame::Observed(endpoint))
             }
             k if k == FrameKind::Candidates as u8 => {
-                let truncated = DecodeError::Truncated("candidates frame");
-                let (&flags, rest) = body.split_first().ok_or(truncated)?;
-                let (&count, mut rest) = rest.split_first().ok_or(truncated)?;
+                let (&flags, rest) = body
+                    .split_first()
+                    .ok_or(DecodeError::Truncated("candidates frame"))?;
                 if flags & !CANDIDATES_CALL != 0 {
                     return Err(DecodeError::Reserved);
                 }
-                if usize::from(count) > MAX_CANDIDATES {
-                    return Err(DecodeError::Invalid("candidate count"));
-                }
-                let mut list = CandidateList::new(&[]);
-                for _ in 0..count {
-                    let (&kind, after) = rest.split_first().ok_or(truncated)?;
-                    let kind = match kind {
-                        k if k == CandidateKind::Local as u8 => CandidateKind::Local,
-                        k if k == CandidateKind::Reflexive as u8 => CandidateKind::Reflexive,
-                        other => {
-                            return Err(DecodeError::UnknownType {
-                                what: "candidate kind",
-                                value: other,
-                            });
-                        }
-                    };
-                    let (endpoint, after) = read_endpoint(after, "candidates frame")?;
-                    list.entries[list.len] = (kind, endpoint);
-                    list.len += 1;
-                    rest = after;
-                }
-                if !rest.is_empty() {
-                    return Err(DecodeError::TrailingBytes("candidates frame"));
-                }
                 Ok(Frame::Candidates {
                     call: flags & CANDIDATES_CALL != 0,
-                    list,
+                    list: CandidateList::decode(rest)?,
                 })
             }
             other => Err(DecodeError::UnknownType {
@@ -400,11 +418,7 @@ impl<'a> Frame<'a> {
             Frame::Candidates { call, list } => {
                 out.push(FrameKind::Candidates as u8);
                 out.push(if *call { CANDIDATES_CALL } else { 0 });
-                out.push(list.len as u8);
-                for (kind, endpoint) in list.as_slice() {
-                    out.push(*kind as u8);
-                    emit_endpoint(out, endpoint);
-                }
+                out.extend_from_slice(list.bytes);
             }
         }
     }
@@ -515,32 +529,6 @@ mod tests {
             Frame::Pong { id: u64::MAX },
             Frame::Observed(SocketAddr::from(([198, 18, 0, 1], 4800))),
             Frame::Observed(SocketAddr::from((Ipv6Addr::LOCALHOST, 1))),
-            Frame::Candidates {
-                call: true,
-                list: CandidateList::new(&[]),
-            },
-            Frame::Candidates {
-                call: false,
-                list: CandidateList::new(
-                    &[(
-                        CandidateKind::Reflexive,
-                        SocketAddr::from(([198, 18, 1, 2], 4800)),
-                    ); 9],
-                ),
-            },
-            Frame::Candidates {
-                call: false,
-                list: CandidateList::new(&[
-                    (
-                        CandidateKind::Local,
-                        SocketAddr::from(([198, 18, 1, 2], 4800)),
-                    ),
-                    (
-                        CandidateKind::Reflexive,
-                        SocketAddr::from((Ipv6Addr::LOCALHOST, 9)),
-                    ),
-                ]),
-            },
         ] {
             let mut out = Vec::new();
             frame.emit(&mut out);
@@ -577,6 +565,34 @@ mod tests {
             Frame::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
             Err(DecodeError::TrailingBytes("revocation offer"))
         );
+    }
+
+    #[test]
+    fn candidate_lists_round_trip_and_are_capped() {
+        let local = (
+            CandidateKind::Local,
+            SocketAddr::from(([198, 18, 1, 2], 4800)),
+        );
+        let v6 = (
+            CandidateKind::Reflexive,
+            SocketAddr::from((Ipv6Addr::LOCALHOST, 9)),
+        );
+        for (entries, expected) in [
+            (vec![], vec![]),
+            (vec![local, v6], vec![local, v6]),
+            (vec![local; 9], vec![local; MAX_CANDIDATES]),
+        ] {
+            let mut bytes = Vec::new();
+            CandidateList::encode(&entries, &mut bytes);
+            let list = CandidateList::decode(&bytes).unwrap();
+            assert_eq!(list.iter().collect::<Vec<_>>(), expected);
+            for call in [false, true] {
+                let frame = Frame::Candidates { call, list };
+                let mut out = Vec::new();
+                frame.emit(&mut out);
+                assert_eq!(Frame::decode(&out), Ok(frame));
+            }
+        }
     }
 
     #[test]
