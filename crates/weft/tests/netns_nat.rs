@@ -230,6 +230,7 @@ fn both_behind_endpoint_independent_nats_go_direct_and_repunch_after_a_router_re
     let punched_count = testbed.host(1).stat("punch_succeeded").unwrap()
         + testbed.host(2).stat("punch_succeeded").unwrap();
     eprintln!("punching attempts that succeeded: {punched_count}");
+    eprintln!("{}", testbed.host(1).status_table().unwrap());
     // Nothing relayed is needed now: h0 carries no h1-h2 traffic.
     let relayed_before = testbed.host(0).stat("relayed").unwrap();
     testbed
