@@ -385,7 +385,8 @@ impl Node {
         // A peer that never sent candidates (an older node, or one whose
         // first session packets are still on the way) is not called.
         let p = &self.peers[peer];
-        let wanted = self.wants_session(now, peer)
+        let wanted = !p.nat.candidates.is_empty()
+            && self.wants_session(now, peer)
             && p.monitor.health() != LinkHealth::Up
             && p.nat.not_before.is_none_or(|at| now >= at)
             && self.has_targets(peer);
@@ -457,8 +458,15 @@ impl Node {
         if !answered_lately {
             self.send_candidates(now, peer, false);
         }
+        // The backoff binds the callee too: a member that calls again and
+        // again makes this node send at most one attempt's pings per
+        // backoff period.
         let p = &self.peers[peer];
-        if p.monitor.health() != LinkHealth::Up && p.nat.punch.is_none() && self.has_targets(peer) {
+        if p.monitor.health() != LinkHealth::Up
+            && p.nat.punch.is_none()
+            && p.nat.not_before.is_none_or(|at| now >= at)
+            && self.has_targets(peer)
+        {
             self.start_punch(now, peer, false);
         }
     }
