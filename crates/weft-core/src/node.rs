@@ -515,6 +515,10 @@ enum Via {
     Direct,
     /// Along the peer's route for this metric and flow.
     Route(Metric, u64),
+    /// Along the peer's latency route, without counting as traffic on the
+    /// link (which would probe it at the active rate): small control
+    /// frames that come on their own schedule.
+    Control,
 }
 
 struct Peer {
@@ -1309,8 +1313,16 @@ impl Node {
                 }
                 self.by_index.insert(local, peer);
                 // The init travels like data: along the peer's route, or
-                // straight to its endpoint while no route is known.
-                self.emit(now, peer, buf, Via::Route(Metric::Latency, 0));
+                // straight to its endpoint while no route is known. A
+                // rekey is not traffic: it must not set the link probing
+                // at the active rate (on an idle link through NATs that
+                // burst cost more than its keepalive).
+                let via = if self.usable_current(now, peer) {
+                    Via::Control
+                } else {
+                    Via::Route(Metric::Latency, 0)
+                };
+                self.emit(now, peer, buf, via);
             }
             Err(error) => {
                 debug!(?error, "could not start a handshake");
@@ -1558,13 +1570,13 @@ impl Node {
         // (which never waits).
         let waiting = !self.peers[peer].queue.is_empty();
         if !waiting {
-            self.send_frame(now, peer, Frame::Keepalive, Via::Route(Metric::Latency, 0));
+            self.send_frame(now, peer, Frame::Keepalive, Via::Control);
         }
         let sealed = |node: &Self| node.peers[peer].current.as_ref().map(|t| t.sent());
         let before = sealed(self);
         self.flush_queue(now, peer);
         if waiting && sealed(self) == before {
-            self.send_frame(now, peer, Frame::Keepalive, Via::Route(Metric::Latency, 0));
+            self.send_frame(now, peer, Frame::Keepalive, Via::Control);
         }
     }
 

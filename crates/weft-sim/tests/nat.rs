@@ -237,3 +237,90 @@ fn members_behind_one_router_use_their_lan() {
     sim.run_until(start + secs(11));
     assert_eq!(sim.flow(f).total().lost(), 0);
 }
+
+#[test]
+fn an_idle_punched_link_costs_under_50_bytes_a_second_and_stays_open() {
+    let mut sim = new_sim(65);
+    let w = build(
+        &mut sim,
+        NatMapping::EndpointIndependent,
+        Some(NatMapping::EndpointIndependent),
+    );
+    settle(&mut sim, &w);
+    let f = flow(&mut sim, &w, secs(2));
+    let deadline = sim.elapsed() + secs(5);
+    assert!(
+        run_until_checked(&mut sim, deadline, ms(10), |s| {
+            path_kind(s, w.a, w.b) == Some(PathKind::Punched)
+        }),
+        "punched: {:?}",
+        sim.peer_status(w.a, w.b)
+    );
+    // Idle from here: whatever a and b send each other keeps the link.
+    sim.run_until(sim.elapsed() + secs(5));
+    assert_eq!(sim.flow(f).total().lost(), 0);
+    let window = secs(120);
+    let ab = sim.capture(w.a, w.b);
+    let ba = sim.capture(w.b, w.a);
+    sim.run_until(sim.elapsed() + window);
+    sim.stop_capture(ab);
+    sim.stop_capture(ba);
+    // UDP payload, and on the wire with 28 bytes of IPv4 and UDP headers.
+    // What keeps the link and its mappings alive: probes and their
+    // answers (41 bytes: header, ping or pong frame, tag) and keepalives
+    // (33 bytes). Link-state records, DHT upkeep and candidate updates
+    // also cross it, as they cross any link; they are counted apart.
+    let sizes: Vec<usize> = [ab, ba]
+        .iter()
+        .flat_map(|&c| sim.captured(c).iter().map(|d| d.bytes.len()))
+        .collect();
+    let keepalive: Vec<usize> = sizes
+        .iter()
+        .copied()
+        .filter(|&len| len == 41 || len == 33)
+        .collect();
+    let per_second = |bytes: usize| bytes as f64 / window.as_secs_f64();
+    let mut histogram = std::collections::BTreeMap::<usize, usize>::new();
+    for len in &sizes {
+        *histogram.entry(*len).or_default() += 1;
+    }
+    println!("datagram sizes (bytes: count) over {window:?}: {histogram:?}");
+    println!(
+        "a to b {}, b to a {}; paths {:?} {:?}",
+        sim.captured(ab)
+            .iter()
+            .filter(|d| d.bytes.len() == 41)
+            .count(),
+        sim.captured(ba)
+            .iter()
+            .filter(|d| d.bytes.len() == 41)
+            .count(),
+        path_kind(&sim, w.a, w.b),
+        path_kind(&sim, w.b, w.a)
+    );
+    let times: Vec<String> = sim
+        .captured(ab)
+        .iter()
+        .filter(|d| d.bytes.len() == 41)
+        .skip(20)
+        .take(40)
+        .map(|d| format!("{:?}", d.sent_at))
+        .collect();
+    println!("a to b probe times: {times:?}");
+    let payload: usize = keepalive.iter().sum();
+    let wire = payload + 28 * keepalive.len();
+    let all: usize = sizes.iter().sum::<usize>() + 28 * sizes.len();
+    println!(
+        "idle punched link, both directions: keepalive {:.1} B/s of UDP payload, {:.1} B/s on the wire; all traffic {:.1} B/s on the wire",
+        per_second(payload),
+        per_second(wire),
+        per_second(all)
+    );
+    assert!(per_second(wire) <= 50.0, "{} B/s", per_second(wire));
+    // Still direct and still working: the mappings stayed open.
+    assert_eq!(path_kind(&sim, w.a, w.b), Some(PathKind::Punched));
+    assert_eq!(
+        sim.peer_status(w.a, w.b).unwrap().link,
+        weft_core::LinkHealth::Up
+    );
+}

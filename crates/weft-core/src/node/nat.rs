@@ -55,7 +55,6 @@ use tracing::debug;
 use super::{Node, Source, Via};
 use crate::identity::NodeId;
 use crate::node::LinkHealth;
-use crate::route::Metric;
 use crate::wire::{CandidateKind, CandidateList, Frame, MAX_CANDIDATES};
 
 /// Local addresses a node keeps.
@@ -90,6 +89,13 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
 /// A punched link that went down may be punched again after this.
 const REPUNCH_AFTER: Duration = Duration::from_secs(1);
+/// Idle probe interval of a link through the peer's NAT: a probe and its
+/// answer each way (4 × 41 bytes of UDP payload, 4 × 69 on the wire with
+/// IPv4 and UDP headers) every 6 s is 27 B/s of payload and 46 B/s on the
+/// wire for both directions together, and keeps NAT mappings that time
+/// out after 30 s open with room to spare. Traffic probes at the active
+/// rate at once (`LinkMonitor::mark_active`).
+const PUNCHED_PROBE_IDLE: Duration = Duration::from_secs(6);
 /// Least time between two candidate lists sent to one peer in answer to
 /// calls.
 const ANSWER_INTERVAL: Duration = Duration::from_secs(1);
@@ -325,14 +331,7 @@ impl Node {
             // Straight to an endpoint that does not answer: the last resort.
             return PathKind::Direct;
         }
-        // Through the peer's NAT: at an address others see it at rather
-        // than one of its own, or found by punching.
-        let through_nat = p.nat.punched
-            || (p
-                .nat
-                .candidates
-                .contains(&(CandidateKind::Reflexive, endpoint))
-                && !p.nat.candidates.contains(&(CandidateKind::Local, endpoint)));
+        let through_nat = self.through_nat(peer);
         if self.nat.on_lan(endpoint.ip()) {
             PathKind::DirectLan
         } else if through_nat {
@@ -340,6 +339,24 @@ impl Node {
         } else {
             PathKind::Direct
         }
+    }
+
+    /// Whether the direct path to `peer` goes through its NAT: found by
+    /// punching, or at one of its reflexive candidates while it listed
+    /// local ones and none of them is the endpoint (a peer that listed no
+    /// local candidates may have a public address of its own).
+    fn through_nat(&self, peer: usize) -> bool {
+        let p = &self.peers[peer];
+        let Some(endpoint) = p.endpoint else {
+            return false;
+        };
+        if p.nat.punched {
+            return true;
+        }
+        let listed = |kind: CandidateKind| p.nat.candidates.iter().filter(move |(k, _)| *k == kind);
+        listed(CandidateKind::Reflexive).any(|(_, e)| *e == endpoint)
+            && listed(CandidateKind::Local).next().is_some()
+            && !listed(CandidateKind::Local).any(|(_, e)| *e == endpoint)
     }
 
     /// The candidates tried in the last attempt to punch to `peer`.
@@ -375,6 +392,10 @@ impl Node {
             return;
         }
         self.tell_observed(now, peer);
+        // Through a NAT, an idle link is probed less often: enough to keep
+        // the mappings open, at most 50 bytes a second for the link.
+        let idle = self.through_nat(peer).then_some(PUNCHED_PROBE_IDLE);
+        self.peers[peer].monitor.set_idle_interval(idle);
         if self.nat.changed.is_some() {
             self.send_candidates(now, peer, false);
         }
@@ -384,12 +405,17 @@ impl Node {
         }
         // A peer that never sent candidates (an older node, or one whose
         // first session packets are still on the way) is not called.
+        // With nothing new to try itself, a node whose direct link through
+        // the NATs went down still calls: the peer may have news (this
+        // node's NAT may have given it a new port, which only the peer can
+        // try). A link that needs no NAT traversal gets no calls.
         let p = &self.peers[peer];
+        let repunch = p.monitor.health() == LinkHealth::Down && self.through_nat(peer);
         let wanted = !p.nat.candidates.is_empty()
             && self.wants_session(now, peer)
             && p.monitor.health() != LinkHealth::Up
             && p.nat.not_before.is_none_or(|at| now >= at)
-            && self.has_targets(peer);
+            && (repunch || self.has_targets(peer));
         if wanted {
             self.start_punch(now, peer, true);
         }
@@ -412,6 +438,14 @@ impl Node {
         let p = &mut self.peers[peer];
         if up {
             p.nat.failures = 0;
+            // The link's own probes got through during an attempt (the
+            // peer's pings opened the way): the attempt succeeded.
+            if p.nat.punch.take().is_some() {
+                p.nat.punched = true;
+                p.nat.not_before = None;
+                self.stats.punch_succeeded += 1;
+                debug!(peer = %p.name(), "hole punched: the link's probes answer");
+            }
         } else if p.nat.punch.is_none() {
             p.nat.failures = 0;
             p.nat.not_before = Some(now + REPUNCH_AFTER);
@@ -458,12 +492,13 @@ impl Node {
         if !answered_lately {
             self.send_candidates(now, peer, false);
         }
-        // The backoff binds the callee too: a member that calls again and
+        // The call says the caller's direct path does not work, whatever
+        // this node's view of it (idle, it may not have noticed yet). The
+        // backoff binds the callee too: a member that calls again and
         // again makes this node send at most one attempt's pings per
         // backoff period.
         let p = &self.peers[peer];
-        if p.monitor.health() != LinkHealth::Up
-            && p.nat.punch.is_none()
+        if p.nat.punch.is_none()
             && p.nat.not_before.is_none_or(|at| now >= at)
             && self.has_targets(peer)
         {
@@ -516,12 +551,7 @@ impl Node {
         };
         if due {
             self.peers[peer].nat.observed_told = Some((seen, now));
-            self.send_frame(
-                now,
-                peer,
-                Frame::Observed(seen),
-                Via::Route(Metric::Latency, 0),
-            );
+            self.send_frame(now, peer, Frame::Observed(seen), Via::Control);
         }
     }
 
@@ -533,7 +563,7 @@ impl Node {
         if let Ok(list) = CandidateList::decode(&bytes) {
             let frame = Frame::Candidates { call, list };
             if let Some(sealed) = self.seal_frame(now, peer, &frame) {
-                self.emit(now, peer, sealed, Via::Route(Metric::Latency, 0));
+                self.emit(now, peer, sealed, Via::Control);
             }
         }
         self.return_buffer(bytes);

@@ -310,6 +310,7 @@ impl Node {
         let path = match via {
             Via::Direct => Path::Direct,
             Via::Route(metric, flow) => self.path_to(now, peer, metric, flow),
+            Via::Control => self.path_to(now, peer, Metric::Latency, 0),
         };
         match path {
             Path::Direct => {
