@@ -300,7 +300,7 @@ impl NatState {
 impl Node {
     /// The addresses of this node's own interfaces, with the port it
     /// listens on and each interface's prefix length (the daemon reads
-    /// them from the OS; at most [`MAX_LOCAL`] are kept). They become
+    /// them from the OS; at most 8 are kept). They become
     /// candidates for peers, and tell which peers share a LAN with it.
     pub fn set_local_addresses(&mut self, now: Instant, mut addresses: Vec<LocalAddress>) {
         addresses.sort();
