@@ -685,6 +685,43 @@ mod tests {
     }
 
     #[test]
+    fn the_path_column_names_the_kind_and_the_candidates_a_relayed_peer_tried() {
+        let mut status = status();
+        let table = render_table(&status);
+        assert!(table.contains("via c (tried 198.18.0.200:4800)"), "{table}");
+        for (path, shown) in [
+            ("punched", "direct (punched)"),
+            ("direct-lan", "direct (LAN)"),
+            ("direct", "direct"),
+        ] {
+            status.peers[0].path = path.into();
+            status.peers[0].via.clear();
+            let table = render_table(&status);
+            assert!(table.contains(shown), "{path}: {table}");
+            assert!(!table.contains("tried"), "{path}: {table}");
+        }
+        status.candidates = vec![CandidateInfo {
+            endpoint: "198.18.1.2:4800".parse().unwrap(),
+            kind: "local".into(),
+            pings: 0,
+            answered: false,
+        }];
+        assert!(render_table(&status).contains("candidates local 198.18.1.2:4800\n"));
+    }
+
+    #[test]
+    fn peers_from_an_older_daemon_have_an_unknown_path_shown_from_via() {
+        let mut json = serde_json::to_value(status()).unwrap();
+        let peer = json["peers"][0].as_object_mut().unwrap();
+        peer.remove("path");
+        peer.remove("candidates_tried");
+        let status: NodeStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(status.peers[0].path, "unknown");
+        assert!(status.peers[0].candidates_tried.is_empty());
+        assert!(render_table(&status).contains("via c"));
+    }
+
+    #[test]
     fn table_has_header_and_a_row_per_peer() {
         let table = render_table(&status());
         let lines: Vec<&str> = table.lines().collect();

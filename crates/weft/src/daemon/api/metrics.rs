@@ -527,6 +527,10 @@ mod tests {
             ("rx_replayed", 7),
             ("mcast_delivered", 9),
             ("firewall_inbound_dropped", 8),
+            ("punch_attempts", 3),
+            ("punch_succeeded", 2),
+            ("punch_failed", 1),
+            ("punch_pings_sent", 12),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -539,7 +543,11 @@ mod tests {
             listen: "198.18.0.1:4800".parse().unwrap(),
             tun: "weft0".into(),
             mtu: 1340,
-            peers: vec![peer("b", &[]), peer("c", &["b"])],
+            peers: vec![peer("b", &[]), peer("c", &["b"]), {
+                let mut d = peer("d", &[]);
+                d.path = "punched".into();
+                d
+            }],
             stats,
             dht: Some(DhtInfo {
                 contacts: 2,
@@ -602,6 +610,11 @@ mod tests {
             "weft_peer_link_up{peer=\"b\"} 1.0",
             "weft_peer_path{peer=\"b\",type=\"direct\",via=\"\"} 1.0",
             "weft_peer_path{peer=\"c\",type=\"relayed\",via=\"b\"} 1.0",
+            "weft_peer_path{peer=\"d\",type=\"punched\",via=\"\"} 1.0",
+            "weft_nat_punches_total{outcome=\"attempted\"} 3",
+            "weft_nat_punches_total{outcome=\"succeeded\"} 2",
+            "weft_nat_punches_total{outcome=\"failed\"} 1",
+            "weft_punch_pings_sent_total 12",
             "weft_peer_path_changes_total{peer=\"c\",metric=\"latency\"} 1",
             "weft_peer_handshakes_total{peer=\"b\"} 3",
             "weft_handshake_rejected_total{reason=\"wrong_ca\"} 1",
