@@ -386,9 +386,12 @@ impl Node {
     /// it is seen, send it new candidates, run or start an attempt.
     pub(super) fn nat_timers(&mut self, now: Instant, peer: usize) {
         if !self.usable_current(now, peer) {
+            // Nothing is due without a session (no deadline may stay in
+            // the past): the next session starts afresh.
             let p = &mut self.peers[peer];
             p.nat.punch = None;
             p.nat.punched = false;
+            p.nat.observed_told = None;
             return;
         }
         self.tell_observed(now, peer);
