@@ -23,9 +23,11 @@
 //!   to addresses that are reachable there.
 //! - **Punching.** A node wants a direct path to a peer when it keeps its
 //!   session (configured, picked, data in the last two minutes, or packets
-//!   waiting), the direct link is not up, and the peer has candidates (or
-//!   has not told them yet). It then sends the peer a `Candidates` frame
-//!   with the *call* flag, end to end in their session, so it travels the
+//!   waiting), the direct link is not up, and the peer has a candidate it
+//!   may try other than the current endpoint (which the link's probes
+//!   cover) — or its link *through the NATs* went down, when the peer may
+//!   know the way back. It then sends the peer a `Candidates` frame with
+//!   the *call* flag, end to end in their session, so it travels the
 //!   relayed route when there is no direct one: the relay can neither read
 //!   nor forge it. Both sides then send pings of their session straight to
 //!   each other's ranked candidates: the caller at once, the callee as soon
@@ -34,14 +36,19 @@
 //!   known, the first two rounds go to LAN candidates only. Each ping and
 //!   pong is authenticated by the session: the first pong from a candidate
 //!   (which already moved the endpoint, as any authenticated packet does)
-//!   proves the path both ways, marks the link up, and ends the attempt.
-//!   Data keeps to the relay until the link has settled and routing finds
-//!   it better (see `routing`).
+//!   proves the path both ways, marks the link up, and ends the attempt; so
+//!   does the link coming up by its own probes meanwhile. Data keeps to the
+//!   relay until the link has settled and routing finds it better (see
+//!   `routing`).
 //! - **Failure and retry.** An attempt that got no answer [`GRACE`] after
 //!   its last round fails; the next is allowed after 10 s, doubling up to
-//!   [`MAX_BACKOFF`]. A direct link that goes down (the NAT's mapping died)
-//!   allows a new attempt after [`REPUNCH_AFTER`]: meanwhile traffic takes
-//!   the relay, and the link's own probes keep trying the old endpoint.
+//!   [`MAX_BACKOFF`], for calls received too. A direct link that goes down
+//!   (the NAT's mapping died) allows a new attempt after
+//!   [`REPUNCH_AFTER`]: meanwhile traffic takes the relay, and the link's
+//!   own probes keep trying the old endpoint.
+//! - **Keepalive.** An idle link through the NATs is probed every
+//!   [`PUNCHED_PROBE_IDLE`] (6 s) rather than every `probe_idle`: 46 B/s on
+//!   the wire for the link, both ways, which keeps 30 s mappings open.
 //! - **Symmetric NATs** (a new mapping per destination): weft predicts no
 //!   ports. The side behind it gets through only if the other side's NAT
 //!   accepts packets from any port of the address it sent to; against a
