@@ -90,10 +90,7 @@ fn nat_testbed_with(nats: Vec<NatRouter>, extra: &str, strangers: bool) -> Optio
 }
 
 fn nat(mapping: NatMapping, hosts: &[usize]) -> NatRouter {
-    NatRouter {
-        mapping,
-        hosts: hosts.to_vec(),
-    }
+    NatRouter::new(mapping, hosts.to_vec())
 }
 
 /// `host`'s entry for peer `name` in `weft status --json`.
@@ -343,5 +340,48 @@ fn members_behind_one_nat_use_their_lan_path() {
     let h1 = peer_entry(testbed.host(1), "h2").unwrap().unwrap();
     assert_eq!(h1["endpoint"].as_str(), Some("198.18.1.3:4800"), "{h1:#}");
     wait_direct_route(&testbed);
+    stream.stop().unwrap();
+}
+
+#[test]
+fn routers_that_accept_unsolicited_packets_leave_traffic_flowing_through_the_relay() {
+    let _serial = serialize();
+    let bare = |hosts: &[usize]| NatRouter {
+        accepts_unsolicited: true,
+        ..nat(NatMapping::EndpointIndependent, hosts)
+    };
+    let Some(testbed) = nat_testbed_with(
+        vec![bare(&[1]), bare(&[2])],
+        "[neighbours]\nmax = 0\nrandom = 0\n",
+        true,
+    ) else {
+        return;
+    };
+    let (stream, _) = start_stream(&testbed);
+    // Whichever side's packet reaches the other's router first leaves a
+    // conntrack entry there that makes the router give its host's mapping
+    // another port (PROTOCOL.md section 16.3): the direct path may never
+    // open. Traffic must flow anyway, through h0 or direct.
+    testbed
+        .wait_until(PUNCH_FAIL_TIMEOUT, "a settled path", || {
+            let path = path_of(testbed.host(1), "h2")?;
+            Ok(path.as_deref() == Some("punched")
+                || (path.as_deref() == Some("relayed")
+                    && (testbed.host(1).stat("punch_failed")? >= 1
+                        || peer_entry(testbed.host(1), "h2")?
+                            .is_some_and(|p| p["link"].as_str() == Some("down")))))
+        })
+        .unwrap_or_else(|error| panic!("{error:#}\n{}", both_views(&testbed)));
+    eprintln!(
+        "routers without an input filter: h1 reaches h2 {}",
+        path_of(testbed.host(1), "h2").unwrap().unwrap_or_default()
+    );
+    testbed
+        .wait_until(
+            Duration::from_secs(10),
+            "a second of steady replies",
+            || Ok(recent_replies(&stream, Duration::from_secs(1)) >= 40),
+        )
+        .unwrap_or_else(|error| panic!("{error:#}\n{}", both_views(&testbed)));
     stream.stop().unwrap();
 }

@@ -31,14 +31,8 @@ const STREAM_LIMIT: Duration = Duration::from_secs(60);
 /// strangers to each other.
 pub(super) fn configure(options: &mut TestbedOptions) {
     options.nats = vec![
-        NatRouter {
-            mapping: NatMapping::EndpointIndependent,
-            hosts: vec![1],
-        },
-        NatRouter {
-            mapping: NatMapping::EndpointIndependent,
-            hosts: vec![2],
-        },
+        NatRouter::new(NatMapping::EndpointIndependent, vec![1]),
+        NatRouter::new(NatMapping::EndpointIndependent, vec![2]),
     ];
     options.unlisted = [(1, 2), (2, 1)].into_iter().collect();
     options

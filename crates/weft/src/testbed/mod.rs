@@ -772,10 +772,7 @@ mod tests {
     #[test]
     fn hosts_behind_a_nat_listen_on_the_wildcard_and_are_named_without_endpoint() {
         let mut options = TestbedOptions::new("/bin/true");
-        options.nats = vec![NatRouter {
-            mapping: NatMapping::EndpointIndependent,
-            hosts: vec![1],
-        }];
+        options.nats = vec![NatRouter::new(NatMapping::EndpointIndependent, vec![1])];
         let socket = Path::new("/tmp/x/h1/control.sock");
         let text = config_text(&options, 3, 1, socket, &endpoints(&options, 3, 1));
         let value: toml::Table = text.parse().unwrap();

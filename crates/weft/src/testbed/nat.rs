@@ -21,6 +21,9 @@
 //! it leaves behind makes the router give this side's mapping another
 //! port (the "conflicting mapping" of hole punching).
 //!
+//! [`NatRouter::accepts_unsolicited`] leaves that rule out, to show what
+//! such a conflicting mapping does.
+//!
 //! [`Testbed::reboot_nat`] deletes the router's namespace (its conntrack
 //! table with it, and its hosts' links) and builds it again: a router that
 //! reboots. Everything lives in namespaces the test bed removes on drop.
@@ -57,6 +60,21 @@ pub struct NatRouter {
     pub mapping: NatMapping,
     /// The hosts on its LAN.
     pub hosts: Vec<usize>,
+    /// Whether it accepts unsolicited packets to its own address (no
+    /// input filter on its WAN port), keeping a conntrack entry for each:
+    /// a bare Linux box, unlike a home router.
+    pub accepts_unsolicited: bool,
+}
+
+impl NatRouter {
+    /// A router like a home router's (unsolicited packets dropped).
+    pub fn new(mapping: NatMapping, hosts: Vec<usize>) -> Self {
+        Self {
+            mapping,
+            hosts,
+            accepts_unsolicited: false,
+        }
+    }
 }
 
 /// Router `k`'s address on the test bed's bridge.
@@ -149,10 +167,14 @@ impl Testbed {
                 NatMapping::EndpointIndependent => "masquerade",
                 NatMapping::Symmetric => "masquerade random,fully-random",
             };
-            let rules = format!(
-                "table ip weft_nat {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"w0\" {masquerade}\n  }}\n}}\n\
-                 table inet weft_router {{\n  chain input {{\n    type filter hook input priority filter; policy accept;\n    iifname \"w0\" ct state new drop\n  }}\n}}\n"
+            let mut rules = format!(
+                "table ip weft_nat {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"w0\" {masquerade}\n  }}\n}}\n"
             );
+            if !nat.accepts_unsolicited {
+                rules.push_str(
+                    "table inet weft_router {\n  chain input {\n    type filter hook input priority filter; policy accept;\n    iifname \"w0\" ct state new drop\n  }\n}\n",
+                );
+            }
             let file = self.dir.join(format!("nat{k}.nft"));
             fs::write(&file, rules).with_context(|| format!("writing {}", file.display()))?;
             run(ip()
