@@ -779,6 +779,47 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_candidates_need_an_ipv6_address_here_and_global_scope() {
+        let v6 = |text: &str| SocketAddr::new(text.parse().unwrap(), 4800);
+        let v4_only = NatState {
+            local: vec![local([192, 168, 1, 2], 24)],
+            ..NatState::default()
+        };
+        assert_eq!(v4_only.rank(CandidateKind::Local, v6("2001:db8::7")), None);
+        let dual = NatState {
+            local: vec![
+                local([192, 168, 1, 2], 24),
+                LocalAddress {
+                    endpoint: v6("2001:db8:1::2"),
+                    prefix_len: 64,
+                },
+            ],
+            ..NatState::default()
+        };
+        assert_eq!(
+            dual.rank(CandidateKind::Local, v6("2001:db8:1::9")),
+            Some(0)
+        );
+        assert_eq!(
+            dual.rank(CandidateKind::Local, v6("2001:db8:2::9")),
+            Some(1)
+        );
+        assert_eq!(
+            dual.rank(CandidateKind::Reflexive, v6("2001:db8:2::9")),
+            Some(1)
+        );
+        assert_eq!(
+            dual.rank(CandidateKind::Local, v6("fd00::9")),
+            None,
+            "another ULA"
+        );
+        // Own interfaces first, IPv6 before IPv4.
+        let ours = dual.candidates();
+        assert_eq!(ours[0], (CandidateKind::Local, v6("2001:db8:1::2")));
+        assert_eq!(ours[1].1, local([192, 168, 1, 2], 24).endpoint);
+    }
+
+    #[test]
     fn subnets_compare_by_prefix() {
         let a = IpAddr::from([198, 18, 10, 1]);
         assert!(same_subnet(a, IpAddr::from([198, 18, 10, 200]), 24));
