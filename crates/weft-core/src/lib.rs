@@ -42,10 +42,10 @@ pub use identity::{
     SecretKey, conflicts_between, is_overlay_ipv6, prevails, verify_signature,
 };
 pub use node::{
-    AddPeerError, CERTIFICATE_WARNING_MAX, Event, GroupError, GroupStatus, LinkHealth,
-    NeighbourConfig, Node, NodeConfig, NodeError, PeerConfig, PeerStatus, RemovePeerError,
-    RevocationConfig, SessionState, SetCertificateError, TopologyLink, TopologyNode,
-    TopologyStatus, TreeStatus, warning_window,
+    AddPeerError, CERTIFICATE_WARNING_MAX, CandidateTry, Event, GroupError, GroupStatus,
+    LinkHealth, LocalAddress, NeighbourConfig, Node, NodeConfig, NodeError, PathKind, PeerConfig,
+    PeerStatus, RemovePeerError, RevocationConfig, SessionState, SetCertificateError, TopologyLink,
+    TopologyNode, TopologyStatus, TreeStatus, warning_window,
 };
 pub use route::{Hop, MAX_INTERMEDIATES, Metric, RouteError, RouteStatus, RoutingConfig};
 pub use session::{HandshakeKeys, SessionConfig};

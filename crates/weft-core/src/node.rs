@@ -56,6 +56,7 @@ mod expiry;
 mod firewall;
 mod icmp;
 mod multicast;
+mod nat;
 mod qos;
 mod reject;
 mod renewal;
@@ -69,6 +70,8 @@ use expiry::ExpiryWarning;
 pub use expiry::{MAX_WARNING as CERTIFICATE_WARNING_MAX, warning_window};
 use multicast::MulticastState;
 pub use multicast::{GroupError, GroupStatus, TreeStatus};
+pub use nat::{CandidateTry, LocalAddress, PathKind};
+use nat::{NatState, PeerNat};
 use qos::QosState;
 pub use renewal::SetCertificateError;
 pub use revocation::RevocationConfig;
@@ -422,6 +425,11 @@ pub struct PeerStatus {
     /// When the certificate its session carries expires (unix seconds),
     /// once known: a renewed one shows here after the next handshake.
     pub certificate_not_after: Option<u64>,
+    /// How packets to it travel now: direct (via its LAN or a punched
+    /// hole, or to a known endpoint) or relayed (through `via`).
+    pub path: PathKind,
+    /// The candidates tried in the last attempt to punch a direct path.
+    pub candidates_tried: Vec<CandidateTry>,
 }
 
 /// Health of a direct link, from probes.
@@ -470,6 +478,8 @@ pub struct Node {
     conflicts: ConflictLog,
     /// Certificates by fingerprint, for records that name them.
     certificates: certificates::Certificates,
+    /// This node's endpoint candidates (NAT traversal).
+    nat: NatState,
 }
 
 /// Link state and routes: see the `routing` submodule.
@@ -517,6 +527,10 @@ enum Via {
     Direct,
     /// Along the peer's route for this metric and flow.
     Route(Metric, u64),
+    /// Along the peer's latency route, without counting as traffic on the
+    /// link (which would probe it at the active rate): small control
+    /// frames that come on their own schedule.
+    Control,
 }
 
 struct Peer {
@@ -550,6 +564,8 @@ struct Peer {
     bytes_out: u64,
     packets_in: u64,
     packets_out: u64,
+    /// Candidates, punching and path kind (NAT traversal).
+    nat: PeerNat,
 }
 
 impl Peer {
@@ -584,6 +600,7 @@ impl Peer {
             bytes_out: 0,
             packets_in: 0,
             packets_out: 0,
+            nat: PeerNat::default(),
         }
     }
 
@@ -725,6 +742,7 @@ impl Node {
             expiry,
             revocation,
             conflicts: ConflictLog::default(),
+            nat: NatState::default(),
         };
         let own = node.node_id();
         node.routing.by_prefix.insert(prefix(&own), own);
@@ -825,7 +843,8 @@ impl Node {
         let mut out: Vec<PeerStatus> = self
             .peers
             .iter()
-            .map(|p| PeerStatus {
+            .enumerate()
+            .map(|(index, p)| PeerStatus {
                 node_id: p.node_id,
                 name: Some(p.name()).filter(|n| !n.is_empty()),
                 overlay_ipv6: p.node_id.map(|id| id.overlay_ipv6()),
@@ -854,6 +873,8 @@ impl Node {
                 via: self.via_names(now, p),
                 configured: p.configured,
                 certificate_not_after: p.certificate.as_ref().map(Certificate::not_after),
+                path: self.path_kind(now, index),
+                candidates_tried: self.candidates_tried(index),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));
@@ -970,6 +991,7 @@ impl Node {
         for peer in 0..self.peers.len() {
             self.peer_timers(now, peer);
         }
+        self.nat_after_timers();
         self.routing_timers(now);
         if self
             .discovery
@@ -1035,7 +1057,9 @@ impl Node {
                 earliest = Some((at, kind));
             }
         };
-        for peer in &self.peers {
+        consider(self.nat_changed_at(), TimerKind::Nat);
+        for (index, peer) in self.peers.iter().enumerate() {
+            consider(self.nat_deadline(index), TimerKind::Nat);
             consider(peer.handshake_due, TimerKind::HandshakeRetry);
             consider(
                 peer.monitor.poll_timeout(&self.routing.config),
@@ -1117,6 +1141,7 @@ impl Node {
             debug!(peer = %self.peers[peer].name(), "rekeying on session age");
             self.start_handshake(now, peer);
         }
+        self.nat_timers(now, peer);
         if !self.usable_current(now, peer) {
             self.stop_probing(now, peer);
             return;
@@ -1310,8 +1335,16 @@ impl Node {
                 }
                 self.by_index.insert(local, peer);
                 // The init travels like data: along the peer's route, or
-                // straight to its endpoint while no route is known.
-                self.emit(now, peer, buf, Via::Route(Metric::Latency, 0));
+                // straight to its endpoint while no route is known. A
+                // rekey is not traffic: it must not set the link probing
+                // at the active rate (on an idle link through NATs that
+                // burst cost more than its keepalive).
+                let via = if self.usable_current(now, peer) {
+                    Via::Control
+                } else {
+                    Via::Route(Metric::Latency, 0)
+                };
+                self.emit(now, peer, buf, via);
             }
             Err(error) => {
                 debug!(?error, "could not start a handshake");
@@ -1548,6 +1581,7 @@ impl Node {
             // A handshake over the direct path proves the link both ways.
             let p = &mut self.peers[peer];
             p.endpoint = Some(from);
+            p.nat.heard_from = Some(from);
             let rtt = Some(now.saturating_duration_since(started));
             let transition = p.monitor.on_direct_handshake(now, rtt);
             self.on_link_transition(now, peer, transition);
@@ -1558,13 +1592,13 @@ impl Node {
         // (which never waits).
         let waiting = !self.peers[peer].queue.is_empty();
         if !waiting {
-            self.send_frame(now, peer, Frame::Keepalive, Via::Route(Metric::Latency, 0));
+            self.send_frame(now, peer, Frame::Keepalive, Via::Control);
         }
         let sealed = |node: &Self| node.peers[peer].current.as_ref().map(|t| t.sent());
         let before = sealed(self);
         self.flush_queue(now, peer);
         if waiting && sealed(self) == before {
-            self.send_frame(now, peer, Frame::Keepalive, Via::Route(Metric::Latency, 0));
+            self.send_frame(now, peer, Frame::Keepalive, Via::Control);
         }
     }
 
@@ -1625,6 +1659,7 @@ impl Node {
             }
         }
         self.peers[peer].last_received = Some(now);
+        self.nat_heard(peer, source);
         if slot == Slot::Previous {
             self.on_previous_session(now, peer, source);
         } else {
@@ -1687,6 +1722,7 @@ impl Node {
         if let Source::Direct(from) = source
             && p.endpoint != Some(from)
         {
+            p.monitor.path_moved();
             if let (Some(old), Some(id)) = (p.endpoint, p.node_id) {
                 self.stats.peers_roamed += 1;
                 let name = p.name();
@@ -1755,7 +1791,11 @@ impl Node {
             }
             Ok(Frame::Pong { id }) => {
                 self.return_buffer(buf);
-                if let Source::Direct(_) = source {
+                if let Source::Direct(from) = source
+                    && self.on_punch_pong(now, peer, id, from)
+                {
+                    self.stats.probe_rx_bytes += PROBE_DATAGRAM_LEN;
+                } else if let Source::Direct(_) = source {
                     self.stats.probe_rx_bytes += PROBE_DATAGRAM_LEN;
                     let config = &self.routing.config;
                     let transition = self.peers[peer].monitor.on_pong(now, id, config);
@@ -1833,6 +1873,15 @@ impl Node {
                 self.on_revocation_chunk(now, peer, version, index, count, &data_buf);
                 self.return_buffer(data_buf);
             }
+            Ok(Frame::Observed(endpoint)) => {
+                self.return_buffer(buf);
+                self.on_observed(now, peer, endpoint);
+            }
+            Ok(Frame::Candidates { call, list }) => {
+                let candidates = list.iter().take(wire::MAX_CANDIDATES).collect();
+                self.return_buffer(buf);
+                self.on_candidates(now, peer, call, candidates);
+            }
             Err(error) => {
                 self.stats.rx_bad_frame += 1;
                 trace!(%error, "dropping undecodable frame");
@@ -1869,6 +1918,7 @@ impl Node {
             self.sync_link_state(now, peer);
             self.offer_revocations(now, peer);
         }
+        self.nat_session_installed(now, peer, first);
         let p = &self.peers[peer];
         if !first {
             // A rekey, or the second of two crossed handshakes: the peer

@@ -101,6 +101,19 @@ counters! {
     handshake_refused_full,
     /// Endpoint changes (roaming) of peers.
     peers_roamed,
+    /// Attempts to punch a direct path through NATs (as caller or callee).
+    punch_attempts,
+    /// Attempts that proved a direct path (a candidate answered).
+    punch_succeeded,
+    /// Attempts that got no answer from any candidate: the peer stays
+    /// relayed.
+    punch_failed,
+    /// Pings sent to candidates while punching.
+    punch_pings_sent,
+    /// Calls ("probe my candidates now") received from peers.
+    punch_calls_received,
+    /// Reports from peers of a new address at which they see this node.
+    nat_observed_reports,
     /// Packets on a replaced session from another address than the peer's
     /// while the newer session still speaks: two hosts hold one key.
     duplicate_identity,

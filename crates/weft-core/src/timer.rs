@@ -31,4 +31,7 @@ pub enum TimerKind {
     /// Offer the revocation list to the peers again, or give up on a
     /// reassembly.
     Revocation,
+    /// NAT traversal: a punching round, an attempt's end, or news for the
+    /// peers about this node's endpoints.
+    Nat,
 }

@@ -37,6 +37,11 @@
 //!   [`run_node_recovery`] measures the repair after member crashes with
 //!   real nodes in [`Sim`] on the same underlay's delays.
 //!
+//! - NAT routers ([`NatConfig`], [`Sim::add_nat`], [`Sim::put_behind_nat`])
+//!   translate and filter what their hosts send and receive, with an
+//!   endpoint-independent or symmetric mapping and port-restricted
+//!   filtering.
+//!
 //! - [`check_snapshot`] keeps the headline numbers of scenarios in a table
 //!   beside the tests, so that changes show up in review.
 //!
@@ -60,6 +65,7 @@ mod dht;
 mod flow;
 mod link;
 mod mcast;
+mod nat;
 mod net;
 mod packet;
 mod sim;
@@ -79,6 +85,7 @@ pub use mcast::{
     ShortestPaths, StressTwoBound, TransitStubParams, TreeDelivery, TreeShape, Trial, Underlay,
     UnderlayError, first_tree_inputs, mcast_markdown_table, run_mcast_scenario, run_node_recovery,
 };
+pub use nat::{MAPPING_TIMEOUT, NatConfig, NatId, NatMapping};
 pub use net::{
     BuildError, Endpoints, Mesh, MeshBuilder, NodeSpec, OVERLAY_IPV4_PREFIX_LEN, add_node,
     mesh_ipv4, peer_config, sign, test_ca, test_secret_key,

@@ -125,6 +125,9 @@ pub enum DropReason {
     NoHost,
     /// The destination host is crashed.
     HostDown,
+    /// A NAT router let it not in: no mapping with that port sent to its
+    /// source lately, or it was for another router's private LAN.
+    NatFiltered,
 }
 
 /// Counters of one link direction.
@@ -170,7 +173,7 @@ impl LinkStats {
             DropReason::QueueFull => self.dropped_queue += 1,
             DropReason::CutInFlight => self.dropped_in_flight += 1,
             // Not the link's doing: counted by the simulator.
-            DropReason::NoHost | DropReason::HostDown => {}
+            DropReason::NoHost | DropReason::HostDown | DropReason::NatFiltered => {}
         }
     }
 }

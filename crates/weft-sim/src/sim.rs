@@ -36,6 +36,7 @@ use crate::flow::{
     FLOW_DESTINATION_PORT, FlowId, FlowReport, FlowSpec, flow_payload, parse_flow_payload,
 };
 use crate::link::{DropReason, LinkConfig, LinkState, LinkStats};
+use crate::nat::{Nat, NatConfig, NatId};
 use crate::packet::{parse_udp, set_dscp, udp_packet};
 
 /// The wall-clock time (unix seconds) at the start of a simulation, unless
@@ -149,6 +150,9 @@ pub struct SimStats {
     pub bytes_to_nobody: BTreeMap<SocketAddr, u64>,
     /// Datagrams that arrived at a crashed host.
     pub dropped_host_down: u64,
+    /// Datagrams a NAT router did not let in (no mapping for their source),
+    /// or sent to another router's private LAN.
+    pub dropped_nat: u64,
     /// Timers a node asked for again at the same instant after it had just
     /// been woken for it (a core bug: the simulator moves them 1 ms on).
     pub timer_stalls: u64,
@@ -172,6 +176,9 @@ pub struct Sim {
     flows: Vec<FlowReport>,
     stats: SimStats,
     digest: u64,
+    /// NAT routers (see `nat.rs`), and which hosts sit behind which.
+    nats: Vec<Nat>,
+    behind: BTreeMap<HostId, NatId>,
 }
 
 /// A change to one direction of a link, applied now
@@ -318,7 +325,33 @@ impl Sim {
             flows: Vec::new(),
             stats: SimStats::default(),
             digest: DIGEST_START,
+            nats: Vec::new(),
+            behind: BTreeMap::new(),
         }
+    }
+
+    /// Adds a NAT router (see `nat.rs`); put hosts behind it with
+    /// [`Sim::put_behind_nat`].
+    pub fn add_nat(&mut self, config: NatConfig) -> NatId {
+        self.nats.push(Nat::new(config));
+        NatId(self.nats.len() - 1)
+    }
+
+    /// Puts `host` behind router `nat`, on its LAN: its address becomes
+    /// private to that LAN, and what it sends elsewhere leaves from the
+    /// router's public address.
+    pub fn put_behind_nat(&mut self, host: HostId, nat: NatId) {
+        self.behind.insert(host, nat);
+    }
+
+    /// Router `nat`'s public address.
+    pub fn nat_public(&self, nat: NatId) -> IpAddr {
+        self.nats[nat.0].config.public
+    }
+
+    /// Router `nat` reboots: it forgets every mapping.
+    pub fn reboot_nat(&mut self, nat: NatId) {
+        self.nats[nat.0].flush();
     }
 
     /// The seed this world runs from.
@@ -922,7 +955,7 @@ impl Sim {
             link,
             captures,
         } = delivery;
-        let fate = self.arrival_fate(to, link);
+        let fate = self.arrival_fate(from, to, link);
         for &(capture, item) in &captures {
             let record = &mut self.captures[capture].items[item];
             match fate {
@@ -964,6 +997,7 @@ impl Sim {
     /// Who gets a datagram arriving now at `to`, or why nobody does.
     fn arrival_fate(
         &mut self,
+        from: SocketAddr,
         to: SocketAddr,
         link: Option<((HostId, HostId), u64)>,
     ) -> Result<HostId, DropReason> {
@@ -976,9 +1010,22 @@ impl Sim {
                 return Err(DropReason::CutInFlight);
             }
         }
-        let Some(&host) = self.addresses.get(&to) else {
-            self.stats.dropped_no_host += 1;
-            return Err(DropReason::NoHost);
+        let public_nat = self.nats.iter().find(|n| n.config.public == to.ip());
+        let host = match public_nat {
+            Some(nat) => match nat.admit(to.port(), from, self.now) {
+                Some(host) => host,
+                None => {
+                    self.stats.dropped_nat += 1;
+                    return Err(DropReason::NatFiltered);
+                }
+            },
+            None => match self.addresses.get(&to) {
+                Some(&host) => host,
+                None => {
+                    self.stats.dropped_no_host += 1;
+                    return Err(DropReason::NoHost);
+                }
+            },
         };
         if self.hosts[host.0].node.is_none() {
             self.stats.dropped_host_down += 1;
@@ -1093,11 +1140,7 @@ impl Sim {
         let traffic = &mut self.hosts[host.0].traffic;
         traffic.sent_bytes += bytes.len() as u64;
         traffic.sent += 1;
-        let from = self.hosts[host.0].address;
-        let Some(&target) = self.addresses.get(&to) else {
-            self.stats.dropped_no_host += 1;
-            *self.stats.bytes_to_nobody.entry(to).or_default() += bytes.len() as u64;
-            trace!(%to, "datagram to an address nobody holds");
+        let Some((from, target)) = self.underlay_route(host, to, bytes.len()) else {
             return;
         };
         let now = self.now;
@@ -1145,6 +1188,52 @@ impl Sim {
             captures,
         };
         self.schedule(arrivals.first, Action::Deliver(Box::new(delivery)));
+    }
+
+    /// The source a datagram from `host` to `to` leaves with (translated
+    /// by the host's NAT router, if any) and the host it heads for; `None`
+    /// (counted) if it can reach nobody.
+    fn underlay_route(
+        &mut self,
+        host: HostId,
+        to: SocketAddr,
+        len: usize,
+    ) -> Option<(SocketAddr, HostId)> {
+        let own = self.hosts[host.0].address;
+        let now = self.now;
+        let sender_nat = self.behind.get(&host).copied();
+        let public_nat = self
+            .nats
+            .iter()
+            .position(|n| n.config.public == to.ip())
+            .map(NatId);
+        let target = match public_nat {
+            // No hairpinning: a host cannot reach its own router's public
+            // address.
+            Some(nat) if Some(nat) == sender_nat => None,
+            Some(nat) => self.nats[nat.0].holder(to.port()),
+            None => self.addresses.get(&to).copied().filter(|target| {
+                // Another LAN's private address is not routed.
+                let target_nat = self.behind.get(target).copied();
+                target_nat.is_none() || target_nat == sender_nat
+            }),
+        };
+        let local = target.is_some_and(|t| {
+            public_nat.is_none()
+                && sender_nat.is_some()
+                && self.behind.get(&t) == sender_nat.as_ref()
+        });
+        let from = match sender_nat {
+            Some(nat) if !local => self.nats[nat.0].translate(host, to, now),
+            _ => own,
+        };
+        let Some(target) = target else {
+            self.stats.dropped_no_host += 1;
+            *self.stats.bytes_to_nobody.entry(to).or_default() += len as u64;
+            trace!(%to, "datagram to an address nobody holds");
+            return None;
+        };
+        Some((from, target))
     }
 
     /// Folds bytes into the trace digest, with the current time and the

@@ -18,6 +18,9 @@
 //! `qos` makes h0's underlay a 20 Mbit/s bottleneck and times a realtime
 //! stream through it under a bulk iperf3 transfer, without and with weft's
 //! QoS, then a capped class (see `demo/qos.rs`; needs iperf3).
+//! `nat` puts h1 and h2 behind NAT routers of their own and shows h1's
+//! traffic to h2 going from relayed (through h0) to direct, with the time
+//! it took (see `demo/nat.rs`; needs nftables).
 //! Every phase that cuts a link restores it before it ends, and before each
 //! phase of the tour the demo waits until every direct link is up again and
 //! prints the overlay's state: links, and paths that go through a relay
@@ -36,6 +39,7 @@ mod discovery;
 mod failover;
 mod map;
 mod multicast;
+mod nat;
 mod qos;
 mod state;
 
@@ -101,6 +105,10 @@ pub enum Scenario {
     /// A realtime stream through a 20 Mbit/s bottleneck that bulk TCP fills,
     /// without and with QoS, and a class capped at 5 Mbit/s (needs iperf3).
     Qos,
+    /// Two members behind NAT routers of their own, strangers to each
+    /// other: traffic starts relayed through h0 and goes direct once both
+    /// NATs are punched (3 nodes).
+    Nat,
 }
 
 /// Runs the demo.
@@ -151,6 +159,19 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         options.extra_config.push_str(discovery::NEIGHBOURS);
         options.dht_tuning.push_str(discovery::DHT_TUNING);
     }
+    if args.scenario == Scenario::Nat {
+        if args.nodes != 3 {
+            eprintln!("weft demo: the nat scenario runs on 3 nodes (--nodes 3)");
+            return Ok(ExitCode::from(2));
+        }
+        if !crate::testbed::have_nft() {
+            eprintln!(
+                "weft demo: the nat scenario needs nftables for its NAT routers (apt-get install nftables)"
+            );
+            return Ok(ExitCode::from(2));
+        }
+        nat::configure(&mut options);
+    }
     let result = demo(args, options, &interrupted);
     // The test bed is gone by now: `demo` owned it.
     if interrupted.load(Ordering::Relaxed) {
@@ -184,6 +205,13 @@ fn demo(
         "  temp dir (keys, certificates, configs, logs): {}",
         testbed.dir().display()
     );
+    if args.scenario == Scenario::Nat {
+        let direct = nat::run(&testbed, interrupted)?;
+        println!("tearing down ...");
+        drop(testbed);
+        println!("done: all namespaces, NAT routers, links, daemons and files removed.");
+        return Ok(direct);
+    }
     if args.scenario == Scenario::Discovery {
         let reached = discovery::run(&testbed, interrupted)?;
         println!("{}", discovery_explanation());
@@ -267,6 +295,7 @@ fn demo(
         }
         // Returned above, before the sessions are awaited.
         Scenario::Discovery => bail!("the discovery scenario runs on its own"),
+        Scenario::Nat => bail!("the nat scenario runs on its own"),
     };
     // What the user watches on the map from here on.
     let ok = state::settle(&testbed, "now")? && ok;

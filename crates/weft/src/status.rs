@@ -113,6 +113,10 @@ pub struct NodeStatus {
     /// them twice), with the node that holds each (docs/PROTOCOL.md §9.3).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<ConflictInfo>,
+    /// The endpoint candidates the node advertises to its peers, most
+    /// preferred first (absent from daemons before NAT traversal).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<CandidateInfo>,
 }
 
 /// One conflicting claim in [`NodeStatus`].
@@ -222,6 +226,40 @@ pub struct PeerInfo {
     /// known; a renewed one shows after the next handshake).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_not_after: Option<u64>,
+    /// How packets to it travel: `direct`, `direct-lan` (to an address in
+    /// one of this node's subnets), `punched` (a direct path found by
+    /// hole punching), `relayed` (through `via`) or `none`.
+    #[serde(default = "unknown")]
+    pub path: String,
+    /// The candidates tried in the last attempt to punch a direct path.
+    #[serde(default)]
+    pub candidates_tried: Vec<CandidateInfo>,
+}
+
+/// An endpoint candidate: this node's own, or one of a peer's that this
+/// node tried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateInfo {
+    /// The address and port.
+    pub endpoint: SocketAddr,
+    /// `local` (an interface's address) or `reflexive` (as others see it).
+    pub kind: String,
+    /// Pings sent to it in the last attempt (own candidates: 0).
+    #[serde(default)]
+    pub pings: u32,
+    /// Whether it answered.
+    #[serde(default)]
+    pub answered: bool,
+}
+
+impl CandidateInfo {
+    /// The wire kind's name.
+    pub fn kind_name(kind: weft_core::wire::CandidateKind) -> &'static str {
+        match kind {
+            weft_core::wire::CandidateKind::Local => "local",
+            weft_core::wire::CandidateKind::Reflexive => "reflexive",
+        }
+    }
 }
 
 fn unknown() -> String {
@@ -404,6 +442,14 @@ pub fn render_table(status: &NodeStatus) -> String {
     if let Some(version) = status.revocation_version {
         out.push_str(&format!("revocation list version {version}\n"));
     }
+    if !status.candidates.is_empty() {
+        let list: Vec<String> = status
+            .candidates
+            .iter()
+            .map(|c| format!("{} {}", c.kind, c.endpoint))
+            .collect();
+        out.push_str(&format!("candidates {}\n", list.join(", ")));
+    }
     for c in &status.conflicts {
         out.push_str(&format!(
             "CONFLICT {} {} claimed by two nodes: {} holds it, {} does not (the CA signed it twice; revoke one)\n",
@@ -468,11 +514,7 @@ pub fn render_table(status: &NodeStatus) -> String {
                 } else {
                     p.link.clone()
                 },
-                if p.via.is_empty() {
-                    "direct".to_owned()
-                } else {
-                    format!("via {}", p.via.join(", "))
-                },
+                path_text(p),
                 p.rtt_ms.map(format_ms).unwrap_or_else(dash),
                 human_bytes(p.bytes_in),
                 human_bytes(p.bytes_out),
@@ -484,6 +526,29 @@ pub fn render_table(status: &NodeStatus) -> String {
         .collect();
     out.push_str(&render_columns(&header, &rows));
     out
+}
+
+/// The PATH column: how packets to the peer travel, and for a relayed
+/// peer the candidates that were tried.
+fn path_text(p: &PeerInfo) -> String {
+    let mut text = match p.path.as_str() {
+        "relayed" => format!("via {}", p.via.join(", ")),
+        "direct-lan" => "direct (LAN)".to_owned(),
+        "punched" => "direct (punched)".to_owned(),
+        "none" => "-".to_owned(),
+        // An older daemon says nothing of the path kind.
+        _ if !p.via.is_empty() => format!("via {}", p.via.join(", ")),
+        _ => "direct".to_owned(),
+    };
+    if p.path == "relayed" && !p.candidates_tried.is_empty() {
+        let tried: Vec<String> = p
+            .candidates_tried
+            .iter()
+            .map(|c| c.endpoint.to_string())
+            .collect();
+        text.push_str(&format!(" (tried {})", tried.join(" ")));
+    }
+    text
 }
 
 /// Left-aligned columns two spaces apart, a header row first, no trailing
@@ -586,7 +651,15 @@ mod tests {
                 via: vec!["c".into()],
                 configured: true,
                 certificate_not_after: None,
+                path: "relayed".into(),
+                candidates_tried: vec![CandidateInfo {
+                    endpoint: "198.18.0.200:4800".parse().unwrap(),
+                    kind: "reflexive".into(),
+                    pings: 8,
+                    answered: false,
+                }],
             }],
+            candidates: Vec::new(),
             stats: BTreeMap::new(),
             dht: None,
             multicast: None,
@@ -614,6 +687,43 @@ mod tests {
         );
         let json = serde_json::to_string(&status).unwrap();
         assert_eq!(serde_json::from_str::<NodeStatus>(&json).unwrap(), status);
+    }
+
+    #[test]
+    fn the_path_column_names_the_kind_and_the_candidates_a_relayed_peer_tried() {
+        let mut status = status();
+        let table = render_table(&status);
+        assert!(table.contains("via c (tried 198.18.0.200:4800)"), "{table}");
+        for (path, shown) in [
+            ("punched", "direct (punched)"),
+            ("direct-lan", "direct (LAN)"),
+            ("direct", "direct"),
+        ] {
+            status.peers[0].path = path.into();
+            status.peers[0].via.clear();
+            let table = render_table(&status);
+            assert!(table.contains(shown), "{path}: {table}");
+            assert!(!table.contains("tried"), "{path}: {table}");
+        }
+        status.candidates = vec![CandidateInfo {
+            endpoint: "198.18.1.2:4800".parse().unwrap(),
+            kind: "local".into(),
+            pings: 0,
+            answered: false,
+        }];
+        assert!(render_table(&status).contains("candidates local 198.18.1.2:4800\n"));
+    }
+
+    #[test]
+    fn peers_from_an_older_daemon_have_an_unknown_path_shown_from_via() {
+        let mut json = serde_json::to_value(status()).unwrap();
+        let peer = json["peers"][0].as_object_mut().unwrap();
+        peer.remove("path");
+        peer.remove("candidates_tried");
+        let status: NodeStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(status.peers[0].path, "unknown");
+        assert!(status.peers[0].candidates_tried.is_empty());
+        assert!(render_table(&status).contains("via c"));
     }
 
     #[test]

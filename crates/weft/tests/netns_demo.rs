@@ -1,5 +1,5 @@
-//! The README's first command, `weft demo`, and its discovery and multicast
-//! scenarios run end to end as a newcomer would run them (as root: they
+//! The README's first command, `weft demo`, and its discovery, NAT and
+//! multicast scenarios run end to end as a newcomer would run them (as root: they
 //! build network namespaces), and exit 0: every pair reached, every
 //! multicast member served and the non-member not, and every link a phase
 //! cut restored by the end.
@@ -64,6 +64,26 @@ fn the_discovery_demo_finds_every_node_from_one_bootstrap_and_survives_its_loss(
     assert!(!text.contains("FAIL"), "{text}");
     assert!(
         text.contains("all namespaces, links, daemons and files removed"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_nat_demo_ends_with_a_direct_path_through_both_nats() {
+    if !is_root() {
+        weft::testbed::skip("network namespace tests need root");
+        return;
+    }
+    if !weft::testbed::have_nft() {
+        weft::testbed::skip("nft is not installed (run scripts/install-test-deps.sh as root)");
+        return;
+    }
+    let (ok, text) = demo(&["--scenario", "nat", "--nodes", "3"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("direct through both NATs"), "{text}");
+    assert!(text.contains("direct (punched)"), "{text}");
+    assert!(
+        text.contains("all namespaces, NAT routers, links, daemons and files removed"),
         "{text}"
     );
 }

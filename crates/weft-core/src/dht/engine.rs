@@ -1170,6 +1170,12 @@ impl Dht {
         out
     }
 
+    /// A session peer reports seeing this node at `observed` (each
+    /// distinct reporter once): counts as a DHT answer reporting it.
+    pub fn note_reported_endpoint(&mut self, observed: SocketAddr) {
+        self.note_reflexive(observed);
+    }
+
     fn note_reflexive(&mut self, observed: SocketAddr) {
         if let Some(count) = self.reflexive.get_mut(&observed) {
             *count = count.saturating_add(1);

@@ -72,6 +72,9 @@ pub(crate) struct LinkMonitor {
     /// outstanding are lost or late, but not "in a row".
     answered_sent: Option<Instant>,
     next_probe: Option<Instant>,
+    /// The idle probe interval of this link, when not the config's (a
+    /// punched link through NATs is probed less often while idle).
+    idle_interval: Option<Duration>,
 }
 
 impl LinkMonitor {
@@ -90,6 +93,7 @@ impl LinkMonitor {
             since_up: 0,
             answered_sent: None,
             next_probe: None,
+            idle_interval: None,
         }
     }
 
@@ -139,6 +143,27 @@ impl LinkMonitor {
         let was_up = self.health == LinkHealth::Up;
         self.health = LinkHealth::Unknown;
         was_up.then_some(Transition::Down)
+    }
+
+    /// The neighbour's endpoint moved (roaming, or a punched path): probes
+    /// still out went to the old address and say nothing of the new path,
+    /// nor does the loss measured on the old one. Health stays until the
+    /// new path answers or fails.
+    pub(crate) fn path_moved(&mut self) {
+        self.outstanding.clear();
+        self.late.clear();
+        self.misses = 0;
+        self.first_miss = None;
+        self.answered_sent = None;
+        self.history = 0;
+        self.outcomes = 0;
+    }
+
+    /// Probes this link every `interval` while idle instead of the
+    /// config's `probe_idle` (`None`: the config's again). Takes effect
+    /// from the next probe.
+    pub(crate) fn set_idle_interval(&mut self, interval: Option<Duration>) {
+        self.idle_interval = interval;
     }
 
     /// Traffic is using the link: probe at the active rate for a while.
@@ -270,7 +295,7 @@ impl LinkMonitor {
             LinkHealth::Up | LinkHealth::Unknown if self.is_active(now, config) => {
                 config.probe_active
             }
-            LinkHealth::Up | LinkHealth::Unknown => config.probe_idle,
+            LinkHealth::Up | LinkHealth::Unknown => self.idle_interval.unwrap_or(config.probe_idle),
         };
         self.next_probe = Some(now + interval);
     }

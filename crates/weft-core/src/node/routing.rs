@@ -311,6 +311,7 @@ impl Node {
         let path = match via {
             Via::Direct => Path::Direct,
             Via::Route(metric, flow) => self.path_to(now, peer, metric, flow),
+            Via::Control => self.path_to(now, peer, Metric::Latency, 0),
         };
         match path {
             Path::Direct => {
@@ -447,6 +448,7 @@ impl Node {
         let Some(transition) = transition else {
             return;
         };
+        self.nat_link_changed(now, peer, transition == Transition::Up);
         let p = &self.peers[peer];
         if let Some(id) = p.node_id {
             let name = p.name();

@@ -3,6 +3,8 @@
 //! A frame is one kind byte and a body. Unknown kinds are an error, so an
 //! older node drops (and counts) frames a newer one invents.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use super::{DecodeError, read_u16, read_u64};
 
 /// Frame kind byte values.
@@ -29,6 +31,10 @@ pub enum FrameKind {
     RevocationOffer = 9,
     /// One piece of a revocation list.
     RevocationChunk = 10,
+    /// The address and port the sender saw the receiver's packet come from.
+    Observed = 11,
+    /// The sender's endpoint candidates, and whether it asks to be called.
+    Candidates = 12,
     /// "Send me the certificate with this fingerprint" (a record named it).
     CertificateRequest = 16,
     /// A certificate, answering a request.
@@ -56,6 +62,92 @@ pub const MAX_REVOCATION_CHUNKS: u16 = 64;
 /// Bytes of a revocation list per piece (the last may be shorter): a
 /// chunk frame stays well under the overlay MTU even through two relays.
 pub const REVOCATION_CHUNK_LEN: usize = 1024;
+
+/// Most endpoint candidates a candidates frame lists.
+pub const MAX_CANDIDATES: usize = 8;
+/// Flag bit of a candidates frame: the sender is probing the receiver's
+/// candidates now and asks it to probe back ("call me").
+const CANDIDATES_CALL: u8 = 1;
+
+/// Where a candidate endpoint comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum CandidateKind {
+    /// An address of one of the sender's own interfaces (its LAN, or a
+    /// public address the host holds itself), with its listening port.
+    Local = 1,
+    /// An address at which others see the sender (its NAT's mapping).
+    Reflexive = 2,
+}
+
+/// Up to [`MAX_CANDIDATES`] candidates as they travel: a count, then each
+/// candidate's kind and endpoint. Borrowed and checked whole when decoded
+/// (frames do not allocate); [`CandidateList::iter`] reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CandidateList<'a> {
+    /// The count byte and the entries, known to be well formed.
+    bytes: &'a [u8],
+}
+
+impl<'a> CandidateList<'a> {
+    /// Writes the first [`MAX_CANDIDATES`] of `entries` to `out`, as a
+    /// candidates frame carries them (read back with
+    /// [`CandidateList::decode`]).
+    pub fn encode(entries: &[(CandidateKind, SocketAddr)], out: &mut Vec<u8>) {
+        let entries = &entries[..entries.len().min(MAX_CANDIDATES)];
+        out.push(entries.len() as u8);
+        for (kind, endpoint) in entries {
+            out.push(*kind as u8);
+            emit_endpoint(out, endpoint);
+        }
+    }
+
+    /// Checks a count and its entries, all of `bytes`. Total.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let truncated = DecodeError::Truncated("candidates frame");
+        let (&count, mut rest) = bytes.split_first().ok_or(truncated)?;
+        if usize::from(count) > MAX_CANDIDATES {
+            return Err(DecodeError::Invalid("candidate count"));
+        }
+        for _ in 0..count {
+            let (_, _, after) = read_candidate(rest)?;
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes("candidates frame"));
+        }
+        Ok(Self { bytes })
+    }
+
+    /// The candidates, most preferred first.
+    pub fn iter(&self) -> impl Iterator<Item = (CandidateKind, SocketAddr)> + 'a {
+        let mut rest = self.bytes.get(1..).unwrap_or_default();
+        std::iter::from_fn(move || {
+            let (kind, endpoint, after) = read_candidate(rest).ok()?;
+            rest = after;
+            Some((kind, endpoint))
+        })
+    }
+}
+
+/// One candidate: kind (1), endpoint.
+fn read_candidate(bytes: &[u8]) -> Result<(CandidateKind, SocketAddr, &[u8]), DecodeError> {
+    let (&kind, after) = bytes
+        .split_first()
+        .ok_or(DecodeError::Truncated("candidates frame"))?;
+    let kind = match kind {
+        k if k == CandidateKind::Local as u8 => CandidateKind::Local,
+        k if k == CandidateKind::Reflexive as u8 => CandidateKind::Reflexive,
+        other => {
+            return Err(DecodeError::UnknownType {
+                what: "candidate kind",
+                value: other,
+            });
+        }
+    };
+    let (endpoint, after) = read_endpoint(after, "candidates frame")?;
+    Ok((kind, endpoint, after))
+}
 
 /// A decoded frame, borrowing its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +210,17 @@ pub enum Frame<'a> {
         /// Bytes `index * REVOCATION_CHUNK_LEN..` of the list, at most
         /// [`REVOCATION_CHUNK_LEN`], at least one.
         data: &'a [u8],
+    },
+    /// "Your packet came from this address and port" (the receiver's
+    /// reflexive endpoint as the sender sees it).
+    Observed(SocketAddr),
+    /// The sender's endpoint candidates, most preferred first.
+    Candidates {
+        /// The sender is probing the receiver's candidates now and asks it
+        /// to probe the sender's at once.
+        call: bool,
+        /// At most [`MAX_CANDIDATES`] endpoints.
+        list: CandidateList<'a>,
     },
     /// Asks for the certificate with this fingerprint.
     CertificateRequest {
@@ -240,6 +343,25 @@ impl<'a> Frame<'a> {
                     data,
                 })
             }
+            k if k == FrameKind::Observed as u8 => {
+                let (endpoint, rest) = read_endpoint(body, "observed frame")?;
+                if !rest.is_empty() {
+                    return Err(DecodeError::TrailingBytes("observed frame"));
+                }
+                Ok(Frame::Observed(endpoint))
+            }
+            k if k == FrameKind::Candidates as u8 => {
+                let (&flags, rest) = body
+                    .split_first()
+                    .ok_or(DecodeError::Truncated("candidates frame"))?;
+                if flags & !CANDIDATES_CALL != 0 {
+                    return Err(DecodeError::Reserved);
+                }
+                Ok(Frame::Candidates {
+                    call: flags & CANDIDATES_CALL != 0,
+                    list: CandidateList::decode(rest)?,
+                })
+            }
             k if k == FrameKind::CertificateRequest as u8 => {
                 exact(body, super::FINGERPRINT_LEN, "certificate request")?;
                 let fingerprint = <[u8; super::FINGERPRINT_LEN]>::try_from(body)
@@ -320,6 +442,15 @@ impl<'a> Frame<'a> {
                 out.extend_from_slice(&count.to_be_bytes());
                 out.extend_from_slice(data);
             }
+            Frame::Observed(endpoint) => {
+                out.push(FrameKind::Observed as u8);
+                emit_endpoint(out, endpoint);
+            }
+            Frame::Candidates { call, list } => {
+                out.push(FrameKind::Candidates as u8);
+                out.push(if *call { CANDIDATES_CALL } else { 0 });
+                out.extend_from_slice(list.bytes);
+            }
             Frame::CertificateRequest { fingerprint } => {
                 out.push(FrameKind::CertificateRequest as u8);
                 out.extend_from_slice(fingerprint);
@@ -330,6 +461,53 @@ impl<'a> Frame<'a> {
             }
         }
     }
+}
+
+/// An endpoint: family (1) = 4 or 6, address (4 or 16), port (u16), as in
+/// DHT datagrams.
+fn read_endpoint<'b>(
+    bytes: &'b [u8],
+    what: &'static str,
+) -> Result<(SocketAddr, &'b [u8]), DecodeError> {
+    let (&family, rest) = bytes.split_first().ok_or(DecodeError::Truncated(what))?;
+    let len = match family {
+        4 => 4,
+        6 => 16,
+        other => {
+            return Err(DecodeError::UnknownType {
+                what: "address family",
+                value: other,
+            });
+        }
+    };
+    if rest.len() < len + 2 {
+        return Err(DecodeError::Truncated(what));
+    }
+    let ip = if len == 4 {
+        let mut octets = [0u8; 4];
+        octets.copy_from_slice(&rest[..4]);
+        IpAddr::V4(Ipv4Addr::from(octets))
+    } else {
+        let mut octets = [0u8; 16];
+        octets.copy_from_slice(&rest[..16]);
+        IpAddr::V6(Ipv6Addr::from(octets))
+    };
+    let port = read_u16(rest, len).ok_or(DecodeError::Truncated(what))?;
+    Ok((SocketAddr::new(ip, port), &rest[len + 2..]))
+}
+
+fn emit_endpoint(out: &mut Vec<u8>, endpoint: &SocketAddr) {
+    match endpoint.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&endpoint.port().to_be_bytes());
 }
 
 /// Fixed-size bodies must be exactly their size: one frame, one encoding.
@@ -392,6 +570,8 @@ mod tests {
             Frame::Keepalive,
             Frame::Ping { id: 9 },
             Frame::Pong { id: u64::MAX },
+            Frame::Observed(SocketAddr::from(([198, 18, 0, 1], 4800))),
+            Frame::Observed(SocketAddr::from((Ipv6Addr::LOCALHOST, 1))),
         ] {
             let mut out = Vec::new();
             frame.emit(&mut out);
@@ -427,6 +607,77 @@ mod tests {
         assert_eq!(
             Frame::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
             Err(DecodeError::TrailingBytes("revocation offer"))
+        );
+    }
+
+    #[test]
+    fn candidate_lists_round_trip_and_are_capped() {
+        let local = (
+            CandidateKind::Local,
+            SocketAddr::from(([198, 18, 1, 2], 4800)),
+        );
+        let v6 = (
+            CandidateKind::Reflexive,
+            SocketAddr::from((Ipv6Addr::LOCALHOST, 9)),
+        );
+        for (entries, expected) in [
+            (vec![], vec![]),
+            (vec![local, v6], vec![local, v6]),
+            (vec![local; 9], vec![local; MAX_CANDIDATES]),
+        ] {
+            let mut bytes = Vec::new();
+            CandidateList::encode(&entries, &mut bytes);
+            let list = CandidateList::decode(&bytes).unwrap();
+            assert_eq!(list.iter().collect::<Vec<_>>(), expected);
+            for call in [false, true] {
+                let frame = Frame::Candidates { call, list };
+                let mut out = Vec::new();
+                frame.emit(&mut out);
+                assert_eq!(Frame::decode(&out), Ok(frame));
+            }
+        }
+    }
+
+    #[test]
+    fn bad_observed_and_candidates_frames_are_errors() {
+        assert_eq!(
+            Frame::decode(&[11, 4, 1, 2, 3]),
+            Err(DecodeError::Truncated("observed frame"))
+        );
+        assert_eq!(
+            Frame::decode(&[11, 4, 1, 2, 3, 4, 0, 1, 0]),
+            Err(DecodeError::TrailingBytes("observed frame"))
+        );
+        assert_eq!(
+            Frame::decode(&[11, 5, 1, 2, 3, 4, 0, 1]),
+            Err(DecodeError::UnknownType {
+                what: "address family",
+                value: 5
+            })
+        );
+        assert_eq!(Frame::decode(&[12, 2, 0]), Err(DecodeError::Reserved));
+        assert_eq!(
+            Frame::decode(&[12, 0, 9]),
+            Err(DecodeError::Invalid("candidate count"))
+        );
+        assert_eq!(
+            Frame::decode(&[12, 0, 1]),
+            Err(DecodeError::Truncated("candidates frame"))
+        );
+        assert_eq!(
+            Frame::decode(&[12, 0, 0, 4]),
+            Err(DecodeError::TrailingBytes("candidates frame"))
+        );
+        assert_eq!(
+            Frame::decode(&[12]),
+            Err(DecodeError::Truncated("candidates frame"))
+        );
+        assert_eq!(
+            Frame::decode(&[12, 0, 1, 3, 4, 1, 2, 3, 4, 0, 1]),
+            Err(DecodeError::UnknownType {
+                what: "candidate kind",
+                value: 3
+            })
         );
     }
 

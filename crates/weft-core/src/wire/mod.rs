@@ -32,8 +32,9 @@ pub use dht::{
     RecordFields, SIGNATURE_LEN, datagram_digest, is_label, record_digest,
 };
 pub use frame::{
-    Frame, FrameKind, HOP_LEN, MAX_CERTIFICATE_FRAME, MAX_MULTICAST_HOPS, MAX_RELAY_HOPS,
-    MAX_RELAY_OVERHEAD, MAX_REVOCATION_CHUNKS, MULTICAST_HEADER_LEN, REVOCATION_CHUNK_LEN,
+    CandidateKind, CandidateList, Frame, FrameKind, HOP_LEN, MAX_CANDIDATES, MAX_CERTIFICATE_FRAME,
+    MAX_MULTICAST_HOPS, MAX_RELAY_HOPS, MAX_RELAY_OVERHEAD, MAX_REVOCATION_CHUNKS,
+    MULTICAST_HEADER_LEN, REVOCATION_CHUNK_LEN,
 };
 pub use handshake::{HandshakePayload, PAYLOAD_FIXED_LEN};
 pub use link_state::{LINK_ENTRY_LEN, LinkEntry, LinkStateRecord, MAX_CONTROL_DATAGRAM, MAX_LINKS};

@@ -55,6 +55,7 @@
 mod api;
 mod control;
 mod dns;
+mod interfaces;
 mod multicast;
 mod privilege;
 mod reload;
@@ -78,7 +79,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, trace, warn};
 use weft_core::dht::{LookupError, LookupId, LookupTrace, NodeRecord, Target};
 use weft_core::{
-    Event, LinkHealth, Node, NodeConfig, NodeId, RevocationList, RouteError, SessionState,
+    Event, LinkHealth, Node, NodeConfig, NodeId, PathKind, RevocationList, RouteError, SessionState,
 };
 
 use crate::config::{Config, DEFAULT_DNS_PORT, DnsSection, PinSection};
@@ -89,7 +90,7 @@ use crate::pki;
 use crate::qos::QosInfo;
 use crate::reload::ReloadInfo;
 use crate::routes::{RouteInfo, loss_rate};
-use crate::status::{DhtInfo, NodeStatus, PeerInfo};
+use crate::status::{CandidateInfo, DhtInfo, NodeStatus, PeerInfo};
 use control::{Command, ControlSocket, Request, Response};
 use dns::{DnsAnswer, DnsRequest, DnsServer};
 use tun::Tun;
@@ -236,6 +237,13 @@ async fn serve(
     }
     // At start the list held is the file's, if the config names one.
     let node_revocation_version = node.revocation_list().map(RevocationList::version);
+    // The interfaces' addresses: LAN candidates for peers behind the same
+    // NAT, and the subnets that tell a peer's LAN candidates apart.
+    {
+        #[allow(clippy::disallowed_methods)] // the daemon's clock
+        let now = Instant::now();
+        node.set_local_addresses(now, interfaces::local_addresses(listen));
+    }
     let tun = Tun::create(&config.tun, node.overlay_ipv6(), node.overlay_ipv4())?;
     accept_local_source(tun.name());
     multicast::prepare(tun.name(), config.multicast.routes).await;
@@ -1038,6 +1046,24 @@ impl EventLoop {
                 via: p.via,
                 configured: p.configured,
                 certificate_not_after: p.certificate_not_after,
+                path: match p.path {
+                    PathKind::None => "none",
+                    PathKind::Direct => "direct",
+                    PathKind::DirectLan => "direct-lan",
+                    PathKind::Punched => "punched",
+                    PathKind::Relayed => "relayed",
+                }
+                .to_owned(),
+                candidates_tried: p
+                    .candidates_tried
+                    .iter()
+                    .map(|c| CandidateInfo {
+                        endpoint: c.endpoint,
+                        kind: CandidateInfo::kind_name(c.kind).to_owned(),
+                        pings: c.pings,
+                        answered: c.answered,
+                    })
+                    .collect(),
             })
             .collect();
         let mut stats: std::collections::BTreeMap<String, u64> = node
@@ -1096,6 +1122,16 @@ impl EventLoop {
                 .conflicts()
                 .iter()
                 .map(crate::status::ConflictInfo::from_core)
+                .collect(),
+            candidates: node
+                .candidates()
+                .into_iter()
+                .map(|(kind, endpoint)| CandidateInfo {
+                    endpoint,
+                    kind: CandidateInfo::kind_name(kind).to_owned(),
+                    pings: 0,
+                    answered: false,
+                })
                 .collect(),
         }
     }

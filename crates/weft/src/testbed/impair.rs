@@ -163,7 +163,7 @@ pub fn have_nft() -> bool {
     nft_binary().is_ok()
 }
 
-fn nft_binary() -> anyhow::Result<&'static Path> {
+pub(super) fn nft_binary() -> anyhow::Result<&'static Path> {
     [
         "/usr/sbin/nft",
         "/sbin/nft",

@@ -34,6 +34,7 @@ mod command;
 mod host;
 mod impair;
 mod mcast;
+mod nat;
 mod netns;
 mod qos;
 mod relay;
@@ -53,6 +54,7 @@ use anyhow::{Context, bail};
 pub use host::{Host, path_names};
 pub use impair::have_nft;
 pub use mcast::{Arrival, Deliveries, MAGIC, McastReceiver, McastSender, tree_link_to_cut};
+pub use nat::{NatMapping, NatRouter, nat_gateway_ipv4, nat_wan_ipv4};
 pub use qos::{
     BULK_PORT, CAPPED_LENGTH, CAPPED_PORT, CapResult, ECHO_PORT, ECHO_TIMEOUT, EchoServer,
     Iperf3Client, Iperf3Options, Iperf3Result, Iperf3Server, PEER_PORT, QosPhase, QosPlan,
@@ -114,6 +116,13 @@ pub struct TestbedOptions {
     pub bootstrap: Option<BTreeMap<usize, Vec<usize>>>,
     /// Lines added to every config's `[dht]` table (e.g. `k = 4`).
     pub dht_tuning: String,
+    /// NAT routers and the hosts behind them (see `nat.rs`). A host behind
+    /// one listens on the wildcard address, and the others' configs name
+    /// it without an endpoint: it cannot be reached before it calls.
+    pub nats: Vec<NatRouter>,
+    /// `(i, j)`: host `i`'s config does not list host `j` at all (it
+    /// learns of it from link state or the DHT, as of any member).
+    pub unlisted: BTreeSet<(usize, usize)>,
 }
 
 impl TestbedOptions {
@@ -132,6 +141,8 @@ impl TestbedOptions {
             cancel: None,
             bootstrap: None,
             dht_tuning: String::new(),
+            nats: Vec::new(),
+            unlisted: BTreeSet::new(),
         }
     }
 }
@@ -416,7 +427,7 @@ impl Testbed {
                 index: i,
                 netns: format!("{}h{i}", self.stem),
                 log: dir.join("weft.log"),
-                underlay: underlay_ipv4(i),
+                underlay: host_ipv4(&self.options, i),
                 weft_binary: self.options.weft_binary.clone(),
                 foreign_ca,
                 daemon: std::sync::Mutex::new(None),
@@ -443,6 +454,9 @@ impl Testbed {
             let netns = self.hosts[i].netns.clone();
             add_namespace(&netns)?;
             self.namespaces.push(netns.clone());
+            if nat::nat_of(&self.options, i).is_some() {
+                continue;
+            }
             let port = bridge_port(i);
             let address = format!("{}/24", underlay_ipv4(i));
             step(&format!("linking {netns} to the bridge"), || {
@@ -458,7 +472,7 @@ impl Testbed {
                 Ok(())
             })?;
         }
-        Ok(())
+        self.make_nats()
     }
 
     /// The bridge namespace gets [`RELAY_IPV4`], then one relay per pair.
@@ -533,6 +547,14 @@ pub fn overlay_ipv4(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 19, 0, host_octet(i))
 }
 
+/// Host `i`'s own address: on the bridge, or on its NAT router's LAN.
+fn host_ipv4(options: &TestbedOptions, i: usize) -> Ipv4Addr {
+    match nat::nat_of(options, i) {
+        Some(k) => nat::lan_ipv4(k, i),
+        None => underlay_ipv4(i),
+    }
+}
+
 /// Whether this process runs as root (the test bed needs it).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -580,7 +602,7 @@ fn host_octet(i: usize) -> u8 {
 /// address, unless overridden or relayed.
 fn endpoints(options: &TestbedOptions, n: usize, i: usize) -> BTreeMap<usize, SocketAddr> {
     let mut endpoints: BTreeMap<usize, SocketAddr> = (0..n)
-        .filter(|&j| j != i)
+        .filter(|&j| j != i && nat::nat_of(options, j).is_none())
         .map(|j| (j, SocketAddr::from((underlay_ipv4(j), PORT))))
         .collect();
     for (k, &(a, b)) in options.impairment_relays.iter().enumerate() {
@@ -595,6 +617,7 @@ fn endpoints(options: &TestbedOptions, n: usize, i: usize) -> BTreeMap<usize, So
             endpoints.insert(to, address);
         }
     }
+    endpoints.retain(|&j, _| !options.unlisted.contains(&(i, j)));
     endpoints
 }
 
@@ -606,7 +629,7 @@ fn config_text(
     socket: &Path,
     endpoints: &BTreeMap<usize, SocketAddr>,
 ) -> String {
-    let listen = if options.listen_wildcard {
+    let listen = if options.listen_wildcard || nat::nat_of(options, i).is_some() {
         format!("0.0.0.0:{PORT}")
     } else {
         format!("{}:{PORT}", underlay_ipv4(i))
@@ -644,6 +667,11 @@ fn config_text(
                 text,
                 "\n[[peers]]\nname = \"h{j}\"\nendpoint = \"{endpoint}\"\n"
             );
+        }
+        // Hosts behind a NAT have no endpoint anyone could name.
+        let unlisted = |j: usize| options.unlisted.contains(&(i, j));
+        for j in (0..n).filter(|&j| j != i && !endpoints.contains_key(&j) && !unlisted(j)) {
+            let _ = write!(text, "\n[[peers]]\nname = \"h{j}\"\n");
         }
     }
     if !options.extra_config.is_empty() {
@@ -739,6 +767,26 @@ mod tests {
             "198.18.0.99:4800"
         );
         assert_eq!(endpoints(&options, 3, 1).len(), 2);
+    }
+
+    #[test]
+    fn hosts_behind_a_nat_listen_on_the_wildcard_and_are_named_without_endpoint() {
+        let mut options = TestbedOptions::new("/bin/true");
+        options.nats = vec![NatRouter::new(NatMapping::EndpointIndependent, vec![1])];
+        let socket = Path::new("/tmp/x/h1/control.sock");
+        let text = config_text(&options, 3, 1, socket, &endpoints(&options, 3, 1));
+        let value: toml::Table = text.parse().unwrap();
+        assert_eq!(value["node"]["listen"].as_str(), Some("0.0.0.0:4800"));
+        let text = config_text(&options, 3, 0, socket, &endpoints(&options, 3, 0));
+        let value: toml::Table = text.parse().unwrap();
+        let peers = value["peers"].as_array().unwrap();
+        let h1 = peers
+            .iter()
+            .find(|p| p["name"].as_str() == Some("h1"))
+            .unwrap();
+        assert!(h1.get("endpoint").is_none(), "{text}");
+        assert_eq!(host_ipv4(&options, 1).to_string(), "198.18.1.2");
+        assert_eq!(nat_wan_ipv4(0).to_string(), "198.18.0.201");
     }
 
     #[test]

@@ -206,10 +206,10 @@ pub(super) fn render(snapshot: &Snapshot, hub: &EventHub, api: &ApiFigures) -> S
                 0.0
             });
         peer_handshakes.get_or_create(&l).inc_by(peer.handshakes);
-        let kind = if peer.via.is_empty() {
-            "direct"
-        } else {
-            "relayed"
+        let kind = match peer.path.as_str() {
+            "direct" | "direct-lan" | "punched" | "relayed" | "none" => peer.path.as_str(),
+            _ if peer.via.is_empty() => "direct",
+            _ => "relayed",
         };
         let via = peer.via.join(",");
         peer_path
@@ -232,9 +232,24 @@ pub(super) fn render(snapshot: &Snapshot, hub: &EventHub, api: &ApiFigures) -> S
         "drops",
         "Packets dropped or refused, by reason (the node's counter names)",
     );
+    let punches = counters(
+        &mut registry,
+        "nat_punches",
+        "Attempts to punch a direct path through NATs, by outcome (attempted counts every start)",
+    );
     let mut others: Vec<(String, u64)> = Vec::new();
     for (name, &value) in &status.stats {
-        if let Some(reason) = name.strip_prefix("handshake_rejected_") {
+        let outcome = match name.as_str() {
+            "punch_attempts" => Some("attempted"),
+            "punch_succeeded" => Some("succeeded"),
+            "punch_failed" => Some("failed"),
+            _ => None,
+        };
+        if let Some(outcome) = outcome {
+            punches
+                .get_or_create(&labels(&[("outcome", outcome)]))
+                .inc_by(value);
+        } else if let Some(reason) = name.strip_prefix("handshake_rejected_") {
             rejected
                 .get_or_create(&labels(&[("reason", reason)]))
                 .inc_by(value);
@@ -501,6 +516,8 @@ mod tests {
             via: via.iter().map(|v| (*v).to_owned()).collect(),
             configured: true,
             certificate_not_after: None,
+            path: if via.is_empty() { "direct" } else { "relayed" }.into(),
+            candidates_tried: Vec::new(),
         }
     }
 
@@ -517,6 +534,10 @@ mod tests {
             ("rx_replayed", 7),
             ("mcast_delivered", 9),
             ("firewall_inbound_dropped", 8),
+            ("punch_attempts", 3),
+            ("punch_succeeded", 2),
+            ("punch_failed", 1),
+            ("punch_pings_sent", 12),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -529,7 +550,11 @@ mod tests {
             listen: "198.18.0.1:4800".parse().unwrap(),
             tun: "weft0".into(),
             mtu: 1340,
-            peers: vec![peer("b", &[]), peer("c", &["b"])],
+            peers: vec![peer("b", &[]), peer("c", &["b"]), {
+                let mut d = peer("d", &[]);
+                d.path = "punched".into();
+                d
+            }],
             stats,
             dht: Some(DhtInfo {
                 contacts: 2,
@@ -540,6 +565,7 @@ mod tests {
             certificate_not_after: Some(1_800_000_000),
             revocation_version: Some(3),
             conflicts: Vec::new(),
+            candidates: Vec::new(),
             firewall: Some(FirewallInfo {
                 enabled: true,
                 inbound: crate::firewall::FirewallDirectionInfo {
@@ -592,6 +618,11 @@ mod tests {
             "weft_peer_link_up{peer=\"b\"} 1.0",
             "weft_peer_path{peer=\"b\",type=\"direct\",via=\"\"} 1.0",
             "weft_peer_path{peer=\"c\",type=\"relayed\",via=\"b\"} 1.0",
+            "weft_peer_path{peer=\"d\",type=\"punched\",via=\"\"} 1.0",
+            "weft_nat_punches_total{outcome=\"attempted\"} 3",
+            "weft_nat_punches_total{outcome=\"succeeded\"} 2",
+            "weft_nat_punches_total{outcome=\"failed\"} 1",
+            "weft_punch_pings_sent_total 12",
             "weft_peer_path_changes_total{peer=\"c\",metric=\"latency\"} 1",
             "weft_peer_handshakes_total{peer=\"b\"} 3",
             "weft_handshake_rejected_total{reason=\"wrong_ca\"} 1",
