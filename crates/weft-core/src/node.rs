@@ -23,7 +23,7 @@
 //! [`Node::poll_tun`] swap a filled buffer with the caller's, so the steady
 //! state allocates nothing per packet.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -509,6 +509,8 @@ struct RoutingState {
     brake: crate::route::Brake,
     /// What this node last advertised, per neighbour: (RTT µs, loss).
     advertised: BTreeMap<NodeId, (u32, f32)>,
+    /// Links up but left out of the last record (it was full).
+    left_out: BTreeSet<NodeId>,
 }
 
 /// Where an inbound packet came from.
@@ -731,6 +733,7 @@ impl Node {
                 last_lsa: None,
                 brake: crate::route::Brake::default(),
                 advertised: BTreeMap::new(),
+                left_out: BTreeSet::new(),
             },
             discovery: Discovery::new(dht, neighbours),
             multicast: MulticastState::new(

@@ -481,7 +481,10 @@ impl Node {
         };
         let (rtt, loss) = (rtt_us(rtt), p.monitor.loss());
         let moved = match self.routing.advertised.get(&id) {
-            None => true,
+            // A link the last record had no room for is not news: until
+            // the record changes for another reason, it stays out (else
+            // every probe of it would sign a record, at the brake's rate).
+            None => !self.routing.left_out.contains(&id),
             Some(&(old_rtt, old_loss)) => {
                 let delta = rtt.abs_diff(old_rtt);
                 (delta > old_rtt / 4 && delta > 1_000) || (loss - old_loss).abs() >= 0.05
@@ -601,9 +604,13 @@ impl Node {
         // A record must fit one datagram: past the limit, the best links
         // (least loss, then lowest RTT) are advertised, the rest are not.
         let limit = crate::wire::MAX_LINKS;
+        self.routing.left_out.clear();
         if candidates.len() > limit {
             candidates.sort_by_key(|(id, l, _)| (l.loss, l.rtt_us, *id));
             self.stats.lsa_links_capped += (candidates.len() - limit) as u64;
+            self.routing
+                .left_out
+                .extend(candidates[limit..].iter().map(|(id, _, _)| *id));
             candidates.truncate(limit);
         }
         let links: Vec<LinkEntry> = candidates.iter().map(|(_, l, _)| *l).collect();
