@@ -28,9 +28,9 @@
 //! Needs root, nftables and iputils `ping` (scripts/install-test-deps.sh);
 //! without them it prints a notice and passes. The daemons run debug
 //! builds (CI builds no release binary before the tests) at log level
-//! `info`; the whole test takes about a minute on two cores. The test bed
-//! removes its namespaces, rules and `/etc/netns` directories also when the
-//! test panics.
+//! `info`; the whole test took 75 s on two cores (its deadlines fail it
+//! after about 2.5 min at most). The test bed removes its namespaces,
+//! rules and `/etc/netns` directories also when the test panics.
 
 #![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
 
@@ -60,8 +60,10 @@ const OUTAGE_LIMIT: Duration = Duration::from_secs(1);
 /// Replies counted after the first one past the cut, so a second silence
 /// right after the switch would show too.
 const AFTER_RESUME: Duration = Duration::from_secs(2);
-/// Every ordered pair must ping by name this soon after the cut test.
-const ALL_PAIRS_TIMEOUT: Duration = Duration::from_secs(90);
+/// Every ordered pair must ping by name this soon after the cut test (it
+/// takes about a minute: the first ping of a new pair often waits out its
+/// 2 s while the session forms, and a batch waits for its slowest ping).
+const ALL_PAIRS_TIMEOUT: Duration = Duration::from_secs(120);
 const INTERVAL: Duration = Duration::from_millis(10);
 const STREAM_LIMIT: Duration = Duration::from_secs(60);
 const METRIC: &str = "latency";
