@@ -128,6 +128,7 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+trap 'log "failed: line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT TERM
 
 # Address number k (1 up) in a /15 or /16 that starts at A.B.0.0.
@@ -222,13 +223,22 @@ sessions_of() {
     jq '[.peers[]? | select(.state == "established")] | length' 2>/dev/null || echo 0
 }
 
-# Samples every host's sessions into PEAK[i].
+# Samples every host's sessions into PEAK[i], 16 hosts at a time (one by
+# one, a sample of 64 loaded daemons took longer than the window).
 sample_sessions() {
-  local n="$1" i s
+  local n="$1" i s pending=()
   for ((i = 0; i < n; i++)); do
-    s="$(sessions_of "$i")"
+    sessions_of "$i" >"$DIR/h$i/sessions" &
+    pending+=("$!")
+    if ((${#pending[@]} == 16 || i == n - 1)); then
+      wait "${pending[@]}" || true
+      pending=()
+    fi
+  done
+  for ((i = 0; i < n; i++)); do
+    s="$(cat "$DIR/h$i/sessions" 2>/dev/null || true)"
     [[ "$s" =~ ^[0-9]+$ ]] || s=0
-    ((s > ${PEAK[i]:-0})) && PEAK[i]="$s"
+    if ((s > ${PEAK[i]:-0})); then PEAK[i]="$s"; fi
   done
   return 0
 }
@@ -239,8 +249,9 @@ run_for() {
   while ((SECONDS < end)); do
     sample_sessions "$n"
     local left=$((end - SECONDS))
-    ((left > 0)) && sleep $((left < 10 ? left : 10))
+    if ((left > 0)); then sleep $((left < 10 ? left : 10)); fi
   done
+  return 0
 }
 
 # "PORT RX TX" per bridge port (bridge side: rx = the host's tx).
@@ -256,8 +267,11 @@ pair_pings() {
   address="$(weft_in "$a" lookup "h$b" --json 2>/dev/null | jq -r '.record.overlay_ipv4 // empty' 2>/dev/null)" ||
     return 1
   [[ -n "$address" ]] || return 1
-  timeout "$CMD_TIMEOUT" ip netns exec "$(host_ns "$a")" \
-    ping -n -q -c 3 -i 0.3 -W 1 "$address" >/dev/null 2>&1
+  if timeout "$CMD_TIMEOUT" ip netns exec "$(host_ns "$a")" \
+    ping -n -q -c 3 -i 0.3 -W 1 "$address" >/dev/null 2>&1; then
+    return 0
+  fi
+  return 1
 }
 
 # mean/max of the numbers on stdin, scaled by a divisor, with a format.
