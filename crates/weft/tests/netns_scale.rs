@@ -28,8 +28,8 @@
 //! Needs root, nftables and iputils `ping` (scripts/install-test-deps.sh);
 //! without them it prints a notice and passes. The daemons run debug
 //! builds (CI builds no release binary before the tests) at log level
-//! `info`; the whole test took 75 s on two cores (its deadlines fail it
-//! after about 2.5 min at most). The test bed removes its namespaces,
+//! `info`; the whole test took 48 to 82 s on two shared cores (its
+//! deadlines fail it after about 2.5 min at most). The test bed removes its namespaces,
 //! rules and `/etc/netns` directories also when the test panics.
 
 #![allow(clippy::unwrap_used)] // test fixtures: a failure here is a broken test
