@@ -31,11 +31,14 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use weft::lookup::{LookupInfo, render_lookup};
-use weft::testbed::{Host, Testbed, TestbedOptions, is_root, overlay_ipv4};
+use weft::testbed::{Testbed, TestbedOptions, is_root, overlay_ipv4};
+
+#[path = "support/pairs.rs"]
+mod pairs;
+use pairs::{have_ping, now, ping, run};
 
 const HOSTS: usize = 8;
 /// Every ordered pair must ping by name this soon after the daemons start
@@ -45,26 +48,8 @@ const ALL_PAIRS_TIMEOUT: Duration = Duration::from_secs(60);
 const AFTER_KILL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Every node must have joined the DHT this soon.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// One `ping` or `weft lookup` run, at most.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 /// An ICMP unreachable must end a ping well before its own 5 s wait.
 const UNREACHABLE_WITHIN: Duration = Duration::from_secs(3);
-/// Pings run at once, at most (two cores).
-const PARALLEL_PINGS: usize = 16;
-
-#[allow(clippy::disallowed_methods)] // tests measure real time
-fn now() -> Instant {
-    Instant::now()
-}
-
-fn have_ping() -> bool {
-    Command::new("ping")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 #[test]
 fn eight_nodes_from_one_bootstrap_reach_each_other_by_name() {
@@ -263,88 +248,13 @@ fn lookups_find_records_and_show_hops(testbed: &Testbed) {
     );
 }
 
-/// Pings every ordered pair of `hosts` by name until each has answered
-/// once or `timeout` passes; returns when each pair first succeeded, and
-/// how many rounds that took.
+/// Pings every ordered pair of `hosts` by name (see `support/pairs.rs`).
 fn ping_all_pairs(
     testbed: &Testbed,
     hosts: &[usize],
     timeout: Duration,
 ) -> (BTreeMap<(usize, usize), Instant>, usize) {
-    let deadline = now() + timeout;
-    let mut reached = BTreeMap::new();
-    let pairs: Vec<(usize, usize)> = hosts
-        .iter()
-        .flat_map(|&a| hosts.iter().map(move |&b| (a, b)))
-        .filter(|(a, b)| a != b)
-        .collect();
-    let mut rounds = 0;
-    let mut last_failures = Vec::new();
-    while reached.len() < pairs.len() {
-        assert!(
-            now() < deadline,
-            "not every pair pinged by name within {timeout:?}; still failing: {}\n{}",
-            last_failures.join("\n"),
-            testbed.log_tails()
-        );
-        rounds += 1;
-        last_failures.clear();
-        let todo: Vec<(usize, usize)> = pairs
-            .iter()
-            .copied()
-            .filter(|pair| !reached.contains_key(pair))
-            .collect();
-        for chunk in todo.chunks(PARALLEL_PINGS) {
-            let children: Vec<((usize, usize), Child)> = chunk
-                .iter()
-                .map(|&(a, b)| {
-                    let child = ping(testbed.host(a), &format!("h{b}.weft"), 2)
-                        .spawn()
-                        .unwrap();
-                    ((a, b), child)
-                })
-                .collect();
-            for ((a, b), child) in children {
-                let output = wait_output(child);
-                if output.status.success() {
-                    reached.insert((a, b), now());
-                } else {
-                    if rounds == 3 {
-                        // Still failing after two rounds: say what the
-                        // source knows about the destination.
-                        let source = testbed.host(a);
-                        let name = format!("h{b}");
-                        eprintln!(
-                            "h{a} -> h{b} still failing: session {:?}, path {:?}, dht {}",
-                            source.peer_state(&name).ok().flatten(),
-                            source.route_path(&name, "latency").ok().flatten(),
-                            source
-                                .status()
-                                .map(|s| s["dht"].to_string())
-                                .unwrap_or_default()
-                        );
-                    }
-                    last_failures.push(format!(
-                        "h{a} -> h{b}.weft: {} {}",
-                        String::from_utf8_lossy(&output.stdout).trim(),
-                        String::from_utf8_lossy(&output.stderr).trim()
-                    ));
-                }
-            }
-        }
-        // A round that failed pairs waited at least the pings' own 2 s
-        // (or their resolver's timeouts) already: no sleep needed.
-        if !last_failures.is_empty() {
-            eprintln!(
-                "round {rounds}: {} of {} pairs failed, e.g. {}",
-                last_failures.len(),
-                todo.len(),
-                last_failures[0]
-            );
-        }
-    }
-    eprintln!("{} pairs answered in {rounds} rounds", pairs.len());
-    (reached, rounds)
+    pairs::ping_pairs(testbed, &pairs::ordered_pairs(hosts), timeout)
 }
 
 /// The system resolver (glibc, through the namespace's resolv.conf) gets
@@ -404,47 +314,4 @@ fn unknown_addresses_are_unreachable_at_once(testbed: &Testbed) -> Vec<String> {
         problems.push(format!("ping nosuch.weft: {stderr}"));
     }
     problems
-}
-
-/// `ping -c 1 -W wait_secs TARGET` inside `host`'s namespace.
-fn ping(host: &Host, target: &str, wait_secs: u32) -> Command {
-    let mut command = host.command("ping");
-    command
-        .args(["-n", "-c", "1", "-W", &wait_secs.to_string(), target])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// Runs `command` to completion within [`COMMAND_TIMEOUT`].
-fn run(command: &mut Command) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_output(child)
-}
-
-/// Waits for `child` within [`COMMAND_TIMEOUT`]; kills it (by its PID)
-/// if it overstays, and fails the test.
-fn wait_output(mut child: Child) -> Output {
-    let deadline = now() + COMMAND_TIMEOUT;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if now() >= deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "a command ran longer than {COMMAND_TIMEOUT:?}: {} {}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
