@@ -36,7 +36,7 @@ fn forty_whole_nodes_stay_within_bounds_and_every_sampled_pair_delivers() {
     for i in 0..NODES {
         let mut spec = NodeSpec::new(&sim, &format!("n{i}"), i as u64);
         spec.ipv4 = Some(mesh_ipv4(i));
-        spec.neighbours = neighbours.clone();
+        spec.neighbours = neighbours;
         if i > 0 {
             let at = (rng.next_u64() % i as u64) as usize;
             spec.bootstrap = vec![sim.address(hosts[at])];
