@@ -141,6 +141,16 @@ fn main() {
 
     let mut flows = Vec::new();
     let start = sim.elapsed();
+    let failed_lookups =
+        |sim: &Sim, h: HostId| sim.node(h).map_or(0, |n| n.dht_stats().lookups_failed);
+    let pair_counters = |sim: &Sim, h: HostId| {
+        (
+            failed_lookups(sim, h),
+            sim.counter(h, "unreachable").unwrap_or(0),
+            sim.counter(h, "tx_no_path").unwrap_or(0),
+        )
+    };
+    let mut pair_before = Vec::new();
     for _ in 0..args.pairs {
         let a = hosts[(rng.next_u64() % hosts.len() as u64) as usize];
         let mut b = a;
@@ -153,6 +163,7 @@ fn main() {
             .with_interval(Duration::from_millis(100));
         if let Ok(flow) = sim.start_flow(&spec) {
             flows.push(flow);
+            pair_before.push((a, b, pair_counters(&sim, a)));
         }
     }
     sim.run_for(Duration::from_secs(10));
@@ -160,6 +171,24 @@ fn main() {
         .iter()
         .filter(|&&f| sim.flow(f).arrived.iter().all(Option::is_some))
         .count();
+    // Why a pair lost packets: what its sender counted meanwhile (lookups
+    // that failed, unreachables written to its TUN, packets with no path).
+    for (&f, &(a, b, before)) in flows.iter().zip(&pair_before) {
+        let report = sim.flow(f);
+        let lost = report.arrived.iter().filter(|x| x.is_none()).count();
+        if lost > 0 {
+            let after = pair_counters(&sim, a);
+            eprintln!(
+                "pair {} -> {}: {lost} of {} lost; sender's failed lookups +{}, unreachables +{}, no path +{}",
+                sim.name(a),
+                sim.name(b),
+                report.arrived.len(),
+                after.0 - before.0,
+                after.1 - before.1,
+                after.2 - before.2,
+            );
+        }
+    }
     let first_packet: Vec<Duration> = flows
         .iter()
         .filter_map(|&f| {
