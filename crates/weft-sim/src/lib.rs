@@ -66,6 +66,7 @@ mod flow;
 mod link;
 mod mcast;
 mod nat;
+pub mod nat_world;
 mod net;
 mod packet;
 mod sim;

@@ -15,113 +15,32 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use weft_core::{LocalAddress, Metric, PathKind, PeerConfig};
-use weft_sim::{
-    FlowSpec, HostId, NatConfig, NatMapping, NodeSpec, Sim, UNDERLAY_PORT, mesh_ipv4, peer_config,
-    test_ca,
-};
+use weft_core::{Metric, PathKind};
+use weft_sim::nat_world::{NatWorld, lan_address};
+use weft_sim::{HostId, NatMapping, Sim};
 
 use common::{counter, ms, new_sim, path, run_until_checked, secs};
 
-/// r (public), a and b; a behind router `nats.0`, b behind `nats.1`
-/// (`None`: the same router as a).
-struct World {
-    r: HostId,
-    a: HostId,
-    b: HostId,
-}
-
-fn lan_address(lan: u8, host: u8) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::new(10, 0, lan, host), UNDERLAY_PORT))
-}
-
-fn build(sim: &mut Sim, a_nat: NatMapping, b_nat: Option<NatMapping>) -> World {
-    let ca = test_ca(1, sim.unix_time()).unwrap();
-    let mut r_spec = NodeSpec::new(sim, "r", 0);
-    r_spec.ipv4 = Some(mesh_ipv4(0));
-    let r_config = r_spec.config(&ca).unwrap();
-    let r_address = sim.allocate_address();
-    let r = sim.add_host("r", r_address, r_config).unwrap();
-    let nat_a = sim.add_nat(NatConfig {
-        public: IpAddr::from([203, 0, 113, 1]),
-        mapping: a_nat,
-    });
-    let nat_b = match b_nat {
-        Some(mapping) => sim.add_nat(NatConfig {
-            public: IpAddr::from([203, 0, 113, 2]),
-            mapping,
-        }),
-        None => nat_a,
-    };
-    let b_lan = if b_nat.is_some() { 2 } else { 1 };
-    let mut hosts = Vec::new();
-    for (i, name, address, nat) in [
-        (1, "a", lan_address(1, 2), nat_a),
-        (2, "b", lan_address(b_lan, 3), nat_b),
-    ] {
-        let mut spec = NodeSpec::new(sim, name, i);
-        spec.ipv4 = Some(mesh_ipv4(i as usize));
-        spec.peers = vec![peer_config(sim, r)];
-        let config = spec.config(&ca).unwrap();
-        let host = sim.add_host(name, address, config).unwrap();
-        sim.put_behind_nat(host, nat);
-        sim.with_node(host, |node, now| {
-            node.set_local_addresses(
-                now,
-                vec![LocalAddress {
-                    endpoint: address,
-                    prefix_len: 24,
-                }],
-            );
-        })
-        .unwrap();
-        hosts.push(host);
-    }
-    // r knows a and b by name and key only: it cannot reach them first.
-    let (a, b) = (hosts[0], hosts[1]);
-    let peers: Vec<PeerConfig> = [a, b]
-        .iter()
-        .map(|&h| PeerConfig {
-            endpoint: None,
-            ..peer_config(sim, h)
-        })
-        .collect();
-    for peer in peers {
-        sim.with_node(r, |node, now| node.add_peer(now, peer))
-            .unwrap()
-            .unwrap();
-    }
-    World { r, a, b }
+fn build(sim: &mut Sim, a_nat: NatMapping, b_nat: Option<NatMapping>) -> NatWorld {
+    NatWorld::build(sim, a_nat, b_nat).unwrap()
 }
 
 fn path_kind(sim: &Sim, from: HostId, to: HostId) -> Option<PathKind> {
-    sim.peer_status(from, to).map(|p| p.path)
+    NatWorld::path_kind(sim, from, to)
 }
 
 /// Sessions with r, and link state about each other through it.
-fn settle(sim: &mut Sim, w: &World) {
+fn settle(sim: &mut Sim, w: &NatWorld) {
     assert!(
-        run_until_checked(sim, secs(20), ms(100), |s| {
-            s.established(w.a, w.r)
-                && s.established(w.b, w.r)
-                && path(s, w.a, w.b, Metric::Latency).is_some()
-        }),
+        run_until_checked(sim, secs(20), ms(100), |s| w.settled(s)),
         "a and b reach r and know of each other"
     );
 }
 
-fn flow(sim: &mut Sim, w: &World, duration: Duration) -> weft_sim::FlowId {
-    let start = sim.elapsed() + ms(10);
-    sim.start_flow(
-        &FlowSpec::new(w.a, w.b)
-            .with_start(start)
-            .with_interval(ms(10))
-            .until(start + duration),
-    )
-    .unwrap()
+fn flow(sim: &mut Sim, w: &NatWorld, duration: Duration) -> weft_sim::FlowId {
+    w.flow(sim, duration).unwrap()
 }
 
 #[test]
