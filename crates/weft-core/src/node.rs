@@ -1342,8 +1342,15 @@ impl Node {
                 // rekey is not traffic: it must not set the link probing
                 // at the active rate (on an idle link through NATs that
                 // burst cost more than its keepalive).
+                // Every other retry goes straight to a known endpoint: a
+                // route drawn from link state may cross a relay that can no
+                // longer reach the peer (records lag), and every init
+                // along it would be dropped there.
+                let p = &self.peers[peer];
                 let via = if self.usable_current(now, peer) {
                     Via::Control
+                } else if p.handshake_attempts % 2 == 1 && p.endpoint.is_some() {
+                    Via::Direct
                 } else {
                     Via::Route(Metric::Latency, 0)
                 };

@@ -586,11 +586,18 @@ impl Node {
     /// Signs this node's record of its links and floods it.
     fn originate_lsa(&mut self, now: Instant) {
         let mut candidates: Vec<(NodeId, LinkEntry, f32)> = Vec::new();
-        for p in &self.peers {
+        for (index, p) in self.peers.iter().enumerate() {
             let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
                 continue;
             };
-            if !p.monitor.settled() {
+            // Only links this node would relay over: up, settled, with a
+            // usable session. A link whose session lapsed keeps its last
+            // RTT and loss; advertised, it drew routes through this node
+            // that it then had to drop (`relay_no_route`).
+            if !p.monitor.settled()
+                || p.monitor.health() != LinkHealth::Up
+                || !self.neighbour(now, index)
+            {
                 continue;
             }
             let loss = p.monitor.loss();

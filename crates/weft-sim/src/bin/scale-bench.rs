@@ -178,14 +178,47 @@ fn main() {
         let lost = report.arrived.iter().filter(|x| x.is_none()).count();
         if lost > 0 {
             let after = pair_counters(&sim, a);
+            let status = sim.peer_status(a, b).map(|p| {
+                format!(
+                    "state {:?}, endpoint {:?}, path {:?} via {:?}, link {:?}",
+                    p.state, p.endpoint, p.path, p.via, p.link
+                )
+            });
+            let ok_lookups = sim.node(a).map_or(0, |n| n.dht_stats().lookups_ok);
+            // Every handshake and relay counter of both ends that is not 0.
+            let counters = |h: HostId| -> String {
+                sim.node(h).map_or(String::new(), |n| {
+                    n.stats()
+                        .iter()
+                        .filter(|(name, v)| {
+                            *v > 0
+                                && (name.starts_with("handshake")
+                                    || name.contains("cookie")
+                                    || name.contains("relay"))
+                        })
+                        .map(|(name, v)| format!("{name} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+            };
+            eprintln!("  sender: {}", counters(a));
+            eprintln!("  receiver: {}", counters(b));
+            let relay_no_route: u64 = hosts
+                .iter()
+                .filter_map(|&h| sim.counter(h, "relay_no_route"))
+                .sum();
+            eprintln!("  relay_no_route over all nodes: {relay_no_route}");
             eprintln!(
-                "pair {} -> {}: {lost} of {} lost; sender's failed lookups +{}, unreachables +{}, no path +{}",
+                "pair {} -> {}: {lost} of {} lost; sender's failed lookups +{}, unreachables +{}, no path +{}, on-demand lookups {}, lookups ok {}; sender's view of the receiver at the end: {}",
                 sim.name(a),
                 sim.name(b),
                 report.arrived.len(),
                 after.0 - before.0,
                 after.1 - before.1,
                 after.2 - before.2,
+                sim.counter(a, "lookups_on_demand").unwrap_or(0),
+                ok_lookups,
+                status.unwrap_or_else(|| "no peer entry".into()),
             );
         }
     }
