@@ -1342,18 +1342,26 @@ impl Node {
                 // rekey is not traffic: it must not set the link probing
                 // at the active rate (on an idle link through NATs that
                 // burst cost more than its keepalive).
-                // Every other retry goes straight to a known endpoint: a
-                // route drawn from link state may cross a relay that can no
-                // longer reach the peer (records lag), and every init
-                // along it would be dropped there.
-                let p = &self.peers[peer];
                 let via = if self.usable_current(now, peer) {
                     Via::Control
-                } else if p.handshake_attempts % 2 == 1 && p.endpoint.is_some() {
-                    Via::Direct
                 } else {
                     Via::Route(Metric::Latency, 0)
                 };
+                // A retry whose route crosses relays also goes straight to
+                // a known endpoint: a route drawn from link state may cross
+                // a relay that can no longer reach the peer (records lag),
+                // and every init along it would be dropped there. The
+                // responder takes whichever copy comes first and refuses
+                // the other as a replay.
+                let endpoint = self.peers[peer].endpoint;
+                let retry = self.peers[peer].handshake_attempts > 0;
+                if let (Via::Route(..), true, Some(endpoint)) = (via, retry, endpoint)
+                    && self.route_is_relayed(now, peer)
+                {
+                    let mut copy = self.take_buffer();
+                    copy.extend_from_slice(&buf);
+                    self.queue_transmit(now, endpoint, copy);
+                }
                 self.emit(now, peer, buf, via);
             }
             Err(error) => {
