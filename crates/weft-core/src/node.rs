@@ -1347,21 +1347,6 @@ impl Node {
                 } else {
                     Via::Route(Metric::Latency, 0)
                 };
-                // A retry whose route crosses relays also goes straight to
-                // a known endpoint: a route drawn from link state may cross
-                // a relay that can no longer reach the peer (records lag),
-                // and every init along it would be dropped there. The
-                // responder takes whichever copy comes first and refuses
-                // the other as a replay.
-                let endpoint = self.peers[peer].endpoint;
-                let retry = self.peers[peer].handshake_attempts > 0;
-                if let (Via::Route(..), true, Some(endpoint)) = (via, retry, endpoint)
-                    && self.route_is_relayed(now, peer)
-                {
-                    let mut copy = self.take_buffer();
-                    copy.extend_from_slice(&buf);
-                    self.queue_transmit(now, endpoint, copy);
-                }
                 self.emit(now, peer, buf, via);
             }
             Err(error) => {

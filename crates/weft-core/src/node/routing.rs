@@ -268,14 +268,6 @@ impl Node {
     }
 
     /// The path a packet to `peer` of `metric` and `flow` takes now.
-    /// Whether packets to `peer` would go through relays now.
-    pub(super) fn route_is_relayed(&self, now: Instant, peer: usize) -> bool {
-        matches!(
-            self.path_to(now, peer, Metric::Latency, 0),
-            Path::Relayed(_)
-        )
-    }
-
     fn path_to(&self, now: Instant, peer: usize, metric: Metric, flow: u64) -> Path {
         let p = &self.peers[peer];
         // Straight to the endpoint is the last resort even over a link that
