@@ -434,7 +434,9 @@ pub fn is_label(bytes: &[u8]) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
-fn emit_endpoint(out: &mut Vec<u8>, endpoint: &SocketAddr) {
+/// Appends an endpoint as DHT records and frames carry it: family (4 or
+/// 6), address, port.
+pub(super) fn emit_endpoint(out: &mut Vec<u8>, endpoint: &SocketAddr) {
     match endpoint.ip() {
         IpAddr::V4(ip) => {
             out.push(4);

@@ -98,7 +98,7 @@ impl<'a> CandidateList<'a> {
         out.push(entries.len() as u8);
         for (kind, endpoint) in entries {
             out.push(*kind as u8);
-            emit_endpoint(out, endpoint);
+            super::dht::emit_endpoint(out, endpoint);
         }
     }
 
@@ -444,7 +444,7 @@ impl<'a> Frame<'a> {
             }
             Frame::Observed(endpoint) => {
                 out.push(FrameKind::Observed as u8);
-                emit_endpoint(out, endpoint);
+                super::dht::emit_endpoint(out, endpoint);
             }
             Frame::Candidates { call, list } => {
                 out.push(FrameKind::Candidates as u8);
@@ -494,20 +494,6 @@ fn read_endpoint<'b>(
     };
     let port = read_u16(rest, len).ok_or(DecodeError::Truncated(what))?;
     Ok((SocketAddr::new(ip, port), &rest[len + 2..]))
-}
-
-fn emit_endpoint(out: &mut Vec<u8>, endpoint: &SocketAddr) {
-    match endpoint.ip() {
-        IpAddr::V4(ip) => {
-            out.push(4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(6);
-            out.extend_from_slice(&ip.octets());
-        }
-    }
-    out.extend_from_slice(&endpoint.port().to_be_bytes());
 }
 
 /// Fixed-size bodies must be exactly their size: one frame, one encoding.
