@@ -511,6 +511,9 @@ struct RoutingState {
     advertised: BTreeMap<NodeId, (u32, f32)>,
     /// Links up but left out of the last record (it was full).
     left_out: BTreeSet<NodeId>,
+    /// Whether this node's last record went to every node (it takes part
+    /// in multicast) rather than within `routing::RECORD_RADIUS`.
+    own_record_global: bool,
 }
 
 /// Where an inbound packet came from.
@@ -734,6 +737,7 @@ impl Node {
                 brake: crate::route::Brake::default(),
                 advertised: BTreeMap::new(),
                 left_out: BTreeSet::new(),
+                own_record_global: false,
             },
             discovery: Discovery::new(dht, neighbours),
             multicast: MulticastState::new(
@@ -1822,11 +1826,11 @@ impl Node {
                 self.return_buffer(buf);
                 self.forward(now, peer, &next[..hop_len], inner_buf);
             }
-            Ok(Frame::LinkState(record)) => {
+            Ok(Frame::LinkState { hops_left, record }) => {
                 let mut record_buf = self.take_buffer();
                 record_buf.extend_from_slice(record);
                 self.return_buffer(buf);
-                self.on_link_state(now, peer, &record_buf);
+                self.on_link_state(now, peer, hops_left, &record_buf);
                 self.return_buffer(record_buf);
             }
             Ok(Frame::Multicast {

@@ -8,7 +8,8 @@
 //!
 //! Records name their origin's certificate by fingerprint: a node that
 //! gets a record of a node it never had a session with fetches the
-//! certificate from the neighbour that passed the record on.
+//! certificate from the neighbour that passed the record on. Records
+//! travel two links from their origin (a multicast member's everywhere).
 
 #![allow(clippy::disallowed_methods)] // Instant::now: one base per test; everything after is virtual
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
@@ -72,29 +73,45 @@ fn a_full_mesh_larger_than_a_record_spreads_every_record_in_datagrams_that_fit()
 }
 
 #[test]
-fn records_of_nodes_beyond_the_neighbours_verify_with_fetched_certificates() {
+fn records_reach_two_links_out_with_fetched_certificates_and_members_reach_everyone() {
     let mut sim = new_sim(42);
-    let n = 5;
+    let n = 6;
     let mesh = MeshBuilder::new(n).build(&mut sim).unwrap();
     let hosts = mesh.hosts.clone();
-    // A chain: n0 - n1 - n2 - n3 - n4; no other pair can reach each other,
-    // so n0 never has a session with n2, n3 or n4 and never sees their
-    // certificates in a handshake.
+    // A chain: n0 - n1 - n2 - n3 - n4 - n5; no other pair can reach each
+    // other, so n0 never has a session with n2 and beyond and never sees
+    // their certificates in a handshake.
     for a in 0..n {
         for b in a + 2..n {
             sim.cut(hosts[a], hosts[b]);
         }
     }
-    let ends = (hosts[0], hosts[n - 1]);
-    let far_known = |sim: &weft_sim::Sim| {
-        let now = sim.now();
-        let topology = sim.node(ends.0).unwrap().topology(now);
-        topology.nodes.iter().filter(|t| t.advertised).count() >= n
+    let n0 = hosts[0];
+    let advertised = |sim: &weft_sim::Sim| -> Vec<String> {
+        let topology = sim.node(n0).unwrap().topology(sim.now());
+        topology
+            .nodes
+            .iter()
+            .filter(|t| t.advertised)
+            .map(|t| t.name.clone())
+            .collect()
+    };
+    let in_scope = |names: &[String]| -> bool {
+        ["n0", "n1", "n2"]
+            .iter()
+            .all(|name| names.iter().any(|n| n == name))
     };
     assert!(
-        sim.run_until_condition(secs(30), far_known),
-        "n0 never held the records of all {n} nodes"
+        sim.run_until_condition(secs(30), |s| in_scope(&advertised(s))),
+        "n0 never held the records of n1 and n2: {:?}",
+        advertised(&sim)
     );
+    // Three refreshes later, still nothing from beyond two links: a path
+    // has at most three links, and n0 needs no record from further.
+    sim.run_for(secs(100));
+    let mut held = advertised(&sim);
+    held.sort();
+    assert_eq!(held, ["n0", "n1", "n2"], "the records n0 holds");
     let mut requested = 0;
     let mut received = 0;
     for &h in &hosts {
@@ -111,11 +128,19 @@ fn records_of_nodes_beyond_the_neighbours_verify_with_fetched_certificates() {
         "{requested} asked, {received} received"
     );
     // n0 holds the certificates of n1 (from their handshake) and of n2,
-    // n3 and n4, fetched.
-    let n0 = sim.node(ends.0).unwrap();
+    // fetched.
+    assert!(sim.node(n0).unwrap().certificates_held() >= 2);
+
+    // A multicast member's record reaches every node: the far end joins a
+    // group, and n0 gets its record (and the certificate to check it).
+    let group = "239.1.2.3".parse().unwrap();
+    sim.with_node(hosts[n - 1], |node, now| node.join_group(now, group))
+        .unwrap()
+        .unwrap();
+    let far = format!("n{}", n - 1);
     assert!(
-        n0.certificates_held() >= n - 1,
-        "{} held",
-        n0.certificates_held()
+        sim.run_until_condition(sim.elapsed() + secs(2), |s| advertised(s).contains(&far)),
+        "the member's record never reached n0: {:?}",
+        advertised(&sim)
     );
 }

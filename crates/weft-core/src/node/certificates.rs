@@ -41,15 +41,18 @@ pub(crate) type Fingerprint = [u8; FINGERPRINT_LEN];
 /// Which handler a waiting record goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RecordKind {
-    LinkState,
+    /// With the hop budget it came with.
+    LinkState {
+        hops_left: u8,
+    },
     Membership,
 }
 
 /// Records waiting for one certificate: the newest of each kind.
 #[derive(Debug)]
 struct Waiting {
-    link_state: Option<(usize, Vec<u8>)>,
-    membership: Option<(usize, Vec<u8>)>,
+    link_state: Option<(RecordKind, usize, Vec<u8>)>,
+    membership: Option<(RecordKind, usize, Vec<u8>)>,
     since: Instant,
     asked_at: Instant,
 }
@@ -143,10 +146,10 @@ impl Certificates {
         // The newest of each kind wins later anyway (larger sequence);
         // the last one that came stands for it.
         let slot = match kind {
-            RecordKind::LinkState => &mut waiting.link_state,
+            RecordKind::LinkState { .. } => &mut waiting.link_state,
             RecordKind::Membership => &mut waiting.membership,
         };
-        *slot = Some((from, record.to_vec()));
+        *slot = Some((kind, from, record.to_vec()));
         Some(ask)
     }
 
@@ -160,13 +163,11 @@ impl Certificates {
         let Some(waiting) = self.waiting.remove(fingerprint) else {
             return Vec::new();
         };
-        let link_state = waiting
+        waiting
             .link_state
-            .map(|(from, r)| (RecordKind::LinkState, from, r));
-        let membership = waiting
-            .membership
-            .map(|(from, r)| (RecordKind::Membership, from, r));
-        link_state.into_iter().chain(membership).collect()
+            .into_iter()
+            .chain(waiting.membership)
+            .collect()
     }
 
     fn expire(&mut self, now: Instant) {
@@ -284,7 +285,9 @@ impl Node {
                 continue;
             }
             match kind {
-                RecordKind::LinkState => self.on_link_state(now, from, &record),
+                RecordKind::LinkState { hops_left } => {
+                    self.on_link_state(now, from, hops_left, &record)
+                }
                 RecordKind::Membership => self.on_membership(now, from, &record),
             }
         }
@@ -336,7 +339,7 @@ mod tests {
         let mut store = Certificates::default();
         let f = [7u8; FINGERPRINT_LEN];
         assert_eq!(
-            store.park(base, f, RecordKind::LinkState, 0, b"a"),
+            store.park(base, f, RecordKind::LinkState { hops_left: 1 }, 0, b"a"),
             Some(true)
         );
         assert_eq!(
@@ -344,7 +347,13 @@ mod tests {
             Some(false)
         );
         assert_eq!(
-            store.park(base + ASK_AGAIN, f, RecordKind::LinkState, 2, b"b"),
+            store.park(
+                base + ASK_AGAIN,
+                f,
+                RecordKind::LinkState { hops_left: 1 },
+                2,
+                b"b"
+            ),
             Some(true)
         );
         for i in 1..MAX_WAITING {
@@ -352,19 +361,25 @@ mod tests {
             other[..8].copy_from_slice(&(i as u64).to_be_bytes());
             assert!(
                 store
-                    .park(base, other, RecordKind::LinkState, 0, b"x")
+                    .park(base, other, RecordKind::LinkState { hops_left: 1 }, 0, b"x")
                     .is_some()
             );
         }
         assert_eq!(
-            store.park(base, [9; FINGERPRINT_LEN], RecordKind::LinkState, 0, b"y"),
+            store.park(
+                base,
+                [9; FINGERPRINT_LEN],
+                RecordKind::LinkState { hops_left: 1 },
+                0,
+                b"y"
+            ),
             None
         );
         let taken = store.take(&f);
         assert_eq!(
             taken,
             vec![
-                (RecordKind::LinkState, 2, b"b".to_vec()),
+                (RecordKind::LinkState { hops_left: 1 }, 2, b"b".to_vec()),
                 (RecordKind::Membership, 1, b"m".to_vec()),
             ]
         );

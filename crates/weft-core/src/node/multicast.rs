@@ -38,6 +38,9 @@ use crate::mcast::{
 use crate::qos::ClassId;
 use crate::wire::{Frame, MembershipRecord, verify_membership};
 
+/// A node that sent a multicast packet counts as a sender this long after
+/// (its link-state record reaches every node meanwhile).
+const SENDER_FOR: Duration = Duration::from_secs(120);
 /// A membership record is re-sent this often.
 const REFRESH: Duration = Duration::from_secs(10);
 /// ... and dropped by others this long after it was received.
@@ -139,6 +142,8 @@ pub(super) struct MulticastState {
     suspects: BTreeMap<NodeId, Instant>,
     due: Option<Instant>,
     last: Option<Instant>,
+    /// When this node last sent a multicast packet of its own.
+    last_sent: Option<Instant>,
 }
 
 impl MulticastState {
@@ -158,6 +163,7 @@ impl MulticastState {
             suspects: BTreeMap::new(),
             due: None,
             last: None,
+            last_sent: None,
         }
     }
 
@@ -467,6 +473,13 @@ impl Node {
             self.stats.mcast_no_members += 1;
             return true;
         }
+        if !self.multicast_active(now) {
+            // A new sender: its record must reach every node, which builds
+            // the trees from such records.
+            self.routing.lsa_for_change = true;
+            self.schedule_lsa(now, super::routing::CHANGE_INTERVAL);
+        }
+        self.multicast.last_sent = Some(now);
         let seq = self.multicast.next_seq;
         self.multicast.next_seq += 1;
         self.stats.mcast_sent += 1;
@@ -638,16 +651,48 @@ impl Node {
         &self.multicast.trees[&(origin, group)]
     }
 
-    /// The overlay links as everybody sees them: from the link-state
-    /// records (this node's as last advertised), each link once both ends
-    /// advertise it, at the larger of their two RTTs.
+    /// Whether this node takes part in multicast now: it has joined a
+    /// group, or sent to one within [`SENDER_FOR`]. Its link-state record
+    /// then reaches every node.
+    pub(super) fn multicast_active(&self, now: Instant) -> bool {
+        !self.multicast.joined.is_empty()
+            || self
+                .multicast
+                .last_sent
+                .is_some_and(|at| now < at + SENDER_FOR)
+    }
+
+    /// Whether `id`'s link-state record reaches every node (it is a member
+    /// or a sender), as this node holds it: every node holds the same
+    /// such records, and builds its trees from them alone.
+    pub(super) fn record_is_global(&self, id: &NodeId) -> bool {
+        if *id == self.node_id() {
+            return self.routing.own_record_global;
+        }
+        self.routing
+            .lsdb
+            .get(id)
+            .is_some_and(|r| r.hops_left == super::routing::UNLIMITED_HOPS)
+    }
+
+    /// The overlay links as every node sees them: from the records that
+    /// reach every node, those of members and senders (this node's as last
+    /// advertised, if it is one); anyone else's record stays within
+    /// `RECORD_RADIUS`. A link between two such nodes counts once both
+    /// advertise it, at the larger of their two RTTs; a link from one of
+    /// them to any other node at the RTT it advertises.
     fn advertised_topology(&self) -> Topology {
         let own = self.node_id();
         let mut directed: BTreeMap<(NodeId, NodeId), u64> = BTreeMap::new();
-        for (neighbour, (rtt_us, _)) in &self.routing.advertised {
-            directed.insert((own, *neighbour), u64::from(*rtt_us));
+        if self.record_is_global(&own) {
+            for (neighbour, (rtt_us, _)) in &self.routing.advertised {
+                directed.insert((own, *neighbour), u64::from(*rtt_us));
+            }
         }
         for (origin, record) in self.routing.lsdb.iter() {
+            if !self.record_is_global(origin) {
+                continue;
+            }
             for link in &record.links {
                 if let Some(&neighbour) = self.routing.by_prefix.get(&link.neighbour) {
                     directed.insert((*origin, neighbour), u64::from(link.rtt_us));
@@ -656,11 +701,15 @@ impl Node {
         }
         let mut topology = Topology::new();
         for (&(a, b), &cost) in &directed {
-            if a < b
-                && let Some(&back) = directed.get(&(b, a))
-            {
-                topology.add_link(a, b, tree_cost(cost.max(back), TREE_COST_EXPONENT));
-            }
+            let back = directed.get(&(b, a));
+            let cost = match back {
+                // Each pair once, when both ends are members.
+                Some(_) if a > b => continue,
+                Some(&back) => cost.max(back),
+                None if self.record_is_global(&b) => continue,
+                None => cost,
+            };
+            topology.add_link(a, b, tree_cost(cost, TREE_COST_EXPONENT));
         }
         for suspect in self.multicast.suspects.keys() {
             if topology.contains(suspect) {
@@ -673,6 +722,9 @@ impl Node {
     /// The membership changed here: advertise it soon and tell the DHT.
     fn membership_changed(&mut self, now: Instant) {
         self.multicast.retire_trees(now);
+        // The scope of this node's link-state record may change with it.
+        self.routing.lsa_for_change = true;
+        self.schedule_lsa(now, super::routing::CHANGE_INTERVAL);
         let earliest = self
             .multicast
             .last

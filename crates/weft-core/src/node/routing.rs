@@ -6,8 +6,11 @@
 //! - Link state: the node signs a record of its links that are up (RTT and
 //!   loss each) and floods it to its neighbours when a link goes up or down,
 //!   when a link's metrics move noticeably (at most every
-//!   [`DRIFT_INTERVAL`]), and every `lsa_refresh`; neighbours flood what is
-//!   new to them on. A new neighbour gets the whole database. Both are
+//!   [`DRIFT_INTERVAL`]), and every `lsa_refresh`; neighbours pass what is
+//!   new to them on, within the record's scope: [`RECORD_RADIUS`] links from
+//!   its origin, which is every record a path of at most three links needs
+//!   (a multicast member's record goes everywhere, [`UNLIMITED_HOPS`]). A
+//!   new neighbour gets the records it would have been passed. Both are
 //!   braked (`route::brake`): a node signs at most 4 records a second after
 //!   a burst of 8, and passes on at most one record per origin every
 //!   250 ms, the newest of those that came meanwhile.
@@ -35,12 +38,31 @@ use crate::wire::{Frame, HOP_LEN, LinkEntry, LinkStateRecord};
 /// Shortest time between two records sent because metrics drifted.
 const DRIFT_INTERVAL: Duration = Duration::from_millis(500);
 /// Shortest time between two records sent because a link went up or down.
-const CHANGE_INTERVAL: Duration = Duration::from_millis(20);
+pub(super) const CHANGE_INTERVAL: Duration = Duration::from_millis(20);
 /// Routes are recomputed at least this often.
 const RECOMPUTE_INTERVAL: Duration = Duration::from_millis(500);
 /// Routes are recomputed at most this often for changes learnt from
 /// link-state records.
 const BATCH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How many links a record travels from its origin: to its neighbours and
+/// theirs. A path has at most three links, S→R₁→R₂→D: S knows S–R₁ itself,
+/// R₁–R₂ from R₁'s record (one link away) and R₂–D from R₂'s (two links
+/// away), so no node needs a record from further (PROTOCOL.md §13.3).
+pub(crate) const RECORD_RADIUS: u8 = 2;
+/// A hop budget that does not run out: the records of multicast members,
+/// from which every node builds the same trees (PROTOCOL.md §15.4).
+pub(crate) const UNLIMITED_HOPS: u8 = u8::MAX;
+
+/// The budget a record received with `hops_left` is passed on with, if it
+/// is passed on at all.
+fn passed_on(hops_left: u8) -> Option<u8> {
+    match hops_left {
+        0 => None,
+        UNLIMITED_HOPS => Some(UNLIMITED_HOPS),
+        h => Some(h - 1),
+    }
+}
 
 /// What a path decision comes to.
 enum Path {
@@ -539,7 +561,7 @@ impl Node {
             self.routing.brake.retain(|id| lsdb.get(id).is_some());
         }
         for held in self.routing.brake.release(now) {
-            self.flood(now, &held.record, Some(held.from));
+            self.flood(now, &held.record, held.hops_left, Some(held.from));
         }
         let refresh_due = self
             .routing
@@ -651,7 +673,11 @@ impl Node {
             .collect();
         self.routing.advertised = advertised;
         let own = self.node_id();
-        self.multicast.links_withdrawn(now, own, own, withdrawn);
+        // Only members' records reach every node, so only they may mark
+        // suspects, or nodes would build different trees.
+        if self.multicast_active(now) {
+            self.multicast.links_withdrawn(now, own, own, withdrawn);
+        }
         self.multicast.topology_changed(now);
         self.routing.last_lsa = Some(now);
         self.routing.lsa_due = None;
@@ -665,19 +691,34 @@ impl Node {
             (false, false) => self.stats.lsa_originated_refresh += 1,
         }
         trace!(links = links.len(), "advertising links");
-        self.flood(now, &record, None);
+        // A member's record reaches every node, which builds trees from
+        // the members' records; anyone else's stays within its radius.
+        let global = self.multicast_active(now);
+        self.routing.own_record_global = global;
+        let budget = if global {
+            UNLIMITED_HOPS
+        } else {
+            RECORD_RADIUS - 1
+        };
+        self.flood(now, &record, budget, None);
         self.return_buffer(record);
     }
 
     /// Sends a record to every neighbour with a usable direct link, except
-    /// `except` (where it came from).
-    fn flood(&mut self, now: Instant, record: &[u8], except: Option<usize>) {
+    /// `except` (where it came from), to be passed on `hops_left` more
+    /// times.
+    fn flood(&mut self, now: Instant, record: &[u8], hops_left: u8, except: Option<usize>) {
         for peer in 0..self.peers.len() {
             if Some(peer) == except || !self.neighbour(now, peer) {
                 continue;
             }
-            self.stats.lsa_tx_bytes += record.len() as u64;
-            self.send_frame(now, peer, Frame::LinkState(record), Via::Direct);
+            self.stats.lsa_tx_bytes += record.len() as u64 + 1;
+            self.send_frame(
+                now,
+                peer,
+                Frame::LinkState { hops_left, record },
+                Via::Direct,
+            );
         }
     }
 
@@ -688,7 +729,7 @@ impl Node {
             && self.usable_current(now, peer)
     }
 
-    /// Gives a new neighbour everything this node knows.
+    /// Gives a new neighbour every record it would have been passed.
     pub(super) fn sync_link_state(&mut self, now: Instant, peer: usize) {
         if self.peers[peer].endpoint.is_none() {
             return;
@@ -696,21 +737,45 @@ impl Node {
         self.sync_membership(now, peer);
         self.routing.lsa_for_change = true;
         self.schedule_lsa(now, CHANGE_INTERVAL);
-        let records: Vec<Vec<u8>> = self
+        let records: Vec<(Vec<u8>, u8)> = self
             .routing
             .lsdb
             .iter()
-            .map(|(_, r)| r.bytes.clone())
+            .filter_map(|(_, r)| Some((r.bytes.clone(), passed_on(r.hops_left)?)))
             .collect();
-        for record in records {
-            self.stats.lsa_tx_bytes += record.len() as u64;
-            self.send_frame(now, peer, Frame::LinkState(&record), Via::Direct);
+        for (record, hops_left) in records {
+            self.stats.lsa_tx_bytes += record.len() as u64 + 1;
+            self.send_frame(
+                now,
+                peer,
+                Frame::LinkState {
+                    hops_left,
+                    record: &record,
+                },
+                Via::Direct,
+            );
         }
     }
 
-    /// A link-state record arrived from `from`.
-    pub(super) fn on_link_state(&mut self, now: Instant, from: usize, record: &[u8]) {
-        if self.routing.lsdb.holds(record) {
+    /// A link-state record arrived from `from`, to be passed on `hops_left`
+    /// more times.
+    pub(super) fn on_link_state(
+        &mut self,
+        now: Instant,
+        from: usize,
+        hops_left: u8,
+        record: &[u8],
+    ) {
+        if let Some((origin, stored)) = self.routing.lsdb.holding(record) {
+            // A copy of a record held: nothing to do, unless it came a
+            // shorter way than the first (a larger budget), when it goes on
+            // further than the first copy went.
+            if hops_left <= stored.hops_left {
+                return;
+            }
+            stored.hops_left = hops_left;
+            let origin = *origin;
+            self.pass_on(now, origin, from, hops_left, record);
             return;
         }
         let fingerprint = match LinkStateRecord::decode(record) {
@@ -721,9 +786,13 @@ impl Node {
                 return;
             }
         };
-        let Some(certificate) =
-            self.certificate_for_record(now, &fingerprint, RecordKind::LinkState, from, record)
-        else {
+        let Some(certificate) = self.certificate_for_record(
+            now,
+            &fingerprint,
+            RecordKind::LinkState { hops_left },
+            from,
+            record,
+        ) else {
             return;
         };
         let unix_now = self.unix_now(now);
@@ -763,7 +832,7 @@ impl Node {
             .get(&origin)
             .map(|r| r.links.iter().map(|l| l.neighbour).collect())
             .unwrap_or_default();
-        if !self.routing.lsdb.insert(now, verified, record) {
+        if !self.routing.lsdb.insert(now, verified, record, hops_left) {
             return;
         }
         // Links the origin no longer lists: their other ends are suspect
@@ -778,7 +847,9 @@ impl Node {
             None => Vec::new(),
         };
         let own = self.node_id();
-        self.multicast.links_withdrawn(now, own, origin, withdrawn);
+        if self.record_is_global(&origin) {
+            self.multicast.links_withdrawn(now, own, origin, withdrawn);
+        }
         self.stats.lsa_received += 1;
         self.routing.by_prefix.insert(prefix(&origin), origin);
         // A member learnt from its record becomes a peer reachable through
@@ -789,8 +860,17 @@ impl Node {
             self.bind_identity(peer, certificate);
         }
         self.routing.dirty = true;
-        if self.routing.brake.forward(now, origin, record, from) {
-            self.flood(now, record, Some(from));
+        self.pass_on(now, origin, from, hops_left, record);
+    }
+
+    /// Floods a record received with `hops_left` on, within its scope and
+    /// the brake.
+    fn pass_on(&mut self, now: Instant, origin: NodeId, from: usize, hops_left: u8, record: &[u8]) {
+        let Some(next) = passed_on(hops_left) else {
+            return;
+        };
+        if self.routing.brake.forward(now, origin, record, from, next) {
+            self.flood(now, record, next, Some(from));
         } else {
             self.stats.lsa_held += 1;
         }

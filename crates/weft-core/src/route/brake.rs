@@ -35,6 +35,8 @@ pub(crate) struct Held {
     pub(crate) record: Vec<u8>,
     /// The peer it came from (not sent back there).
     pub(crate) from: usize,
+    /// The hop budget it is to be passed on with.
+    pub(crate) hops_left: u8,
 }
 
 #[derive(Default)]
@@ -71,6 +73,7 @@ impl Brake {
         origin: NodeId,
         record: &[u8],
         from: usize,
+        hops_left: u8,
     ) -> bool {
         let free = self
             .forwarded
@@ -86,6 +89,7 @@ impl Brake {
                 Held {
                     record: record.to_vec(),
                     from,
+                    hops_left,
                 },
             );
             false
@@ -175,9 +179,9 @@ mod tests {
         let start = Instant::now();
         let mut brake = Brake::default();
         let origin = NodeId::from_bytes([1; 32]);
-        assert!(brake.forward(start, origin, b"r1", 0));
-        assert!(!brake.forward(start + ms(10), origin, b"r2", 1));
-        assert!(!brake.forward(start + ms(20), origin, b"r3", 2));
+        assert!(brake.forward(start, origin, b"r1", 0, 1));
+        assert!(!brake.forward(start + ms(10), origin, b"r2", 1, 1));
+        assert!(!brake.forward(start + ms(20), origin, b"r3", 2, 1));
         assert_eq!(brake.next_release(), Some(start + FORWARD_SPACING));
         assert!(brake.release(start + ms(249)).is_empty());
         let released = brake.release(start + FORWARD_SPACING);
@@ -187,7 +191,7 @@ mod tests {
         assert_eq!(brake.next_release(), None);
         // Another origin is not held back by this one.
         let other = NodeId::from_bytes([2; 32]);
-        assert!(brake.forward(start + ms(260), other, b"x", 0));
+        assert!(brake.forward(start + ms(260), other, b"x", 0, 1));
     }
 
     #[test]
@@ -195,10 +199,10 @@ mod tests {
         let start = Instant::now();
         let mut brake = Brake::default();
         let origin = NodeId::from_bytes([1; 32]);
-        brake.forward(start, origin, b"r1", 0);
-        brake.forward(start, origin, b"r2", 0);
+        brake.forward(start, origin, b"r1", 0, 1);
+        brake.forward(start, origin, b"r2", 0, 1);
         brake.retain(|_| false);
         assert_eq!(brake.next_release(), None);
-        assert!(brake.forward(start, origin, b"r3", 0));
+        assert!(brake.forward(start, origin, b"r3", 0, 1));
     }
 }

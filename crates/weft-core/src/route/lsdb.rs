@@ -72,6 +72,9 @@ pub(crate) struct StoredLsa {
     pub(crate) links: Vec<LinkEntry>,
     /// The record as received, for flooding and for syncing new neighbours.
     pub(crate) bytes: Vec<u8>,
+    /// The largest hop budget it arrived with (how many more times it may
+    /// be passed on from here).
+    pub(crate) hops_left: u8,
 }
 
 #[derive(Debug, Default)]
@@ -82,7 +85,13 @@ pub(crate) struct LinkStateDb {
 impl LinkStateDb {
     /// Stores `record` if it is newer than what the origin had; returns
     /// whether it was.
-    pub(crate) fn insert(&mut self, now: Instant, record: VerifiedLsa, bytes: &[u8]) -> bool {
+    pub(crate) fn insert(
+        &mut self,
+        now: Instant,
+        record: VerifiedLsa,
+        bytes: &[u8],
+        hops_left: u8,
+    ) -> bool {
         if self
             .records
             .get(&record.origin)
@@ -98,16 +107,17 @@ impl LinkStateDb {
                 expires: now + record.lifetime,
                 links: record.links,
                 bytes: bytes.to_vec(),
+                hops_left,
             },
         );
         true
     }
 
-    /// Whether `bytes` is exactly a record already stored: flooding
+    /// The stored record that is exactly `bytes`, if any: flooding
     /// delivers each record once per neighbour, and the copies need no
     /// second verification (two Ed25519 checks each).
-    pub(crate) fn holds(&self, bytes: &[u8]) -> bool {
-        self.records.values().any(|r| r.bytes == bytes)
+    pub(crate) fn holding(&mut self, bytes: &[u8]) -> Option<(&NodeId, &mut StoredLsa)> {
+        self.records.iter_mut().find(|(_, r)| r.bytes == bytes)
     }
 
     pub(crate) fn get(&self, origin: &NodeId) -> Option<&StoredLsa> {
@@ -171,11 +181,29 @@ mod tests {
         let cert = certified(&ca, &key);
         let r2 = signed_record(&ca, &key, 2);
         let r1 = signed_record(&ca, &key, 1);
-        assert!(db.insert(now, verify(&r2, &cert, ca.certificate(), 10).unwrap(), &r2));
-        assert!(!db.insert(now, verify(&r1, &cert, ca.certificate(), 10).unwrap(), &r1));
-        assert!(!db.insert(now, verify(&r2, &cert, ca.certificate(), 10).unwrap(), &r2));
+        assert!(db.insert(
+            now,
+            verify(&r2, &cert, ca.certificate(), 10).unwrap(),
+            &r2,
+            1
+        ));
+        assert!(!db.insert(
+            now,
+            verify(&r1, &cert, ca.certificate(), 10).unwrap(),
+            &r1,
+            1
+        ));
+        assert!(!db.insert(
+            now,
+            verify(&r2, &cert, ca.certificate(), 10).unwrap(),
+            &r2,
+            1
+        ));
         assert_eq!(db.get(&key.node_id()).unwrap().sequence, 2);
-        assert!(db.holds(&r2) && !db.holds(&r1), "only the stored bytes");
+        assert!(
+            db.holding(&r2).is_some() && db.holding(&r1).is_none(),
+            "only the stored bytes"
+        );
         assert!(!db.expire(now + Duration::from_secs(29)));
         assert!(db.expire(now + Duration::from_secs(30)));
         assert!(db.get(&key.node_id()).is_none());

@@ -21,8 +21,9 @@ pub enum FrameKind {
     Pong = 4,
     /// A packet for another node, with the hops it still has to take.
     Relay = 5,
-    /// A signed link-state record (see [`super::LinkStateRecord`]).
-    LinkState = 6,
+    /// A link-state record as nodes before the scoped flood sent it (no
+    /// hop budget); received as one with no hops left.
+    FloodedLinkState = 6,
     /// A multicast IP packet travelling down a distribution tree.
     Multicast = 7,
     /// A signed membership record (see [`super::MembershipRecord`]).
@@ -39,6 +40,9 @@ pub enum FrameKind {
     CertificateRequest = 16,
     /// A certificate, answering a request.
     Certificate = 17,
+    /// A signed link-state record (see [`super::LinkStateRecord`]) and how
+    /// many more times it may be passed on.
+    LinkState = 18,
 }
 
 /// Largest certificate a [`Frame::Certificate`] carries: with the tunnel
@@ -178,7 +182,13 @@ pub enum Frame<'a> {
         inner: &'a [u8],
     },
     /// A link-state record, still to be verified.
-    LinkState(&'a [u8]),
+    LinkState {
+        /// How many more times the record may be passed on (the origin
+        /// sets it from its scope; each node passing it on takes one off).
+        hops_left: u8,
+        /// The record.
+        record: &'a [u8],
+    },
     /// A multicast packet, sealed hop by hop between tree neighbours (each
     /// forwarder reads it).
     Multicast {
@@ -278,12 +288,21 @@ impl<'a> Frame<'a> {
                 }
                 Ok(Frame::Relay { hops, inner })
             }
-            k if k == FrameKind::LinkState as u8 => {
+            k if k == FrameKind::FloodedLinkState as u8 => {
                 if body.is_empty() {
                     return Err(DecodeError::Truncated("link-state frame"));
                 }
-                Ok(Frame::LinkState(body))
+                Ok(Frame::LinkState {
+                    hops_left: 0,
+                    record: body,
+                })
             }
+            k if k == FrameKind::LinkState as u8 => match body.split_first() {
+                Some((&hops_left, record)) if !record.is_empty() => {
+                    Ok(Frame::LinkState { hops_left, record })
+                }
+                _ => Err(DecodeError::Truncated("link-state frame")),
+            },
             k if k == FrameKind::Multicast as u8 => {
                 let origin = body
                     .get(..HOP_LEN)
@@ -406,8 +425,9 @@ impl<'a> Frame<'a> {
                 out.extend_from_slice(hops);
                 out.extend_from_slice(inner);
             }
-            Frame::LinkState(record) => {
+            Frame::LinkState { hops_left, record } => {
                 out.push(FrameKind::LinkState as u8);
+                out.push(*hops_left);
                 out.extend_from_slice(record);
             }
             Frame::Multicast {
@@ -521,7 +541,14 @@ mod tests {
                 hops: &[],
                 inner: b"abcd",
             },
-            Frame::LinkState(b"record"),
+            Frame::LinkState {
+                hops_left: 1,
+                record: b"record",
+            },
+            Frame::LinkState {
+                hops_left: u8::MAX,
+                record: b"r",
+            },
             Frame::CertificateRequest {
                 fingerprint: [9; super::super::FINGERPRINT_LEN],
             },
@@ -562,6 +589,25 @@ mod tests {
             let mut out = Vec::new();
             frame.emit(&mut out);
             assert_eq!(Frame::decode(&out), Ok(frame));
+        }
+    }
+
+    #[test]
+    fn link_state_frames_of_both_versions_decode() {
+        // A node of the previous version sends the bare record as kind 6:
+        // it is taken as one that may not be passed on.
+        assert_eq!(
+            Frame::decode(b"\x06record"),
+            Ok(Frame::LinkState {
+                hops_left: 0,
+                record: b"record"
+            })
+        );
+        for bytes in [&b"\x06"[..], b"\x12", b"\x12\x01"] {
+            assert_eq!(
+                Frame::decode(bytes),
+                Err(DecodeError::Truncated("link-state frame"))
+            );
         }
     }
 

@@ -22,9 +22,10 @@ const FIXED_LEN: usize = HEAD_LEN + SIGNATURE_LEN;
 pub const MAX_CONTROL_DATAGRAM: usize = 1280;
 
 /// How many links a record may list, so that the record, sealed in a data
-/// packet, fits [`MAX_CONTROL_DATAGRAM`]: 51.
+/// packet behind its frame's hop budget byte, fits [`MAX_CONTROL_DATAGRAM`]:
+/// 51.
 pub const MAX_LINKS: usize =
-    (MAX_CONTROL_DATAGRAM - super::TUNNEL_OVERHEAD - FIXED_LEN) / LINK_ENTRY_LEN;
+    (MAX_CONTROL_DATAGRAM - super::TUNNEL_OVERHEAD - 1 - FIXED_LEN) / LINK_ENTRY_LEN;
 
 /// One advertised link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +134,11 @@ mod tests {
         let mut out = Vec::new();
         LinkStateRecord::emit_unsigned(&mut out, &[7; FINGERPRINT_LEN], 1, 1, &links);
         out.extend_from_slice(&[0; SIGNATURE_LEN]);
-        assert!(out.len() + crate::wire::TUNNEL_OVERHEAD <= MAX_CONTROL_DATAGRAM);
+        // The frame adds a hop budget byte before the record.
+        let sealed = out.len() + 1 + crate::wire::TUNNEL_OVERHEAD;
+        assert!(sealed <= MAX_CONTROL_DATAGRAM);
         // One more link would not fit.
-        assert!(out.len() + LINK_ENTRY_LEN + crate::wire::TUNNEL_OVERHEAD > MAX_CONTROL_DATAGRAM);
+        assert!(sealed + LINK_ENTRY_LEN > MAX_CONTROL_DATAGRAM);
         assert_eq!(MAX_LINKS, 51);
     }
 
