@@ -57,6 +57,7 @@ mod firewall;
 mod icmp;
 mod multicast;
 mod nat;
+mod peers;
 mod qos;
 mod reject;
 mod renewal;
@@ -72,6 +73,7 @@ use multicast::MulticastState;
 pub use multicast::{GroupError, GroupStatus, TreeStatus};
 pub use nat::{CandidateTry, LocalAddress, PathKind};
 use nat::{NatState, PeerNat};
+use peers::{PeerId, PeerTable};
 use qos::QosState;
 pub use renewal::SetCertificateError;
 pub use revocation::RevocationConfig;
@@ -187,6 +189,12 @@ pub struct NeighbourConfig {
     /// takes the place of the longest idle unwanted one, and is refused
     /// if there is none (`handshake_refused_full`).
     pub max_sessions: usize,
+    /// Peer entries at most (every node this node keeps state for:
+    /// sessions, records' origins, lookups' answers). Configured peers are
+    /// always admitted; a learnt peer takes the place of the longest idle
+    /// evictable one when the table is full, and is refused
+    /// (`peers_refused`) if there is none. See the `peers` submodule.
+    pub max_peers: usize,
 }
 
 impl Default for NeighbourConfig {
@@ -195,6 +203,9 @@ impl Default for NeighbourConfig {
             max: 16,
             random: 4,
             max_sessions: 1024,
+            // Twice the session bound: a full session table still leaves
+            // room for as many peers known from records and lookups.
+            max_peers: 2048,
         }
     }
 }
@@ -457,11 +468,11 @@ pub struct Node {
     rng: SharedRng,
     /// The gate in front of handshake inits (MACs, cookies, rate limits).
     guard: InitGuard,
-    peers: Vec<Peer>,
-    by_index: BTreeMap<SessionIndex, usize>,
-    by_id: BTreeMap<NodeId, usize>,
-    by_ipv4: BTreeMap<Ipv4Addr, usize>,
-    by_ipv6: BTreeMap<Ipv6Addr, usize>,
+    peers: PeerTable,
+    by_index: BTreeMap<SessionIndex, PeerId>,
+    by_id: BTreeMap<NodeId, PeerId>,
+    by_ipv4: BTreeMap<Ipv4Addr, PeerId>,
+    by_ipv6: BTreeMap<Ipv6Addr, PeerId>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     tun_out: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
@@ -506,7 +517,7 @@ struct RoutingState {
     lsa_for_drift: bool,
     last_lsa: Option<Instant>,
     /// Bounds on signing and passing on records (`route::brake`).
-    brake: crate::route::Brake,
+    brake: crate::route::Brake<PeerId>,
     /// What this node last advertised, per neighbour: (RTT µs, loss).
     advertised: BTreeMap<NodeId, (u32, f32)>,
     /// Links up but left out of the last record (it was full).
@@ -522,7 +533,7 @@ enum Source {
     /// Straight from the underlay.
     Direct(SocketAddr),
     /// Out of a relay frame that this peer (index) delivered.
-    Relayed(usize),
+    Relayed(PeerId),
 }
 
 /// How an outbound packet to a peer travels.
@@ -539,6 +550,8 @@ enum Via {
 }
 
 struct Peer {
+    /// When the entry was made (its idleness before any traffic).
+    added: Instant,
     configured_name: Option<String>,
     node_id: Option<NodeId>,
     certificate: Option<Certificate>,
@@ -575,11 +588,13 @@ struct Peer {
 
 impl Peer {
     fn new(
+        now: Instant,
         configured_name: Option<String>,
         node_id: Option<NodeId>,
         endpoint: Option<SocketAddr>,
     ) -> Self {
         Self {
+            added: now,
             configured_name,
             node_id,
             certificate: None,
@@ -709,7 +724,7 @@ impl Node {
             last_timestamp: 0,
             rng,
             guard,
-            peers: Vec::new(),
+            peers: PeerTable::default(),
             by_index: BTreeMap::new(),
             by_id: BTreeMap::new(),
             by_ipv4: BTreeMap::new(),
@@ -796,18 +811,14 @@ impl Node {
     /// Adds a new slot for a configured peer, calling it at once if its
     /// endpoint is known.
     fn push_configured_peer(&mut self, now: Instant, config: PeerConfig, node_id: Option<NodeId>) {
-        let index = self.peers.len();
-        let mut peer = Peer::new(config.name, node_id, config.endpoint);
+        let mut peer = Peer::new(now, config.name, node_id, config.endpoint);
         peer.configured = true;
         if config.endpoint.is_some() {
             peer.handshake_due = Some(now);
         }
-        if let Some(id) = node_id {
-            self.by_id.insert(id, index);
-            self.by_ipv6.insert(id.overlay_ipv6(), index);
-            self.routing.by_prefix.insert(prefix(&id), id);
-        }
-        self.peers.push(peer);
+        // A configured peer is always admitted (the bound is on learnt
+        // peers), so this never refuses.
+        let _ = self.admit_peer(now, peer);
     }
 
     /// This node's id.
@@ -849,8 +860,7 @@ impl Node {
     pub fn peers(&self, now: Instant) -> Vec<PeerStatus> {
         let mut out: Vec<PeerStatus> = self
             .peers
-            .iter()
-            .enumerate()
+            .entries()
             .map(|(index, p)| PeerStatus {
                 node_id: p.node_id,
                 name: Some(p.name()).filter(|n| !n.is_empty()),
@@ -995,7 +1005,11 @@ impl Node {
 
     /// Runs every timer that is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for peer in 0..self.peers.len() {
+        // First, while no peer id is held.
+        if self.peers.sweep_due.is_some_and(|at| at <= now) {
+            self.sweep_peers(now);
+        }
+        for peer in self.peers.ids() {
             self.peer_timers(now, peer);
         }
         self.nat_after_timers();
@@ -1065,7 +1079,7 @@ impl Node {
             }
         };
         consider(self.nat_changed_at(), TimerKind::Nat);
-        for (index, peer) in self.peers.iter().enumerate() {
+        for (index, peer) in self.peers.entries() {
             consider(self.nat_deadline(index), TimerKind::Nat);
             consider(peer.handshake_due, TimerKind::HandshakeRetry);
             consider(
@@ -1120,10 +1134,11 @@ impl Node {
         consider(self.qos.next_send, TimerKind::Qos);
         consider(self.expiry.deadline(), TimerKind::Certificate);
         consider(self.revocation.deadline(), TimerKind::Revocation);
+        consider(self.peers.sweep_due, TimerKind::Peers);
         earliest
     }
 
-    fn peer_timers(&mut self, now: Instant, peer: usize) {
+    fn peer_timers(&mut self, now: Instant, peer: PeerId) {
         self.expire_sessions(now, peer);
         if self.peers[peer].handshake_due.is_some_and(|due| due <= now) {
             if let Some(stale) = self.peers[peer].pending.take() {
@@ -1168,7 +1183,7 @@ impl Node {
     /// neighbour, a peer data passed to or from in the last
     /// [`IDLE_SESSION`], or one packets wait for. Others' sessions lapse at
     /// `reject_after_time` unless the other side wants them.
-    fn wants_session(&self, now: Instant, peer: usize) -> bool {
+    fn wants_session(&self, now: Instant, peer: PeerId) -> bool {
         let p = &self.peers[peer];
         p.configured
             || p.node_id.is_some_and(|id| self.discovery.picked(&id))
@@ -1179,7 +1194,7 @@ impl Node {
     /// Room for one more session with `peer` (an init from it was just
     /// authenticated): true if the table has room or an unwanted session
     /// could be ended for it.
-    fn make_room_for(&mut self, now: Instant, peer: usize) -> bool {
+    fn make_room_for(&mut self, now: Instant, peer: PeerId) -> bool {
         let has_session = |p: &Peer| p.current.is_some() || p.next.is_some();
         if has_session(&self.peers[peer]) || self.wants_session(now, peer) {
             return true;
@@ -1188,13 +1203,13 @@ impl Node {
         if sessions < self.discovery.config.max_sessions {
             return true;
         }
-        let idle = (0..self.peers.len())
-            .filter(|&i| i != peer && has_session(&self.peers[i]))
-            .filter(|&i| !self.wants_session(now, i))
-            .min_by_key(|&i| {
-                let p = &self.peers[i];
-                (p.last_data, p.last_handshake)
-            });
+        let idle = self
+            .peers
+            .entries()
+            .filter(|&(i, p)| i != peer && has_session(p))
+            .filter(|&(i, _)| !self.wants_session(now, i))
+            .min_by_key(|&(_, p)| (p.last_data, p.last_handshake))
+            .map(|(i, _)| i);
         let Some(victim) = idle else {
             return false;
         };
@@ -1213,7 +1228,7 @@ impl Node {
         true
     }
 
-    fn expire_sessions(&mut self, now: Instant, peer: usize) {
+    fn expire_sessions(&mut self, now: Instant, peer: PeerId) {
         let reject = self.config.reject_after_time;
         let dead_after = self.config.dead_after;
         let p = &mut self.peers[peer];
@@ -1276,8 +1291,12 @@ impl Node {
         }
     }
 
-    fn usable_current(&self, now: Instant, peer: usize) -> bool {
-        let p = &self.peers[peer];
+    /// False for an id that names no peer any more (a QoS queue entry may
+    /// outlive its peer).
+    fn usable_current(&self, now: Instant, peer: PeerId) -> bool {
+        let Some(p) = self.peers.get(peer) else {
+            return false;
+        };
         p.current.as_ref().is_some_and(|t| {
             t.confirmed
                 && now < t.created + self.config.reject_after_time
@@ -1285,7 +1304,7 @@ impl Node {
         })
     }
 
-    fn maybe_rekey_on_volume(&mut self, now: Instant, peer: usize) {
+    fn maybe_rekey_on_volume(&mut self, now: Instant, peer: PeerId) {
         let p = &self.peers[peer];
         let due = p
             .current
@@ -1297,7 +1316,7 @@ impl Node {
         }
     }
 
-    fn start_handshake(&mut self, now: Instant, peer: usize) {
+    fn start_handshake(&mut self, now: Instant, peer: PeerId) {
         let local = self.new_index();
         let timestamp = self.next_timestamp(now);
         let mut buf = self.take_buffer();
@@ -1445,12 +1464,17 @@ impl Node {
             return;
         }
         let their_timestamp = view.payload.timestamp;
-        let Some(peer) = self.peer_for_certificate(&certificate) else {
+        if certificate.node_id() == self.node_id() {
             self.stats.handshake_rejected_unexpected_peer += 1;
             return self.reject(
                 from,
                 format!("'{}' is this node's own name or key", certificate.name()),
             );
+        }
+        // A full peer table of peers in use refuses the caller (counted
+        // as `peers_refused`); it tries again later.
+        let Some(peer) = self.peer_for_certificate(now, &certificate) else {
+            return;
         };
         if their_timestamp <= self.peers[peer].last_init_timestamp {
             self.stats.handshake_rejected_replay += 1;
@@ -1684,7 +1708,7 @@ impl Node {
     /// newer session has been silent for [`DUPLICATE_SILENCE`], its holder
     /// is gone and the older session, which still speaks, becomes current
     /// again.
-    fn on_previous_session(&mut self, now: Instant, peer: usize, source: Source) {
+    fn on_previous_session(&mut self, now: Instant, peer: PeerId, source: Source) {
         let Source::Direct(from) = source else {
             return;
         };
@@ -1724,7 +1748,7 @@ impl Node {
     /// Moves the peer's endpoint to where an authenticated packet came
     /// from (roaming). Only a packet straight from the underlay says where
     /// the peer is.
-    fn follow_endpoint(&mut self, peer: usize, source: Source) {
+    fn follow_endpoint(&mut self, peer: PeerId, source: Source) {
         let p = &mut self.peers[peer];
         if let Source::Direct(from) = source
             && p.endpoint != Some(from)
@@ -1752,7 +1776,7 @@ impl Node {
     fn on_frame(
         &mut self,
         now: Instant,
-        peer: usize,
+        peer: PeerId,
         source: Source,
         mut buf: Vec<u8>,
         range: std::ops::Range<usize>,
@@ -1898,7 +1922,7 @@ impl Node {
     }
 
     /// Makes `transport` the peer's current session.
-    fn install(&mut self, now: Instant, peer: usize, transport: Transport) {
+    fn install(&mut self, now: Instant, peer: PeerId, transport: Transport) {
         let initiator = transport.initiator;
         let p = &mut self.peers[peer];
         let retired = p.previous.take();
@@ -1949,7 +1973,7 @@ impl Node {
 
     /// Hands the packets that waited for the peer's session to the QoS
     /// scheduler, which sends them as far as the shapers allow.
-    fn flush_queue(&mut self, now: Instant, peer: usize) {
+    fn flush_queue(&mut self, now: Instant, peer: PeerId) {
         if !self.usable_current(now, peer) {
             return;
         }
@@ -1963,7 +1987,7 @@ impl Node {
     /// Seals `frame` in the peer's current session and sends it `via` at
     /// once: control frames, which never wait in the QoS scheduler (data
     /// goes through `send_ip` and the `qos` submodule).
-    fn send_frame(&mut self, now: Instant, peer: usize, frame: Frame<'_>, via: Via) {
+    fn send_frame(&mut self, now: Instant, peer: PeerId, frame: Frame<'_>, via: Via) {
         let Some(buf) = self.seal_frame(now, peer, &frame) else {
             return;
         };
@@ -1971,13 +1995,13 @@ impl Node {
     }
 
     /// Seals `frame` and sends it straight to `to` (answers to probes).
-    fn send_frame_to(&mut self, now: Instant, peer: usize, frame: Frame<'_>, to: SocketAddr) {
+    fn send_frame_to(&mut self, now: Instant, peer: PeerId, frame: Frame<'_>, to: SocketAddr) {
         if let Some(buf) = self.seal_frame(now, peer, &frame) {
             self.queue_transmit(now, to, buf);
         }
     }
 
-    fn seal_frame(&mut self, now: Instant, peer: usize, frame: &Frame<'_>) -> Option<Vec<u8>> {
+    fn seal_frame(&mut self, now: Instant, peer: PeerId, frame: &Frame<'_>) -> Option<Vec<u8>> {
         let mut buf = self.take_buffer();
         buf.resize(DATA_HEADER_LEN, 0);
         frame.emit(&mut buf);
@@ -2136,8 +2160,9 @@ impl Node {
     }
 
     /// The peer entry a (valid) certificate belongs to, creating one for a
-    /// member that is not configured. `None` for our own identity.
-    fn peer_for_certificate(&mut self, certificate: &Certificate) -> Option<usize> {
+    /// member that is not configured. `None` for our own identity, and
+    /// when the peer table is full of peers in use (`peers_refused`).
+    fn peer_for_certificate(&mut self, now: Instant, certificate: &Certificate) -> Option<PeerId> {
         let id = certificate.node_id();
         if id == self.node_id() {
             return None;
@@ -2145,20 +2170,16 @@ impl Node {
         if let Some(&peer) = self.by_id.get(&id) {
             return Some(peer);
         }
-        let by_name = self.peers.iter().position(|p| {
+        let by_name = self.peers.find(|p| {
             p.node_id.is_none() && p.configured_name.as_deref() == Some(certificate.name())
         });
         if let Some(peer) = by_name {
             return Some(peer);
         }
-        self.peers.push(Peer::new(None, Some(id), None));
-        let peer = self.peers.len() - 1;
-        self.by_id.insert(id, peer);
-        self.by_ipv6.insert(id.overlay_ipv6(), peer);
-        Some(peer)
+        self.admit_peer(now, Peer::new(now, None, Some(id), None))
     }
 
-    fn certificate_fits_peer(&self, peer: usize, certificate: &Certificate) -> bool {
+    fn certificate_fits_peer(&self, peer: PeerId, certificate: &Certificate) -> bool {
         let p = &self.peers[peer];
         let id_fits = p.node_id.is_none_or(|id| id == certificate.node_id());
         let name_fits = p.node_id.is_some()
@@ -2168,7 +2189,7 @@ impl Node {
         id_fits && name_fits
     }
 
-    fn bind_identity(&mut self, peer: usize, certificate: Certificate) {
+    fn bind_identity(&mut self, peer: PeerId, certificate: Certificate) {
         let id = certificate.node_id();
         if self.peers[peer].certificate.as_ref() != Some(&certificate) {
             self.note_claims(&certificate);
@@ -2227,8 +2248,7 @@ impl Node {
     fn rebind_ipv4(&mut self, addr: Ipv4Addr) {
         let holder = self
             .peers
-            .iter()
-            .enumerate()
+            .entries()
             .filter_map(|(i, p)| p.certificate.as_ref().map(|c| (i, c)))
             .filter(|(_, c)| c.ipv4().is_some_and(|n| n.addr == addr))
             .filter(|(_, c)| !self.is_revoked(c))
@@ -2254,7 +2274,7 @@ impl Node {
         self.conflicts.list()
     }
 
-    fn source_belongs_to(&self, peer: usize, packet: &[u8]) -> bool {
+    fn source_belongs_to(&self, peer: PeerId, packet: &[u8]) -> bool {
         let p = &self.peers[peer];
         match ip_source(packet) {
             Some(IpAddr::V6(src)) => p.node_id.is_some_and(|id| id.owns_ipv6(&src)),

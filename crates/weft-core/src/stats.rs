@@ -99,6 +99,12 @@ counters! {
     /// Authenticated inits refused because the session table was full of
     /// sessions that are wanted.
     handshake_refused_full,
+    /// Idle peer entries evicted: to make room in a full peer table, or
+    /// idle for long.
+    peers_evicted,
+    /// New peer entries refused because the peer table was full of peers
+    /// in use (the record is still used; the init or lookup is dropped).
+    peers_refused,
     /// Endpoint changes (roaming) of peers.
     peers_roamed,
     /// Attempts to punch a direct path through NATs (as caller or callee).

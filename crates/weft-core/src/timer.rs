@@ -34,4 +34,6 @@ pub enum TimerKind {
     /// NAT traversal: a punching round, an attempt's end, or news for the
     /// peers about this node's endpoints.
     Nat,
+    /// Peers idle for long are evicted from the peer table.
+    Peers,
 }

@@ -361,6 +361,7 @@ fn idle_sessions_lapse_and_a_full_table_makes_room_for_a_new_caller() {
         max: 0,
         random: 0,
         max_sessions: 3,
+        ..NeighbourConfig::default()
     };
     let hosts = build(&mut sim, 8, neighbours, |_| 0);
     assert!(run_until_checked(&mut sim, secs(20), ms(100), |s| joined(

@@ -28,10 +28,35 @@ const PAIRS: usize = 40;
 
 #[test]
 fn forty_whole_nodes_stay_within_bounds_and_every_sampled_pair_delivers() {
+    forty_whole_nodes(NeighbourConfig::default());
+}
+
+/// The same with a peer table of 30 for 40 nodes: every node learns of
+/// all 40 from records and the DHT, evicts idle entries to stay within 30,
+/// and the sampled pairs still deliver.
+///
+/// Ignored: the bound holds (every node stays at 30, about 80 evictions
+/// each as records re-add the origins it evicted), but 5 of the 40 pairs
+/// lose packets: a node with more sessions than the table has room for
+/// refuses the entry an on-demand lookup needs, and two pairs fail for a
+/// reason not found yet.
+#[test]
+#[ignore = "5 of 40 pairs lose packets with a peer table of 30; see the doc comment"]
+fn forty_whole_nodes_with_a_small_peer_table_stay_within_it_and_deliver() {
+    let evicted = forty_whole_nodes(NeighbourConfig {
+        max: 6,
+        random: 2,
+        max_peers: 30,
+        ..NeighbourConfig::default()
+    });
+    assert!(evicted > 0, "the bound was never reached");
+}
+
+/// Runs the scenario; returns the peers evicted over all nodes.
+fn forty_whole_nodes(neighbours: NeighbourConfig) -> u64 {
     let mut sim = new_sim(61);
     let mut rng = ChaCha20Rng::seed_from_u64(61);
     let ca = test_ca(1, sim.unix_time()).unwrap();
-    let neighbours = NeighbourConfig::default();
     let mut hosts: Vec<HostId> = Vec::new();
     for i in 0..NODES {
         let mut spec = NodeSpec::new(&sim, &format!("n{i}"), i as u64);
@@ -71,6 +96,12 @@ fn forty_whole_nodes_stay_within_bounds_and_every_sampled_pair_delivers() {
             sim.name(h),
             node.picked_neighbours().len()
         );
+        assert!(
+            node.peer_count() <= neighbours.max_peers,
+            "{} holds {} peers",
+            sim.name(h),
+            node.peer_count()
+        );
         assert!(node.certificates_held() <= NODES, "{}", sim.name(h));
         assert_eq!(node.stats().lsa_rejected, 0, "{}", sim.name(h));
     }
@@ -96,4 +127,12 @@ fn forty_whole_nodes_stay_within_bounds_and_every_sampled_pair_delivers() {
         .map(|(a, b, _)| format!("{}→{}", sim.name(*a), sim.name(*b)))
         .collect();
     assert!(broken.is_empty(), "pairs that lost packets: {broken:?}");
+    for &h in &hosts {
+        let node = sim.node(h).unwrap();
+        assert!(node.peer_count() <= neighbours.max_peers, "{}", sim.name(h));
+    }
+    hosts
+        .iter()
+        .map(|&h| sim.node(h).unwrap().stats().peers_evicted)
+        .sum()
 }

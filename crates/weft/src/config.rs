@@ -60,6 +60,8 @@ pub const DEFAULT_NEIGHBOURS_MAX: usize = 16;
 pub const DEFAULT_NEIGHBOURS_RANDOM: usize = 4;
 /// Sessions at most when the config names no number.
 pub const DEFAULT_MAX_SESSIONS: usize = 1024;
+/// Peer entries at most when the config names no number.
+pub const DEFAULT_MAX_PEERS: usize = 2048;
 /// Where the HTTP API and network map listen when `[api] listen` is not set.
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:4880";
 /// The API's token file when `[api] token_file` is not set (beside the
@@ -228,6 +230,8 @@ pub struct NeighbourSection {
     /// Sessions at most, of every kind (see
     /// `weft_core::NeighbourConfig::max_sessions`).
     pub max_sessions: usize,
+    /// Peer entries at most (see `weft_core::NeighbourConfig::max_peers`).
+    pub max_peers: usize,
 }
 
 /// `[dns]`.
@@ -249,6 +253,7 @@ impl Default for NeighbourSection {
             max: DEFAULT_NEIGHBOURS_MAX,
             random: DEFAULT_NEIGHBOURS_RANDOM,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            max_peers: DEFAULT_MAX_PEERS,
         }
     }
 }
@@ -490,6 +495,7 @@ impl Config {
                 max: self.neighbours.max,
                 random: self.neighbours.random,
                 max_sessions: self.neighbours.max_sessions,
+                max_peers: self.neighbours.max_peers,
             },
             multicast: self.multicast.config.clone(),
             qos: self.qos.clone(),
@@ -689,6 +695,12 @@ level = "{DEFAULT_LOG_LEVEL}"
 # no neighbour, no data for two minutes) lapse; when the table is full, a
 # new caller takes the place of the longest idle one, or is refused.
 # max_sessions = {DEFAULT_MAX_SESSIONS}
+# Nodes this node keeps state for at most (sessions, the origins of records,
+# lookups' answers). Configured peers are always kept; when the table is
+# full, a new entry takes the place of the longest idle one (no session, no
+# traffic for two minutes), or is refused. Idle entries also go after ten
+# minutes.
+# max_peers = {DEFAULT_MAX_PEERS}
 
 # [dns]
 # Answer DNS queries for NAME.weft (A and AAAA) from the nodes' records, so
@@ -1377,6 +1389,7 @@ struct RawNeighbours {
     max: Option<Spanned<i64>>,
     random: Option<Spanned<i64>>,
     max_sessions: Option<Spanned<i64>>,
+    max_peers: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1854,6 +1867,9 @@ impl RawNeighbours {
             1 << 20,
         )?
         .unwrap_or(neighbours.max_sessions);
+        neighbours.max_peers =
+            count_in(source, &self.max_peers, "neighbours.max_peers", 1, 1 << 20)?
+                .unwrap_or(neighbours.max_peers);
         if neighbours.random > neighbours.max {
             let (span, key) = match (&self.random, &self.max) {
                 (Some(v), _) => (v.span(), "neighbours.random"),
@@ -2519,11 +2535,12 @@ mod tests {
             NeighbourSection {
                 max: 8,
                 random: 2,
-                max_sessions: DEFAULT_MAX_SESSIONS
+                max_sessions: DEFAULT_MAX_SESSIONS,
+                max_peers: DEFAULT_MAX_PEERS,
             }
         );
         let config = parse(&format!(
-            "{MINIMAL}[neighbours]\nmax = 0\nrandom = 0\nmax_sessions = 64\n"
+            "{MINIMAL}[neighbours]\nmax = 0\nrandom = 0\nmax_sessions = 64\nmax_peers = 128\n"
         ))
         .unwrap();
         assert_eq!(
@@ -2531,8 +2548,14 @@ mod tests {
             NeighbourSection {
                 max: 0,
                 random: 0,
-                max_sessions: 64
+                max_sessions: 64,
+                max_peers: 128,
             }
+        );
+        let message = error(&format!("{MINIMAL}[neighbours]\nmax_peers = 0\n"));
+        assert!(
+            message.contains("neighbours.max_peers: 0 is out of range"),
+            "{message}"
         );
         let message = error(&format!("{MINIMAL}[neighbours]\nmax_sessions = 0\n"));
         assert!(

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
+use super::peers::PeerId;
 use super::{Node, Via};
 use crate::identity::Certificate;
 use crate::wire::{FINGERPRINT_LEN, Frame, MAX_CERTIFICATE_FRAME};
@@ -51,8 +52,8 @@ pub(crate) enum RecordKind {
 /// Records waiting for one certificate: the newest of each kind.
 #[derive(Debug)]
 struct Waiting {
-    link_state: Option<(RecordKind, usize, Vec<u8>)>,
-    membership: Option<(RecordKind, usize, Vec<u8>)>,
+    link_state: Option<(RecordKind, PeerId, Vec<u8>)>,
+    membership: Option<(RecordKind, PeerId, Vec<u8>)>,
     since: Instant,
     asked_at: Instant,
 }
@@ -122,7 +123,7 @@ impl Certificates {
         now: Instant,
         fingerprint: Fingerprint,
         kind: RecordKind,
-        from: usize,
+        from: PeerId,
         record: &[u8],
     ) -> Option<bool> {
         self.expire(now);
@@ -159,7 +160,7 @@ impl Certificates {
     }
 
     /// The records that waited for `fingerprint`.
-    fn take(&mut self, fingerprint: &Fingerprint) -> Vec<(RecordKind, usize, Vec<u8>)> {
+    fn take(&mut self, fingerprint: &Fingerprint) -> Vec<(RecordKind, PeerId, Vec<u8>)> {
         let Some(waiting) = self.waiting.remove(fingerprint) else {
             return Vec::new();
         };
@@ -190,7 +191,7 @@ impl Node {
         now: Instant,
         fingerprint: &Fingerprint,
         kind: RecordKind,
-        from: usize,
+        from: PeerId,
         record: &[u8],
     ) -> Option<Certificate> {
         if let Some(certificate) = self.certificates.get(fingerprint) {
@@ -233,7 +234,7 @@ impl Node {
     pub(super) fn on_certificate_request(
         &mut self,
         now: Instant,
-        peer: usize,
+        peer: PeerId,
         fingerprint: &Fingerprint,
     ) {
         let own = self.certificate.fingerprint() == *fingerprint;
@@ -281,7 +282,7 @@ impl Node {
         self.stats.certificates_received += 1;
         self.certificates.insert(certificate);
         for (kind, from, record) in self.certificates.take(&fingerprint) {
-            if from >= self.peers.len() {
+            if !self.peers.contains(from) {
                 continue;
             }
             match kind {
@@ -339,11 +340,17 @@ mod tests {
         let mut store = Certificates::default();
         let f = [7u8; FINGERPRINT_LEN];
         assert_eq!(
-            store.park(base, f, RecordKind::LinkState { hops_left: 1 }, 0, b"a"),
+            store.park(
+                base,
+                f,
+                RecordKind::LinkState { hops_left: 1 },
+                PeerId::for_test(0),
+                b"a"
+            ),
             Some(true)
         );
         assert_eq!(
-            store.park(base, f, RecordKind::Membership, 1, b"m"),
+            store.park(base, f, RecordKind::Membership, PeerId::for_test(1), b"m"),
             Some(false)
         );
         assert_eq!(
@@ -351,7 +358,7 @@ mod tests {
                 base + ASK_AGAIN,
                 f,
                 RecordKind::LinkState { hops_left: 1 },
-                2,
+                PeerId::for_test(2),
                 b"b"
             ),
             Some(true)
@@ -361,7 +368,13 @@ mod tests {
             other[..8].copy_from_slice(&(i as u64).to_be_bytes());
             assert!(
                 store
-                    .park(base, other, RecordKind::LinkState { hops_left: 1 }, 0, b"x")
+                    .park(
+                        base,
+                        other,
+                        RecordKind::LinkState { hops_left: 1 },
+                        PeerId::for_test(0),
+                        b"x"
+                    )
                     .is_some()
             );
         }
@@ -370,7 +383,7 @@ mod tests {
                 base,
                 [9; FINGERPRINT_LEN],
                 RecordKind::LinkState { hops_left: 1 },
-                0,
+                PeerId::for_test(0),
                 b"y"
             ),
             None
@@ -379,8 +392,12 @@ mod tests {
         assert_eq!(
             taken,
             vec![
-                (RecordKind::LinkState { hops_left: 1 }, 2, b"b".to_vec()),
-                (RecordKind::Membership, 1, b"m".to_vec()),
+                (
+                    RecordKind::LinkState { hops_left: 1 },
+                    PeerId::for_test(2),
+                    b"b".to_vec()
+                ),
+                (RecordKind::Membership, PeerId::for_test(1), b"m".to_vec()),
             ]
         );
         store.expire(base + WAIT_FOR);

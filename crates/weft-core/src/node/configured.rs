@@ -7,11 +7,12 @@
 //! becomes configured, with its session as it is. Removing a peer does not
 //! end its session: the slot is only no longer configured, so the session
 //! lapses like any other nobody wants (see `Node::wants_session`) and ends
-//! at once only if the other side stops too. Slots are never deleted, since
-//! session indices and routes refer to them.
+//! at once only if the other side stops too; once idle, the slot may be
+//! evicted like any learnt peer's (see the `peers` submodule).
 
 use std::time::Instant;
 
+use super::peers::PeerId;
 use super::{Node, PeerConfig};
 
 /// Why [`Node::add_peer`] refused a peer.
@@ -94,12 +95,12 @@ impl Node {
 
     /// The slot for the peer `config` names: by key if it has one, else by
     /// the configured or certificate name.
-    fn find_peer(&self, config: &PeerConfig) -> Option<usize> {
+    fn find_peer(&self, config: &PeerConfig) -> Option<PeerId> {
         if let Some(key) = config.public_key {
             return self.by_id.get(&key.node_id()).copied();
         }
         let name = config.name.as_deref()?;
-        self.peers.iter().position(|p| {
+        self.peers.find(|p| {
             p.configured_name.as_deref() == Some(name)
                 || p.certificate.as_ref().is_some_and(|c| c.name() == name)
         })

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
+use super::peers::PeerId;
 use super::{
     Event, NeighbourConfig, Node, PENDING_PER_PEER, Peer, Source, icmp, prefix, push_event,
 };
@@ -275,7 +276,7 @@ impl Node {
 
     /// Looks up where a known peer without an endpoint or route is (once
     /// at a time per peer).
-    pub(super) fn find_endpoint(&mut self, now: Instant, peer: usize) {
+    pub(super) fn find_endpoint(&mut self, now: Instant, peer: PeerId) {
         let Some(id) = self.peers[peer].node_id else {
             return;
         };
@@ -311,7 +312,7 @@ impl Node {
         packets: VecDeque<Vec<u8>>,
     ) {
         let peer = record.and_then(|record| {
-            let peer = self.peer_for_certificate(&record.certificate)?;
+            let peer = self.peer_for_certificate(now, &record.certificate)?;
             if self.peers[peer].certificate.is_none() {
                 self.bind_identity(peer, record.certificate.clone());
             }
@@ -467,24 +468,27 @@ impl Node {
                     // is this node when the DHT verified that name: use its
                     // slot, or the two slots would each open a session.
                     let configured = name.and_then(|name| {
-                        self.peers.iter().position(|p| {
+                        self.peers.find(|p| {
                             p.node_id.is_none() && p.configured_name.as_deref() == Some(name)
                         })
                     });
-                    let peer = match configured {
+                    match configured {
                         Some(peer) => {
                             self.peers[peer].node_id = Some(id);
+                            self.by_id.insert(id, peer);
+                            self.by_ipv6.insert(id.overlay_ipv6(), peer);
+                            self.routing.by_prefix.insert(prefix(&id), id);
                             peer
                         }
-                        None => {
-                            self.peers.push(Peer::new(None, Some(id), Some(endpoint)));
-                            self.peers.len() - 1
-                        }
-                    };
-                    self.by_id.insert(id, peer);
-                    self.by_ipv6.insert(id.overlay_ipv6(), peer);
-                    self.routing.by_prefix.insert(prefix(&id), id);
-                    peer
+                        // A full table of peers in use: the pick waits for
+                        // the next selection.
+                        None => match self
+                            .admit_peer(now, Peer::new(now, None, Some(id), Some(endpoint)))
+                        {
+                            Some(peer) => peer,
+                            None => continue,
+                        },
+                    }
                 }
             };
             let p = &mut self.peers[peer];

@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use tracing::trace;
 
+use super::peers::PeerId;
 use super::{Node, icmp, reject};
 use crate::firewall::{Direction, FirewallConfig, FirewallConfigError, FirewallStats, Verdict};
 use crate::identity::NodeId;
@@ -44,7 +45,7 @@ impl Node {
 
     /// Whether an IP packet that `peer`'s session carried may go to the
     /// TUN. A rejected one is answered to the peer.
-    pub(super) fn admit_inbound(&mut self, now: Instant, peer: usize, packet: &[u8]) -> bool {
+    pub(super) fn admit_inbound(&mut self, now: Instant, peer: PeerId, packet: &[u8]) -> bool {
         if !self.firewall.is_enabled() {
             return true;
         }
@@ -87,7 +88,7 @@ impl Node {
     pub(super) fn admit_outbound(
         &mut self,
         now: Instant,
-        peer: usize,
+        peer: PeerId,
         info: Option<&PacketInfo>,
         packet: &[u8],
     ) -> bool {

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use super::certificates::RecordKind;
+use super::peers::PeerId;
 use super::{Event, Node, Via, ip_destination, ip_source, prefix, push_event};
 use crate::firewall::Direction;
 use crate::identity::NodeId;
@@ -211,6 +212,11 @@ impl MulticastState {
             }
             trees.push((tree, now + GRACE));
         }
+    }
+
+    /// Whether `origin` has a membership record here.
+    pub(super) fn knows_origin(&self, origin: &NodeId) -> bool {
+        self.records.contains_key(origin)
     }
 
     pub(super) fn deadline(&self) -> Option<Instant> {
@@ -495,7 +501,7 @@ impl Node {
     pub(super) fn on_multicast(
         &mut self,
         now: Instant,
-        from: usize,
+        from: PeerId,
         origin: &[u8; 16],
         seq: u64,
         hops: u8,
@@ -786,8 +792,8 @@ impl Node {
         self.return_buffer(record);
     }
 
-    fn flood_membership(&mut self, now: Instant, record: &[u8], except: Option<usize>) {
-        for peer in 0..self.peers.len() {
+    fn flood_membership(&mut self, now: Instant, record: &[u8], except: Option<PeerId>) {
+        for peer in self.peers.ids() {
             if Some(peer) == except || !self.neighbour(now, peer) {
                 continue;
             }
@@ -796,7 +802,7 @@ impl Node {
     }
 
     /// Gives a new neighbour every membership record this node holds.
-    pub(super) fn sync_membership(&mut self, now: Instant, peer: usize) {
+    pub(super) fn sync_membership(&mut self, now: Instant, peer: PeerId) {
         if self.multicast.last.is_some() {
             self.multicast.due = Some(now);
         }
@@ -812,7 +818,7 @@ impl Node {
     }
 
     /// A membership record from neighbour `from`.
-    pub(super) fn on_membership(&mut self, now: Instant, from: usize, record: &[u8]) {
+    pub(super) fn on_membership(&mut self, now: Instant, from: PeerId, record: &[u8]) {
         let fingerprint = match MembershipRecord::decode(record) {
             Ok(decoded) => *decoded.certificate,
             Err(error) => {
@@ -858,7 +864,7 @@ impl Node {
             return;
         }
         self.routing.by_prefix.insert(prefix(&origin), origin);
-        if let Some(peer) = self.peer_for_certificate(&verified.certificate)
+        if let Some(peer) = self.peer_for_certificate(now, &verified.certificate)
             && self.peers[peer].certificate.is_none()
         {
             self.bind_identity(peer, verified.certificate.clone());

@@ -59,6 +59,7 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use super::peers::PeerId;
 use super::{Node, Source, Via};
 use crate::identity::NodeId;
 use crate::node::LinkHealth;
@@ -326,7 +327,7 @@ impl Node {
     }
 
     /// How packets to peer `peer` travel now.
-    pub(super) fn path_kind(&self, now: Instant, peer: usize) -> PathKind {
+    pub(super) fn path_kind(&self, now: Instant, peer: PeerId) -> PathKind {
         let p = &self.peers[peer];
         if !self.via_names(now, p).is_empty() {
             return PathKind::Relayed;
@@ -352,7 +353,7 @@ impl Node {
     /// punching, or at one of its reflexive candidates while it listed
     /// local ones and none of them is the endpoint (a peer that listed no
     /// local candidates may have a public address of its own).
-    fn through_nat(&self, peer: usize) -> bool {
+    fn through_nat(&self, peer: PeerId) -> bool {
         let p = &self.peers[peer];
         let Some(endpoint) = p.endpoint else {
             return false;
@@ -367,12 +368,12 @@ impl Node {
     }
 
     /// The candidates tried in the last attempt to punch to `peer`.
-    pub(super) fn candidates_tried(&self, peer: usize) -> Vec<CandidateTry> {
+    pub(super) fn candidates_tried(&self, peer: PeerId) -> Vec<CandidateTry> {
         self.peers[peer].nat.tried.clone()
     }
 
     /// When NAT traversal work for `peer` is due.
-    pub(super) fn nat_deadline(&self, peer: usize) -> Option<Instant> {
+    pub(super) fn nat_deadline(&self, peer: PeerId) -> Option<Instant> {
         let p = &self.peers[peer];
         let punch = p.nat.punch.as_ref().map(|punch| {
             punch.started
@@ -391,7 +392,7 @@ impl Node {
 
     /// NAT traversal work for one peer, part of its timers: tell it where
     /// it is seen, send it new candidates, run or start an attempt.
-    pub(super) fn nat_timers(&mut self, now: Instant, peer: usize) {
+    pub(super) fn nat_timers(&mut self, now: Instant, peer: PeerId) {
         if !self.usable_current(now, peer) {
             // Nothing is due without a session (no deadline may stay in
             // the past): the next session starts afresh.
@@ -444,7 +445,7 @@ impl Node {
     /// A direct link changed state: a link that went down may be punched
     /// again soon (the mapping may have died); one that came up needs no
     /// attempt.
-    pub(super) fn nat_link_changed(&mut self, now: Instant, peer: usize, up: bool) {
+    pub(super) fn nat_link_changed(&mut self, now: Instant, peer: PeerId, up: bool) {
         let p = &mut self.peers[peer];
         if up {
             p.nat.failures = 0;
@@ -464,7 +465,7 @@ impl Node {
 
     /// A session with `peer` was installed: it gets this node's candidates
     /// at once.
-    pub(super) fn nat_session_installed(&mut self, now: Instant, peer: usize, first: bool) {
+    pub(super) fn nat_session_installed(&mut self, now: Instant, peer: PeerId, first: bool) {
         if first {
             self.peers[peer].nat.observed_told = None;
         }
@@ -472,7 +473,7 @@ impl Node {
     }
 
     /// An authenticated `Observed` frame from `peer`.
-    pub(super) fn on_observed(&mut self, now: Instant, peer: usize, endpoint: SocketAddr) {
+    pub(super) fn on_observed(&mut self, now: Instant, peer: PeerId, endpoint: SocketAddr) {
         let Some(id) = self.peers[peer].node_id else {
             return;
         };
@@ -486,7 +487,7 @@ impl Node {
     pub(super) fn on_candidates(
         &mut self,
         now: Instant,
-        peer: usize,
+        peer: PeerId,
         call: bool,
         candidates: Vec<(CandidateKind, SocketAddr)>,
     ) {
@@ -521,7 +522,7 @@ impl Node {
     pub(super) fn on_punch_pong(
         &mut self,
         now: Instant,
-        peer: usize,
+        peer: PeerId,
         id: u64,
         from: SocketAddr,
     ) -> bool {
@@ -550,7 +551,7 @@ impl Node {
         true
     }
 
-    fn tell_observed(&mut self, now: Instant, peer: usize) {
+    fn tell_observed(&mut self, now: Instant, peer: PeerId) {
         let p = &self.peers[peer];
         let Some(seen) = p.nat.heard_from else {
             return;
@@ -565,7 +566,7 @@ impl Node {
         }
     }
 
-    fn send_candidates(&mut self, now: Instant, peer: usize, call: bool) {
+    fn send_candidates(&mut self, now: Instant, peer: PeerId, call: bool) {
         let mut bytes = self.take_buffer();
         CandidateList::encode(&self.nat.candidates(), &mut bytes);
         self.peers[peer].nat.candidates_sent = Some(now);
@@ -583,7 +584,7 @@ impl Node {
     /// endpoint is left out: the link's own probes go there already (at
     /// four a second while it is down), so a link cut between two hosts
     /// that need no NAT traversal costs no punching.
-    fn targets(&self, peer: usize) -> Vec<(u8, CandidateKind, SocketAddr)> {
+    fn targets(&self, peer: PeerId) -> Vec<(u8, CandidateKind, SocketAddr)> {
         let p = &self.peers[peer];
         let mut out: Vec<(u8, CandidateKind, SocketAddr)> = p
             .nat
@@ -597,11 +598,11 @@ impl Node {
         out
     }
 
-    fn has_targets(&self, peer: usize) -> bool {
+    fn has_targets(&self, peer: PeerId) -> bool {
         !self.targets(peer).is_empty()
     }
 
-    fn start_punch(&mut self, now: Instant, peer: usize, call: bool) {
+    fn start_punch(&mut self, now: Instant, peer: PeerId, call: bool) {
         self.stats.punch_attempts += 1;
         let tried = self
             .targets(peer)
@@ -628,7 +629,7 @@ impl Node {
     }
 
     /// Sends the rounds that are due; fails the attempt after the last.
-    fn punch_rounds(&mut self, now: Instant, peer: usize) {
+    fn punch_rounds(&mut self, now: Instant, peer: PeerId) {
         loop {
             let Some(punch) = &self.peers[peer].nat.punch else {
                 return;
@@ -675,7 +676,7 @@ impl Node {
         }
     }
 
-    fn punch_failed(&mut self, now: Instant, peer: usize) {
+    fn punch_failed(&mut self, now: Instant, peer: PeerId) {
         self.stats.punch_failed += 1;
         let p = &mut self.peers[peer];
         p.nat.punch = None;
@@ -688,7 +689,7 @@ impl Node {
     }
 
     /// Notes where an authenticated packet of `peer` came from.
-    pub(super) fn nat_heard(&mut self, peer: usize, source: Source) {
+    pub(super) fn nat_heard(&mut self, peer: PeerId, source: Source) {
         if let Source::Direct(from) = source {
             self.peers[peer].nat.heard_from = Some(from);
         }

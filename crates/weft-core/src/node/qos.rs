@@ -30,6 +30,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::peers::PeerId;
 use super::{Node, Via, flow_hash};
 use crate::identity::{Certificate, NodeId};
 use crate::qos::{
@@ -48,7 +49,7 @@ pub(super) const UNDERLAY_IPV6: usize = 40 + 8;
 pub(super) struct Queued {
     /// Peer index (the end-to-end destination, or the tree child for a
     /// multicast copy).
-    pub(super) peer: usize,
+    pub(super) peer: PeerId,
     /// [`DATA_HEADER_LEN`] bytes of room, then the encoded frame: sealed in
     /// place when it leaves.
     pub(super) frame: Vec<u8>,
@@ -187,7 +188,7 @@ impl Node {
 
     /// Sends an IP packet from the TUN to `peer` (whose session is usable):
     /// classifies it and queues it, then lets out what the shapers allow.
-    pub(super) fn send_ip(&mut self, now: Instant, peer: usize, packet: &[u8]) {
+    pub(super) fn send_ip(&mut self, now: Instant, peer: PeerId, packet: &[u8]) {
         self.enqueue_ip(now, peer, packet);
         self.qos_drain(now);
     }
@@ -195,7 +196,7 @@ impl Node {
     /// Passes an IP packet for `peer` through the outbound firewall,
     /// classifies it and queues it (the caller drains). The header is
     /// parsed once, for both.
-    pub(super) fn enqueue_ip(&mut self, now: Instant, peer: usize, packet: &[u8]) {
+    pub(super) fn enqueue_ip(&mut self, now: Instant, peer: PeerId, packet: &[u8]) {
         let info = PacketInfo::parse(packet);
         if !self.admit_outbound(now, peer, info.as_ref(), packet) {
             return;
@@ -208,7 +209,7 @@ impl Node {
     pub(super) fn enqueue_parsed(
         &mut self,
         now: Instant,
-        peer: usize,
+        peer: PeerId,
         packet: &[u8],
         info: Option<&PacketInfo>,
     ) {
@@ -251,7 +252,7 @@ impl Node {
     pub(super) fn enqueue_multicast(
         &mut self,
         now: Instant,
-        peer: usize,
+        peer: PeerId,
         class: ClassId,
         frame: &Frame<'_>,
     ) {
@@ -265,7 +266,7 @@ impl Node {
         &mut self,
         now: Instant,
         class: ClassId,
-        peer: usize,
+        peer: PeerId,
         frame: Vec<u8>,
         kind: QueuedKind,
     ) {
@@ -352,8 +353,7 @@ impl Node {
         }
         let slot = if self.qos.has_peer_limits() {
             self.peers
-                .iter()
-                .position(|p| p.endpoint == Some(to))
+                .find(|p| p.endpoint == Some(to))
                 .and_then(|peer| self.peer_slot(peer))
         } else {
             None
@@ -365,7 +365,7 @@ impl Node {
     }
 
     /// The scheduler slot of `peer`, if it has a rate limit.
-    fn peer_slot(&self, peer: usize) -> Option<PeerSlot> {
+    fn peer_slot(&self, peer: PeerId) -> Option<PeerSlot> {
         if !self.qos.has_peer_limits() {
             return None;
         }

@@ -139,7 +139,7 @@ impl Node {
         self.discovery.dht.set_certificate(now, certificate);
         self.schedule_lsa(now, Duration::ZERO);
         let left = self.own_certificate_changed(now);
-        for peer in 0..self.peers.len() {
+        for peer in self.peers.ids() {
             if self.usable_current(now, peer) && self.peers[peer].pending.is_none() {
                 self.start_handshake(now, peer);
             }

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
+use super::peers::PeerId;
 use super::{Event, Node, Via, push_event};
 use crate::identity::{Certificate, NodeId, RevocationError, RevocationList};
 use crate::route::Metric;
@@ -157,7 +158,7 @@ impl Node {
         self.revocation.blocklist = blocklist;
         self.sync_dht_revocations();
         let before = self.stats.sessions_revoked;
-        for peer in 0..self.peers.len() {
+        for peer in self.peers.ids() {
             let Some(certificate) = self.peers[peer].certificate.clone() else {
                 continue;
             };
@@ -216,7 +217,7 @@ impl Node {
     }
 
     /// Offers the list held (if any) to `peer`.
-    pub(super) fn offer_revocations(&mut self, now: Instant, peer: usize) {
+    pub(super) fn offer_revocations(&mut self, now: Instant, peer: PeerId) {
         let version = self.revocation.version();
         if version > 0 {
             self.send_frame(
@@ -229,7 +230,7 @@ impl Node {
     }
 
     /// A peer holds list `version`.
-    pub(super) fn on_revocation_offer(&mut self, now: Instant, peer: usize, version: u64) {
+    pub(super) fn on_revocation_offer(&mut self, now: Instant, peer: PeerId, version: u64) {
         let mine = self.revocation.version();
         if version < mine {
             self.push_revocations(now, peer);
@@ -256,7 +257,7 @@ impl Node {
     pub(super) fn on_revocation_chunk(
         &mut self,
         now: Instant,
-        peer: usize,
+        peer: PeerId,
         version: u64,
         index: u16,
         count: u16,
@@ -337,7 +338,7 @@ impl Node {
             .retain(|_, a| now < a.started + ASSEMBLY_TIMEOUT);
         if self.revocation.offer_due.is_some_and(|at| at <= now) {
             self.revocation.offer_due = Some(now + OFFER_INTERVAL);
-            for peer in 0..self.peers.len() {
+            for peer in self.peers.ids() {
                 if self.usable_current(now, peer) {
                     self.offer_revocations(now, peer);
                 }
@@ -347,7 +348,7 @@ impl Node {
 
     /// Makes `list` (verified, newer) the one held: ends the sessions it
     /// revokes and offers it to every peer.
-    fn install_revocations(&mut self, now: Instant, list: RevocationList, from: Option<usize>) {
+    fn install_revocations(&mut self, now: Instant, list: RevocationList, from: Option<PeerId>) {
         let (version, entries) = (list.version(), list.len());
         self.revocation.list = Some(list);
         self.sync_dht_revocations();
@@ -364,7 +365,7 @@ impl Node {
                 from,
             },
         );
-        for peer in 0..self.peers.len() {
+        for peer in self.peers.ids() {
             let revoked = self.peers[peer]
                 .certificate
                 .as_ref()
@@ -379,7 +380,7 @@ impl Node {
 
     /// Ends every session (and handshake) with a revoked peer and stops
     /// calling it; packets waiting for it are dropped.
-    fn end_revoked(&mut self, now: Instant, peer: usize) {
+    fn end_revoked(&mut self, now: Instant, peer: PeerId) {
         let p = &mut self.peers[peer];
         let had_session = p.current.is_some() || p.next.is_some() || p.pending.is_some();
         let mut retired = Vec::new();
@@ -422,7 +423,7 @@ impl Node {
 
     /// Sends the list held to `peer` in pieces, unless it was sent there
     /// less than [`PUSH_INTERVAL`] ago.
-    fn push_revocations(&mut self, now: Instant, peer: usize) {
+    fn push_revocations(&mut self, now: Instant, peer: PeerId) {
         let Some(id) = self.peers[peer].node_id else {
             return;
         };

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, trace};
 
 use super::certificates::RecordKind;
+use super::peers::PeerId;
 use super::{Event, Node, Peer, Source, Transition, Via, prefix, push_event};
 use crate::identity::NodeId;
 use crate::node::LinkHealth;
@@ -160,7 +161,7 @@ impl Node {
     /// take now (pinned, computed, or direct while nothing is known).
     pub fn routes(&self, now: Instant) -> Vec<RouteStatus> {
         let mut out = Vec::new();
-        for (index, peer) in self.peers.iter().enumerate() {
+        for (index, peer) in self.peers.entries() {
             let Some(id) = peer.node_id else {
                 continue;
             };
@@ -194,7 +195,7 @@ impl Node {
     fn route_status(
         &self,
         now: Instant,
-        index: usize,
+        index: PeerId,
         id: NodeId,
         metric: Metric,
     ) -> Option<RouteStatus> {
@@ -285,12 +286,12 @@ impl Node {
     }
 
     /// Whether a handshake to `peer` could be sent now.
-    pub(super) fn reachable(&self, now: Instant, peer: usize) -> bool {
+    pub(super) fn reachable(&self, now: Instant, peer: PeerId) -> bool {
         !matches!(self.path_to(now, peer, Metric::Latency, 0), Path::None)
     }
 
     /// The path a packet to `peer` of `metric` and `flow` takes now.
-    fn path_to(&self, now: Instant, peer: usize, metric: Metric, flow: u64) -> Path {
+    fn path_to(&self, now: Instant, peer: PeerId, metric: Metric, flow: u64) -> Path {
         let p = &self.peers[peer];
         // Straight to the endpoint is the last resort even over a link that
         // looks down: it may be lossy rather than cut, and with no other way
@@ -329,7 +330,7 @@ impl Node {
     }
 
     /// Sends a whole packet for `peer` (`buf`: its sealed bytes) `via`.
-    pub(super) fn emit(&mut self, now: Instant, peer: usize, buf: Vec<u8>, via: Via) {
+    pub(super) fn emit(&mut self, now: Instant, peer: PeerId, buf: Vec<u8>, via: Via) {
         let path = match via {
             Via::Direct => Path::Direct,
             Via::Route(metric, flow) => self.path_to(now, peer, metric, flow),
@@ -393,7 +394,7 @@ impl Node {
 
     /// A relay frame arrived from `from`: deliver its packet here, or pass
     /// it to the next hop.
-    pub(super) fn forward(&mut self, now: Instant, from: usize, hops: &[u8], inner: Vec<u8>) {
+    pub(super) fn forward(&mut self, now: Instant, from: PeerId, hops: &[u8], inner: Vec<u8>) {
         if hops.is_empty() {
             self.stats.rx_via_relay += 1;
             self.dispatch(now, Source::Relayed(from), &inner);
@@ -437,7 +438,7 @@ impl Node {
     }
 
     /// Sends a probe to `peer` if one is due, and judges overdue ones.
-    pub(super) fn probe(&mut self, now: Instant, peer: usize) {
+    pub(super) fn probe(&mut self, now: Instant, peer: PeerId) {
         if self.peers[peer].endpoint.is_none() {
             return;
         }
@@ -455,7 +456,7 @@ impl Node {
     }
 
     /// Stops probing a peer without a session.
-    pub(super) fn stop_probing(&mut self, now: Instant, peer: usize) {
+    pub(super) fn stop_probing(&mut self, now: Instant, peer: PeerId) {
         let transition = self.peers[peer].monitor.stop();
         self.on_link_transition(now, peer, transition);
     }
@@ -464,7 +465,7 @@ impl Node {
     pub(super) fn on_link_transition(
         &mut self,
         now: Instant,
-        peer: usize,
+        peer: PeerId,
         transition: Option<Transition>,
     ) {
         let Some(transition) = transition else {
@@ -496,7 +497,7 @@ impl Node {
 
     /// Re-advertises soon if a link's metrics moved noticeably (RTT by a
     /// quarter and 1 ms, or loss by five points).
-    pub(super) fn check_advertised(&mut self, now: Instant, peer: usize) {
+    pub(super) fn check_advertised(&mut self, now: Instant, peer: PeerId) {
         let p = &self.peers[peer];
         let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
             return;
@@ -608,7 +609,7 @@ impl Node {
     /// Signs this node's record of its links and floods it.
     fn originate_lsa(&mut self, now: Instant) {
         let mut candidates: Vec<(NodeId, LinkEntry, f32)> = Vec::new();
-        for (index, p) in self.peers.iter().enumerate() {
+        for (index, p) in self.peers.entries() {
             let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
                 continue;
             };
@@ -707,8 +708,8 @@ impl Node {
     /// Sends a record to every neighbour with a usable direct link, except
     /// `except` (where it came from), to be passed on `hops_left` more
     /// times.
-    fn flood(&mut self, now: Instant, record: &[u8], hops_left: u8, except: Option<usize>) {
-        for peer in 0..self.peers.len() {
+    fn flood(&mut self, now: Instant, record: &[u8], hops_left: u8, except: Option<PeerId>) {
+        for peer in self.peers.ids() {
             if Some(peer) == except || !self.neighbour(now, peer) {
                 continue;
             }
@@ -722,7 +723,7 @@ impl Node {
         }
     }
 
-    pub(super) fn neighbour(&self, now: Instant, peer: usize) -> bool {
+    pub(super) fn neighbour(&self, now: Instant, peer: PeerId) -> bool {
         let p = &self.peers[peer];
         p.endpoint.is_some()
             && p.monitor.health() != LinkHealth::Down
@@ -730,7 +731,7 @@ impl Node {
     }
 
     /// Gives a new neighbour every record it would have been passed.
-    pub(super) fn sync_link_state(&mut self, now: Instant, peer: usize) {
+    pub(super) fn sync_link_state(&mut self, now: Instant, peer: PeerId) {
         if self.peers[peer].endpoint.is_none() {
             return;
         }
@@ -762,7 +763,7 @@ impl Node {
     pub(super) fn on_link_state(
         &mut self,
         now: Instant,
-        from: usize,
+        from: PeerId,
         hops_left: u8,
         record: &[u8],
     ) {
@@ -854,7 +855,7 @@ impl Node {
         self.routing.by_prefix.insert(prefix(&origin), origin);
         // A member learnt from its record becomes a peer reachable through
         // others, even without a configured endpoint.
-        if let Some(peer) = self.peer_for_certificate(&certificate)
+        if let Some(peer) = self.peer_for_certificate(now, &certificate)
             && self.peers[peer].certificate.is_none()
         {
             self.bind_identity(peer, certificate);
@@ -865,7 +866,14 @@ impl Node {
 
     /// Floods a record received with `hops_left` on, within its scope and
     /// the brake.
-    fn pass_on(&mut self, now: Instant, origin: NodeId, from: usize, hops_left: u8, record: &[u8]) {
+    fn pass_on(
+        &mut self,
+        now: Instant,
+        origin: NodeId,
+        from: PeerId,
+        hops_left: u8,
+        record: &[u8],
+    ) {
         let Some(next) = passed_on(hops_left) else {
             return;
         };
@@ -886,7 +894,7 @@ impl Node {
         self.routing.recompute_at = Some(now + RECOMPUTE_INTERVAL);
         let own = self.node_id();
         let mut graph = crate::route::Graph::default();
-        for (index, p) in self.peers.iter().enumerate() {
+        for (index, p) in self.peers.entries() {
             // The windowed minimum: a link's own traffic queues its probes
             // and must not make a relay look faster (link::min_rtt).
             let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {

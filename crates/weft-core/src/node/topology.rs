@@ -78,7 +78,7 @@ impl Node {
         // the one whose link is up wins.
         let mut own_links: BTreeMap<NodeId, TopologyLink> = BTreeMap::new();
         let mut links = Vec::new();
-        for p in &self.peers {
+        for p in self.peers.iter() {
             let Some(id) = p.node_id else {
                 continue;
             };

@@ -30,24 +30,35 @@ pub(crate) const ORIGINATE_PER_SECOND: u32 = 4;
 pub(crate) const FORWARD_SPACING: Duration = Duration::from_millis(250);
 
 /// A record waiting for its origin's spacing to pass.
-pub(crate) struct Held {
+pub(crate) struct Held<P> {
     /// The record.
     pub(crate) record: Vec<u8>,
-    /// The peer it came from (not sent back there).
-    pub(crate) from: usize,
+    /// The peer it came from (not sent back there): the node's handle for
+    /// it, which may name no peer by the time the record is released.
+    pub(crate) from: P,
     /// The hop budget it is to be passed on with.
     pub(crate) hops_left: u8,
 }
 
-#[derive(Default)]
-pub(crate) struct Brake {
+pub(crate) struct Brake<P> {
     tokens: f64,
     refilled: Option<Instant>,
     forwarded: BTreeMap<NodeId, Instant>,
-    held: BTreeMap<NodeId, Held>,
+    held: BTreeMap<NodeId, Held<P>>,
 }
 
-impl Brake {
+impl<P> Default for Brake<P> {
+    fn default() -> Self {
+        Self {
+            tokens: 0.0,
+            refilled: None,
+            forwarded: BTreeMap::new(),
+            held: BTreeMap::new(),
+        }
+    }
+}
+
+impl<P> Brake<P> {
     /// Whether this node may sign a record now; takes a token if so.
     pub(crate) fn may_originate(&mut self, now: Instant) -> bool {
         self.refill(now);
@@ -72,7 +83,7 @@ impl Brake {
         now: Instant,
         origin: NodeId,
         record: &[u8],
-        from: usize,
+        from: P,
         hops_left: u8,
     ) -> bool {
         let free = self
@@ -107,7 +118,7 @@ impl Brake {
 
     /// The held records whose spacing has passed, taken out (and counted
     /// as forwarded now).
-    pub(crate) fn release(&mut self, now: Instant) -> Vec<Held> {
+    pub(crate) fn release(&mut self, now: Instant) -> Vec<Held<P>> {
         let due: Vec<NodeId> = self
             .held
             .keys()
@@ -157,7 +168,7 @@ mod tests {
     #[test]
     fn origination_allows_a_burst_then_the_sustained_rate() {
         let start = Instant::now();
-        let mut brake = Brake::default();
+        let mut brake: Brake<usize> = Brake::default();
         let burst = (0..100).filter(|_| brake.may_originate(start)).count();
         assert_eq!(burst, ORIGINATE_BURST as usize);
         let at = brake.next_origination(start);
@@ -177,7 +188,7 @@ mod tests {
     #[test]
     fn forwarding_passes_the_first_news_and_holds_only_the_newest_after() {
         let start = Instant::now();
-        let mut brake = Brake::default();
+        let mut brake: Brake<usize> = Brake::default();
         let origin = NodeId::from_bytes([1; 32]);
         assert!(brake.forward(start, origin, b"r1", 0, 1));
         assert!(!brake.forward(start + ms(10), origin, b"r2", 1, 1));
@@ -197,7 +208,7 @@ mod tests {
     #[test]
     fn forgotten_origins_free_their_state() {
         let start = Instant::now();
-        let mut brake = Brake::default();
+        let mut brake: Brake<usize> = Brake::default();
         let origin = NodeId::from_bytes([1; 32]);
         brake.forward(start, origin, b"r1", 0, 1);
         brake.forward(start, origin, b"r2", 0, 1);

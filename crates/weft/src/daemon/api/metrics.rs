@@ -176,6 +176,15 @@ pub(super) fn render(snapshot: &Snapshot, hub: &EventHub, api: &ApiFigures) -> S
         "peer_path_changes",
         "Path changes to a destination since the daemon started, per metric",
     );
+    let entries = Gauge::<f64, AtomicU64>::default();
+    entries.set(as_f64(
+        u64::try_from(status.peers.len()).unwrap_or(u64::MAX),
+    ));
+    registry.register(
+        "peer_table_entries",
+        "Entries in the node's peer table (bounded by [neighbours] max_peers)",
+        entries,
+    );
     for peer in &status.peers {
         let name = peer
             .name
