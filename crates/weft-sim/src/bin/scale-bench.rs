@@ -6,8 +6,12 @@
 //! underlay; lets them settle; then measures, with no data traffic, every
 //! datagram each node sends and receives (probes, keepalives, link state,
 //! membership, DHT maintenance: all of it) over a window, and samples the
-//! sessions each node holds. Then it starts traffic between random pairs
-//! (sessions on demand) and reports how many delivered every packet.
+//! sessions each node holds and the link-state records it holds. Then it
+//! starts traffic between random pairs (sessions on demand) and reports how
+//! many delivered every packet; then gives one node a CA-signed revocation
+//! list and measures how long the list takes to reach every other node.
+//! Memory is the process's resident set divided by N: the simulator's own
+//! state is in it too, so it is an upper bound per node.
 //!
 //! Prints one Markdown table row per run; `bench/scale.sh` runs several N
 //! and records them in docs/BENCHMARKS.md. Figures are from whole nodes in
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use weft_core::{NeighbourConfig, SessionState};
+use weft_core::{NeighbourConfig, RevocationList, RevocationTemplate, SessionState};
 use weft_sim::{FlowSpec, HostId, NodeSpec, Sim, add_node, mesh_ipv4, test_ca};
 
 #[derive(Parser, Debug)]
@@ -112,6 +116,18 @@ fn main() {
             }
         }
     }
+    let records: Vec<f64> = hosts
+        .iter()
+        .filter_map(|&h| sim.node(h))
+        .map(|n| {
+            n.topology(sim.now())
+                .nodes
+                .iter()
+                .filter(|t| t.advertised && !t.this_node)
+                .count() as f64
+        })
+        .collect();
+    let rss_per_node = resident_bytes() as f64 / args.nodes.max(1) as f64;
     let window = args.window.max(1) as f64;
     let causes: Vec<String> = CAUSES
         .iter()
@@ -222,6 +238,42 @@ fn main() {
             );
         }
     }
+    // Revocation: node 0 is given a list revoking one other node; how long
+    // until every other node holds it.
+    let revoked = hosts[hosts.len() - 1];
+    let list = RevocationList::sign(
+        &ca,
+        &RevocationTemplate {
+            version: 1,
+            issued_at: sim.unix_time(),
+            node_ids: vec![sim.node_id(revoked)],
+            certificates: Vec::new(),
+            names: Vec::new(),
+        },
+    );
+    let holds = |sim: &Sim, h: HostId| {
+        sim.node(h)
+            .and_then(|n| n.revocation_list().map(RevocationList::version))
+            == Some(1)
+    };
+    let revocation = match list {
+        Ok(list) if hosts.len() > 2 => {
+            let _ = sim.with_node(hosts[0], |node, now| node.set_revocations(now, list));
+            let issued = sim.elapsed();
+            let others: Vec<HostId> = hosts[1..hosts.len() - 1].to_vec();
+            let reached = sim.run_until_condition(issued + Duration::from_secs(60), |s| {
+                others.iter().all(|&h| holds(s, h))
+            });
+            let got = others.iter().filter(|&&h| holds(&sim, h)).count();
+            if reached {
+                format!("{:.2} s", (sim.elapsed() - issued).as_secs_f64())
+            } else {
+                format!("{got}/{} in 60 s", others.len())
+            }
+        }
+        Ok(_) => "n/a".into(),
+        Err(error) => format!("list: {error}"),
+    };
     let first_packet: Vec<Duration> = flows
         .iter()
         .filter_map(|&f| {
@@ -232,14 +284,14 @@ fn main() {
 
     if args.header {
         println!(
-            "| nodes | control sent per node, B/s: mean / p99 / max | of which link state / probes | received: mean / max | sessions per node (peak): mean / max | pairs whole | first packet of a new pair: median / max | simulated s | wall s |"
+            "| nodes | control sent per node, B/s: mean / p99 / max | of which link state / probes | received: mean / max | sessions per node (peak): mean / max | records held per node: mean / max | memory per node (process RSS / N) | pairs whole | first packet of a new pair: median / max | revocation reaches all | simulated s | wall s |"
         );
-        println!("| ---: | --- | --- | --- | --- | --- | --- | ---: | ---: |");
+        println!("| ---: | --- | --- | --- | --- | --- | --- | --- | --- | --- | ---: | ---: |");
     }
     let sessions: Vec<f64> = peak_sessions.iter().map(|&s| s as f64).collect();
     let mut first_ms: Vec<f64> = first_packet.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     println!(
-        "| {} | {:.0} / {:.0} / {:.0} | {:.0} % / {:.0} % | {:.0} / {:.0} | {:.1} / {:.0} | {whole}/{} | {:.0} ms / {:.0} ms | {:.0} | {:.1} |",
+        "| {} | {:.0} / {:.0} / {:.0} | {:.0} % / {:.0} % | {:.0} / {:.0} | {:.1} / {:.0} | {:.1} / {:.0} | {:.2} MiB | {whole}/{} | {:.0} ms / {:.0} ms | {revocation} | {:.0} | {:.1} |",
         args.nodes,
         mean(&sent),
         percentile(&mut sent, 0.99),
@@ -250,12 +302,27 @@ fn main() {
         percentile(&mut received, 1.0),
         mean(&sessions),
         sessions.iter().copied().fold(0.0, f64::max),
+        mean(&records),
+        records.iter().copied().fold(0.0, f64::max),
+        rss_per_node / (1024.0 * 1024.0),
         flows.len(),
         percentile(&mut first_ms, 0.5),
         percentile(&mut first_ms, 1.0),
         sim.elapsed().as_secs_f64(),
         wall.elapsed().as_secs_f64(),
     );
+}
+
+/// The process's resident set in bytes (0 where /proc is not there).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
 }
 
 fn mean(values: &[f64]) -> f64 {
