@@ -180,6 +180,9 @@ level = "warn"
 [dns]
 configure_resolver = false
 
+[daemon]
+state_dir = "$dir/state"
+
 [dht]
 bootstrap = [$bootstrap]
 EOF

@@ -78,6 +78,9 @@ pub const DEFAULT_API_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The user the daemon runs as when `[daemon] user` is not set, if it
 /// exists.
 pub const DEFAULT_DAEMON_USER: &str = "weft";
+/// Where the daemon keeps what it learns at run time when `[daemon]
+/// state_dir` is not set (the systemd unit's `StateDirectory`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/weft";
 /// Largest `[dht] k` accepted: buckets and lookups grow with it.
 pub const MAX_DHT_K: usize = 256;
 mod firewall;
@@ -136,7 +139,7 @@ pub struct Config {
 }
 
 /// `[daemon]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonSection {
     /// The user to switch to after start-up; `None`: [`DEFAULT_DAEMON_USER`]
     /// if it exists, else stay root. `root` stays root. Either way every
@@ -144,6 +147,19 @@ pub struct DaemonSection {
     pub user: Option<Located<String>>,
     /// The group to switch to; `None`: the user's primary group.
     pub group: Option<Located<String>>,
+    /// The directory where the daemon keeps what it learns at run time
+    /// (the newest revocation list), [`DEFAULT_STATE_DIR`] unless set.
+    pub state_dir: PathBuf,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        Self {
+            user: None,
+            group: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        }
+    }
 }
 
 /// A config value with where it was written, for mistakes only found once
@@ -765,6 +781,11 @@ level = "{DEFAULT_LOG_LEVEL}"
 # says so. "root" stays root without capabilities.
 # user = "weft"
 # group = "weft"
+# Where the daemon keeps what it learns while it runs: the newest revocation
+# list it holds (revocations.crl), so that a restart still refuses what a
+# peer's list revoked. Made at start if missing; must stay writable by the
+# user above.
+# state_dir = "{DEFAULT_STATE_DIR}"
 
 # [qos]
 # Quality of service: every data packet is put in a class; realtime goes
@@ -1203,10 +1224,11 @@ struct RawConfig {
 struct RawDaemon {
     user: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
 }
 
 impl RawDaemon {
-    fn check(&self, source: &Source<'_>) -> Result<DaemonSection, ConfigError> {
+    fn check(&self, source: &Source<'_>, base: &Path) -> Result<DaemonSection, ConfigError> {
         let name = |value: &Option<Spanned<String>>, key: &'static str| {
             let Some(value) = value else {
                 return Ok(None);
@@ -1232,9 +1254,17 @@ impl RawDaemon {
                 column,
             }))
         };
+        let state_dir = match &self.state_dir {
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+            Some(value) if value.get_ref().trim().is_empty() => {
+                return Err(source.error(&value.span(), "daemon.state_dir", "empty path"));
+            }
+            Some(value) => base.join(value.get_ref()),
+        };
         Ok(DaemonSection {
             user: name(&self.user, "daemon.user")?,
             group: name(&self.group, "daemon.group")?,
+            state_dir,
         })
     }
 }
@@ -1519,7 +1549,7 @@ impl RawConfig {
         let multicast = self.multicast.check(source)?;
         let qos = self.qos.check(source)?;
         let api = self.api.check(source, base)?;
-        let daemon = self.daemon.check(source)?;
+        let daemon = self.daemon.check(source, base)?;
         let firewall = firewall::RawFirewall::check(self.firewall.as_ref(), source)?;
         let pki = self.pki.check(source, base)?;
         Ok(Config {
@@ -2705,6 +2735,21 @@ mod tests {
         );
         let message = error(&format!("{MINIMAL}[daemon]\nuid = 5\n"));
         assert!(message.contains("daemon"), "{message}");
+    }
+
+    #[test]
+    fn state_dir_defaults_to_var_lib_and_is_relative_to_the_config() {
+        assert_eq!(
+            parse(MINIMAL).unwrap().daemon.state_dir,
+            PathBuf::from("/var/lib/weft")
+        );
+        let config = parse(&format!("{MINIMAL}[daemon]\nstate_dir = \"state\"\n")).unwrap();
+        assert_eq!(config.daemon.state_dir, PathBuf::from("/etc/weft/state"));
+        let message = error(&format!("{MINIMAL}[daemon]\nstate_dir = \"\"\n"));
+        assert!(
+            message.starts_with("/etc/weft/weft.toml:6:13: daemon.state_dir: empty path"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -22,7 +22,8 @@ use nix::unistd::User;
 use weft::testbed::{Host, Testbed, TestbedOptions, is_root};
 
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
-const DAEMON_SECTION: &str = "[daemon]\nuser = \"nobody\"\n";
+/// The line of the test bed's `[daemon]` table that names the user.
+const USER_LINE: &str = "user = \"nobody\"\n";
 
 /// What `/proc/PID/status` says of a process.
 #[derive(Debug)]
@@ -117,7 +118,7 @@ fn daemons_run_without_capabilities_and_the_overlay_still_works() {
     }
     let nobody = User::from_name("nobody").unwrap().expect("a user nobody");
     let mut options = TestbedOptions::new(env!("CARGO_BIN_EXE_weft"));
-    options.extra_config = DAEMON_SECTION.to_owned();
+    options.daemon_config = USER_LINE.to_owned();
     let testbed = Testbed::new(2, options).expect("building the test bed");
     testbed
         .wait_established(ESTABLISH_TIMEOUT)
@@ -130,7 +131,7 @@ fn daemons_run_without_capabilities_and_the_overlay_still_works() {
     // h1 with the default user.
     let h1 = testbed.host(1);
     let text = std::fs::read_to_string(h1.config_path()).unwrap();
-    std::fs::write(h1.config_path(), text.replace(DAEMON_SECTION, "")).unwrap();
+    std::fs::write(h1.config_path(), text.replace(USER_LINE, "")).unwrap();
     testbed.restart(1).unwrap();
     testbed
         .wait_established(ESTABLISH_TIMEOUT)
@@ -155,8 +156,7 @@ fn daemons_run_without_capabilities_and_the_overlay_still_works() {
     let bad = h1.dir().join("bad-user.toml");
     std::fs::write(
         &bad,
-        format!("{text}\n[daemon]\nuser = \"weft-test-no-such-user\"\n")
-            .replace(DAEMON_SECTION, ""),
+        text.replace(USER_LINE, "user = \"weft-test-no-such-user\"\n"),
     )
     .unwrap();
     let output = h1

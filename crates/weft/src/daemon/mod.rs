@@ -45,12 +45,17 @@
 //! the resolver, the API's token), then `privilege.rs` switches to the
 //! daemon's user and drops every capability before the loop runs.
 //!
+//! Revocation lists: the node may learn a newer list from a peer than the
+//! one its config names. The loop saves the newest list the node holds in
+//! the state directory whenever it changes, and at start gives the node
+//! the newer of the saved and the configured list (`state.rs`).
+//!
 //! Files: `udp.rs` (batched socket I/O), `tun.rs` (the interface, platform
 //! choice), `control.rs` (the unix control socket), `api/` (the HTTP API
 //! and network map), `dns.rs` (the DNS
 //! responder's sockets and codec), `multicast.rs` (the TUN's multicast
 //! routes), `privilege.rs` (dropping root), `reload.rs` (what a config
-//! reload may change).
+//! reload may change), `state.rs` (what is kept across restarts).
 
 mod api;
 mod control;
@@ -59,6 +64,7 @@ mod interfaces;
 mod multicast;
 mod privilege;
 mod reload;
+mod state;
 mod tun;
 mod udp;
 
@@ -194,7 +200,7 @@ fn init_logging(level: &str) -> Option<LogFilter> {
 
 async fn serve(
     config: Config,
-    node_config: NodeConfig,
+    mut node_config: NodeConfig,
     seed: [u8; 32],
     unix_now: u64,
     privileges: privilege::Plan,
@@ -208,6 +214,26 @@ async fn serve(
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or(std::time::Duration::from_secs(unix_now));
+    // The configured list (checked by `node_config`) and the one saved by
+    // an earlier run: the node starts with the newer.
+    let configured_version = node_config
+        .revocation
+        .list
+        .as_ref()
+        .map(RevocationList::version);
+    let state_dir = &config.daemon.state_dir;
+    let made_state_dir = state::prepare(state_dir);
+    let saved = state::load_revocations(state_dir, &node_config.ca);
+    let saved_version = saved.as_ref().map_or(0, RevocationList::version);
+    if saved_version > configured_version.unwrap_or(0) {
+        info!(
+            version = saved_version,
+            file = %state_dir.join(state::REVOCATIONS_FILE).display(),
+            configured = ?configured_version,
+            "starting with the saved revocation list: newer than the configured one"
+        );
+    }
+    node_config.revocation.list = state::newer(node_config.revocation.list.take(), saved);
     let mut node = Node::new(now, wall, seed, node_config).with_context(|| {
         format!(
             "cannot start the node configured in {}",
@@ -235,8 +261,6 @@ async fn serve(
         let now = Instant::now();
         node.set_endpoints(now, vec![listen]);
     }
-    // At start the list held is the file's, if the config names one.
-    let node_revocation_version = node.revocation_list().map(RevocationList::version);
     // The interfaces' addresses: LAN candidates for peers behind the same
     // NAT, and the subnets that tell a peer's LAN candidates apart.
     {
@@ -254,8 +278,13 @@ async fn serve(
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let privileges = privilege::drop_privileges(privileges, control.made_directory())
-        .context("cannot drop privileges")?;
+    let handover: Vec<&Path> = control
+        .made_directory()
+        .into_iter()
+        .chain(made_state_dir.as_deref())
+        .collect();
+    let privileges =
+        privilege::drop_privileges(privileges, &handover).context("cannot drop privileges")?;
     info!(
         name = node.name(),
         node_id = %node.node_id(),
@@ -295,7 +324,8 @@ async fn serve(
         hub,
         hangup,
         log_filter,
-        revocation_file_version: config.pki.revocations.as_ref().and(node_revocation_version),
+        revocation_file_version: configured_version,
+        revocations_saved: saved_version,
         config,
     };
     let result = event_loop.run(shutdown).await;
@@ -346,11 +376,16 @@ struct EventLoop {
     /// last read (at start or by a reload), so that a reload reports a
     /// change of the file and not every time a peer's newer list is held.
     revocation_file_version: Option<u64>,
+    /// The version of the list in the state directory's file (0: none
+    /// valid), or of the last list the loop tried to save there.
+    revocations_saved: u64,
 }
 
 impl EventLoop {
     async fn run(&mut self, shutdown: impl Future<Output = &'static str>) -> anyhow::Result<()> {
         let mut shutdown = pin!(shutdown);
+        // The list the node starts with may be newer than the saved one.
+        self.save_revocations();
         let mut timer = pin!(tokio::time::sleep(Duration::from_secs(3600)));
         loop {
             let deadline = self.node.poll_timeout();
@@ -469,9 +504,34 @@ impl EventLoop {
             while let Some(event) = self.node.poll_event() {
                 self.log_event(now, event);
             }
+            self.save_revocations();
             if !self.apply_pending_pins(now) {
                 return Ok(());
             }
+        }
+    }
+
+    /// Saves the list the node holds in the state directory if it is not
+    /// the one saved there: a list from a peer, a reload or the config at
+    /// start. A failed save is logged once per version, and the file saved
+    /// before stays. The write blocks the loop, but only when the node
+    /// takes a newer list, and a list is at most 64 KiB.
+    fn save_revocations(&mut self) {
+        let Some(list) = self.node.revocation_list() else {
+            return;
+        };
+        let version = list.version();
+        if version == self.revocations_saved {
+            return;
+        }
+        self.revocations_saved = version;
+        match state::save_revocations(&self.config.daemon.state_dir, list) {
+            Ok(path) => info!(version, file = %path.display(), "revocation list saved"),
+            Err(error) => error!(
+                version,
+                error = %format!("{error:#}"),
+                "cannot save the revocation list; after a restart this node refuses only what the configured list revokes until a peer offers this one again"
+            ),
         }
     }
 

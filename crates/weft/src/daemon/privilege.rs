@@ -14,8 +14,10 @@
 //! descriptors it already holds (TUN, UDP, TCP and unix listeners and
 //! their connections) and, on a reload, its config file and the
 //! certificate, CA and revocation list files it names (which must stay
-//! readable by the daemon's user; the key file is not read again), runs no
-//! program and changes no route or address;
+//! readable by the daemon's user; the key file is not read again), and
+//! writes the newest revocation list to its state directory (which must
+//! stay writable by that user); it runs no program and changes no route or
+//! address;
 //! the TUN device and its routes go away by themselves when its descriptor
 //! is closed. So it keeps **no capability**. Should a run-time need appear
 //! (routes changed while running), keep just that capability: set
@@ -33,8 +35,9 @@
 //!
 //! 1. checks that the process has one thread: capability sets belong to
 //!    threads, and a thread started earlier would keep its own;
-//! 2. hands the control socket's directory to the user, if the daemon made
-//!    it, so that it can remove the socket when it stops;
+//! 2. hands the control socket's directory and the state directory to the
+//!    user, if the daemon made them, so that it can remove the socket when
+//!    it stops and save what it learns;
 //! 3. empties the bounding set (needs CAP_SETPCAP, still held), so that no
 //!    program the daemon runs can gain a capability, even as uid 0;
 //! 4. `setgroups([gid])`, `setresgid`, `setresuid`: all three ids, so none
@@ -87,9 +90,10 @@ impl Plan {
 }
 
 /// Switches to the planned user and drops every capability (see the
-/// module doc). `handover` is a directory the daemon made and must still
-/// write to (the control socket's). Must run on the only thread.
-pub(super) fn drop_privileges(plan: Plan, handover: Option<&Path>) -> anyhow::Result<Privileges> {
+/// module doc). `handover` lists the directories the daemon made and must
+/// still write to (the control socket's, the state directory). Must run on
+/// the only thread.
+pub(super) fn drop_privileges(plan: Plan, handover: &[&Path]) -> anyhow::Result<Privileges> {
     let threads = std::fs::read_dir("/proc/self/task")
         .context("cannot list this process's threads")?
         .count();
@@ -102,7 +106,7 @@ pub(super) fn drop_privileges(plan: Plan, handover: Option<&Path>) -> anyhow::Re
     let started_as_root = nix::unistd::geteuid().is_root();
     let privileges = match &target {
         Target::Switch { user, gid } if started_as_root => {
-            if let Some(directory) = handover {
+            for directory in handover {
                 std::os::unix::fs::chown(directory, Some(user.uid.as_raw()), Some(gid.as_raw()))
                     .with_context(|| {
                         format!("cannot hand {} to user {}", directory.display(), user.name)

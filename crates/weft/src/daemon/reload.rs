@@ -174,6 +174,11 @@ pub(super) fn refused(running: &Config, new: &Config) -> Vec<String> {
         user(running) != user(new) || group(running) != group(new),
         "the daemon's user",
     );
+    check(
+        "daemon.state_dir",
+        running.daemon.state_dir != new.daemon.state_dir,
+        "the state directory",
+    );
     refused
 }
 

@@ -96,6 +96,10 @@ pub struct TestbedOptions {
     pub foreign_ca_hosts: BTreeSet<usize>,
     /// TOML appended to every config (e.g. a `[session]` table).
     pub extra_config: String,
+    /// Lines for every config's `[daemon]` table (e.g. `user = "nobody"`):
+    /// the test bed writes that table itself, to give each host a state
+    /// directory of its own beside its config.
+    pub daemon_config: String,
     /// TOML appended to host `i`'s config only, after `extra_config` (e.g.
     /// a `[firewall]`).
     pub host_config: BTreeMap<usize, String>,
@@ -134,6 +138,7 @@ impl TestbedOptions {
             log_level: "info".to_owned(),
             foreign_ca_hosts: BTreeSet::new(),
             extra_config: String::new(),
+            daemon_config: String::new(),
             host_config: BTreeMap::new(),
             groups: BTreeMap::new(),
             endpoint_overrides: BTreeMap::new(),
@@ -645,6 +650,10 @@ fn config_text(
     );
     // The host's resolver is never the daemons' business in a test.
     text.push_str("\n[dns]\nconfigure_resolver = false\n");
+    // Each host keeps its state beside its config, not in the machine's
+    // /var/lib/weft, which tests running at once would share.
+    text.push_str("\n[daemon]\nstate_dir = \"state\"\n");
+    text.push_str(&options.daemon_config);
     let bootstrap: Vec<String> = options
         .bootstrap
         .as_ref()
