@@ -60,6 +60,7 @@ mod nat;
 mod peers;
 mod qos;
 mod reject;
+mod rendezvous;
 mod renewal;
 mod revocation;
 mod routing;
@@ -1187,6 +1188,7 @@ impl Node {
         let p = &self.peers[peer];
         p.configured
             || p.node_id.is_some_and(|id| self.discovery.picked(&id))
+            || p.node_id.is_some_and(|id| self.multicast.mesh.picked(&id))
             || p.last_data.is_some_and(|t| now < t + IDLE_SESSION)
             || !p.queue.is_empty()
     }

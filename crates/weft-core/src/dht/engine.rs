@@ -46,7 +46,7 @@
 //!   not fit is dropped and counted ([`DhtStats::dropped`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,7 @@ use rand_core::{Rng, SeedableRng};
 use super::certs::{CertificateCache, Verifier};
 use super::lookup::{Lookup, Step, soft_timeout};
 use super::record::{MAX_CLOCK_SKEW, SignedRecord, record_keys};
+use super::rendezvous::{self, Rendezvous, group_key};
 use super::store::{Insert, RecordMap};
 use super::table::{Table, random_key_in_bucket};
 use super::{
@@ -65,7 +66,7 @@ use super::{
 use crate::identity::{CaCertificate, Certificate, NodeId, SecretKey};
 use crate::wire::{
     DHT_PREAMBLE, DhtContact, DhtDatagram, DhtMessage, MAX_CONTACTS, MAX_RECORD_ENDPOINTS,
-    datagram_digest,
+    RendezvousEntry, datagram_digest, entry_digest,
 };
 
 const MAX_PENDING: usize = 2048;
@@ -78,6 +79,14 @@ const MAX_CERTS: usize = 4096;
 const MAX_CACHED: usize = 3 * 1024;
 const REPLAY_FILTER: usize = 4096;
 const MAX_REFRESHES_PER_TICK: usize = 4;
+/// Rendezvous entries held for others, in all.
+const MAX_ENTRIES: usize = 4096;
+/// A rendezvous entry lives this long (members re-announce well before).
+pub const ENTRY_LIFETIME: Duration = Duration::from_secs(180);
+/// Holders refuse entries that expire further ahead than this.
+const MAX_ENTRY_AHEAD: u64 = 600;
+/// Holders of a group key asked for its members per rendezvous lookup.
+const MEMBER_HOLDERS_ASKED: usize = 3;
 /// Self-lookups repeated after a join that found fewer than k nodes.
 const MAX_JOIN_RETRIES: u32 = 3;
 /// Delay before the first repeated self-lookup (doubling after).
@@ -107,6 +116,8 @@ pub struct Dht {
     certs: Verifier,
     store: RecordMap,
     cache: RecordMap,
+    /// Group rendezvous entries held for others.
+    entries: Rendezvous,
     own: Arc<SignedRecord>,
     endpoints: Vec<SocketAddr>,
     groups: Vec<String>,
@@ -183,6 +194,7 @@ enum Purpose {
     Bootstrap,
     Query(u64),
     Store,
+    Members(IpAddr),
 }
 
 #[derive(Debug)]
@@ -200,6 +212,7 @@ enum Kind {
     Join,
     Refresh,
     Publish { key: Key },
+    Rendezvous { group: IpAddr, announce: bool },
 }
 
 #[derive(Debug)]
@@ -217,7 +230,7 @@ impl Running {
             Kind::User { target, .. } => DhtMessage::FindValue {
                 target: target.clone(),
             },
-            Kind::Join | Kind::Refresh | Kind::Publish { .. } => {
+            Kind::Join | Kind::Refresh | Kind::Publish { .. } | Kind::Rendezvous { .. } => {
                 DhtMessage::FindNode { key: self.key }
             }
         }
@@ -251,6 +264,7 @@ impl Dht {
             table: Table::new(now, id, config.k, config.max_failures),
             store: RecordMap::new(config.max_records),
             cache: RecordMap::new(MAX_CACHED),
+            entries: Rendezvous::new(MAX_ENTRIES),
             config,
             start: now,
             unix_start,
@@ -377,7 +391,25 @@ impl Dht {
         self.cache
             .retain(|r| !revoked.revokes(&r.record.certificate));
         self.stats.records_revoked += (before - self.store.len() - self.cache.len()) as u64;
+        let gone = self.entries.retain(|e| !revoked.revokes(&e.certificate));
+        self.stats.records_revoked += gone as u64;
         self.revoked = revoked;
+    }
+
+    /// Looks for members of `group` at the nodes closest to its rendezvous
+    /// key, and (`announce`) places this node's own signed entry there,
+    /// valid for [`ENTRY_LIFETIME`]. Each holder's answer becomes a
+    /// [`DhtEvent::GroupMembers`]. Nothing happens before the node has
+    /// contacts; callers repeat it (members at least every minute).
+    pub fn find_members(&mut self, now: Instant, group: IpAddr, announce: bool) {
+        let key = group_key(group);
+        let want = self.config.replication;
+        self.start_internal(now, Kind::Rendezvous { group, announce }, key, want);
+    }
+
+    /// Rendezvous entries held for others.
+    pub fn stored_entries(&self) -> usize {
+        self.entries.len()
     }
 
     /// Starts a lookup. A target answered by the own record or a cached one
@@ -624,10 +656,25 @@ impl Dht {
                 let stored = self.accept_store(key, record, unix);
                 self.emit(now, from, txid, &DhtMessage::StoreAck { observed, stored });
             }
+            DhtMessage::Announce { key, entry } => {
+                let stored = self.accept_entry(key, entry, certificate, unix);
+                self.emit(now, from, txid, &DhtMessage::StoreAck { observed, stored });
+            }
+            DhtMessage::FindMembers { key } => {
+                let entries: Vec<Vec<u8>> = self
+                    .entries
+                    .answer(&key, &sender, unix)
+                    .into_iter()
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                let entries = entries.iter().map(Vec::as_slice).collect();
+                self.emit(now, from, txid, &DhtMessage::Members { observed, entries });
+            }
             DhtMessage::Pong { .. }
             | DhtMessage::Nodes { .. }
             | DhtMessage::Value { .. }
-            | DhtMessage::StoreAck { .. } => {}
+            | DhtMessage::StoreAck { .. }
+            | DhtMessage::Members { .. } => {}
         }
         self.maybe_join(now);
     }
@@ -655,17 +702,22 @@ impl Dht {
             DhtMessage::Pong { observed }
             | DhtMessage::Nodes { observed, .. }
             | DhtMessage::Value { observed, .. }
-            | DhtMessage::StoreAck { observed, .. } => Some(*observed),
+            | DhtMessage::StoreAck { observed, .. }
+            | DhtMessage::Members { observed, .. } => Some(*observed),
             DhtMessage::Ping
             | DhtMessage::FindNode { .. }
             | DhtMessage::FindValue { .. }
-            | DhtMessage::Store { .. } => None,
+            | DhtMessage::Store { .. }
+            | DhtMessage::Announce { .. }
+            | DhtMessage::FindMembers { .. } => None,
         };
         if let Some(observed) = observed {
             self.note_reflexive(observed);
         }
-        if let Purpose::Query(lid) = pending.purpose {
-            self.on_answer(now, lid, sender, datagram.message);
+        match pending.purpose {
+            Purpose::Query(lid) => self.on_answer(now, lid, sender, datagram.message),
+            Purpose::Members(group) => self.on_members(now, group, datagram.message),
+            Purpose::Bootstrap | Purpose::Store => {}
         }
         if pending.purpose == Purpose::Bootstrap && !self.bootstrap_answered {
             self.bootstrap_answered = true;
@@ -712,7 +764,10 @@ impl Dht {
             | DhtMessage::FindNode { .. }
             | DhtMessage::FindValue { .. }
             | DhtMessage::Store { .. }
-            | DhtMessage::StoreAck { .. } => {}
+            | DhtMessage::StoreAck { .. }
+            | DhtMessage::Announce { .. }
+            | DhtMessage::FindMembers { .. }
+            | DhtMessage::Members { .. } => {}
         }
         if let Some(record) = &found {
             for key in record_keys(&record.record) {
@@ -753,6 +808,65 @@ impl Dht {
             }
             Insert::Stale | Insert::Full => {
                 self.stats.records_rejected += 1;
+                false
+            }
+        }
+    }
+
+    /// A holder's answer about `group`: its members, as hints (the holder
+    /// verified each entry against its member's certificate; the requester
+    /// does not hold those certificates, and proves each member in the
+    /// handshake it opens to it).
+    fn on_members(&mut self, now: Instant, group: IpAddr, message: DhtMessage<'_>) {
+        let DhtMessage::Members { entries, .. } = message else {
+            return;
+        };
+        let unix = self.unix_secs(now);
+        let members: Vec<NodeId> = entries
+            .iter()
+            .filter_map(|bytes| RendezvousEntry::decode(bytes).ok())
+            .filter(|e| e.group == group && e.expires > unix && e.node != self.id)
+            .map(|e| e.node)
+            .collect();
+        self.push_event(DhtEvent::GroupMembers { group, members });
+    }
+
+    /// An `Announce`: the sender's own entry, checked against the
+    /// certificate its datagram carried (already verified and not revoked).
+    fn accept_entry(
+        &mut self,
+        key: Key,
+        bytes: &[u8],
+        certificate: &Certificate,
+        unix: u64,
+    ) -> bool {
+        let valid = RendezvousEntry::decode(bytes).ok().filter(|e| {
+            e.node == certificate.node_id()
+                && group_key(e.group) == key
+                && e.expires > unix
+                && e.expires <= unix.saturating_add(MAX_ENTRY_AHEAD)
+                && crate::identity::verify_signature(
+                    &certificate.public_key().ed25519,
+                    &entry_digest(e.signed),
+                    e.signature,
+                )
+        });
+        let Some(entry) = valid else {
+            self.stats.entries_rejected += 1;
+            return false;
+        };
+        let held = rendezvous::Entry {
+            expires: entry.expires,
+            bytes: bytes.to_vec(),
+            certificate: certificate.clone(),
+        };
+        match self.entries.insert(key, entry.node, held) {
+            Ok(()) => {
+                self.stats.entries_stored += 1;
+                true
+            }
+            Err(_) => {
+                self.stats.entries_rejected += 1;
                 false
             }
         }
@@ -876,7 +990,7 @@ impl Dht {
         // for the nodes that answer in time.
         let lookup = match kind {
             Kind::User { .. } => lookup.patient(),
-            Kind::Join | Kind::Refresh | Kind::Publish { .. } => lookup,
+            Kind::Join | Kind::Refresh | Kind::Publish { .. } | Kind::Rendezvous { .. } => lookup,
         };
         let deadline = now + self.config.lookup_timeout;
         self.timers.insert((deadline, Timer::Lookup(lid)));
@@ -1004,6 +1118,16 @@ impl Dht {
                 let holders = running.lookup.closest_answered(self.config.replication);
                 self.store_at(now, key, &holders);
             }
+            Kind::Rendezvous { group, announce } => {
+                let holders = running.lookup.closest_answered(self.config.replication);
+                if announce {
+                    self.announce_at(now, group, &holders);
+                }
+                let ask = DhtMessage::FindMembers { key: running.key };
+                for &(id, endpoint) in holders.iter().take(MEMBER_HOLDERS_ASKED) {
+                    self.send_request(now, endpoint, Some(id), &ask, Purpose::Members(group), None);
+                }
+            }
             Kind::Refresh => {}
         }
     }
@@ -1127,6 +1251,22 @@ impl Dht {
         }
     }
 
+    /// Signs this node's entry for `group` and announces it to `holders`.
+    fn announce_at(&mut self, now: Instant, group: IpAddr, holders: &[(NodeId, SocketAddr)]) {
+        let expires = (self.unix_time(now) + ENTRY_LIFETIME).as_secs();
+        let mut entry = Vec::new();
+        RendezvousEntry::emit_unsigned(&mut entry, &self.id, group, expires);
+        let signature = self.secret.sign(&entry_digest(&entry));
+        entry.extend_from_slice(&signature);
+        let message = DhtMessage::Announce {
+            key: group_key(group),
+            entry: &entry,
+        };
+        for &(id, endpoint) in holders.iter().take(self.config.replication) {
+            self.send_request(now, endpoint, Some(id), &message, Purpose::Store, None);
+        }
+    }
+
     fn own_changed(&mut self, now: Instant) {
         if self.join == Join::Joined {
             self.publish(now, None);
@@ -1206,6 +1346,7 @@ impl Dht {
         let unix = self.unix_secs(now);
         self.store.purge(unix);
         self.cache.purge(unix);
+        self.entries.retain(|e| e.expires > unix);
         if self.table.is_empty() {
             if self.join == Join::Joined {
                 // Cut off: the next contact starts a fresh join, with its
@@ -1447,6 +1588,12 @@ mod tests {
                 DhtMessage::StoreAck { observed, stored } => {
                     DhtMessage::StoreAck { observed, stored }
                 }
+                DhtMessage::Announce { key, .. } => DhtMessage::Announce { key, entry: &[] },
+                DhtMessage::FindMembers { key } => DhtMessage::FindMembers { key },
+                DhtMessage::Members { observed, entries } => DhtMessage::Members {
+                    observed,
+                    entries: vec![&[]; entries.len()],
+                },
             };
             out.push((to, message, d.txid));
         }
@@ -1912,5 +2059,113 @@ mod tests {
         assert_eq!(trace.queries[1].outcome, QueryOutcome::Value);
         // Now cached: a second lookup ends at once.
         assert!(dht.cached(t2, &target).is_some());
+    }
+
+    #[test]
+    fn rendezvous_entries_are_taken_only_from_their_member_and_answered_by_ring_order() {
+        let now = Instant::now();
+        let ca = ca(1);
+        let (holder, a, b) = (member(&ca, 1), member(&ca, 2), member(&ca, 3));
+        let mut dht = engine(now, &ca, &holder);
+        let group: IpAddr = "239.1.2.3".parse().unwrap();
+        let key = group_key(group);
+        let entry = |m: &Member, node: NodeId, group: IpAddr, expires: u64| {
+            let mut out = Vec::new();
+            RendezvousEntry::emit_unsigned(&mut out, &node, group, expires);
+            out.extend_from_slice(&m.secret.sign(&entry_digest(&out)));
+            out
+        };
+        let announce = |dht: &mut Dht, m: &Member, txid: u64, key: Key, entry: &[u8]| {
+            let d = datagram(m, txid, UNIX, &DhtMessage::Announce { key, entry });
+            dht.handle_datagram(now, m.addr, &d);
+            sent(dht)
+                .into_iter()
+                .find_map(|(_, m, _)| match m {
+                    DhtMessage::StoreAck { stored, .. } => Some(stored),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        let (ida, idb) = (a.cert.node_id(), b.cert.node_id());
+        // Its own entry, under its group's key: taken.
+        assert!(announce(
+            &mut dht,
+            &a,
+            1,
+            key,
+            &entry(&a, ida, group, UNIX + 100)
+        ));
+        // Someone else's entry, the wrong key, expired or too far ahead:
+        // refused.
+        assert!(!announce(
+            &mut dht,
+            &b,
+            2,
+            key,
+            &entry(&a, ida, group, UNIX + 101)
+        ));
+        assert!(!announce(
+            &mut dht,
+            &b,
+            3,
+            key,
+            &entry(&b, ida, group, UNIX + 101)
+        ));
+        assert!(!announce(
+            &mut dht,
+            &b,
+            4,
+            Key([0; 32]),
+            &entry(&b, idb, group, UNIX + 100)
+        ));
+        assert!(!announce(
+            &mut dht,
+            &b,
+            5,
+            key,
+            &entry(&b, idb, group, UNIX)
+        ));
+        assert!(!announce(
+            &mut dht,
+            &b,
+            6,
+            key,
+            &entry(&b, idb, group, UNIX + 601)
+        ));
+        assert!(announce(
+            &mut dht,
+            &b,
+            7,
+            key,
+            &entry(&b, idb, group, UNIX + 100)
+        ));
+        assert_eq!(dht.stored_entries(), 2);
+        assert_eq!(dht.stats().entries_rejected, 5);
+        // A member asking is told of the others, not of itself.
+        let ask = datagram(&a, 8, UNIX, &DhtMessage::FindMembers { key });
+        dht.handle_datagram(now, a.addr, &ask);
+        let mut bytes = Vec::new();
+        while let Some((_, d)) = dht.poll_transmit() {
+            if matches!(
+                DhtDatagram::decode(&d).map(|d| d.message),
+                Ok(DhtMessage::Members { .. })
+            ) {
+                bytes = d;
+            }
+        }
+        let answer = DhtDatagram::decode(&bytes).unwrap();
+        let DhtMessage::Members { entries, .. } = answer.message else {
+            panic!("{answer:?}");
+        };
+        let named: Vec<NodeId> = entries
+            .iter()
+            .map(|e| RendezvousEntry::decode(e).unwrap().node)
+            .collect();
+        assert_eq!(named, vec![idb]);
+        // A revoked member's entry goes.
+        let mut revoked = Revoked::default();
+        revoked.blocklist.insert(b.cert.fingerprint());
+        dht.set_revoked(revoked);
+        assert_eq!(dht.stored_entries(), 1);
     }
 }

@@ -35,6 +35,7 @@ mod certs;
 mod engine;
 mod lookup;
 mod record;
+mod rendezvous;
 mod store;
 mod table;
 
@@ -45,7 +46,8 @@ use crate::identity::{Certificate, NodeId, is_overlay_ipv6};
 use crate::wire::is_label;
 
 pub use certs::CertificateCache;
-pub use engine::{Dht, Revoked};
+pub use engine::{Dht, ENTRY_LIFETIME, Revoked};
+pub use rendezvous::{GROUP_KEY_CONTEXT, group_key};
 
 /// BLAKE3 `derive_key` context of the key a name is stored under.
 pub const NAME_KEY_CONTEXT: &str = "weft dht name v1";
@@ -197,6 +199,15 @@ pub enum DhtEvent {
         /// Contacts in the routing table.
         contacts: usize,
     },
+    /// A holder of `group`'s rendezvous named these members (the ones
+    /// nearest this node in node-id order; unverified hints, see
+    /// [`Dht::find_members`]).
+    GroupMembers {
+        /// The group.
+        group: std::net::IpAddr,
+        /// Its members, this node left out.
+        members: Vec<NodeId>,
+    },
 }
 
 /// A routing-table entry, for neighbour selection and status.
@@ -248,6 +259,12 @@ pub struct DhtStats {
     /// Requests or datagrams dropped because a bound was reached (pending
     /// queries, running lookups, transmit queue).
     pub dropped: u64,
+    /// Group rendezvous entries taken for others.
+    pub entries_stored: u64,
+    /// Group rendezvous entries refused: malformed, not the announcer's
+    /// own, badly signed, expired or too far ahead, stale, or over a bound
+    /// (`docs/PROTOCOL.md` §15.2).
+    pub entries_rejected: u64,
 }
 
 impl Default for DhtConfig {

@@ -166,6 +166,10 @@ impl Node {
                 DhtEvent::Joined { contacts } => {
                     debug!(contacts, "joined the DHT");
                     self.discovery.select_due = Some(now);
+                    self.multicast.mesh.soon(now);
+                }
+                DhtEvent::GroupMembers { group, members } => {
+                    self.on_group_members(now, group, members);
                 }
             }
         }

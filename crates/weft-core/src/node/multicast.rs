@@ -29,6 +29,7 @@ use tracing::{debug, trace};
 
 use super::certificates::RecordKind;
 use super::peers::PeerId;
+use super::rendezvous::MemberMesh;
 use super::{Event, Node, Via, ip_destination, ip_source, prefix, push_event};
 use crate::firewall::Direction;
 use crate::identity::NodeId;
@@ -126,7 +127,7 @@ struct Membership {
 /// Multicast state of a node.
 pub(super) struct MulticastState {
     config: MulticastConfig,
-    joined: BTreeSet<IpAddr>,
+    pub(super) joined: BTreeSet<IpAddr>,
     records: BTreeMap<NodeId, Membership>,
     next_seq: u64,
     windows: BTreeMap<NodeId, DuplicateWindow>,
@@ -145,6 +146,8 @@ pub(super) struct MulticastState {
     last: Option<Instant>,
     /// When this node last sent a multicast packet of its own.
     last_sent: Option<Instant>,
+    /// Rendezvous hints and the member mesh (`super::rendezvous`).
+    pub(super) mesh: MemberMesh,
 }
 
 impl MulticastState {
@@ -165,7 +168,16 @@ impl MulticastState {
             due: None,
             last: None,
             last_sent: None,
+            mesh: MemberMesh::default(),
         }
+    }
+
+    /// Members of `group` by their membership records.
+    pub(super) fn members_by_record(&self, group: IpAddr) -> impl Iterator<Item = NodeId> + '_ {
+        self.records
+            .iter()
+            .filter(move |(_, m)| m.groups.contains(&group))
+            .map(|(id, _)| *id)
     }
 
     /// `origin` issued a new link-state record, without links to
@@ -223,7 +235,7 @@ impl MulticastState {
         let refresh = self.last.map(|l| l + REFRESH);
         let expiry = self.records.values().map(|m| m.received + LIFETIME).min();
         let suspicion = self.suspects.values().min().copied();
-        [self.due, refresh, expiry, suspicion]
+        [self.due, refresh, expiry, suspicion, self.mesh.deadline()]
             .into_iter()
             .flatten()
             .min()
@@ -743,10 +755,14 @@ impl Node {
             .map(|g| g.to_string())
             .collect();
         self.discovery.dht.set_groups(now, groups);
+        // Find (and announce this node to) the members of a new group, and
+        // let go of the mesh of a group left.
+        self.multicast.mesh.soon(now);
     }
 
-    /// Multicast timers: advertise, refresh, expire.
+    /// Multicast timers: advertise, refresh, expire, rendezvous.
     pub(super) fn multicast_timers(&mut self, now: Instant) {
+        self.rendezvous_timers(now);
         let before = self.multicast.suspects.len();
         self.multicast.suspects.retain(|_, until| *until > now);
         if self.multicast.suspects.len() != before {
@@ -889,7 +905,9 @@ impl Node {
             .map(|m| m.groups.clone())
             .unwrap_or_default();
         self.announce_membership_diff(origin, &old, &groups);
-        if old != groups {
+        let changed = old != groups;
+        let overlap = changed && groups_overlap(&self.multicast.joined, &old, &groups);
+        if changed {
             self.multicast.retire_trees(now);
         }
         self.multicast.records.insert(
@@ -902,6 +920,9 @@ impl Node {
                 certificate: verified.certificate,
             },
         );
+        if overlap {
+            self.update_mesh(now);
+        }
         self.flood_membership(now, record, Some(from));
     }
 
@@ -935,4 +956,14 @@ impl Node {
             );
         }
     }
+}
+
+/// Whether a member's groups before or after a change include one of
+/// `joined`.
+fn groups_overlap(
+    joined: &BTreeSet<IpAddr>,
+    old: &BTreeSet<IpAddr>,
+    new: &BTreeSet<IpAddr>,
+) -> bool {
+    old.iter().chain(new).any(|g| joined.contains(g))
 }

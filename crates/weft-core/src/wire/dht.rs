@@ -46,6 +46,14 @@ pub const MAX_RECORD_GROUPS: usize = 32;
 pub const MAX_RECORD_LEN: usize = 1100;
 /// Longest name or group label.
 pub const MAX_LABEL_LEN: usize = 63;
+/// BLAKE3 `derive_key` context of the hash a rendezvous entry signature
+/// signs.
+pub const ENTRY_CONTEXT: &str = "weft 2026-12 group rendezvous entry v1";
+/// Most rendezvous entries a `Members` answer carries (so that it stays
+/// under 1,280 bytes with a 320-byte certificate: 6 × 122 + about 430).
+pub const MAX_MEMBERS_ANSWER: usize = 6;
+/// Longest encoded rendezvous entry (an IPv6 group).
+pub const MAX_ENTRY_LEN: usize = 1 + 32 + 17 + 8 + SIGNATURE_LEN;
 
 const BODY_VERSION: u8 = 1;
 const RECORD_VERSION: u8 = 1;
@@ -59,6 +67,10 @@ const KIND_NODES: u8 = 5;
 const KIND_VALUE: u8 = 6;
 const KIND_STORE: u8 = 7;
 const KIND_STORE_ACK: u8 = 8;
+const KIND_ANNOUNCE: u8 = 9;
+const KIND_FIND_MEMBERS: u8 = 10;
+const KIND_MEMBERS: u8 = 11;
+const ENTRY_VERSION: u8 = 1;
 
 const TARGET_ID: u8 = 1;
 const TARGET_NAME: u8 = 2;
@@ -115,12 +127,33 @@ pub enum DhtMessage<'a> {
         /// A signed record.
         record: &'a [u8],
     },
-    /// Answer to `Store`.
+    /// Answer to `Store` and `Announce`.
     StoreAck {
         /// The requester's endpoint as the responder saw it.
         observed: SocketAddr,
         /// Whether the record was taken.
         stored: bool,
+    },
+    /// Please hold this rendezvous entry of mine under `key` (the group's
+    /// rendezvous key).
+    Announce {
+        /// The group's rendezvous key.
+        key: Key,
+        /// A signed entry (see [`RendezvousEntry`]), the sender's own.
+        entry: &'a [u8],
+    },
+    /// Which members of the group whose rendezvous key is `key` do you hold?
+    FindMembers {
+        /// The group's rendezvous key.
+        key: Key,
+    },
+    /// Answer to `FindMembers`: at most [`MAX_MEMBERS_ANSWER`] entries (none
+    /// when the responder holds none).
+    Members {
+        /// The requester's endpoint as the responder saw it.
+        observed: SocketAddr,
+        /// Signed entries, as their members announced them.
+        entries: Vec<&'a [u8]>,
     },
 }
 
@@ -131,11 +164,14 @@ impl DhtMessage<'_> {
             DhtMessage::Pong { .. }
             | DhtMessage::Nodes { .. }
             | DhtMessage::Value { .. }
-            | DhtMessage::StoreAck { .. } => true,
+            | DhtMessage::StoreAck { .. }
+            | DhtMessage::Members { .. } => true,
             DhtMessage::Ping
             | DhtMessage::FindNode { .. }
             | DhtMessage::FindValue { .. }
-            | DhtMessage::Store { .. } => false,
+            | DhtMessage::Store { .. }
+            | DhtMessage::Announce { .. }
+            | DhtMessage::FindMembers { .. } => false,
         }
     }
 }
@@ -225,6 +261,24 @@ impl<'a> DhtDatagram<'a> {
                 };
                 DhtMessage::StoreAck { observed, stored }
             }
+            KIND_ANNOUNCE => {
+                let key = r.key()?;
+                let entry = r.entry()?;
+                DhtMessage::Announce { key, entry }
+            }
+            KIND_FIND_MEMBERS => DhtMessage::FindMembers { key: r.key()? },
+            KIND_MEMBERS => {
+                let observed = r.endpoint()?;
+                let count = r.u8("members count")? as usize;
+                if count > MAX_MEMBERS_ANSWER {
+                    return Err(DecodeError::Invalid("members count"));
+                }
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    entries.push(r.entry()?);
+                }
+                DhtMessage::Members { observed, entries }
+            }
             other => {
                 return Err(DecodeError::UnknownType {
                     what: "dht message",
@@ -271,6 +325,9 @@ impl<'a> DhtDatagram<'a> {
             DhtMessage::Value { .. } => KIND_VALUE,
             DhtMessage::Store { .. } => KIND_STORE,
             DhtMessage::StoreAck { .. } => KIND_STORE_ACK,
+            DhtMessage::Announce { .. } => KIND_ANNOUNCE,
+            DhtMessage::FindMembers { .. } => KIND_FIND_MEMBERS,
+            DhtMessage::Members { .. } => KIND_MEMBERS,
         };
         out.push(kind);
         out.extend_from_slice(&txid.to_be_bytes());
@@ -301,8 +358,109 @@ impl<'a> DhtDatagram<'a> {
                 emit_endpoint(out, observed);
                 out.push(u8::from(*stored));
             }
+            DhtMessage::Announce { key, entry } => {
+                out.extend_from_slice(&key.0);
+                emit_entry_bytes(out, entry);
+            }
+            DhtMessage::FindMembers { key } => out.extend_from_slice(&key.0),
+            DhtMessage::Members { observed, entries } => {
+                emit_endpoint(out, observed);
+                let count = entries.len().min(MAX_MEMBERS_ANSWER);
+                out.push(count as u8);
+                for entry in &entries[..count] {
+                    emit_entry_bytes(out, entry);
+                }
+            }
         }
     }
+}
+
+/// A member's signed rendezvous entry, as the DHT holds it under the key
+/// of its group (`docs/PROTOCOL.md` §15.2):
+///
+/// ```text
+/// [version (1) = 1][node id (32)][group: family (1) = 4 | 6, address (4 | 16)]
+/// [expires, unix seconds (8)][signature (64)]
+/// ```
+///
+/// The signature is by the member's certificate key over BLAKE3
+/// `derive_key(`[`ENTRY_CONTEXT`]`, every byte before it)`. On the wire an
+/// entry is preceded by its length (u8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RendezvousEntry<'a> {
+    /// The member.
+    pub node: NodeId,
+    /// The group.
+    pub group: IpAddr,
+    /// Unix seconds after which the entry is void.
+    pub expires: u64,
+    /// The bytes the signature covers.
+    pub signed: &'a [u8],
+    /// The member's signature.
+    pub signature: &'a [u8; SIGNATURE_LEN],
+}
+
+impl<'a> RendezvousEntry<'a> {
+    /// Parses an entry. Total.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8("rendezvous entry")?;
+        if version != ENTRY_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let node = NodeId::from_bytes(r.key()?.0);
+        let group = match r.u8("rendezvous group")? {
+            4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("rendezvous group")?)),
+            6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("rendezvous group")?)),
+            other => {
+                return Err(DecodeError::UnknownType {
+                    what: "group family",
+                    value: other,
+                });
+            }
+        };
+        let expires = r.u64("rendezvous entry")?;
+        let signed_len = r.at;
+        let signature = r.signature("rendezvous signature")?;
+        r.finish("rendezvous entry")?;
+        Ok(Self {
+            node,
+            group,
+            expires,
+            signed: &bytes[..signed_len],
+            signature,
+        })
+    }
+
+    /// Appends an entry without its signature: the caller appends the
+    /// signature over `out[start..]` (see [`entry_digest`]).
+    pub fn emit_unsigned(out: &mut Vec<u8>, node: &NodeId, group: IpAddr, expires: u64) {
+        out.push(ENTRY_VERSION);
+        out.extend_from_slice(node.as_bytes());
+        match group {
+            IpAddr::V4(ip) => {
+                out.push(4);
+                out.extend_from_slice(&ip.octets());
+            }
+            IpAddr::V6(ip) => {
+                out.push(6);
+                out.extend_from_slice(&ip.octets());
+            }
+        }
+        out.extend_from_slice(&expires.to_be_bytes());
+    }
+}
+
+/// The hash a rendezvous entry signature signs: BLAKE3 `derive_key` of
+/// `signed` under [`ENTRY_CONTEXT`].
+pub fn entry_digest(signed: &[u8]) -> [u8; 32] {
+    blake3::derive_key(ENTRY_CONTEXT, signed)
+}
+
+fn emit_entry_bytes(out: &mut Vec<u8>, entry: &[u8]) {
+    let len = entry.len().min(MAX_ENTRY_LEN);
+    out.push(len as u8);
+    out.extend_from_slice(&entry[..len]);
 }
 
 /// The parsed, not yet verified, fields of a signed DHT record:
@@ -583,6 +741,14 @@ impl<'a> Reader<'a> {
         self.take(len, "record")
     }
 
+    fn entry(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.u8("entry length")? as usize;
+        if len > MAX_ENTRY_LEN {
+            return Err(DecodeError::Invalid("entry length"));
+        }
+        self.take(len, "entry")
+    }
+
     fn finish(&self, what: &'static str) -> Result<(), DecodeError> {
         if self.at == self.bytes.len() {
             Ok(())
@@ -655,6 +821,19 @@ mod tests {
             DhtMessage::StoreAck {
                 observed,
                 stored: true,
+            },
+            DhtMessage::Announce {
+                key: Key([9; 32]),
+                entry: &record[..MAX_ENTRY_LEN.min(record.len())],
+            },
+            DhtMessage::FindMembers { key: Key([10; 32]) },
+            DhtMessage::Members {
+                observed,
+                entries: vec![&record[..3], &record[..MAX_ENTRY_LEN.min(record.len())]],
+            },
+            DhtMessage::Members {
+                observed,
+                entries: Vec::new(),
             },
         ]
     }

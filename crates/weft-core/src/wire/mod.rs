@@ -27,9 +27,10 @@ mod record_head;
 use std::fmt;
 
 pub use dht::{
-    DATAGRAM_CONTEXT, DHT_PREAMBLE, DhtContact, DhtDatagram, DhtMessage, MAX_CONTACTS,
-    MAX_LABEL_LEN, MAX_RECORD_ENDPOINTS, MAX_RECORD_GROUPS, MAX_RECORD_LEN, RECORD_CONTEXT,
-    RecordFields, SIGNATURE_LEN, datagram_digest, is_label, record_digest,
+    DATAGRAM_CONTEXT, DHT_PREAMBLE, DhtContact, DhtDatagram, DhtMessage, ENTRY_CONTEXT,
+    MAX_CONTACTS, MAX_ENTRY_LEN, MAX_LABEL_LEN, MAX_MEMBERS_ANSWER, MAX_RECORD_ENDPOINTS,
+    MAX_RECORD_GROUPS, MAX_RECORD_LEN, RECORD_CONTEXT, RecordFields, RendezvousEntry,
+    SIGNATURE_LEN, datagram_digest, entry_digest, is_label, record_digest,
 };
 pub use frame::{
     CandidateKind, CandidateList, Frame, FrameKind, HOP_LEN, MAX_CANDIDATES, MAX_CERTIFICATE_FRAME,

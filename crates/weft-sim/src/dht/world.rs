@@ -578,6 +578,8 @@ impl<'a> World<'a> {
                 self.joined_events += 1;
                 self.members[node as usize].joined = true;
             }
+            // This world runs no multicast.
+            DhtEvent::GroupMembers { .. } => {}
             DhtEvent::LookupDone {
                 id, result, trace, ..
             } => {
