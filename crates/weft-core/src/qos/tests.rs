@@ -953,12 +953,16 @@ proptest! {
         bulk_factor in 1u64..4,
         voice_ms in 5u64..40,
     ) {
-        // The property is about a flow within the realtime cap (30 % of
-        // the uplink by default): a voice flow above it queues by design.
-        // 200-byte packets every 5 ms are 320 kbit/s, over the cap of a
-        // 1 Mbit/s uplink, so the interval is stretched to keep the flow
-        // under a quarter of the uplink.
-        let voice_ms = voice_ms.max(200 * 8 * 1000 * 4 / uplink + 1);
+        // The property is about a sparse flow within the realtime cap (30 %
+        // of the uplink by default): a voice flow above the cap queues by
+        // design, and so does one whose packets come faster than a full
+        // packet of the other classes takes to leave (12 ms at 1 Mbit/s):
+        // each then waits behind the one before. The interval is stretched
+        // to at least two full packet times and a quarter of the uplink.
+        let full_packet_ms = 1500 * 8 * 1000 / uplink;
+        let voice_ms = voice_ms
+            .max(200 * 8 * 1000 * 4 / uplink + 1)
+            .max(2 * full_packet_ms + 1);
         let t0 = Instant::now();
         let config = shaped(uplink);
         let mut s = Scheduler::new(t0, &config).unwrap();
