@@ -893,7 +893,10 @@ impl Node {
         self.multicast.topology_changed(now);
         self.routing.recompute_at = Some(now + RECOMPUTE_INTERVAL);
         let own = self.node_id();
-        let mut graph = crate::route::Graph::default();
+        // The last graph's allocations are reused; it is not read while
+        // the new one is built.
+        let mut graph = std::mem::take(&mut self.routing.graph);
+        graph.clear();
         for (index, p) in self.peers.entries() {
             // The windowed minimum: a link's own traffic queues its probes
             // and must not make a relay look faster (link::min_rtt).
