@@ -185,8 +185,8 @@ pub(crate) fn compute_paths(
         let (done, rest) = cells.split_at_mut(h * n);
         let previous = &done[(h - 1) * n..];
         let layer = &mut rest[..n];
-        for u in 0..n {
-            let Some((cost_u, _)) = previous[u] else {
+        for (u, reached) in previous.iter().enumerate() {
+            let Some((cost_u, _)) = *reached else {
                 continue;
             };
             for &(v, quality) in &graph.edges[u] {
