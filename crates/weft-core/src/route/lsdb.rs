@@ -274,7 +274,10 @@ mod tests {
         assert!(db.holding(&r1).is_none());
         assert_eq!(db.holding(&r2).unwrap().1.sequence, 2);
         assert_eq!(db.next_expiry(), Some(later + Duration::from_secs(30)));
-        assert!(!db.expire(now + Duration::from_secs(30)), "the first expiry went with it");
+        assert!(
+            !db.expire(now + Duration::from_secs(30)),
+            "the first expiry went with it"
+        );
         assert!(db.expire(later + Duration::from_secs(30)));
         assert_eq!(db.next_expiry(), None);
         assert!(db.holding(&r2).is_none());

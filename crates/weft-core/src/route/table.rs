@@ -185,8 +185,8 @@ impl Context<'_> {
         // Fewer relays at no higher cost is better too: relaying spends
         // other members' bandwidth, and on a LAN a healed direct link may
         // be only a fraction of a millisecond faster than the detour.
-        let shorter = best.path.len() < current.path.len()
-            && super::paths::fewer_relays_win(best.cost, cost);
+        let shorter =
+            best.path.len() < current.path.len() && super::paths::fewer_relays_win(best.cost, cost);
         if (much_better || shorter) && now >= current.since + hold_down {
             return Some(route(best, now));
         }
