@@ -31,7 +31,12 @@
 //!   within the input that looked them up (an eviction ends every map
 //!   entry that names the peer), and ids kept longer (QoS queue entries,
 //!   held records) are checked with `get` or `contains` first.
+//! - **Deadlines.** Each slot caches its peer's earliest timer, which
+//!   `poll_timeout` needs after every input; every mutable access to the
+//!   peer ([`PeerTable::get_mut`], indexing mutably) clears it, so only
+//!   peers touched since are looked at again.
 
+use std::cell::Cell;
 use std::ops::{Index, IndexMut};
 use std::time::{Duration, Instant};
 
@@ -39,6 +44,10 @@ use tracing::debug;
 
 use super::{Node, Peer, prefix};
 use crate::route::Metric;
+use crate::timer::TimerKind;
+
+/// A timer: when, and why.
+pub(super) type Deadline = Option<(Instant, TimerKind)>;
 
 /// A peer that exchanged anything this recently is never evicted (as long
 /// as a session that nobody wants may stay idle).
@@ -84,6 +93,10 @@ struct Entry {
     /// Changes each time the slot is freed.
     generation: u32,
     peer: Option<Peer>,
+    /// The peer's earliest deadline, if computed since the peer last
+    /// changed. A deadline depends only on the peer and on configuration
+    /// fixed when the node was made, never on `now`.
+    deadline: Cell<Option<Deadline>>,
 }
 
 impl PeerTable {
@@ -93,6 +106,7 @@ impl PeerTable {
         if let Some(slot) = self.free.pop() {
             let entry = &mut self.entries[slot as usize];
             entry.peer = Some(peer);
+            entry.deadline.set(None);
             return PeerId {
                 slot,
                 generation: entry.generation,
@@ -103,6 +117,7 @@ impl PeerTable {
         self.entries.push(Entry {
             generation: 0,
             peer: Some(peer),
+            deadline: Cell::new(None),
         });
         PeerId {
             slot,
@@ -117,6 +132,7 @@ impl PeerTable {
             return None;
         }
         let peer = entry.peer.take()?;
+        entry.deadline.set(None);
         entry.generation = entry.generation.wrapping_add(1);
         self.free.push(id.slot);
         self.len -= 1;
@@ -133,10 +149,13 @@ impl PeerTable {
 
     /// The peer `id` names, if it is still there.
     pub(super) fn get_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
-        self.entries
+        let entry = self
+            .entries
             .get_mut(id.slot as usize)
-            .filter(|e| e.generation == id.generation)
-            .and_then(|e| e.peer.as_mut())
+            .filter(|e| e.generation == id.generation)?;
+        // The caller may change anything a deadline depends on.
+        entry.deadline.set(None);
+        entry.peer.as_mut()
     }
 
     /// Whether `id` still names a peer.
@@ -170,6 +189,39 @@ impl PeerTable {
     /// the node mutably.
     pub(super) fn ids(&self) -> Vec<PeerId> {
         self.entries().map(|(id, _)| id).collect()
+    }
+
+    /// The earliest of every peer's deadline (the first peer in slot order
+    /// on a tie), with `deadline` asked only about peers changed since it
+    /// was last asked about them.
+    pub(super) fn earliest_deadline(
+        &self,
+        deadline: impl Fn(PeerId, &Peer) -> Deadline,
+    ) -> Deadline {
+        let mut earliest: Deadline = None;
+        for (slot, entry) in self.entries.iter().enumerate() {
+            let Some(peer) = &entry.peer else {
+                continue;
+            };
+            let cached = match entry.deadline.get() {
+                Some(cached) => cached,
+                None => {
+                    let id = PeerId {
+                        slot: u32::try_from(slot).unwrap_or(u32::MAX),
+                        generation: entry.generation,
+                    };
+                    let fresh = deadline(id, peer);
+                    entry.deadline.set(Some(fresh));
+                    fresh
+                }
+            };
+            if let Some((at, kind)) = cached
+                && earliest.is_none_or(|(e, _)| at < e)
+            {
+                earliest = Some((at, kind));
+            }
+        }
+        earliest
     }
 
     /// The first peer that `matches`.
