@@ -503,6 +503,9 @@ struct RoutingState {
     graph: Graph,
     /// Node id prefixes of every node known, for relay hops and records.
     by_prefix: BTreeMap<[u8; 16], NodeId>,
+    /// A copy of `by_prefix` for lookups while routes are computed (its
+    /// allocation kept between computations).
+    prefixes: crate::route::IdMap<[u8; 16], NodeId>,
     /// Routes must be recomputed.
     dirty: bool,
     /// ... before the next output (this node's own links changed).
@@ -742,6 +745,7 @@ impl Node {
                 table: RouteTable::default(),
                 graph: Graph::default(),
                 by_prefix: BTreeMap::new(),
+                prefixes: crate::route::IdMap::default(),
                 dirty: false,
                 urgent: false,
                 last_recompute: None,

@@ -52,21 +52,26 @@ pub(crate) fn link_cost(metric: Metric, quality: LinkQuality) -> u64 {
     cost.max(1)
 }
 
-/// Node indexes by id. Only looked up, never iterated (the order of
-/// `Graph::nodes` is the graph's order), so a hash map cannot make an
-/// output depend on its order.
+/// A hash map for keys that are hashes already (node ids and their
+/// prefixes). Only for lookups: iterating it would make an output depend
+/// on its order, which is why clippy bans `HashMap` elsewhere.
 #[allow(clippy::disallowed_types)]
-type NodeIndex = std::collections::HashMap<NodeId, usize, BuildHasherDefault<IdHasher>>;
+pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Graph {
     /// Nodes in the order they were first named: ties between equal
     /// paths go to the smaller index.
     nodes: Vec<NodeId>,
-    index: NodeIndex,
+    /// Never iterated: `nodes` is the order.
+    index: IdMap<NodeId, usize>,
     /// Out-links of `nodes[i]`; entries past `nodes.len()` are empty
     /// lists kept for reuse.
     edges: Vec<Vec<(usize, LinkQuality)>>,
+    /// Per node `to`: the [`Graph::add_links`] call (its stamp) that last
+    /// saw a link to it, and where that link is in its origin's list.
+    seen: Vec<(u64, usize)>,
+    stamp: u64,
 }
 
 impl Graph {
@@ -79,6 +84,9 @@ impl Graph {
         }
     }
 
+    /// Adds or updates one link: the reference [`Graph::add_links`] is
+    /// held to, and the way tests build graphs.
+    #[cfg(test)]
     pub(crate) fn add_edge(&mut self, from: NodeId, to: NodeId, quality: LinkQuality) {
         if from == to {
             return;
@@ -89,6 +97,43 @@ impl Graph {
             existing.1 = quality;
         } else {
             self.edges[from].push((to, quality));
+        }
+    }
+
+    /// Adds links out of `from`, exactly as [`Graph::add_edge`] would one
+    /// after another, but finding a repeated link in constant time rather
+    /// than by a scan of `from`'s links (records carry tens of links).
+    pub(crate) fn add_links(
+        &mut self,
+        from: NodeId,
+        links: impl IntoIterator<Item = (NodeId, LinkQuality)>,
+    ) {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let mut origin = None;
+        for (to, quality) in links {
+            if to == from {
+                continue;
+            }
+            let f = match origin {
+                Some(f) => f,
+                None => {
+                    let f = self.node(from);
+                    for (at, &(n, _)) in self.edges[f].iter().enumerate() {
+                        self.seen[n] = (stamp, at);
+                    }
+                    origin = Some(f);
+                    f
+                }
+            };
+            let t = self.node(to);
+            let (seen_in, at) = self.seen[t];
+            if seen_in == stamp {
+                self.edges[f][at].1 = quality;
+            } else {
+                self.seen[t] = (stamp, self.edges[f].len());
+                self.edges[f].push((t, quality));
+            }
         }
     }
 
@@ -126,6 +171,7 @@ impl Graph {
             self.nodes.push(id);
             if self.edges.len() < self.nodes.len() {
                 self.edges.push(Vec::new());
+                self.seen.push((0, 0));
             }
         }
         i
@@ -136,7 +182,7 @@ impl Graph {
 /// already (derived with BLAKE3), and SipHash over 32 bytes cost more than
 /// the rest of building a graph.
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -336,6 +382,28 @@ mod tests {
     fn both(g: &mut Graph, a: u8, b: u8, quality: LinkQuality) {
         g.add_edge(id(a), id(b), quality);
         g.add_edge(id(b), id(a), quality);
+    }
+
+    #[test]
+    fn adding_links_at_once_builds_the_graph_edge_by_edge_would() {
+        let links = [(2, 10), (3, 20), (1, 5), (2, 30), (4, 40)];
+        let mut one_by_one = Graph::default();
+        one_by_one.add_edge(id(4), id(1), q(7, 0.0));
+        one_by_one.add_edge(id(1), id(3), q(1, 0.0));
+        for (to, ms) in links {
+            one_by_one.add_edge(id(1), id(to), q(ms, 0.0));
+        }
+        let mut at_once = Graph::default();
+        at_once.add_links(id(4), [(id(1), q(7, 0.0))]);
+        at_once.add_links(id(1), [(id(3), q(1, 0.0))]);
+        at_once.add_links(id(1), links.map(|(to, ms)| (id(to), q(ms, 0.0))));
+        assert_eq!(at_once.nodes, one_by_one.nodes);
+        assert_eq!(
+            at_once.edges[..at_once.nodes.len()],
+            one_by_one.edges[..one_by_one.nodes.len()]
+        );
+        assert_eq!(at_once.edge(&id(1), &id(2)), Some(q(30, 0.0)));
+        assert_eq!(at_once.edges[at_once.index[&id(1)]].len(), 3);
     }
 
     #[test]
