@@ -81,6 +81,13 @@ impl PeerId {
 #[derive(Default)]
 pub(super) struct PeerTable {
     entries: Vec<Entry>,
+    /// Per slot: its peer's earliest deadline, if computed since the peer
+    /// last changed (`Some(None)` for a free slot). Beside the entries
+    /// rather than in them, so that `poll_timeout` reads one small array
+    /// instead of a cache line of every peer. A deadline depends only on
+    /// the peer and on configuration fixed when the node was made, never
+    /// on `now`.
+    deadlines: Vec<Cell<Option<Deadline>>>,
     /// Slots free for reuse.
     free: Vec<u32>,
     len: usize,
@@ -93,10 +100,6 @@ struct Entry {
     /// Changes each time the slot is freed.
     generation: u32,
     peer: Option<Peer>,
-    /// The peer's earliest deadline, if computed since the peer last
-    /// changed. A deadline depends only on the peer and on configuration
-    /// fixed when the node was made, never on `now`.
-    deadline: Cell<Option<Deadline>>,
 }
 
 impl PeerTable {
@@ -106,7 +109,7 @@ impl PeerTable {
         if let Some(slot) = self.free.pop() {
             let entry = &mut self.entries[slot as usize];
             entry.peer = Some(peer);
-            entry.deadline.set(None);
+            self.deadlines[slot as usize].set(None);
             return PeerId {
                 slot,
                 generation: entry.generation,
@@ -117,8 +120,8 @@ impl PeerTable {
         self.entries.push(Entry {
             generation: 0,
             peer: Some(peer),
-            deadline: Cell::new(None),
         });
+        self.deadlines.push(Cell::new(None));
         PeerId {
             slot,
             generation: 0,
@@ -132,7 +135,7 @@ impl PeerTable {
             return None;
         }
         let peer = entry.peer.take()?;
-        entry.deadline.set(None);
+        self.deadlines[id.slot as usize].set(Some(None));
         entry.generation = entry.generation.wrapping_add(1);
         self.free.push(id.slot);
         self.len -= 1;
@@ -154,7 +157,7 @@ impl PeerTable {
             .get_mut(id.slot as usize)
             .filter(|e| e.generation == id.generation)?;
         // The caller may change anything a deadline depends on.
-        entry.deadline.set(None);
+        self.deadlines[id.slot as usize].set(None);
         entry.peer.as_mut()
     }
 
@@ -199,19 +202,19 @@ impl PeerTable {
         deadline: impl Fn(PeerId, &Peer) -> Deadline,
     ) -> Deadline {
         let mut earliest: Deadline = None;
-        for (slot, entry) in self.entries.iter().enumerate() {
-            let Some(peer) = &entry.peer else {
-                continue;
-            };
-            let cached = match entry.deadline.get() {
+        for (slot, cell) in self.deadlines.iter().enumerate() {
+            let cached = match cell.get() {
                 Some(cached) => cached,
                 None => {
-                    let id = PeerId {
-                        slot: u32::try_from(slot).unwrap_or(u32::MAX),
-                        generation: entry.generation,
-                    };
-                    let fresh = deadline(id, peer);
-                    entry.deadline.set(Some(fresh));
+                    let entry = &self.entries[slot];
+                    let fresh = entry.peer.as_ref().and_then(|peer| {
+                        let id = PeerId {
+                            slot: u32::try_from(slot).unwrap_or(u32::MAX),
+                            generation: entry.generation,
+                        };
+                        deadline(id, peer)
+                    });
+                    cell.set(Some(fresh));
                     fresh
                 }
             };
