@@ -503,6 +503,9 @@ struct RoutingState {
     graph: Graph,
     /// Node id prefixes of every node known, for relay hops and records.
     by_prefix: BTreeMap<[u8; 16], NodeId>,
+    /// A copy of `by_prefix` for lookups while routes are computed (its
+    /// allocation kept between computations).
+    prefixes: crate::route::IdMap<[u8; 16], NodeId>,
     /// Routes must be recomputed.
     dirty: bool,
     /// ... before the next output (this node's own links changed).
@@ -742,6 +745,7 @@ impl Node {
                 table: RouteTable::default(),
                 graph: Graph::default(),
                 by_prefix: BTreeMap::new(),
+                prefixes: crate::route::IdMap::default(),
                 dirty: false,
                 urgent: false,
                 last_recompute: None,
@@ -1080,51 +1084,29 @@ impl Node {
             }
         };
         consider(self.nat_changed_at(), TimerKind::Nat);
-        for (index, peer) in self.peers.entries() {
-            consider(self.nat_deadline(index), TimerKind::Nat);
-            consider(peer.handshake_due, TimerKind::HandshakeRetry);
-            consider(
-                peer.monitor.poll_timeout(&self.routing.config),
-                TimerKind::Probe,
+        let peers = self
+            .peers
+            .earliest_deadline(|index, peer| self.peer_deadline(index, peer));
+        #[cfg(debug_assertions)]
+        {
+            let walked = self
+                .peers
+                .entries()
+                .map(|(index, peer)| self.peer_deadline(index, peer))
+                .fold(None, |earliest: peers::Deadline, next| {
+                    match (earliest, next) {
+                        (Some((e, _)), Some((at, _))) if at < e => next,
+                        (None, _) => next,
+                        _ => earliest,
+                    }
+                });
+            debug_assert_eq!(
+                peers, walked,
+                "a peer changed without its cached deadline being cleared"
             );
-            if let Some(current) = &peer.current {
-                if peer.pending.is_none() && (peer.endpoint.is_some() || peer.node_id.is_some()) {
-                    consider(
-                        Some(current.created + self.rekey_age(current)),
-                        TimerKind::Rekey,
-                    );
-                }
-                consider(
-                    Some(current.created + self.config.reject_after_time),
-                    TimerKind::Expiry,
-                );
-                let sendable =
-                    current.confirmed && current.sent() < self.config.reject_after_messages;
-                if sendable {
-                    consider(
-                        peer.last_sent.map(|t| t + self.config.keepalive_interval),
-                        TimerKind::Keepalive,
-                    );
-                }
-                if current.confirmed {
-                    consider(
-                        peer.last_received.map(|t| t + self.config.dead_after),
-                        TimerKind::Expiry,
-                    );
-                }
-            }
-            if let Some(next) = &peer.next {
-                consider(
-                    Some(next.created + self.config.reject_after_time),
-                    TimerKind::Expiry,
-                );
-            }
-            if let Some(previous) = &peer.previous {
-                consider(
-                    Some(previous.created + self.config.reject_after_time),
-                    TimerKind::Expiry,
-                );
-            }
+        }
+        if let Some((at, kind)) = peers {
+            consider(Some(at), kind);
         }
         for (at, kind) in self.routing_deadlines() {
             consider(Some(at), kind);
@@ -1136,6 +1118,64 @@ impl Node {
         consider(self.expiry.deadline(), TimerKind::Certificate);
         consider(self.revocation.deadline(), TimerKind::Revocation);
         consider(self.peers.sweep_due, TimerKind::Peers);
+        earliest
+    }
+
+    /// The earliest timer of one peer (the first of equal ones in the order
+    /// below): NAT traversal, handshake retry, probes, rekey, expiry and
+    /// keepalive. Cached per peer by the table (`PeerTable::earliest_deadline`).
+    fn peer_deadline(&self, index: PeerId, peer: &Peer) -> peers::Deadline {
+        let mut earliest: peers::Deadline = None;
+        let mut consider = |at: Option<Instant>, kind: TimerKind| {
+            if let Some(at) = at
+                && earliest.is_none_or(|(e, _)| at < e)
+            {
+                earliest = Some((at, kind));
+            }
+        };
+        consider(self.nat_deadline(index), TimerKind::Nat);
+        consider(peer.handshake_due, TimerKind::HandshakeRetry);
+        consider(
+            peer.monitor.poll_timeout(&self.routing.config),
+            TimerKind::Probe,
+        );
+        if let Some(current) = &peer.current {
+            if peer.pending.is_none() && (peer.endpoint.is_some() || peer.node_id.is_some()) {
+                consider(
+                    Some(current.created + self.rekey_age(current)),
+                    TimerKind::Rekey,
+                );
+            }
+            consider(
+                Some(current.created + self.config.reject_after_time),
+                TimerKind::Expiry,
+            );
+            let sendable = current.confirmed && current.sent() < self.config.reject_after_messages;
+            if sendable {
+                consider(
+                    peer.last_sent.map(|t| t + self.config.keepalive_interval),
+                    TimerKind::Keepalive,
+                );
+            }
+            if current.confirmed {
+                consider(
+                    peer.last_received.map(|t| t + self.config.dead_after),
+                    TimerKind::Expiry,
+                );
+            }
+        }
+        if let Some(next) = &peer.next {
+            consider(
+                Some(next.created + self.config.reject_after_time),
+                TimerKind::Expiry,
+            );
+        }
+        if let Some(previous) = &peer.previous {
+            consider(
+                Some(previous.created + self.config.reject_after_time),
+                TimerKind::Expiry,
+            );
+        }
         earliest
     }
 

@@ -31,7 +31,12 @@
 //!   within the input that looked them up (an eviction ends every map
 //!   entry that names the peer), and ids kept longer (QoS queue entries,
 //!   held records) are checked with `get` or `contains` first.
+//! - **Deadlines.** Each slot caches its peer's earliest timer, which
+//!   `poll_timeout` needs after every input; every mutable access to the
+//!   peer ([`PeerTable::get_mut`], indexing mutably) clears it, so only
+//!   peers touched since are looked at again.
 
+use std::cell::Cell;
 use std::ops::{Index, IndexMut};
 use std::time::{Duration, Instant};
 
@@ -39,6 +44,10 @@ use tracing::debug;
 
 use super::{Node, Peer, prefix};
 use crate::route::Metric;
+use crate::timer::TimerKind;
+
+/// A timer: when, and why.
+pub(super) type Deadline = Option<(Instant, TimerKind)>;
 
 /// A peer that exchanged anything this recently is never evicted (as long
 /// as a session that nobody wants may stay idle).
@@ -72,6 +81,13 @@ impl PeerId {
 #[derive(Default)]
 pub(super) struct PeerTable {
     entries: Vec<Entry>,
+    /// Per slot: its peer's earliest deadline, if computed since the peer
+    /// last changed (`Some(None)` for a free slot). Beside the entries
+    /// rather than in them, so that `poll_timeout` reads one small array
+    /// instead of a cache line of every peer. A deadline depends only on
+    /// the peer and on configuration fixed when the node was made, never
+    /// on `now`.
+    deadlines: Vec<Cell<Option<Deadline>>>,
     /// Slots free for reuse.
     free: Vec<u32>,
     len: usize,
@@ -93,6 +109,7 @@ impl PeerTable {
         if let Some(slot) = self.free.pop() {
             let entry = &mut self.entries[slot as usize];
             entry.peer = Some(peer);
+            self.deadlines[slot as usize].set(None);
             return PeerId {
                 slot,
                 generation: entry.generation,
@@ -104,6 +121,7 @@ impl PeerTable {
             generation: 0,
             peer: Some(peer),
         });
+        self.deadlines.push(Cell::new(None));
         PeerId {
             slot,
             generation: 0,
@@ -117,6 +135,7 @@ impl PeerTable {
             return None;
         }
         let peer = entry.peer.take()?;
+        self.deadlines[id.slot as usize].set(Some(None));
         entry.generation = entry.generation.wrapping_add(1);
         self.free.push(id.slot);
         self.len -= 1;
@@ -133,10 +152,13 @@ impl PeerTable {
 
     /// The peer `id` names, if it is still there.
     pub(super) fn get_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
-        self.entries
+        let entry = self
+            .entries
             .get_mut(id.slot as usize)
-            .filter(|e| e.generation == id.generation)
-            .and_then(|e| e.peer.as_mut())
+            .filter(|e| e.generation == id.generation)?;
+        // The caller may change anything a deadline depends on.
+        self.deadlines[id.slot as usize].set(None);
+        entry.peer.as_mut()
     }
 
     /// Whether `id` still names a peer.
@@ -170,6 +192,39 @@ impl PeerTable {
     /// the node mutably.
     pub(super) fn ids(&self) -> Vec<PeerId> {
         self.entries().map(|(id, _)| id).collect()
+    }
+
+    /// The earliest of every peer's deadline (the first peer in slot order
+    /// on a tie), with `deadline` asked only about peers changed since it
+    /// was last asked about them.
+    pub(super) fn earliest_deadline(
+        &self,
+        deadline: impl Fn(PeerId, &Peer) -> Deadline,
+    ) -> Deadline {
+        let mut earliest: Deadline = None;
+        for (slot, cell) in self.deadlines.iter().enumerate() {
+            let cached = match cell.get() {
+                Some(cached) => cached,
+                None => {
+                    let entry = &self.entries[slot];
+                    let fresh = entry.peer.as_ref().and_then(|peer| {
+                        let id = PeerId {
+                            slot: u32::try_from(slot).unwrap_or(u32::MAX),
+                            generation: entry.generation,
+                        };
+                        deadline(id, peer)
+                    });
+                    cell.set(Some(fresh));
+                    fresh
+                }
+            };
+            if let Some((at, kind)) = cached
+                && earliest.is_none_or(|(e, _)| at < e)
+            {
+                earliest = Some((at, kind));
+            }
+        }
+        earliest
     }
 
     /// The first peer that `matches`.

@@ -893,39 +893,43 @@ impl Node {
         self.multicast.topology_changed(now);
         self.routing.recompute_at = Some(now + RECOMPUTE_INTERVAL);
         let own = self.node_id();
-        let mut graph = crate::route::Graph::default();
-        for (index, p) in self.peers.entries() {
+        // The last graph's allocations are reused; it is not read while
+        // the new one is built.
+        let mut graph = std::mem::take(&mut self.routing.graph);
+        graph.clear();
+        let own_links = self.peers.entries().filter_map(|(index, p)| {
             // The windowed minimum: a link's own traffic queues its probes
             // and must not make a relay look faster (link::min_rtt).
             let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
-                continue;
+                return None;
             };
-            if p.monitor.settled() && p.endpoint.is_some() && self.usable_current(now, index) {
-                graph.add_edge(
-                    own,
-                    id,
-                    LinkQuality {
-                        rtt_us: rtt_us(rtt),
-                        loss: p.monitor.loss(),
-                    },
-                );
-            }
-        }
-        for (origin, record) in self.routing.lsdb.iter() {
-            for link in &record.links {
-                let Some(&neighbour) = self.routing.by_prefix.get(&link.neighbour) else {
-                    continue;
+            let usable =
+                p.monitor.settled() && p.endpoint.is_some() && self.usable_current(now, index);
+            usable.then(|| {
+                let quality = LinkQuality {
+                    rtt_us: rtt_us(rtt),
+                    loss: p.monitor.loss(),
                 };
+                (id, quality)
+            })
+        });
+        graph.add_links(own, own_links);
+        // Looked up once per link of every record: a hash map of the
+        // prefixes, rebuilt here, beats that many searches of the tree.
+        let prefixes = &mut self.routing.prefixes;
+        prefixes.clear();
+        prefixes.extend(self.routing.by_prefix.iter().map(|(p, id)| (*p, *id)));
+        for (origin, record) in self.routing.lsdb.iter() {
+            let links = record.links.iter().filter_map(|link| {
+                let neighbour = *prefixes.get(&link.neighbour)?;
                 let loss = f32::from(link.loss) / f32::from(u16::MAX);
-                graph.add_edge(
-                    *origin,
-                    neighbour,
-                    LinkQuality {
-                        rtt_us: link.rtt_us,
-                        loss,
-                    },
-                );
-            }
+                let quality = LinkQuality {
+                    rtt_us: link.rtt_us,
+                    loss,
+                };
+                Some((neighbour, quality))
+            });
+            graph.add_links(*origin, links);
         }
         let max_hops = if self.routing.config.relaying {
             MAX_INTERMEDIATES + 1

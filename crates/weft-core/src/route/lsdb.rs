@@ -5,8 +5,14 @@
 //! record, so a member cannot forge another's links. Among records of one
 //! origin the largest sequence wins; a record is dropped when its lifetime
 //! runs out, which withdraws a node that disappeared.
+//!
+//! Every record arrives once per neighbour that floods it, so the copies
+//! are recognised by an index on the record's last bytes (its signature)
+//! rather than by comparing them with every stored record, and the next
+//! expiry is the first of an ordered set: both are looked up after every
+//! input, and a node may hold records of every other node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::identity::{CaCertificate, CertError, Certificate, NodeId, verify_signature};
@@ -80,6 +86,10 @@ pub(crate) struct StoredLsa {
 #[derive(Debug, Default)]
 pub(crate) struct LinkStateDb {
     records: BTreeMap<NodeId, StoredLsa>,
+    /// Every record by [`tail_key`] of its bytes, then origin.
+    by_tail: BTreeSet<(u64, NodeId)>,
+    /// Every record by expiry, then origin.
+    by_expiry: BTreeSet<(Instant, NodeId)>,
 }
 
 impl LinkStateDb {
@@ -99,17 +109,24 @@ impl LinkStateDb {
         {
             return false;
         }
-        self.records.insert(
-            record.origin,
+        let origin = record.origin;
+        let expires = now + record.lifetime;
+        let old = self.records.insert(
+            origin,
             StoredLsa {
                 certificate: record.certificate,
                 sequence: record.sequence,
-                expires: now + record.lifetime,
+                expires,
                 links: record.links,
                 bytes: bytes.to_vec(),
                 hops_left,
             },
         );
+        if let Some(old) = old {
+            self.unindex(origin, &old);
+        }
+        self.by_tail.insert((tail_key(bytes), origin));
+        self.by_expiry.insert((expires, origin));
         true
     }
 
@@ -117,7 +134,17 @@ impl LinkStateDb {
     /// delivers each record once per neighbour, and the copies need no
     /// second verification (two Ed25519 checks each).
     pub(crate) fn holding(&mut self, bytes: &[u8]) -> Option<(&NodeId, &mut StoredLsa)> {
-        self.records.iter_mut().find(|(_, r)| r.bytes == bytes)
+        let key = tail_key(bytes);
+        let lowest = NodeId::from_bytes([0; 32]);
+        let highest = NodeId::from_bytes([u8::MAX; 32]);
+        // Equal bytes have equal keys; among records sharing a key (which
+        // needs equal signature bytes), the first by origin that is equal.
+        let origin = self
+            .by_tail
+            .range((key, lowest)..=(key, highest))
+            .map(|(_, origin)| *origin)
+            .find(|origin| self.records.get(origin).is_some_and(|r| r.bytes == bytes))?;
+        self.records.range_mut(origin..=origin).next()
     }
 
     pub(crate) fn get(&self, origin: &NodeId) -> Option<&StoredLsa> {
@@ -130,14 +157,36 @@ impl LinkStateDb {
 
     /// Drops expired records; returns whether any was.
     pub(crate) fn expire(&mut self, now: Instant) -> bool {
-        let before = self.records.len();
-        self.records.retain(|_, record| record.expires > now);
-        self.records.len() != before
+        let mut any = false;
+        while let Some(&(expires, origin)) = self.by_expiry.first()
+            && expires <= now
+        {
+            self.by_expiry.pop_first();
+            if let Some(record) = self.records.remove(&origin) {
+                self.by_tail.remove(&(tail_key(&record.bytes), origin));
+            }
+            any = true;
+        }
+        any
     }
 
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
-        self.records.values().map(|r| r.expires).min()
+        self.by_expiry.first().map(|(at, _)| *at)
     }
+
+    fn unindex(&mut self, origin: NodeId, record: &StoredLsa) {
+        self.by_tail.remove(&(tail_key(&record.bytes), origin));
+        self.by_expiry.remove(&(record.expires, origin));
+    }
+}
+
+/// A record's last eight bytes (part of its signature, so they differ
+/// between records), as the index key of its bytes.
+fn tail_key(bytes: &[u8]) -> u64 {
+    let mut key = [0; 8];
+    let tail = &bytes[bytes.len().saturating_sub(8)..];
+    key[..tail.len()].copy_from_slice(tail);
+    u64::from_be_bytes(key)
 }
 
 #[cfg(test)]
@@ -207,6 +256,31 @@ mod tests {
         assert!(!db.expire(now + Duration::from_secs(29)));
         assert!(db.expire(now + Duration::from_secs(30)));
         assert!(db.get(&key.node_id()).is_none());
+    }
+
+    #[test]
+    fn a_replaced_record_is_no_longer_held_and_expires_with_its_successor() {
+        let ca = CaSecret::new([1; 32], "net", 0, 1_000).unwrap();
+        let key = SecretKey::from_random([2; 64]);
+        let now = Instant::now();
+        let later = now + Duration::from_secs(10);
+        let mut db = LinkStateDb::default();
+        let cert = certified(&ca, &key);
+        let (r1, r2) = (signed_record(&ca, &key, 1), signed_record(&ca, &key, 2));
+        let v1 = verify(&r1, &cert, ca.certificate(), 10).unwrap();
+        let v2 = verify(&r2, &cert, ca.certificate(), 10).unwrap();
+        assert!(db.insert(now, v1, &r1, 1));
+        assert!(db.insert(later, v2, &r2, 1));
+        assert!(db.holding(&r1).is_none());
+        assert_eq!(db.holding(&r2).unwrap().1.sequence, 2);
+        assert_eq!(db.next_expiry(), Some(later + Duration::from_secs(30)));
+        assert!(
+            !db.expire(now + Duration::from_secs(30)),
+            "the first expiry went with it"
+        );
+        assert!(db.expire(later + Duration::from_secs(30)));
+        assert_eq!(db.next_expiry(), None);
+        assert!(db.holding(&r2).is_none());
     }
 
     #[test]

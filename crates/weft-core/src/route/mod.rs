@@ -36,7 +36,7 @@ use std::time::Duration;
 
 pub(crate) use brake::Brake;
 pub(crate) use lsdb::{LinkStateDb, LsaError, verify as verify_lsa};
-pub(crate) use paths::{Graph, LinkQuality, compute_paths};
+pub(crate) use paths::{Graph, IdMap, LinkQuality, compute_paths};
 pub(crate) use table::RouteTable;
 
 use crate::identity::NodeId;

@@ -6,8 +6,15 @@
 //! cheapest path never repeats a node. For relayed best paths with one
 //! intermediate, the other one-intermediate paths within 10 % of its cost
 //! are returned as alternates, over which flows are spread.
+//!
+//! Routes are recomputed up to fifty times a second while records flood,
+//! over every link of every record held, so the graph finds nodes by a
+//! hash of their id, keeps its allocations from one computation to the
+//! next ([`Graph::clear`]), and alternates are found through an index of
+//! the first hops' links rather than by scanning them per destination.
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::Metric;
 use crate::identity::NodeId;
@@ -45,14 +52,41 @@ pub(crate) fn link_cost(metric: Metric, quality: LinkQuality) -> u64 {
     cost.max(1)
 }
 
+/// A hash map for keys that are hashes already (node ids and their
+/// prefixes). Only for lookups: iterating it would make an output depend
+/// on its order, which is why clippy bans `HashMap` elsewhere.
+#[allow(clippy::disallowed_types)]
+pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Graph {
+    /// Nodes in the order they were first named: ties between equal
+    /// paths go to the smaller index.
     nodes: Vec<NodeId>,
-    index: BTreeMap<NodeId, usize>,
+    /// Never iterated: `nodes` is the order.
+    index: IdMap<NodeId, usize>,
+    /// Out-links of `nodes[i]`; entries past `nodes.len()` are empty
+    /// lists kept for reuse.
     edges: Vec<Vec<(usize, LinkQuality)>>,
+    /// Per node `to`: the [`Graph::add_links`] call (its stamp) that last
+    /// saw a link to it, and where that link is in its origin's list.
+    seen: Vec<(u64, usize)>,
+    stamp: u64,
 }
 
 impl Graph {
+    /// Empties the graph, keeping its allocations.
+    pub(crate) fn clear(&mut self) {
+        self.nodes.clear();
+        self.index.clear();
+        for links in &mut self.edges {
+            links.clear();
+        }
+    }
+
+    /// Adds or updates one link: the reference [`Graph::add_links`] is
+    /// held to, and the way tests build graphs.
+    #[cfg(test)]
     pub(crate) fn add_edge(&mut self, from: NodeId, to: NodeId, quality: LinkQuality) {
         if from == to {
             return;
@@ -63,6 +97,43 @@ impl Graph {
             existing.1 = quality;
         } else {
             self.edges[from].push((to, quality));
+        }
+    }
+
+    /// Adds links out of `from`, exactly as [`Graph::add_edge`] would one
+    /// after another, but finding a repeated link in constant time rather
+    /// than by a scan of `from`'s links (records carry tens of links).
+    pub(crate) fn add_links(
+        &mut self,
+        from: NodeId,
+        links: impl IntoIterator<Item = (NodeId, LinkQuality)>,
+    ) {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        let mut origin = None;
+        for (to, quality) in links {
+            if to == from {
+                continue;
+            }
+            let f = match origin {
+                Some(f) => f,
+                None => {
+                    let f = self.node(from);
+                    for (at, &(n, _)) in self.edges[f].iter().enumerate() {
+                        self.seen[n] = (stamp, at);
+                    }
+                    origin = Some(f);
+                    f
+                }
+            };
+            let t = self.node(to);
+            let (seen_in, at) = self.seen[t];
+            if seen_in == stamp {
+                self.edges[f][at].1 = quality;
+            } else {
+                self.seen[t] = (stamp, self.edges[f].len());
+                self.edges[f].push((t, quality));
+            }
         }
     }
 
@@ -94,13 +165,37 @@ impl Graph {
     }
 
     fn node(&mut self, id: NodeId) -> usize {
-        if let Some(&i) = self.index.get(&id) {
-            return i;
+        let next = self.nodes.len();
+        let i = *self.index.entry(id).or_insert(next);
+        if i == next {
+            self.nodes.push(id);
+            if self.edges.len() < self.nodes.len() {
+                self.edges.push(Vec::new());
+                self.seen.push((0, 0));
+            }
         }
-        self.nodes.push(id);
-        self.edges.push(Vec::new());
-        self.index.insert(id, self.nodes.len() - 1);
-        self.nodes.len() - 1
+        i
+    }
+}
+
+/// Hashes a node id by folding its bytes eight at a time: ids are hashes
+/// already (derived with BLAKE3), and SipHash over 32 bytes cost more than
+/// the rest of building a graph.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
     }
 }
 
@@ -129,12 +224,15 @@ pub(crate) fn compute_paths(
     };
     let n = graph.nodes.len();
     // layers[h][v]: cheapest cost with exactly h links, and the previous
-    // node on it (in layer h - 1).
-    let mut layers: Vec<Vec<Option<(u64, usize)>>> = vec![vec![None; n]; max_hops + 1];
-    layers[0][s] = Some((0, s));
+    // node on it (in layer h - 1); one allocation, layer after layer.
+    let mut cells: Vec<Option<(u64, usize)>> = vec![None; n * (max_hops + 1)];
+    cells[s] = Some((0, s));
     for h in 1..=max_hops {
-        for u in 0..n {
-            let Some((cost_u, _)) = layers[h - 1][u] else {
+        let (done, rest) = cells.split_at_mut(h * n);
+        let previous = &done[(h - 1) * n..];
+        let layer = &mut rest[..n];
+        for (u, reached) in previous.iter().enumerate() {
+            let Some((cost_u, _)) = *reached else {
                 continue;
             };
             for &(v, quality) in &graph.edges[u] {
@@ -144,16 +242,18 @@ pub(crate) fn compute_paths(
                 let cost = cost_u.saturating_add(link_cost(metric, quality));
                 // Ties go to the smaller node index, so the result does not
                 // depend on edge order.
-                let better = match layers[h][v] {
+                let better = match layer[v] {
                     None => true,
                     Some((old, old_u)) => cost < old || (cost == old && u < old_u),
                 };
                 if better {
-                    layers[h][v] = Some((cost, u));
+                    layer[v] = Some((cost, u));
                 }
             }
         }
     }
+    let layers: Vec<&[Option<(u64, usize)>]> = cells.chunks(n.max(1)).collect();
+    let second_links = SecondLinks::new(graph, s);
     for v in 0..n {
         if v == s {
             continue;
@@ -179,7 +279,7 @@ pub(crate) fn compute_paths(
         }
         path.reverse();
         let alternates = if hops == 2 {
-            alternates(graph, metric, s, v, path[0], cost)
+            alternates(graph, &second_links, metric, v, path[0], cost)
         } else {
             Vec::new()
         };
@@ -195,21 +295,63 @@ pub(crate) fn compute_paths(
     out
 }
 
+/// The two-link paths out of the source, grouped by where they end: for
+/// each node `d`, every first hop `r` with a link `r → d`, and both links'
+/// qualities. A graph has at most one link per ordered pair.
+struct SecondLinks {
+    /// `starts[d]..starts[d + 1]` is `d`'s range of `entries`.
+    starts: Vec<usize>,
+    /// (first hop, source → first hop, first hop → d).
+    entries: Vec<(usize, LinkQuality, LinkQuality)>,
+}
+
+impl SecondLinks {
+    fn new(graph: &Graph, s: usize) -> Self {
+        let n = graph.nodes.len();
+        let mut starts = vec![0; n + 1];
+        for &(r, _) in &graph.edges[s] {
+            for &(d, _) in &graph.edges[r] {
+                starts[d + 1] += 1;
+            }
+        }
+        for d in 0..n {
+            starts[d + 1] += starts[d];
+        }
+        let unset = LinkQuality {
+            rtt_us: 0,
+            loss: 0.0,
+        };
+        let mut entries = vec![(0, unset, unset); starts[n]];
+        let mut next = starts.clone();
+        for &(r, first) in &graph.edges[s] {
+            for &(d, second) in &graph.edges[r] {
+                entries[next[d]] = (r, first, second);
+                next[d] += 1;
+            }
+        }
+        Self { starts, entries }
+    }
+
+    fn ending_at(&self, d: usize) -> &[(usize, LinkQuality, LinkQuality)] {
+        &self.entries[self.starts[d]..self.starts[d + 1]]
+    }
+}
+
 fn alternates(
     graph: &Graph,
+    second_links: &SecondLinks,
     metric: Metric,
-    s: usize,
     d: usize,
     chosen: NodeId,
     best: u64,
 ) -> Vec<Vec<NodeId>> {
     let limit = best.saturating_mul(100 + ALTERNATE_SLACK_PERCENT) / 100;
-    let mut found: Vec<(u64, NodeId)> = graph.edges[s]
+    let mut found: Vec<(u64, NodeId)> = second_links
+        .ending_at(d)
         .iter()
-        .filter(|(r, _)| *r != d && graph.nodes[*r] != chosen)
-        .filter_map(|&(r, first)| {
-            let (_, second) = graph.edges[r].iter().find(|(n, _)| *n == d)?;
-            let cost = link_cost(metric, first).saturating_add(link_cost(metric, *second));
+        .filter(|(r, _, _)| *r != d && graph.nodes[*r] != chosen)
+        .filter_map(|&(r, first, second)| {
+            let cost = link_cost(metric, first).saturating_add(link_cost(metric, second));
             (cost <= limit).then_some((cost, graph.nodes[r]))
         })
         .collect();
@@ -240,6 +382,28 @@ mod tests {
     fn both(g: &mut Graph, a: u8, b: u8, quality: LinkQuality) {
         g.add_edge(id(a), id(b), quality);
         g.add_edge(id(b), id(a), quality);
+    }
+
+    #[test]
+    fn adding_links_at_once_builds_the_graph_edge_by_edge_would() {
+        let links = [(2, 10), (3, 20), (1, 5), (2, 30), (4, 40)];
+        let mut one_by_one = Graph::default();
+        one_by_one.add_edge(id(4), id(1), q(7, 0.0));
+        one_by_one.add_edge(id(1), id(3), q(1, 0.0));
+        for (to, ms) in links {
+            one_by_one.add_edge(id(1), id(to), q(ms, 0.0));
+        }
+        let mut at_once = Graph::default();
+        at_once.add_links(id(4), [(id(1), q(7, 0.0))]);
+        at_once.add_links(id(1), [(id(3), q(1, 0.0))]);
+        at_once.add_links(id(1), links.map(|(to, ms)| (id(to), q(ms, 0.0))));
+        assert_eq!(at_once.nodes, one_by_one.nodes);
+        assert_eq!(
+            at_once.edges[..at_once.nodes.len()],
+            one_by_one.edges[..one_by_one.nodes.len()]
+        );
+        assert_eq!(at_once.edge(&id(1), &id(2)), Some(q(30, 0.0)));
+        assert_eq!(at_once.edges[at_once.index[&id(1)]].len(), 3);
     }
 
     #[test]

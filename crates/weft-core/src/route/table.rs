@@ -36,13 +36,14 @@ pub(crate) struct RouteChange {
 
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
-    routes: BTreeMap<(NodeId, Metric), Route>,
+    /// The routes of each metric, in [`Metric::ALL`] order.
+    routes: [BTreeMap<NodeId, Route>; 2],
     pins: BTreeMap<NodeId, (Vec<NodeId>, Instant)>,
 }
 
 impl RouteTable {
     /// Brings the routes of `metric` in line with freshly computed best
-    /// paths, with hysteresis; returns what changed.
+    /// paths, with hysteresis; returns what changed, by destination.
     pub(crate) fn update(
         &mut self,
         now: Instant,
@@ -52,102 +53,65 @@ impl RouteTable {
         source: &NodeId,
         hold_down: Duration,
     ) -> Vec<RouteChange> {
+        let routes = &mut self.routes[slot(metric)];
         let mut changes = Vec::new();
-        let destinations: BTreeSet<NodeId> = self
-            .routes
-            .keys()
-            .filter(|(_, m)| *m == metric)
-            .map(|(d, _)| *d)
-            .chain(computed.keys().copied())
-            .collect();
-        for destination in destinations {
-            let key = (destination, metric);
-            let best = computed.get(&destination);
-            let Some(current) = self.routes.get_mut(&key) else {
-                if let Some(best) = best {
-                    changes.push(RouteChange {
-                        destination,
-                        metric,
-                        from: Vec::new(),
-                        to: best.path.clone(),
-                    });
-                    self.routes.insert(key, route(best, now));
-                }
-                continue;
-            };
-            let Some(best) = best else {
-                changes.push(RouteChange {
-                    destination,
-                    metric,
-                    from: current.path.clone(),
-                    to: Vec::new(),
-                });
-                self.routes.remove(&key);
-                continue;
-            };
-            if current.path == best.path {
-                current.cost = best.cost;
-                current.alternates = best.alternates.clone();
-                continue;
+        // Both maps are sorted by destination: one walk pairs them.
+        let mut added: Vec<(NodeId, &Computed)> = Vec::new();
+        let mut gone: Vec<NodeId> = Vec::new();
+        let mut best_paths = computed.iter().peekable();
+        for (destination, current) in routes.iter_mut() {
+            while let Some((new, best)) = best_paths.next_if(|(d, _)| *d < destination) {
+                added.push((*new, best));
             }
-            let keep = match graph.path_cost(metric, source, &current.path) {
-                None => false,
-                Some(cost) => {
-                    let much_better = best.cost.saturating_mul(5) < cost.saturating_mul(4)
-                        && (metric != Metric::Latency || cost - best.cost >= 1_000);
-                    // Fewer relays at no higher cost is better too: relaying
-                    // spends other members' bandwidth, and on a LAN a
-                    // healed direct link may be only a fraction of a
-                    // millisecond faster than the detour.
-                    let shorter = best.path.len() < current.path.len()
-                        && super::paths::fewer_relays_win(best.cost, cost);
-                    if (much_better || shorter) && now >= current.since + hold_down {
-                        false
-                    } else {
-                        current.cost = cost;
-                        // The kept path's alternates are the other
-                        // one-relay paths now within the slack of it: the
-                        // best path and its alternates (computed on this
-                        // graph), not whatever was equal when it was chosen.
-                        let limit =
-                            cost.saturating_mul(100 + super::paths::ALTERNATE_SLACK_PERCENT) / 100;
-                        current.alternates = if current.path.len() == 2 {
-                            std::iter::once(&best.path)
-                                .chain(best.alternates.iter())
-                                .filter(|p| p.len() == 2 && **p != current.path)
-                                .filter(|p| {
-                                    graph
-                                        .path_cost(metric, source, p)
-                                        .is_some_and(|c| c <= limit)
-                                })
-                                .cloned()
-                                .collect::<BTreeSet<_>>()
-                                // Sorted: the order maps flows to paths.
-                                .into_iter()
-                                .collect()
-                        } else {
-                            Vec::new()
-                        };
-                        true
-                    }
-                }
+            let Some((_, best)) = best_paths.next_if(|(d, _)| *d == destination) else {
+                gone.push(*destination);
+                continue;
             };
-            if !keep {
+            let context = Context {
+                now,
+                metric,
+                graph,
+                source,
+                hold_down,
+            };
+            if let Some(to) = context.follow(current, best) {
                 changes.push(RouteChange {
-                    destination,
+                    destination: *destination,
                     metric,
-                    from: current.path.clone(),
-                    to: best.path.clone(),
+                    from: std::mem::replace(current, to).path,
+                    to: current.path.clone(),
                 });
-                *current = route(best, now);
             }
         }
+        added.extend(best_paths.map(|(d, best)| (*d, best)));
+        for destination in gone {
+            if let Some(old) = routes.remove(&destination) {
+                changes.push(RouteChange {
+                    destination,
+                    metric,
+                    from: old.path,
+                    to: Vec::new(),
+                });
+            }
+        }
+        for (destination, best) in added {
+            changes.push(RouteChange {
+                destination,
+                metric,
+                from: Vec::new(),
+                to: best.path.clone(),
+            });
+            routes.insert(destination, route(best, now));
+        }
+        // One change at most per destination, so this is the order of a
+        // walk over all destinations.
+        changes.sort_by_key(|change| change.destination);
         changes
     }
 
     /// The route of `destination` under `metric`.
     pub(crate) fn get(&self, destination: &NodeId, metric: Metric) -> Option<&Route> {
-        self.routes.get(&(*destination, metric))
+        self.routes[slot(metric)].get(destination)
     }
 
     /// The path a flow with hash `flow` takes.
@@ -182,6 +146,82 @@ impl RouteTable {
         self.pins
             .get(destination)
             .map(|(p, at)| (p.as_slice(), *at))
+    }
+}
+
+/// What a route is compared with its new best path under.
+struct Context<'a> {
+    now: Instant,
+    metric: Metric,
+    graph: &'a Graph,
+    source: &'a NodeId,
+    hold_down: Duration,
+}
+
+impl Context<'_> {
+    /// Updates a route that has a new best path: its cost and alternates
+    /// if it is kept, or the route to replace it with.
+    fn follow(&self, current: &mut Route, best: &Computed) -> Option<Route> {
+        let Self {
+            now,
+            metric,
+            graph,
+            source,
+            hold_down,
+        } = *self;
+        if current.path == best.path {
+            current.cost = best.cost;
+            if current.alternates != best.alternates {
+                current.alternates.clone_from(&best.alternates);
+            }
+            return None;
+        }
+        // A path with a missing link is replaced at once.
+        let Some(cost) = graph.path_cost(metric, source, &current.path) else {
+            return Some(route(best, now));
+        };
+        let much_better = best.cost.saturating_mul(5) < cost.saturating_mul(4)
+            && (metric != Metric::Latency || cost - best.cost >= 1_000);
+        // Fewer relays at no higher cost is better too: relaying spends
+        // other members' bandwidth, and on a LAN a healed direct link may
+        // be only a fraction of a millisecond faster than the detour.
+        let shorter =
+            best.path.len() < current.path.len() && super::paths::fewer_relays_win(best.cost, cost);
+        if (much_better || shorter) && now >= current.since + hold_down {
+            return Some(route(best, now));
+        }
+        current.cost = cost;
+        // The kept path's alternates are the other one-relay paths now
+        // within the slack of it: the best path and its alternates
+        // (computed on this graph), not whatever was equal when it was
+        // chosen.
+        let limit = cost.saturating_mul(100 + super::paths::ALTERNATE_SLACK_PERCENT) / 100;
+        current.alternates = if current.path.len() == 2 {
+            std::iter::once(&best.path)
+                .chain(best.alternates.iter())
+                .filter(|p| p.len() == 2 && **p != current.path)
+                .filter(|p| {
+                    graph
+                        .path_cost(metric, source, p)
+                        .is_some_and(|c| c <= limit)
+                })
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                // Sorted: the order maps flows to paths.
+                .into_iter()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        None
+    }
+}
+
+/// A metric's place in [`Metric::ALL`].
+fn slot(metric: Metric) -> usize {
+    match metric {
+        Metric::Latency => 0,
+        Metric::Loss => 1,
     }
 }
 
