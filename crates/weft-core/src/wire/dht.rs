@@ -409,16 +409,7 @@ impl<'a> RendezvousEntry<'a> {
             return Err(DecodeError::UnknownVersion(version));
         }
         let node = NodeId::from_bytes(r.key()?.0);
-        let group = match r.u8("rendezvous group")? {
-            4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>("rendezvous group")?)),
-            6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>("rendezvous group")?)),
-            other => {
-                return Err(DecodeError::UnknownType {
-                    what: "group family",
-                    value: other,
-                });
-            }
-        };
+        let group = r.ip("rendezvous group", "group family")?;
         let expires = r.u64("rendezvous entry")?;
         let signed_len = r.at;
         let signature = r.signature("rendezvous signature")?;
@@ -437,16 +428,7 @@ impl<'a> RendezvousEntry<'a> {
     pub fn emit_unsigned(out: &mut Vec<u8>, node: &NodeId, group: IpAddr, expires: u64) {
         out.push(ENTRY_VERSION);
         out.extend_from_slice(node.as_bytes());
-        match group {
-            IpAddr::V4(ip) => {
-                out.push(4);
-                out.extend_from_slice(&ip.octets());
-            }
-            IpAddr::V6(ip) => {
-                out.push(6);
-                out.extend_from_slice(&ip.octets());
-            }
-        }
+        emit_ip(out, group);
         out.extend_from_slice(&expires.to_be_bytes());
     }
 }
@@ -595,7 +577,13 @@ pub fn is_label(bytes: &[u8]) -> bool {
 /// Appends an endpoint as DHT records and frames carry it: family (4 or
 /// 6), address, port.
 pub(super) fn emit_endpoint(out: &mut Vec<u8>, endpoint: &SocketAddr) {
-    match endpoint.ip() {
+    emit_ip(out, endpoint.ip());
+    out.extend_from_slice(&endpoint.port().to_be_bytes());
+}
+
+/// A family byte (4 or 6) and the address: endpoints and group addresses.
+fn emit_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
         IpAddr::V4(ip) => {
             out.push(4);
             out.extend_from_slice(&ip.octets());
@@ -605,7 +593,6 @@ pub(super) fn emit_endpoint(out: &mut Vec<u8>, endpoint: &SocketAddr) {
             out.extend_from_slice(&ip.octets());
         }
     }
-    out.extend_from_slice(&endpoint.port().to_be_bytes());
 }
 
 fn emit_target(out: &mut Vec<u8>, target: &Target) {
@@ -694,17 +681,20 @@ impl<'a> Reader<'a> {
         slice.try_into().map_err(|_| DecodeError::Truncated(what))
     }
 
+    /// A family byte (4 or 6) and the address.
+    fn ip(&mut self, what: &'static str, family: &'static str) -> Result<IpAddr, DecodeError> {
+        match self.u8(what)? {
+            4 => Ok(IpAddr::V4(Ipv4Addr::from(self.array::<4>(what)?))),
+            6 => Ok(IpAddr::V6(Ipv6Addr::from(self.array::<16>(what)?))),
+            other => Err(DecodeError::UnknownType {
+                what: family,
+                value: other,
+            }),
+        }
+    }
+
     fn endpoint(&mut self) -> Result<SocketAddr, DecodeError> {
-        let ip = match self.u8("endpoint")? {
-            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>("endpoint")?)),
-            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>("endpoint")?)),
-            other => {
-                return Err(DecodeError::UnknownType {
-                    what: "address family",
-                    value: other,
-                });
-            }
-        };
+        let ip = self.ip("endpoint", "address family")?;
         let port = self.u16("endpoint")?;
         Ok(SocketAddr::new(ip, port))
     }
