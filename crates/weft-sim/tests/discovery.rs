@@ -256,6 +256,12 @@ fn losing_the_bootstrap_node_changes_nothing() {
     )));
     sim.run_for(secs(2));
     sim.crash(hosts[0]).unwrap();
+    // The bootstrap node is an ordinary neighbour too, and paths may go
+    // through it: packets sent through it in the instant it crashes are
+    // lost like through any crashed relay (failover has its own tests).
+    // What must not change is everything after: lookups, sessions and
+    // routes without the node everyone joined through.
+    sim.run_for(secs(3));
     let rest = &hosts[1..];
     let flows = all_pairs(&mut sim, rest, 3);
     sim.run_for(secs(8));
@@ -417,4 +423,48 @@ fn idle_sessions_lapse_and_a_full_table_makes_room_for_a_new_caller() {
             sim.name(h)
         );
     }
+}
+
+/// Links each node holds with others (established sessions).
+fn links(sim: &Sim, h: HostId) -> usize {
+    let now = sim.now();
+    sim.node(h).map_or(0, |n| {
+        n.peers(now)
+            .iter()
+            .filter(|p| p.state == SessionState::Established)
+            .count()
+    })
+}
+
+#[test]
+fn links_stay_near_the_neighbour_bound_although_others_pick_a_node_too() {
+    // Each node picks `max` neighbours; without counting the links others
+    // opened to it, a node ends up with its own picks plus everyone else's
+    // picks of it (nearly twice `max`), and link-state cost grows with the
+    // cube of a node's links (PROTOCOL.md §7.8, "Picks").
+    let mut sim = new_sim(75);
+    let neighbours = NeighbourConfig {
+        max: 6,
+        random: 1,
+        ..NeighbourConfig::default()
+    };
+    let count = 24;
+    let hosts = build(&mut sim, count, neighbours, |i| (i * 7) % i);
+    // Past `reject_after_time` (180 s), so that the sessions of picks let
+    // go have lapsed.
+    sim.run_for(secs(240));
+    let per_node: Vec<usize> = hosts.iter().map(|&h| links(&sim, h)).collect();
+    let mean = per_node.iter().sum::<usize>() as f64 / count as f64;
+    // Before others' links counted: mean 10.2, largest 22 on this seed.
+    assert!(
+        mean <= (neighbours.max + 2) as f64,
+        "mean links per node {mean:.1} for max {}: {per_node:?}",
+        neighbours.max
+    );
+    assert!(per_node.iter().all(|&l| l >= 1), "{per_node:?}");
+    // Still one network: a sample of pairs, first packets included.
+    let sample: Vec<HostId> = hosts.iter().step_by(5).copied().collect();
+    let flows = all_pairs(&mut sim, &sample, 3);
+    sim.run_for(secs(5));
+    assert_nothing_lost(&sim, &flows);
 }

@@ -49,6 +49,12 @@ const SELECT_INTERVAL: Duration = Duration::from_secs(10);
 const PICK_ATTEMPTS: u32 = 3;
 /// For how long.
 const SET_ASIDE_FOR: Duration = Duration::from_secs(60);
+/// Near neighbours a node picks however many others picked it.
+const MIN_NEAR: usize = 2;
+/// Links past `NeighbourConfig::max` a node tolerates before it lets go
+/// of a near pick (one per selection): room for others' picks to come
+/// and go without the node's own picks following them.
+const EXCESS_LINKS: usize = 4;
 
 /// DHT and neighbourhood state of a node.
 pub(super) struct Discovery {
@@ -69,6 +75,11 @@ pub(super) struct Discovery {
     near: BTreeSet<NodeId>,
     random: BTreeSet<NodeId>,
     set_aside: BTreeMap<NodeId, Instant>,
+    /// Near picks this node let go of (too many links), until their
+    /// sessions have surely lapsed: not counted as others' links
+    /// meanwhile, or each lingering session would make it let go of
+    /// another pick.
+    let_go: BTreeMap<NodeId, Instant>,
     pub(super) select_due: Option<Instant>,
 }
 
@@ -90,6 +101,7 @@ impl Discovery {
             near: BTreeSet::new(),
             random: BTreeSet::new(),
             set_aside: BTreeMap::new(),
+            let_go: BTreeMap::new(),
             select_due: None,
         }
     }
@@ -383,6 +395,7 @@ impl Node {
             .endpoint_tried
             .retain(|_, at| now < *at + UNREACHABLE_FOR);
         let config = self.discovery.config;
+        let session_lapse = self.config.reject_after_time;
         if config.max == 0 {
             return;
         }
@@ -409,6 +422,23 @@ impl Node {
         let configured_count = self.peers.iter().filter(|p| p.configured).count();
         let budget = config.max.saturating_sub(configured_count);
         let random_budget = config.random.min(budget);
+        // Links that others opened to this node (their picks, their
+        // traffic) are links like this node's own picks: flooding and
+        // routing use them all. Counted against the near picks, they keep
+        // a node's links near `max` instead of near twice `max` (each node's
+        // picks plus everyone else's picks of it), and link-state cost grows
+        // with the cube of a node's links (records that size, passed on over
+        // each link, from every node within two links). A few near picks
+        // stay, so a node whose inbound links go away is not left alone
+        // until the next selection. Only new picks are held back: a pick
+        // made stays while it ranks well, or the picks of nodes that count
+        // each other's links would chase each other.
+        let linked: BTreeSet<NodeId> = self
+            .peers
+            .entries()
+            .filter(|(peer, p)| !p.configured && self.neighbour(now, *peer))
+            .filter_map(|(_, p)| p.node_id)
+            .collect();
         let near_budget = budget - random_budget;
         let own = self.node_id();
         let contacts: Vec<_> = self
@@ -423,27 +453,78 @@ impl Node {
         let d = &mut self.discovery;
         d.near.retain(|id| present.contains(id));
         d.random.retain(|id| present.contains(id));
-        let mut ranked: Vec<(Duration, NodeId)> = contacts
+        // Nearest first; among equal RTTs, nearest in id space to this
+        // node (so nodes do not all rank the same contacts first and make
+        // them hubs).
+        let tie = |id: &NodeId| -> [u8; 32] {
+            let mut out = *id.as_bytes();
+            for (o, b) in out.iter_mut().zip(own.as_bytes()) {
+                *o ^= b;
+            }
+            out
+        };
+        let mut ranked: Vec<(Duration, [u8; 32], NodeId)> = contacts
             .iter()
-            .filter_map(|c| Some((c.rtt?, c.id)))
+            .filter_map(|c| Some((c.rtt?, tie(&c.id), c.id)))
             .collect();
         ranked.sort();
+        let ranked: Vec<(Duration, NodeId)> =
+            ranked.into_iter().map(|(rtt, _, id)| (rtt, id)).collect();
         let good: BTreeSet<NodeId> = ranked
             .iter()
             .take(near_budget * 2)
             .map(|(_, id)| *id)
             .collect();
         d.near.retain(|id| good.contains(id));
+        d.let_go.retain(|_, until| *until > now);
+        // A good contact that already has a link with this node (it picked
+        // this node) is picked first: the link serves both.
         for (_, id) in &ranked {
             if d.near.len() >= near_budget {
                 break;
             }
-            if !d.random.contains(id) {
+            if good.contains(id)
+                && linked.contains(id)
+                && !d.random.contains(id)
+                && !d.let_go.contains_key(id)
+            {
                 d.near.insert(*id);
             }
         }
-        while d.near.len() > near_budget {
-            d.near.pop_last();
+        let inbound = linked
+            .iter()
+            .filter(|id| !d.near.contains(id) && !d.random.contains(id))
+            .filter(|id| !d.let_go.contains_key(id))
+            .count();
+        let add_budget = near_budget
+            .saturating_sub(inbound)
+            .max(MIN_NEAR.min(near_budget));
+        for (_, id) in &ranked {
+            if d.near.len() >= add_budget {
+                break;
+            }
+            if !d.random.contains(id) && !d.let_go.contains_key(id) {
+                d.near.insert(*id);
+            }
+        }
+        // Too many links (others picked this node after it made its own
+        // picks): the farthest near pick goes, one per selection.
+        if d.near.len() > MIN_NEAR.min(near_budget)
+            && d.near.len() + d.random.len() + inbound > config.max + EXCESS_LINKS
+            && let Some(&(_, farthest)) = ranked.iter().rev().find(|(_, id)| d.near.contains(id))
+        {
+            d.near.remove(&farthest);
+            d.let_go.insert(farthest, now + session_lapse);
+        }
+        if d.near.len() > near_budget {
+            // Past a smaller budget, the farthest picks go.
+            let keep: BTreeSet<NodeId> = ranked
+                .iter()
+                .filter(|(_, id)| d.near.contains(id))
+                .take(near_budget)
+                .map(|(_, id)| *id)
+                .collect();
+            d.near = keep;
         }
         let mut rest: Vec<NodeId> = present
             .iter()
