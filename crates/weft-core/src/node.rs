@@ -828,7 +828,9 @@ impl Node {
 
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
-        self.secret.node_id()
+        // The certificate's, derived once: it certifies this very key
+        // (checked at creation and at renewal).
+        self.certificate.node_id()
     }
 
     /// The network's CA, the only issuer this node trusts.

@@ -662,9 +662,9 @@ level = "{DEFAULT_LOG_LEVEL}"
 # Shortest silence that marks a link down.
 # min_link_timeout = "150ms"
 # Advertise this node's links to the others at least this often...
-# lsa_refresh = "30s"
+# lsa_refresh = "60s"
 # ...and let the others forget them this long after they were made.
-# lsa_lifetime = "95s"
+# lsa_lifetime = "185s"
 # A working path is not changed again within this long.
 # hold_down = "1s"
 # Route through other nodes when they offer a better path (and relay for them).

@@ -537,7 +537,7 @@ impl Node {
         let refresh = self
             .routing
             .last_lsa
-            .map(|last| last + self.routing.config.lsa_refresh);
+            .map(|last| last + self.refresh_period());
         [
             self.routing.lsa_due.map(|at| (at, TimerKind::LinkState)),
             refresh.map(|at| (at, TimerKind::LinkState)),
@@ -567,7 +567,7 @@ impl Node {
         let refresh_due = self
             .routing
             .last_lsa
-            .is_some_and(|last| now >= last + self.routing.config.lsa_refresh);
+            .is_some_and(|last| now >= last + self.refresh_period());
         if refresh_due || self.routing.lsa_due.is_some_and(|due| due <= now) {
             if self.routing.brake.may_originate(now) {
                 self.originate_lsa(now);
@@ -604,6 +604,17 @@ impl Node {
             let at = self.routing.recompute_at.map_or(end, |at| at.min(end));
             self.routing.recompute_at = Some(at);
         }
+    }
+
+    /// `lsa_refresh`, shortened by up to a tenth by an amount fixed per
+    /// node (from its id): nodes that started together would otherwise
+    /// refresh together for ever, and their records would cross the
+    /// network in bursts.
+    fn refresh_period(&self) -> Duration {
+        let refresh = self.routing.config.lsa_refresh;
+        let id = self.node_id();
+        let share = u32::from(u16::from_le_bytes([id.as_bytes()[0], id.as_bytes()[1]]));
+        refresh - refresh / 10 * share / u32::from(u16::MAX)
     }
 
     /// Signs this node's record of its links and floods it.

@@ -115,8 +115,12 @@ impl Default for RoutingConfig {
             probe_down: Duration::from_millis(250),
             active_for: Duration::from_secs(1),
             min_link_timeout: Duration::from_millis(150),
-            lsa_refresh: Duration::from_secs(30),
-            lsa_lifetime: Duration::from_secs(95),
+            // Changes are sent at once; the refresh only keeps records
+            // from expiring and repairs a lost copy, and it is most of
+            // the idle cost of link state (each record crosses about d²
+            // links within its radius).
+            lsa_refresh: Duration::from_secs(60),
+            lsa_lifetime: Duration::from_secs(185),
             hold_down: Duration::from_secs(1),
             relaying: true,
         }
