@@ -35,7 +35,7 @@ done
 [[ ${#sizes[@]} -gt 0 ]] || sizes=(50 100 200)
 
 build_sim_bench scale scale-bench "$rev"
-echo "Whole nodes at scale: commit $COMMIT, settle ${settle}s, window 30 s, 100 pairs"
+echo "Whole nodes at scale: commit $COMMIT, settle ${settle}s, window 60 s, 100 pairs"
 echo
 header=--header
 for n in "${sizes[@]}"; do

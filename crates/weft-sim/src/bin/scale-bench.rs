@@ -41,8 +41,10 @@ struct Args {
     /// Simulated seconds to settle before measuring.
     #[arg(long, default_value_t = 60)]
     settle: u64,
-    /// Simulated seconds of idle traffic measured.
-    #[arg(long, default_value_t = 30)]
+    /// Simulated seconds of idle traffic measured: at least one
+    /// `lsa_refresh` (60 s), or the window may hold a burst of refreshes
+    /// or none.
+    #[arg(long, default_value_t = 60)]
     window: u64,
     /// Random pairs that exchange traffic after the window.
     #[arg(long, default_value_t = 100)]
