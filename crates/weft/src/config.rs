@@ -2829,7 +2829,7 @@ mod tests {
     #[test]
     fn routing_section_sets_the_core_config() {
         let config = parse(&format!(
-            "{MINIMAL}[routing]\nprobe_idle = \"2s\"\nprobe_active = \"20ms\"\nhold_down = \"500ms\"\nlsa_lifetime = \"1m\"\nrelaying = false\n"
+            "{MINIMAL}[routing]\nprobe_idle = \"2s\"\nprobe_active = \"20ms\"\nhold_down = \"500ms\"\nlsa_lifetime = \"4m\"\nrelaying = false\n"
         ))
         .unwrap();
         assert_eq!(
@@ -2838,7 +2838,7 @@ mod tests {
                 probe_idle: Duration::from_secs(2),
                 probe_active: Duration::from_millis(20),
                 hold_down: Duration::from_millis(500),
-                lsa_lifetime: Duration::from_secs(60),
+                lsa_lifetime: Duration::from_secs(240),
                 relaying: false,
                 ..RoutingConfig::default()
             }
