@@ -560,10 +560,10 @@ struct Peer {
     node_id: Option<NodeId>,
     certificate: Option<Certificate>,
     endpoint: Option<SocketAddr>,
-    current: Option<Transport>,
-    previous: Option<Transport>,
-    next: Option<Transport>,
-    pending: Option<AwaitingResponse>,
+    current: Option<Box<Transport>>,
+    previous: Option<Box<Transport>>,
+    next: Option<Box<Transport>>,
+    pending: Option<Box<AwaitingResponse>>,
     /// The last cookie this peer sent us (under load it asks for mac2),
     /// and when.
     cookie: Option<([u8; wire::COOKIE_LEN], Instant)>,
@@ -637,14 +637,14 @@ impl Peer {
     }
 
     fn transport_mut(&mut self, index: SessionIndex) -> Option<(Slot, &mut Transport)> {
-        if let Some(t) = self.current.as_mut().filter(|t| t.local == index) {
+        if let Some(t) = self.current.as_deref_mut().filter(|t| t.local == index) {
             return Some((Slot::Current, t));
         }
-        if let Some(t) = self.next.as_mut().filter(|t| t.local == index) {
+        if let Some(t) = self.next.as_deref_mut().filter(|t| t.local == index) {
             return Some((Slot::Next, t));
         }
         self.previous
-            .as_mut()
+            .as_deref_mut()
             .filter(|t| t.local == index)
             .map(|t| (Slot::Previous, t))
     }
@@ -1259,7 +1259,7 @@ impl Node {
         };
         debug!(peer = %self.peers[victim].name(), "ending an idle session to make room");
         let p = &mut self.peers[victim];
-        let ended: Vec<Transport> = [p.current.take(), p.previous.take(), p.next.take()]
+        let ended: Vec<Box<Transport>> = [p.current.take(), p.previous.take(), p.next.take()]
             .into_iter()
             .flatten()
             .collect();
@@ -1400,7 +1400,7 @@ impl Node {
         ) {
             Ok(pending) => {
                 self.stats.handshakes_initiated += 1;
-                if let Some(old) = self.peers[peer].pending.replace(pending) {
+                if let Some(old) = self.peers[peer].pending.replace(Box::new(pending)) {
                     self.by_index.remove(&old.local);
                 }
                 self.by_index.insert(local, peer);
@@ -1582,7 +1582,7 @@ impl Node {
         // packet of the new session, which proves the initiator holds the
         // session's keys (and so its static key) and is where it says.
         let p = &mut self.peers[peer];
-        if let Some(old) = p.next.replace(transport) {
+        if let Some(old) = p.next.replace(Box::new(transport)) {
             self.by_index.remove(&old.local);
         }
         if crossing && let Some(abandoned) = self.peers[peer].pending.take() {
@@ -1661,7 +1661,7 @@ impl Node {
             let transition = p.monitor.on_direct_handshake(now, rtt);
             self.on_link_transition(now, peer, transition);
         }
-        self.install(now, peer, transport);
+        self.install(now, peer, Box::new(transport));
         // Confirm the session to the responder at once, with data if any
         // is waiting and the shapers let it go now, else with a keepalive
         // (which never waits).
@@ -1966,7 +1966,7 @@ impl Node {
     }
 
     /// Makes `transport` the peer's current session.
-    fn install(&mut self, now: Instant, peer: PeerId, transport: Transport) {
+    fn install(&mut self, now: Instant, peer: PeerId, transport: Box<Transport>) {
         let initiator = transport.initiator;
         let p = &mut self.peers[peer];
         let retired = p.previous.take();
