@@ -348,7 +348,23 @@ impl Node {
                 }
                 self.queue_transmit(now, endpoint, buf);
             }
-            Path::Relayed(hops) => self.wrap_and_send(now, hops.as_slice(), buf),
+            Path::Relayed(hops) => {
+                // Traffic relayed although the direct link is up (it was
+                // lossy or slow): the direct link is probed at the active
+                // rate too, so its loss and RTT are fresh and traffic comes
+                // back as soon as it is good. Probed at the idle rate, the
+                // misses of a short outage stayed in its loss window for
+                // half a minute, and traffic with them.
+                let p = &self.peers[peer];
+                if matches!(via, Via::Route(..))
+                    && p.endpoint.is_some()
+                    && p.monitor.health() == LinkHealth::Up
+                {
+                    let config = &self.routing.config;
+                    self.peers[peer].monitor.mark_active(now, config);
+                }
+                self.wrap_and_send(now, hops.as_slice(), buf);
+            }
             Path::None => {
                 self.stats.tx_no_path += 1;
                 trace!(peer = %self.peers[peer].name(), "no path: dropping");
