@@ -430,9 +430,10 @@ impl Node {
         // with the cube of a node's links (records that size, passed on over
         // each link, from every node within two links). A few near picks
         // stay, so a node whose inbound links go away is not left alone
-        // until the next selection. Only new picks are held back: a pick
-        // made stays while it ranks well, or the picks of nodes that count
-        // each other's links would chase each other.
+        // until the next selection. New picks are held back at `max`, but
+        // a pick made is let go only past `max` + `EXCESS_LINKS`, one per
+        // selection, or the picks of nodes that count each other's links
+        // would chase each other (PROTOCOL.md §7.8, "Picks").
         let linked: BTreeSet<NodeId> = self
             .peers
             .entries()
@@ -510,7 +511,8 @@ impl Node {
         // Too many links (others picked this node after it made its own
         // picks): the farthest near pick goes, one per selection.
         if d.near.len() > MIN_NEAR.min(near_budget)
-            && d.near.len() + d.random.len() + inbound > config.max + EXCESS_LINKS
+            && configured_count + d.near.len() + d.random.len() + inbound
+                > config.max + EXCESS_LINKS
             && let Some(&(_, farthest)) = ranked.iter().rev().find(|(_, id)| d.near.contains(id))
         {
             d.near.remove(&farthest);
