@@ -283,6 +283,36 @@ fn main() {
             Some(report.arrived.first().copied()?? - *report.sent.first()?)
         })
         .collect();
+    // A slow first packet: what its sender did meanwhile (to stderr).
+    for &f in &flows {
+        let report = sim.flow(f);
+        let (Some(Some(arrived)), Some(sent)) = (report.arrived.first(), report.sent.first())
+        else {
+            continue;
+        };
+        let delay = *arrived - *sent;
+        if delay > Duration::from_millis(200) {
+            let counters = sim.node(report.from).map_or(String::new(), |n| {
+                n.stats()
+                    .iter()
+                    .filter(|(name, v)| {
+                        *v > 0
+                            && (name.starts_with("handshake")
+                                || name.starts_with("lookups")
+                                || name.contains("on_demand"))
+                    })
+                    .map(|(name, v)| format!("{name} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+            eprintln!(
+                "slow first packet {} -> {}: {} ms; sender: {counters}",
+                sim.name(report.from),
+                sim.name(report.to),
+                delay.as_millis()
+            );
+        }
+    }
 
     if args.header {
         println!(
