@@ -205,18 +205,10 @@ fn main() {
             let ok_lookups = sim.node(a).map_or(0, |n| n.dht_stats().lookups_ok);
             // Every handshake and relay counter of both ends that is not 0.
             let counters = |h: HostId| -> String {
-                sim.node(h).map_or(String::new(), |n| {
-                    n.stats()
-                        .iter()
-                        .filter(|(name, v)| {
-                            *v > 0
-                                && (name.starts_with("handshake")
-                                    || name.contains("cookie")
-                                    || name.contains("relay"))
-                        })
-                        .map(|(name, v)| format!("{name} {v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                nonzero_counters(&sim, h, |name| {
+                    name.starts_with("handshake")
+                        || name.contains("cookie")
+                        || name.contains("relay")
                 })
             };
             eprintln!("  sender: {}", counters(a));
@@ -292,18 +284,10 @@ fn main() {
         };
         let delay = *arrived - *sent;
         if delay > Duration::from_millis(200) {
-            let counters = sim.node(report.from).map_or(String::new(), |n| {
-                n.stats()
-                    .iter()
-                    .filter(|(name, v)| {
-                        *v > 0
-                            && (name.starts_with("handshake")
-                                || name.starts_with("lookups")
-                                || name.contains("on_demand"))
-                    })
-                    .map(|(name, v)| format!("{name} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            let counters = nonzero_counters(&sim, report.from, |name| {
+                name.starts_with("handshake")
+                    || name.starts_with("lookups")
+                    || name.contains("on_demand")
             });
             eprintln!(
                 "slow first packet {} -> {}: {} ms; sender: {counters}",
@@ -346,6 +330,19 @@ fn main() {
 }
 
 /// The process's resident set in bytes (0 where /proc is not there).
+/// `host`'s counters that are not 0 and whose names `wanted` picks, as
+/// "name value, ...".
+fn nonzero_counters(sim: &Sim, host: HostId, wanted: impl Fn(&str) -> bool) -> String {
+    sim.node(host).map_or(String::new(), |n| {
+        n.stats()
+            .iter()
+            .filter(|(name, v)| *v > 0 && wanted(name))
+            .map(|(name, v)| format!("{name} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+}
+
 fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
