@@ -629,8 +629,10 @@ impl Node {
     fn refresh_period(&self) -> Duration {
         let refresh = self.routing.config.lsa_refresh;
         let id = self.node_id();
-        let share = u32::from(u16::from_le_bytes([id.as_bytes()[0], id.as_bytes()[1]]));
-        refresh - refresh / 10 * share / u32::from(u16::MAX)
+        let share = f64::from(u16::from_le_bytes([id.as_bytes()[0], id.as_bytes()[1]]));
+        // A fraction of at most 1 of a tenth: cannot overflow, whatever
+        // the configured refresh.
+        refresh - (refresh / 10).mul_f64(share / f64::from(u16::MAX))
     }
 
     /// Signs this node's record of its links and floods it.
