@@ -129,6 +129,10 @@ pub struct RouteInfo {
     pub age_secs: f64,
     /// Whether an operator pinned it.
     pub pinned: bool,
+    /// Whether `path` is only the last resort, straight to the endpoint,
+    /// because the table has no usable route now (`age_secs` is then 0).
+    #[serde(default)]
+    pub fallback: bool,
 }
 
 /// One hop of [`RouteInfo::path`].
@@ -166,6 +170,7 @@ impl RouteInfo {
             cost: route.cost,
             age_secs: route.age.as_secs_f64(),
             pinned: route.pinned,
+            fallback: route.fallback,
         }
     }
 }
@@ -317,7 +322,7 @@ pub fn render_routes(routes: &[RouteInfo]) -> String {
         "COST",
         "HOPS",
         "AGE",
-        "PINNED",
+        "NOTE",
     ]
     .map(String::from);
     let rows: Vec<[String; 7]> = routes
@@ -343,7 +348,12 @@ pub fn render_routes(routes: &[RouteInfo]) -> String {
                     .collect::<Vec<_>>()
                     .join(", "),
                 format_secs(route.age_secs),
-                if route.pinned { "pinned" } else { "" }.to_owned(),
+                match (route.pinned, route.fallback) {
+                    (true, _) => "pinned",
+                    (false, true) => "fallback",
+                    (false, false) => "",
+                }
+                .to_owned(),
             ]
         })
         .collect();
@@ -445,6 +455,7 @@ mod tests {
             cost,
             age_secs: 75.0,
             pinned: false,
+            fallback: false,
         }
     }
 
@@ -504,7 +515,7 @@ mod tests {
                 "COST",
                 "HOPS",
                 "AGE",
-                "PINNED"
+                "NOTE"
             ]
         );
         for (line, cells) in [

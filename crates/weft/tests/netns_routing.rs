@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use weft::testbed::{
     Host, Iperf3Client, Iperf3Options, Iperf3Server, PingStream, Testbed, TestbedOptions,
-    have_iperf3, have_nft, is_root, loss_between, outage,
+    have_iperf3, have_nft, is_root, loss_between, outage, path_names,
 };
 
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,6 +82,7 @@ fn now() -> Instant {
 
 /// Waits until every host has link state from both others and a route to
 /// each, and the pair under test, h0 and h1, route to each other directly
+/// under both metrics
 /// (so a relay path is known and the direct one in use before the test
 /// impairs anything). Other routes may be relayed: on a busy machine a
 /// millisecond of scheduling noise can make a two-hop path look faster.
@@ -106,10 +107,19 @@ fn wait_converged(testbed: &Testbed) {
                         }
                     }
                 }
+                // Direct by the table's choice, not as the fallback used
+                // while the table's route (say, via h2 before h0's own
+                // link was measured) has no usable first hop yet.
                 for (from, to) in [(0, "h1"), (1, "h0")] {
-                    let path = testbed.host(from).route_path(to, METRIC)?;
-                    if !path.is_some_and(|path| is_direct(&path)) {
-                        return Ok(false);
+                    for metric in ["latency", "loss"] {
+                        let Some(route) = testbed.host(from).route(to, metric)? else {
+                            return Ok(false);
+                        };
+                        if !is_direct(&path_names(&route))
+                            || route["fallback"].as_bool() != Some(false)
+                        {
+                            return Ok(false);
+                        }
                     }
                 }
                 Ok(true)

@@ -254,6 +254,7 @@ impl Node {
             cost,
             age: age.unwrap_or_default(),
             pinned,
+            fallback: age.is_none(),
         })
     }
 

@@ -163,6 +163,11 @@ pub struct RouteStatus {
     pub age: Duration,
     /// Whether an operator pinned it.
     pub pinned: bool,
+    /// Whether `path` is the last resort straight to the destination's
+    /// endpoint because the table has no route yet or its route's first
+    /// hop cannot carry packets now (link down, no session); `age` is
+    /// then zero.
+    pub fallback: bool,
 }
 
 /// Why a routing command failed.
