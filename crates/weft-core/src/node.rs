@@ -1596,9 +1596,8 @@ impl Node {
                 let Some(id) = self.peers[peer].node_id else {
                     return self.return_buffer(buf);
                 };
-                let relay_id = self.peers[relay].node_id;
-                match relay_id {
-                    Some(relay_id) => self.wrap_and_send(now, &[relay_id, id], buf),
+                match self.path_back(now, relay, id) {
+                    Some(path) => self.wrap_and_send(now, &path, buf),
                     None => self.return_buffer(buf),
                 }
             }
@@ -1876,6 +1875,7 @@ impl Node {
                     let transition = self.peers[peer].monitor.on_pong(now, id, config);
                     self.on_link_transition(now, peer, transition);
                     self.check_advertised(now, peer);
+                    self.check_own_link(now, peer);
                 }
             }
             Ok(Frame::Relay { hops, inner }) => {

@@ -187,6 +187,8 @@ counters! {
     lsa_links_capped,
     /// Route changes (any destination, any metric).
     path_changes,
+    /// Times the routes were computed (all destinations, every metric).
+    route_computations,
     /// Multicast packets this node sent as a source.
     mcast_sent,
     /// Multicast copies this node forwarded along a tree.

@@ -9,8 +9,8 @@
 
 mod common;
 
-use weft_core::{Metric, RouteError};
-use weft_sim::{FLOW_MARKER, FlowSpec, HostId, MeshBuilder, Sim};
+use weft_core::{Metric, RouteError, SessionState};
+use weft_sim::{Endpoints, FLOW_MARKER, FlowSpec, HostId, MeshBuilder, Sim};
 
 use common::{converge, counter, ms, names, new_sim, path, relayed, secs, snapshot, trace};
 
@@ -325,4 +325,56 @@ fn a_link_longer_than_the_timeout_floor_comes_up_at_both_ends() {
         let rtt = status.rtt.unwrap();
         assert!(rtt >= ms(150) && rtt < ms(200), "{rtt:?}");
     }
+}
+
+/// Two members three links apart in a chain (n0 - n1 - n2 - n3; no other
+/// pair can reach each other; each knows the others by name and key):
+/// n0's handshake with n3 travels over both relays, along its route, and
+/// n3's response must come back over both too. It was sent through the
+/// last relay alone, which has no session with n0 and dropped it: n0 timed
+/// out, retried the same way, and the pair never talked.
+#[test]
+fn a_handshake_over_two_relays_is_answered_over_two_relays() {
+    let mut sim = new_sim(43);
+    let mesh = MeshBuilder::new(4)
+        .with_endpoints(Endpoints::OlderCallsNewer)
+        .build(&mut sim)
+        .unwrap();
+    let hosts = mesh.hosts.clone();
+    for a in 0..hosts.len() {
+        for b in a + 2..hosts.len() {
+            sim.cut(hosts[a], hosts[b]);
+        }
+    }
+    let (n0, n3) = (hosts[0], hosts[3]);
+    // n0 holds n2's record, which lists n3: a route of two relays.
+    assert!(
+        sim.run_until_condition(secs(60), |s| path(s, n0, n3, Metric::Latency)
+            .is_some_and(|p| p.len() == 3)),
+        "n0 never had a two-relay route to n3: {:?}",
+        path(&sim, n0, n3, Metric::Latency)
+    );
+    let established = |s: &Sim| {
+        s.node(n0)
+            .unwrap()
+            .peers(s.now())
+            .iter()
+            .any(|p| p.name.as_deref() == Some("n3") && p.state == SessionState::Established)
+    };
+    assert!(
+        sim.run_until_condition(sim.elapsed() + secs(30), established),
+        "n0 and n3 never had a session; n0's timeouts: {}",
+        counter(&sim, n0, "handshake_timeouts")
+    );
+    let flow = sim
+        .start_flow(
+            &FlowSpec::new(n0, n3)
+                .with_start(sim.elapsed() + ms(10))
+                .with_interval(ms(10))
+                .with_count(50),
+        )
+        .unwrap();
+    sim.run_for(secs(2));
+    assert_eq!(sim.flow(flow).total().lost(), 0);
+    assert_eq!(sim.misdelivered(), 0);
 }

@@ -370,6 +370,12 @@ impl Node {
         }
         let p = &self.peers[peer];
         if p.pending.is_none() && p.next.is_none() && self.reachable(now, peer) {
+            // A node just learnt may be reachable only through relays whose
+            // records list it by prefix: the init takes that route, which
+            // exists only once the routes are computed with its id.
+            if self.routing.dirty {
+                self.recompute_routes(now);
+            }
             self.start_handshake(now, peer);
         }
     }
@@ -564,7 +570,9 @@ impl Node {
                             self.peers[peer].node_id = Some(id);
                             self.by_id.insert(id, peer);
                             self.by_ipv6.insert(id.overlay_ipv6(), peer);
-                            self.routing.by_prefix.insert(prefix(&id), id);
+                            if self.routing.by_prefix.insert(prefix(&id), id).is_none() {
+                                self.routing.dirty = true;
+                            }
                             peer
                         }
                         // A full table of peers in use: the pick waits for

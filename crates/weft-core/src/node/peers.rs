@@ -284,7 +284,15 @@ impl Node {
         if let Some(node_id) = node_id {
             self.by_id.insert(node_id, id);
             self.by_ipv6.insert(node_id.overlay_ipv6(), id);
-            self.routing.by_prefix.insert(prefix(&node_id), node_id);
+            // Links to it that records list by prefix may now make a path.
+            if self
+                .routing
+                .by_prefix
+                .insert(prefix(&node_id), node_id)
+                .is_none()
+            {
+                self.routing.dirty = true;
+            }
         }
         self.peers.sweep_due.get_or_insert(now + SWEEP_INTERVAL);
         Some(id)

@@ -14,8 +14,10 @@
 //!   braked (`route::brake`): a node signs at most 4 records a second after
 //!   a burst of 8, and passes on at most one record per origin every
 //!   250 ms, the newest of those that came meanwhile.
-//! - Routes: recomputed when links or records change and every
-//!   [`RECOMPUTE_INTERVAL`]; see `route` for metrics and hysteresis.
+//! - Routes: recomputed when links or records change, and, checked every
+//!   [`RECOMPUTE_INTERVAL`], when an own link's measurements drifted or a
+//!   route kept by its hold-down may change; see `route` for metrics and
+//!   hysteresis.
 //! - Forwarding: a packet for a peer goes along its pinned path if the pin's
 //!   first hop is usable, else along its computed route, else straight to
 //!   its endpoint unless that link is known to be down.
@@ -40,8 +42,17 @@ use crate::wire::{Frame, HOP_LEN, LinkEntry, LinkStateRecord};
 const DRIFT_INTERVAL: Duration = Duration::from_millis(500);
 /// Shortest time between two records sent because a link went up or down.
 pub(super) const CHANGE_INTERVAL: Duration = Duration::from_millis(20);
-/// Routes are recomputed at least this often.
+/// How often the routes are checked for changes that no event announces
+/// (measurement drift, hold-downs ending).
 const RECOMPUTE_INTERVAL: Duration = Duration::from_millis(500);
+/// An own link's RTT counts as changed for routing when it moved by more
+/// than this fraction (1/20) of the RTT the routes were computed with ...
+const OWN_LINK_RTT_SLACK: u32 = 20;
+/// ... and by more than this many microseconds.
+const OWN_LINK_RTT_FLOOR_US: u32 = 100;
+/// An own link's loss rate counts as changed when it moved by more than
+/// this (a fifth of a percentage point).
+const OWN_LINK_LOSS_SLACK: f32 = 0.002;
 /// Routes are recomputed at most this often for changes learnt from
 /// link-state records.
 const BATCH_INTERVAL: Duration = Duration::from_millis(20);
@@ -376,6 +387,44 @@ impl Node {
 
     /// Wraps `inner` (a packet sealed for `path`'s last node) in a relay
     /// frame for `path[0]` that lists the rest of the path.
+    /// The path for a handshake response to `to`, whose init `relay`
+    /// passed on: this node's relayed route to `to` if it has a usable
+    /// one (a response cannot be sealed for `to` itself: there is no
+    /// session yet, which is what the response makes); else
+    /// through `relay`, straight on if `relay`'s record lists `to`, or
+    /// through the neighbour of `relay` whose record lists it. The init
+    /// may have come over two relays, and the last one alone may have no
+    /// session with the initiator (a response sent to it was dropped
+    /// there, and the initiator waited for its retry).
+    pub(super) fn path_back(&self, now: Instant, relay: PeerId, to: NodeId) -> Option<Vec<NodeId>> {
+        if let Some(route) = self.routing.table.get(&to, Metric::Latency)
+            && let [first, _, ..] = route.path.as_slice()
+            && self.first_hop_usable(now, first, to)
+        {
+            return Some(route.path.clone());
+        }
+        let relay = self.peers.get(relay)?.node_id?;
+        let lists = |origin: &NodeId| {
+            self.routing
+                .lsdb
+                .get(origin)
+                .is_some_and(|r| r.links.iter().any(|l| l.neighbour == prefix(&to)))
+        };
+        if !lists(&relay) {
+            let via = self.routing.lsdb.get(&relay).and_then(|record| {
+                record
+                    .links
+                    .iter()
+                    .filter_map(|l| self.routing.by_prefix.get(&l.neighbour))
+                    .find(|x| **x != to && lists(x))
+            });
+            if let Some(via) = via {
+                return Some(vec![relay, *via, to]);
+            }
+        }
+        Some(vec![relay, to])
+    }
+
     pub(super) fn wrap_and_send(&mut self, now: Instant, path: &[NodeId], inner: Vec<u8>) {
         let Some(&first) = path.first().and_then(|id| self.by_id.get(id)) else {
             self.stats.tx_no_path += 1;
@@ -463,6 +512,7 @@ impl Node {
         let config = &self.routing.config;
         let (due, transition) = self.peers[peer].monitor.handle_timeout(now, config);
         self.on_link_transition(now, peer, transition);
+        self.check_own_link(now, peer);
         if due {
             let id = self.rng.next_u64();
             self.send_frame(now, peer, Frame::Ping { id }, Via::Direct);
@@ -597,8 +647,89 @@ impl Node {
             }
         }
         if self.routing.recompute_at.is_some_and(|at| at <= now) {
+            if self.routing.dirty || self.routes_stale(now) {
+                self.routing.dirty = true;
+            } else {
+                self.routing.recompute_at = Some(now + RECOMPUTE_INTERVAL);
+            }
+        }
+    }
+
+    /// Whether the routes need computing although no record or link
+    /// transition said so: a route held by its hold-down may now change,
+    /// or this node's own links (their measurements, sessions, settling)
+    /// differ from the graph the routes were computed on. Measurements
+    /// count as changed when they moved by more than [`OWN_LINK_RTT_SLACK`]
+    /// or [`OWN_LINK_LOSS_SLACK`]; a route only moves for a path 20 %
+    /// (and, for latency, 1 ms) cheaper, so smaller drifts changed nothing
+    /// but costs, and computing every route of a large graph twice a
+    /// second for them was most of an idle node's work.
+    fn routes_stale(&self, now: Instant) -> bool {
+        if self.routing.table.held_until().is_some_and(|at| at <= now) {
+            return true;
+        }
+        let own = self.node_id();
+        let mut usable = 0;
+        for (index, p) in self.peers.entries() {
+            usable += usize::from(self.own_link(now, index, p).is_some());
+            if self.own_link_moved(now, index) {
+                return true;
+            }
+        }
+        usable != self.routing.graph.out_links(&own).count()
+    }
+
+    /// Marks the routes for computing if `peer`'s link, as routes would
+    /// use it, differs from the graph's (after a probe's outcome: the link
+    /// settled, or its RTT or loss moved).
+    pub(super) fn check_own_link(&mut self, now: Instant, peer: PeerId) {
+        if self.own_link_moved(now, peer) {
             self.routing.dirty = true;
         }
+    }
+
+    /// Whether `peer`'s link as routes would use it now differs from the
+    /// graph the routes were computed on: it is usable and the graph lacks
+    /// it or has it more than a slack off, or the other way round.
+    fn own_link_moved(&self, now: Instant, peer: PeerId) -> bool {
+        let Some(p) = self.peers.get(peer) else {
+            return false;
+        };
+        let own = self.node_id();
+        let graph = &self.routing.graph;
+        match self.own_link(now, peer, p) {
+            Some((id, quality)) => graph.edge(&own, &id).is_none_or(|old| {
+                let rtt_slack = (old.rtt_us / OWN_LINK_RTT_SLACK).max(OWN_LINK_RTT_FLOOR_US);
+                quality.rtt_us.abs_diff(old.rtt_us) > rtt_slack
+                    || (quality.loss - old.loss).abs() > OWN_LINK_LOSS_SLACK
+            }),
+            None => p.node_id.is_some_and(|id| graph.edge(&own, &id).is_some()),
+        }
+    }
+
+    /// This node's links that routes may use, with their quality.
+    fn own_links(&self, now: Instant) -> impl Iterator<Item = (NodeId, LinkQuality)> + '_ {
+        self.peers
+            .entries()
+            .filter_map(move |(index, p)| self.own_link(now, index, p))
+    }
+
+    /// `p`'s link if routes may use it (settled, with an endpoint and a
+    /// usable session), with its quality. The RTT is the windowed minimum:
+    /// a link's own traffic queues its probes and must not make a relay
+    /// look faster (link::min_rtt).
+    fn own_link(&self, now: Instant, index: PeerId, p: &Peer) -> Option<(NodeId, LinkQuality)> {
+        let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
+            return None;
+        };
+        let usable = p.monitor.settled() && p.endpoint.is_some() && self.usable_current(now, index);
+        usable.then(|| {
+            let quality = LinkQuality {
+                rtt_us: rtt_us(rtt),
+                loss: p.monitor.loss(),
+            };
+            (id, quality)
+        })
     }
 
     /// Work every input ends with: the DHT's output, then routes, if
@@ -916,10 +1047,11 @@ impl Node {
 
     /// Builds the graph from this node's links and the records, and updates
     /// the routes of every metric.
-    fn recompute_routes(&mut self, now: Instant) {
+    pub(super) fn recompute_routes(&mut self, now: Instant) {
         self.routing.dirty = false;
         self.routing.urgent = false;
         self.routing.last_recompute = Some(now);
+        self.stats.route_computations += 1;
         self.multicast.topology_changed(now);
         self.routing.recompute_at = Some(now + RECOMPUTE_INTERVAL);
         let own = self.node_id();
@@ -927,23 +1059,7 @@ impl Node {
         // the new one is built.
         let mut graph = std::mem::take(&mut self.routing.graph);
         graph.clear();
-        let own_links = self.peers.entries().filter_map(|(index, p)| {
-            // The windowed minimum: a link's own traffic queues its probes
-            // and must not make a relay look faster (link::min_rtt).
-            let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
-                return None;
-            };
-            let usable =
-                p.monitor.settled() && p.endpoint.is_some() && self.usable_current(now, index);
-            usable.then(|| {
-                let quality = LinkQuality {
-                    rtt_us: rtt_us(rtt),
-                    loss: p.monitor.loss(),
-                };
-                (id, quality)
-            })
-        });
-        graph.add_links(own, own_links);
+        graph.add_links(own, self.own_links(now));
         // Looked up once per link of every record: a hash map of the
         // prefixes, rebuilt here, beats that many searches of the tree.
         let prefixes = &mut self.routing.prefixes;
@@ -967,6 +1083,7 @@ impl Node {
             1
         };
         let hold_down = self.routing.config.hold_down;
+        self.routing.table.clear_held();
         for metric in Metric::ALL {
             let computed = compute_paths(&graph, &own, metric, max_hops);
             let changes = self

@@ -147,6 +147,18 @@ impl Graph {
             .map(|(_, q)| *q)
     }
 
+    /// The links out of `from`, in the order they were added.
+    pub(crate) fn out_links(
+        &self,
+        from: &NodeId,
+    ) -> impl Iterator<Item = (NodeId, LinkQuality)> + '_ {
+        let links = self
+            .index
+            .get(from)
+            .map_or(&[][..], |&f| self.edges[f].as_slice());
+        links.iter().map(|&(to, quality)| (self.nodes[to], quality))
+    }
+
     /// The cost of `source → path[0] → … → path[last]` under `metric`, or
     /// `None` if a link of it is missing.
     pub(crate) fn path_cost(

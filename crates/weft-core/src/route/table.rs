@@ -39,6 +39,10 @@ pub(crate) struct RouteTable {
     /// The routes of each metric, in [`Metric::ALL`] order.
     routes: [BTreeMap<NodeId, Route>; 2],
     pins: BTreeMap<NodeId, (Vec<NodeId>, Instant)>,
+    /// The earliest time a route kept only by its hold-down may be
+    /// replaced by the better path found for it, since
+    /// [`RouteTable::clear_held`].
+    held_until: Option<Instant>,
 }
 
 impl RouteTable {
@@ -74,7 +78,11 @@ impl RouteTable {
                 source,
                 hold_down,
             };
-            if let Some(to) = context.follow(current, best) {
+            let (replacement, held) = context.follow(current, best);
+            if let Some(until) = held {
+                self.held_until = Some(self.held_until.map_or(until, |t| t.min(until)));
+            }
+            if let Some(to) = replacement {
                 changes.push(RouteChange {
                     destination: *destination,
                     metric,
@@ -107,6 +115,18 @@ impl RouteTable {
         // walk over all destinations.
         changes.sort_by_key(|change| change.destination);
         changes
+    }
+
+    /// Forgets the routes held by their hold-down (before updating every
+    /// metric's routes again).
+    pub(crate) fn clear_held(&mut self) {
+        self.held_until = None;
+    }
+
+    /// When a route kept by its hold-down could first change: the routes
+    /// must be computed again then even if nothing else changed.
+    pub(crate) fn held_until(&self) -> Option<Instant> {
+        self.held_until
     }
 
     /// The route of `destination` under `metric`.
@@ -160,8 +180,9 @@ struct Context<'a> {
 
 impl Context<'_> {
     /// Updates a route that has a new best path: its cost and alternates
-    /// if it is kept, or the route to replace it with.
-    fn follow(&self, current: &mut Route, best: &Computed) -> Option<Route> {
+    /// if it is kept, or the route to replace it with; and, if it is kept
+    /// only by its hold-down, when that ends.
+    fn follow(&self, current: &mut Route, best: &Computed) -> (Option<Route>, Option<Instant>) {
         let Self {
             now,
             metric,
@@ -174,11 +195,11 @@ impl Context<'_> {
             if current.alternates != best.alternates {
                 current.alternates.clone_from(&best.alternates);
             }
-            return None;
+            return (None, None);
         }
         // A path with a missing link is replaced at once.
         let Some(cost) = graph.path_cost(metric, source, &current.path) else {
-            return Some(route(best, now));
+            return (Some(route(best, now)), None);
         };
         let much_better = best.cost.saturating_mul(5) < cost.saturating_mul(4)
             && (metric != Metric::Latency || cost - best.cost >= 1_000);
@@ -187,9 +208,15 @@ impl Context<'_> {
         // be only a fraction of a millisecond faster than the detour.
         let shorter =
             best.path.len() < current.path.len() && super::paths::fewer_relays_win(best.cost, cost);
-        if (much_better || shorter) && now >= current.since + hold_down {
-            return Some(route(best, now));
-        }
+        let held = if much_better || shorter {
+            let until = current.since + hold_down;
+            if now >= until {
+                return (Some(route(best, now)), None);
+            }
+            Some(until)
+        } else {
+            None
+        };
         current.cost = cost;
         // The kept path's alternates are the other one-relay paths now
         // within the slack of it: the best path and its alternates
@@ -213,7 +240,7 @@ impl Context<'_> {
         } else {
             Vec::new()
         };
-        None
+        (None, held)
     }
 }
 
@@ -285,6 +312,7 @@ mod tests {
         let start2 = start + Duration::from_secs(10);
         let mut table2 = RouteTable::default();
         step(&mut table2, start2, &triangle(30));
+        assert_eq!(table2.held_until(), None);
         assert!(
             step(
                 &mut table2,
@@ -293,8 +321,13 @@ mod tests {
             )
             .is_empty()
         );
+        // The table says when the held route may change: the node computes
+        // again then, although nothing else changed.
+        assert_eq!(table2.held_until(), Some(start2 + Duration::from_secs(1)));
+        table2.clear_held();
         let changes = step(&mut table2, start2 + Duration::from_secs(1), &triangle(10));
         assert_eq!(changes[0].to, vec![id(2)]);
+        assert_eq!(table2.held_until(), None);
     }
 
     #[test]

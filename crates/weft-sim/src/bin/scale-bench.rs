@@ -159,6 +159,12 @@ fn main() {
 
     let mut flows = Vec::new();
     let start = sim.elapsed();
+    // Every node's counters as the pairs start, for the slow-first-packet
+    // report below.
+    let stats_at_start: std::collections::BTreeMap<HostId, weft_core::Stats> = hosts
+        .iter()
+        .filter_map(|&h| Some((h, sim.node(h)?.stats().clone())))
+        .collect();
     let failed_lookups =
         |sim: &Sim, h: HostId| sim.node(h).map_or(0, |n| n.dht_stats().lookups_failed);
     let pair_counters = |sim: &Sim, h: HostId| {
@@ -284,16 +290,30 @@ fn main() {
         };
         let delay = *arrived - *sent;
         if delay > Duration::from_millis(200) {
-            let counters = nonzero_counters(&sim, report.from, |name| {
-                name.starts_with("handshake")
-                    || name.starts_with("lookups")
-                    || name.contains("on_demand")
-            });
+            // What changed on each end since the pairs started, leaving
+            // out the byte and packet counts every flow moves.
+            let counters = |h: HostId| -> String {
+                let (Some(node), Some(before)) = (sim.node(h), stats_at_start.get(&h)) else {
+                    return String::new();
+                };
+                node.stats()
+                    .iter()
+                    .zip(before.iter())
+                    .filter(|((name, _), _)| {
+                        !name.ends_with("_bytes") && !name.ends_with("_packets")
+                    })
+                    .filter(|((_, now), (_, was))| now > was)
+                    .map(|((name, now), (_, was))| format!("{name} +{}", now - was))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             eprintln!(
-                "slow first packet {} -> {}: {} ms; sender: {counters}",
+                "slow first packet {} -> {}: {} ms; sender: {}; receiver: {}",
                 sim.name(report.from),
                 sim.name(report.to),
-                delay.as_millis()
+                delay.as_millis(),
+                counters(report.from),
+                counters(report.to),
             );
         }
     }
