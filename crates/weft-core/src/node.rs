@@ -1016,7 +1016,17 @@ impl Node {
         if self.peers.sweep_due.is_some_and(|at| at <= now) {
             self.sweep_peers(now);
         }
-        for peer in self.peers.ids() {
+        // Only the peers with a deadline due: the deadlines (cached per
+        // peer) cover every timer a peer has, and walking all of them on
+        // every wake-up was most of an idle node's work in a large network.
+        // New candidates go to every peer, so then all are walked.
+        let peers = if self.nat_changed_at().is_some_and(|at| at <= now) {
+            self.peers.ids()
+        } else {
+            self.peers
+                .due(now, |index, peer| self.peer_deadline(index, peer))
+        };
+        for peer in peers {
             self.peer_timers(now, peer);
         }
         self.nat_after_timers();

@@ -319,6 +319,12 @@ impl LinkMonitor {
         self.since_up = self.since_up.saturating_add(1);
     }
 
+    /// Changes whenever a probe outcome is recorded (for callers that act
+    /// only when the link's measurements may have moved).
+    pub(crate) fn outcome_mark(&self) -> (u32, u32) {
+        (self.history, self.since_up)
+    }
+
     /// Up, and probed enough since it came up for its loss rate to mean
     /// something: only settled links carry routes. A link that flaps up
     /// after a burst of loss would otherwise look clean and win traffic

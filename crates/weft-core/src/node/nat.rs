@@ -382,12 +382,25 @@ impl Node {
                     .copied()
                     .unwrap_or(ROUNDS[ROUNDS.len() - 1] + GRACE)
         });
-        let told = p
+        // Where the peer is seen is told again after a while, and at once
+        // (a past deadline) when it is new or moved, while a session can
+        // carry it.
+        let told = match (p.nat.heard_from, p.nat.observed_told) {
+            (None, _) => None,
+            (Some(seen), Some((told, at))) if told == seen => Some(at + OBSERVED_REFRESH),
+            (Some(_), told) => {
+                let session = p.current.as_ref().is_some_and(|t| t.confirmed);
+                session.then(|| told.map_or(self.start, |(_, at)| at))
+            }
+        };
+        // The end of a wait before the next attempt, while one may be
+        // wanted (`nat_timers` forgets a wait that ended unwanted, so no
+        // deadline stays in the past).
+        let wait = p
             .nat
-            .observed_told
-            .filter(|_| p.nat.heard_from.is_some())
-            .map(|(_, at)| at + OBSERVED_REFRESH);
-        [punch, told].into_iter().flatten().min()
+            .not_before
+            .filter(|_| p.nat.punch.is_none() && !p.nat.candidates.is_empty());
+        [punch, told, wait].into_iter().flatten().min()
     }
 
     /// NAT traversal work for one peer, part of its timers: tell it where
@@ -429,6 +442,8 @@ impl Node {
             && (repunch || self.has_targets(peer));
         if wanted {
             self.start_punch(now, peer, true);
+        } else if p.nat.not_before.is_some_and(|at| now >= at) {
+            self.peers[peer].nat.not_before = None;
         }
     }
 

@@ -202,29 +202,60 @@ impl PeerTable {
         deadline: impl Fn(PeerId, &Peer) -> Deadline,
     ) -> Deadline {
         let mut earliest: Deadline = None;
-        for (slot, cell) in self.deadlines.iter().enumerate() {
-            let cached = match cell.get() {
-                Some(cached) => cached,
-                None => {
-                    let entry = &self.entries[slot];
-                    let fresh = entry.peer.as_ref().and_then(|peer| {
-                        let id = PeerId {
-                            slot: u32::try_from(slot).unwrap_or(u32::MAX),
-                            generation: entry.generation,
-                        };
-                        deadline(id, peer)
-                    });
-                    cell.set(Some(fresh));
-                    fresh
-                }
-            };
-            if let Some((at, kind)) = cached
+        for slot in 0..self.deadlines.len() {
+            if let Some((at, kind)) = self.cached_deadline(slot, &deadline)
                 && earliest.is_none_or(|(e, _)| at < e)
             {
                 earliest = Some((at, kind));
             }
         }
         earliest
+    }
+
+    /// The ids of the peers whose earliest deadline is at or before `now`,
+    /// in slot order (deadlines found as by [`Self::earliest_deadline`]):
+    /// the only peers a timer can have work for.
+    pub(super) fn due(
+        &self,
+        now: Instant,
+        deadline: impl Fn(PeerId, &Peer) -> Deadline,
+    ) -> Vec<PeerId> {
+        (0..self.deadlines.len())
+            .filter(|&slot| {
+                self.cached_deadline(slot, &deadline)
+                    .is_some_and(|(at, _)| at <= now)
+            })
+            .filter_map(|slot| {
+                let entry = &self.entries[slot];
+                entry.peer.as_ref()?;
+                Some(PeerId {
+                    slot: u32::try_from(slot).ok()?,
+                    generation: entry.generation,
+                })
+            })
+            .collect()
+    }
+
+    /// Slot `slot`'s deadline, from the cache or computed (and cached).
+    fn cached_deadline(
+        &self,
+        slot: usize,
+        deadline: &impl Fn(PeerId, &Peer) -> Deadline,
+    ) -> Deadline {
+        let cell = &self.deadlines[slot];
+        if let Some(cached) = cell.get() {
+            return cached;
+        }
+        let entry = &self.entries[slot];
+        let fresh = entry.peer.as_ref().and_then(|peer| {
+            let id = PeerId {
+                slot: u32::try_from(slot).unwrap_or(u32::MAX),
+                generation: entry.generation,
+            };
+            deadline(id, peer)
+        });
+        cell.set(Some(fresh));
+        fresh
     }
 
     /// The first peer that `matches`.

@@ -510,9 +510,12 @@ impl Node {
         }
         self.peers[peer].monitor.start(now);
         let config = &self.routing.config;
+        let mark = self.peers[peer].monitor.outcome_mark();
         let (due, transition) = self.peers[peer].monitor.handle_timeout(now, config);
         self.on_link_transition(now, peer, transition);
-        self.check_own_link(now, peer);
+        if self.peers[peer].monitor.outcome_mark() != mark {
+            self.check_own_link(now, peer);
+        }
         if due {
             let id = self.rng.next_u64();
             self.send_frame(now, peer, Frame::Ping { id }, Via::Direct);
@@ -668,15 +671,57 @@ impl Node {
         if self.routing.table.held_until().is_some_and(|at| at <= now) {
             return true;
         }
+        // Measurements are checked as they come (`check_own_link`); what
+        // time alone changes is whether a link may carry routes (a session
+        // lapsing), so only that is looked at here, without reading RTTs.
         let own = self.node_id();
+        let graph = &self.routing.graph;
         let mut usable = 0;
         for (index, p) in self.peers.entries() {
-            usable += usize::from(self.own_link(now, index, p).is_some());
-            if self.own_link_moved(now, index) {
+            let Some(id) = p.node_id else {
+                continue;
+            };
+            let may_route = self.own_link_usable(now, index, p);
+            usable += usize::from(may_route);
+            if may_route != graph.edge(&own, &id).is_some() {
                 return true;
             }
         }
-        usable != self.routing.graph.out_links(&own).count()
+        usable != graph.out_links(&own).count()
+    }
+
+    /// Whether `origin`'s record, as held now, says something the graph
+    /// the routes were computed on does not: a link added or gone, or one
+    /// whose RTT or loss moved by more than the slack of an own link
+    /// ([`OWN_LINK_RTT_SLACK`], [`OWN_LINK_LOSS_SLACK`]). Refreshes of an
+    /// unchanged neighbourhood, most records a node receives, move no
+    /// route and are not worth computing every route again.
+    fn record_moved(&self, origin: &NodeId) -> bool {
+        let Some(record) = self.routing.lsdb.get(origin) else {
+            return true;
+        };
+        let graph = &self.routing.graph;
+        let mut resolved = 0;
+        for link in &record.links {
+            let Some(neighbour) = self.routing.by_prefix.get(&link.neighbour) else {
+                continue;
+            };
+            if neighbour == origin {
+                continue;
+            }
+            resolved += 1;
+            let Some(old) = graph.edge(origin, neighbour) else {
+                return true;
+            };
+            let loss = f32::from(link.loss) / f32::from(u16::MAX);
+            let rtt_slack = (old.rtt_us / OWN_LINK_RTT_SLACK).max(OWN_LINK_RTT_FLOOR_US);
+            if link.rtt_us.abs_diff(old.rtt_us) > rtt_slack
+                || (loss - old.loss).abs() > OWN_LINK_LOSS_SLACK
+            {
+                return true;
+            }
+        }
+        resolved != graph.out_links(origin).count()
     }
 
     /// Marks the routes for computing if `peer`'s link, as routes would
@@ -719,17 +764,26 @@ impl Node {
     /// a link's own traffic queues its probes and must not make a relay
     /// look faster (link::min_rtt).
     fn own_link(&self, now: Instant, index: PeerId, p: &Peer) -> Option<(NodeId, LinkQuality)> {
+        if !self.own_link_usable(now, index, p) {
+            return None;
+        }
         let (Some(id), Some(rtt)) = (p.node_id, p.monitor.path_rtt(now)) else {
             return None;
         };
-        let usable = p.monitor.settled() && p.endpoint.is_some() && self.usable_current(now, index);
-        usable.then(|| {
-            let quality = LinkQuality {
-                rtt_us: rtt_us(rtt),
-                loss: p.monitor.loss(),
-            };
-            (id, quality)
-        })
+        let quality = LinkQuality {
+            rtt_us: rtt_us(rtt),
+            loss: p.monitor.loss(),
+        };
+        Some((id, quality))
+    }
+
+    /// Whether `p`'s link may carry routes (without reading its RTT: a
+    /// settled link has one).
+    fn own_link_usable(&self, now: Instant, index: PeerId, p: &Peer) -> bool {
+        p.node_id.is_some()
+            && p.monitor.settled()
+            && p.endpoint.is_some()
+            && self.usable_current(now, index)
     }
 
     /// Work every input ends with: the DHT's output, then routes, if
@@ -1013,7 +1067,11 @@ impl Node {
             self.multicast.links_withdrawn(now, own, origin, withdrawn);
         }
         self.stats.lsa_received += 1;
-        self.routing.by_prefix.insert(prefix(&origin), origin);
+        let new_origin = self
+            .routing
+            .by_prefix
+            .insert(prefix(&origin), origin)
+            .is_none();
         // A member learnt from its record becomes a peer reachable through
         // others, even without a configured endpoint.
         if let Some(peer) = self.peer_for_certificate(now, &certificate)
@@ -1021,7 +1079,9 @@ impl Node {
         {
             self.bind_identity(peer, certificate);
         }
-        self.routing.dirty = true;
+        if new_origin || self.record_moved(&origin) {
+            self.routing.dirty = true;
+        }
         self.pass_on(now, origin, from, hops_left, record);
     }
 

@@ -89,7 +89,7 @@ fn main() {
     let lsa_before = counted(&sim, "lsa_tx_bytes");
     // What makes records and sessions change at idle, summed over nodes
     // for the window (printed to stderr, beside the table).
-    const CAUSES: [&str; 10] = [
+    const CAUSES: [&str; 11] = [
         "lsa_originated_change",
         "lsa_originated_drift",
         "lsa_originated_refresh",
@@ -100,6 +100,7 @@ fn main() {
         "handshake_timeouts",
         "peers_lost",
         "sessions_evicted",
+        "route_computations",
     ];
     let causes_before: Vec<u64> = CAUSES.iter().map(|c| counted(&sim, c)).collect();
     let probe_before = counted(&sim, "probe_tx_bytes");
