@@ -607,6 +607,7 @@ mod tests {
                 "alternates",
                 "cost",
                 "destination",
+                "fallback",
                 "metric",
                 "name",
                 "path",
