@@ -1081,6 +1081,12 @@ impl Node {
         }
         if new_origin || self.record_moved(&origin) {
             self.routing.dirty = true;
+        } else if self.record_is_global(&origin) {
+            // Trees are built from the exact RTTs of these records, on
+            // every node alike: a change too small to move a route still
+            // changes the trees, and a node that kept its old ones while
+            // others rebuilt theirs could leave a member nobody's child.
+            self.multicast.topology_changed(now);
         }
         self.pass_on(now, origin, from, hops_left, record);
     }
