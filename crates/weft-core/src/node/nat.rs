@@ -375,6 +375,16 @@ impl Node {
     /// When NAT traversal work for `peer` is due.
     pub(super) fn nat_deadline(&self, peer: PeerId) -> Option<Instant> {
         let p = &self.peers[peer];
+        // Without a session that can carry it, NAT work only forgets its
+        // state (`nat_timers`): nothing is due, and no deadline may stay in
+        // the past (a node woke up for it again and again).
+        let sendable = p
+            .current
+            .as_ref()
+            .is_some_and(|t| t.confirmed && t.sent() < self.config.reject_after_messages);
+        if !sendable {
+            return None;
+        }
         let punch = p.nat.punch.as_ref().map(|punch| {
             punch.started
                 + ROUNDS
@@ -388,10 +398,7 @@ impl Node {
         let told = match (p.nat.heard_from, p.nat.observed_told) {
             (None, _) => None,
             (Some(seen), Some((told, at))) if told == seen => Some(at + OBSERVED_REFRESH),
-            (Some(_), told) => {
-                let session = p.current.as_ref().is_some_and(|t| t.confirmed);
-                session.then(|| told.map_or(self.start, |(_, at)| at))
-            }
+            (Some(_), told) => Some(told.map_or(self.start, |(_, at)| at)),
         };
         // The end of a wait before the next attempt, while one may be
         // wanted (`nat_timers` forgets a wait that ended unwanted, so no
@@ -413,6 +420,7 @@ impl Node {
             p.nat.punch = None;
             p.nat.punched = false;
             p.nat.observed_told = None;
+            p.nat.not_before = None;
             return;
         }
         self.tell_observed(now, peer);

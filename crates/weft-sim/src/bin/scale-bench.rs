@@ -138,10 +138,11 @@ fn main() {
         .map(|(c, b)| format!("{c} {}", counted(&sim, c) - b))
         .collect();
     eprintln!(
-        "{} nodes, idle window of {} s, summed over nodes: {}",
+        "{} nodes, idle window of {} s, summed over nodes: {}; timer stalls so far {}",
         args.nodes,
         args.window,
-        causes.join(", ")
+        causes.join(", "),
+        sim.stats().timer_stalls,
     );
     let mut sent: Vec<f64> = hosts
         .iter()
