@@ -568,6 +568,10 @@ struct Peer {
     /// and when.
     cookie: Option<([u8; wire::COOKIE_LEN], Instant)>,
     handshake_attempts: u32,
+    /// When a rekey of the current session came due while this node did
+    /// not want the session (it then lapses): its deadline is not asked
+    /// for again unless data moved since, or it would stay in the past.
+    rekey_declined_at: Option<Instant>,
     handshake_due: Option<Instant>,
     last_init_timestamp: u64,
     last_received: Option<Instant>,
@@ -609,6 +613,7 @@ impl Peer {
             pending: None,
             cookie: None,
             handshake_attempts: 0,
+            rekey_declined_at: None,
             handshake_due: None,
             last_init_timestamp: 0,
             last_received: None,
@@ -1152,7 +1157,17 @@ impl Node {
             TimerKind::Probe,
         );
         if let Some(current) = &peer.current {
-            if peer.pending.is_none() && (peer.endpoint.is_some() || peer.node_id.is_some()) {
+            // A declined rekey is due again only once data moved (the
+            // session is wanted again) or packets wait.
+            let declined = peer.rekey_declined_at.is_some_and(|at| {
+                at >= current.created
+                    && peer.last_data.is_none_or(|data| data <= at)
+                    && peer.queue.is_empty()
+            });
+            if peer.pending.is_none()
+                && !declined
+                && (peer.endpoint.is_some() || peer.node_id.is_some())
+            {
                 consider(
                     Some(current.created + self.rekey_age(current)),
                     TimerKind::Rekey,
@@ -1208,13 +1223,17 @@ impl Node {
             .current
             .as_ref()
             .is_some_and(|t| now >= t.created + self.rekey_age(t));
-        if rekey_due
-            && self.peers[peer].pending.is_none()
-            && self.wants_session(now, peer)
-            && self.reachable(now, peer)
-        {
-            debug!(peer = %self.peers[peer].name(), "rekeying on session age");
-            self.start_handshake(now, peer);
+        if rekey_due && self.peers[peer].pending.is_none() {
+            if self.wants_session(now, peer) && self.reachable(now, peer) {
+                debug!(peer = %self.peers[peer].name(), "rekeying on session age");
+                self.start_handshake(now, peer);
+            } else {
+                // Not wanted: the session lapses at `reject_after_time`.
+                // Without this mark its rekey deadline stayed in the past
+                // until then, and the node was woken for it again and
+                // again (a minute of busy waking per unwanted session).
+                self.peers[peer].rekey_declined_at = Some(now);
+            }
         }
         self.nat_timers(now, peer);
         if !self.usable_current(now, peer) {
