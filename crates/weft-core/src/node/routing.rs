@@ -385,8 +385,6 @@ impl Node {
         }
     }
 
-    /// Wraps `inner` (a packet sealed for `path`'s last node) in a relay
-    /// frame for `path[0]` that lists the rest of the path.
     /// The path for a handshake response to `to`, whose init `relay`
     /// passed on: this node's relayed route to `to` if it has a usable
     /// one (a response cannot be sealed for `to` itself: there is no
@@ -425,6 +423,8 @@ impl Node {
         Some(vec![relay, to])
     }
 
+    /// Wraps `inner` (a packet sealed for `path`'s last node) in a relay
+    /// frame for `path[0]` that lists the rest of the path.
     pub(super) fn wrap_and_send(&mut self, now: Instant, path: &[NodeId], inner: Vec<u8>) {
         let Some(&first) = path.first().and_then(|id| self.by_id.get(id)) else {
             self.stats.tx_no_path += 1;
@@ -713,11 +713,11 @@ impl Node {
             let Some(old) = graph.edge(origin, neighbour) else {
                 return true;
             };
-            let loss = f32::from(link.loss) / f32::from(u16::MAX);
-            let rtt_slack = (old.rtt_us / OWN_LINK_RTT_SLACK).max(OWN_LINK_RTT_FLOOR_US);
-            if link.rtt_us.abs_diff(old.rtt_us) > rtt_slack
-                || (loss - old.loss).abs() > OWN_LINK_LOSS_SLACK
-            {
+            let now = LinkQuality {
+                rtt_us: link.rtt_us,
+                loss: f32::from(link.loss) / f32::from(u16::MAX),
+            };
+            if moved_beyond_slack(old, now) {
                 return true;
             }
         }
@@ -743,11 +743,9 @@ impl Node {
         let own = self.node_id();
         let graph = &self.routing.graph;
         match self.own_link(now, peer, p) {
-            Some((id, quality)) => graph.edge(&own, &id).is_none_or(|old| {
-                let rtt_slack = (old.rtt_us / OWN_LINK_RTT_SLACK).max(OWN_LINK_RTT_FLOOR_US);
-                quality.rtt_us.abs_diff(old.rtt_us) > rtt_slack
-                    || (quality.loss - old.loss).abs() > OWN_LINK_LOSS_SLACK
-            }),
+            Some((id, quality)) => graph
+                .edge(&own, &id)
+                .is_none_or(|old| moved_beyond_slack(old, quality)),
             None => p.node_id.is_some_and(|id| graph.edge(&own, &id).is_some()),
         }
     }
@@ -1225,4 +1223,12 @@ impl Node {
 
 fn rtt_us(rtt: Duration) -> u32 {
     u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX).max(1)
+}
+
+/// Whether a link's quality moved from what the routes were computed with
+/// by more than could move a route: RTT by more than a twentieth and
+/// [`OWN_LINK_RTT_FLOOR_US`], or loss by more than [`OWN_LINK_LOSS_SLACK`].
+fn moved_beyond_slack(old: LinkQuality, now: LinkQuality) -> bool {
+    let rtt_slack = (old.rtt_us / OWN_LINK_RTT_SLACK).max(OWN_LINK_RTT_FLOOR_US);
+    now.rtt_us.abs_diff(old.rtt_us) > rtt_slack || (now.loss - old.loss).abs() > OWN_LINK_LOSS_SLACK
 }
