@@ -18,6 +18,8 @@
 #     everything the daemon sends and receives is control traffic here;
 #   - sessions per node: "established" peers in `weft status --json`,
 #     sampled about every 10 s through settle and window, the peak per node;
+#   - CPU per daemon over the window (user + system time from
+#     /proc/PID/stat), as a percentage of one core;
 #   - RSS per daemon from /proc/PID/status at the end of the window;
 #   - of --pairs random ordered pairs (a, b), how many ping: a's daemon
 #     looks b up by name (`weft lookup hB --json`) and a pings the overlay
@@ -30,6 +32,15 @@
 # this script's PID); on every exit path (also Ctrl-C and errors) it stops
 # the daemons it started by PID (SIGTERM, SIGKILL after 5 s), deletes its
 # namespaces and removes its temp directory. Every wait and loop is bounded.
+#
+# One host-wide setting: the kernel's neighbour (ARP/NDP) table is one table
+# for all network namespaces, and its hard limit (gc_thresh3, 1024 entries
+# by default) is set only in the root namespace. N daemons that talk to
+# each other need about N*(N-1) underlay entries plus as many on the TUN
+# devices: past about 30 daemons the table overflows ("neighbor table
+# overflow!" in dmesg) and sends fail with ENOBUFS before any packet
+# reaches weft. So the script raises gc_thresh2/3 for IPv4 and IPv6 to fit
+# the largest N if they are lower, and puts the old values back on exit.
 
 set -Eeuo pipefail
 
@@ -127,7 +138,35 @@ cleanup() {
     DIR=""
   fi
 }
-trap cleanup EXIT
+# The neighbour-table limits found at start ("name=value" lines), put back
+# by restore_neigh on exit.
+NEIGH_SAVED=()
+
+# Raises the host's neighbour-table limits so that n daemons fit (see the
+# header). Only raises; never lowers a limit someone set higher.
+raise_neigh_limits() {
+  local n="$1" want key cur
+  want=$((4 * n * n))
+  for key in net.ipv4.neigh.default.gc_thresh2 net.ipv4.neigh.default.gc_thresh3 \
+    net.ipv6.neigh.default.gc_thresh2 net.ipv6.neigh.default.gc_thresh3; do
+    cur="$(sysctl -n "$key")"
+    local need=$want
+    [[ "$key" == *thresh2 ]] && need=$((want / 2))
+    if ((cur < need)); then
+      NEIGH_SAVED+=("$key=$cur")
+      sysctl -q -w "$key=$need"
+      log "raised $key from $cur to $need for $n daemons (put back on exit)"
+    fi
+  done
+}
+
+restore_neigh() {
+  local kv
+  for kv in "${NEIGH_SAVED[@]}"; do sysctl -q -w "$kv" || log "could not put back $kv"; done
+  NEIGH_SAVED=()
+}
+
+trap 'cleanup; restore_neigh' EXIT
 trap 'log "failed: line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT TERM
 
@@ -277,6 +316,11 @@ pair_pings() {
   return 1
 }
 
+# CPU time (user + system) of process PID so far, in clock ticks.
+cpu_ticks() {
+  awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 # mean/max of the numbers on stdin, scaled by a divisor, with a format.
 mean_max() {
   awk -v d="$1" -v f="$2" '{ v = $1 / d; s += v; if (NR == 1 || v > m) m = v }
@@ -292,20 +336,25 @@ measure() {
   run_for "$n" "$SETTLE"
 
   declare -A rx0=() tx0=() rx1=() tx1=()
-  local port rx tx t0 t1
+  local port rx tx t0 t1 cpu0=() cpu1=()
   while read -r port rx tx; do rx0[$port]=$rx; tx0[$port]=$tx; done < <(port_counters)
+  for ((i = 0; i < n; i++)); do cpu0+=("$(cpu_ticks "${PIDS[i]}")"); done
   t0="$(date +%s.%N)"
   log "N=$n: idle window ${WINDOW}s"
   run_for "$n" "$WINDOW"
   while read -r port rx tx; do rx1[$port]=$rx; tx1[$port]=$tx; done < <(port_counters)
+  for ((i = 0; i < n; i++)); do cpu1+=("$(cpu_ticks "${PIDS[i]}")"); done
   t1="$(date +%s.%N)"
   local load
   load="$(cut -d' ' -f1-3 /proc/loadavg)"
   local span
   span="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
 
-  local sent=() received=() rss=() dead=0 kb
+  local sent=() received=() rss=() cpu=() dead=0 kb hz
+  hz="$(getconf CLK_TCK)"
   for ((i = 0; i < n; i++)); do
+    # Percent of one core: ticks / hz / span * 100.
+    cpu+=("$(((${cpu1[i]} - ${cpu0[i]}) * 100 / hz))")
     # The bridge port's rx is what the host sent.
     sent+=("$((${rx1[h$i]} - ${rx0[h$i]}))")
     received+=("$((${tx1[h$i]} - ${tx0[h$i]}))")
@@ -334,11 +383,12 @@ measure() {
 
   local peaks=()
   for ((i = 0; i < n; i++)); do peaks+=("${PEAK[i]:-0}"); done
-  printf '| %s | %d | %d | %s | %s | %s | %s | %d/%d | %s | %d |\n' \
+  printf '| %s | %d | %d | %s | %s | %s | %s | %s | %d/%d | %s | %d |\n' \
     "$VERSION_LABEL" "$n" "$SETTLE" \
     "$(printf '%s\n' "${sent[@]}" | mean_max "$span" '%.0f')" \
     "$(printf '%s\n' "${received[@]}" | mean_max "$span" '%.0f')" \
     "$(printf '%s\n' "${peaks[@]}" | mean_max 1 '%.1f')" \
+    "$(printf '%s\n' "${cpu[@]}" | mean_max "$span" '%.1f')" \
     "$( ((${#rss[@]})) && printf '%s\n' "${rss[@]}" | mean_max 1024 '%.1f' || echo -)" \
     "$ok" "$PAIRS" "$load" "$dead"
   log "N=$n: done in $((SECONDS - started)) s"
@@ -347,11 +397,19 @@ measure() {
 
 VERSION_LABEL="${LABEL:-$WEFT_VERSION}"
 RANDOM="$SEED"
+max_n=0
+for n in "${SIZES[@]}"; do ((n > max_n)) && max_n=$n; done
+raise_neigh_limits "$max_n"
+overflows_before="$(dmesg 2>/dev/null | grep -c 'neighbor table overflow' || true)"
 if ((HEADER)); then
-  echo "| weft | nodes | settle s | sent B/s per node: mean / max | received B/s: mean / max | sessions (peak): mean / max | RSS MiB: mean / max | pairs ping | load avg 1/5/15 | daemons dead |"
-  echo "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | ---: |"
+  echo "| weft | nodes | settle s | sent B/s per node: mean / max | received B/s: mean / max | sessions (peak): mean / max | CPU % of a core: mean / max | RSS MiB: mean / max | pairs ping | load avg 1/5/15 | daemons dead |"
+  echo "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | ---: |"
 fi
 for n in "${SIZES[@]}"; do
   measure "$n"
 done
+overflows="$(dmesg 2>/dev/null | grep -c 'neighbor table overflow' || true)"
+if ((overflows > overflows_before)); then
+  log "warning: the kernel's neighbour table overflowed $((overflows - overflows_before)) times during the run (dmesg): failed pairs may be the test bed's"
+fi
 log "measured: $WEFT_VERSION; $(uname -sr); $(nproc) cores; $(date -u +'%Y-%m-%d %H:%M UTC')"

@@ -19,6 +19,8 @@
 //! through an impairment relay (see `relay.rs`); `stream.rs` pings through
 //! it all and measures outages; `mcast.rs` sends and receives multicast
 //! with ordinary UDP sockets inside the namespaces.
+//! `neigh.rs` makes room in the kernel's neighbour tables, which all
+//! namespaces share, for test beds of more than 16 hosts.
 //! `qos.rs` shapes a host's underlay with `tc tbf`, loads it with `iperf3`
 //! and measures a realtime UDP echo stream through it (the QoS test and demo).
 //!
@@ -35,6 +37,7 @@ mod host;
 mod impair;
 mod mcast;
 mod nat;
+mod neigh;
 mod netns;
 mod qos;
 mod relay;
@@ -66,6 +69,7 @@ pub use stream::{Outage, PingStream, Probe, REPLY_TIMEOUT, StreamRecord, loss_be
 
 use crate::config::DEFAULT_MTU;
 use command::{now, run};
+use neigh::NeighbourRoom;
 use netns::{add_namespace, delete_namespace, ip, remove_etc_netns, step};
 
 /// UDP port every daemon listens on.
@@ -163,6 +167,8 @@ pub struct Testbed {
     hosts: Vec<Host>,
     relays: Vec<ImpairmentRelay>,
     options: TestbedOptions,
+    /// Dropped after the namespaces are gone (fields drop after `drop`).
+    _neighbour_room: NeighbourRoom,
 }
 
 impl Testbed {
@@ -176,6 +182,7 @@ impl Testbed {
         if !options.weft_binary.is_file() {
             bail!("weft binary {} not found", options.weft_binary.display());
         }
+        let neighbour_room = NeighbourRoom::for_hosts(n)?;
         let temp_root = std::env::temp_dir();
         netns::remove_leftovers(&temp_root);
         let stem = netns::new_stem()?;
@@ -189,6 +196,7 @@ impl Testbed {
             hosts: Vec::new(),
             relays: Vec::new(),
             options,
+            _neighbour_room: neighbour_room,
         };
         // From here on, an early return drops `testbed`, which cleans up.
         testbed.make_credentials(n)?;
