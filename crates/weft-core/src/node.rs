@@ -520,6 +520,11 @@ struct RoutingState {
     lsa_for_change: bool,
     lsa_for_drift: bool,
     last_lsa: Option<Instant>,
+    /// Shortest time from the last record to one sent for drift alone, as
+    /// set when the last such record was sent, and when that was (it
+    /// doubles at each and decays between them: `routing::DRIFT_INTERVAL`).
+    drift_spacing: Duration,
+    last_drift_lsa: Option<Instant>,
     /// Bounds on signing and passing on records (`route::brake`).
     brake: crate::route::Brake<PeerId>,
     /// What this node last advertised, per neighbour: (RTT µs, loss).
@@ -759,6 +764,8 @@ impl Node {
                 lsa_for_change: false,
                 lsa_for_drift: false,
                 last_lsa: None,
+                drift_spacing: routing::DRIFT_INTERVAL,
+                last_drift_lsa: None,
                 brake: crate::route::Brake::default(),
                 advertised: BTreeMap::new(),
                 left_out: BTreeSet::new(),

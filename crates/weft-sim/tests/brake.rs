@@ -81,3 +81,68 @@ fn flapping_nodes_sign_and_spread_records_at_a_bounded_rate() {
         "healthy traffic lost {lost} packets during the storm"
     );
 }
+
+/// A node whose measurements keep moving (on a starved host probes are
+/// answered late or not at all, so its loss and RTT figures never settle)
+/// signs a record for that drift less and less often, down to one per
+/// `DRIFT_INTERVAL_MAX` (16 s), instead of two a second; once calm again,
+/// the next real change goes out within the usual 500 ms spacing.
+#[test]
+fn a_node_whose_measurements_keep_moving_signs_few_records_and_a_later_change_goes_out_at_once() {
+    let mut sim = new_sim(54);
+    let mesh = MeshBuilder::new(6).build(&mut sim).unwrap();
+    let hosts = mesh.hosts.clone();
+    assert!(sim.run_until_condition(secs(20), |s| s.all_established(&hosts)));
+    sim.run_for(secs(5));
+    let jumpy = hosts[0];
+    let drift = |sim: &weft_sim::Sim| sim.node(jumpy).unwrap().stats().lsa_originated_drift;
+
+    // 60 s of loss on the node's links switching between 0 and 25 % every
+    // second, while traffic keeps them probed at the active rate.
+    let jitter = secs(60);
+    let start = sim.elapsed();
+    let mut at = start;
+    let mut lossy = true;
+    while at < start + jitter {
+        let loss = if lossy { 0.25 } else { 0.0 };
+        for &other in &hosts[1..] {
+            sim.schedule_link_change_both(at, jumpy, other, LinkChange::Loss(loss));
+        }
+        lossy = !lossy;
+        at += secs(1);
+    }
+    for &other in &hosts[1..] {
+        sim.schedule_link_change_both(at, jumpy, other, LinkChange::Loss(0.0));
+    }
+    for &other in &hosts[1..] {
+        let mut spec = FlowSpec::new(jumpy, other);
+        spec.start = start;
+        spec.interval = ms(20);
+        spec.count = (jitter.as_millis() / 20) as u32;
+        sim.start_flow(&spec).unwrap();
+    }
+    let before = drift(&sim);
+    sim.run_for(jitter);
+    let signed = drift(&sim) - before;
+    eprintln!("records signed for drift in 60 s of jitter: {signed}");
+    // Undamped (one at most every 500 ms) this was 82; damped, 6.
+    assert!(
+        (3..=14).contains(&signed),
+        "{signed} records signed for drift in 60 s of jitter (damped: 6, undamped: 82)"
+    );
+
+    // Calm for longer than four of the longest spacings, then one change.
+    sim.run_for(secs(70));
+    let before = drift(&sim);
+    let change = sim.elapsed();
+    sim.schedule_link_change_both(change, jumpy, hosts[1], LinkChange::Latency(ms(2)));
+    let deadline = change + secs(3);
+    assert!(
+        sim.run_until_condition(deadline, |s| drift(s) > before),
+        "a link's RTT falling from 20 to 4 ms after a calm minute was not advertised within 3 s"
+    );
+    eprintln!(
+        "after the calm, the change was advertised {:?} after it happened",
+        sim.elapsed() - change
+    );
+}

@@ -6,7 +6,8 @@
 //! - Link state: the node signs a record of its links that are up (RTT and
 //!   loss each) and floods it to its neighbours when a link goes up or down,
 //!   when a link's metrics move noticeably (at most every
-//!   [`DRIFT_INTERVAL`]), and every `lsa_refresh`; neighbours pass what is
+//!   [`DRIFT_INTERVAL`], and less often while they keep moving: see
+//!   [`DRIFT_INTERVAL_MAX`]), and every `lsa_refresh`; neighbours pass what is
 //!   new to them on, within the record's scope: [`RECORD_RADIUS`] links from
 //!   its origin, which is every record a path of at most three links needs
 //!   (a multicast member's record goes everywhere, [`UNLIMITED_HOPS`]). A
@@ -38,8 +39,23 @@ use crate::route::{
 use crate::timer::TimerKind;
 use crate::wire::{Frame, HOP_LEN, LinkEntry, LinkStateRecord};
 
-/// Shortest time between two records sent because metrics drifted.
-const DRIFT_INTERVAL: Duration = Duration::from_millis(500);
+/// Shortest time between a record and the next one sent because metrics
+/// drifted, while drift is rare ...
+pub(super) const DRIFT_INTERVAL: Duration = Duration::from_millis(500);
+/// ... doubled at each drift record, up to this, and halved for every
+/// [`DRIFT_HALF_LIFE`] without one. A node whose measurements keep moving
+/// (its CPU or uplink starved, so probes come back late or not at all)
+/// would otherwise sign two records a second for as long as that lasts,
+/// and each of them costs every node within two links a datagram or more:
+/// on 128 daemons sharing two cores that was most of the load, and the
+/// load was what kept the measurements moving. Under steady drift the
+/// spacing settles near the half-life (doubling and decay balance there).
+/// Links going up or down are not damped: they still go out within
+/// [`CHANGE_INTERVAL`].
+const DRIFT_INTERVAL_MAX: Duration = Duration::from_secs(16);
+/// How fast the drift spacing comes back down while no drift record is
+/// sent: after a calm minute, the next change goes out within a second.
+const DRIFT_HALF_LIFE: Duration = Duration::from_secs(15);
 /// Shortest time between two records sent because a link went up or down.
 pub(super) const CHANGE_INTERVAL: Duration = Duration::from_millis(20);
 /// How often the routes are checked for changes that no event announces
@@ -585,9 +601,33 @@ impl Node {
         };
         if moved {
             self.routing.lsa_for_drift = true;
-            self.schedule_lsa(now, DRIFT_INTERVAL);
+            self.schedule_lsa(now, self.drift_spacing(now));
             self.routing.dirty = true;
         }
+    }
+
+    /// How long after the last record one for drift alone may follow
+    /// now: the spacing set at the last drift record, decayed since (see
+    /// [`DRIFT_INTERVAL_MAX`] and [`DRIFT_HALF_LIFE`]), never under
+    /// [`DRIFT_INTERVAL`].
+    fn drift_spacing(&self, now: Instant) -> Duration {
+        let routing = &self.routing;
+        let Some(last) = routing.last_drift_lsa else {
+            return DRIFT_INTERVAL;
+        };
+        let half_lives =
+            now.saturating_duration_since(last).as_secs_f64() / DRIFT_HALF_LIFE.as_secs_f64();
+        routing
+            .drift_spacing
+            .div_f64(half_lives.exp2())
+            .max(DRIFT_INTERVAL)
+    }
+
+    /// A record was signed for drift alone: the next one waits twice as
+    /// long as this one had to.
+    fn damp_drift(&mut self, now: Instant) {
+        self.routing.drift_spacing = (self.drift_spacing(now) * 2).min(DRIFT_INTERVAL_MAX);
+        self.routing.last_drift_lsa = Some(now);
     }
 
     pub(super) fn schedule_lsa(&mut self, now: Instant, spacing: Duration) {
@@ -901,7 +941,10 @@ impl Node {
             std::mem::take(&mut self.routing.lsa_for_drift),
         ) {
             (true, _) => self.stats.lsa_originated_change += 1,
-            (false, true) => self.stats.lsa_originated_drift += 1,
+            (false, true) => {
+                self.stats.lsa_originated_drift += 1;
+                self.damp_drift(now);
+            }
             (false, false) => self.stats.lsa_originated_refresh += 1,
         }
         trace!(links = links.len(), "advertising links");
