@@ -56,6 +56,9 @@ Usage: bench/daemons.sh [options] N...   (as root; default N: 24)
   --rev REV         build weft from this commit (git archive into
                     /tmp/weft-daemons-src) instead of the working tree
   --label TEXT      the table's first column (default: what was measured)
+  --explain         for each pair that does not ping, print to stderr how
+                    the sender sees the receiver (its peer entry in
+                    `weft status --json` and `weft trace`) and the reverse
   --header          print the table header before the rows
   -h, --help        this text
 
@@ -71,6 +74,7 @@ WEFT_BIN=""
 REV=""
 HEADER=0
 LABEL=""
+EXPLAIN=0
 SIZES=()
 while (($#)); do
   case "$1" in
@@ -82,6 +86,7 @@ while (($#)); do
     --rev) REV="$2"; shift 2 ;;
     --label) LABEL="$2"; shift 2 ;;
     --header) HEADER=1; shift ;;
+    --explain) EXPLAIN=1; shift ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     *) SIZES+=("$1"); shift ;;
@@ -313,7 +318,21 @@ pair_pings() {
     ping -n -q -c 3 -i 0.3 -W 1 "$address" >/dev/null 2>&1; then
     return 0
   fi
+  ((EXPLAIN)) && explain_pair "$a" "$b"
   return 1
+}
+
+# Why a pair did not ping, as each end sees the other (stderr, one block).
+explain_pair() {
+  local a="$1" b="$2" x y out=""
+  for x in "$a" "$b"; do
+    y=$((x == a ? b : a))
+    out+="  h$x -> h$y: peer $(weft_in "$x" status --json 2>/dev/null |
+      jq -c --arg n "h$y" '[.peers[]? | select(.name == $n) |
+        {state, endpoint, link, via, rtt_ms, handshakes, packets_out, packets_in}]' 2>/dev/null || echo '?')"$'\n'
+    out+="    trace: $(weft_in "$x" trace "h$y" 2>&1 | tr '\n' ' ' | cut -c1-300)"$'\n'
+  done
+  printf '[daemons] pair h%d -> h%d did not ping:\n%s' "$a" "$b" "$out" >&2
 }
 
 # CPU time (user + system) of process PID so far, in clock ticks.
