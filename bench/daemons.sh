@@ -101,6 +101,7 @@ die() { printf '[daemons] error: %s\n' "$*" >&2; exit 1; }
 for tool in ip jq ping; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (scripts/install-test-deps.sh)"
 done
+((EXPLAIN == 0)) || command -v curl >/dev/null 2>&1 || die "--explain needs curl (to read /metrics)"
 for n in "${SIZES[@]}"; do
   [[ "$n" =~ ^[0-9]+$ ]] && ((n >= 2 && n <= 1000)) || die "N must be 2 to 1000, not $n"
 done
@@ -331,8 +332,29 @@ explain_pair() {
       jq -c --arg n "h$y" '[.peers[]? | select(.name == $n) |
         {state, endpoint, link, via, rtt_ms, handshakes, packets_out, packets_in}]' 2>/dev/null || echo '?')"$'\n'
     out+="    trace: $(weft_in "$x" trace "h$y" 2>&1 | tr '\n' ' ' | cut -c1-300)"$'\n'
+    out+="    counters: $(counters_of "$x")"$'\n'
+  done
+  # The relays each end's route names.
+  local relay
+  for relay in $(for x in "$a" "$b"; do
+    y=$((x == a ? b : a))
+    weft_in "$x" status --json 2>/dev/null |
+      jq -r --arg n "h$y" '.peers[]? | select(.name == $n) | .via[]?' 2>/dev/null
+  done | sort -u); do
+    out+="  relay $relay: $(counters_of "${relay#h}")"$'\n'
   done
   printf '[daemons] pair h%d -> h%d did not ping:\n%s' "$a" "$b" "$out" >&2
+}
+
+# The handshake and relay counters of host i, from its /metrics (the API
+# token is in its directory), on one line.
+counters_of() {
+  local i="$1"
+  timeout "$CMD_TIMEOUT" ip netns exec "$(host_ns "$i")" curl -s -m 5 \
+    -H "Authorization: Bearer $(cat "$DIR/h$i/api.token" 2>/dev/null)" \
+    "http://127.0.0.1:4880/metrics" 2>/dev/null |
+    grep -E '^weft_(handshake|relay|rx_via_relay|rx_unknown_session|peers_refused|drops_total\{reason="relay)' |
+    grep -v ' 0$' | sed 's/^weft_//; s/_total//' | tr '\n' ' '
 }
 
 # CPU time (user + system) of process PID so far, in clock ticks.

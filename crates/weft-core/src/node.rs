@@ -520,11 +520,10 @@ struct RoutingState {
     lsa_for_change: bool,
     lsa_for_drift: bool,
     last_lsa: Option<Instant>,
-    /// Shortest time from the last record to one sent for drift alone, as
-    /// set when the last such record was sent, and when that was (it
-    /// doubles at each and decays between them: `routing::DRIFT_INTERVAL`).
-    drift_spacing: Duration,
-    last_drift_lsa: Option<Instant>,
+    /// Records this node may still sign for drift alone, as of
+    /// `drift_refilled` (a token bucket: `routing::DRIFT_REFILL`).
+    drift_tokens: f64,
+    drift_refilled: Option<Instant>,
     /// Bounds on signing and passing on records (`route::brake`).
     brake: crate::route::Brake<PeerId>,
     /// What this node last advertised, per neighbour: (RTT µs, loss).
@@ -764,8 +763,8 @@ impl Node {
                 lsa_for_change: false,
                 lsa_for_drift: false,
                 last_lsa: None,
-                drift_spacing: routing::DRIFT_INTERVAL,
-                last_drift_lsa: None,
+                drift_tokens: routing::DRIFT_BURST,
+                drift_refilled: None,
                 brake: crate::route::Brake::default(),
                 advertised: BTreeMap::new(),
                 left_out: BTreeSet::new(),

@@ -84,9 +84,9 @@ fn flapping_nodes_sign_and_spread_records_at_a_bounded_rate() {
 
 /// A node whose measurements keep moving (on a starved host probes are
 /// answered late or not at all, so its loss and RTT figures never settle)
-/// signs a record for that drift less and less often, down to one per
-/// `DRIFT_INTERVAL_MAX` (16 s), instead of two a second; once calm again,
-/// the next real change goes out within the usual 500 ms spacing.
+/// signs a burst of 4 records for that drift and then one per 15 s
+/// (`DRIFT_BURST`, `DRIFT_REFILL`), instead of two a second; once calm
+/// again, the next real change goes out at once.
 #[test]
 fn a_node_whose_measurements_keep_moving_signs_few_records_and_a_later_change_goes_out_at_once() {
     let mut sim = new_sim(54);
@@ -125,10 +125,10 @@ fn a_node_whose_measurements_keep_moving_signs_few_records_and_a_later_change_go
     sim.run_for(jitter);
     let signed = drift(&sim) - before;
     eprintln!("records signed for drift in 60 s of jitter: {signed}");
-    // Undamped (one at most every 500 ms) this was 82; damped, 6.
+    // Undamped (one at most every 500 ms) this was 82; braked, 7.
     assert!(
         (3..=14).contains(&signed),
-        "{signed} records signed for drift in 60 s of jitter (damped: 6, undamped: 82)"
+        "{signed} records signed for drift in 60 s of jitter (braked: 7, unbraked: 82)"
     );
 
     // Calm for longer than four of the longest spacings, then one change.

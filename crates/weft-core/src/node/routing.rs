@@ -6,8 +6,8 @@
 //! - Link state: the node signs a record of its links that are up (RTT and
 //!   loss each) and floods it to its neighbours when a link goes up or down,
 //!   when a link's metrics move noticeably (at most every
-//!   [`DRIFT_INTERVAL`], and less often while they keep moving: see
-//!   [`DRIFT_INTERVAL_MAX`]), and every `lsa_refresh`; neighbours pass what is
+//!   [`DRIFT_INTERVAL`], and after a burst of such records one per
+//!   [`DRIFT_REFILL`]), and every `lsa_refresh`; neighbours pass what is
 //!   new to them on, within the record's scope: [`RECORD_RADIUS`] links from
 //!   its origin, which is every record a path of at most three links needs
 //!   (a multicast member's record goes everywhere, [`UNLIMITED_HOPS`]). A
@@ -40,22 +40,20 @@ use crate::timer::TimerKind;
 use crate::wire::{Frame, HOP_LEN, LinkEntry, LinkStateRecord};
 
 /// Shortest time between a record and the next one sent because metrics
-/// drifted, while drift is rare ...
+/// drifted.
 pub(super) const DRIFT_INTERVAL: Duration = Duration::from_millis(500);
-/// ... doubled at each drift record, up to this, and halved for every
-/// [`DRIFT_HALF_LIFE`] without one. A node whose measurements keep moving
-/// (its CPU or uplink starved, so probes come back late or not at all)
-/// would otherwise sign two records a second for as long as that lasts,
-/// and each of them costs every node within two links a datagram or more:
-/// on 128 daemons sharing two cores that was most of the load, and the
-/// load was what kept the measurements moving. Under steady drift the
-/// spacing settles near the half-life (doubling and decay balance there).
-/// Links going up or down are not damped: they still go out within
-/// [`CHANGE_INTERVAL`].
-const DRIFT_INTERVAL_MAX: Duration = Duration::from_secs(16);
-/// How fast the drift spacing comes back down while no drift record is
-/// sent: after a calm minute, the next change goes out within a second.
-const DRIFT_HALF_LIFE: Duration = Duration::from_secs(15);
+/// Records a node may sign for drift alone in a burst ...
+pub(super) const DRIFT_BURST: f64 = 4.0;
+/// ... and then one per this. A node whose measurements keep moving (its
+/// CPU or uplink starved, so probes come back late or not at all) would
+/// otherwise sign two records a second for as long as that lasts, and
+/// each of them costs every node within two links a datagram or more: on
+/// 128 daemons sharing two cores that was most of the load, and the load
+/// was what kept the measurements moving. The burst leaves the drift of
+/// ordinary events (a link cut elsewhere moving traffic onto this node's
+/// links) undelayed. Links going up or down are not braked here: they
+/// still go out within [`CHANGE_INTERVAL`].
+const DRIFT_REFILL: Duration = Duration::from_secs(15);
 /// Shortest time between two records sent because a link went up or down.
 pub(super) const CHANGE_INTERVAL: Duration = Duration::from_millis(20);
 /// How often the routes are checked for changes that no event announces
@@ -606,28 +604,35 @@ impl Node {
         }
     }
 
-    /// How long after the last record one for drift alone may follow
-    /// now: the spacing set at the last drift record, decayed since (see
-    /// [`DRIFT_INTERVAL_MAX`] and [`DRIFT_HALF_LIFE`]), never under
-    /// [`DRIFT_INTERVAL`].
-    fn drift_spacing(&self, now: Instant) -> Duration {
+    /// Drift records this node may sign now (see [`DRIFT_BURST`]).
+    fn drift_tokens(&self, now: Instant) -> f64 {
         let routing = &self.routing;
-        let Some(last) = routing.last_drift_lsa else {
+        let refilled = routing.drift_refilled.map_or(0.0, |at| {
+            now.saturating_duration_since(at).as_secs_f64() / DRIFT_REFILL.as_secs_f64()
+        });
+        (routing.drift_tokens + refilled).min(DRIFT_BURST)
+    }
+
+    /// How long after the last record one for drift alone may follow:
+    /// [`DRIFT_INTERVAL`], or longer while the node is out of drift tokens.
+    fn drift_spacing(&self, now: Instant) -> Duration {
+        let tokens = self.drift_tokens(now);
+        if tokens >= 1.0 {
             return DRIFT_INTERVAL;
-        };
-        let half_lives =
-            now.saturating_duration_since(last).as_secs_f64() / DRIFT_HALF_LIFE.as_secs_f64();
-        routing
-            .drift_spacing
-            .div_f64(half_lives.exp2())
+        }
+        let token_at = now + DRIFT_REFILL.mul_f64(1.0 - tokens);
+        self.routing
+            .last_lsa
+            .map_or(Duration::ZERO, |last| {
+                token_at.saturating_duration_since(last)
+            })
             .max(DRIFT_INTERVAL)
     }
 
-    /// A record was signed for drift alone: the next one waits twice as
-    /// long as this one had to.
+    /// A record was signed for drift alone: it takes a token.
     fn damp_drift(&mut self, now: Instant) {
-        self.routing.drift_spacing = (self.drift_spacing(now) * 2).min(DRIFT_INTERVAL_MAX);
-        self.routing.last_drift_lsa = Some(now);
+        self.routing.drift_tokens = (self.drift_tokens(now) - 1.0).max(0.0);
+        self.routing.drift_refilled = Some(now);
     }
 
     pub(super) fn schedule_lsa(&mut self, now: Instant, spacing: Duration) {
