@@ -311,10 +311,14 @@ port_counters() {
 # Whether host a reaches host b: b looked up by name through a's daemon,
 # then pinged at the overlay address learnt.
 pair_pings() {
-  local a="$1" b="$2" address
-  address="$(weft_in "$a" lookup "h$b" --json 2>/dev/null | jq -r '.record.overlay_ipv4 // empty' 2>/dev/null)" ||
+  local a="$1" b="$2" address lookup
+  lookup="$(weft_in "$a" lookup "h$b" --json 2>&1)" || true
+  address="$(jq -r '.record.overlay_ipv4 // empty' <<<"$lookup" 2>/dev/null)" || true
+  if [[ -z "$address" ]]; then
+    ((EXPLAIN)) && printf '[daemons] pair h%d -> h%d: the lookup found no address: %s\n' \
+      "$a" "$b" "$(tr '\n' ' ' <<<"$lookup" | cut -c1-400)" >&2
     return 1
-  [[ -n "$address" ]] || return 1
+  fi
   if timeout "$CMD_TIMEOUT" ip netns exec "$(host_ns "$a")" \
     ping -n -q -c 3 -i 0.3 -W 1 "$address" >/dev/null 2>&1; then
     return 0
