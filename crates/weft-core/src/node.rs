@@ -520,10 +520,9 @@ struct RoutingState {
     lsa_for_change: bool,
     lsa_for_drift: bool,
     last_lsa: Option<Instant>,
-    /// Records this node may still sign for drift alone, as of
-    /// `drift_refilled` (a token bucket: `routing::DRIFT_REFILL`).
-    drift_tokens: f64,
-    drift_refilled: Option<Instant>,
+    /// Records this node may still sign for drift alone
+    /// (`routing::DRIFT_BURST`).
+    drift: crate::route::Bucket,
     /// Bounds on signing and passing on records (`route::brake`).
     brake: crate::route::Brake<PeerId>,
     /// What this node last advertised, per neighbour: (RTT µs, loss).
@@ -763,8 +762,7 @@ impl Node {
                 lsa_for_change: false,
                 lsa_for_drift: false,
                 last_lsa: None,
-                drift_tokens: routing::DRIFT_BURST,
-                drift_refilled: None,
+                drift: crate::route::Bucket::new(routing::DRIFT_BURST, routing::DRIFT_REFILL),
                 brake: crate::route::Brake::default(),
                 advertised: BTreeMap::new(),
                 left_out: BTreeSet::new(),

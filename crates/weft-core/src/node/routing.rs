@@ -43,7 +43,7 @@ use crate::wire::{Frame, HOP_LEN, LinkEntry, LinkStateRecord};
 /// drifted.
 pub(super) const DRIFT_INTERVAL: Duration = Duration::from_millis(500);
 /// Records a node may sign for drift alone in a burst ...
-pub(super) const DRIFT_BURST: f64 = 4.0;
+pub(super) const DRIFT_BURST: u32 = 4;
 /// ... and then one per this. A node whose measurements keep moving (its
 /// CPU or uplink starved, so probes come back late or not at all) would
 /// otherwise sign two records a second for as long as that lasts, and
@@ -53,7 +53,7 @@ pub(super) const DRIFT_BURST: f64 = 4.0;
 /// ordinary events (a link cut elsewhere moving traffic onto this node's
 /// links) undelayed. Links going up or down are not braked here: they
 /// still go out within [`CHANGE_INTERVAL`].
-const DRIFT_REFILL: Duration = Duration::from_secs(15);
+pub(super) const DRIFT_REFILL: Duration = Duration::from_secs(15);
 /// Shortest time between two records sent because a link went up or down.
 pub(super) const CHANGE_INTERVAL: Duration = Duration::from_millis(20);
 /// How often the routes are checked for changes that no event announces
@@ -604,35 +604,17 @@ impl Node {
         }
     }
 
-    /// Drift records this node may sign now (see [`DRIFT_BURST`]).
-    fn drift_tokens(&self, now: Instant) -> f64 {
-        let routing = &self.routing;
-        let refilled = routing.drift_refilled.map_or(0.0, |at| {
-            now.saturating_duration_since(at).as_secs_f64() / DRIFT_REFILL.as_secs_f64()
-        });
-        (routing.drift_tokens + refilled).min(DRIFT_BURST)
-    }
-
     /// How long after the last record one for drift alone may follow:
-    /// [`DRIFT_INTERVAL`], or longer while the node is out of drift tokens.
+    /// [`DRIFT_INTERVAL`], or until the next drift token while there is
+    /// none (see [`DRIFT_BURST`]).
     fn drift_spacing(&self, now: Instant) -> Duration {
-        let tokens = self.drift_tokens(now);
-        if tokens >= 1.0 {
-            return DRIFT_INTERVAL;
-        }
-        let token_at = now + DRIFT_REFILL.mul_f64(1.0 - tokens);
+        let token_at = self.routing.drift.next_token(now);
         self.routing
             .last_lsa
             .map_or(Duration::ZERO, |last| {
                 token_at.saturating_duration_since(last)
             })
             .max(DRIFT_INTERVAL)
-    }
-
-    /// A record was signed for drift alone: it takes a token.
-    fn damp_drift(&mut self, now: Instant) {
-        self.routing.drift_tokens = (self.drift_tokens(now) - 1.0).max(0.0);
-        self.routing.drift_refilled = Some(now);
     }
 
     pub(super) fn schedule_lsa(&mut self, now: Instant, spacing: Duration) {
@@ -948,7 +930,7 @@ impl Node {
             (true, _) => self.stats.lsa_originated_change += 1,
             (false, true) => {
                 self.stats.lsa_originated_drift += 1;
-                self.damp_drift(now);
+                self.routing.drift.take(now);
             }
             (false, false) => self.stats.lsa_originated_refresh += 1,
         }

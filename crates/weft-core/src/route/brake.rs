@@ -40,9 +40,64 @@ pub(crate) struct Held<P> {
     pub(crate) hops_left: u8,
 }
 
-pub(crate) struct Brake<P> {
+/// A token bucket: at most `burst` tokens, one more every `every`; full
+/// before its first use. (The brake's bound on signing, and the node's on
+/// records signed for drift alone.)
+#[derive(Debug, Clone)]
+pub(crate) struct Bucket {
+    burst: f64,
+    every: Duration,
     tokens: f64,
     refilled: Option<Instant>,
+}
+
+impl Bucket {
+    pub(crate) fn new(burst: u32, every: Duration) -> Self {
+        Self {
+            burst: f64::from(burst),
+            every,
+            tokens: f64::from(burst),
+            refilled: None,
+        }
+    }
+
+    /// The tokens there now (a fraction while one is refilling).
+    pub(crate) fn tokens(&self, now: Instant) -> f64 {
+        match self.refilled {
+            None => self.burst,
+            Some(at) => {
+                let refilled =
+                    now.saturating_duration_since(at).as_secs_f64() / self.every.as_secs_f64();
+                (self.tokens + refilled).min(self.burst)
+            }
+        }
+    }
+
+    /// Takes a token if there is a whole one.
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
+        let tokens = self.tokens(now);
+        let taken = tokens >= 1.0;
+        self.tokens = if taken { tokens - 1.0 } else { tokens };
+        self.refilled = Some(now);
+        taken
+    }
+
+    /// Takes a token, or what there is of one (something was sent that
+    /// was scheduled while there was one).
+    pub(crate) fn take(&mut self, now: Instant) {
+        self.tokens = (self.tokens(now) - 1.0).max(0.0);
+        self.refilled = Some(now);
+    }
+
+    /// When the next whole token is there (`now` if one is).
+    pub(crate) fn next_token(&self, now: Instant) -> Instant {
+        let missing = (1.0 - self.tokens(now)).max(0.0);
+        now + self.every.mul_f64(missing)
+    }
+}
+
+pub(crate) struct Brake<P> {
+    originate: Bucket,
     forwarded: BTreeMap<NodeId, Instant>,
     held: BTreeMap<NodeId, Held<P>>,
 }
@@ -50,8 +105,10 @@ pub(crate) struct Brake<P> {
 impl<P> Default for Brake<P> {
     fn default() -> Self {
         Self {
-            tokens: 0.0,
-            refilled: None,
+            originate: Bucket::new(
+                ORIGINATE_BURST,
+                Duration::from_secs(1) / ORIGINATE_PER_SECOND,
+            ),
             forwarded: BTreeMap::new(),
             held: BTreeMap::new(),
         }
@@ -61,19 +118,12 @@ impl<P> Default for Brake<P> {
 impl<P> Brake<P> {
     /// Whether this node may sign a record now; takes a token if so.
     pub(crate) fn may_originate(&mut self, now: Instant) -> bool {
-        self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.originate.try_take(now)
     }
 
     /// When the next token is there (for a deferred record).
     pub(crate) fn next_origination(&self, now: Instant) -> Instant {
-        let missing = (1.0 - self.tokens).max(0.0);
-        now + Duration::from_secs_f64(missing / f64::from(ORIGINATE_PER_SECOND))
+        self.originate.next_token(now)
     }
 
     /// A new record of `origin` to pass on: `true` to flood it now,
@@ -142,18 +192,6 @@ impl<P> Brake<P> {
         self.forwarded.retain(|id, _| known(id));
         self.held.retain(|id, _| known(id));
     }
-
-    fn refill(&mut self, now: Instant) {
-        match self.refilled {
-            None => self.tokens = f64::from(ORIGINATE_BURST),
-            Some(at) => {
-                let elapsed = now.saturating_duration_since(at).as_secs_f64();
-                self.tokens = (self.tokens + elapsed * f64::from(ORIGINATE_PER_SECOND))
-                    .min(f64::from(ORIGINATE_BURST));
-            }
-        }
-        self.refilled = Some(now);
-    }
 }
 
 #[cfg(test)]
@@ -183,6 +221,27 @@ mod tests {
             }
         }
         assert!((39..=41).contains(&sent), "{sent} in 10 s");
+    }
+
+    #[test]
+    fn a_bucket_taken_when_empty_waits_for_a_whole_token() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(2, Duration::from_secs(10));
+        assert_eq!(bucket.next_token(start), start);
+        bucket.take(start);
+        bucket.take(start);
+        assert_eq!(bucket.tokens(start), 0.0);
+        // Taken anyway with nothing left: it stays at zero, not below.
+        bucket.take(start);
+        assert_eq!(bucket.next_token(start), start + Duration::from_secs(10));
+        assert!(!bucket.try_take(start + Duration::from_secs(5)));
+        assert_eq!(
+            bucket.next_token(start + Duration::from_secs(5)),
+            start + Duration::from_secs(10)
+        );
+        assert!(bucket.try_take(start + Duration::from_secs(10)));
+        // Never more than the burst, however long it rests.
+        assert_eq!(bucket.tokens(start + Duration::from_secs(1_000)), 2.0);
     }
 
     #[test]

@@ -34,7 +34,7 @@ mod table;
 use std::fmt;
 use std::time::Duration;
 
-pub(crate) use brake::Brake;
+pub(crate) use brake::{Brake, Bucket};
 pub(crate) use lsdb::{LinkStateDb, LsaError, verify as verify_lsa};
 pub(crate) use paths::{Graph, IdMap, LinkQuality, compute_paths};
 pub(crate) use table::RouteTable;
