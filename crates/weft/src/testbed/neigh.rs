@@ -12,7 +12,10 @@
 //! [`NeighbourRoom::for_hosts`] raises `gc_thresh2`/`gc_thresh3` of both
 //! tables when they are too low for the test bed, and puts the values it
 //! found back when the last test bed of the process that raised them is
-//! dropped. It only raises: a limit someone set higher stays as it is.
+//! dropped. It only raises: a limit someone set higher stays as it is. A
+//! test process killed before that leaves the raised limits behind, which
+//! harms nothing (they only let the tables grow larger before entries are
+//! refused).
 
 use std::fs;
 use std::sync::Mutex;
