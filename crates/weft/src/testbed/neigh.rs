@@ -47,9 +47,19 @@ pub(super) struct NeighbourRoom(());
 
 impl NeighbourRoom {
     /// Raises the limits if `hosts` would not fit (see the module doc).
+    /// If a raise fails, whatever this call raised is put back (when no
+    /// other test bed holds it) before the error is returned.
     pub(super) fn for_hosts(hosts: usize) -> anyhow::Result<Self> {
-        let hard = entries_needed(hosts);
-        let mut held = HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        lock_held().0 += 1;
+        // From here, dropping `room` (also on the error below) releases
+        // this test bed's hold.
+        let room = NeighbourRoom(());
+        room.raise(entries_needed(hosts))?;
+        Ok(room)
+    }
+
+    fn raise(&self, hard: u64) -> anyhow::Result<()> {
+        let mut held = lock_held();
         for file in LIMITS {
             let want = if file.ends_with("thresh2") {
                 hard / 2
@@ -65,14 +75,18 @@ impl NeighbourRoom {
                     .with_context(|| format!("raising {file} from {current} to {want}"))?;
             }
         }
-        held.0 += 1;
-        Ok(NeighbourRoom(()))
+        Ok(())
     }
+}
+
+/// The holds and saved limits, also after a test panicked holding them.
+fn lock_held() -> std::sync::MutexGuard<'static, (usize, Vec<(&'static str, u64)>)> {
+    HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Drop for NeighbourRoom {
     fn drop(&mut self) {
-        let mut held = HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut held = lock_held();
         held.0 -= 1;
         if held.0 > 0 {
             return;
